@@ -1,0 +1,47 @@
+//! JWT-SVIDs for Remit.
+//!
+//! - [`keys`]: ES256 signing keys, their JWK form and RFC 7638 key ids, and encryption of
+//!   private keys at rest under a key-encryption key (AES-256-GCM).
+//! - [`jwt`]: minting and strict verification of compact JWS tokens (only `ES256`, only the
+//!   `alg`/`kid`/`typ` header, known `kid`, `exp`/`iat`/`aud` checked).
+//! - [`keyring`]: the set of keys a server signs and verifies with, JWKS and SPIFFE bundles.
+//!
+//! No IO and no clock: callers pass `now` and key material in.
+
+pub mod jwt;
+pub mod keyring;
+pub mod keys;
+
+pub use jwt::{Claims, RemitClaims, SvidKind, TokenError};
+pub use keyring::Keyring;
+pub use keys::{Kek, KeyError, SigningKey};
+
+use base64::Engine;
+
+/// Base64url without padding, as JOSE uses it.
+pub fn b64e(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Strict base64url decoding (no padding, canonical trailing bits).
+pub fn b64d(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+/// Fills a fresh array with cryptographically secure random bytes.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // aws-lc's RNG only fails if the OS entropy source is gone; there is nothing safe to
+    // continue with then.
+    #[allow(clippy::expect_used)]
+    aws_lc_rs::rand::fill(&mut b).expect("system random number generator failed");
+    b
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
