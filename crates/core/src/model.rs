@@ -172,3 +172,32 @@ pub struct Task {
     pub ended_at: Option<UnixMillis>,
     pub end_reason: Option<String>,
 }
+
+/// What a kill switch is aimed at. Cascades, all applied in one transaction:
+/// - `Task`: the task and every active task below it (its delegation subtree).
+/// - `Instance`: the instance and every active task it started, with their subtrees.
+/// - `Agent`: the agent is disabled; all its active instances and tasks are revoked.
+/// - `Workflow`: the workflow is suspended; all its active tasks are revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillTarget {
+    Task(TaskId),
+    Instance(InstanceId),
+    Agent(AgentName),
+    Workflow(WorkflowName),
+}
+
+/// One use of a kill switch: what, by whom, why, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    pub target: KillTarget,
+    pub actor: String,
+    pub reason: String,
+    pub at: UnixMillis,
+}
+
+/// Everything one kill (or a task's completion) ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillReport {
+    pub tasks_revoked: Vec<TaskId>,
+    pub instances_revoked: Vec<InstanceId>,
+}

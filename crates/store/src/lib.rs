@@ -1,0 +1,209 @@
+//! Persistence for Remit behind one trait.
+//!
+//! [`Store`] is the only way the server touches state. Each mutating call carries the audit
+//! event(s) describing it and commits both in one transaction, so there is never a change
+//! without its record or a record without its change. Backends never decide policy: rules
+//! live in `remit-core`; a backend applies their result with compare-and-set guards so a
+//! concurrent change shows up as [`StoreError::Conflict`] instead of being lost.
+//!
+//! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, group commit).
+//! - [`conformance`]: the test suite every backend must pass, written against the trait.
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
+use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::model::{
+    Agent, AgentState, Instance, JoinToken, Kill, KillReport, Task, TaskState, Workflow, WorkflowState,
+};
+use remit_core::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// Largest page any list call returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} `{id}` not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound { kind, id: id.to_string() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a key is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPurpose {
+    /// Signs JWT-SVIDs.
+    Jwt,
+    /// Signs audit checkpoints.
+    Audit,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Jwt => "jwt",
+            KeyPurpose::Audit => "audit",
+        }
+    }
+}
+
+/// A signing key as stored: the private half sealed under the key-encryption key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub purpose: KeyPurpose,
+    /// AES-256-GCM(kek, pkcs8), bound to the kid.
+    pub sealed: Vec<u8>,
+    /// Uncompressed SEC1 public point.
+    pub public: Vec<u8>,
+    pub created_at: UnixMillis,
+    /// `None` while it is the active signer; once rotated out, when it stops being published.
+    pub retire_after: Option<UnixMillis>,
+}
+
+/// The one-time installation record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    pub trust_domain: String,
+    /// SHA-256 (hex) of the admin credential.
+    pub admin_hash: String,
+    pub installed_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub workflow: Option<WorkflowName>,
+    pub agent: Option<AgentName>,
+    pub instance: Option<InstanceId>,
+    pub state: Option<TaskState>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub workflow: Option<String>,
+    pub task: Option<String>,
+    pub agent: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    /// Only records with `seq` greater than this (paging).
+    pub after_seq: u64,
+    pub limit: u32,
+}
+
+/// Everything needed to decide whether a task token is still live, read at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSnapshot {
+    pub task: Task,
+    pub workflow: Workflow,
+    pub agent: Agent,
+    pub instance: Option<Instance>,
+}
+
+/// The state of the world a new task is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartContext {
+    pub workflow: Option<Workflow>,
+    pub agent: Option<Agent>,
+    pub instance: Option<Instance>,
+}
+
+/// Remit's persistent state. Every backend passes [`conformance`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The installation record, if `remit init` has run.
+    async fn installation(&self) -> Result<Option<Installation>>;
+    /// Records the installation and its first keys; `Conflict` if already installed.
+    async fn install(&self, inst: Installation, keys: Vec<StoredKey>, audit: AuditEvent) -> Result<()>;
+
+    /// Every key not yet past its `retire_after`, of every purpose.
+    async fn keys(&self) -> Result<Vec<StoredKey>>;
+    /// Makes `new` the active key of its purpose; the previous active key is kept for
+    /// verification until `retire_after`. Bumps the bundle sequence. Returns the new sequence.
+    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64>;
+    /// Increments on every change to the published key set.
+    async fn bundle_sequence(&self) -> Result<u64>;
+
+    async fn create_workflow(&self, wf: Workflow, audit: AuditEvent) -> Result<()>;
+    async fn workflow(&self, name: &WorkflowName) -> Result<Option<Workflow>>;
+    async fn list_workflows(&self) -> Result<Vec<Workflow>>;
+    /// Moves a workflow `from` → `to` (resume); `Conflict` if it is not in `from`.
+    /// Suspension goes through [`Store::kill`], which also revokes its tasks.
+    async fn set_workflow_state(
+        &self,
+        name: &WorkflowName,
+        from: WorkflowState,
+        to: WorkflowState,
+        audit: AuditEvent,
+    ) -> Result<()>;
+
+    async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()>;
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>>;
+    async fn list_agents(&self) -> Result<Vec<Agent>>;
+    /// Re-enables an agent (`from` → `to`). Disabling goes through [`Store::kill`].
+    async fn set_agent_state(&self, name: &AgentName, from: AgentState, to: AgentState, audit: AuditEvent)
+    -> Result<()>;
+
+    async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()>;
+    async fn join_token(&self, id: &JoinTokenId) -> Result<Option<JoinToken>>;
+    /// Marks the join token used and creates the instance, atomically: exactly one caller
+    /// wins; a used or expired token or a disabled agent is a `Conflict`.
+    async fn redeem_join_token(&self, id: &JoinTokenId, instance: Instance, audit: AuditEvent) -> Result<()>;
+    async fn instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
+    /// Extends an active instance's identity; `Conflict` if it is no longer active.
+    async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()>;
+
+    /// Reads the workflow, agent and instance a new task is checked against.
+    async fn start_context(
+        &self,
+        workflow: &WorkflowName,
+        agent: &AgentName,
+        instance: Option<&InstanceId>,
+    ) -> Result<StartContext>;
+    /// Stores a new task. Re-checks inside the transaction that its workflow is active, its
+    /// agent enabled and its instance (if any) active, so a concurrent kill always wins.
+    async fn create_task(&self, task: Task, audit: AuditEvent) -> Result<()>;
+    async fn task(&self, id: &TaskId) -> Result<Option<Task>>;
+    async fn task_snapshot(&self, id: &TaskId) -> Result<Option<TaskSnapshot>>;
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>>;
+    /// Ends an active task as `completed` (or `expired`) and revokes its active subtree.
+    /// `Conflict` if it is not active any more.
+    async fn end_task(
+        &self,
+        id: &TaskId,
+        to: TaskState,
+        at: UnixMillis,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<KillReport>;
+    /// Pulls a kill switch: applies the cascade described on [`remit_core::model::KillTarget`]
+    /// and audits the kill and every task and instance it revoked, in one transaction.
+    async fn kill(&self, kill: Kill) -> Result<KillReport>;
+
+    /// Appends events that change nothing else (e.g. refused attempts).
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
+    /// The newest record's `(seq, hash)`; `(0, zeros)` when empty.
+    async fn audit_head(&self) -> Result<(u64, String)>;
+    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>>;
+    async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()>;
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+}

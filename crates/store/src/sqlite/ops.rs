@@ -1,0 +1,733 @@
+//! The SQL behind each [`crate::Store`] method, as plain functions over a connection.
+//!
+//! Reads take a `&Connection` from the reader pool. Writes take a [`WriteCtx`]: the writer
+//! thread's connection inside an open transaction plus the audit chain head, so every
+//! change and its audit records commit together.
+
+use remit_core::audit::{AuditAction, AuditEvent, AuditRecord, Checkpoint, seal};
+use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::model::{
+    Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
+};
+use remit_core::time::UnixMillis;
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+
+use super::rows::{self, map_err};
+use crate::{AuditFilter, Installation, Result, StartContext, StoreError, StoredKey, TaskFilter, TaskSnapshot};
+
+/// The audit chain head as the writer last committed (or is about to commit) it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// The writer's view inside one open transaction.
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub head: &'a mut Head,
+}
+
+impl WriteCtx<'_> {
+    /// Seals `e` onto the chain and inserts it.
+    pub fn audit(&mut self, e: AuditEvent) -> Result<u64> {
+        let seq = self.head.seq + 1;
+        let (rec, hash) = seal(seq, e, &self.head.hash);
+        insert_audit(self.conn, &rec)?;
+        *self.head = Head { seq, hash };
+        Ok(seq)
+    }
+}
+
+fn insert_audit(c: &Connection, r: &AuditRecord) -> Result<()> {
+    let e = &r.event;
+    c.prepare_cached(
+        "INSERT INTO audit (seq, time, actor, action, outcome, workflow, task, agent, reason, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.seq,
+            e.time.0,
+            e.actor,
+            e.action,
+            e.outcome.as_str(),
+            e.workflow,
+            e.task,
+            e.agent,
+            e.reason,
+            e.detail,
+            r.prev_hash,
+            r.hash
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn load_head(c: &Connection) -> Result<Head> {
+    let row: Option<(u64, String)> = c
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(map_err)?;
+    match row {
+        None => Ok(Head { seq: 0, hash: remit_core::audit::GENESIS_HASH }),
+        Some((seq, h)) => {
+            let mut hash = [0u8; 32];
+            let bytes = hex_decode(&h).ok_or_else(|| StoreError::Corrupt(format!("audit record {seq} has a bad hash")))?;
+            hash.copy_from_slice(&bytes);
+            Ok(Head { seq, hash })
+        }
+    }
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..32).map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()).collect()
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn conflict(msg: impl Into<String>) -> StoreError {
+    StoreError::Conflict(msg.into())
+}
+
+// ---------------------------------------------------------------- installation and keys
+
+pub fn installation(c: &Connection) -> Result<Option<Installation>> {
+    let get = |k: &str| -> Result<Option<String>> {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional().map_err(map_err)
+    };
+    let (Some(td), Some(h), Some(at)) = (get("trust_domain")?, get("admin_hash")?, get("installed_at")?) else {
+        return Ok(None);
+    };
+    let at = at.parse().map_err(|_| StoreError::Corrupt("installed_at".into()))?;
+    Ok(Some(Installation { trust_domain: td, admin_hash: h, installed_at: UnixMillis(at) }))
+}
+
+fn put_meta(c: &Connection, k: &str, v: &str) -> Result<()> {
+    c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
+        k, v,
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn insert_key(c: &Connection, k: &StoredKey) -> Result<()> {
+    c.execute(
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![k.kid, k.purpose.as_str(), k.sealed, k.public, k.created_at.0, k.retire_after.map(|t| t.0)],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn install(ctx: &mut WriteCtx<'_>, inst: Installation, keys: Vec<StoredKey>, audit: AuditEvent) -> Result<()> {
+    if installation(ctx.conn)?.is_some() {
+        return Err(conflict("remit is already initialized"));
+    }
+    put_meta(ctx.conn, "trust_domain", &inst.trust_domain)?;
+    put_meta(ctx.conn, "admin_hash", &inst.admin_hash)?;
+    put_meta(ctx.conn, "installed_at", &inst.installed_at.0.to_string())?;
+    put_meta(ctx.conn, "bundle_sequence", "1")?;
+    for k in &keys {
+        insert_key(ctx.conn, k)?;
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn keys(c: &Connection, now: UnixMillis) -> Result<Vec<StoredKey>> {
+    let sql = format!(
+        "SELECT {} FROM keys WHERE retire_after IS NULL OR retire_after > ?1 ORDER BY created_at",
+        rows::KEY_COLS
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+    let out = s.query_map([now.0], rows::key).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+pub fn bundle_sequence(c: &Connection) -> Result<u64> {
+    let v: Option<String> = c
+        .query_row("SELECT value FROM meta WHERE key = 'bundle_sequence'", [], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub fn rotate_key(ctx: &mut WriteCtx<'_>, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
+    ctx.conn
+        .execute(
+            "UPDATE keys SET retire_after = ?1 WHERE purpose = ?2 AND retire_after IS NULL",
+            params![retire_after.0, new.purpose.as_str()],
+        )
+        .map_err(map_err)?;
+    insert_key(ctx.conn, &new)?;
+    let seq = bundle_sequence(ctx.conn)? + 1;
+    put_meta(ctx.conn, "bundle_sequence", &seq.to_string())?;
+    ctx.audit(audit)?;
+    Ok(seq)
+}
+
+// ---------------------------------------------------------------- workflows and agents
+
+pub fn create_workflow(ctx: &mut WriteCtx<'_>, w: Workflow, audit: AuditEvent) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "INSERT INTO workflows (name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
+             max_delegation_depth, state, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+             ON CONFLICT (name) DO NOTHING",
+            params![
+                w.name.as_str(),
+                w.purpose,
+                w.owner,
+                w.ceiling.as_str(),
+                json(&w.allowed_tools),
+                w.max_task_ttl_secs,
+                w.max_delegation_depth,
+                w.state.as_str(),
+                w.created_at.0,
+                w.updated_at.0
+            ],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("workflow `{}` already exists", w.name)));
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn workflow(c: &Connection, name: &WorkflowName) -> Result<Option<Workflow>> {
+    let sql = format!("SELECT {} FROM workflows WHERE name = ?1", rows::WORKFLOW_COLS);
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([name.as_str()], rows::workflow).optional()).map_err(map_err)
+}
+
+pub fn list_workflows(c: &Connection) -> Result<Vec<Workflow>> {
+    let sql = format!("SELECT {} FROM workflows ORDER BY name", rows::WORKFLOW_COLS);
+    let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+    let out = s.query_map([], rows::workflow).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+pub fn set_workflow_state(
+    ctx: &mut WriteCtx<'_>,
+    name: &WorkflowName,
+    from: WorkflowState,
+    to: WorkflowState,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE workflows SET state = ?1, updated_at = ?2 WHERE name = ?3 AND state = ?4",
+            params![to.as_str(), audit.time.0, name.as_str(), from.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return match workflow(ctx.conn, name)? {
+            None => Err(StoreError::not_found("workflow", name)),
+            Some(w) => Err(conflict(format!("workflow `{name}` is {}", w.state))),
+        };
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn create_agent(ctx: &mut WriteCtx<'_>, a: Agent, audit: AuditEvent) -> Result<()> {
+    for wf in &a.workflows {
+        if workflow(ctx.conn, wf)?.is_none() {
+            return Err(StoreError::not_found("workflow", wf));
+        }
+    }
+    let n = ctx
+        .conn
+        .execute(
+            "INSERT INTO agents (name, owner, workflows, state, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6) \
+             ON CONFLICT (name) DO NOTHING",
+            params![a.name.as_str(), a.owner, json(&a.workflows), a.state.as_str(), a.created_at.0, a.updated_at.0],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("agent `{}` already exists", a.name)));
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn agent(c: &Connection, name: &AgentName) -> Result<Option<Agent>> {
+    let sql = format!("SELECT {} FROM agents WHERE name = ?1", rows::AGENT_COLS);
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([name.as_str()], rows::agent).optional()).map_err(map_err)
+}
+
+pub fn list_agents(c: &Connection) -> Result<Vec<Agent>> {
+    let sql = format!("SELECT {} FROM agents ORDER BY name", rows::AGENT_COLS);
+    let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+    let out = s.query_map([], rows::agent).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+pub fn set_agent_state(
+    ctx: &mut WriteCtx<'_>,
+    name: &AgentName,
+    from: AgentState,
+    to: AgentState,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE agents SET state = ?1, updated_at = ?2 WHERE name = ?3 AND state = ?4",
+            params![to.as_str(), audit.time.0, name.as_str(), from.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return match agent(ctx.conn, name)? {
+            None => Err(StoreError::not_found("agent", name)),
+            Some(a) => Err(conflict(format!("agent `{name}` is {}", a.state))),
+        };
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- join tokens and instances
+
+pub fn create_join_token(ctx: &mut WriteCtx<'_>, jt: JoinToken, audit: AuditEvent) -> Result<()> {
+    match agent(ctx.conn, &jt.agent)? {
+        None => return Err(StoreError::not_found("agent", &jt.agent)),
+        Some(a) if a.state != AgentState::Enabled => return Err(conflict(format!("agent `{}` is disabled", a.name))),
+        Some(_) => {}
+    }
+    ctx.conn
+        .execute(
+            "INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
+            params![jt.id.as_str(), jt.agent.as_str(), jt.secret_hash, jt.created_at.0, jt.expires_at.0],
+        )
+        .map_err(map_err)?;
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn join_token(c: &Connection, id: &JoinTokenId) -> Result<Option<JoinToken>> {
+    let sql = format!("SELECT {} FROM join_tokens WHERE id = ?1", rows::JOIN_COLS);
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], rows::join_token).optional()).map_err(map_err)
+}
+
+fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
+    c.execute(
+        "INSERT INTO instances (id, agent, state, created_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
+        params![i.id.as_str(), i.agent.as_str(), i.state.as_str(), i.created_at.0, i.expires_at.0],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn redeem_join_token(ctx: &mut WriteCtx<'_>, id: &JoinTokenId, inst: Instance, audit: AuditEvent) -> Result<()> {
+    let now = inst.created_at.0;
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE join_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL AND expires_at > ?1 \
+             AND agent = ?4 AND EXISTS (SELECT 1 FROM agents WHERE name = ?4 AND state = 'enabled')",
+            params![now, inst.id.as_str(), id.as_str(), inst.agent.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict("join token is used, expired, or its agent is disabled"));
+    }
+    insert_instance(ctx.conn, &inst)?;
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn instance(c: &Connection, id: &InstanceId) -> Result<Option<Instance>> {
+    let sql = format!("SELECT {} FROM instances WHERE id = ?1", rows::INSTANCE_COLS);
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], rows::instance).optional()).map_err(map_err)
+}
+
+pub fn renew_instance(ctx: &mut WriteCtx<'_>, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE instances SET expires_at = ?1 WHERE id = ?2 AND state = 'active' AND expires_at > ?3 \
+             AND EXISTS (SELECT 1 FROM agents WHERE name = instances.agent AND state = 'enabled')",
+            params![expires_at.0, id.as_str(), audit.time.0],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("instance `{id}` is not active")));
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tasks
+
+pub fn start_context(
+    c: &Connection,
+    wf: &WorkflowName,
+    ag: &AgentName,
+    inst: Option<&InstanceId>,
+) -> Result<StartContext> {
+    Ok(StartContext {
+        workflow: workflow(c, wf)?,
+        agent: agent(c, ag)?,
+        instance: match inst {
+            Some(i) => instance(c, i)?,
+            None => None,
+        },
+    })
+}
+
+pub fn create_task(ctx: &mut WriteCtx<'_>, t: Task, audit: AuditEvent) -> Result<()> {
+    // The kill switches are checked again here, inside the write transaction: a task can
+    // never be created after (in commit order) its workflow, agent or instance was killed.
+    let live: bool = ctx
+        .conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM workflows WHERE name = ?1 AND state = 'active') \
+             AND EXISTS (SELECT 1 FROM agents WHERE name = ?2 AND state = 'enabled') \
+             AND (?3 IS NULL OR EXISTS (SELECT 1 FROM instances WHERE id = ?3 AND state = 'active' AND agent = ?2)) \
+             AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tasks WHERE id = ?4 AND state = 'active'))",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    t.workflow.as_str(),
+                    t.agent.as_str(),
+                    t.instance.as_ref().map(|i| i.as_str()),
+                    t.parent.as_ref().map(|p| p.as_str())
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(map_err)?;
+    if !live {
+        return Err(conflict("workflow, agent, instance or parent task is no longer active"));
+    }
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO tasks (id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
+             state, started_by, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                t.id.as_str(),
+                t.workflow.as_str(),
+                t.agent.as_str(),
+                t.instance.as_ref().map(|i| i.as_str()),
+                t.parent.as_ref().map(|p| p.as_str()),
+                t.intent,
+                t.intent_hash,
+                t.sensitivity.as_str(),
+                json(&t.audience),
+                t.state.as_str(),
+                t.started_by,
+                t.created_at.0,
+                t.expires_at.0
+            ])
+        })
+        .map_err(map_err)?;
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn task(c: &Connection, id: &TaskId) -> Result<Option<Task>> {
+    let sql = format!("SELECT {} FROM tasks WHERE id = ?1", rows::TASK_COLS);
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], rows::task).optional()).map_err(map_err)
+}
+
+pub fn task_snapshot(c: &Connection, id: &TaskId) -> Result<Option<TaskSnapshot>> {
+    let Some(task) = task(c, id)? else { return Ok(None) };
+    let workflow = workflow(c, &task.workflow)?
+        .ok_or_else(|| StoreError::Corrupt(format!("task `{id}` names a missing workflow")))?;
+    let agent =
+        agent(c, &task.agent)?.ok_or_else(|| StoreError::Corrupt(format!("task `{id}` names a missing agent")))?;
+    let instance = match &task.instance {
+        Some(i) => instance(c, i)?,
+        None => None,
+    };
+    Ok(Some(TaskSnapshot { task, workflow, agent, instance }))
+}
+
+pub fn list_tasks(c: &Connection, f: &TaskFilter) -> Result<Vec<Task>> {
+    let mut sql = format!("SELECT {} FROM tasks WHERE 1=1", rows::TASK_COLS);
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    let mut add = |clause: &str, v: String| {
+        args.push(Box::new(v));
+        sql.push_str(&format!(" AND {clause} = ?{}", args.len()));
+    };
+    if let Some(w) = &f.workflow {
+        add("workflow", w.to_string());
+    }
+    if let Some(a) = &f.agent {
+        add("agent", a.to_string());
+    }
+    if let Some(i) = &f.instance {
+        add("instance", i.to_string());
+    }
+    if let Some(s) = f.state {
+        add("state", s.as_str().to_owned());
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
+    let mut s = c.prepare(&sql).map_err(map_err)?;
+    let refs: Vec<&dyn ToSql> = args.iter().map(|b| &**b).collect();
+    let out = s.query_map(refs.as_slice(), rows::task).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+/// Revokes every active, unexpired task in the subtrees rooted at the tasks `seed_sql`
+/// selects (the roots included), audits each, and returns their ids.
+fn revoke_subtrees(
+    ctx: &mut WriteCtx<'_>,
+    seed_sql: &str,
+    seed: &dyn ToSql,
+    kill: &Kill,
+    cascade_from: &str,
+) -> Result<Vec<TaskId>> {
+    let sql = format!(
+        "WITH RECURSIVE sub(id) AS ({seed_sql} UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id) \
+         SELECT t.id, t.workflow, t.agent FROM tasks t JOIN sub ON t.id = sub.id \
+         WHERE t.state = 'active' AND t.expires_at > ?2"
+    );
+    let victims: Vec<(String, String, String)> = {
+        let mut s = ctx.conn.prepare_cached(&sql).map_err(map_err)?;
+        let rows = s
+            .query_map(params![seed, kill.at.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<Vec<_>>>();
+        rows.map_err(map_err)?
+    };
+    let mut out = Vec::with_capacity(victims.len());
+    for (id, wf, ag) in victims {
+        ctx.conn
+            .prepare_cached(
+                "UPDATE tasks SET state = 'revoked', ended_at = ?1, end_reason = ?2 WHERE id = ?3 AND state = 'active'",
+            )
+            .and_then(|mut s| s.execute(params![kill.at.0, kill.reason, id]))
+            .map_err(map_err)?;
+        ctx.audit(
+            AuditEvent::new(kill.at, &kill.actor, AuditAction::TaskRevoke)
+                .task(&id)
+                .workflow(&wf)
+                .agent(&ag)
+                .reason(&kill.reason)
+                .detail([("cascade_from", cascade_from.into())]),
+        )?;
+        out.push(TaskId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+pub fn end_task(
+    ctx: &mut WriteCtx<'_>,
+    id: &TaskId,
+    to: TaskState,
+    at: UnixMillis,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<KillReport> {
+    if !matches!(to, TaskState::Completed | TaskState::Expired) {
+        return Err(StoreError::Internal(format!("end_task cannot move a task to {to}")));
+    }
+    let Some(t) = task(ctx.conn, id)? else { return Err(StoreError::not_found("task", id)) };
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE tasks SET state = ?1, ended_at = ?2, end_reason = ?3 WHERE id = ?4 AND state = 'active'",
+            params![to.as_str(), at.0, reason, id.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("task `{id}` is {}", t.state)));
+    }
+    let action = if to == TaskState::Completed { AuditAction::TaskComplete } else { AuditAction::TaskRevoke };
+    let mut e = AuditEvent::new(at, actor, action).task(id).workflow(&t.workflow).agent(&t.agent);
+    if let Some(r) = reason {
+        e = e.reason(r);
+    }
+    ctx.audit(e)?;
+    let kill = Kill {
+        target: KillTarget::Task(id.clone()),
+        actor: actor.to_owned(),
+        reason: format!("parent task {to}"),
+        at,
+    };
+    let tasks_revoked =
+        revoke_subtrees(ctx, "SELECT id FROM tasks WHERE parent = ?1", &id.as_str(), &kill, &format!("task:{id}"))?;
+    Ok(KillReport { tasks_revoked, instances_revoked: vec![] })
+}
+
+pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
+    let mut report = KillReport::default();
+    match &k.target {
+        KillTarget::Task(id) => {
+            let Some(t) = task(ctx.conn, id)? else { return Err(StoreError::not_found("task", id)) };
+            if t.state != TaskState::Active {
+                return Err(conflict(format!("task `{id}` is {}", t.state)));
+            }
+            if t.expires_at <= k.at {
+                return Err(conflict(format!("task `{id}` is expired")));
+            }
+            report.tasks_revoked = revoke_subtrees(ctx, "SELECT ?1", &id.as_str(), &k, &format!("task:{id}"))?;
+        }
+        KillTarget::Instance(id) => {
+            let n = ctx
+                .conn
+                .execute(
+                    "UPDATE instances SET state = 'revoked', revoked_at = ?1, revoke_reason = ?2 \
+                     WHERE id = ?3 AND state = 'active'",
+                    params![k.at.0, k.reason, id.as_str()],
+                )
+                .map_err(map_err)?;
+            let Some(inst) = instance(ctx.conn, id)? else { return Err(StoreError::not_found("instance", id)) };
+            if n == 1 {
+                report.instances_revoked.push(id.clone());
+            }
+            ctx.audit(
+                AuditEvent::new(k.at, &k.actor, AuditAction::InstanceRevoke)
+                    .agent(&inst.agent)
+                    .reason(&k.reason)
+                    .detail([("instance", id.as_str().into())]),
+            )?;
+            report.tasks_revoked = revoke_subtrees(
+                ctx,
+                "SELECT id FROM tasks WHERE instance = ?1",
+                &id.as_str(),
+                &k,
+                &format!("instance:{id}"),
+            )?;
+        }
+        KillTarget::Agent(name) => {
+            if agent(ctx.conn, name)?.is_none() {
+                return Err(StoreError::not_found("agent", name));
+            }
+            ctx.conn
+                .execute(
+                    "UPDATE agents SET state = 'disabled', updated_at = ?1 WHERE name = ?2",
+                    params![k.at.0, name.as_str()],
+                )
+                .map_err(map_err)?;
+            let ids: Vec<String> = {
+                let mut s = ctx
+                    .conn
+                    .prepare("SELECT id FROM instances WHERE agent = ?1 AND state = 'active'")
+                    .map_err(map_err)?;
+                let r: rusqlite::Result<Vec<String>> = s.query_map([name.as_str()], |r| r.get(0)).map_err(map_err)?.collect();
+                r.map_err(map_err)?
+            };
+            ctx.conn
+                .execute(
+                    "UPDATE instances SET state = 'revoked', revoked_at = ?1, revoke_reason = ?2 \
+                     WHERE agent = ?3 AND state = 'active'",
+                    params![k.at.0, k.reason, name.as_str()],
+                )
+                .map_err(map_err)?;
+            for i in &ids {
+                ctx.audit(
+                    AuditEvent::new(k.at, &k.actor, AuditAction::InstanceRevoke)
+                        .agent(name)
+                        .reason(&k.reason)
+                        .detail([("cascade_from", format!("agent:{name}").into()), ("instance", i.as_str().into())]),
+                )?;
+                report.instances_revoked.push(InstanceId::parse(i).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+            report.tasks_revoked = revoke_subtrees(
+                ctx,
+                "SELECT id FROM tasks WHERE agent = ?1 AND state = 'active'",
+                &name.as_str(),
+                &k,
+                &format!("agent:{name}"),
+            )?;
+            ctx.audit(
+                AuditEvent::new(k.at, &k.actor, AuditAction::AgentDisable).agent(name).reason(&k.reason).detail([
+                    ("instances_revoked", report.instances_revoked.len().into()),
+                    ("tasks_revoked", report.tasks_revoked.len().into()),
+                ]),
+            )?;
+        }
+        KillTarget::Workflow(name) => {
+            if workflow(ctx.conn, name)?.is_none() {
+                return Err(StoreError::not_found("workflow", name));
+            }
+            ctx.conn
+                .execute(
+                    "UPDATE workflows SET state = 'suspended', updated_at = ?1 WHERE name = ?2",
+                    params![k.at.0, name.as_str()],
+                )
+                .map_err(map_err)?;
+            report.tasks_revoked = revoke_subtrees(
+                ctx,
+                "SELECT id FROM tasks WHERE workflow = ?1 AND state = 'active'",
+                &name.as_str(),
+                &k,
+                &format!("workflow:{name}"),
+            )?;
+            ctx.audit(
+                AuditEvent::new(k.at, &k.actor, AuditAction::WorkflowSuspend)
+                    .workflow(name)
+                    .reason(&k.reason)
+                    .detail([("tasks_revoked", report.tasks_revoked.len().into())]),
+            )?;
+        }
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------- audit
+
+pub fn list_audit(c: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    let mut sql = format!("SELECT {} FROM audit WHERE seq > ?1", rows::AUDIT_COLS);
+    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(f.after_seq)];
+    let mut add = |clause: &str, v: Box<dyn ToSql>| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(w) = &f.workflow {
+        add("workflow =", Box::new(w.clone()));
+    }
+    if let Some(t) = &f.task {
+        add("task =", Box::new(t.clone()));
+    }
+    if let Some(a) = &f.agent {
+        add("agent =", Box::new(a.clone()));
+    }
+    if let Some(a) = &f.action {
+        add("action =", Box::new(a.clone()));
+    }
+    if let Some(t) = f.since {
+        add("time >=", Box::new(t.0));
+    }
+    if let Some(t) = f.until {
+        add("time <", Box::new(t.0));
+    }
+    sql.push_str(&format!(" ORDER BY seq LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
+    let mut s = c.prepare(&sql).map_err(map_err)?;
+    let refs: Vec<&dyn ToSql> = args.iter().map(|b| &**b).collect();
+    let out = s.query_map(refs.as_slice(), rows::audit).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+pub fn put_checkpoint(c: &Connection, cp: &Checkpoint) -> Result<()> {
+    c.execute(
+        "INSERT INTO audit_checkpoints (seq, head_hash, time, key_id, signature) VALUES (?1,?2,?3,?4,?5) \
+         ON CONFLICT (seq) DO NOTHING",
+        params![cp.seq, cp.head_hash, cp.time.0, cp.key_id, cp.signature],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn checkpoints(c: &Connection) -> Result<Vec<Checkpoint>> {
+    let mut s = c
+        .prepare_cached("SELECT seq, head_hash, time, key_id, signature FROM audit_checkpoints ORDER BY seq")
+        .map_err(map_err)?;
+    let out = s.query_map([], rows::checkpoint).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}

@@ -1,0 +1,210 @@
+//! Row ↔ domain conversions for the SQLite backend.
+//!
+//! Every value read back is re-parsed into its typed form; a value that does not parse means
+//! the file was changed behind Remit's back and surfaces as [`StoreError::Corrupt`].
+
+use std::str::FromStr;
+
+use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint, Outcome};
+use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
+use remit_core::time::UnixMillis;
+use rusqlite::Row;
+use rusqlite::types::Type;
+
+use crate::{KeyPurpose, StoreError, StoredKey};
+
+pub const WORKFLOW_COLS: &str =
+    "name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, max_delegation_depth, state, created_at, updated_at";
+pub const AGENT_COLS: &str = "name, owner, workflows, state, created_at, updated_at";
+pub const JOIN_COLS: &str = "id, agent, secret_hash, created_at, expires_at, used_at, used_by";
+pub const INSTANCE_COLS: &str = "id, agent, state, created_at, expires_at, revoked_at, revoke_reason";
+pub const TASK_COLS: &str = "id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, state, \
+     started_by, created_at, expires_at, ended_at, end_reason";
+pub const AUDIT_COLS: &str = "seq, time, actor, action, outcome, workflow, task, agent, reason, detail, prev_hash, hash";
+pub const KEY_COLS: &str = "kid, purpose, sealed, public, created_at, retire_after";
+
+fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.to_string().into())
+}
+
+fn parsed<T: FromStr>(r: &Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let s: String = r.get(i)?;
+    s.parse().map_err(|e| bad(i, e))
+}
+
+fn json<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    serde_json::from_str(&s).map_err(|e| bad(i, e))
+}
+
+fn ms(r: &Row<'_>, i: usize) -> rusqlite::Result<UnixMillis> {
+    Ok(UnixMillis(r.get(i)?))
+}
+
+fn ms_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<UnixMillis>> {
+    Ok(r.get::<_, Option<i64>>(i)?.map(UnixMillis))
+}
+
+macro_rules! from_str_via_parse {
+    ($($t:ty),*) => {$(
+        impl FromStrTyped for $t {
+            fn parse_typed(s: &str) -> Result<Self, remit_core::DomainError> { <$t>::parse(s) }
+        }
+    )*};
+}
+
+/// Typed ids parse with `parse`, not `FromStr`; this bridges them.
+pub trait FromStrTyped: Sized {
+    fn parse_typed(s: &str) -> Result<Self, remit_core::DomainError>;
+}
+from_str_via_parse!(WorkflowName, AgentName, TaskId, InstanceId, JoinTokenId);
+
+fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    T::parse_typed(&s).map_err(|e| bad(i, e))
+}
+
+fn id_opt<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+    let s: Option<String> = r.get(i)?;
+    s.map(|s| T::parse_typed(&s).map_err(|e| bad(i, e))).transpose()
+}
+
+pub fn workflow(r: &Row<'_>) -> rusqlite::Result<Workflow> {
+    Ok(Workflow {
+        name: id(r, 0)?,
+        purpose: r.get(1)?,
+        owner: r.get(2)?,
+        ceiling: parsed(r, 3)?,
+        allowed_tools: json(r, 4)?,
+        max_task_ttl_secs: r.get(5)?,
+        max_delegation_depth: r.get(6)?,
+        state: parsed(r, 7)?,
+        created_at: ms(r, 8)?,
+        updated_at: ms(r, 9)?,
+    })
+}
+
+pub fn agent(r: &Row<'_>) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        name: id(r, 0)?,
+        owner: r.get(1)?,
+        workflows: json(r, 2)?,
+        state: parsed(r, 3)?,
+        created_at: ms(r, 4)?,
+        updated_at: ms(r, 5)?,
+    })
+}
+
+pub fn join_token(r: &Row<'_>) -> rusqlite::Result<JoinToken> {
+    Ok(JoinToken {
+        id: id(r, 0)?,
+        agent: id(r, 1)?,
+        secret_hash: r.get(2)?,
+        created_at: ms(r, 3)?,
+        expires_at: ms(r, 4)?,
+        used_at: ms_opt(r, 5)?,
+        used_by: id_opt(r, 6)?,
+    })
+}
+
+pub fn instance(r: &Row<'_>) -> rusqlite::Result<Instance> {
+    Ok(Instance {
+        id: id(r, 0)?,
+        agent: id(r, 1)?,
+        state: parsed(r, 2)?,
+        created_at: ms(r, 3)?,
+        expires_at: ms(r, 4)?,
+        revoked_at: ms_opt(r, 5)?,
+        revoke_reason: r.get(6)?,
+    })
+}
+
+pub fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: id(r, 0)?,
+        workflow: id(r, 1)?,
+        agent: id(r, 2)?,
+        instance: id_opt(r, 3)?,
+        parent: id_opt(r, 4)?,
+        intent: r.get(5)?,
+        intent_hash: r.get(6)?,
+        sensitivity: parsed(r, 7)?,
+        audience: json(r, 8)?,
+        state: parsed(r, 9)?,
+        started_by: r.get(10)?,
+        created_at: ms(r, 11)?,
+        expires_at: ms(r, 12)?,
+        ended_at: ms_opt(r, 13)?,
+        end_reason: r.get(14)?,
+    })
+}
+
+pub fn audit(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let outcome: String = r.get(4)?;
+    let outcome = match outcome.as_str() {
+        "success" => Outcome::Success,
+        "denied" => Outcome::Denied,
+        other => return Err(bad(4, format!("unknown outcome `{other}`"))),
+    };
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        event: AuditEvent {
+            time: ms(r, 1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            outcome,
+            workflow: r.get(5)?,
+            task: r.get(6)?,
+            agent: r.get(7)?,
+            reason: r.get(8)?,
+            detail: r.get(9)?,
+        },
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+    })
+}
+
+pub fn checkpoint(r: &Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint { seq: r.get(0)?, head_hash: r.get(1)?, time: ms(r, 2)?, key_id: r.get(3)?, signature: r.get(4)? })
+}
+
+pub fn key(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
+    let purpose: String = r.get(1)?;
+    let purpose = match purpose.as_str() {
+        "jwt" => KeyPurpose::Jwt,
+        "audit" => KeyPurpose::Audit,
+        other => return Err(bad(1, format!("unknown key purpose `{other}`"))),
+    };
+    Ok(StoredKey {
+        kid: r.get(0)?,
+        purpose,
+        sealed: r.get(2)?,
+        public: r.get(3)?,
+        created_at: ms(r, 4)?,
+        retire_after: ms_opt(r, 5)?,
+    })
+}
+
+/// Maps a SQLite error to the store's error kinds, in one place.
+pub fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable(e.to_string()),
+            ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(e.to_string()),
+            ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}

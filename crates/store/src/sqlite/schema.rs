@@ -1,0 +1,143 @@
+//! SQLite schema and migrations.
+//!
+//! Migrations are numbered and applied in order inside one transaction each; the applied
+//! version is kept in `PRAGMA user_version`, so a database made by an earlier Remit is
+//! upgraded in place and one made by a newer Remit is refused.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Each entry is one migration; never edit one that has shipped, append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE keys (
+    kid          TEXT PRIMARY KEY,
+    purpose      TEXT NOT NULL CHECK (purpose IN ('jwt', 'audit')),
+    sealed       BLOB NOT NULL,
+    public       BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    retire_after INTEGER
+) STRICT;
+
+CREATE TABLE workflows (
+    name                 TEXT PRIMARY KEY,
+    purpose              TEXT NOT NULL,
+    owner                TEXT NOT NULL,
+    ceiling              TEXT NOT NULL,
+    allowed_tools        TEXT NOT NULL,
+    max_task_ttl_secs    INTEGER NOT NULL,
+    max_delegation_depth INTEGER NOT NULL,
+    state                TEXT NOT NULL CHECK (state IN ('active', 'suspended')),
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE agents (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    workflows  TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('enabled', 'disabled')),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE join_tokens (
+    id          TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    secret_hash TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    used_by     TEXT
+) STRICT;
+
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    agent         TEXT NOT NULL REFERENCES agents(name),
+    state         TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    revoke_reason TEXT
+) STRICT;
+CREATE INDEX instances_active_by_agent ON instances(agent) WHERE state = 'active';
+
+CREATE TABLE tasks (
+    id          TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL REFERENCES workflows(name),
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    instance    TEXT REFERENCES instances(id),
+    parent      TEXT REFERENCES tasks(id),
+    intent      TEXT NOT NULL,
+    intent_hash TEXT NOT NULL,
+    sensitivity TEXT NOT NULL,
+    audience    TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('active', 'completed', 'revoked', 'expired')),
+    started_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    end_reason  TEXT
+) STRICT;
+CREATE INDEX tasks_by_workflow ON tasks(workflow, created_at);
+CREATE INDEX tasks_active_by_workflow ON tasks(workflow) WHERE state = 'active';
+CREATE INDEX tasks_active_by_agent ON tasks(agent) WHERE state = 'active';
+CREATE INDEX tasks_by_instance ON tasks(instance) WHERE instance IS NOT NULL;
+CREATE INDEX tasks_by_parent ON tasks(parent) WHERE parent IS NOT NULL;
+
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    time      INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    workflow  TEXT,
+    task      TEXT,
+    agent     TEXT,
+    reason    TEXT,
+    detail    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_workflow ON audit(workflow, seq) WHERE workflow IS NOT NULL;
+CREATE INDEX audit_by_task ON audit(task, seq) WHERE task IS NOT NULL;
+CREATE INDEX audit_by_agent ON audit(agent, seq) WHERE agent IS NOT NULL;
+CREATE INDEX audit_by_time ON audit(time);
+-- Append-only. Someone with the file can drop these; the hash chain and the signed
+-- checkpoints are what detect that.
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+
+CREATE TABLE audit_checkpoints (
+    seq       INTEGER PRIMARY KEY,
+    head_hash TEXT NOT NULL,
+    time      INTEGER NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature TEXT NOT NULL
+) STRICT;
+"#];
+
+/// Brings `conn` to the newest schema.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let internal = |e: rusqlite::Error| StoreError::Internal(format!("migration failed: {e}"));
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(internal)?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this remit ({}); upgrade remit",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(internal)?;
+        tx.execute_batch(sql).map_err(internal)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        tracing::info!(version = i + 1, "applied sqlite migration");
+    }
+    Ok(())
+}
