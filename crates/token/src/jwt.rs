@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keyring::Keyring;
+use crate::keyring::KeyLookup;
 use crate::keys::SigningKey;
 use crate::{b64d, b64e};
 
@@ -127,7 +127,7 @@ pub struct Validation<'a> {
 }
 
 /// Verifies a token's form, header, signature and time/audience claims.
-pub fn verify(ring: &Keyring, token: &str, v: Validation<'_>) -> Result<Claims, TokenError> {
+pub fn verify(ring: &impl KeyLookup, token: &str, v: Validation<'_>) -> Result<Claims, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("longer than 8192 bytes"));
     }
@@ -172,6 +172,7 @@ pub fn verify(ring: &Keyring, token: &str, v: Validation<'_>) -> Result<Claims, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyring::Keyring;
     use crate::keys::SigningKey;
     use std::sync::Arc;
 

@@ -8,7 +8,50 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::keys::{SigningKey, VerifyingKey};
+use crate::keys::{Jwk, SigningKey, VerifyingKey, public_from_jwk};
+
+/// Where a verifier finds the public key a token's `kid` names.
+pub trait KeyLookup {
+    fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey>;
+}
+
+/// Public keys only, as fetched from a JWKS: what a relying party verifies with.
+#[derive(Debug, Default)]
+pub struct PublicKeys(HashMap<String, VerifyingKey>);
+
+impl PublicKeys {
+    /// Reads the EC P-256 keys of a JWK Set; other keys are skipped. The `kid` must be the
+    /// key's RFC 7638 thumbprint, as Remit publishes it.
+    pub fn from_jwks(jwks: &Value) -> Self {
+        let mut map = HashMap::new();
+        for k in jwks.get("keys").and_then(Value::as_array).into_iter().flatten() {
+            let Ok(jwk) = serde_json::from_value::<Jwk>(k.clone()) else { continue };
+            let Ok(vk) = public_from_jwk(&jwk).and_then(|p| VerifyingKey::from_public(&p)) else { continue };
+            if vk.kid == jwk.kid {
+                map.insert(vk.kid.clone(), vk);
+            }
+        }
+        PublicKeys(map)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl KeyLookup for PublicKeys {
+    fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.0.get(kid)
+    }
+}
+
+impl KeyLookup for Keyring {
+    fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        Keyring::verifying_key(self, kid)
+    }
+}
 
 #[derive(Debug)]
 pub struct Keyring {

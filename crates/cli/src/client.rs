@@ -1,0 +1,124 @@
+//! The HTTP client the commands share: base URL, credentials, and the mapping from HTTP
+//! answers to [`CliError`] exit codes.
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{CliError, Global};
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    bearer: Option<String>,
+    operator: Option<String>,
+}
+
+/// Reads the admin credential from the flag/env, else the data directory's file.
+pub fn admin_token(g: &Global) -> Option<String> {
+    g.admin_token.clone().or_else(|| {
+        std::fs::read_to_string(g.data_dir.join(remit_server::init::ADMIN_TOKEN_FILE)).ok().map(|s| s.trim().to_owned())
+    })
+}
+
+impl Client {
+    pub fn new(base: &str, bearer: Option<String>, operator: Option<String>) -> Result<Self, CliError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("remit-cli/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::Failed(format!("http client: {e}")))?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), bearer, operator })
+    }
+
+    /// A client authenticated with the admin credential.
+    pub fn admin(g: &Global) -> Result<Self, CliError> {
+        let token = admin_token(g).ok_or_else(|| {
+            CliError::Failed(format!(
+                "no admin credential: set REMIT_ADMIN_TOKEN or --admin-token, or point --data-dir at the directory \
+                 holding `admin-token` (looked in {})",
+                g.data_dir.display()
+            ))
+        })?;
+        let operator = g.operator.clone().or_else(|| std::env::var("USER").ok());
+        Self::new(&g.url, Some(token), operator)
+    }
+
+    pub fn with_bearer(&self, bearer: &str) -> Self {
+        Client { http: self.http.clone(), base: self.base.clone(), bearer: Some(bearer.to_owned()), operator: None }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = &self.bearer {
+            r = r.bearer_auth(b);
+        }
+        if let Some(o) = &self.operator {
+            r = r.header("x-remit-operator", o);
+        }
+        r
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
+        let resp = req.send().await.map_err(|e| {
+            CliError::Unavailable(format!("cannot reach the remit server at {}: {}", self.base, root_cause(&e)))
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let msg = body.get("message").and_then(Value::as_str).unwrap_or("request failed").to_owned();
+        let msg = match body.get("error_id").and_then(Value::as_str) {
+            Some(id) => format!("{msg} (error id {id})"),
+            None => msg,
+        };
+        Err(match status {
+            StatusCode::FORBIDDEN => CliError::Denied(msg),
+            StatusCode::UNAUTHORIZED => CliError::Denied(format!("unauthenticated: {msg}")),
+            StatusCode::NOT_FOUND => CliError::NotFound(msg),
+            StatusCode::SERVICE_UNAVAILABLE => CliError::Unavailable(msg),
+            s => CliError::Failed(format!("{msg} (HTTP {})", s.as_u16())),
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.json(self.send(self.request(Method::GET, path)).await?).await
+    }
+
+    pub async fn get_query(&self, path: &str, q: &[(&str, String)]) -> Result<reqwest::Response, CliError> {
+        self.send(self.request(Method::GET, path).query(q)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
+        self.json(self.send(self.request(Method::POST, path).json(body)).await?).await
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CliError> {
+        self.json(self.send(self.request(Method::POST, path).form(form)).await?).await
+    }
+
+    async fn json(&self, resp: reqwest::Response) -> Result<Value, CliError> {
+        resp.json().await.map_err(|e| CliError::Failed(format!("unreadable answer from server: {e}")))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Parses "5m", "90s", "1h" or a plain number of seconds.
+pub fn parse_secs(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    humantime::parse_duration(s).map(|d| d.as_secs()).map_err(|e| format!("`{s}`: {e}"))
+}

@@ -1,0 +1,112 @@
+//! `remit agent create|list|show|disable|enable|join-token`.
+
+use serde_json::{Value, json};
+
+use crate::client::{Client, parse_secs};
+use crate::{CliError, Global, output};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Register an agent.
+    Create {
+        name: String,
+        /// A workflow it may run (repeatable, at least one).
+        #[arg(long = "workflow", required = true)]
+        workflows: Vec<String>,
+        /// Email of its owner (default: the first workflow's owner).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show { name: String },
+    /// Kill switch: disable an agent, revoking its instances and their tasks.
+    Disable {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-enable a disabled agent.
+    Enable {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Create a one-time join token an instance of this agent proves itself with.
+    JoinToken {
+        name: String,
+        /// How long it can be used (default 10m).
+        #[arg(long, value_parser = parse_secs)]
+        ttl: Option<u64>,
+    },
+}
+
+fn show(v: &Value) {
+    output::fields(v, &["name", "state", "owner", "workflows", "created_at"]);
+}
+
+pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
+    let c = Client::admin(g)?;
+    let v = match cmd {
+        Cmd::Create { name, workflows, owner } => {
+            let owner = match owner {
+                Some(o) => o,
+                None => {
+                    let wf = c.get(&format!("/v1/workflows/{}", workflows[0])).await?;
+                    output::s(&wf, "owner").to_owned()
+                }
+            };
+            let v = c.post("/v1/agents", &json!({ "name": name, "owner": owner, "workflows": workflows })).await?;
+            if !g.json {
+                println!("Created agent {}", output::s(&v, "name"));
+                show(&v);
+            }
+            v
+        }
+        Cmd::List => {
+            let v = c.get("/v1/agents").await?;
+            if !g.json {
+                let rows = v.as_array().into_iter().flatten().map(|a| {
+                    let wfs: Vec<&str> = a["workflows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    vec![output::s(a, "name").into(), output::s(a, "state").into(), output::s(a, "owner").into(), wfs.join(",")]
+                });
+                output::table(&["name", "state", "owner", "workflows"], rows.collect());
+            }
+            v
+        }
+        Cmd::Show { name } => {
+            let v = c.get(&format!("/v1/agents/{name}")).await?;
+            if !g.json {
+                show(&v);
+            }
+            v
+        }
+        Cmd::Disable { name, reason } => {
+            let v = c.post(&format!("/v1/agents/{name}/disable"), &json!({ "reason": reason })).await?;
+            if !g.json {
+                output::kill_report(&format!("Disabled agent {name}"), &v);
+            }
+            v
+        }
+        Cmd::Enable { name, reason } => {
+            let v = c.post(&format!("/v1/agents/{name}/enable"), &json!({ "reason": reason })).await?;
+            if !g.json {
+                println!("Enabled agent {name}");
+            }
+            v
+        }
+        Cmd::JoinToken { name, ttl } => {
+            let v = c.post(&format!("/v1/agents/{name}/join-tokens"), &json!({ "ttl_seconds": ttl })).await?;
+            if !g.json {
+                println!("Join token for agent {name} (one use, expires {}):", output::s(&v, "expires_at"));
+                println!("{}", output::s(&v, "token"));
+            }
+            v
+        }
+    };
+    if g.json {
+        output::json(&v);
+    }
+    Ok(())
+}

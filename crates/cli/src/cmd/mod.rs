@@ -1,0 +1,33 @@
+//! One module per command.
+
+pub mod agent;
+pub mod audit;
+pub mod exec;
+pub mod init;
+pub mod keys;
+pub mod serve;
+pub mod task;
+pub mod token;
+pub mod workflow;
+
+use crate::{Cli, CliError, Command};
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(&g, a).await,
+        Command::Serve(a) => serve::run(&g, a).await,
+        Command::Workflow(c) => workflow::run(&g, c).await,
+        Command::Agent(c) => agent::run(&g, c).await,
+        Command::Task(c) => task::run(&g, c).await,
+        Command::Token(c) => token::run(&g, c).await,
+        Command::Audit(c) => audit::run(&g, c).await,
+        Command::Keys(c) => keys::run(&g, c).await,
+        Command::Exec(a) => exec::run(&g, a).await,
+    }
+}
+
+/// Loads the server configuration for the data directory in `g`.
+pub fn load_config(g: &crate::Global) -> Result<remit_server::config::Config, CliError> {
+    remit_server::config::Config::load(&g.data_dir, |k| std::env::var(k).ok()).map_err(|e| CliError::Failed(e.to_string()))
+}

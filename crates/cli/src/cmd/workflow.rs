@@ -1,0 +1,121 @@
+//! `remit workflow create|list|show|suspend|resume`.
+
+use serde_json::{Value, json};
+
+use crate::client::{Client, parse_secs};
+use crate::{CliError, Global, output};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a workflow.
+    Create {
+        name: String,
+        /// What the workflow is for.
+        #[arg(long)]
+        purpose: String,
+        /// Email of the human who answers for it.
+        #[arg(long)]
+        owner: String,
+        /// Longest task it allows (e.g. 15m).
+        #[arg(long, value_parser = parse_secs)]
+        max_ttl: Option<u64>,
+        /// Most sensitive data its tasks may touch: public|internal|confidential|restricted.
+        #[arg(long)]
+        ceiling: Option<String>,
+        /// A tool its tasks may use (repeatable).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Deepest delegation chain it allows.
+        #[arg(long)]
+        max_depth: Option<u32>,
+    },
+    /// List workflows.
+    List,
+    /// Show one workflow.
+    Show { name: String },
+    /// Kill switch: suspend a workflow and revoke all its live tasks.
+    Suspend {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume a suspended workflow.
+    Resume {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn show(v: &Value) {
+    output::fields(v, &[
+        "name",
+        "state",
+        "purpose",
+        "owner",
+        "ceiling",
+        "allowed_tools",
+        "max_task_ttl_seconds",
+        "max_delegation_depth",
+        "created_at",
+    ]);
+}
+
+pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
+    let c = Client::admin(g)?;
+    let v = match cmd {
+        Cmd::Create { name, purpose, owner, max_ttl, ceiling, tools, max_depth } => {
+            let body = json!({
+                "name": name, "purpose": purpose, "owner": owner, "ceiling": ceiling,
+                "allowed_tools": tools, "max_task_ttl_seconds": max_ttl, "max_delegation_depth": max_depth,
+            });
+            let v = c.post("/v1/workflows", &body).await?;
+            if !g.json {
+                println!("Created workflow {}", output::s(&v, "name"));
+                show(&v);
+            }
+            v
+        }
+        Cmd::List => {
+            let v = c.get("/v1/workflows").await?;
+            if !g.json {
+                let rows = v.as_array().into_iter().flatten().map(|w| {
+                    vec![
+                        output::s(w, "name").to_owned(),
+                        output::s(w, "state").to_owned(),
+                        output::s(w, "owner").to_owned(),
+                        output::s(w, "ceiling").to_owned(),
+                        w["max_task_ttl_seconds"].to_string(),
+                    ]
+                });
+                output::table(&["name", "state", "owner", "ceiling", "max ttl (s)"], rows.collect());
+            }
+            v
+        }
+        Cmd::Show { name } => {
+            let v = c.get(&format!("/v1/workflows/{name}")).await?;
+            if !g.json {
+                show(&v);
+            }
+            v
+        }
+        Cmd::Suspend { name, reason } => {
+            let v = c.post(&format!("/v1/workflows/{name}/suspend"), &json!({ "reason": reason })).await?;
+            if !g.json {
+                output::kill_report(&format!("Suspended workflow {name}"), &v);
+            }
+            v
+        }
+        Cmd::Resume { name, reason } => {
+            let v = c.post(&format!("/v1/workflows/{name}/resume"), &json!({ "reason": reason })).await?;
+            if !g.json {
+                println!("Resumed workflow {name}");
+            }
+            v
+        }
+    };
+    if g.json {
+        output::json(&v);
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `remit`: runs the server and talks to it.
+//!
+//! One file per command under [`cmd`]. Client commands find the server through `--url` /
+//! `REMIT_URL` and the admin credential through `--admin-token` / `REMIT_ADMIN_TOKEN` or the
+//! `admin-token` file `remit init` wrote in the data directory.
+//!
+//! Exit codes: 0 success; 1 error; 2 usage; 3 denied or inactive; 4 not found;
+//! 5 server unreachable or unavailable.
+
+mod client;
+mod cmd;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "remit", version, about = "Identity and authorization control plane for AI agents")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Print machine-readable JSON instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The Remit server.
+    #[arg(long, global = true, env = "REMIT_URL", default_value = "http://127.0.0.1:7878")]
+    pub url: String,
+    /// The data directory (server state; the CLI reads `admin-token` from it).
+    #[arg(long, global = true, env = "REMIT_DATA_DIR", default_value = "remit-data")]
+    pub data_dir: PathBuf,
+    /// The admin credential (default: the `admin-token` file in the data directory).
+    #[arg(long, global = true, env = "REMIT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Operator name recorded in the audit log next to `admin` (default: $USER).
+    #[arg(long, global = true, env = "REMIT_OPERATOR")]
+    pub operator: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Initialize a data directory: keys, the admin credential (printed once).
+    Init(cmd::init::Args),
+    /// Run the server (initializes the data directory on first run).
+    Serve(cmd::serve::Args),
+    /// Workflows: trust boundaries for one purpose.
+    #[command(subcommand)]
+    Workflow(cmd::workflow::Cmd),
+    /// Agents and their join tokens.
+    #[command(subcommand)]
+    Agent(cmd::agent::Cmd),
+    /// Tasks: one unit of work with its own short-lived identity.
+    #[command(subcommand)]
+    Task(cmd::task::Cmd),
+    /// Inspect tokens.
+    #[command(subcommand)]
+    Token(cmd::token::Cmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::Cmd),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::Cmd),
+    /// Run a command as one task of a workflow: join, start the task, hand the child its
+    /// token, complete the task when the child exits.
+    Exec(cmd::exec::Args),
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// A child process's exit code, passed through by `remit exec`.
+    #[error("exit {0}")]
+    Exit(u8),
+}
+
+impl CliError {
+    pub fn code(&self) -> u8 {
+        match self {
+            CliError::Failed(_) => 1,
+            CliError::Denied(_) => 3,
+            CliError::NotFound(_) => 4,
+            CliError::Unavailable(_) => 5,
+            CliError::Exit(c) => *c,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("remit: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(cmd::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exit(c)) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("remit: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Admin endpoints: workflows, agents, join tokens, instance revocation, key rotation.
+//! Every handler here requires the admin credential.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use remit_core::ids::{AgentName, InstanceId, WorkflowName};
+use remit_core::model::{KillTarget, Sensitivity};
+use remit_core::rules::NewWorkflow;
+
+use super::wire::*;
+use super::{AppState, Auth, Body, parse_id};
+use crate::error::{ApiError, ErrorBody};
+
+fn sensitivity(s: Option<&str>) -> Result<Sensitivity, ApiError> {
+    s.map(|s| s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string())))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// Creates a workflow. Admin.
+#[utoipa::path(post, path = "/v1/workflows", request_body = CreateWorkflow,
+    responses((status = 201, body = WorkflowView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_workflow(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(req): Body<CreateWorkflow>,
+) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
+    caller.require_admin()?;
+    let new = NewWorkflow {
+        name: parse_id(&req.name, WorkflowName::parse)?,
+        purpose: req.purpose,
+        owner: req.owner,
+        ceiling: sensitivity(req.ceiling.as_deref())?,
+        allowed_tools: req.allowed_tools,
+        max_task_ttl_secs: req.max_task_ttl_seconds,
+        max_delegation_depth: req.max_delegation_depth,
+    };
+    let wf = app.create_workflow(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(wf.into())))
+}
+
+/// Lists workflows. Admin.
+#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = [WorkflowView]), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list_workflows(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<WorkflowView>>, ApiError> {
+    Ok(Json(app.list_workflows(&caller).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Shows one workflow. Admin.
+#[utoipa::path(get, path = "/v1/workflows/{name}", responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_workflow(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.workflow(&caller, &name).await?.into()))
+}
+
+/// Kill switch: suspends a workflow and revokes all its live tasks. Admin.
+#[utoipa::path(post, path = "/v1/workflows/{name}/suspend", request_body = Reason,
+    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn suspend_workflow(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<KillReportView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.suspend_workflow(&caller, &name, &r.reason).await?.into()))
+}
+
+/// Resumes a suspended workflow (revoked tasks stay revoked). Admin.
+#[utoipa::path(post, path = "/v1/workflows/{name}/resume", request_body = Reason,
+    responses((status = 200, body = WorkflowView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn resume_workflow(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.resume_workflow(&caller, &name, &r.reason).await?.into()))
+}
+
+/// Registers an agent. Admin.
+#[utoipa::path(post, path = "/v1/agents", request_body = CreateAgent,
+    responses((status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_agent(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(req): Body<CreateAgent>,
+) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+    caller.require_admin()?;
+    let name = parse_id(&req.name, AgentName::parse)?;
+    let wfs = req.workflows.iter().map(|w| parse_id(w, WorkflowName::parse)).collect::<Result<Vec<_>, _>>()?;
+    let agent = app.create_agent(&caller, name, req.owner, wfs).await?;
+    Ok((StatusCode::CREATED, Json(agent.into())))
+}
+
+/// Lists agents. Admin.
+#[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = [AgentView])), security(("bearer" = [])))]
+pub async fn list_agents(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<AgentView>>, ApiError> {
+    Ok(Json(app.list_agents(&caller).await?.into_iter().map(Into::into).collect()))
+}
+
+/// Shows one agent. Admin.
+#[utoipa::path(get, path = "/v1/agents/{name}", responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_agent(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    let name = parse_id(&name, AgentName::parse)?;
+    Ok(Json(app.agent(&caller, &name).await?.into()))
+}
+
+/// Kill switch: disables an agent, revoking its instances and their tasks. Admin.
+#[utoipa::path(post, path = "/v1/agents/{name}/disable", request_body = Reason,
+    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn disable_agent(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<KillReportView>, ApiError> {
+    let name = parse_id(&name, AgentName::parse)?;
+    Ok(Json(app.disable_agent(&caller, &name, &r.reason).await?.into()))
+}
+
+/// Re-enables a disabled agent (revoked instances stay revoked). Admin.
+#[utoipa::path(post, path = "/v1/agents/{name}/enable", request_body = Reason,
+    responses((status = 200, body = AgentView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn enable_agent(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<AgentView>, ApiError> {
+    let name = parse_id(&name, AgentName::parse)?;
+    Ok(Json(app.enable_agent(&caller, &name, &r.reason).await?.into()))
+}
+
+/// Creates a one-time join token for an agent; the secret is in this response only. Admin.
+#[utoipa::path(post, path = "/v1/agents/{name}/join-tokens", request_body = CreateJoinToken,
+    responses((status = 201, body = JoinTokenView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_join_token(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(req): Body<CreateJoinToken>,
+) -> Result<(StatusCode, Json<JoinTokenView>), ApiError> {
+    let name = parse_id(&name, AgentName::parse)?;
+    let jt = app.create_join_token(&caller, &name, req.ttl_seconds).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenView {
+            id: jt.record.id.to_string(),
+            agent: jt.record.agent.to_string(),
+            token: jt.token,
+            expires_at: rfc3339(jt.record.expires_at),
+        }),
+    ))
+}
+
+/// Kill switch: revokes one agent instance and every task it started. Admin.
+#[utoipa::path(post, path = "/v1/instances/{id}/revoke", request_body = Reason,
+    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_instance(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<KillReportView>, ApiError> {
+    let id = parse_id(&id, InstanceId::parse)?;
+    Ok(Json(app.kill(&caller, KillTarget::Instance(id), &r.reason).await?.into()))
+}
+
+/// Rotates the JWT signing key; the old key stays published until its tokens expire. Admin.
+#[utoipa::path(post, path = "/v1/keys/rotate", responses((status = 200, body = RotatedKeys)), security(("bearer" = [])))]
+pub async fn rotate_keys(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<RotatedKeys>, ApiError> {
+    let (kid, seq) = app.rotate_keys(&caller).await?;
+    Ok(Json(RotatedKeys { kid, bundle_sequence: seq }))
+}

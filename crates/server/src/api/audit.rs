@@ -1,0 +1,104 @@
+//! Audit log endpoints: list with filters, export as JSON Lines, verify, checkpoint. Admin.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use remit_core::audit::AuditRecord;
+use remit_core::time::UnixMillis;
+use remit_store::AuditFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, Auth, Query};
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub workflow: Option<String>,
+    pub task: Option<String>,
+    pub agent: Option<String>,
+    pub action: Option<String>,
+    /// RFC 3339 or milliseconds since the epoch.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only records after this sequence number (paging).
+    pub after: Option<u64>,
+    /// Default 100, at most 10000.
+    pub limit: Option<u32>,
+}
+
+fn time(v: Option<&str>, what: &str) -> Result<Option<UnixMillis>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(UnixMillis(ms)));
+    }
+    let t = humantime::parse_rfc3339_weak(v)
+        .map_err(|e| ApiError::BadRequest(format!("`{what}` must be RFC 3339 or epoch milliseconds: {e}")))?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    Ok(Some(UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX))))
+}
+
+fn filter(q: AuditQuery, default_limit: u32) -> Result<AuditFilter, ApiError> {
+    Ok(AuditFilter {
+        since: time(q.since.as_deref(), "since")?,
+        until: time(q.until.as_deref(), "until")?,
+        workflow: q.workflow,
+        task: q.task,
+        agent: q.agent,
+        action: q.action,
+        after_seq: q.after.unwrap_or(0),
+        limit: q.limit.unwrap_or(default_limit),
+    })
+}
+
+/// Lists audit records in sequence order.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), responses((status = 200, description = "audit records"), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(State(app): State<AppState>, Auth(caller): Auth, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    Ok(Json(app.list_audit(&caller, filter(q, 100)?).await?))
+}
+
+/// Exports matching records as JSON Lines (one record per line, in order).
+#[utoipa::path(get, path = "/v1/audit/export", params(AuditQuery), responses((status = 200, content_type = "application/jsonl", description = "JSON Lines")), security(("bearer" = [])))]
+pub async fn export(State(app): State<AppState>, Auth(caller): Auth, Query(q): Query<AuditQuery>) -> Result<impl IntoResponse, ApiError> {
+    caller.require_admin()?;
+    let mut f = filter(q, remit_store::MAX_PAGE)?;
+    let max = if f.limit == 0 { u32::MAX } else { f.limit };
+    let mut out = String::new();
+    let mut n = 0u32;
+    loop {
+        f.limit = (max - n).min(remit_store::MAX_PAGE);
+        if f.limit == 0 {
+            break;
+        }
+        let page = app.list_audit(&caller, f.clone()).await?;
+        let Some(last) = page.last() else { break };
+        f.after_seq = last.seq;
+        for r in &page {
+            out.push_str(&serde_json::to_string(r).map_err(|e| ApiError::Internal(e.to_string()))?);
+            out.push('\n');
+        }
+        n += u32::try_from(page.len()).unwrap_or(u32::MAX);
+        if page.len() < remit_store::MAX_PAGE as usize {
+            break;
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/jsonl")], out))
+}
+
+/// Recomputes the whole chain and checks every signed checkpoint; names the first broken record.
+#[utoipa::path(post, path = "/v1/audit/verify", responses((status = 200, description = "`ok` true with a report, or false with the first break")), security(("bearer" = [])))]
+pub async fn verify(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match app.verify_audit(&caller).await? {
+        Ok(report) => json!({"ok": true, "report": report}),
+        Err(brk) => json!({"ok": false, "error": brk.to_string(), "break": format!("{brk:?}")}),
+    }))
+}
+
+/// Signs a checkpoint of the current chain head now (the server also does so periodically).
+#[utoipa::path(post, path = "/v1/audit/checkpoint", responses((status = 200, description = "the checkpoint, or null when the head has not moved")), security(("bearer" = [])))]
+pub async fn checkpoint(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(json!({ "checkpoint": app.checkpoint_now().await? })))
+}

@@ -1,0 +1,190 @@
+//! The HTTP API: the router, the middleware stack, the extractors every handler shares,
+//! and wire types. One file per API area; each handler authenticates, calls one `App`
+//! method and shapes the answer.
+
+pub mod admin;
+pub mod audit;
+pub mod discovery;
+pub mod oauth;
+pub mod tasks;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::metrics::{HttpLabels, RouteLabel};
+use crate::service::Caller;
+
+pub type AppState = Arc<App>;
+
+/// Header naming the human operator behind an admin call (recorded in the audit log).
+pub const OPERATOR_HEADER: &str = "x-remit-operator";
+
+/// The authenticated caller of a request (admin credential or live instance token).
+pub struct Auth(pub Caller);
+
+/// Reads `Authorization: Bearer …`, if present.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        let operator = parts.headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
+        Ok(Auth(app.authenticate(token, operator).await?))
+    }
+}
+
+/// A JSON body whose rejections become [`ApiError`]s with a clear message.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+/// A form body (the OAuth endpoints), with the same error mapping.
+pub struct Form<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Form<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(Form(v)),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+/// Query parameters, with the same error mapping.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+fn rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("request body is too large".into())
+    } else {
+        ApiError::BadRequest(text)
+    }
+}
+
+/// Parses a path segment into a typed id, or answers 400.
+pub fn parse_id<T>(s: &str, parse: impl FnOnce(&str) -> Result<T, remit_core::DomainError>) -> Result<T, ApiError> {
+    parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id: String = remit_token::random::<12>().iter().map(|b| format!("{b:02x}")).collect();
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+async fn record_metrics(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    app.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), method, status }).inc();
+    app.metrics.http_seconds.get_or_create(&RouteLabel { route }).observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// The whole HTTP surface.
+pub fn router(app: AppState) -> Router {
+    let max_body = app.cfg.limits.max_body_bytes;
+    let max_in_flight = app.cfg.limits.max_in_flight;
+    let api = Router::new()
+        .route("/healthz", get(discovery::healthz))
+        .route("/readyz", get(discovery::readyz))
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/.well-known/spiffe-bundle", get(discovery::spiffe_bundle))
+        .route("/openapi.json", get(discovery::openapi))
+        .route("/metrics", get(discovery::metrics))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/v1/join", post(tasks::join))
+        .route("/v1/instances/renew", post(tasks::renew_instance))
+        .route("/v1/instances/{id}/revoke", post(admin::revoke_instance))
+        .route("/v1/workflows", get(admin::list_workflows).post(admin::create_workflow))
+        .route("/v1/workflows/{name}", get(admin::get_workflow))
+        .route("/v1/workflows/{name}/suspend", post(admin::suspend_workflow))
+        .route("/v1/workflows/{name}/resume", post(admin::resume_workflow))
+        .route("/v1/agents", get(admin::list_agents).post(admin::create_agent))
+        .route("/v1/agents/{name}", get(admin::get_agent))
+        .route("/v1/agents/{name}/disable", post(admin::disable_agent))
+        .route("/v1/agents/{name}/enable", post(admin::enable_agent))
+        .route("/v1/agents/{name}/join-tokens", post(admin::create_join_token))
+        .route("/v1/tasks", get(tasks::list_tasks).post(tasks::start_task))
+        .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete_task))
+        .route("/v1/tasks/{id}/revoke", post(tasks::revoke_task))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/export", get(audit::export))
+        .route("/v1/audit/verify", post(audit::verify))
+        .route("/v1/audit/checkpoint", post(audit::checkpoint))
+        .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), record_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(app);
+    api.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }))
+            .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
+            .layer(RequestBodyLimitLayer::new(max_body)),
+    )
+}

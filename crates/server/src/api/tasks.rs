@@ -1,0 +1,147 @@
+//! Agent-facing endpoints: join, renew, and the task lifecycle.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use remit_core::ids::{AgentName, TaskId, WorkflowName};
+use remit_core::model::{Sensitivity, TaskState};
+use remit_store::TaskFilter;
+use serde::Deserialize;
+
+use super::wire::*;
+use super::{AppState, Auth, Body, Query, parse_id};
+use crate::error::{ApiError, ErrorBody};
+use crate::service::tasks::StartTaskRequest;
+
+/// Trades a one-time join token for an agent-instance identity. Anonymous (the join token
+/// is the credential).
+#[utoipa::path(post, path = "/v1/join", request_body = JoinRequest,
+    responses((status = 201, body = InstanceIdentity), (status = 401, body = ErrorBody)))]
+pub async fn join(State(app): State<AppState>, Body(req): Body<JoinRequest>) -> Result<(StatusCode, Json<InstanceIdentity>), ApiError> {
+    let i = app.join(&req.join_token).await?;
+    Ok((StatusCode::CREATED, Json(identity(i))))
+}
+
+fn identity(i: crate::service::tasks::Issued<remit_core::model::Instance>) -> InstanceIdentity {
+    InstanceIdentity {
+        instance_id: i.subject.id.to_string(),
+        agent: i.subject.agent.to_string(),
+        spiffe_id: i.spiffe_id,
+        token: i.token,
+        expires_at: rfc3339(i.subject.expires_at),
+    }
+}
+
+/// Renews the calling instance's identity. Instance token.
+#[utoipa::path(post, path = "/v1/instances/renew",
+    responses((status = 200, body = InstanceIdentity), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn renew_instance(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<InstanceIdentity>, ApiError> {
+    Ok(Json(identity(app.renew_instance(&caller).await?)))
+}
+
+/// Starts a task and issues its JWT-SVID. Admin (naming the agent) or an instance token.
+#[utoipa::path(post, path = "/v1/tasks", request_body = StartTaskBody,
+    responses((status = 201, body = StartedTask), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "denied: workflow suspended, agent disabled or not allowed, sensitivity above ceiling"),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn start_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(req): Body<StartTaskBody>,
+) -> Result<(StatusCode, Json<StartedTask>), ApiError> {
+    let sensitivity = match req.sensitivity.as_deref() {
+        Some(s) => s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string()))?,
+        None => Sensitivity::default(),
+    };
+    let r = StartTaskRequest {
+        workflow: parse_id(&req.workflow, WorkflowName::parse)?,
+        agent: req.agent.as_deref().map(|a| parse_id(a, AgentName::parse)).transpose()?,
+        intent: req.intent,
+        sensitivity,
+        ttl_secs: req.ttl_seconds,
+        audience: req.audience,
+    };
+    let issued = app.start_task(&caller, r).await?;
+    let expires_at = rfc3339(issued.subject.expires_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(StartedTask {
+            task: TaskView::new(issued.subject, &app.trust_domain, app.clock.now()),
+            spiffe_id: issued.spiffe_id,
+            token: issued.token,
+            expires_at,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    pub workflow: Option<String>,
+    pub agent: Option<String>,
+    pub state: Option<String>,
+    /// Default 100, at most 10000.
+    pub limit: Option<u32>,
+}
+
+/// Lists tasks, newest first. Admin sees all; an instance sees its own.
+#[utoipa::path(get, path = "/v1/tasks", params(TaskQuery), responses((status = 200, body = [TaskView])), security(("bearer" = [])))]
+pub async fn list_tasks(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Vec<TaskView>>, ApiError> {
+    let filter = TaskFilter {
+        workflow: q.workflow.as_deref().map(|w| parse_id(w, WorkflowName::parse)).transpose()?,
+        agent: q.agent.as_deref().map(|a| parse_id(a, AgentName::parse)).transpose()?,
+        instance: None,
+        state: q
+            .state
+            .as_deref()
+            .map(|s| s.parse::<TaskState>().map_err(|e| ApiError::BadRequest(e.to_string())))
+            .transpose()?,
+        limit: q.limit.unwrap_or(100),
+    };
+    let now = app.clock.now();
+    let tasks = app.list_tasks(&caller, filter).await?;
+    Ok(Json(tasks.into_iter().map(|t| TaskView::new(t, &app.trust_domain, now)).collect()))
+}
+
+/// Shows one task.
+#[utoipa::path(get, path = "/v1/tasks/{id}", responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = parse_id(&id, TaskId::parse)?;
+    let t = app.task(&caller, &id).await?;
+    Ok(Json(TaskView::new(t, &app.trust_domain, app.clock.now())))
+}
+
+/// Completes a task; its token (and any sub-task's) is inactive from now on. Admin or the
+/// instance that started it.
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete",
+    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn complete_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<KillReportView>, ApiError> {
+    let id = parse_id(&id, TaskId::parse)?;
+    Ok(Json(app.complete_task(&caller, &id).await?.into()))
+}
+
+/// Kill switch: revokes a task and everything issued under it. Admin.
+#[utoipa::path(post, path = "/v1/tasks/{id}/revoke", request_body = Reason,
+    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<KillReportView>, ApiError> {
+    let id = parse_id(&id, TaskId::parse)?;
+    Ok(Json(app.revoke_task(&caller, &id, &r.reason).await?.into()))
+}

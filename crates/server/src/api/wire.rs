@@ -1,0 +1,228 @@
+//! Wire types: what the HTTP API accepts and returns. Kept apart from the stored domain
+//! types so the API can stay stable while storage changes.
+
+use remit_core::model::{Agent, KillReport, Task, Workflow};
+use remit_core::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: UnixMillis) -> String {
+    let d = std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0));
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + d).to_string()
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkflow {
+    pub name: String,
+    pub purpose: String,
+    /// Email of the human who answers for it.
+    pub owner: String,
+    /// public | internal | confidential | restricted (default internal)
+    #[serde(default)]
+    pub ceiling: Option<String>,
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// Default 900 (15 minutes).
+    #[serde(default)]
+    pub max_task_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub max_delegation_depth: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowView {
+    pub name: String,
+    pub purpose: String,
+    pub owner: String,
+    pub ceiling: String,
+    pub allowed_tools: Vec<String>,
+    pub max_task_ttl_seconds: u64,
+    pub max_delegation_depth: u32,
+    pub state: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Workflow> for WorkflowView {
+    fn from(w: Workflow) -> Self {
+        WorkflowView {
+            name: w.name.to_string(),
+            purpose: w.purpose,
+            owner: w.owner,
+            ceiling: w.ceiling.to_string(),
+            allowed_tools: w.allowed_tools,
+            max_task_ttl_seconds: w.max_task_ttl_secs,
+            max_delegation_depth: w.max_delegation_depth,
+            state: w.state.to_string(),
+            created_at: rfc3339(w.created_at),
+            updated_at: rfc3339(w.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    pub name: String,
+    pub owner: String,
+    /// Workflows this agent may start tasks in.
+    pub workflows: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub name: String,
+    pub owner: String,
+    pub workflows: Vec<String>,
+    pub state: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Agent> for AgentView {
+    fn from(a: Agent) -> Self {
+        AgentView {
+            name: a.name.to_string(),
+            owner: a.owner,
+            workflows: a.workflows.iter().map(ToString::to_string).collect(),
+            state: a.state.to_string(),
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+        }
+    }
+}
+
+/// A reason for a kill switch or a state change; required and recorded in the audit log.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KillReportView {
+    pub tasks_revoked: Vec<String>,
+    pub instances_revoked: Vec<String>,
+}
+
+impl From<KillReport> for KillReportView {
+    fn from(r: KillReport) -> Self {
+        KillReportView {
+            tasks_revoked: r.tasks_revoked.iter().map(ToString::to_string).collect(),
+            instances_revoked: r.instances_revoked.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Default 600.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JoinTokenView {
+    pub id: String,
+    pub agent: String,
+    /// The one-time secret; shown only in this response.
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub join_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceIdentity {
+    pub instance_id: String,
+    pub agent: String,
+    pub spiffe_id: String,
+    /// The instance JWT-SVID (audience: Remit's API).
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTaskBody {
+    pub workflow: String,
+    /// Required when the admin credential starts the task; an instance starts tasks as its own agent.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// What the task is for; stored, and its SHA-256 goes into the token.
+    pub intent: String,
+    /// public | internal | confidential | restricted (default internal)
+    #[serde(default)]
+    pub sensitivity: Option<String>,
+    /// At most the workflow's maximum; default 300 or the maximum if lower.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Audiences the task token is for (at least one).
+    pub audience: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub spiffe_id: String,
+    pub workflow: String,
+    pub agent: String,
+    pub instance: Option<String>,
+    pub parent: Option<String>,
+    pub intent: String,
+    pub intent_hash: String,
+    pub sensitivity: String,
+    pub audience: Vec<String>,
+    /// The state now: a task past its deadline reads `expired`.
+    pub state: String,
+    pub started_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+impl TaskView {
+    pub fn new(t: Task, td: &remit_core::ids::TrustDomain, now: UnixMillis) -> Self {
+        TaskView {
+            spiffe_id: remit_core::ids::SpiffeId::task(td, &t.workflow, &t.id).to_string(),
+            state: remit_core::rules::effective_state(&t, now).to_string(),
+            id: t.id.to_string(),
+            workflow: t.workflow.to_string(),
+            agent: t.agent.to_string(),
+            instance: t.instance.map(|i| i.to_string()),
+            parent: t.parent.map(|p| p.to_string()),
+            intent: t.intent,
+            intent_hash: t.intent_hash,
+            sensitivity: t.sensitivity.to_string(),
+            audience: t.audience,
+            started_by: t.started_by,
+            created_at: rfc3339(t.created_at),
+            expires_at: rfc3339(t.expires_at),
+            ended_at: t.ended_at.map(rfc3339),
+            end_reason: t.end_reason,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StartedTask {
+    pub task: TaskView,
+    pub spiffe_id: String,
+    /// The task's JWT-SVID.
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKeys {
+    pub kid: String,
+    pub bundle_sequence: u64,
+}

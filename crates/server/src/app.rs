@@ -1,0 +1,208 @@
+//! The running application: configuration, the store, keys, the clock and metrics, and
+//! the operations every interface (HTTP now, others later) goes through.
+//!
+//! `App` owns no HTTP types. Handlers in [`crate::api`] parse a request, call one method
+//! here and shape the answer. The operations themselves live in [`crate::service`].
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use remit_core::audit::{Checkpoint, checkpoint_message};
+use remit_core::ids::TrustDomain;
+use remit_core::rules::Limits;
+use remit_core::time::Clock;
+use remit_store::{KeyPurpose, Store, StoredKey};
+use remit_token::keys::VerifyingKey;
+use remit_token::{Kek, Keyring, SigningKey, b64e};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("remit is not initialized: run `remit init` (or `remit serve`, which initializes on first run)")]
+    NotInitialized,
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] remit_store::StoreError),
+    #[error("keys: {0}")]
+    Keys(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub cfg: Config,
+    pub trust_domain: TrustDomain,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// SHA-256 of the admin credential; compared in constant time.
+    admin_hash: [u8; 32],
+    kek: Kek,
+    /// The JWT signing key and the retired keys still accepted; swapped whole on rotation.
+    keyring: RwLock<Arc<Keyring>>,
+    /// Signs audit checkpoints.
+    audit_key: Arc<SigningKey>,
+    /// Public audit keys by kid, for verifying checkpoints.
+    audit_public: RwLock<Vec<VerifyingKey>>,
+    /// When keys were last re-read because a token named an unknown kid (rate limit).
+    last_key_reload: Mutex<Option<Instant>>,
+    /// Highest seq already checkpointed by this process.
+    last_checkpoint: Mutex<u64>,
+}
+
+impl App {
+    /// Builds the app from an initialized store.
+    pub async fn new(cfg: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>, kek: Kek) -> Result<App, StartError> {
+        let inst = store.installation().await?.ok_or(StartError::NotInitialized)?;
+        let trust_domain = TrustDomain::parse(&inst.trust_domain).map_err(|e| StartError::Keys(e.to_string()))?;
+        let admin_hash = hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
+        let keys = store.keys().await?;
+        let (keyring, audit_key, audit_public) = build_keys(&kek, &keys)?;
+        let limits = cfg.core_limits();
+        let last_cp = store.checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
+        Ok(App {
+            store,
+            clock,
+            limits,
+            trust_domain,
+            metrics: Metrics::new(),
+            admin_hash,
+            kek,
+            keyring: RwLock::new(Arc::new(keyring)),
+            audit_key: Arc::new(audit_key),
+            audit_public: RwLock::new(audit_public),
+            last_key_reload: Mutex::new(None),
+            last_checkpoint: Mutex::new(last_cp),
+            cfg,
+        })
+    }
+
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.read().map(|k| k.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
+    /// Re-reads keys from the store (after a rotation here or by another replica).
+    pub async fn reload_keys(&self) -> Result<(), ApiError> {
+        let keys = self.store.keys().await?;
+        let (ring, _, audit_public) = build_keys(&self.kek, &keys).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Ok(mut k) = self.keyring.write() {
+            *k = Arc::new(ring);
+        }
+        if let Ok(mut a) = self.audit_public.write() {
+            *a = audit_public;
+        }
+        Ok(())
+    }
+
+    /// Reloads keys at most once a second; used when a token names a kid we do not know,
+    /// which happens after another replica rotated keys.
+    pub async fn maybe_reload_keys(&self) -> bool {
+        {
+            let Ok(mut last) = self.last_key_reload.lock() else { return false };
+            if last.is_some_and(|t| t.elapsed().as_secs() < 1) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        self.reload_keys().await.is_ok()
+    }
+
+    /// Constant-time check of a presented admin credential.
+    pub fn is_admin_credential(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let h = remit_token::sha256(presented.as_bytes());
+        bool::from(h.ct_eq(&self.admin_hash))
+    }
+
+    /// Signs the current audit chain head, if it moved since the last checkpoint.
+    pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, ApiError> {
+        let (seq, head_hash) = self.store.audit_head().await?;
+        let last = self.last_checkpoint.lock().map(|g| *g).unwrap_or(0);
+        if seq == 0 || seq <= last {
+            return Ok(None);
+        }
+        let time = self.clock.now();
+        let sig = self.audit_key.sign(&checkpoint_message(seq, &head_hash, time));
+        let cp = Checkpoint { seq, head_hash, time, key_id: self.audit_key.kid().to_owned(), signature: b64e(&sig) };
+        self.store.put_checkpoint(cp.clone()).await?;
+        if let Ok(mut g) = self.last_checkpoint.lock() {
+            *g = (*g).max(seq);
+        }
+        Ok(Some(cp))
+    }
+
+    /// Checks a checkpoint's signature against the audit keys.
+    pub fn checkpoint_signature_ok(&self, cp: &Checkpoint) -> bool {
+        let Some(sig) = remit_token::b64d(&cp.signature) else { return false };
+        let msg = checkpoint_message(cp.seq, &cp.head_hash, cp.time);
+        let Ok(keys) = self.audit_public.read() else { return false };
+        keys.iter().any(|k| k.kid == cp.key_id && k.verify(&msg, &sig))
+    }
+
+    /// A fresh random id's 16 bytes.
+    pub fn random_id(&self) -> [u8; 16] {
+        remit_token::random::<16>()
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Opens the active JWT and audit keys and collects every still-published public key.
+fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<(Keyring, SigningKey, Vec<VerifyingKey>), StartError> {
+    let active = |p: KeyPurpose| {
+        keys.iter()
+            .filter(|k| k.purpose == p && k.retire_after.is_none())
+            .max_by_key(|k| k.created_at)
+            .ok_or_else(|| StartError::Keys(format!("no active {} key in the store", p.as_str())))
+    };
+    let open = |k: &StoredKey| {
+        SigningKey::unseal(kek, &k.kid, &k.sealed)
+            .map_err(|e| StartError::Keys(format!("key `{}`: {e} (is REMIT_KEK / the kek file right?)", k.kid)))
+    };
+    let jwt = active(KeyPurpose::Jwt)?;
+    let signer = Arc::new(open(jwt)?);
+    let audit = open(active(KeyPurpose::Audit)?)?;
+    let mut retired = Vec::new();
+    let mut audit_public = Vec::new();
+    for k in keys {
+        let vk = VerifyingKey::from_public(&k.public).map_err(|e| StartError::Keys(format!("key `{}`: {e}", k.kid)))?;
+        match k.purpose {
+            KeyPurpose::Jwt if k.kid != jwt.kid => retired.push(vk),
+            KeyPurpose::Jwt => {}
+            KeyPurpose::Audit => audit_public.push(vk),
+        }
+    }
+    Ok((Keyring::new(signer, retired), audit, audit_public))
+}
+
+/// Generates a new key of `purpose`, sealed for storage.
+pub fn new_stored_key(kek: &Kek, purpose: KeyPurpose, now: remit_core::time::UnixMillis) -> Result<StoredKey, String> {
+    let k = SigningKey::generate().map_err(|e| e.to_string())?;
+    Ok(StoredKey {
+        kid: k.kid().to_owned(),
+        purpose,
+        sealed: k.seal(kek).map_err(|e| e.to_string())?,
+        public: k.verifying.public.clone(),
+        created_at: now,
+        retire_after: None,
+    })
+}

@@ -1,0 +1,208 @@
+//! Configuration: one typed struct, read from `<data-dir>/remit.toml` (unknown keys are an
+//! error), then overridden by `REMIT_*` environment variables, then by command-line flags.
+//! Nothing reads configuration from anywhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors found while reading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration in `{path}`: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+fn dur<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Explicit limits on requests and issued credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Requests handled at once; further ones wait.
+    pub max_in_flight: usize,
+    /// No workflow may allow longer tasks than this.
+    #[serde(deserialize_with = "dur")]
+    pub hard_max_task_ttl: Duration,
+    /// TTL of a task whose request names none.
+    #[serde(deserialize_with = "dur")]
+    pub default_task_ttl: Duration,
+    /// Lifetime of an instance identity between renewals.
+    #[serde(deserialize_with = "dur")]
+    pub instance_ttl: Duration,
+    /// Longest join token an admin may create.
+    #[serde(deserialize_with = "dur")]
+    pub max_join_token_ttl: Duration,
+    /// Clock skew tolerated when checking `exp`/`iat`.
+    #[serde(deserialize_with = "dur")]
+    pub clock_skew: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 64 * 1024,
+            max_in_flight: 4096,
+            hard_max_task_ttl: Duration::from_secs(24 * 3600),
+            default_task_ttl: Duration::from_secs(300),
+            instance_ttl: Duration::from_secs(3600),
+            max_join_token_ttl: Duration::from_secs(24 * 3600),
+            clock_skew: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the chain head is signed into a checkpoint (when it moved).
+    #[serde(deserialize_with = "dur")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { checkpoint_interval: Duration::from_secs(1) }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where state lives: the SQLite file, the key-encryption key, the admin credential.
+    pub data_dir: PathBuf,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// `sqlite` (the file `remit.db` in the data dir) or `sqlite:PATH`.
+    pub store: String,
+    /// Trust domain used when initializing (later it is read from the store).
+    pub trust_domain: String,
+    /// `iss` of issued tokens and the OIDC issuer; defaults to `http://<listen>`.
+    pub issuer: Option<String>,
+    /// The audience Remit's own API accepts on instance tokens.
+    pub audience: String,
+    /// File holding the base64 key-encryption key; `REMIT_KEK` overrides it.
+    pub kek_file: Option<PathBuf>,
+    /// `json` (default) or `text`.
+    pub log_format: String,
+    pub limits: LimitsConfig,
+    pub audit: AuditConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("remit-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            store: "sqlite".into(),
+            trust_domain: "remit.local".into(),
+            issuer: None,
+            audience: "remit".into(),
+            kek_file: None,
+            log_format: "json".into(),
+            limits: LimitsConfig::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+/// The config file's name inside the data directory.
+pub const CONFIG_FILE: &str = "remit.toml";
+
+impl Config {
+    /// Reads `<data_dir>/remit.toml` if it exists, then applies `REMIT_*` overrides from `env`.
+    pub fn load(data_dir: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let mut cfg = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
+        };
+        cfg.data_dir = data_dir.to_path_buf();
+        if let Some(v) = env("REMIT_LISTEN") {
+            cfg.listen = v.parse().map_err(|e| ConfigError::Value { key: "REMIT_LISTEN", message: format!("{e}") })?;
+        }
+        if let Some(v) = env("REMIT_STORE") {
+            cfg.store = v;
+        }
+        if let Some(v) = env("REMIT_TRUST_DOMAIN") {
+            cfg.trust_domain = v;
+        }
+        if let Some(v) = env("REMIT_ISSUER") {
+            cfg.issuer = Some(v);
+        }
+        if let Some(v) = env("REMIT_LOG_FORMAT") {
+            cfg.log_format = v;
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })
+    }
+
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    pub fn kek_path(&self) -> PathBuf {
+        self.kek_file.clone().unwrap_or_else(|| self.data_dir.join("kek"))
+    }
+
+    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
+        match self.store.as_str() {
+            "sqlite" => Ok(self.data_dir.join("remit.db")),
+            s => match s.strip_prefix("sqlite:") {
+                Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+                _ => Err(ConfigError::Value {
+                    key: "store",
+                    message: format!("`{s}` is not supported (use `sqlite` or `sqlite:PATH`)"),
+                }),
+            },
+        }
+    }
+
+    pub fn core_limits(&self) -> remit_core::rules::Limits {
+        remit_core::rules::Limits {
+            hard_max_task_ttl_secs: self.limits.hard_max_task_ttl.as_secs(),
+            default_task_ttl_secs: self.limits.default_task_ttl.as_secs(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", "t").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err = Config::parse("[limits]\nmax_bodybytes = 3\n", "t").unwrap_err();
+        assert!(err.to_string().contains("max_bodybytes"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_overrides() {
+        let c = Config::parse("[limits]\ninstance_ttl = \"10m\"\n", "t").unwrap();
+        assert_eq!(c.limits.instance_ttl, Duration::from_secs(600));
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(dir.path(), |k| (k == "REMIT_LISTEN").then(|| "127.0.0.1:9999".into())).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.issuer(), "http://127.0.0.1:9999");
+        assert!(Config::load(dir.path(), |k| (k == "REMIT_LISTEN").then(|| "nope".into())).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! API errors and their mapping to HTTP, in one place.
+//!
+//! Every failure a handler can return becomes an [`ApiError`]; [`ApiError::status`] is the
+//! only place a status code is chosen. Internal failures reach the client as an opaque
+//! error id; the detail goes to the log under the same id. No message carries a token,
+//! key or secret.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use remit_core::DomainError;
+use remit_store::StoreError;
+use remit_token::TokenError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code.
+    pub error: &'static str,
+    pub message: String,
+    /// For internal errors: the id under which the detail was logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Denied(_) => "denied",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn unauthenticated() -> Self {
+        ApiError::Unauthenticated("a valid bearer credential is required".into())
+    }
+
+    pub fn admin_only() -> Self {
+        ApiError::Denied("this operation requires the admin credential".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Internal(detail) => {
+                let id = hex_id();
+                tracing::error!(error_id = %id, detail = %detail, "internal error");
+                ErrorBody { error: self.code(), message: "internal error".into(), error_id: Some(id) }
+            }
+            other => ErrorBody { error: other.code(), message: other.to_string(), error_id: None },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+fn hex_id() -> String {
+    remit_token::random::<8>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid { .. } | DomainError::TtlTooLong { .. } => ApiError::BadRequest(e.to_string()),
+            DomainError::WorkflowSuspended(_)
+            | DomainError::AgentDisabled(_)
+            | DomainError::AgentNotInWorkflow { .. }
+            | DomainError::InstanceInactive(_)
+            | DomainError::SensitivityAboveCeiling { .. } => ApiError::Denied(e.to_string()),
+            DomainError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
+            DomainError::JoinTokenExpired | DomainError::JoinTokenUsed => ApiError::Unauthenticated(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::Unavailable(m) => {
+                tracing::warn!(detail = %m, "store unavailable");
+                ApiError::Unavailable("the store is unavailable; retry shortly".into())
+            }
+            StoreError::Corrupt(m) | StoreError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        ApiError::Unauthenticated(e.to_string())
+    }
+}

@@ -1,0 +1,115 @@
+//! First-run initialization: the key-encryption key, the admin credential, the signing
+//! keys and the installation record.
+//!
+//! The admin credential is shown once and written to `<data-dir>/admin-token` (mode 0600)
+//! for the CLI; the store keeps only its SHA-256. The key-encryption key comes from
+//! `REMIT_KEK` when set, else from the kek file, which is created (0600) on first run.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use remit_core::audit::{AuditAction, AuditEvent};
+use remit_core::ids::TrustDomain;
+use remit_core::time::Clock;
+use remit_store::{Installation, KeyPurpose, Store};
+use remit_token::{Kek, b64e};
+
+use crate::app::{StartError, new_stored_key};
+use crate::config::Config;
+
+/// The admin credential file's name inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// Prefix of admin credentials (helps secret scanners recognise a leak).
+pub const ADMIN_TOKEN_PREFIX: &str = "remit_admin_";
+
+/// What a first run created.
+#[derive(Debug)]
+pub struct Initialized {
+    pub admin_token: String,
+    pub admin_token_path: PathBuf,
+    pub kek_path: Option<PathBuf>,
+    pub trust_domain: String,
+}
+
+/// Writes `contents` to `path` readable only by the owner, refusing to overwrite.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), StartError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| StartError::Io(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Loads the key-encryption key from `env_kek`, or the kek file; with `create`, makes the
+/// file when neither exists. Returns the key and the file it was created in, if any.
+pub fn load_kek(cfg: &Config, env_kek: Option<&str>, create: bool) -> Result<(Kek, Option<PathBuf>), StartError> {
+    if let Some(text) = env_kek {
+        return Ok((Kek::from_text(text).map_err(|e| StartError::Keys(format!("REMIT_KEK: {e}")))?, None));
+    }
+    let path = cfg.kek_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let kek = Kek::from_text(&text).map_err(|e| StartError::Keys(format!("{}: {e}", path.display())))?;
+            Ok((kek, None))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let text = Kek::generate_text();
+            write_secret_file(&path, &format!("{text}\n"))?;
+            let kek = Kek::from_text(&text).map_err(|e| StartError::Keys(e.to_string()))?;
+            Ok((kek, Some(path)))
+        }
+        Err(e) => Err(StartError::Keys(format!(
+            "no key-encryption key: set REMIT_KEK or provide {} ({e})",
+            path.display()
+        ))),
+    }
+}
+
+/// Initializes an empty store. Returns `None` when it was already initialized.
+pub async fn initialize(
+    cfg: &Config,
+    store: &dyn Store,
+    clock: &dyn Clock,
+    env_kek: Option<&str>,
+) -> Result<(Kek, Option<Initialized>), StartError> {
+    if store.installation().await?.is_some() {
+        let (kek, _) = load_kek(cfg, env_kek, false)?;
+        return Ok((kek, None));
+    }
+    let td = TrustDomain::parse(&cfg.trust_domain).map_err(|e| StartError::Keys(e.to_string()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError::Io(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+    let (kek, kek_path) = load_kek(cfg, env_kek, true)?;
+    let now = clock.now();
+    let admin_token = format!("{ADMIN_TOKEN_PREFIX}{}", b64e(&remit_token::random::<32>()));
+    let admin_hash: String = remit_token::sha256(admin_token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let keys = vec![
+        new_stored_key(&kek, KeyPurpose::Jwt, now).map_err(StartError::Keys)?,
+        new_stored_key(&kek, KeyPurpose::Audit, now).map_err(StartError::Keys)?,
+    ];
+    let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
+    let token_path = cfg.data_dir.join(ADMIN_TOKEN_FILE);
+    // Write the credential file before committing, so a crash never leaves an installation
+    // whose admin credential nobody has.
+    let _ = std::fs::remove_file(&token_path);
+    write_secret_file(&token_path, &format!("{admin_token}\n"))?;
+    let audit = AuditEvent::new(now, "admin", AuditAction::Init).detail([
+        ("trust_domain", td.as_str().into()),
+        ("jwt_kid", kids[0].clone().into()),
+        ("audit_kid", kids[1].clone().into()),
+    ]);
+    store
+        .install(
+            Installation { trust_domain: td.as_str().to_owned(), admin_hash, installed_at: now },
+            keys,
+            audit,
+        )
+        .await?;
+    Ok((kek, Some(Initialized { admin_token, admin_token_path: token_path, kek_path, trust_domain: td.to_string() })))
+}

@@ -1,0 +1,74 @@
+//! Remit's server: configuration, startup, the service layer and the HTTP API.
+//!
+//! - [`config`]: the typed configuration (file, env, flags).
+//! - [`init`]: first-run initialization (keys, admin credential).
+//! - [`app`]: the running application state.
+//! - [`service`]: the operations, one file per area, free of HTTP types.
+//! - [`api`]: axum handlers, one file per area, and the middleware stack.
+//! - [`error`]: the one mapping from failures to HTTP statuses.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod metrics;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use app::App;
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Also runs the periodic audit checkpointer, which signs a final checkpoint on the way out.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let cp_app = app.clone();
+    let checkpointer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cp_app.cfg.audit.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_rx.changed() => break,
+            }
+            if let Err(e) = cp_app.checkpoint_now().await {
+                tracing::warn!(error = %e, "audit checkpoint failed");
+            }
+        }
+        if let Err(e) = cp_app.checkpoint_now().await {
+            tracing::warn!(error = %e, "final audit checkpoint failed");
+        }
+    });
+    let router = api::router(app.clone());
+    let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = checkpointer.await;
+    result
+}
+
+/// Opens the configured store, initializes it when `init_if_needed` and it is empty, and
+/// builds the app. Returns what initialization created, if it ran.
+pub async fn bootstrap(
+    cfg: config::Config,
+    env_kek: Option<&str>,
+    clock: Arc<dyn remit_core::time::Clock>,
+    init_if_needed: bool,
+) -> Result<(Arc<App>, Option<init::Initialized>), app::StartError> {
+    let path = cfg.sqlite_path()?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let store: Arc<dyn remit_store::Store> =
+        Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock.clone())?);
+    let (kek, created) = if init_if_needed || store.installation().await?.is_some() {
+        init::initialize(&cfg, &*store, &*clock, env_kek).await?
+    } else {
+        return Err(app::StartError::NotInitialized);
+    };
+    let app = App::new(cfg, store, clock, kek).await?;
+    Ok((Arc::new(app), created))
+}

@@ -1,0 +1,181 @@
+//! Administration: workflows, agents, join tokens, the kill switches and key rotation.
+//! Every operation here requires the admin credential.
+
+use remit_core::audit::{AuditAction, AuditEvent};
+use remit_core::ids::{AgentName, JoinTokenId, WorkflowName};
+use remit_core::model::{Agent, AgentState, JoinToken, Kill, KillReport, KillTarget, Workflow, WorkflowState};
+use remit_core::rules::{self, NewWorkflow};
+use remit_store::KeyPurpose;
+
+use super::Caller;
+use crate::app::{App, new_stored_key};
+use crate::error::ApiError;
+
+/// A created join token: its public record and the one-time secret string.
+pub struct IssuedJoinToken {
+    pub record: JoinToken,
+    /// `<id>.<secret>`; shown once, never stored.
+    pub token: String,
+}
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("a reason is required".into()));
+    }
+    if reason.len() > 1024 || reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::BadRequest("reason must be at most 1024 bytes of printable text".into()));
+    }
+    Ok(())
+}
+
+impl App {
+    pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, ApiError> {
+        caller.require_admin()?;
+        let wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
+        let audit = AuditEvent::new(wf.created_at, caller.actor(), AuditAction::WorkflowCreate)
+            .workflow(&wf.name)
+            .detail([
+                ("owner", wf.owner.clone().into()),
+                ("ceiling", wf.ceiling.as_str().into()),
+                ("max_task_ttl_secs", wf.max_task_ttl_secs.into()),
+            ]);
+        self.store.create_workflow(wf.clone(), audit).await?;
+        Ok(wf)
+    }
+
+    pub async fn workflow(&self, caller: &Caller, name: &WorkflowName) -> Result<Workflow, ApiError> {
+        caller.require_admin()?;
+        self.store.workflow(name).await?.ok_or_else(|| ApiError::NotFound(format!("workflow `{name}` not found")))
+    }
+
+    pub async fn list_workflows(&self, caller: &Caller) -> Result<Vec<Workflow>, ApiError> {
+        caller.require_admin()?;
+        Ok(self.store.list_workflows().await?)
+    }
+
+    /// Kill switch: suspends the workflow and revokes all its live tasks.
+    pub async fn suspend_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<KillReport, ApiError> {
+        self.kill(caller, KillTarget::Workflow(name.clone()), reason).await
+    }
+
+    pub async fn resume_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<Workflow, ApiError> {
+        caller.require_admin()?;
+        check_reason(reason)?;
+        let audit =
+            AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowResume).workflow(name).reason(reason);
+        self.store.set_workflow_state(name, WorkflowState::Suspended, WorkflowState::Active, audit).await?;
+        self.workflow(caller, name).await
+    }
+
+    pub async fn create_agent(
+        &self,
+        caller: &Caller,
+        name: AgentName,
+        owner: String,
+        workflows: Vec<WorkflowName>,
+    ) -> Result<Agent, ApiError> {
+        caller.require_admin()?;
+        rules::check_owner(&owner, &self.limits)?;
+        let now = self.clock.now();
+        let agent = Agent { name, owner, workflows, state: AgentState::Enabled, created_at: now, updated_at: now };
+        let wfs: Vec<String> = agent.workflows.iter().map(ToString::to_string).collect();
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::AgentCreate)
+            .agent(&agent.name)
+            .detail([("owner", agent.owner.clone().into()), ("workflows", wfs.into())]);
+        self.store.create_agent(agent.clone(), audit).await?;
+        Ok(agent)
+    }
+
+    pub async fn agent(&self, caller: &Caller, name: &AgentName) -> Result<Agent, ApiError> {
+        caller.require_admin()?;
+        self.store.agent(name).await?.ok_or_else(|| ApiError::NotFound(format!("agent `{name}` not found")))
+    }
+
+    pub async fn list_agents(&self, caller: &Caller) -> Result<Vec<Agent>, ApiError> {
+        caller.require_admin()?;
+        Ok(self.store.list_agents().await?)
+    }
+
+    /// Kill switch: disables the agent, revoking its instances and their tasks.
+    pub async fn disable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<KillReport, ApiError> {
+        self.kill(caller, KillTarget::Agent(name.clone()), reason).await
+    }
+
+    pub async fn enable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<Agent, ApiError> {
+        caller.require_admin()?;
+        check_reason(reason)?;
+        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AgentEnable).agent(name).reason(reason);
+        self.store.set_agent_state(name, AgentState::Disabled, AgentState::Enabled, audit).await?;
+        self.agent(caller, name).await
+    }
+
+    pub async fn create_join_token(
+        &self,
+        caller: &Caller,
+        agent: &AgentName,
+        ttl_secs: Option<u64>,
+    ) -> Result<IssuedJoinToken, ApiError> {
+        caller.require_admin()?;
+        let max = self.cfg.limits.max_join_token_ttl.as_secs();
+        let ttl = ttl_secs.unwrap_or(600);
+        if ttl == 0 || ttl > max {
+            return Err(ApiError::BadRequest(format!("join token ttl must be between 1 and {max} seconds")));
+        }
+        let now = self.clock.now();
+        let secret = remit_token::b64e(&remit_token::random::<32>());
+        let record = JoinToken {
+            id: JoinTokenId::from_random(self.random_id()),
+            agent: agent.clone(),
+            secret_hash: hex(&remit_token::sha256(secret.as_bytes())),
+            created_at: now,
+            expires_at: now.plus_secs(ttl),
+            used_at: None,
+            used_by: None,
+        };
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::JoinTokenCreate)
+            .agent(agent)
+            .detail([("join_token", record.id.as_str().into()), ("ttl_secs", ttl.into())]);
+        self.store.create_join_token(record.clone(), audit).await?;
+        let token = format!("{}.{secret}", record.id);
+        Ok(IssuedJoinToken { record, token })
+    }
+
+    /// Pulls a kill switch on any target; the store applies the cascade atomically.
+    pub async fn kill(&self, caller: &Caller, target: KillTarget, reason: &str) -> Result<KillReport, ApiError> {
+        caller.require_admin()?;
+        check_reason(reason)?;
+        let kind = match &target {
+            KillTarget::Task(_) => "task",
+            KillTarget::Instance(_) => "instance",
+            KillTarget::Agent(_) => "agent",
+            KillTarget::Workflow(_) => "workflow",
+        };
+        let report = self
+            .store
+            .kill(Kill { target, actor: caller.actor(), reason: reason.to_owned(), at: self.clock.now() })
+            .await?;
+        self.metrics.kills.get_or_create(&crate::metrics::Metrics::label(kind)).inc();
+        Ok(report)
+    }
+
+    /// Rotates the JWT signing key. Tokens signed by the old key stay valid until they
+    /// expire: the old key is published until the longest token it could have signed is dead.
+    pub async fn rotate_keys(&self, caller: &Caller) -> Result<(String, u64), ApiError> {
+        caller.require_admin()?;
+        let now = self.clock.now();
+        let key = new_stored_key(self.kek(), KeyPurpose::Jwt, now).map_err(ApiError::Internal)?;
+        let kid = key.kid.clone();
+        let longest = self.cfg.limits.hard_max_task_ttl.max(self.cfg.limits.instance_ttl) + self.cfg.limits.clock_skew;
+        let retire_after = now.plus_secs(longest.as_secs());
+        let old = self.keyring().signer().kid().to_owned();
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate)
+            .detail([("new_kid", kid.clone().into()), ("old_kid", old.into())]);
+        let seq = self.store.rotate_key(key, retire_after, audit).await?;
+        self.reload_keys().await?;
+        Ok((kid, seq))
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

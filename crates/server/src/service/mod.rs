@@ -1,0 +1,114 @@
+//! The operations behind every API call, one file per area. Each takes the authenticated
+//! [`Caller`], checks what it may do first, and then makes one call into the core and the
+//! store. No HTTP types appear here.
+
+pub mod admin;
+pub mod audit;
+pub mod tasks;
+pub mod tokens;
+
+use remit_core::ids::{AgentName, InstanceId, SpiffeId, Subject};
+use remit_token::jwt::{self, Validation};
+use remit_token::{Claims, SvidKind, TokenError};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::init::ADMIN_TOKEN_PREFIX;
+
+/// Who is calling, established once per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Holder of the admin credential, optionally naming the operator behind it.
+    Admin { operator: Option<String> },
+    /// A live agent instance, by its instance token.
+    Instance { id: InstanceId, agent: AgentName, spiffe_id: String },
+}
+
+impl Caller {
+    /// How the caller is named in audit records.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Admin { operator: Some(o) } => format!("admin:{o}"),
+            Caller::Admin { operator: None } => "admin".into(),
+            Caller::Instance { spiffe_id, .. } => spiffe_id.clone(),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin { .. } => Ok(()),
+            Caller::Instance { .. } => Err(ApiError::admin_only()),
+        }
+    }
+}
+
+/// Accepts an operator name for attribution only if it is short, printable text.
+pub fn clean_operator(v: Option<&str>) -> Option<String> {
+    let v = v?.trim();
+    (!v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control)).then(|| v.to_owned())
+}
+
+impl App {
+    /// Verifies a JWT-SVID's signature and times; re-reads keys once if the kid is unknown
+    /// (another replica may have rotated).
+    pub async fn verify_jwt(&self, token: &str, audience: Option<&str>) -> Result<Claims, TokenError> {
+        let v = Validation {
+            now: self.clock.now().secs(),
+            leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
+            audience,
+        };
+        match jwt::verify(&*self.keyring(), token, v) {
+            Err(TokenError::UnknownKey) if self.maybe_reload_keys().await => jwt::verify(&*self.keyring(), token, v),
+            r => r,
+        }
+    }
+
+    /// Parses and checks a token's subject against our trust domain.
+    pub fn subject_of(&self, claims: &Claims) -> Option<Subject> {
+        let id = SpiffeId::parse(&claims.sub).ok()?;
+        if id.trust_domain() != self.trust_domain.as_str() {
+            return None;
+        }
+        let s = id.subject()?;
+        let kind_ok = matches!(
+            (&s, claims.remit.kind),
+            (Subject::Task { .. }, SvidKind::Task) | (Subject::Instance { .. }, SvidKind::Instance)
+        );
+        kind_ok.then_some(s)
+    }
+
+    /// Authenticates a bearer credential: the admin credential, or a live instance token
+    /// whose audience includes Remit's own.
+    pub async fn authenticate(&self, bearer: &str, operator: Option<&str>) -> Result<Caller, ApiError> {
+        if bearer.starts_with(ADMIN_TOKEN_PREFIX) {
+            return if self.is_admin_credential(bearer) {
+                Ok(Caller::Admin { operator: clean_operator(operator) })
+            } else {
+                Err(ApiError::Unauthenticated("the admin credential is not valid".into()))
+            };
+        }
+        let claims = self.verify_jwt(bearer, Some(&self.cfg.audience)).await?;
+        let Some(Subject::Instance { agent, instance }) = self.subject_of(&claims) else {
+            return Err(ApiError::Unauthenticated(
+                "only the admin credential or an agent instance token may call this API".into(),
+            ));
+        };
+        let inst = self.store.instance(&instance).await?;
+        let ag = self.store.agent(&agent).await?;
+        match (inst, ag) {
+            (Some(i), Some(a))
+                if i.agent == agent
+                    && remit_core::rules::instance_liveness(&i, &a, self.clock.now())
+                        == remit_core::rules::Liveness::Active =>
+            {
+                Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub })
+            }
+            _ => Err(ApiError::Unauthenticated("the instance token is no longer active".into())),
+        }
+    }
+
+    /// A fresh `jti`.
+    pub(crate) fn new_jti(&self) -> String {
+        remit_token::random::<16>().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
