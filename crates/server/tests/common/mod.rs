@@ -1,0 +1,154 @@
+//! A real Remit server on 127.0.0.1:0 over a real SQLite file, for integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use remit_core::time::{ManualClock, UnixMillis};
+use remit_server::App;
+use remit_server::config::Config;
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    pub url: String,
+    pub admin: String,
+    pub app: Arc<App>,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = Config { data_dir: dir.path().to_path_buf(), listen: addr, ..Config::default() };
+        tweak(&mut cfg);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let clock = ManualClock::new(UnixMillis(now));
+        let (app, created) = remit_server::bootstrap(cfg, None, Arc::new(clock.clone()), true).await.unwrap();
+        let admin = created.unwrap().admin_token;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let serve_app = app.clone();
+        let task = tokio::spawn(async move {
+            remit_server::serve(serve_app, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            url: format!("http://{addr}"),
+            admin,
+            app,
+            clock,
+            http: reqwest::Client::new(),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("remit.db")
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null if none).
+    pub async fn call(&self, method: &str, path: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&self.admin.clone()), Some(body)).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, Some(&self.admin.clone()), None).await
+    }
+
+    /// Introspects `token` with the admin credential; returns the response body.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/introspect", self.url))
+            .bearer_auth(&self.admin)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn active(&self, token: &str) -> bool {
+        self.introspect(token).await["active"].as_bool().unwrap()
+    }
+
+    /// Creates workflow `deploy` (max ttl 600s) and agent `deploy-bot`.
+    pub async fn setup(&self) {
+        let (s, _) = self
+            .admin_post(
+                "/v1/workflows",
+                json!({"name": "deploy", "purpose": "ship releases", "owner": "alice@example.com",
+                       "max_task_ttl_seconds": 600, "ceiling": "confidential"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, _) = self
+            .admin_post("/v1/agents", json!({"name": "deploy-bot", "owner": "bob@example.com", "workflows": ["deploy"]}))
+            .await;
+        assert_eq!(s, 201);
+    }
+
+    /// A join token for `deploy-bot`, redeemed; returns the instance token.
+    pub async fn join(&self) -> String {
+        let (s, jt) = self.admin_post("/v1/agents/deploy-bot/join-tokens", json!({})).await;
+        assert_eq!(s, 201);
+        let (s, inst) = self.call("POST", "/v1/join", None, Some(json!({"join_token": jt["token"]}))).await;
+        assert_eq!(s, 201, "{inst}");
+        inst["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts a task through an instance; returns (task id, token).
+    pub async fn start_task(&self, instance_token: &str) -> (String, String) {
+        let (s, t) = self
+            .call(
+                "POST",
+                "/v1/tasks",
+                Some(instance_token),
+                Some(json!({"workflow": "deploy", "intent": "deploy v1.2 to prod", "audience": ["tools"], "ttl_seconds": 300})),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        (t["task"]["id"].as_str().unwrap().to_owned(), t["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn audit_head(&self) -> u64 {
+        self.app.store.audit_head().await.unwrap().0
+    }
+}
