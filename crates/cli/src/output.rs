@@ -35,7 +35,11 @@ pub fn fields(v: &Value, keys: &[&str]) {
         let val = match v.get(*k) {
             None | Some(Value::Null) => "-".to_owned(),
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(", "),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
             Some(other) => other.to_string(),
         };
         println!("{:<width$}  {val}", format!("{k}:"), width = width + 1);

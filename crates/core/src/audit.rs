@@ -219,7 +219,9 @@ pub enum ChainBreak {
     BadCheckpointSignature { seq: u64 },
     #[error("checkpoint at record {seq}: head hash does not match record {seq} (record edited)")]
     CheckpointMismatch { seq: u64 },
-    #[error("records after {last} are missing: a signed checkpoint covers record {checkpoint} (newest records deleted)")]
+    #[error(
+        "records after {last} are missing: a signed checkpoint covers record {checkpoint} (newest records deleted)"
+    )]
     Truncated { last: u64, checkpoint: u64 },
 }
 
@@ -265,10 +267,10 @@ impl ChainVerifier {
         if hex::encode(h) != r.hash {
             return Err(ChainBreak::HashMismatch { seq: r.seq });
         }
-        if let Some(cp) = self.checkpoints.get(&r.seq) {
-            if *cp != r.hash {
-                return Err(ChainBreak::CheckpointMismatch { seq: r.seq });
-            }
+        if let Some(cp) = self.checkpoints.get(&r.seq)
+            && *cp != r.hash
+        {
+            return Err(ChainBreak::CheckpointMismatch { seq: r.seq });
         }
         self.last_seq = r.seq;
         self.prev = h;
@@ -308,7 +310,13 @@ mod tests {
     }
 
     fn cp(r: &AuditRecord) -> Checkpoint {
-        Checkpoint { seq: r.seq, head_hash: r.hash.clone(), time: UnixMillis(0), key_id: "k".into(), signature: "ok".into() }
+        Checkpoint {
+            seq: r.seq,
+            head_hash: r.hash.clone(),
+            time: UnixMillis(0),
+            key_id: "k".into(),
+            signature: "ok".into(),
+        }
     }
 
     fn verify(recs: &[AuditRecord], cps: &[Checkpoint]) -> Result<VerifyReport, ChainBreak> {

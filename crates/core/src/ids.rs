@@ -268,14 +268,12 @@ impl SpiffeId {
     pub fn subject(&self) -> Option<Subject> {
         let segs: Vec<&str> = self.path().trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
-            ["workflow", wf, "task", t] => Some(Subject::Task {
-                workflow: WorkflowName::parse(wf).ok()?,
-                task: TaskId::parse(t).ok()?,
-            }),
-            ["agent", a, "instance", i] => Some(Subject::Instance {
-                agent: AgentName::parse(a).ok()?,
-                instance: InstanceId::parse(i).ok()?,
-            }),
+            ["workflow", wf, "task", t] => {
+                Some(Subject::Task { workflow: WorkflowName::parse(wf).ok()?, task: TaskId::parse(t).ok()? })
+            }
+            ["agent", a, "instance", i] => {
+                Some(Subject::Instance { agent: AgentName::parse(a).ok()?, instance: InstanceId::parse(i).ok()? })
+            }
             _ => None,
         }
     }

@@ -152,10 +152,10 @@ pub fn start_task(
     if !agent.workflows.contains(&wf.name) {
         return Err(DomainError::AgentNotInWorkflow { agent: agent.name.to_string(), workflow: wf.name.to_string() });
     }
-    if let Some(inst) = instance {
-        if instance_liveness(inst, agent, now) != Liveness::Active || inst.agent != agent.name {
-            return Err(DomainError::InstanceInactive(inst.id.to_string()));
-        }
+    if let Some(inst) = instance
+        && (instance_liveness(inst, agent, now) != Liveness::Active || inst.agent != agent.name)
+    {
+        return Err(DomainError::InstanceInactive(inst.id.to_string()));
     }
     check_text("intent", &req.intent, limits.max_intent_len, true)?;
     if req.audience.is_empty() {
@@ -247,10 +247,10 @@ pub fn task_liveness(task: &Task, wf: &Workflow, agent: &Agent, inst: Option<&In
     if agent.state != AgentState::Enabled {
         return Liveness::Inactive("agent disabled");
     }
-    if let Some(i) = inst {
-        if i.state != InstanceState::Active {
-            return Liveness::Inactive("instance revoked");
-        }
+    if let Some(i) = inst
+        && i.state != InstanceState::Active
+    {
+        return Liveness::Inactive("instance revoked");
     }
     Liveness::Active
 }

@@ -54,14 +54,22 @@ pub struct App {
     last_key_reload: Mutex<Option<Instant>>,
     /// Highest seq already checkpointed by this process.
     last_checkpoint: Mutex<u64>,
+    /// Claims of tokens whose signature already verified, by SHA-256 of the token. Saves
+    /// an ECDSA verification when an instance presents the same token again; time and
+    /// audience are still checked on every use, and liveness always comes from the store.
+    pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
 }
+
+/// Entries in the verified-token cache before it is cleared.
+pub(crate) const VERIFIED_CACHE_MAX: usize = 16_384;
 
 impl App {
     /// Builds the app from an initialized store.
     pub async fn new(cfg: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>, kek: Kek) -> Result<App, StartError> {
         let inst = store.installation().await?.ok_or(StartError::NotInitialized)?;
         let trust_domain = TrustDomain::parse(&inst.trust_domain).map_err(|e| StartError::Keys(e.to_string()))?;
-        let admin_hash = hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
+        let admin_hash =
+            hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
         let keys = store.keys().await?;
         let (keyring, audit_key, audit_public) = build_keys(&kek, &keys)?;
         let limits = cfg.core_limits();
@@ -79,6 +87,7 @@ impl App {
             audit_public: RwLock::new(audit_public),
             last_key_reload: Mutex::new(None),
             last_checkpoint: Mutex::new(last_cp),
+            verified: Mutex::new(std::collections::HashMap::new()),
             cfg,
         })
     }

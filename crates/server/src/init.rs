@@ -64,10 +64,9 @@ pub fn load_kek(cfg: &Config, env_kek: Option<&str>, create: bool) -> Result<(Ke
             let kek = Kek::from_text(&text).map_err(|e| StartError::Keys(e.to_string()))?;
             Ok((kek, Some(path)))
         }
-        Err(e) => Err(StartError::Keys(format!(
-            "no key-encryption key: set REMIT_KEK or provide {} ({e})",
-            path.display()
-        ))),
+        Err(e) => {
+            Err(StartError::Keys(format!("no key-encryption key: set REMIT_KEK or provide {} ({e})", path.display())))
+        }
     }
 }
 
@@ -105,11 +104,7 @@ pub async fn initialize(
         ("audit_kid", kids[1].clone().into()),
     ]);
     store
-        .install(
-            Installation { trust_domain: td.as_str().to_owned(), admin_hash, installed_at: now },
-            keys,
-            audit,
-        )
+        .install(Installation { trust_domain: td.as_str().to_owned(), admin_hash, installed_at: now }, keys, audit)
         .await?;
     Ok((kek, Some(Initialized { admin_token, admin_token_path: token_path, kek_path, trust_domain: td.to_string() })))
 }

@@ -24,7 +24,11 @@ pub use app::App;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
 /// Also runs the periodic audit checkpointer, which signs a final checkpoint on the way out.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let cp_app = app.clone();
     let checkpointer = tokio::spawn(async move {
@@ -60,7 +64,8 @@ pub async fn bootstrap(
 ) -> Result<(Arc<App>, Option<init::Initialized>), app::StartError> {
     let path = cfg.sqlite_path()?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
     }
     let store: Arc<dyn remit_store::Store> =
         Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock.clone())?);

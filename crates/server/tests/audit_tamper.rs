@@ -69,8 +69,11 @@ async fn rehashed_edit_is_caught_by_the_next_link() {
         *b = u8::from_str_radix(&rec.prev_hash[i * 2..i * 2 + 2], 16).unwrap();
     }
     let (forged, _) = remit_core::audit::seal(rec.seq, ev, &prev);
-    c.execute("UPDATE audit SET actor = ?1, hash = ?2 WHERE seq = ?3", rusqlite::params![forged.event.actor, forged.hash, rec.seq])
-        .unwrap();
+    c.execute(
+        "UPDATE audit SET actor = ?1, hash = ?2 WHERE seq = ?3",
+        rusqlite::params![forged.event.actor, forged.hash, rec.seq],
+    )
+    .unwrap();
     let v = verify(&s).await;
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"], "record 5: previous hash does not match record 4 (record edited or removed)");
@@ -87,7 +90,10 @@ async fn deleted_newest_rows_are_detected() {
     assert_eq!(v["ok"], false);
     assert_eq!(
         v["error"],
-        format!("records after {} are missing: a signed checkpoint covers record {head} (newest records deleted)", head - 2)
+        format!(
+            "records after {} are missing: a signed checkpoint covers record {head} (newest records deleted)",
+            head - 2
+        )
     );
     s.stop().await;
 }

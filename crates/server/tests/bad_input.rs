@@ -36,7 +36,9 @@ async fn forged_tokens_are_inactive_and_cannot_authenticate() {
     let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs_header.kid = Some(kid.clone());
     let claims: Value = serde_json::from_slice(&remit_token::b64d(parts[1]).unwrap()).unwrap();
-    let hs256 = jsonwebtoken::encode(&hs_header, &claims, &jsonwebtoken::EncodingKey::from_secret(jwk.to_string().as_bytes())).unwrap();
+    let hs256 =
+        jsonwebtoken::encode(&hs_header, &claims, &jsonwebtoken::EncodingKey::from_secret(jwk.to_string().as_bytes()))
+            .unwrap();
     let unknown_kid = {
         let other = remit_token::SigningKey::generate().unwrap();
         let c: remit_token::Claims = serde_json::from_value(claims.clone()).unwrap();
@@ -184,7 +186,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (st, e) = start(json!({"workflow": "deploy", "intent": "x", "audience": ["a"], "sensitivity": "secret"})).await;
     assert_eq!(st, 400, "{e}");
     // Above the workflow's data ceiling: denied (and the refusal is audited).
-    let (st, e) = start(json!({"workflow": "deploy", "intent": "x", "audience": ["a"], "sensitivity": "restricted"})).await;
+    let (st, e) =
+        start(json!({"workflow": "deploy", "intent": "x", "audience": ["a"], "sensitivity": "restricted"})).await;
     assert_eq!(st, 403, "{e}");
     let denied_head = s.audit_head().await;
     assert_eq!(denied_head, head + 1, "the denied attempt is recorded");
@@ -276,7 +279,9 @@ async fn no_secret_in_the_audit_log_or_errors() {
     let r = s.http.get(format!("{}/v1/audit/export?limit=0", s.url)).bearer_auth(&s.admin).send().await.unwrap();
     let log = r.text().await.unwrap();
     assert!(log.lines().count() >= 6);
-    for secret in [s.admin.as_str(), join_secret.as_str(), tok.split('.').nth(2).unwrap(), inst.split('.').nth(2).unwrap()] {
+    for secret in
+        [s.admin.as_str(), join_secret.as_str(), tok.split('.').nth(2).unwrap(), inst.split('.').nth(2).unwrap()]
+    {
         assert!(!log.contains(secret), "audit log must not contain credential material");
     }
     s.stop().await;

@@ -304,7 +304,6 @@ pub async fn join_token_redeems_once(store: Arc<dyn Store>) {
     verify_chain(s).await;
 }
 
-
 pub async fn tasks_round_trip(store: Arc<dyn Store>) {
     let s = &*store;
     let inst = fixture(s).await;
@@ -328,10 +327,8 @@ pub async fn tasks_round_trip(store: Arc<dyn Store>) {
     let by_inst =
         s.list_tasks(TaskFilter { instance: Some(inst.id.clone()), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(by_inst, vec![t.clone()]);
-    let done = s
-        .list_tasks(TaskFilter { state: Some(TaskState::Completed), limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    let done =
+        s.list_tasks(TaskFilter { state: Some(TaskState::Completed), limit: 10, ..Default::default() }).await.unwrap();
     assert!(done.is_empty());
     assert_eq!(s.task(&TaskId::from_random([9; 16])).await.unwrap(), None);
     verify_chain(s).await;
@@ -351,10 +348,7 @@ pub async fn task_refused_after_kill(store: Arc<dyn Store>) {
 }
 
 async fn count_actions(s: &dyn Store, action: &str) -> usize {
-    s.list_audit(AuditFilter { action: Some(action.into()), limit: 10_000, ..Default::default() })
-        .await
-        .unwrap()
-        .len()
+    s.list_audit(AuditFilter { action: Some(action.into()), limit: 10_000, ..Default::default() }).await.unwrap().len()
 }
 
 pub async fn kill_workflow_cascades(store: Arc<dyn Store>) {
@@ -389,10 +383,8 @@ pub async fn kill_workflow_cascades(store: Arc<dyn Store>) {
     assert_eq!(s.task(&t2.id).await.unwrap().unwrap().state, TaskState::Completed);
     assert_eq!(s.task(&other.id).await.unwrap().unwrap().state, TaskState::Active);
     assert_eq!(s.workflow(&wf_name("deploy")).await.unwrap().unwrap().state, WorkflowState::Suspended);
-    let revs = s
-        .list_audit(AuditFilter { task: Some(t1.id.to_string()), limit: 100, ..Default::default() })
-        .await
-        .unwrap();
+    let revs =
+        s.list_audit(AuditFilter { task: Some(t1.id.to_string()), limit: 100, ..Default::default() }).await.unwrap();
     let rev = revs.iter().find(|r| r.event.action == "task.revoke").unwrap();
     assert_eq!(rev.event.actor, "alice@example.com");
     assert_eq!(rev.event.reason.as_deref(), Some("incident 42"));
@@ -408,7 +400,12 @@ pub async fn kill_agent_cascades(store: Arc<dyn Store>) {
     s.create_task(t1.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     s.create_task(t2.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     let rep = s
-        .kill(Kill { target: KillTarget::Agent(agent_name("bot")), actor: "admin".into(), reason: "r".into(), at: now() })
+        .kill(Kill {
+            target: KillTarget::Agent(agent_name("bot")),
+            actor: "admin".into(),
+            reason: "r".into(),
+            at: now(),
+        })
         .await
         .unwrap();
     assert_eq!(rep.instances_revoked, vec![inst.id.clone()]);
@@ -438,7 +435,12 @@ pub async fn kill_instance_cascades(store: Arc<dyn Store>) {
         s.create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     }
     let rep = s
-        .kill(Kill { target: KillTarget::Instance(inst.id.clone()), actor: "admin".into(), reason: "r".into(), at: now() })
+        .kill(Kill {
+            target: KillTarget::Instance(inst.id.clone()),
+            actor: "admin".into(),
+            reason: "r".into(),
+            at: now(),
+        })
         .await
         .unwrap();
     let got: HashSet<_> = rep.tasks_revoked.into_iter().collect();
@@ -466,7 +468,12 @@ pub async fn kill_task_revokes_subtree(store: Arc<dyn Store>) {
     for t in [&root, &c1, &c2, &sibling] {
         s.create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     }
-    let k = |id: &TaskId| Kill { target: KillTarget::Task(id.clone()), actor: "admin".into(), reason: "r".into(), at: now() };
+    let k = |id: &TaskId| Kill {
+        target: KillTarget::Task(id.clone()),
+        actor: "admin".into(),
+        reason: "r".into(),
+        at: now(),
+    };
     let rep = s.kill(k(&root.id)).await.unwrap();
     let got: HashSet<_> = rep.tasks_revoked.into_iter().collect();
     assert_eq!(got, HashSet::from([root.id.clone(), c1.id.clone(), c2.id.clone()]));
@@ -556,7 +563,8 @@ pub async fn concurrent_writes_keep_one_chain(store: Arc<dyn Store>) {
 pub async fn key_rotation(store: Arc<dyn Store>) {
     let s = &*store;
     install(s).await;
-    let seq = s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), now().plus_secs(3600), ev(AuditAction::KeyRotate)).await.unwrap();
+    let seq =
+        s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), now().plus_secs(3600), ev(AuditAction::KeyRotate)).await.unwrap();
     assert_eq!(seq, 2);
     assert_eq!(s.bundle_sequence().await.unwrap(), 2);
     let keys = s.keys().await.unwrap();
@@ -597,10 +605,8 @@ pub async fn checkpoints_and_filters(store: Arc<dyn Store>) {
     let page = s.list_audit(AuditFilter { after_seq: seq, limit: 1, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].seq, seq + 1);
-    let future = s
-        .list_audit(AuditFilter { since: Some(now().plus_secs(60)), limit: 100, ..Default::default() })
-        .await
-        .unwrap();
+    let future =
+        s.list_audit(AuditFilter { since: Some(now().plus_secs(60)), limit: 100, ..Default::default() }).await.unwrap();
     assert!(future.is_empty());
     verify_chain(s).await;
 }
@@ -611,9 +617,14 @@ pub async fn renew_instance_only_while_active(store: Arc<dyn Store>) {
     let later = now().plus_secs(7200);
     s.renew_instance(&inst.id, later, ev(AuditAction::InstanceRenew)).await.unwrap();
     assert_eq!(s.instance(&inst.id).await.unwrap().unwrap().expires_at, later);
-    s.kill(Kill { target: KillTarget::Instance(inst.id.clone()), actor: "admin".into(), reason: "r".into(), at: now() })
-        .await
-        .unwrap();
+    s.kill(Kill {
+        target: KillTarget::Instance(inst.id.clone()),
+        actor: "admin".into(),
+        reason: "r".into(),
+        at: now(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(
         s.renew_instance(&inst.id, later.plus_secs(1), ev(AuditAction::InstanceRenew)).await,
         Err(StoreError::Conflict(_))

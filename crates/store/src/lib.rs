@@ -160,8 +160,13 @@ pub trait Store: Send + Sync + 'static {
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;
     /// Re-enables an agent (`from` → `to`). Disabling goes through [`Store::kill`].
-    async fn set_agent_state(&self, name: &AgentName, from: AgentState, to: AgentState, audit: AuditEvent)
-    -> Result<()>;
+    async fn set_agent_state(
+        &self,
+        name: &AgentName,
+        from: AgentState,
+        to: AgentState,
+        audit: AuditEvent,
+    ) -> Result<()>;
 
     async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()>;
     async fn join_token(&self, id: &JoinTokenId) -> Result<Option<JoinToken>>;

@@ -136,7 +136,8 @@ pub fn verify(ring: &impl KeyLookup, token: &str, v: Validation<'_>) -> Result<C
         return Err(TokenError::Malformed("not three dot-separated parts"));
     };
     let hb = b64d(h64).ok_or(TokenError::Malformed("header is not base64url"))?;
-    let header: Header<'_> = serde_json::from_slice(&hb).map_err(|_| TokenError::Malformed("header is not the expected JSON"))?;
+    let header: Header<'_> =
+        serde_json::from_slice(&hb).map_err(|_| TokenError::Malformed("header is not the expected JSON"))?;
     if header.alg != "ES256" {
         return Err(TokenError::Algorithm(remit_core::ids::truncate_for_error(header.alg)));
     }
@@ -155,18 +156,24 @@ pub fn verify(ring: &impl KeyLookup, token: &str, v: Validation<'_>) -> Result<C
     }
     let cb = b64d(c64).ok_or(TokenError::Malformed("claims are not base64url"))?;
     let claims: Claims = serde_json::from_slice(&cb).map_err(|_| TokenError::Malformed("claims are not a JWT-SVID"))?;
+    check_claims(&claims, v)?;
+    Ok(claims)
+}
+
+/// The time and audience checks alone, for claims whose signature was already verified.
+pub fn check_claims(claims: &Claims, v: Validation<'_>) -> Result<(), TokenError> {
     if claims.exp <= v.now - v.leeway {
         return Err(TokenError::Expired);
     }
     if claims.iat > v.now + v.leeway {
         return Err(TokenError::NotYetValid);
     }
-    if let Some(aud) = v.audience {
-        if !claims.aud.iter().any(|a| a == aud) {
-            return Err(TokenError::Audience(remit_core::ids::truncate_for_error(aud)));
-        }
+    if let Some(aud) = v.audience
+        && !claims.aud.iter().any(|a| a == aud)
+    {
+        return Err(TokenError::Audience(remit_core::ids::truncate_for_error(aud)));
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]

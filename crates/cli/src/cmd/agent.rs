@@ -68,8 +68,14 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let v = c.get("/v1/agents").await?;
             if !g.json {
                 let rows = v.as_array().into_iter().flatten().map(|a| {
-                    let wfs: Vec<&str> = a["workflows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                    vec![output::s(a, "name").into(), output::s(a, "state").into(), output::s(a, "owner").into(), wfs.join(",")]
+                    let wfs: Vec<&str> =
+                        a["workflows"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    vec![
+                        output::s(a, "name").into(),
+                        output::s(a, "state").into(),
+                        output::s(a, "owner").into(),
+                        wfs.join(","),
+                    ]
                 });
                 output::table(&["name", "state", "owner", "workflows"], rows.collect());
             }

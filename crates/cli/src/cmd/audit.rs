@@ -83,7 +83,8 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
         Cmd::List { filter, limit } => {
             let mut q = filter.query();
             q.push(("limit", limit.to_string()));
-            let v: Value = c.get_query("/v1/audit", &q).await?.json().await.map_err(|e| CliError::Failed(e.to_string()))?;
+            let v: Value =
+                c.get_query("/v1/audit", &q).await?.json().await.map_err(|e| CliError::Failed(e.to_string()))?;
             if g.json {
                 output::json(&v);
             } else {
@@ -99,7 +100,10 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                         output::s(r, "reason").into(),
                     ]
                 });
-                output::table(&["seq", "time", "actor", "action", "outcome", "workflow", "task", "reason"], rows.collect());
+                output::table(
+                    &["seq", "time", "actor", "action", "outcome", "workflow", "task", "reason"],
+                    rows.collect(),
+                );
             }
             Ok(())
         }
@@ -112,7 +116,10 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                 let r = &v["report"];
                 println!(
                     "audit log OK: {} records, {} signed checkpoints (latest at record {}), head {}",
-                    r["records"], r["checkpoints"], r["last_checkpoint_seq"], output::s(r, "head_hash")
+                    r["records"],
+                    r["checkpoints"],
+                    r["last_checkpoint_seq"],
+                    output::s(r, "head_hash")
                 );
             }
             if ok {
@@ -124,7 +131,12 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
         Cmd::Export { filter, out } => {
             let mut q = filter.query();
             q.push(("limit", "0".into()));
-            let body = c.get_query("/v1/audit/export", &q).await?.bytes().await.map_err(|e| CliError::Failed(e.to_string()))?;
+            let body = c
+                .get_query("/v1/audit/export", &q)
+                .await?
+                .bytes()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
             match out {
                 Some(p) => std::fs::write(&p, &body).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?,
                 None => std::io::stdout().write_all(&body).map_err(|e| CliError::Failed(e.to_string()))?,

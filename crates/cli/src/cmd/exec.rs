@@ -48,12 +48,19 @@ pub struct Args {
 const SECRET_ENV: &[&str] = &["REMIT_ADMIN_TOKEN", "REMIT_JOIN_TOKEN", "REMIT_INSTANCE_TOKEN", "REMIT_KEK"];
 
 pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
+    // Handlers go in first: a signal that arrives while joining or starting the task is
+    // held and forwarded to the child once it runs (and the task is completed), instead of
+    // killing this process with a live task behind it.
+    let signals = Signals::install()?;
     let anon = Client::new(&g.url, None, None)?;
     let (instance_token, joined) = match (a.instance_token.clone(), a.join_token.clone()) {
         (Some(t), _) => (t, false),
         (None, Some(jt)) => {
             let v = anon.post("/v1/join", &json!({ "join_token": jt })).await?;
-            let t = v.get("token").and_then(Value::as_str).ok_or_else(|| CliError::Failed("join answer has no token".into()))?;
+            let t = v
+                .get("token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| CliError::Failed("join answer has no token".into()))?;
             (t.to_owned(), true)
         }
         (None, None) => {
@@ -63,7 +70,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         }
     };
     let inst = anon.with_bearer(&instance_token);
-    let result = run_task(g, &a, &inst).await;
+    let result = run_task(g, &a, &inst, signals).await;
     if joined {
         // This run created the instance identity; it dies with the run.
         if let Err(e) = anon.post_form("/oauth2/revoke", &[("token", &instance_token)]).await {
@@ -73,7 +80,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     result
 }
 
-async fn run_task(g: &Global, a: &Args, inst: &Client) -> Result<(), CliError> {
+async fn run_task(g: &Global, a: &Args, inst: &Client, signals: Signals) -> Result<(), CliError> {
     let body = json!({
         "workflow": a.workflow, "intent": a.intent, "ttl_seconds": a.ttl,
         "sensitivity": a.sensitivity, "audience": a.audience,
@@ -83,7 +90,10 @@ async fn run_task(g: &Global, a: &Args, inst: &Client) -> Result<(), CliError> {
     let task_id = started["task"]["id"].as_str().unwrap_or_default().to_owned();
     let spiffe = started["spiffe_id"].as_str().unwrap_or_default().to_owned();
     if !g.json {
-        eprintln!("remit: task {task_id} started ({spiffe}), expires {}", started["expires_at"].as_str().unwrap_or("-"));
+        eprintln!(
+            "remit: task {task_id} started ({spiffe}), expires {}",
+            started["expires_at"].as_str().unwrap_or("-")
+        );
     }
 
     let outcome = async {
@@ -107,7 +117,7 @@ async fn run_task(g: &Global, a: &Args, inst: &Client) -> Result<(), CliError> {
             cmd.env_remove(k);
         }
         let child = cmd.spawn().map_err(|e| CliError::Failed(format!("cannot run `{}`: {e}", a.command[0])))?;
-        let code = supervise(child).await;
+        let code = supervise(child, signals).await;
         drop(dir);
         code
     }
@@ -140,12 +150,28 @@ fn write_private(path: &std::path::Path, token: &str) -> Result<(), CliError> {
     f.write_all(token.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write token file: {e}")))
 }
 
+/// The termination signals `remit exec` forwards to its child.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |k| signal(k).map_err(|e| CliError::Failed(format!("cannot install signal handler: {e}")));
+        Ok(Signals {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for the child, forwarding termination signals; a second signal kills it.
 /// Returns the exit code to pass through (128+N when a signal ended it).
-async fn supervise(mut child: tokio::process::Child) -> Result<u8, CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let sig = |k| signal(k).map_err(|e| CliError::Failed(format!("cannot install signal handler: {e}")));
-    let (mut int, mut term, mut hup) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?, sig(SignalKind::hangup())?);
+async fn supervise(mut child: tokio::process::Child, mut s: Signals) -> Result<u8, CliError> {
     // With a terminal, Ctrl-C already reaches the child (same process group); forwarding
     // SIGINT as well would deliver it twice.
     let forward_int = !std::io::stdin().is_terminal();
@@ -156,15 +182,15 @@ async fn supervise(mut child: tokio::process::Child) -> Result<u8, CliError> {
                 let status = status.map_err(|e| CliError::Failed(format!("waiting for child: {e}")))?;
                 return Ok(exit_code(status));
             }
-            _ = int.recv() => forward_int.then_some(nix::sys::signal::Signal::SIGINT),
-            _ = term.recv() => Some(nix::sys::signal::Signal::SIGTERM),
-            _ = hup.recv() => Some(nix::sys::signal::Signal::SIGHUP),
+            _ = s.int.recv() => forward_int.then_some(nix::sys::signal::Signal::SIGINT),
+            _ = s.term.recv() => Some(nix::sys::signal::Signal::SIGTERM),
+            _ = s.hup.recv() => Some(nix::sys::signal::Signal::SIGHUP),
         };
         signalled += 1;
         if signalled > 1 {
             let _ = child.start_kill();
-        } else if let (Some(s), Some(pid)) = (forward, child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)), s);
+        } else if let (Some(sig), Some(pid)) = (forward, child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)), sig);
         }
     }
 }

@@ -45,6 +45,9 @@ pub fn print_created(c: &remit_server::init::Initialized) {
     println!("Admin credential (shown once; also saved, mode 0600, to {}):", c.admin_token_path.display());
     println!("  {}", c.admin_token);
     if let Some(k) = &c.kek_path {
-        println!("Key-encryption key written to {} (mode 0600); keep it apart from backups of the database.", k.display());
+        println!(
+            "Key-encryption key written to {} (mode 0600); keep it apart from backups of the database.",
+            k.display()
+        );
     }
 }

@@ -29,5 +29,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Loads the server configuration for the data directory in `g`.
 pub fn load_config(g: &crate::Global) -> Result<remit_server::config::Config, CliError> {
-    remit_server::config::Config::load(&g.data_dir, |k| std::env::var(k).ok()).map_err(|e| CliError::Failed(e.to_string()))
+    remit_server::config::Config::load(&g.data_dir, |k| std::env::var(k).ok())
+        .map_err(|e| CliError::Failed(e.to_string()))
 }

@@ -51,22 +51,25 @@ pub enum Cmd {
 }
 
 pub fn show(v: &Value) {
-    output::fields(v, &[
-        "id",
-        "spiffe_id",
-        "state",
-        "workflow",
-        "agent",
-        "instance",
-        "intent",
-        "sensitivity",
-        "audience",
-        "started_by",
-        "created_at",
-        "expires_at",
-        "ended_at",
-        "end_reason",
-    ]);
+    output::fields(
+        v,
+        &[
+            "id",
+            "spiffe_id",
+            "state",
+            "workflow",
+            "agent",
+            "instance",
+            "intent",
+            "sensitivity",
+            "audience",
+            "started_by",
+            "created_at",
+            "expires_at",
+            "ended_at",
+            "end_reason",
+        ],
+    );
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
@@ -79,7 +82,12 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             });
             let v = c.post("/v1/tasks", &body).await?;
             if !g.json {
-                println!("Started task {} ({}), expires {}", output::s(&v["task"], "id"), output::s(&v, "spiffe_id"), output::s(&v, "expires_at"));
+                println!(
+                    "Started task {} ({}), expires {}",
+                    output::s(&v["task"], "id"),
+                    output::s(&v, "spiffe_id"),
+                    output::s(&v, "expires_at")
+                );
                 println!("{}", output::s(&v, "token"));
             }
             v

@@ -48,17 +48,20 @@ pub enum Cmd {
 }
 
 fn show(v: &Value) {
-    output::fields(v, &[
-        "name",
-        "state",
-        "purpose",
-        "owner",
-        "ceiling",
-        "allowed_tools",
-        "max_task_ttl_seconds",
-        "max_delegation_depth",
-        "created_at",
-    ]);
+    output::fields(
+        v,
+        &[
+            "name",
+            "state",
+            "purpose",
+            "owner",
+            "ceiling",
+            "allowed_tools",
+            "max_task_ttl_seconds",
+            "max_delegation_depth",
+            "created_at",
+        ],
+    );
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {

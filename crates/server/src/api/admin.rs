@@ -43,7 +43,10 @@ pub async fn create_workflow(
 
 /// Lists workflows. Admin.
 #[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = [WorkflowView]), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list_workflows(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<WorkflowView>>, ApiError> {
+pub async fn list_workflows(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+) -> Result<Json<Vec<WorkflowView>>, ApiError> {
     Ok(Json(app.list_workflows(&caller).await?.into_iter().map(Into::into).collect()))
 }
 

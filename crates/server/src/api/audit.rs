@@ -55,13 +55,21 @@ fn filter(q: AuditQuery, default_limit: u32) -> Result<AuditFilter, ApiError> {
 
 /// Lists audit records in sequence order.
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), responses((status = 200, description = "audit records"), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list(State(app): State<AppState>, Auth(caller): Auth, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+pub async fn list(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
     Ok(Json(app.list_audit(&caller, filter(q, 100)?).await?))
 }
 
 /// Exports matching records as JSON Lines (one record per line, in order).
 #[utoipa::path(get, path = "/v1/audit/export", params(AuditQuery), responses((status = 200, content_type = "application/jsonl", description = "JSON Lines")), security(("bearer" = [])))]
-pub async fn export(State(app): State<AppState>, Auth(caller): Auth, Query(q): Query<AuditQuery>) -> Result<impl IntoResponse, ApiError> {
+pub async fn export(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<AuditQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
     let mut f = filter(q, remit_store::MAX_PAGE)?;
     let max = if f.limit == 0 { u32::MAX } else { f.limit };

@@ -37,7 +37,10 @@ pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/.well-known/spiffe-bundle", responses((status = 200, description = "SPIFFE bundle")))]
 pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let seq = app.store.bundle_sequence().await?;
-    Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS))))
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS)),
+    ))
 }
 
 /// OpenID-style discovery of the issuer, its keys and its token endpoints.

@@ -50,7 +50,11 @@ pub async fn introspect(
 /// RFC 7009 the answer is 200 whether or not the token was valid.
 #[utoipa::path(post, path = "/oauth2/revoke", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "revoked (or nothing to revoke)")))]
-pub async fn revoke(State(app): State<AppState>, _h: HeaderMap, Form(form): Form<TokenForm>) -> Result<Json<Value>, ApiError> {
+pub async fn revoke(
+    State(app): State<AppState>,
+    _h: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Json<Value>, ApiError> {
     app.revoke_token(&form.token).await?;
     Ok(Json(json!({})))
 }

@@ -17,7 +17,10 @@ use crate::service::tasks::StartTaskRequest;
 /// is the credential).
 #[utoipa::path(post, path = "/v1/join", request_body = JoinRequest,
     responses((status = 201, body = InstanceIdentity), (status = 401, body = ErrorBody)))]
-pub async fn join(State(app): State<AppState>, Body(req): Body<JoinRequest>) -> Result<(StatusCode, Json<InstanceIdentity>), ApiError> {
+pub async fn join(
+    State(app): State<AppState>,
+    Body(req): Body<JoinRequest>,
+) -> Result<(StatusCode, Json<InstanceIdentity>), ApiError> {
     let i = app.join(&req.join_token).await?;
     Ok((StatusCode::CREATED, Json(identity(i))))
 }
@@ -35,7 +38,10 @@ fn identity(i: crate::service::tasks::Issued<remit_core::model::Instance>) -> In
 /// Renews the calling instance's identity. Instance token.
 #[utoipa::path(post, path = "/v1/instances/renew",
     responses((status = 200, body = InstanceIdentity), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn renew_instance(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<InstanceIdentity>, ApiError> {
+pub async fn renew_instance(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+) -> Result<Json<InstanceIdentity>, ApiError> {
     Ok(Json(identity(app.renew_instance(&caller).await?)))
 }
 

@@ -32,9 +32,8 @@ impl App {
     pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, ApiError> {
         caller.require_admin()?;
         let wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
-        let audit = AuditEvent::new(wf.created_at, caller.actor(), AuditAction::WorkflowCreate)
-            .workflow(&wf.name)
-            .detail([
+        let audit =
+            AuditEvent::new(wf.created_at, caller.actor(), AuditAction::WorkflowCreate).workflow(&wf.name).detail([
                 ("owner", wf.owner.clone().into()),
                 ("ceiling", wf.ceiling.as_str().into()),
                 ("max_task_ttl_secs", wf.max_task_ttl_secs.into()),
@@ -54,15 +53,26 @@ impl App {
     }
 
     /// Kill switch: suspends the workflow and revokes all its live tasks.
-    pub async fn suspend_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<KillReport, ApiError> {
+    pub async fn suspend_workflow(
+        &self,
+        caller: &Caller,
+        name: &WorkflowName,
+        reason: &str,
+    ) -> Result<KillReport, ApiError> {
         self.kill(caller, KillTarget::Workflow(name.clone()), reason).await
     }
 
-    pub async fn resume_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<Workflow, ApiError> {
+    pub async fn resume_workflow(
+        &self,
+        caller: &Caller,
+        name: &WorkflowName,
+        reason: &str,
+    ) -> Result<Workflow, ApiError> {
         caller.require_admin()?;
         check_reason(reason)?;
-        let audit =
-            AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowResume).workflow(name).reason(reason);
+        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowResume)
+            .workflow(name)
+            .reason(reason);
         self.store.set_workflow_state(name, WorkflowState::Suspended, WorkflowState::Active, audit).await?;
         self.workflow(caller, name).await
     }
@@ -104,7 +114,8 @@ impl App {
     pub async fn enable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<Agent, ApiError> {
         caller.require_admin()?;
         check_reason(reason)?;
-        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AgentEnable).agent(name).reason(reason);
+        let audit =
+            AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AgentEnable).agent(name).reason(reason);
         self.store.set_agent_state(name, AgentState::Disabled, AgentState::Enabled, audit).await?;
         self.agent(caller, name).await
     }

@@ -27,7 +27,10 @@ impl App {
         };
         let mut after = 0;
         loop {
-            let page = self.store.list_audit(AuditFilter { after_seq: after, limit: VERIFY_PAGE, ..Default::default() }).await?;
+            let page = self
+                .store
+                .list_audit(AuditFilter { after_seq: after, limit: VERIFY_PAGE, ..Default::default() })
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for r in &page {

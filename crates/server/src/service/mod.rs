@@ -7,7 +7,10 @@ pub mod audit;
 pub mod tasks;
 pub mod tokens;
 
+use std::sync::Arc;
+
 use remit_core::ids::{AgentName, InstanceId, SpiffeId, Subject};
+use remit_core::model::{Agent, Instance};
 use remit_token::jwt::{self, Validation};
 use remit_token::{Claims, SvidKind, TokenError};
 
@@ -20,8 +23,9 @@ use crate::init::ADMIN_TOKEN_PREFIX;
 pub enum Caller {
     /// Holder of the admin credential, optionally naming the operator behind it.
     Admin { operator: Option<String> },
-    /// A live agent instance, by its instance token.
-    Instance { id: InstanceId, agent: AgentName, spiffe_id: String },
+    /// A live agent instance, by its instance token, with the instance and agent records
+    /// read when it authenticated (so operations need not read them again).
+    Instance { id: InstanceId, agent: AgentName, spiffe_id: String, snapshot: Box<(Instance, Agent)> },
 }
 
 impl Caller {
@@ -57,10 +61,23 @@ impl App {
             leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
             audience,
         };
-        match jwt::verify(&*self.keyring(), token, v) {
+        let key = remit_token::sha256(token.as_bytes());
+        let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(c) = cached {
+            jwt::check_claims(&c, v)?;
+            return Ok((*c).clone());
+        }
+        let claims = match jwt::verify(&*self.keyring(), token, v) {
             Err(TokenError::UnknownKey) if self.maybe_reload_keys().await => jwt::verify(&*self.keyring(), token, v),
             r => r,
+        }?;
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= crate::app::VERIFIED_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, Arc::new(claims.clone()));
         }
+        Ok(claims)
     }
 
     /// Parses and checks a token's subject against our trust domain.
@@ -101,7 +118,7 @@ impl App {
                     && remit_core::rules::instance_liveness(&i, &a, self.clock.now())
                         == remit_core::rules::Liveness::Active =>
             {
-                Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub })
+                Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub, snapshot: Box::new((i, a)) })
             }
             _ => Err(ApiError::Unauthenticated("the instance token is no longer active".into())),
         }

@@ -110,7 +110,8 @@ impl App {
         let expires = now.plus_secs(self.cfg.limits.instance_ttl.as_secs());
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::InstanceRenew);
         self.store.renew_instance(id, expires, audit).await?;
-        let inst = self.store.instance(id).await?.ok_or_else(|| ApiError::NotFound(format!("instance `{id}` not found")))?;
+        let inst =
+            self.store.instance(id).await?.ok_or_else(|| ApiError::NotFound(format!("instance `{id}` not found")))?;
         let spiffe = SpiffeId::instance(&self.trust_domain, &inst.agent, &inst.id);
         let token = self.mint_instance_token(&inst, &spiffe);
         Ok(Issued { subject: inst, spiffe_id: spiffe.to_string(), token })
@@ -118,21 +119,21 @@ impl App {
 
     /// Starts a task and issues its JWT-SVID.
     pub async fn start_task(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, ApiError> {
-        let (agent_name, instance_id) = match caller {
+        let (wf, agent, instance) = match caller {
             Caller::Admin { .. } => {
                 let a = req.agent.clone().ok_or_else(|| ApiError::BadRequest("`agent` is required".into()))?;
-                (a, None)
+                let ctx = self.store.start_context(&req.workflow, &a, None).await?;
+                (ctx.workflow, ctx.agent.ok_or_else(|| ApiError::NotFound(format!("agent `{a}` not found")))?, None)
             }
-            Caller::Instance { id, agent, .. } => {
+            Caller::Instance { agent, snapshot, .. } => {
                 if req.agent.as_ref().is_some_and(|a| a != agent) {
                     return Err(ApiError::Denied("an instance can only start tasks as its own agent".into()));
                 }
-                (agent.clone(), Some(id.clone()))
+                let (inst, ag) = &**snapshot;
+                (self.store.workflow(&req.workflow).await?, ag.clone(), Some(inst.clone()))
             }
         };
-        let ctx = self.store.start_context(&req.workflow, &agent_name, instance_id.as_ref()).await?;
-        let wf = ctx.workflow.ok_or_else(|| ApiError::NotFound(format!("workflow `{}` not found", req.workflow)))?;
-        let agent = ctx.agent.ok_or_else(|| ApiError::NotFound(format!("agent `{agent_name}` not found")))?;
+        let wf = wf.ok_or_else(|| ApiError::NotFound(format!("workflow `{}` not found", req.workflow)))?;
         let now = self.clock.now();
         let start = StartTask {
             workflow: req.workflow,
@@ -143,7 +144,7 @@ impl App {
             parent: None,
         };
         let id = TaskId::from_random(self.random_id());
-        let task = match rules::start_task(start, &wf, &agent, ctx.instance.as_ref(), &self.limits, id, caller.actor(), now)
+        let task = match rules::start_task(start, &wf, &agent, instance.as_ref(), &self.limits, id, caller.actor(), now)
         {
             Ok(t) => t,
             Err(e) => {

@@ -48,7 +48,8 @@ impl App {
                 rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now)
             }
             Some(Subject::Instance { agent, instance }) => {
-                let (Some(i), Some(a)) = (self.store.instance(&instance).await?, self.store.agent(&agent).await?) else {
+                let (Some(i), Some(a)) = (self.store.instance(&instance).await?, self.store.agent(&agent).await?)
+                else {
                     return inactive("unknown instance");
                 };
                 if i.agent != agent {

@@ -120,7 +120,10 @@ impl TestServer {
             .await;
         assert_eq!(s, 201);
         let (s, _) = self
-            .admin_post("/v1/agents", json!({"name": "deploy-bot", "owner": "bob@example.com", "workflows": ["deploy"]}))
+            .admin_post(
+                "/v1/agents",
+                json!({"name": "deploy-bot", "owner": "bob@example.com", "workflows": ["deploy"]}),
+            )
             .await;
         assert_eq!(s, 201);
     }

@@ -74,7 +74,8 @@ pub fn load_head(c: &Connection) -> Result<Head> {
         None => Ok(Head { seq: 0, hash: remit_core::audit::GENESIS_HASH }),
         Some((seq, h)) => {
             let mut hash = [0u8; 32];
-            let bytes = hex_decode(&h).ok_or_else(|| StoreError::Corrupt(format!("audit record {seq} has a bad hash")))?;
+            let bytes =
+                hex_decode(&h).ok_or_else(|| StoreError::Corrupt(format!("audit record {seq} has a bad hash")))?;
             hash.copy_from_slice(&bytes);
             Ok(Head { seq, hash })
         }
@@ -110,9 +111,10 @@ pub fn installation(c: &Connection) -> Result<Option<Installation>> {
 }
 
 fn put_meta(c: &Connection, k: &str, v: &str) -> Result<()> {
-    c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
-        k, v,
-    ])
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [k, v],
+    )
     .map_err(map_err)?;
     Ok(())
 }
@@ -351,7 +353,12 @@ pub fn instance(c: &Connection, id: &InstanceId) -> Result<Option<Instance>> {
     c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], rows::instance).optional()).map_err(map_err)
 }
 
-pub fn renew_instance(ctx: &mut WriteCtx<'_>, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+pub fn renew_instance(
+    ctx: &mut WriteCtx<'_>,
+    id: &InstanceId,
+    expires_at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
     let n = ctx
         .conn
         .execute(
@@ -553,12 +560,8 @@ pub fn end_task(
         e = e.reason(r);
     }
     ctx.audit(e)?;
-    let kill = Kill {
-        target: KillTarget::Task(id.clone()),
-        actor: actor.to_owned(),
-        reason: format!("parent task {to}"),
-        at,
-    };
+    let kill =
+        Kill { target: KillTarget::Task(id.clone()), actor: actor.to_owned(), reason: format!("parent task {to}"), at };
     let tasks_revoked =
         revoke_subtrees(ctx, "SELECT id FROM tasks WHERE parent = ?1", &id.as_str(), &kill, &format!("task:{id}"))?;
     Ok(KillReport { tasks_revoked, instances_revoked: vec![] })
@@ -619,7 +622,8 @@ pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
                     .conn
                     .prepare("SELECT id FROM instances WHERE agent = ?1 AND state = 'active'")
                     .map_err(map_err)?;
-                let r: rusqlite::Result<Vec<String>> = s.query_map([name.as_str()], |r| r.get(0)).map_err(map_err)?.collect();
+                let r: rusqlite::Result<Vec<String>> =
+                    s.query_map([name.as_str()], |r| r.get(0)).map_err(map_err)?.collect();
                 r.map_err(map_err)?
             };
             ctx.conn

@@ -1,0 +1,66 @@
+//! JWT-SVID mint and verify, each beside the raw ES256 operation on the same bytes, in one
+//! run, so the overhead Remit adds (JSON, base64, header checks) reads off directly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use remit_token::jwt::{self, Validation};
+use remit_token::{Claims, Keyring, RemitClaims, SigningKey, SvidKind};
+
+fn claims() -> Claims {
+    Claims {
+        iss: "http://127.0.0.1:7878".into(),
+        sub: "spiffe://remit.local/workflow/deploy/task/t-0123456789abcdef0123456789abcdef".into(),
+        aud: vec!["tools".into()],
+        exp: 2_000_000_000,
+        iat: 1_700_000_000,
+        jti: "0123456789abcdef0123456789abcdef".into(),
+        remit: RemitClaims {
+            kind: SvidKind::Task,
+            agent: "deploy-bot".into(),
+            instance: Some("i-0123456789abcdef0123456789abcdef".into()),
+            workflow: Some("deploy".into()),
+            task: Some("t-0123456789abcdef0123456789abcdef".into()),
+            intent_hash: Some("a".repeat(64)),
+            sensitivity: Some("internal".into()),
+        },
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let key = Arc::new(SigningKey::generate().unwrap());
+    let ring = Keyring::new(key.clone(), vec![]);
+    let c0 = claims();
+    let token = jwt::mint(&key, &c0);
+    let (signing_input, sig64) = token.rsplit_once('.').unwrap();
+    let sig = remit_token::b64d(sig64).unwrap();
+    let signing_input = signing_input.as_bytes().to_vec();
+
+    // The raw primitive on the very bytes a token signs.
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let raw_sig = raw.sign(&SystemRandom::new(), &signing_input).unwrap();
+    let raw_pub = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, raw.public_key().as_ref().to_vec());
+
+    let mut g = c.benchmark_group("es256");
+    g.bench_function("raw_sign", |b| b.iter(|| raw.sign(&SystemRandom::new(), black_box(&signing_input)).unwrap()));
+    g.bench_function("jwt_mint", |b| b.iter(|| jwt::mint(&key, black_box(&c0))));
+    g.bench_function("raw_verify", |b| {
+        b.iter(|| raw_pub.verify(black_box(&signing_input), black_box(raw_sig.as_ref())).unwrap())
+    });
+    g.bench_function("raw_verify_parsed_key", |b| {
+        b.iter(|| assert!(key.verifying.verify(black_box(&signing_input), black_box(&sig))))
+    });
+    let v = Validation { now: 1_800_000_000, leeway: 30, audience: Some("tools") };
+    g.bench_function("jwt_verify", |b| b.iter(|| jwt::verify(&ring, black_box(&token), v).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
