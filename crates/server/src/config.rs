@@ -77,6 +77,24 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache liveness reads (task snapshots, instances, agents), invalidated by the store's
+    /// change feed (LISTEN/NOTIFY on PostgreSQL).
+    pub enabled: bool,
+    /// Longest any entry is trusted even without a change notification (defence in depth
+    /// against a feed that died silently).
+    #[serde(deserialize_with = "dur")]
+    pub max_age: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { enabled: true, max_age: Duration::from_secs(10) }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,7 +103,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
-    /// `sqlite` (the file `remit.db` in the data dir) or `sqlite:PATH`.
+    /// `sqlite` (the file `remit.db` in the data dir), `sqlite:PATH`, or a PostgreSQL URL
+    /// `postgres://user[:password]@host[:port]/database` shared by every replica.
     pub store: String,
     /// Trust domain used when initializing (later it is read from the store).
     pub trust_domain: String,
@@ -99,6 +118,7 @@ pub struct Config {
     pub log_format: String,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -114,6 +134,24 @@ impl Default for Config {
             log_format: "json".into(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// The configured backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite(PathBuf),
+    /// The connection URL (may hold a password: never log it, use [`Config::store_display`]).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            StoreKind::Postgres(u) => write!(f, "Postgres({})", remit_store::postgres::redact_url(u)),
         }
     }
 }
@@ -161,17 +199,30 @@ impl Config {
         self.kek_file.clone().unwrap_or_else(|| self.data_dir.join("kek"))
     }
 
-    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
-        match self.store.as_str() {
-            "sqlite" => Ok(self.data_dir.join("remit.db")),
-            s => match s.strip_prefix("sqlite:") {
-                Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-                _ => Err(ConfigError::Value {
-                    key: "store",
-                    message: format!("`{s}` is not supported (use `sqlite` or `sqlite:PATH`)"),
-                }),
-            },
+    /// Which backend `store` names.
+    pub fn store_kind(&self) -> Result<StoreKind, ConfigError> {
+        let s = self.store.as_str();
+        if s == "sqlite" {
+            return Ok(StoreKind::Sqlite(self.data_dir.join("remit.db")));
         }
+        if let Some(p) = s.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            return Ok(StoreKind::Sqlite(PathBuf::from(p)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(StoreKind::Postgres(s.to_owned()));
+        }
+        Err(ConfigError::Value {
+            key: "store",
+            message: format!(
+                "`{}` is not supported (use `sqlite`, `sqlite:PATH` or `postgres://…`)",
+                remit_store::postgres::redact_url(s)
+            ),
+        })
+    }
+
+    /// `store` with any password removed, for logs.
+    pub fn store_display(&self) -> String {
+        remit_store::postgres::redact_url(&self.store)
     }
 
     pub fn core_limits(&self) -> remit_core::rules::Limits {
@@ -204,5 +255,17 @@ mod tests {
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.issuer(), "http://127.0.0.1:9999");
         assert!(Config::load(dir.path(), |k| (k == "REMIT_LISTEN").then(|| "nope".into())).is_err());
+    }
+
+    #[test]
+    fn store_kinds_and_redaction() {
+        let mut c = Config::default();
+        assert!(matches!(c.store_kind().unwrap(), StoreKind::Sqlite(_)));
+        c.store = "postgres://remit:s3cret@db:5432/remit".into();
+        assert_eq!(c.store_kind().unwrap(), StoreKind::Postgres(c.store.clone()));
+        assert!(!format!("{:?} {}", c.store_kind().unwrap(), c.store_display()).contains("s3cret"));
+        c.store = "mysql://u:s3cret@h/db".into();
+        let e = c.store_kind().unwrap_err().to_string();
+        assert!(e.contains("not supported") && !e.contains("s3cret"), "{e}");
     }
 }

@@ -103,8 +103,20 @@ pub async fn initialize(
         ("jwt_kid", kids[0].clone().into()),
         ("audit_kid", kids[1].clone().into()),
     ]);
-    store
+    let installed = store
         .install(Installation { trust_domain: td.as_str().to_owned(), admin_hash, installed_at: now }, keys, audit)
-        .await?;
+        .await;
+    match installed {
+        Ok(()) => {}
+        // Another replica initialized the shared database first: ours is not the credential.
+        Err(remit_store::StoreError::Conflict(_)) if store.installation().await?.is_some() => {
+            let _ = std::fs::remove_file(&token_path);
+            return Ok((kek, None));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&token_path);
+            return Err(e.into());
+        }
+    }
     Ok((kek, Some(Initialized { admin_token, admin_token_path: token_path, kek_path, trust_domain: td.to_string() })))
 }

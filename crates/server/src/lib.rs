@@ -47,11 +47,54 @@ pub async fn serve(
             tracing::warn!(error = %e, "final audit checkpoint failed");
         }
     });
+    // Another replica rotated keys: publish and accept the new set here too.
+    let mut changes = app.store.subscribe();
+    let keys_app = app.clone();
+    let key_follower = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match changes.recv().await {
+                Ok(remit_store::Change::Keys | remit_store::Change::Resync) | Err(RecvError::Lagged(_)) => {
+                    if let Err(e) = keys_app.reload_keys().await {
+                        tracing::warn!(error = %e, "reloading keys after a change failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
     let router = api::router(app.clone());
     let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = checkpointer.await;
+    key_follower.abort();
     result
+}
+
+/// Opens (and migrates) the configured backend.
+pub async fn open_store(
+    cfg: &config::Config,
+    clock: Arc<dyn remit_core::time::Clock>,
+) -> Result<Arc<dyn remit_store::Store>, app::StartError> {
+    let backend: Arc<dyn remit_store::Store> = match cfg.store_kind()? {
+        config::StoreKind::Sqlite(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock)?)
+        }
+        config::StoreKind::Postgres(url) => {
+            let opts = remit_store::postgres::PgOptions::default();
+            Arc::new(remit_store::postgres::PgStore::connect_with(&url, opts, clock).await?)
+        }
+    };
+    Ok(if cfg.cache.enabled {
+        Arc::new(remit_store::cache::CachingStore::new(backend, cfg.cache.max_age))
+    } else {
+        backend
+    })
 }
 
 /// Opens the configured store, initializes it when `init_if_needed` and it is empty, and
@@ -62,13 +105,7 @@ pub async fn bootstrap(
     clock: Arc<dyn remit_core::time::Clock>,
     init_if_needed: bool,
 ) -> Result<(Arc<App>, Option<init::Initialized>), app::StartError> {
-    let path = cfg.sqlite_path()?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    let store: Arc<dyn remit_store::Store> =
-        Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock.clone())?);
+    let store = open_store(&cfg, clock.clone()).await?;
     let (kek, created) = if init_if_needed || store.installation().await?.is_some() {
         init::initialize(&cfg, &*store, &*clock, env_kek).await?
     } else {

@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             tasks_round_trip, task_refused_after_kill, kill_workflow_cascades, kill_agent_cascades,
             kill_instance_cascades, kill_task_revokes_subtree, end_task_is_compare_and_set,
             failed_writes_leave_no_trace, concurrent_writes_keep_one_chain, key_rotation, checkpoints_and_filters,
-            renew_instance_only_while_active);
+            renew_instance_only_while_active, changes_are_published);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +47,7 @@ fn now() -> UnixMillis {
     SystemClock.now()
 }
 
-fn ev(action: AuditAction) -> AuditEvent {
+pub fn ev(action: AuditAction) -> AuditEvent {
     AuditEvent::new(now(), "admin", action)
 }
 
@@ -107,7 +107,7 @@ fn instance(agent: &str) -> Instance {
     }
 }
 
-fn task(wf: &str, agent: &str, inst: Option<&InstanceId>, parent: Option<&TaskId>) -> Task {
+pub fn task(wf: &str, agent: &str, inst: Option<&InstanceId>, parent: Option<&TaskId>) -> Task {
     Task {
         id: TaskId::from_random(rnd()),
         workflow: wf_name(wf),
@@ -146,7 +146,7 @@ async fn install(s: &dyn Store) {
 }
 
 /// Installs, creates workflow `deploy`, agent `bot` and one active instance of it.
-async fn fixture(s: &dyn Store) -> Instance {
+pub async fn fixture(s: &dyn Store) -> Instance {
     install(s).await;
     s.create_workflow(workflow("deploy"), ev(AuditAction::WorkflowCreate).workflow("deploy")).await.unwrap();
     s.create_agent(agent("bot", &["deploy"]), ev(AuditAction::AgentCreate).agent("bot")).await.unwrap();
@@ -170,7 +170,7 @@ fn join_token(agent: &str, ttl: u64) -> JoinToken {
 }
 
 /// Reads the whole log back and checks the chain.
-async fn verify_chain(s: &dyn Store) -> u64 {
+pub async fn verify_chain(s: &dyn Store) -> u64 {
     let cps = s.checkpoints().await.unwrap();
     let mut v = ChainVerifier::new(&cps, |_| true).unwrap();
     let mut after = 0;
@@ -629,4 +629,63 @@ pub async fn renew_instance_only_while_active(store: Arc<dyn Store>) {
         s.renew_instance(&inst.id, later.plus_secs(1), ev(AuditAction::InstanceRenew)).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// Waits (bounded, generously: this is liveness, not speed) until `want` has been seen.
+async fn expect_change(rx: &mut tokio::sync::broadcast::Receiver<crate::Change>, want: &crate::Change) {
+    let deadline = std::time::Duration::from_secs(20);
+    let seen = tokio::time::timeout(deadline, async {
+        loop {
+            match rx.recv().await {
+                Ok(c) if &c == want => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("change feed closed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "change {want:?} was never published");
+}
+
+pub async fn changes_are_published(store: Arc<dyn Store>) {
+    use crate::Change;
+    let s = &*store;
+    let inst = fixture(s).await;
+    let mut rx = s.subscribe();
+    let t = task("deploy", "bot", Some(&inst.id), None);
+    s.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.unwrap();
+    s.kill(Kill { target: KillTarget::Task(t.id.clone()), actor: "admin".into(), reason: "r".into(), at: now() })
+        .await
+        .unwrap();
+    expect_change(&mut rx, &Change::Task(t.id.clone())).await;
+    s.kill(Kill {
+        target: KillTarget::Workflow(wf_name("deploy")),
+        actor: "admin".into(),
+        reason: "r".into(),
+        at: now(),
+    })
+    .await
+    .unwrap();
+    expect_change(&mut rx, &Change::Workflow(wf_name("deploy"))).await;
+    s.set_workflow_state(
+        &wf_name("deploy"),
+        WorkflowState::Suspended,
+        WorkflowState::Active,
+        ev(AuditAction::WorkflowResume),
+    )
+    .await
+    .unwrap();
+    expect_change(&mut rx, &Change::Workflow(wf_name("deploy"))).await;
+    s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), now().plus_secs(60), ev(AuditAction::KeyRotate)).await.unwrap();
+    expect_change(&mut rx, &Change::Keys).await;
+    // A failed write announces nothing: the next change seen is the following success.
+    assert!(
+        s.kill(Kill { target: KillTarget::Task(t.id.clone()), actor: "a".into(), reason: "r".into(), at: now() })
+            .await
+            .is_err()
+    );
+    s.kill(Kill { target: KillTarget::Agent(agent_name("bot")), actor: "admin".into(), reason: "r".into(), at: now() })
+        .await
+        .unwrap();
+    expect_change(&mut rx, &Change::Agent(agent_name("bot"))).await;
 }

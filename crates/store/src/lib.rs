@@ -7,16 +7,24 @@
 //! concurrent change shows up as [`StoreError::Conflict`] instead of being lost.
 //!
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, group commit).
+//! - [`postgres`]: shared state for many stateless replicas (group commit per replica, one
+//!   audit chain head locked per transaction, changes fanned out with `LISTEN/NOTIFY`).
 //! - [`conformance`]: the test suite every backend must pass, written against the trait.
+//!
+//! Every backend also publishes a [`Change`] after each committed write that can make a
+//! cached answer wrong (a revocation, a kill, a state change, a key rotation), so servers can
+//! cache liveness and still never honour a revoked token longer than the feed's latency.
 
+pub mod cache;
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
 use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{
-    Agent, AgentState, Instance, JoinToken, Kill, KillReport, Task, TaskState, Workflow, WorkflowState,
+    Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
 };
 use remit_core::time::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -127,6 +135,89 @@ pub struct StartContext {
     pub instance: Option<Instance>,
 }
 
+/// A committed change that invalidates cached reads. Published to every subscriber of the
+/// store (on PostgreSQL: to every replica sharing the database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A task ended or was revoked.
+    Task(TaskId),
+    /// An instance was revoked or renewed.
+    Instance(InstanceId),
+    /// An agent was disabled or enabled.
+    Agent(AgentName),
+    /// A workflow was suspended or resumed.
+    Workflow(WorkflowName),
+    /// The key set changed (rotation).
+    Keys,
+    /// The change feed was interrupted: cached state may be stale until [`Change::Resync`].
+    FeedLost,
+    /// The feed is back (or too much changed to list): drop every cached entry.
+    Resync,
+}
+
+/// Changes a slow subscriber may fall behind by before it must resync.
+pub const CHANGE_FEED_CAPACITY: usize = 4096;
+
+/// Most changes one notification lists before collapsing into [`Change::Resync`].
+const MAX_LISTED_CHANGES: usize = 64;
+
+impl Change {
+    /// The changes a kill (or an ended task) makes.
+    pub fn of_kill(target: &KillTarget, report: &KillReport) -> Vec<Change> {
+        let mut out = match target {
+            KillTarget::Workflow(w) => vec![Change::Workflow(w.clone())],
+            KillTarget::Agent(a) => vec![Change::Agent(a.clone())],
+            KillTarget::Instance(i) => vec![Change::Instance(i.clone())],
+            KillTarget::Task(t) => vec![Change::Task(t.clone())],
+        };
+        // A workflow or agent change already drops every cached task; list tasks only
+        // for narrower kills.
+        if matches!(target, KillTarget::Task(_) | KillTarget::Instance(_)) {
+            out.extend(report.tasks_revoked.iter().cloned().map(Change::Task));
+        }
+        if out.len() > MAX_LISTED_CHANGES { vec![Change::Resync] } else { out }
+    }
+
+    /// The compact text form carried in a notification payload: one change per line.
+    pub fn encode_all(changes: &[Change]) -> String {
+        if changes.len() > MAX_LISTED_CHANGES {
+            return "r".into();
+        }
+        let line = |c: &Change| match c {
+            Change::Task(t) => format!("t:{t}"),
+            Change::Instance(i) => format!("i:{i}"),
+            Change::Agent(a) => format!("a:{a}"),
+            Change::Workflow(w) => format!("w:{w}"),
+            Change::Keys => "k".into(),
+            Change::FeedLost | Change::Resync => "r".into(),
+        };
+        changes.iter().map(line).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Parses [`Change::encode_all`]'s output; anything unreadable becomes a resync, which
+    /// is always safe.
+    pub fn decode_all(payload: &str) -> Vec<Change> {
+        let one = |l: &str| -> Option<Change> {
+            Some(match l.split_once(':') {
+                Some(("t", v)) => Change::Task(TaskId::parse(v).ok()?),
+                Some(("i", v)) => Change::Instance(InstanceId::parse(v).ok()?),
+                Some(("a", v)) => Change::Agent(AgentName::parse(v).ok()?),
+                Some(("w", v)) => Change::Workflow(WorkflowName::parse(v).ok()?),
+                None if l == "k" => Change::Keys,
+                _ => return None,
+            })
+        };
+        let mut out = Vec::new();
+        for l in payload.lines() {
+            match one(l) {
+                Some(c) => out.push(c),
+                None => return vec![Change::Resync],
+            }
+        }
+        out
+    }
+}
+
 /// Remit's persistent state. Every backend passes [`conformance`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -211,4 +302,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>>;
     async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// Committed [`Change`]s, from this process and (where the backend is shared) every
+    /// other replica. A lagging receiver must treat `Lagged` as [`Change::Resync`].
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
+    /// Which backend this is, for logs and health (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
 }

@@ -12,6 +12,10 @@ pub struct Args {
     /// SPIFFE trust domain of every issued identity.
     #[arg(long, env = "REMIT_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,
+    /// Store to initialize: `sqlite` (default), `sqlite:PATH` or `postgres://…` (an empty
+    /// database; its schema is created). Also `REMIT_STORE`.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
@@ -19,12 +23,16 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     if let Some(td) = a.trust_domain {
         cfg.trust_domain = td;
     }
+    if let Some(s) = a.store {
+        cfg.store = s;
+    }
+    let store_display = cfg.store_display();
     let kek = std::env::var("REMIT_KEK").ok();
     let (_app, created) = remit_server::bootstrap(cfg, kek.as_deref(), Arc::new(SystemClock), true)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let Some(c) = created else {
-        return Err(CliError::Failed(format!("{} is already initialized", g.data_dir.display())));
+        return Err(CliError::Failed(format!("the store {store_display} is already initialized")));
     };
     if g.json {
         output::json(&json!({

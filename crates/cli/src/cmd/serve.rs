@@ -12,7 +12,8 @@ pub struct Args {
     /// Address to listen on (default 127.0.0.1:7878, or `listen` in remit.toml).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Store: `sqlite` (default, `remit.db` in the data directory) or `sqlite:PATH`.
+    /// Store: `sqlite` (default, `remit.db` in the data directory), `sqlite:PATH`, or
+    /// `postgres://user@host:5432/db` (shared by many replicas). Also `REMIT_STORE`.
     #[arg(long)]
     pub store: Option<String>,
     /// Log format: json (default) or text.
@@ -43,6 +44,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         cfg.log_format = f;
     }
     init_logging(&cfg.log_format);
+    let store_display = cfg.store_display();
     let kek = std::env::var("REMIT_KEK").ok();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -55,7 +57,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     }
     let addr = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
     println!("Remit listening on http://{addr} (data in {})", g.data_dir.display());
-    tracing::info!(%addr, trust_domain = %app.trust_domain, "remit serving");
+    tracing::info!(%addr, trust_domain = %app.trust_domain, store = %store_display, "remit serving");
     remit_server::serve(app, listener, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
 }
 

@@ -24,7 +24,9 @@ use remit_core::time::{Clock, SystemClock, UnixMillis};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::{AuditFilter, Installation, Result, StartContext, Store, StoreError, StoredKey, TaskFilter, TaskSnapshot};
+use crate::{
+    AuditFilter, Change, Installation, Result, StartContext, Store, StoreError, StoredKey, TaskFilter, TaskSnapshot,
+};
 use ops::{Head, WriteCtx};
 use rows::map_err;
 
@@ -46,6 +48,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Used only to decide which keys are past `retire_after`.
     clock: Arc<dyn Clock>,
+    /// Committed changes, for cache invalidation in this process.
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
@@ -93,7 +97,14 @@ impl SqliteStore {
             read_permits: Arc::new(Semaphore::new(READERS)),
             path,
             clock,
+            changes: tokio::sync::broadcast::channel(crate::CHANGE_FEED_CAPACITY).0,
         })
+    }
+
+    fn publish(&self, changes: Vec<Change>) {
+        for c in changes {
+            let _ = self.changes.send(c);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -192,7 +203,9 @@ impl Store for SqliteStore {
         self.read(move |c| ops::keys(c, now)).await
     }
     async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
-        self.write(move |c| ops::rotate_key(c, new, retire_after, audit)).await
+        let seq = self.write(move |c| ops::rotate_key(c, new, retire_after, audit)).await?;
+        self.publish(vec![Change::Keys]);
+        Ok(seq)
     }
     async fn bundle_sequence(&self) -> Result<u64> {
         self.read(ops::bundle_sequence).await
@@ -214,8 +227,10 @@ impl Store for SqliteStore {
         to: WorkflowState,
         audit: AuditEvent,
     ) -> Result<()> {
-        let name = name.clone();
-        self.write(move |c| ops::set_workflow_state(c, &name, from, to, audit)).await
+        let n = name.clone();
+        self.write(move |c| ops::set_workflow_state(c, &n, from, to, audit)).await?;
+        self.publish(vec![Change::Workflow(name.clone())]);
+        Ok(())
     }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.write(move |c| ops::create_agent(c, agent, audit)).await
@@ -234,8 +249,10 @@ impl Store for SqliteStore {
         to: AgentState,
         audit: AuditEvent,
     ) -> Result<()> {
-        let name = name.clone();
-        self.write(move |c| ops::set_agent_state(c, &name, from, to, audit)).await
+        let n = name.clone();
+        self.write(move |c| ops::set_agent_state(c, &n, from, to, audit)).await?;
+        self.publish(vec![Change::Agent(name.clone())]);
+        Ok(())
     }
     async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()> {
         self.write(move |c| ops::create_join_token(c, jt, audit)).await
@@ -253,8 +270,10 @@ impl Store for SqliteStore {
         self.read(move |c| ops::instance(c, &id)).await
     }
     async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
-        let id = id.clone();
-        self.write(move |c| ops::renew_instance(c, &id, expires_at, audit)).await
+        let i = id.clone();
+        self.write(move |c| ops::renew_instance(c, &i, expires_at, audit)).await?;
+        self.publish(vec![Change::Instance(id.clone())]);
+        Ok(())
     }
     async fn start_context(
         &self,
@@ -287,11 +306,16 @@ impl Store for SqliteStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<KillReport> {
-        let (id, actor, reason) = (id.clone(), actor.to_owned(), reason.map(str::to_owned));
-        self.write(move |c| ops::end_task(c, &id, to, at, &actor, reason.as_deref())).await
+        let (i, actor, reason) = (id.clone(), actor.to_owned(), reason.map(str::to_owned));
+        let report = self.write(move |c| ops::end_task(c, &i, to, at, &actor, reason.as_deref())).await?;
+        self.publish(Change::of_kill(&remit_core::model::KillTarget::Task(id.clone()), &report));
+        Ok(report)
     }
     async fn kill(&self, kill: Kill) -> Result<KillReport> {
-        self.write(move |c| ops::kill(c, kill)).await
+        let target = kill.target.clone();
+        let report = self.write(move |c| ops::kill(c, kill)).await?;
+        self.publish(Change::of_kill(&target, &report));
+        Ok(report)
     }
     async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
         self.write(move |c| {
@@ -317,6 +341,12 @@ impl Store for SqliteStore {
     }
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.read(ops::checkpoints).await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 }
 

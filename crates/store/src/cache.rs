@@ -1,0 +1,352 @@
+//! A read-through cache of the liveness reads on the hot path, kept true by [`Change`]s.
+//!
+//! Introspection, decisions and instance authentication read the same few rows again and
+//! again: a task's snapshot (task + workflow + agent + instance), an instance, an agent.
+//! [`CachingStore`] wraps any backend and serves those from memory. It stays correct by:
+//!
+//! - **Invalidating synchronously on its own writes** before the write returns, so this
+//!   process never answers from a cache older than a change it made;
+//! - **applying every change the backend publishes** (on PostgreSQL, other replicas' changes
+//!   via `LISTEN/NOTIFY`) on a background task;
+//! - **a generation check on fill**: a read that started before an invalidation is not
+//!   cached when it finishes, so a stale row can never be re-inserted after its change;
+//! - **bypassing itself while the feed is down** ([`Change::FeedLost`] until
+//!   [`Change::Resync`]), and capping every entry's age, so a missed notification cannot keep
+//!   a revoked token alive.
+//!
+//! Only rows that exist are cached; creating a task needs no invalidation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
+use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::model::{
+    Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
+};
+use remit_core::time::UnixMillis;
+use tokio::sync::broadcast;
+
+use crate::{AuditFilter, Change, Installation, Result, StartContext, Store, StoredKey, TaskFilter, TaskSnapshot};
+
+/// Entries per map before it is cleared (a crude but allocation-free bound).
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Default)]
+struct Maps {
+    tasks: HashMap<TaskId, (Arc<TaskSnapshot>, Instant)>,
+    instances: HashMap<InstanceId, (Instance, Instant)>,
+    agents: HashMap<AgentName, (Agent, Instant)>,
+}
+
+struct State {
+    maps: Mutex<Maps>,
+    /// Bumped by every invalidation; a fill only lands if it did not move during the read.
+    generation: AtomicU64,
+    /// False while the change feed is down.
+    enabled: AtomicBool,
+    max_age: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl State {
+    fn apply(&self, c: &Change) {
+        let Ok(mut m) = self.maps.lock() else { return };
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        match c {
+            Change::Task(id) => {
+                m.tasks.remove(id);
+            }
+            Change::Instance(id) => {
+                m.instances.remove(id);
+                m.tasks.clear();
+            }
+            Change::Agent(name) => {
+                m.agents.remove(name);
+                m.tasks.clear();
+            }
+            Change::Workflow(_) => m.tasks.clear(),
+            Change::Keys => {}
+            Change::FeedLost => {
+                self.enabled.store(false, Ordering::SeqCst);
+                *m = Maps::default();
+            }
+            Change::Resync => {
+                *m = Maps::default();
+                self.enabled.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Forgets everything without changing whether the cache is enabled.
+    fn clear(&self) {
+        let Ok(mut m) = self.maps.lock() else { return };
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *m = Maps::default();
+    }
+
+    fn get<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        pick: impl FnOnce(&Maps) -> &HashMap<K, (V, Instant)>,
+        k: &K,
+    ) -> Option<V> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let m = self.maps.lock().ok()?;
+        let hit = pick(&m).get(k).filter(|(_, at)| at.elapsed() < self.max_age).map(|(v, _)| v.clone());
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    fn fill<K: std::hash::Hash + Eq, V>(
+        &self,
+        generation: u64,
+        pick: impl FnOnce(&mut Maps) -> &mut HashMap<K, (V, Instant)>,
+        k: K,
+        v: V,
+    ) {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut m) = self.maps.lock() else { return };
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        let map = pick(&mut m);
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(k, (v, Instant::now()));
+    }
+}
+
+/// Cache hit and miss counts, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Wraps a backend with the liveness cache described in the module docs.
+pub struct CachingStore {
+    inner: Arc<dyn Store>,
+    state: Arc<State>,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CachingStore {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+impl CachingStore {
+    /// Wraps `inner`; must be called inside a tokio runtime (it starts the feed task).
+    pub fn new(inner: Arc<dyn Store>, max_age: Duration) -> CachingStore {
+        let state = Arc::new(State {
+            maps: Mutex::new(Maps::default()),
+            generation: AtomicU64::new(0),
+            enabled: AtomicBool::new(true),
+            max_age,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        });
+        let feed = tokio::spawn(follow(inner.subscribe(), Arc::downgrade(&state)));
+        CachingStore { inner, state, feed }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats { hits: self.state.hits.load(Ordering::Relaxed), misses: self.state.misses.load(Ordering::Relaxed) }
+    }
+
+    fn invalidate(&self, changes: &[Change]) {
+        for c in changes {
+            self.state.apply(c);
+        }
+    }
+}
+
+async fn follow(mut rx: broadcast::Receiver<Change>, state: Weak<State>) {
+    loop {
+        let c = match rx.recv().await {
+            Ok(c) => c,
+            // Fell behind: what was missed is unknown, so forget everything.
+            Err(broadcast::error::RecvError::Lagged(_)) => Change::Resync,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(s) = state.upgrade() else { return };
+        s.apply(&c);
+    }
+}
+
+#[async_trait]
+impl Store for CachingStore {
+    async fn installation(&self) -> Result<Option<Installation>> {
+        self.inner.installation().await
+    }
+    async fn install(&self, inst: Installation, keys: Vec<StoredKey>, audit: AuditEvent) -> Result<()> {
+        self.inner.install(inst, keys, audit).await
+    }
+    async fn keys(&self) -> Result<Vec<StoredKey>> {
+        self.inner.keys().await
+    }
+    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
+        self.inner.rotate_key(new, retire_after, audit).await
+    }
+    async fn bundle_sequence(&self) -> Result<u64> {
+        self.inner.bundle_sequence().await
+    }
+    async fn create_workflow(&self, wf: Workflow, audit: AuditEvent) -> Result<()> {
+        self.inner.create_workflow(wf, audit).await
+    }
+    async fn workflow(&self, name: &WorkflowName) -> Result<Option<Workflow>> {
+        self.inner.workflow(name).await
+    }
+    async fn list_workflows(&self) -> Result<Vec<Workflow>> {
+        self.inner.list_workflows().await
+    }
+    async fn set_workflow_state(
+        &self,
+        name: &WorkflowName,
+        from: WorkflowState,
+        to: WorkflowState,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let r = self.inner.set_workflow_state(name, from, to, audit).await;
+        self.invalidate(&[Change::Workflow(name.clone())]);
+        r
+    }
+    async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
+        self.inner.create_agent(agent, audit).await
+    }
+    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>> {
+        if let Some(a) = self.state.get(|m| &m.agents, name) {
+            return Ok(Some(a));
+        }
+        let generation = self.state.generation.load(Ordering::SeqCst);
+        let a = self.inner.agent(name).await?;
+        if let Some(a) = &a {
+            self.state.fill(generation, |m| &mut m.agents, name.clone(), a.clone());
+        }
+        Ok(a)
+    }
+    async fn list_agents(&self) -> Result<Vec<Agent>> {
+        self.inner.list_agents().await
+    }
+    async fn set_agent_state(
+        &self,
+        name: &AgentName,
+        from: AgentState,
+        to: AgentState,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let r = self.inner.set_agent_state(name, from, to, audit).await;
+        self.invalidate(&[Change::Agent(name.clone())]);
+        r
+    }
+    async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()> {
+        self.inner.create_join_token(jt, audit).await
+    }
+    async fn join_token(&self, id: &JoinTokenId) -> Result<Option<JoinToken>> {
+        self.inner.join_token(id).await
+    }
+    async fn redeem_join_token(&self, id: &JoinTokenId, instance: Instance, audit: AuditEvent) -> Result<()> {
+        self.inner.redeem_join_token(id, instance, audit).await
+    }
+    async fn instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
+        if let Some(i) = self.state.get(|m| &m.instances, id) {
+            return Ok(Some(i));
+        }
+        let generation = self.state.generation.load(Ordering::SeqCst);
+        let i = self.inner.instance(id).await?;
+        if let Some(i) = &i {
+            self.state.fill(generation, |m| &mut m.instances, id.clone(), i.clone());
+        }
+        Ok(i)
+    }
+    async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        let r = self.inner.renew_instance(id, expires_at, audit).await;
+        self.invalidate(&[Change::Instance(id.clone())]);
+        r
+    }
+    async fn start_context(
+        &self,
+        workflow: &WorkflowName,
+        agent: &AgentName,
+        instance: Option<&InstanceId>,
+    ) -> Result<StartContext> {
+        self.inner.start_context(workflow, agent, instance).await
+    }
+    async fn create_task(&self, task: Task, audit: AuditEvent) -> Result<()> {
+        self.inner.create_task(task, audit).await
+    }
+    async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.inner.task(id).await
+    }
+    async fn task_snapshot(&self, id: &TaskId) -> Result<Option<TaskSnapshot>> {
+        if let Some(s) = self.state.get(|m| &m.tasks, id) {
+            return Ok(Some((*s).clone()));
+        }
+        let generation = self.state.generation.load(Ordering::SeqCst);
+        let s = self.inner.task_snapshot(id).await?;
+        if let Some(s) = &s {
+            self.state.fill(generation, |m| &mut m.tasks, id.clone(), Arc::new(s.clone()));
+        }
+        Ok(s)
+    }
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>> {
+        self.inner.list_tasks(filter).await
+    }
+    async fn end_task(
+        &self,
+        id: &TaskId,
+        to: TaskState,
+        at: UnixMillis,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<KillReport> {
+        let r = self.inner.end_task(id, to, at, actor, reason).await;
+        // Whatever the outcome (even an ambiguous failure), forget what we knew.
+        match &r {
+            Ok(report) => self.invalidate(&Change::of_kill(&KillTarget::Task(id.clone()), report)),
+            Err(_) => self.state.clear(),
+        }
+        r
+    }
+    async fn kill(&self, kill: Kill) -> Result<KillReport> {
+        let target = kill.target.clone();
+        let r = self.inner.kill(kill).await;
+        match &r {
+            Ok(report) => self.invalidate(&Change::of_kill(&target, report)),
+            Err(_) => self.state.clear(),
+        }
+        r
+    }
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        self.inner.append_audit(events).await
+    }
+    async fn audit_head(&self) -> Result<(u64, String)> {
+        self.inner.audit_head().await
+    }
+    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.inner.list_audit(filter).await
+    }
+    async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        self.inner.put_checkpoint(cp).await
+    }
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.inner.checkpoints().await
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.inner.subscribe()
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}

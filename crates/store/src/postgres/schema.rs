@@ -1,0 +1,184 @@
+//! PostgreSQL schema and migrations.
+//!
+//! Migrations are numbered and applied in order, all pending ones in one transaction
+//! (PostgreSQL DDL is transactional), under an advisory lock so replicas starting at the same
+//! time do not race. The applied version lives in `remit_schema`; a database made by an
+//! earlier Remit is upgraded in place and one made by a newer Remit is refused.
+
+use sqlx::PgPool;
+
+use super::rows::map_err;
+use crate::{Result, StoreError};
+
+/// Advisory lock key held while migrating ("remit" in ASCII).
+const MIGRATION_LOCK: i64 = 0x72_65_6d_69_74;
+
+/// Each entry is one migration; never edit one that has shipped, append a new one.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE keys (
+    kid          TEXT PRIMARY KEY,
+    purpose      TEXT NOT NULL CHECK (purpose IN ('jwt', 'audit')),
+    sealed       BYTEA NOT NULL,
+    public       BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    retire_after BIGINT
+);
+
+CREATE TABLE workflows (
+    name                 TEXT PRIMARY KEY,
+    purpose              TEXT NOT NULL,
+    owner                TEXT NOT NULL,
+    ceiling              TEXT NOT NULL,
+    allowed_tools        TEXT NOT NULL,
+    max_task_ttl_secs    BIGINT NOT NULL,
+    max_delegation_depth BIGINT NOT NULL,
+    state                TEXT NOT NULL CHECK (state IN ('active', 'suspended')),
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL
+);
+
+CREATE TABLE agents (
+    name       TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    workflows  TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('enabled', 'disabled')),
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE join_tokens (
+    id          TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    secret_hash TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT,
+    used_by     TEXT
+);
+
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    agent         TEXT NOT NULL REFERENCES agents(name),
+    state         TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    revoked_at    BIGINT,
+    revoke_reason TEXT
+);
+CREATE INDEX instances_active_by_agent ON instances(agent) WHERE state = 'active';
+
+CREATE TABLE tasks (
+    id          TEXT PRIMARY KEY,
+    workflow    TEXT NOT NULL REFERENCES workflows(name),
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    instance    TEXT REFERENCES instances(id),
+    parent      TEXT REFERENCES tasks(id),
+    intent      TEXT NOT NULL,
+    intent_hash TEXT NOT NULL,
+    sensitivity TEXT NOT NULL,
+    audience    TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('active', 'completed', 'revoked', 'expired')),
+    started_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    ended_at    BIGINT,
+    end_reason  TEXT
+);
+CREATE INDEX tasks_by_workflow ON tasks(workflow, created_at);
+CREATE INDEX tasks_active_by_workflow ON tasks(workflow) WHERE state = 'active';
+CREATE INDEX tasks_active_by_agent ON tasks(agent) WHERE state = 'active';
+CREATE INDEX tasks_by_instance ON tasks(instance) WHERE instance IS NOT NULL;
+CREATE INDEX tasks_by_parent ON tasks(parent) WHERE parent IS NOT NULL;
+
+CREATE TABLE audit (
+    seq       BIGINT PRIMARY KEY,
+    time      BIGINT NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    workflow  TEXT,
+    task      TEXT,
+    agent     TEXT,
+    reason    TEXT,
+    detail    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX audit_by_workflow ON audit(workflow, seq) WHERE workflow IS NOT NULL;
+CREATE INDEX audit_by_task ON audit(task, seq) WHERE task IS NOT NULL;
+CREATE INDEX audit_by_agent ON audit(agent, seq) WHERE agent IS NOT NULL;
+CREATE INDEX audit_by_time ON audit(time);
+
+-- The chain head every writer locks (SELECT ... FOR UPDATE) first in its transaction:
+-- replicas append in one total order, each batch continuing from the last committed hash.
+CREATE TABLE audit_head (
+    id   SMALLINT PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, repeat('0', 64));
+
+-- Append-only. A superuser can drop these; the hash chain and the signed checkpoints are
+-- what detect that.
+CREATE FUNCTION remit_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit log is append-only';
+END $$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION remit_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION remit_audit_append_only();
+
+CREATE TABLE audit_checkpoints (
+    seq       BIGINT PRIMARY KEY,
+    head_hash TEXT NOT NULL,
+    time      BIGINT NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+"#];
+
+/// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a
+/// prefix to build a database "made by an earlier version").
+pub async fn migrate(pool: &PgPool, migrations: &[&str]) -> Result<usize> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(map_err)?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS remit_schema (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM remit_schema").fetch_optional(&mut *tx).await.map_err(map_err)?;
+    let current = match current {
+        Some(v) => usize::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v}")))?,
+        None => {
+            sqlx::query("INSERT INTO remit_schema (version) VALUES (0)").execute(&mut *tx).await.map_err(map_err)?;
+            0
+        }
+    };
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {current} is newer than this remit ({}); upgrade remit",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(current) {
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Internal(format!("postgres migration {} failed: {}", i + 1, map_err(e))))?;
+        sqlx::query("UPDATE remit_schema SET version = $1")
+            .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tracing::info!(version = i + 1, "applied postgres migration");
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(migrations.len().max(current))
+}

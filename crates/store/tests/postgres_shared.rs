@@ -1,0 +1,153 @@
+//! PostgreSQL-only behaviour: several stores (replicas) on one database, schema versions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remit_core::audit::AuditAction;
+use remit_core::ids::WorkflowName;
+use remit_core::model::{Kill, KillTarget};
+use remit_core::time::SystemClock;
+use remit_store::conformance::{ev, fixture, task, verify_chain};
+use remit_store::postgres::testing::TempDb;
+use remit_store::postgres::{PgOptions, PgStore, schema};
+use remit_store::{Change, Store, StoreError};
+
+async fn replicas(db: &TempDb, n: usize) -> Vec<Arc<dyn Store>> {
+    let mut out: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..n {
+        out.push(Arc::new(PgStore::connect(&db.url).await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_appending_at_once_keep_one_chain() {
+    let db = TempDb::create().await.unwrap();
+    let rs = replicas(&db, 3).await;
+    let inst = fixture(&*rs[0]).await;
+    let start = rs[0].audit_head().await.unwrap().0;
+    let mut handles = Vec::new();
+    for i in 0..300 {
+        let s = rs[i % 3].clone();
+        let inst = inst.id.clone();
+        handles.push(tokio::spawn(async move {
+            let t = task("deploy", "bot", Some(&inst), None);
+            s.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.map(|_| t.id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap().unwrap());
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert!(rs[(i + 1) % 3].task(id).await.unwrap().is_some(), "acknowledged task {id} visible everywhere");
+    }
+    assert_eq!(rs[1].audit_head().await.unwrap().0, start + 300);
+    for r in &rs {
+        verify_chain(&**r).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_on_one_replica_reaches_the_others() {
+    let db = TempDb::create().await.unwrap();
+    let rs = replicas(&db, 3).await;
+    fixture(&*rs[0]).await;
+    let mut feeds: Vec<_> = rs[1..].iter().map(|r| r.subscribe()).collect();
+    let wf = WorkflowName::parse("deploy").unwrap();
+    rs[0]
+        .kill(Kill {
+            target: KillTarget::Workflow(wf.clone()),
+            actor: "admin".into(),
+            reason: "r".into(),
+            at: ev(AuditAction::WorkflowSuspend).time,
+        })
+        .await
+        .unwrap();
+    for feed in &mut feeds {
+        let got = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(Change::Workflow(w)) = feed.recv().await {
+                    return w;
+                }
+            }
+        })
+        .await
+        .expect("the other replica hears of the kill");
+        assert_eq!(got, wf);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
+    let db = TempDb::create().await.unwrap();
+    // A database made by the previous version: every migration but the newest applied.
+    let previous = &schema::MIGRATIONS[..schema::MIGRATIONS.len() - 1];
+    let old = PgStore::connect_migrating(&db.url, PgOptions::default(), Arc::new(SystemClock), previous).await;
+    drop(old);
+    // Opening it with this version upgrades it in place.
+    let s = PgStore::connect(&db.url).await.unwrap();
+    fixture(&s).await;
+    let head = s.audit_head().await.unwrap();
+    drop(s);
+    // Re-opening an up-to-date database changes nothing.
+    let s = PgStore::connect(&db.url).await.unwrap();
+    assert_eq!(s.audit_head().await.unwrap(), head);
+    // A version from the future is refused with a clear error, and nothing is touched.
+    let future = i64::try_from(schema::MIGRATIONS.len() + 1).unwrap();
+    sqlx::query("UPDATE remit_schema SET version = $1").bind(future).execute(s.pool()).await.unwrap();
+    match PgStore::connect(&db.url).await {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("newer than this remit"), "{m}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+    assert_eq!(s.audit_head().await.unwrap(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_unavailable_not_a_panic() {
+    let r = PgStore::connect_with(
+        "postgres://postgres@127.0.0.1:1/none",
+        PgOptions { acquire_timeout: Duration::from_secs(1), ..PgOptions::default() },
+        Arc::new(SystemClock),
+    )
+    .await;
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{:?}", r.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_snapshot_on_another_replica_is_invalidated_by_a_kill() {
+    use remit_store::cache::CachingStore;
+    let db = TempDb::create().await.unwrap();
+    let a: Arc<dyn Store> =
+        Arc::new(CachingStore::new(Arc::new(PgStore::connect(&db.url).await.unwrap()), Duration::from_secs(600)));
+    let b = CachingStore::new(Arc::new(PgStore::connect(&db.url).await.unwrap()), Duration::from_secs(600));
+    let inst = fixture(&*a).await;
+    let t = task("deploy", "bot", Some(&inst.id), None);
+    a.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.unwrap();
+    // B reads twice: the second answer comes from its cache.
+    assert_eq!(b.task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
+    assert_eq!(b.task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
+    assert!(b.stats().hits >= 1);
+    let wf = WorkflowName::parse("deploy").unwrap();
+    a.kill(Kill {
+        target: KillTarget::Workflow(wf),
+        actor: "admin".into(),
+        reason: "r".into(),
+        at: ev(AuditAction::WorkflowSuspend).time,
+    })
+    .await
+    .unwrap();
+    // A sees its own kill at once; B as soon as the notification lands.
+    assert_eq!(a.task_snapshot(&t.id).await.unwrap().unwrap().task.state.as_str(), "revoked");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = b.task_snapshot(&t.id).await.unwrap().unwrap();
+        if s.task.state.as_str() == "revoked" && s.workflow.state.as_str() == "suspended" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica B kept serving the stale snapshot");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
