@@ -25,6 +25,17 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(tweak, None, None).await
+    }
+
+    /// One replica on a shared PostgreSQL database. The first one (`admin: None`)
+    /// initializes it; the others join with the same KEK and the first one's credential.
+    pub async fn start_replica(db_url: &str, kek: &str, admin: Option<String>) -> Self {
+        let url = db_url.to_owned();
+        Self::start_full(move |c| c.store = url, Some(kek), admin).await
+    }
+
+    pub async fn start_full(tweak: impl FnOnce(&mut Config), env_kek: Option<&str>, admin: Option<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -32,8 +43,11 @@ impl TestServer {
         tweak(&mut cfg);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
         let clock = ManualClock::new(UnixMillis(now));
-        let (app, created) = remit_server::bootstrap(cfg, None, Arc::new(clock.clone()), true).await.unwrap();
-        let admin = created.unwrap().admin_token;
+        let (app, created) = remit_server::bootstrap(cfg, env_kek, Arc::new(clock.clone()), true).await.unwrap();
+        let admin = match admin {
+            Some(a) => a,
+            None => created.expect("a fresh store is initialized").admin_token,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let serve_app = app.clone();
         let task = tokio::spawn(async move {

@@ -1,0 +1,138 @@
+//! Three replicas on loopback ports sharing one real PostgreSQL database: any replica serves
+//! the whole API, a kill through one is honoured by the others, keys rotated on one are used
+//! by all, and concurrent writes through all three keep one audit chain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use remit_store::postgres::testing::TempDb;
+use serde_json::json;
+
+async fn three(db: &TempDb) -> (TestServer, TestServer, TestServer) {
+    let kek = remit_token::Kek::generate_text();
+    let a = TestServer::start_replica(&db.url, &kek, None).await;
+    let b = TestServer::start_replica(&db.url, &kek, Some(a.admin.clone())).await;
+    let c = TestServer::start_replica(&db.url, &kek, Some(a.admin.clone())).await;
+    (a, b, c)
+}
+
+/// Polls until `token` is inactive on `s`; the bound is generous (liveness, not speed:
+/// the propagation time is measured by the benchmark, not asserted here).
+async fn until_inactive(s: &TestServer, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.active(token).await {
+        assert!(Instant::now() < deadline, "replica {} still honours a killed token", s.url);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_through_one_replica_is_honoured_by_the_others() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    a.setup().await;
+    // Join through B, start tasks through C and A: every replica serves the whole API.
+    let inst = b.join().await;
+    let (_, t1) = c.start_task(&inst).await;
+    let (_, t2) = a.start_task(&inst).await;
+    for s in [&a, &b, &c] {
+        // Twice: the second answer comes from each replica's liveness cache.
+        assert!(s.active(&t1).await && s.active(&t1).await);
+        assert!(s.active(&t2).await);
+    }
+    let (st, _) = a.admin_post("/v1/workflows/deploy/suspend", json!({"reason": "incident 42"})).await;
+    assert_eq!(st, 200);
+    // The replica that pulled the switch answers inactive at once ...
+    assert!(!a.active(&t1).await && !a.active(&t2).await);
+    // ... and the others as soon as the notification lands.
+    for s in [&b, &c] {
+        until_inactive(s, &t1).await;
+        until_inactive(s, &t2).await;
+    }
+    // New tasks are refused on every replica until resumed through another one.
+    let (st, _) = b
+        .call("POST", "/v1/tasks", Some(&inst), Some(json!({"workflow": "deploy", "intent": "x", "audience": ["t"]})))
+        .await;
+    assert_eq!(st, 403, "a task on a suspended workflow is refused");
+    let (st, _) = c.admin_post("/v1/workflows/deploy/resume", json!({"reason": "fixed"})).await;
+    assert_eq!(st, 200);
+    let (_, t3) = b.start_task(&inst).await;
+    assert!(a.active(&t3).await);
+    // Disabling the agent on C revokes the instance everywhere.
+    let (st, _) = c.admin_post("/v1/agents/deploy-bot/disable", json!({"reason": "compromised"})).await;
+    assert_eq!(st, 200);
+    for s in [&a, &b] {
+        until_inactive(s, &t3).await;
+        until_inactive(s, &inst).await;
+    }
+    for s in [a, b, c] {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotated_on_one_replica_are_used_by_all() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    a.setup().await;
+    let inst = a.join().await;
+    let (_, old) = a.start_task(&inst).await;
+    let (st, r) = b.admin_post("/v1/keys/rotate", json!({})).await;
+    assert_eq!(st, 200);
+    let new_kid = r["kid"].as_str().unwrap().to_owned();
+    // C signs with the new key once it heard of the rotation; A publishes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, t) = c.start_task(&inst).await;
+        if jsonwebtoken::decode_header(&t).unwrap().kid.as_deref() == Some(new_kid.as_str()) {
+            assert!(a.active(&t).await, "a token signed on C with B's new key verifies on A");
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica C never picked up the rotated key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, jwks) = a.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()));
+    assert!(c.active(&old).await, "tokens signed by the old key stay valid");
+    for s in [a, b, c] {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_three_replicas_keep_one_audit_chain() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    a.setup().await;
+    let inst = a.join().await;
+    let servers = std::sync::Arc::new([a, b, c]);
+    let mut handles = Vec::new();
+    for i in 0..90 {
+        let (servers, inst) = (servers.clone(), inst.clone());
+        handles.push(tokio::spawn(async move {
+            let s = &servers[i % 3];
+            let (id, _) = s.start_task(&inst).await;
+            if i % 2 == 0 {
+                let (st, _) = servers[(i + 1) % 3].call("POST", &format!("/v1/tasks/{id}/complete"), Some(&inst), None).await;
+                assert_eq!(st, 200);
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    for s in servers.iter() {
+        let (st, _) = s.admin_post("/v1/audit/checkpoint", json!({})).await;
+        assert!(st == 200 || st == 201, "{st}");
+    }
+    let (st, v) = servers[2].admin_post("/v1/audit/verify", json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    let Ok(servers) = std::sync::Arc::try_unwrap(servers) else { panic!("servers still shared") };
+    for s in servers {
+        s.stop().await;
+    }
+}
