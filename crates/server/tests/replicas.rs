@@ -116,7 +116,8 @@ async fn concurrent_writes_through_three_replicas_keep_one_audit_chain() {
             let s = &servers[i % 3];
             let (id, _) = s.start_task(&inst).await;
             if i % 2 == 0 {
-                let (st, _) = servers[(i + 1) % 3].call("POST", &format!("/v1/tasks/{id}/complete"), Some(&inst), None).await;
+                let (st, _) =
+                    servers[(i + 1) % 3].call("POST", &format!("/v1/tasks/{id}/complete"), Some(&inst), None).await;
                 assert_eq!(st, 200);
             }
         }));

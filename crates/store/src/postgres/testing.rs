@@ -80,3 +80,108 @@ impl Drop for TempDb {
         .join();
     }
 }
+
+/// A private PostgreSQL server (`initdb` + `pg_ctl` on a free loopback port) for tests that
+/// stop, restart or kill the database, so they never touch the machine's shared server.
+/// Runs the server as the `postgres` user when the tests run as root (initdb refuses root).
+#[derive(Debug)]
+pub struct PgCluster {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    as_root: bool,
+}
+
+fn find_pg_bin() -> Result<std::path::PathBuf> {
+    if let Ok(b) = std::env::var("REMIT_PG_BIN") {
+        return Ok(b.into());
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| StoreError::Unavailable(format!("no PostgreSQL binaries (set REMIT_PG_BIN): {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| StoreError::Unavailable("no initdb under /usr/lib/postgresql (set REMIT_PG_BIN)".into()))
+}
+
+impl PgCluster {
+    /// Creates and starts a new cluster.
+    pub fn start() -> Result<PgCluster> {
+        let bin = find_pg_bin()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| StoreError::Unavailable(format!("no free port: {e}")))?
+            .port();
+        let dir = std::env::temp_dir().join(format!("remit-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let as_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let c = PgCluster { port, dir, bin, as_root };
+        if as_root {
+            c.run("chown", &["postgres", &c.dir.to_string_lossy()], false)?;
+        }
+        let data = c.dir.join("data").to_string_lossy().into_owned();
+        c.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"], true)?;
+        c.pg_ctl_start()?;
+        Ok(c)
+    }
+
+    fn run(&self, prog: &str, args: &[&str], pg_tool: bool) -> Result<()> {
+        let path = if pg_tool { self.bin.join(prog).to_string_lossy().into_owned() } else { prog.to_owned() };
+        let mut cmd = if self.as_root && pg_tool {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]);
+            c
+        } else {
+            std::process::Command::new(&path)
+        };
+        let out = cmd.args(args).output().map_err(|e| StoreError::Unavailable(format!("{prog}: {e}")))?;
+        if !out.status.success() {
+            return Err(StoreError::Unavailable(format!(
+                "{prog} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        let log = self.dir.join("log").to_string_lossy().into_owned();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.to_string_lossy()
+        );
+        self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"], true)
+    }
+
+    /// The admin URL of this cluster.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server: `fast` (clean, disconnects clients) or `immediate` (like a crash).
+    pub fn stop(&self, mode: &str) -> Result<()> {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        self.run("pg_ctl", &["-D", &data, "-m", mode, "-w", "stop"], true)
+    }
+
+    /// Starts it again after [`PgCluster::stop`], on the same port.
+    pub fn restart(&self) -> Result<()> {
+        self.pg_ctl_start()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
