@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             tasks_round_trip, task_refused_after_kill, kill_workflow_cascades, kill_agent_cascades,
             kill_instance_cascades, kill_task_revokes_subtree, end_task_is_compare_and_set,
             failed_writes_leave_no_trace, concurrent_writes_keep_one_chain, key_rotation, checkpoints_and_filters,
-            renew_instance_only_while_active, changes_are_published);
+            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,4 +688,44 @@ pub async fn changes_are_published(store: Arc<dyn Store>) {
         .await
         .unwrap();
     expect_change(&mut rx, &Change::Agent(agent_name("bot"))).await;
+}
+
+/// Many task starts at once (one group commit on backends that batch), half of them on a
+/// suspended workflow: each gets its own answer, and only the live ones are stored and
+/// audited.
+pub async fn concurrent_starts_on_live_and_killed_workflows(store: Arc<dyn Store>) {
+    let s = &*store;
+    fixture(s).await;
+    s.create_workflow(workflow("frozen"), ev(AuditAction::WorkflowCreate).workflow("frozen")).await.unwrap();
+    s.create_agent(agent("bot2", &["deploy", "frozen"]), ev(AuditAction::AgentCreate)).await.unwrap();
+    s.kill(Kill {
+        target: KillTarget::Workflow(wf_name("frozen")),
+        actor: "admin".into(),
+        reason: "r".into(),
+        at: now(),
+    })
+    .await
+    .unwrap();
+    let start = s.audit_head().await.unwrap().0;
+    let mut handles = Vec::new();
+    for i in 0..120 {
+        let st = store.clone();
+        handles.push(tokio::spawn(async move {
+            let wf = if i % 2 == 0 { "deploy" } else { "frozen" };
+            let t = task(wf, "bot2", None, None);
+            (wf, t.id.clone(), st.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await)
+        }));
+    }
+    for h in handles {
+        let (wf, id, r) = h.await.unwrap();
+        if wf == "deploy" {
+            r.unwrap();
+            assert!(s.task(&id).await.unwrap().is_some());
+        } else {
+            assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+            assert_eq!(s.task(&id).await.unwrap(), None);
+        }
+    }
+    assert_eq!(s.audit_head().await.unwrap().0, start + 60);
+    verify_chain(s).await;
 }

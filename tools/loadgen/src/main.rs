@@ -1,6 +1,10 @@
 //! `remit-loadgen`: drives `POST /v1/tasks` (or introspection) against a running Remit over
 //! HTTP with keep-alive connections, and prints requests/s, p50 and p99.
 //!
+//! `--url` may list several replicas (comma-separated); workers are spread over them. The
+//! `propagation` scenario measures how long a task revoked through the first replica stays
+//! active on the others (kill → first inactive introspection, p50/p99/max).
+//!
 //! It sets up its own workflow, agent and instance (through the admin API) so a run needs
 //! only the server's URL and admin credential. Loops are bounded by `--requests` and
 //! `--max-seconds`; it only talks to the URL it is given (use loopback).
@@ -14,6 +18,7 @@ use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
 struct Args {
+    /// One URL, or several replicas' URLs separated by commas.
     #[arg(long, env = "REMIT_URL", default_value = "http://127.0.0.1:7878")]
     url: String,
     #[arg(long, env = "REMIT_ADMIN_TOKEN", hide_env_values = true)]
@@ -27,7 +32,7 @@ struct Args {
     /// Stop early after this many seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
-    /// `start-task` or `introspect`.
+    /// `start-task`, `introspect`, or `propagation` (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
 }
@@ -44,7 +49,8 @@ async fn main() -> Result<(), String> {
     let a = Args::parse();
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().map_err(|e| e.to_string())?;
     let run = format!("load-{}", std::process::id());
-    let base = a.url.trim_end_matches('/').to_owned();
+    let bases: Vec<String> = a.url.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).collect();
+    let base = bases[0].clone();
     post(
         &http,
         &format!("{base}/v1/workflows"),
@@ -66,12 +72,16 @@ async fn main() -> Result<(), String> {
     let sample = post(&http, &format!("{base}/v1/tasks"), &inst_token, body.clone()).await?;
     let sample_token = sample["token"].as_str().ok_or("no task token")?.to_owned();
 
+    if a.scenario == "propagation" {
+        return propagation(&http, &bases, &a.admin_token, &inst_token, &body, a.requests).await;
+    }
     let issued = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(a.max_seconds);
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..a.concurrency {
+    for i in 0..a.concurrency {
+        let base = bases[i % bases.len()].clone();
         let (http, base, inst_token, body, admin, sample_token) =
             (http.clone(), base.clone(), inst_token.clone(), body.clone(), a.admin_token.clone(), sample_token.clone());
         let (issued, errors, total, scenario) = (issued.clone(), errors.clone(), a.requests, a.scenario.clone());
@@ -108,8 +118,9 @@ async fn main() -> Result<(), String> {
     };
     let n = lat.len() as f64;
     println!(
-        "scenario={} requests={} errors={} concurrency={} seconds={:.2} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
+        "scenario={} replicas={} requests={} errors={} concurrency={} seconds={:.2} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
         a.scenario,
+        bases.len(),
         lat.len(),
         errors.load(Ordering::Relaxed),
         a.concurrency,
@@ -118,5 +129,82 @@ async fn main() -> Result<(), String> {
         pct(0.50).as_secs_f64() * 1000.0,
         pct(0.99).as_secs_f64() * 1000.0
     );
+    Ok(())
+}
+
+async fn active(http: &reqwest::Client, base: &str, admin: &str, token: &str) -> Result<bool, String> {
+    let r = http
+        .post(format!("{base}/oauth2/introspect"))
+        .bearer_auth(admin)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    v["active"].as_bool().ok_or_else(|| format!("bad introspection answer {v}"))
+}
+
+/// Revokes a task through `bases[0]` and times until every other replica reports it
+/// inactive, `rounds` times. Each other replica is polled back to back from the moment the
+/// kill is sent; its cache is warm (the token was introspected there just before).
+async fn propagation(
+    http: &reqwest::Client,
+    bases: &[String],
+    admin: &str,
+    inst_token: &str,
+    body: &Value,
+    rounds: u64,
+) -> Result<(), String> {
+    if bases.len() < 2 {
+        return Err("propagation needs at least two replica URLs".into());
+    }
+    let (mut since_ack, mut since_send) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = post(http, &format!("{}/v1/tasks", bases[0]), inst_token, body.clone()).await?;
+        let (id, token) = (t["task"]["id"].as_str().unwrap_or_default(), t["token"].as_str().unwrap_or_default());
+        for b in &bases[1..] {
+            for _ in 0..2 {
+                if !active(http, b, admin, token).await? {
+                    return Err("a fresh task is inactive on another replica".into());
+                }
+            }
+        }
+        let sent = Instant::now();
+        let mut pollers = Vec::new();
+        for b in &bases[1..] {
+            let (http, b, admin, token) = (http.clone(), b.clone(), admin.to_owned(), token.to_owned());
+            pollers.push(tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match active(&http, &b, &admin, &token).await {
+                        Ok(false) => return Ok(Instant::now()),
+                        Ok(true) if Instant::now() < deadline => {}
+                        Ok(true) => return Err(format!("{b} still reports a revoked task active after 30 s")),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }));
+        }
+        post(http, &format!("{}/v1/tasks/{id}/revoke", bases[0]), admin, json!({"reason": "propagation benchmark"}))
+            .await?;
+        let acked = Instant::now();
+        for p in pollers {
+            let seen = p.await.map_err(|e| e.to_string())??;
+            since_ack.push(seen.saturating_duration_since(acked));
+            since_send.push(seen.saturating_duration_since(sent));
+        }
+    }
+    for (name, lat) in [("since-kill-acknowledged", &mut since_ack), ("since-kill-sent", &mut since_send)] {
+        lat.sort();
+        let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len() - 1)).copied().unwrap_or_default();
+        println!(
+            "scenario=propagation replicas={} samples={} {name}: p50={:.2}ms p99={:.2}ms max={:.2}ms",
+            bases.len(),
+            lat.len(),
+            pct(0.50).as_secs_f64() * 1000.0,
+            pct(0.99).as_secs_f64() * 1000.0,
+            lat.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+        );
+    }
     Ok(())
 }

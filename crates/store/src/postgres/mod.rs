@@ -53,7 +53,14 @@ const QUEUE: usize = 8192;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-type Job = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, (bool, Completion)> + Send>;
+type JobFn = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, (bool, Completion)> + Send>;
+
+/// One queued write. Task starts, the hot path, get their own variant so a batch inserts
+/// all of them with one statement instead of one statement and a savepoint each.
+enum Job {
+    Generic(JobFn),
+    CreateTask(Box<ops::NewTask>, oneshot::Sender<Result<()>>),
+}
 
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone)]
@@ -165,7 +172,7 @@ impl PgStore {
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<R>>();
-        let job: Job = Box::new(move |ctx| {
+        let job: JobFn = Box::new(move |ctx| {
             Box::pin(async move {
                 let r = f(ctx).await;
                 let ok = r.is_ok();
@@ -175,7 +182,15 @@ impl PgStore {
                 (ok, done)
             })
         });
-        self.writer.send(job).await.map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
+        self.writer
+            .send(Job::Generic(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
+        self.answer(rx).await
+    }
+
+    /// Waits for a job's answer; a job dropped unanswered means its batch failed first.
+    async fn answer<R>(&self, rx: oneshot::Receiver<Result<R>>) -> Result<R> {
         match rx.await {
             Ok(r) => r,
             // The batch failed before this job ran (e.g. the database went away).
@@ -224,9 +239,17 @@ async fn run_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Vec<Completio
     let mut tx = pool.begin().await.map_err(map_err)?;
     let head = ops::lock_head(&mut tx).await?;
     let mut ctx = WriteCtx { tx, head, records: Vec::new(), changes: Vec::new() };
-    let single = batch.len() == 1;
+    let mut generic = Vec::new();
+    let mut tasks = Vec::new();
     for job in batch.drain(..) {
-        // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+        match job {
+            Job::Generic(f) => generic.push(f),
+            Job::CreateTask(t, reply) => tasks.push((t, reply)),
+        }
+    }
+    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+    let single = generic.len() == 1 && tasks.is_empty();
+    for job in generic {
         if !single {
             exec(&mut ctx, "SAVEPOINT job").await?;
         }
@@ -244,6 +267,16 @@ async fn run_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Vec<Completio
         }
         if !single {
             exec(&mut ctx, "RELEASE SAVEPOINT job").await?;
+        }
+    }
+    if !tasks.is_empty() {
+        // Concurrent requests in one batch may be ordered any way: task starts go after the
+        // batch's other writes, so a kill in the same batch is seen by the liveness check.
+        let outcomes = ops::create_tasks(&mut ctx, tasks.iter().map(|(t, _)| &**t).collect()).await?;
+        for ((_, reply), outcome) in tasks.into_iter().zip(outcomes) {
+            done.push(Box::new(move |commit: Result<()>| {
+                let _ = reply.send(commit.and(outcome));
+            }));
         }
     }
     ops::flush(&mut ctx).await?;
@@ -386,7 +419,10 @@ impl Store for PgStore {
         read!(self, |c| ops::start_context(c, workflow, agent, instance))
     }
     async fn create_task(&self, task: Task, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::create_task(c, task, audit))).await
+        let (tx, rx) = oneshot::channel();
+        let job = Job::CreateTask(Box::new(ops::NewTask { task, audit }), tx);
+        self.writer.send(job).await.map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
+        self.answer(rx).await
     }
     async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
         read!(self, |c| ops::task(c, id))

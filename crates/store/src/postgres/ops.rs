@@ -528,6 +528,96 @@ pub async fn create_task(ctx: &mut WriteCtx, t: Task, audit: AuditEvent) -> Resu
     Ok(())
 }
 
+/// A task start waiting in the writer's queue.
+pub struct NewTask {
+    pub task: Task,
+    pub audit: AuditEvent,
+}
+
+/// Inserts a batch's task starts with one statement, each only if its workflow, agent,
+/// instance and parent are still live (checked inside this transaction, as in
+/// [`create_task`]), and seals an audit record for each one inserted. Returns each task's
+/// outcome in order. Should the statement fail (it cannot for well-formed input), falls back
+/// to one savepoint-guarded insert per task so one bad task cannot fail the others.
+pub async fn create_tasks(ctx: &mut WriteCtx, tasks: Vec<&NewTask>) -> Result<Vec<Result<()>>> {
+    let n = tasks.len();
+    let mut cols: [Vec<Option<String>>; 11] = Default::default();
+    let (mut created, mut expires) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for NewTask { task: t, .. } in &tasks {
+        let vals = [
+            Some(t.id.to_string()),
+            Some(t.workflow.to_string()),
+            Some(t.agent.to_string()),
+            t.instance.as_ref().map(|i| i.to_string()),
+            t.parent.as_ref().map(|p| p.to_string()),
+            Some(t.intent.clone()),
+            Some(t.intent_hash.clone()),
+            Some(t.sensitivity.as_str().to_owned()),
+            Some(json(&t.audience)),
+            Some(t.state.as_str().to_owned()),
+            Some(t.started_by.clone()),
+        ];
+        for (col, v) in cols.iter_mut().zip(vals) {
+            col.push(v);
+        }
+        created.push(t.created_at.0);
+        expires.push(t.expires_at.0);
+    }
+    sqlx::query("SAVEPOINT bulk_tasks").execute(ctx.conn()).await.map_err(map_err)?;
+    let mut q = sqlx::query_scalar::<_, String>(
+        "INSERT INTO tasks (id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
+         state, started_by, created_at, expires_at) \
+         SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]) \
+         AS u(id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, state, started_by, \
+         created_at, expires_at) \
+         WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.name = u.workflow AND w.state = 'active') \
+         AND EXISTS (SELECT 1 FROM agents a WHERE a.name = u.agent AND a.state = 'enabled') \
+         AND (u.instance IS NULL OR EXISTS (SELECT 1 FROM instances i \
+              WHERE i.id = u.instance AND i.state = 'active' AND i.agent = u.agent)) \
+         AND (u.parent IS NULL OR EXISTS (SELECT 1 FROM tasks p WHERE p.id = u.parent AND p.state = 'active')) \
+         RETURNING id",
+    );
+    for col in cols {
+        q = q.bind(col);
+    }
+    match q.bind(created).bind(expires).fetch_all(ctx.conn()).await {
+        Ok(ids) => {
+            sqlx::query("RELEASE SAVEPOINT bulk_tasks").execute(ctx.conn()).await.map_err(map_err)?;
+            let inserted: std::collections::HashSet<String> = ids.into_iter().collect();
+            let mut out = Vec::with_capacity(n);
+            for nt in tasks {
+                if inserted.contains(nt.task.id.as_str()) {
+                    ctx.audit(nt.audit.clone())?;
+                    out.push(Ok(()));
+                } else {
+                    out.push(Err(conflict("workflow, agent, instance or parent task is no longer active")));
+                }
+            }
+            Ok(out)
+        }
+        Err(e) => {
+            tracing::warn!(error = %map_err(e), tasks = n, "bulk task insert failed; inserting one by one");
+            sqlx::query("ROLLBACK TO SAVEPOINT bulk_tasks").execute(ctx.conn()).await.map_err(map_err)?;
+            sqlx::query("RELEASE SAVEPOINT bulk_tasks").execute(ctx.conn()).await.map_err(map_err)?;
+            let mut out = Vec::with_capacity(n);
+            for nt in tasks {
+                sqlx::query("SAVEPOINT one_task").execute(ctx.conn()).await.map_err(map_err)?;
+                let (head, records) = (ctx.head, ctx.records.len());
+                let r = create_task(ctx, nt.task.clone(), nt.audit.clone()).await;
+                if r.is_err() {
+                    ctx.head = head;
+                    ctx.records.truncate(records);
+                    sqlx::query("ROLLBACK TO SAVEPOINT one_task").execute(ctx.conn()).await.map_err(map_err)?;
+                }
+                sqlx::query("RELEASE SAVEPOINT one_task").execute(ctx.conn()).await.map_err(map_err)?;
+                out.push(r);
+            }
+            Ok(out)
+        }
+    }
+}
+
 pub async fn task(c: &mut PgConnection, id: &TaskId) -> Result<Option<Task>> {
     let sql = format!("SELECT {} FROM tasks WHERE id = $1", rows::TASK_COLS);
     let r = sqlx::query(&sql).bind(id.as_str()).fetch_optional(c).await.map_err(map_err)?;
@@ -592,8 +682,14 @@ pub async fn list_tasks(c: &mut PgConnection, f: &TaskFilter) -> Result<Vec<Task
     rs.iter().map(|r| rows::task(r, 0)).collect()
 }
 
+/// Deepest delegation chain a cascade follows (a guard; the rules cap depth far lower).
+const MAX_CASCADE_DEPTH: usize = 256;
+
 /// Revokes every active, unexpired task in the subtrees rooted at the tasks `seed_sql`
-/// selects (the roots included) in one statement, audits each, and returns their ids.
+/// selects (the roots included), audits each, and returns their ids.
+///
+/// Walks the tree a level at a time with `= ANY($1)` lookups on the primary key and the
+/// parent index: a recursive CTE here was planned as hash joins over the whole table.
 async fn revoke_subtrees(
     ctx: &mut WriteCtx,
     seed_sql: &str,
@@ -601,20 +697,33 @@ async fn revoke_subtrees(
     kill: &Kill,
     cascade_from: &str,
 ) -> Result<Vec<TaskId>> {
-    let sql = format!(
-        "WITH RECURSIVE sub(id) AS ({seed_sql} UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id) \
-         UPDATE tasks SET state = 'revoked', ended_at = $2, end_reason = $3 FROM sub \
-         WHERE tasks.id = sub.id AND tasks.state = 'active' AND tasks.expires_at > $2 \
-         RETURNING tasks.id, tasks.workflow, tasks.agent"
-    );
-    let mut victims: Vec<(String, String, String)> = sqlx::query_as(&sql)
-        .bind(seed)
+    let mut frontier: Vec<String> =
+        sqlx::query_scalar(seed_sql).bind(seed).fetch_all(ctx.conn()).await.map_err(map_err)?;
+    let mut seen: std::collections::HashSet<String> = frontier.iter().cloned().collect();
+    let mut victims: Vec<(String, String, String)> = Vec::new();
+    for _ in 0..MAX_CASCADE_DEPTH {
+        if frontier.is_empty() {
+            break;
+        }
+        let mut hit: Vec<(String, String, String)> = sqlx::query_as(
+            "UPDATE tasks SET state = 'revoked', ended_at = $2, end_reason = $3 \
+             WHERE id = ANY($1) AND state = 'active' AND expires_at > $2 RETURNING id, workflow, agent",
+        )
+        .bind(&frontier)
         .bind(kill.at.0)
         .bind(&kill.reason)
         .fetch_all(ctx.conn())
         .await
         .map_err(map_err)?;
-    victims.sort();
+        hit.sort();
+        victims.extend(hit);
+        let children: Vec<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE parent = ANY($1)")
+            .bind(&frontier)
+            .fetch_all(ctx.conn())
+            .await
+            .map_err(map_err)?;
+        frontier = children.into_iter().filter(|c| seen.insert(c.clone())).collect();
+    }
     let mut out = Vec::with_capacity(victims.len());
     for (id, wf, ag) in victims {
         ctx.audit(
