@@ -38,6 +38,9 @@ pub enum AuditAction {
     TaskRevoke,
     TokenRevoke,
     KeyRotate,
+    PolicyPush,
+    EntitiesPush,
+    AccessEvaluate,
 }
 
 impl AuditAction {
@@ -59,6 +62,9 @@ impl AuditAction {
             AuditAction::TaskRevoke => "task.revoke",
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::KeyRotate => "keys.rotate",
+            AuditAction::PolicyPush => "policy.push",
+            AuditAction::EntitiesPush => "entities.push",
+            AuditAction::AccessEvaluate => "access.evaluate",
         }
     }
 }
@@ -133,6 +139,13 @@ impl AuditEvent {
     /// Sets `detail` from key/value pairs, encoded canonically (sorted keys, compact).
     pub fn detail<const N: usize>(mut self, pairs: [(&str, serde_json::Value); N]) -> Self {
         let map: BTreeMap<&str, serde_json::Value> = pairs.into_iter().collect();
+        self.detail = serde_json::to_string(&map).unwrap_or_default();
+        self
+    }
+    /// Adds (or replaces) one field of `detail`, keeping the canonical encoding.
+    pub fn with_detail_field(mut self, key: &str, value: serde_json::Value) -> Self {
+        let mut map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&self.detail).unwrap_or_default();
+        map.insert(key.to_owned(), value);
         self.detail = serde_json::to_string(&map).unwrap_or_default();
         self
     }

@@ -70,7 +70,7 @@ impl State {
                 m.tasks.clear();
             }
             Change::Workflow(_) => m.tasks.clear(),
-            Change::Keys => {}
+            Change::Keys | Change::Policy | Change::Entities => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
                 *m = Maps::default();
@@ -342,6 +342,18 @@ impl Store for CachingStore {
     }
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.inner.checkpoints().await
+    }
+    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64> {
+        self.inner.put_policy_set(bundle, at, by, audit).await
+    }
+    async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
+        self.inner.active_policy_set().await
+    }
+    async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
+        self.inner.put_entities(entities, audit).await
+    }
+    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
+        self.inner.entity(etype, id_or_alias).await
     }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.subscribe()

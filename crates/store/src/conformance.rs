@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             tasks_round_trip, task_refused_after_kill, kill_workflow_cascades, kill_agent_cascades,
             kill_instance_cascades, kill_task_revokes_subtree, end_task_is_compare_and_set,
             failed_writes_leave_no_trace, concurrent_writes_keep_one_chain, key_rotation, checkpoints_and_filters,
-            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows);
+            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows, policy_versions_and_entities);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,5 +727,52 @@ pub async fn concurrent_starts_on_live_and_killed_workflows(store: Arc<dyn Store
         }
     }
     assert_eq!(s.audit_head().await.unwrap().0, start + 60);
+    verify_chain(s).await;
+}
+
+pub async fn policy_versions_and_entities(store: Arc<dyn Store>) {
+    use crate::StoredEntity;
+    let s = &*store;
+    install(s).await;
+    assert_eq!(s.active_policy_set().await.unwrap(), None);
+    let mut rx = s.subscribe();
+    let v1 = s.put_policy_set("{\"policies\":[]}".into(), now(), "admin", ev(AuditAction::PolicyPush)).await.unwrap();
+    let v2 = s.put_policy_set("{\"b\":2}".into(), now(), "admin", ev(AuditAction::PolicyPush)).await.unwrap();
+    assert_eq!((v1, v2), (1, 2));
+    let active = s.active_policy_set().await.unwrap().unwrap();
+    assert_eq!((active.version, active.bundle.as_str(), active.created_by.as_str()), (2, "{\"b\":2}", "admin"));
+    expect_change(&mut rx, &crate::Change::Policy).await;
+    let pushes = s
+        .list_audit(AuditFilter { action: Some("policy.push".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(pushes.len(), 2);
+    assert!(pushes[1].event.detail.contains("\"version\":2"), "{}", pushes[1].event.detail);
+
+    let rick = |attrs: &str, aliases: &[&str]| StoredEntity {
+        etype: "Human".into(),
+        id: "rick@the-citadel.com".into(),
+        attrs: attrs.into(),
+        parents: "[]".into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    };
+    s.put_entities(vec![rick(r#"{"roles":["admin"]}"#, &["PID-1"])], ev(AuditAction::EntitiesPush)).await.unwrap();
+    assert_eq!(s.entity("Human", "rick@the-citadel.com").await.unwrap().unwrap().attrs, r#"{"roles":["admin"]}"#);
+    assert_eq!(s.entity("Human", "PID-1").await.unwrap().unwrap().id, "rick@the-citadel.com");
+    assert_eq!(s.entity("Todo", "PID-1").await.unwrap(), None);
+    // Replacing an entity replaces its aliases.
+    s.put_entities(vec![rick(r#"{"roles":["viewer"]}"#, &["PID-2"])], ev(AuditAction::EntitiesPush)).await.unwrap();
+    assert_eq!(s.entity("Human", "PID-1").await.unwrap(), None);
+    assert_eq!(s.entity("Human", "PID-2").await.unwrap().unwrap().attrs, r#"{"roles":["viewer"]}"#);
+    // An alias taken by another entity refuses the whole push.
+    let head = s.audit_head().await.unwrap();
+    let morty = StoredEntity { id: "morty@the-citadel.com".into(), ..rick("{}", &["PID-2"]) };
+    let beth = StoredEntity { id: "beth@the-smiths.com".into(), ..rick("{}", &["PID-3"]) };
+    assert!(matches!(
+        s.put_entities(vec![beth, morty], ev(AuditAction::EntitiesPush)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.entity("Human", "beth@the-smiths.com").await.unwrap(), None);
+    assert_eq!(s.audit_head().await.unwrap(), head);
     verify_chain(s).await;
 }

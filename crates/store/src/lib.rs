@@ -135,6 +135,28 @@ pub struct StartContext {
     pub instance: Option<Instance>,
 }
 
+/// One version of the policy bundle (JSON, as pushed). The highest version is active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicySet {
+    pub version: u64,
+    pub bundle: String,
+    pub created_at: UnixMillis,
+    pub created_by: String,
+}
+
+/// An entity of the attribute store (users, resources, roles an application loads so Remit
+/// can decide for it), in Cedar's JSON entity shape, plus aliases it may also be named by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntity {
+    pub etype: String,
+    pub id: String,
+    /// JSON object of attributes.
+    pub attrs: String,
+    /// JSON array of `{"type", "id"}` parents.
+    pub parents: String,
+    pub aliases: Vec<String>,
+}
+
 /// A committed change that invalidates cached reads. Published to every subscriber of the
 /// store (on PostgreSQL: to every replica sharing the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +171,10 @@ pub enum Change {
     Workflow(WorkflowName),
     /// The key set changed (rotation).
     Keys,
+    /// A new policy bundle version is active.
+    Policy,
+    /// Attribute-store entities changed.
+    Entities,
     /// The change feed was interrupted: cached state may be stale until [`Change::Resync`].
     FeedLost,
     /// The feed is back (or too much changed to list): drop every cached entry.
@@ -189,6 +215,8 @@ impl Change {
             Change::Agent(a) => format!("a:{a}"),
             Change::Workflow(w) => format!("w:{w}"),
             Change::Keys => "k".into(),
+            Change::Policy => "p".into(),
+            Change::Entities => "e".into(),
             Change::FeedLost | Change::Resync => "r".into(),
         };
         changes.iter().map(line).collect::<Vec<_>>().join("\n")
@@ -204,6 +232,8 @@ impl Change {
                 Some(("a", v)) => Change::Agent(AgentName::parse(v).ok()?),
                 Some(("w", v)) => Change::Workflow(WorkflowName::parse(v).ok()?),
                 None if l == "k" => Change::Keys,
+                None if l == "p" => Change::Policy,
+                None if l == "e" => Change::Entities,
                 _ => return None,
             })
         };
@@ -302,6 +332,17 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>>;
     async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()>;
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+
+    /// Stores `bundle` as the next policy version and makes it the active one, atomically;
+    /// the audit event gets the version in its detail. Returns the version.
+    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64>;
+    /// The active (highest) policy version.
+    async fn active_policy_set(&self) -> Result<Option<StoredPolicySet>>;
+    /// Inserts or replaces entities (and their aliases) atomically; an alias already naming
+    /// another entity of the same type is a `Conflict` and nothing is written.
+    async fn put_entities(&self, entities: Vec<StoredEntity>, audit: AuditEvent) -> Result<()>;
+    /// An entity by type and id, or by one of its aliases.
+    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<StoredEntity>>;
 
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other replica. A lagging receiver must treat `Lagged` as [`Change::Resync`].

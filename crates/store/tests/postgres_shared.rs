@@ -84,11 +84,17 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
     let db = TempDb::create().await.unwrap();
     // A database made by the previous version: every migration but the newest applied.
     let previous = &schema::MIGRATIONS[..schema::MIGRATIONS.len() - 1];
-    let old = PgStore::connect_migrating(&db.url, PgOptions::default(), Arc::new(SystemClock), previous).await;
+    let old = PgStore::connect_migrating(&db.url, PgOptions::default(), Arc::new(SystemClock), previous).await.unwrap();
+    // It holds data written by that version.
+    fixture(&old).await;
+    let before = old.audit_head().await.unwrap();
     drop(old);
-    // Opening it with this version upgrades it in place.
+    // Opening it with this version upgrades it in place, keeping every record and the chain.
     let s = PgStore::connect(&db.url).await.unwrap();
-    fixture(&s).await;
+    assert_eq!(s.audit_head().await.unwrap(), before);
+    assert!(s.workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().is_some());
+    verify_chain(&s).await;
+    assert_eq!(s.active_policy_set().await.unwrap(), None, "the new tables exist and are empty");
     let head = s.audit_head().await.unwrap();
     drop(s);
     // Re-opening an up-to-date database changes nothing.

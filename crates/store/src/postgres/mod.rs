@@ -477,6 +477,23 @@ impl Store for PgStore {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         read!(self, |c| ops::checkpoints(c))
     }
+    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64> {
+        let by = by.to_owned();
+        let v = self.write(move |c| Box::pin(ops::put_policy_set(c, bundle, at, by, audit))).await?;
+        self.publish(vec![Change::Policy]);
+        Ok(v)
+    }
+    async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
+        read!(self, |c| ops::active_policy_set(c))
+    }
+    async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| Box::pin(ops::put_entities(c, entities, audit))).await?;
+        self.publish(vec![Change::Entities]);
+        Ok(())
+    }
+    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
+        read!(self, |c| ops::entity(c, etype, id_or_alias))
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -14,7 +14,8 @@ use crate::{Result, StoreError};
 const MIGRATION_LOCK: i64 = 0x72_65_6d_69_74;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -141,7 +142,34 @@ CREATE TABLE audit_checkpoints (
     key_id    TEXT NOT NULL,
     signature TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- 2: policy bundles (versioned; the highest is active) and the attribute store.
+CREATE TABLE policy_sets (
+    version    BIGINT PRIMARY KEY,
+    bundle     TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+
+CREATE TABLE entities (
+    etype      TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    attrs      TEXT NOT NULL,
+    parents    TEXT NOT NULL,
+    aliases    TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (etype, id)
+);
+
+CREATE TABLE entity_aliases (
+    etype TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    id    TEXT NOT NULL,
+    PRIMARY KEY (etype, alias)
+);
+"#,
+];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a
 /// prefix to build a database "made by an earlier version").

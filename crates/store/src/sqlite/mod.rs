@@ -342,6 +342,25 @@ impl Store for SqliteStore {
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
         self.read(ops::checkpoints).await
     }
+    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64> {
+        let by = by.to_owned();
+        let v = self.write(move |c| ops::put_policy_set(c, &bundle, at, &by, audit)).await?;
+        self.publish(vec![Change::Policy]);
+        Ok(v)
+    }
+    async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
+        self.read(ops::active_policy_set).await
+    }
+    async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
+        let at = audit.time;
+        self.write(move |c| ops::put_entities(c, &entities, at, audit)).await?;
+        self.publish(vec![Change::Entities]);
+        Ok(())
+    }
+    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
+        let (t, k) = (etype.to_owned(), id_or_alias.to_owned());
+        self.read(move |c| ops::entity(c, &t, &k)).await
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -13,7 +13,10 @@ use remit_core::time::UnixMillis;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::rows::{self, map_err};
-use crate::{AuditFilter, Installation, Result, StartContext, StoreError, StoredKey, TaskFilter, TaskSnapshot};
+use crate::{
+    AuditFilter, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey, StoredPolicySet, TaskFilter,
+    TaskSnapshot,
+};
 
 /// The audit chain head as the writer last committed (or is about to commit) it.
 #[derive(Debug, Clone, Copy)]
@@ -734,4 +737,98 @@ pub fn checkpoints(c: &Connection) -> Result<Vec<Checkpoint>> {
         .map_err(map_err)?;
     let out = s.query_map([], rows::checkpoint).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
     out.map_err(map_err)
+}
+
+// ---------------------------------------------------------------- policies and entities
+
+pub fn put_policy_set(
+    ctx: &mut WriteCtx<'_>,
+    bundle: &str,
+    at: UnixMillis,
+    by: &str,
+    audit: AuditEvent,
+) -> Result<u64> {
+    let version: u64 = ctx
+        .conn
+        .query_row("SELECT COALESCE(MAX(version), 0) + 1 FROM policy_sets", [], |r| r.get(0))
+        .map_err(map_err)?;
+    ctx.conn
+        .execute(
+            "INSERT INTO policy_sets (version, bundle, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
+            params![version, bundle, at.0, by],
+        )
+        .map_err(map_err)?;
+    ctx.audit(audit.with_detail_field("version", version.into()))?;
+    Ok(version)
+}
+
+pub fn active_policy_set(c: &Connection) -> Result<Option<StoredPolicySet>> {
+    c.query_row(
+        "SELECT version, bundle, created_at, created_by FROM policy_sets ORDER BY version DESC LIMIT 1",
+        [],
+        |r| {
+            Ok(StoredPolicySet {
+                version: r.get(0)?,
+                bundle: r.get(1)?,
+                created_at: UnixMillis(r.get(2)?),
+                created_by: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(map_err)
+}
+
+pub fn put_entities(
+    ctx: &mut WriteCtx<'_>,
+    entities: &[StoredEntity],
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    for e in entities {
+        ctx.conn
+            .execute(
+                "INSERT INTO entities (etype, id, attrs, parents, aliases, updated_at) VALUES (?1,?2,?3,?4,?5,?6) \
+                 ON CONFLICT (etype, id) DO UPDATE SET attrs = excluded.attrs, parents = excluded.parents, \
+                 aliases = excluded.aliases, updated_at = excluded.updated_at",
+                params![e.etype, e.id, e.attrs, e.parents, json(&e.aliases), at.0],
+            )
+            .map_err(map_err)?;
+        ctx.conn
+            .execute("DELETE FROM entity_aliases WHERE etype = ?1 AND id = ?2", params![e.etype, e.id])
+            .map_err(map_err)?;
+    }
+    for e in entities {
+        for a in &e.aliases {
+            let n = ctx
+                .conn
+                .execute(
+                    "INSERT INTO entity_aliases (etype, alias, id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![e.etype, a, e.id],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(conflict(format!("alias `{a}` already names another `{}` entity", e.etype)));
+            }
+        }
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn entity(c: &Connection, etype: &str, key: &str) -> Result<Option<StoredEntity>> {
+    let row: Option<(String, String, String, String)> = c
+        .prepare_cached(
+            "SELECT e.id, e.attrs, e.parents, e.aliases FROM entities e WHERE e.etype = ?1 AND e.id = ?2 \
+             UNION ALL SELECT e.id, e.attrs, e.parents, e.aliases FROM entity_aliases a \
+             JOIN entities e ON e.etype = a.etype AND e.id = a.id WHERE a.etype = ?1 AND a.alias = ?2 LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row([etype, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
+        .map_err(map_err)?;
+    row.map(|(id, attrs, parents, aliases)| {
+        let aliases =
+            serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
+        Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
+    })
+    .transpose()
 }

@@ -9,7 +9,8 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -120,7 +121,34 @@ CREATE TABLE audit_checkpoints (
     key_id    TEXT NOT NULL,
     signature TEXT NOT NULL
 ) STRICT;
-"#];
+"#,
+    r#"
+-- 2: policy bundles (versioned; the highest is active) and the attribute store.
+CREATE TABLE policy_sets (
+    version    INTEGER PRIMARY KEY,
+    bundle     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE entities (
+    etype      TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    attrs      TEXT NOT NULL,
+    parents    TEXT NOT NULL,
+    aliases    TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (etype, id)
+) STRICT;
+
+CREATE TABLE entity_aliases (
+    etype TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    id    TEXT NOT NULL,
+    PRIMARY KEY (etype, alias)
+) STRICT;
+"#,
+];
 
 /// Brings `conn` to the newest schema.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
