@@ -68,6 +68,39 @@ pub struct Bundle {
     pub mapping: Mapping,
 }
 
+impl Bundle {
+    /// Reads a policy directory: every `*.cedar` file (sorted by name), every
+    /// `*.cedarschema` file (concatenated), and `mapping.json` if present.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Bundle, String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        let read =
+            |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let mut b = Bundle::default();
+        for p in &names {
+            let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            match p.extension().and_then(|e| e.to_str()) {
+                Some("cedar") => b.policies.push(PolicyFile { name: file, source: read(p)? }),
+                Some("cedarschema") => {
+                    b.schema.push_str(&read(p)?);
+                    b.schema.push('\n');
+                }
+                _ if file == "mapping.json" => {
+                    b.mapping = serde_json::from_str(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+                _ => {}
+            }
+        }
+        if b.policies.is_empty() {
+            return Err(format!("no .cedar files in {}", dir.display()));
+        }
+        Ok(b)
+    }
+}
+
 /// Why a bundle was refused: Cedar's diagnostics, one per line item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("policy bundle rejected:\n{}", .0.join("\n"))]
@@ -295,6 +328,14 @@ pub fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
         ),
         serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(strip_nulls).collect()),
         other => other,
+    }
+}
+
+/// [`strip_nulls`] for an object's fields.
+pub fn strip_nulls_map(m: serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    match strip_nulls(serde_json::Value::Object(m)) {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
     }
 }
 

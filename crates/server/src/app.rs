@@ -58,6 +58,8 @@ pub struct App {
     /// an ECDSA verification when an instance presents the same token again; time and
     /// audience are still checked on every use, and liveness always comes from the store.
     pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
+    /// The compiled active policy bundle; swapped whole when a new version is pushed.
+    pub(crate) policy: RwLock<Arc<remit_policy::Engine>>,
 }
 
 /// Entries in the verified-token cache before it is cleared.
@@ -88,6 +90,9 @@ impl App {
             last_key_reload: Mutex::new(None),
             last_checkpoint: Mutex::new(last_cp),
             verified: Mutex::new(std::collections::HashMap::new()),
+            policy: RwLock::new(Arc::new(
+                remit_policy::Engine::deny_all().map_err(|e| StartError::Keys(format!("base policy schema: {e}")))?,
+            )),
             cfg,
         })
     }

@@ -54,9 +54,22 @@ pub async fn serve(
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match changes.recv().await {
-                Ok(remit_store::Change::Keys | remit_store::Change::Resync) | Err(RecvError::Lagged(_)) => {
+                Ok(remit_store::Change::Keys) => {
                     if let Err(e) = keys_app.reload_keys().await {
                         tracing::warn!(error = %e, "reloading keys after a change failed");
+                    }
+                }
+                Ok(remit_store::Change::Policy) => {
+                    if let Err(e) = keys_app.reload_policy().await {
+                        tracing::warn!(error = %e, "reloading the policy bundle failed");
+                    }
+                }
+                Ok(remit_store::Change::Resync) | Err(RecvError::Lagged(_)) => {
+                    if let Err(e) = keys_app.reload_keys().await {
+                        tracing::warn!(error = %e, "reloading keys after a change failed");
+                    }
+                    if let Err(e) = keys_app.reload_policy().await {
+                        tracing::warn!(error = %e, "reloading the policy bundle failed");
                     }
                 }
                 Ok(_) => {}
@@ -112,5 +125,9 @@ pub async fn bootstrap(
         return Err(app::StartError::NotInitialized);
     };
     let app = App::new(cfg, store, clock, kek).await?;
+    if let Err(e) = app.reload_policy().await {
+        // Deny everything rather than refuse to start: identity and kill switches still work.
+        tracing::error!(error = %e, "the active policy bundle could not be loaded; every decision is deny");
+    }
     Ok((Arc::new(app), created))
 }

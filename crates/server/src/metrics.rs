@@ -29,6 +29,7 @@ pub struct Metrics {
     pub http_seconds: Family<RouteLabel, Histogram>,
     pub tokens_issued: Family<ResultLabel, Counter>,
     pub introspections: Family<ResultLabel, Counter>,
+    pub decisions: Family<ResultLabel, Counter>,
     pub kills: Family<ResultLabel, Counter>,
 }
 
@@ -41,13 +42,15 @@ impl Metrics {
         });
         let tokens_issued = Family::<ResultLabel, Counter>::default();
         let introspections = Family::<ResultLabel, Counter>::default();
+        let decisions = Family::<ResultLabel, Counter>::default();
         let kills = Family::<ResultLabel, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_seconds.clone());
         registry.register("tokens_issued", "JWT-SVIDs issued, by kind", tokens_issued.clone());
         registry.register("introspections", "Introspection answers, by result", introspections.clone());
+        registry.register("decisions", "Policy decisions, by outcome", decisions.clone());
         registry.register("kills", "Kill switches pulled, by target kind", kills.clone());
-        Metrics { registry, http_requests, http_seconds, tokens_issued, introspections, kills }
+        Metrics { registry, http_requests, http_seconds, tokens_issued, introspections, decisions, kills }
     }
 
     pub fn label(v: &str) -> ResultLabel {

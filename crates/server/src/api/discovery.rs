@@ -103,6 +103,8 @@ impl utoipa::Modify for BearerAuth {
         super::admin::disable_agent, super::admin::enable_agent, super::admin::create_join_token,
         super::admin::revoke_instance, super::admin::rotate_keys,
         super::audit::list, super::audit::export, super::audit::verify, super::audit::checkpoint,
+        super::policy::push, super::policy::active, super::policy::push_entities,
+        super::authzen::evaluation_one, super::authzen::evaluations, super::authzen::configuration,
     )
 )]
 pub struct ApiDoc;

@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod audit;
+pub mod authzen;
 pub mod discovery;
 pub mod oauth;
+pub mod policy;
 pub mod tasks;
 pub mod wire;
 
@@ -172,6 +174,11 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/audit/verify", post(audit::verify))
         .route("/v1/audit/checkpoint", post(audit::checkpoint))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .route("/v1/policies", get(policy::active).put(policy::push))
+        .route("/v1/entities", post(policy::push_entities))
+        .route("/access/v1/evaluation", post(authzen::evaluation_one))
+        .route("/access/v1/evaluations", post(authzen::evaluations))
+        .route("/.well-known/authzen-configuration", get(authzen::configuration))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

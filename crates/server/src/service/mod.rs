@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod pdp;
 pub mod tasks;
 pub mod tokens;
 

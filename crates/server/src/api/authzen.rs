@@ -1,0 +1,123 @@
+//! OpenID AuthZEN Authorization API 1.0: single and batched access evaluations and the PDP
+//! metadata document. Callers authenticate like every non-discovery endpoint (the admin
+//! credential or a live instance token: a PEP is a workload too).
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+
+use super::{AppState, Auth, Body};
+use crate::error::ApiError;
+use crate::service::pdp::{Action, Entity, Evaluation, MAX_BATCH};
+
+fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(format!("`{name}` is malformed: {e}"))),
+        Some(_) => Err(ApiError::BadRequest(format!("`{name}` must be an object"))),
+    }
+}
+
+/// One evaluation from `item`, each missing part taken from `defaults`.
+fn evaluation(item: &Map<String, Value>, defaults: &Map<String, Value>) -> Result<Evaluation, ApiError> {
+    let pick = |k: &str| item.get(k).filter(|v| !v.is_null()).or_else(|| defaults.get(k));
+    let ev = Evaluation {
+        subject: part::<Entity>(pick("subject"), "subject")?.unwrap_or_default(),
+        action: part::<Action>(pick("action"), "action")?.unwrap_or_default(),
+        resource: part::<Entity>(pick("resource"), "resource")?.unwrap_or_default(),
+        context: pick("context").cloned().unwrap_or(Value::Null),
+    };
+    ev.check()?;
+    Ok(ev)
+}
+
+fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::BadRequest("the request body must be a JSON object".into())),
+    }
+}
+
+fn answer(d: &remit_policy::Decision) -> Value {
+    match d.outcome {
+        remit_policy::Outcome::Allow => json!({"decision": true}),
+        remit_policy::Outcome::Deny => json!({"decision": false}),
+        // Not allowed yet: tell the PEP why, so it can route the call to a human.
+        remit_policy::Outcome::ApprovalRequired => json!({"decision": false, "context": {
+            "approval_required": true, "approval": d.approval, "policy_version": d.policy_version}}),
+    }
+}
+
+/// Access evaluation: `{"decision": true|false}`; a deny is a 200.
+#[utoipa::path(post, path = "/access/v1/evaluation", request_body(content = Object, description = "AuthZEN evaluation request"),
+    responses((status = 200, description = "the decision"), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn evaluation_one(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let ev = evaluation(&object(body)?, &Map::new())?;
+    let d = app.evaluate(&caller, &[ev], None).await?;
+    Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))))
+}
+
+/// Batched access evaluations with top-level defaults and `options.evaluations_semantic`
+/// (`execute_all`, `deny_on_first_deny`, `permit_on_first_permit`).
+#[utoipa::path(post, path = "/access/v1/evaluations", request_body(content = Object, description = "AuthZEN evaluations request"),
+    responses((status = 200, description = "one decision per evaluation"), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn evaluations(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let body = object(body)?;
+    let items = match body.get("evaluations") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(ApiError::BadRequest("`evaluations` must be an array".into())),
+    };
+    if items.is_empty() {
+        // No array (or an empty one): a single evaluation from the top-level fields.
+        let ev = evaluation(&Map::new(), &body)?;
+        let d = app.evaluate(&caller, &[ev], None).await?;
+        return Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!("at most {MAX_BATCH} evaluations per request")));
+    }
+    let semantic = body
+        .get("options")
+        .and_then(|o| o.get("evaluations_semantic"))
+        .and_then(Value::as_str)
+        .unwrap_or("execute_all");
+    let stop_on = match semantic {
+        "execute_all" => None,
+        "deny_on_first_deny" => Some(false),
+        "permit_on_first_permit" => Some(true),
+        other => return Err(ApiError::BadRequest(format!("unknown evaluations_semantic `{other}`"))),
+    };
+    let evs = items
+        .iter()
+        .map(|i| match i {
+            Value::Object(m) => evaluation(m, &body),
+            _ => Err(ApiError::BadRequest("each evaluation must be an object".into())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ds = app.evaluate(&caller, &evs, stop_on).await?;
+    Ok(Json(json!({"evaluations": ds.iter().map(answer).collect::<Vec<_>>()})))
+}
+
+/// PDP metadata (AuthZEN 1.0 discovery).
+#[utoipa::path(get, path = "/.well-known/authzen-configuration", responses((status = 200, description = "PDP metadata")))]
+pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
+    let base = app.cfg.issuer();
+    Json(json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
+        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+    }))
+}

@@ -1,0 +1,299 @@
+//! The policy decision point: policy bundles (push, hot reload), the attribute store, and
+//! AuthZEN evaluations decided by Cedar.
+//!
+//! A decision loads only what it needs: the subject and the resource from the attribute
+//! store (by id or alias), their ancestors, and the request's own properties for whatever
+//! the store does not hold. Stored attributes win over request properties, so a PEP cannot
+//! grant its user a role by claiming it. Every decision is audited with the policy version
+//! that made it and the policies that decided.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use remit_core::audit::{AuditAction, AuditEvent, Outcome as AuditOutcome};
+use remit_policy::{Bundle, Decision, Engine, Outcome};
+use remit_store::StoredEntity;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::service::Caller;
+
+/// Most ancestors followed from one entity (guards against cycles and runaway hierarchies).
+const MAX_ANCESTORS: usize = 64;
+/// Most items in one `/evaluations` batch.
+pub const MAX_BATCH: usize = 1000;
+/// Most entities in one push.
+pub const MAX_ENTITIES_PER_PUSH: usize = 10_000;
+
+/// An AuthZEN subject or resource: `type` and `id` required, `properties` optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Entity {
+    #[serde(rename = "type", default)]
+    pub etype: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+    /// Other members. Drafts before AuthZEN 1.0 put attributes next to `type` and `id`
+    /// (`"ownerID": …`); they are read as properties (`properties` wins on a clash).
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
+}
+
+impl Entity {
+    /// `properties` with the pre-1.0 top-level attributes folded in.
+    pub fn all_properties(&self) -> Map<String, Value> {
+        let mut m = self.extra.clone();
+        m.extend(self.properties.clone().unwrap_or_default());
+        m
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Action {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// One evaluation, with every part present (after defaults were applied).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub subject: Entity,
+    pub action: Action,
+    pub resource: Entity,
+    pub context: Value,
+}
+
+/// An entity as pushed: Cedar's JSON entity shape plus aliases.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityIn {
+    #[schema(value_type = Object)]
+    pub uid: Value,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attrs: Map<String, Value>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub parents: Vec<Value>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+fn type_and_id(v: &Value, what: &str) -> Result<(String, String), ApiError> {
+    let t = v.get("type").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let i = v.get("id").and_then(Value::as_str);
+    match (t, i) {
+        (Some(t), Some(i)) => Ok((t.to_owned(), i.to_owned())),
+        _ => Err(ApiError::BadRequest(format!("{what} needs a string `type` and `id`"))),
+    }
+}
+
+fn required<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str, ApiError> {
+    v.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("`{what}` is required")))
+}
+
+impl Evaluation {
+    /// Checks the fields AuthZEN requires (400 when one is missing).
+    pub fn check(&self) -> Result<(), ApiError> {
+        required(&self.subject.etype, "subject.type")?;
+        required(&self.subject.id, "subject.id")?;
+        required(&self.resource.etype, "resource.type")?;
+        required(&self.resource.id, "resource.id")?;
+        required(&self.action.name, "action.name")?;
+        if !(self.context.is_null() || self.context.is_object()) {
+            return Err(ApiError::BadRequest("`context` must be an object".into()));
+        }
+        Ok(())
+    }
+}
+
+impl App {
+    /// The engine deciding right now.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.policy.read().map(|e| e.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Compiles the active bundle from the store and swaps it in (if it is newer).
+    pub async fn reload_policy(&self) -> Result<u64, ApiError> {
+        let Some(active) = self.store.active_policy_set().await? else { return Ok(0) };
+        if active.version == self.engine().version() {
+            return Ok(active.version);
+        }
+        let bundle: Bundle = serde_json::from_str(&active.bundle)
+            .map_err(|e| ApiError::Internal(format!("stored policy bundle {} is unreadable: {e}", active.version)))?;
+        let engine = Engine::compile(active.version, &bundle).map_err(|e| {
+            ApiError::Internal(format!("stored policy bundle {} no longer compiles: {e}", active.version))
+        })?;
+        if let Ok(mut g) = self.policy.write()
+            && engine.version() > g.version()
+        {
+            *g = Arc::new(engine);
+        }
+        Ok(active.version)
+    }
+
+    /// Validates `bundle` (strict) and activates it as the next version, or refuses it with
+    /// Cedar's diagnostics and changes nothing.
+    pub async fn push_policy(&self, caller: &Caller, bundle: Bundle) -> Result<u64, ApiError> {
+        caller.require_admin()?;
+        if let Err(rejected) = Engine::compile(0, &bundle) {
+            return Err(ApiError::BadRequest(rejected.to_string()));
+        }
+        let text = serde_json::to_string(&bundle).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let digest: String = remit_token::sha256(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let now = self.clock.now();
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::PolicyPush)
+            .detail([("bundle_sha256", digest.into()), ("policy_files", bundle.policies.len().into())]);
+        let version = self.store.put_policy_set(text, now, &caller.actor(), audit).await?;
+        self.reload_policy().await?;
+        Ok(version)
+    }
+
+    /// Inserts or replaces attribute-store entities.
+    pub async fn push_entities(&self, caller: &Caller, list: Vec<EntityIn>) -> Result<usize, ApiError> {
+        caller.require_admin()?;
+        if list.len() > MAX_ENTITIES_PER_PUSH {
+            return Err(ApiError::BadRequest(format!("at most {MAX_ENTITIES_PER_PUSH} entities per push")));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for e in &list {
+            let (etype, id) = type_and_id(&e.uid, "entity uid")?;
+            for p in &e.parents {
+                type_and_id(p, "entity parent")?;
+            }
+            // Let Cedar check the shape now rather than at the first decision.
+            remit_policy::entities(vec![json!({"uid": e.uid, "attrs": e.attrs, "parents": e.parents})])
+                .map_err(|m| ApiError::BadRequest(format!("entity {etype}::{id:?}: {m}")))?;
+            out.push(StoredEntity {
+                etype,
+                id,
+                attrs: Value::Object(e.attrs.clone()).to_string(),
+                parents: Value::Array(e.parents.clone()).to_string(),
+                aliases: e.aliases.clone(),
+            });
+        }
+        let n = out.len();
+        let audit =
+            AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::EntitiesPush).detail([("count", n.into())]);
+        self.store.put_entities(out, audit).await?;
+        Ok(n)
+    }
+
+    /// Builds the Cedar entity for an AuthZEN subject/resource: the stored entity (found by
+    /// id or alias) with the request's properties filling attributes it lacks, plus its
+    /// ancestors. Returns the canonical uid.
+    async fn load_entity(
+        &self,
+        cedar_type: &str,
+        e: &Entity,
+        into: &mut BTreeMap<(String, String), Value>,
+    ) -> Result<remit_policy::EntityRef, ApiError> {
+        let id = e.id.clone().unwrap_or_default();
+        let stored = self.store.entity(cedar_type, &id).await?;
+        let mut attrs = remit_policy::strip_nulls_map(e.all_properties());
+        let (canonical, parents) = match &stored {
+            Some(s) => {
+                let stored_attrs: Map<String, Value> = serde_json::from_str(&s.attrs).unwrap_or_default();
+                attrs.extend(stored_attrs);
+                (s.id.clone(), serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default())
+            }
+            None => (id, vec![]),
+        };
+        let uid = remit_policy::uid(cedar_type, &canonical).map_err(ApiError::BadRequest)?;
+        into.insert(
+            (cedar_type.to_owned(), canonical.clone()),
+            json!({"uid": {"type": cedar_type, "id": canonical}, "attrs": attrs, "parents": parents}),
+        );
+        // Ancestors, breadth first, each loaded once.
+        let mut queue: Vec<(String, String)> = parents.iter().filter_map(|p| type_and_id(p, "parent").ok()).collect();
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        while let Some(key) = queue.pop() {
+            if seen.len() >= MAX_ANCESTORS || !seen.insert(key.clone()) || into.contains_key(&key) {
+                continue;
+            }
+            let (t, i) = &key;
+            let (attrs, parents) = match self.store.entity(t, i).await? {
+                Some(s) => (
+                    serde_json::from_str::<Value>(&s.attrs).unwrap_or_else(|_| json!({})),
+                    serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default(),
+                ),
+                None => (json!({}), vec![]),
+            };
+            queue.extend(parents.iter().filter_map(|p| type_and_id(p, "parent").ok()));
+            into.insert(key.clone(), json!({"uid": {"type": t, "id": i}, "attrs": attrs, "parents": parents}));
+        }
+        Ok(uid)
+    }
+
+    /// Decides one evaluation (already checked) without auditing it.
+    async fn decide_one(&self, engine: &Engine, ev: &Evaluation) -> Result<Decision, ApiError> {
+        let mut ents = BTreeMap::new();
+        let principal = self
+            .load_entity(&engine.subject_type(ev.subject.etype.as_deref().unwrap_or_default()), &ev.subject, &mut ents)
+            .await?;
+        let resource = self
+            .load_entity(
+                &engine.resource_type(ev.resource.etype.as_deref().unwrap_or_default()),
+                &ev.resource,
+                &mut ents,
+            )
+            .await?;
+        let action =
+            remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+        let context = remit_policy::context(&ev.context).map_err(ApiError::BadRequest)?;
+        let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
+        Ok(engine.decide(principal, action, resource, context, &entities, false))
+    }
+
+    /// Decides a list of evaluations in order, stopping after the first decision equal to
+    /// `stop_on` (the short-circuit semantics), and audits every decision made.
+    pub async fn evaluate(
+        &self,
+        caller: &Caller,
+        evals: &[Evaluation],
+        stop_on: Option<bool>,
+    ) -> Result<Vec<Decision>, ApiError> {
+        let engine = self.engine();
+        let mut out = Vec::with_capacity(evals.len());
+        let mut events = Vec::with_capacity(evals.len());
+        let now = self.clock.now();
+        for ev in evals {
+            let d = self.decide_one(&engine, ev).await?;
+            let allowed = d.allowed();
+            events.push(
+                AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
+                    .outcome(if allowed { AuditOutcome::Success } else { AuditOutcome::Denied })
+                    .detail([
+                        ("policy_version", d.policy_version.into()),
+                        ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+                        ("reasons", d.reasons.clone().into()),
+                        ("subject", json!({"type": ev.subject.etype, "id": ev.subject.id})),
+                        ("action", ev.action.name.clone().into()),
+                        ("resource", json!({"type": ev.resource.etype, "id": ev.resource.id})),
+                    ]),
+            );
+            self.metrics
+                .decisions
+                .get_or_create(&crate::metrics::Metrics::label(match d.outcome {
+                    Outcome::Allow => "allow",
+                    Outcome::Deny => "deny",
+                    Outcome::ApprovalRequired => "approval_required",
+                }))
+                .inc();
+            out.push(d);
+            if stop_on == Some(allowed) {
+                break;
+            }
+        }
+        self.store.append_audit(events).await?;
+        Ok(out)
+    }
+}
