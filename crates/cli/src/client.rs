@@ -98,6 +98,10 @@ impl Client {
         self.json(self.send(self.request(Method::POST, path).json(body)).await?).await
     }
 
+    pub async fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
+        self.json(self.send(self.request(Method::PUT, path).json(body)).await?).await
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CliError> {
         self.json(self.send(self.request(Method::POST, path).form(form)).await?).await
     }

@@ -68,6 +68,12 @@ pub enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(cmd::keys::Cmd),
+    /// Cedar policies: validate, push, test, explain.
+    #[command(subcommand)]
+    Policy(cmd::policy::Cmd),
+    /// The attribute store (users, resources, roles) decisions read.
+    #[command(subcommand)]
+    Entities(cmd::entities::Cmd),
     /// Run a command as one task of a workflow: join, start the task, hand the child its
     /// token, complete the task when the child exits.
     Exec(cmd::exec::Args),

@@ -2,9 +2,11 @@
 
 pub mod agent;
 pub mod audit;
+pub mod entities;
 pub mod exec;
 pub mod init;
 pub mod keys;
+pub mod policy;
 pub mod serve;
 pub mod task;
 pub mod token;
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(c) => token::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
+        Command::Policy(c) => policy::run(&g, c).await,
+        Command::Entities(c) => entities::run(&g, c).await,
         Command::Exec(a) => exec::run(&g, a).await,
     }
 }

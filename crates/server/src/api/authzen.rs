@@ -121,3 +121,29 @@ pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
     }))
 }
+
+/// Decides one AuthZEN request and explains it: the outcome, the policy version, the policies
+/// that decided (with their source) and any evaluation errors. Admin only; audited like any
+/// decision.
+#[utoipa::path(post, path = "/v1/decisions/explain", request_body(content = Object, description = "AuthZEN evaluation request"),
+    responses((status = 200, description = "decision with reasons")), security(("bearer" = [])))]
+pub async fn explain(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let ev = evaluation(&object(body)?, &Map::new())?;
+    let engine = app.engine();
+    let d = app.evaluate(&caller, &[ev], None).await?;
+    let d = d.first().cloned().ok_or_else(|| ApiError::Internal("no decision".into()))?;
+    let policies: Map<String, Value> = d
+        .reasons
+        .iter()
+        .filter_map(|id| remit_policy::policy_source(&engine, id).map(|src| (id.clone(), Value::String(src))))
+        .collect();
+    Ok(Json(json!({
+        "outcome": d.outcome, "decision": d.allowed(), "policy_version": d.policy_version,
+        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "policies": policies,
+    })))
+}

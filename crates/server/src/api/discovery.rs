@@ -105,6 +105,7 @@ impl utoipa::Modify for BearerAuth {
         super::audit::list, super::audit::export, super::audit::verify, super::audit::checkpoint,
         super::policy::push, super::policy::active, super::policy::push_entities,
         super::authzen::evaluation_one, super::authzen::evaluations, super::authzen::configuration,
+        super::authzen::explain,
     )
 )]
 pub struct ApiDoc;

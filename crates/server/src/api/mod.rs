@@ -176,6 +176,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/keys/rotate", post(admin::rotate_keys))
         .route("/v1/policies", get(policy::active).put(policy::push))
         .route("/v1/entities", post(policy::push_entities))
+        .route("/v1/decisions/explain", post(authzen::explain))
         .route("/access/v1/evaluation", post(authzen::evaluation_one))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/.well-known/authzen-configuration", get(authzen::configuration))

@@ -1,0 +1,142 @@
+//! Policy through the real `remit` binary: validate offline (Cedar's diagnostics on
+//! failure), push to a running server, load entities, run decision cases with `policy test`,
+//! change a decision by pushing a new version (no restart), refuse an invalid push without
+//! changing anything, explain a decision, and find decisions in the audit log with their
+//! policy version.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_remit");
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+        .env("REMIT_DATA_DIR", data)
+        .env_remove("REMIT_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(rest) = line.strip_prefix("Remit listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn interop(rel: &str) -> String {
+    root().join("../shared/conformance/authzen/interop").join(rel).to_string_lossy().into_owned()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn policy_lifecycle_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = serve(&data);
+    let remit = |args: &[&str]| -> Output {
+        Command::new(BIN).args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).output().unwrap()
+    };
+    let examples = root().join("examples/authzen-interop");
+    let ex = examples.to_string_lossy().into_owned();
+
+    // Offline validation.
+    let o = remit(&["policy", "validate", &ex]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("p.cedar"), "permit(principal, action == Action::\"launch\", resource);").unwrap();
+    let o = remit(&["policy", "validate", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("launch"), "Cedar's diagnostic names the problem: {}", text(&o));
+
+    // Before any push every decision is deny; push the bundle and the users.
+    let o = remit(&["policy", "test", &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-02.json")]);
+    assert_eq!(o.status.code(), Some(1), "with no policy the cases fail: {}", text(&o));
+    let o = remit(&["policy", "push", &ex]);
+    assert!(o.status.success() && text(&o).contains("version 1"), "{}", text(&o));
+    let o = remit(&["entities", "push", examples.join("entities.json").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "authzen-todo-backend/test/decisions-authorization-api-1_0-00.json",
+        "authzen-todo-backend/test/decisions-authorization-api-1_0-01.json",
+        "authzen-todo-backend/test/decisions-authorization-api-1_0-02.json",
+        "authzen-api-gateways/test-harness/test/decisions.json",
+    ] {
+        let o = remit(&["policy", "test", &interop(f)]);
+        assert!(o.status.success(), "{f}: {}", text(&o));
+        assert!(text(&o).contains(" 0 failed"), "{}", text(&o));
+    }
+
+    // An invalid push is refused with the diagnostics and changes nothing.
+    let o = remit(&["policy", "push", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = remit(&["--json", "policy", "show"]);
+    assert!(text(&o).contains("\"version\": 1"), "{}", text(&o));
+
+    // A new version changes decisions on the running server: viewers may now create todos.
+    let v2 = dir.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    for f in ["todo.cedar", "gateway.cedar", "schema.cedarschema", "mapping.json"] {
+        std::fs::copy(examples.join(f), v2.join(f)).unwrap();
+    }
+    std::fs::write(
+        v2.join("viewers.cedar"),
+        "@id(\"todo.viewers-create\")\npermit (principal is Human, action == Action::\"can_create_todo\", resource)\n\
+         when { principal has roles && principal.roles.contains(\"viewer\") };\n",
+    )
+    .unwrap();
+    let req = dir.path().join("jerry-create.json");
+    std::fs::write(
+        &req,
+        r#"{"subject": {"type": "user", "id": "jerry@the-smiths.com"}, "action": {"name": "can_create_todo"}, "resource": {"type": "todo", "id": "t1"}}"#,
+    )
+    .unwrap();
+    let o = remit(&["--json", "policy", "explain", req.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["outcome"].as_str(), v["policy_version"].as_u64()), (Some("deny"), Some(1)), "{v}");
+    let o = remit(&["policy", "push", v2.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains("version 2"), "{}", text(&o));
+    let o = remit(&["--json", "policy", "explain", req.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["outcome"].as_str(), v["policy_version"].as_u64()), (Some("allow"), Some(2)), "{v}");
+    assert!(v["policies"]["todo.viewers-create"].as_str().unwrap().contains("viewer"), "{v}");
+    // The 1.0-00 cases expect viewers to be refused: `policy test` now fails, like `opa test`.
+    let o = remit(&["policy", "test", &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-00.json")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    // Decisions are in the audit log with the version that made them, and the chain holds.
+    let o = remit(&["--json", "audit", "list", "--action", "access.evaluate", "--limit", "10000"]);
+    let t = text(&o);
+    assert!(t.contains("\\\"policy_version\\\":2") || t.contains("\"policy_version\":2"), "{t}");
+    let o = remit(&["audit", "list", "--action", "policy.push"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = remit(&["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
