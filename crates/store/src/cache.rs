@@ -355,6 +355,36 @@ impl Store for CachingStore {
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
         self.inner.entity(etype, id_or_alias).await
     }
+    async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
+        self.inner.create_approval(a, audit).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<crate::Approval>> {
+        self.inner.approval(id).await
+    }
+    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<crate::Approval>> {
+        self.inner.list_approvals(state, limit).await
+    }
+    async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: &str,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        self.inner.decide_approval(id, approve, by, reason, at, audit).await
+    }
+    async fn consume_approval(
+        &self,
+        id: &str,
+        digest: &str,
+        policy_version: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        self.inner.consume_approval(id, digest, policy_version, at, audit).await
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.subscribe()
     }

@@ -31,7 +31,7 @@ macro_rules! conformance_tests {
             tasks_round_trip, task_refused_after_kill, kill_workflow_cascades, kill_agent_cascades,
             kill_instance_cascades, kill_task_revokes_subtree, end_task_is_compare_and_set,
             failed_writes_leave_no_trace, concurrent_writes_keep_one_chain, key_rotation, checkpoints_and_filters,
-            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows, policy_versions_and_entities);
+            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows, policy_versions_and_entities, approvals_are_single_use);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,5 +774,54 @@ pub async fn policy_versions_and_entities(store: Arc<dyn Store>) {
     ));
     assert_eq!(s.entity("Human", "beth@the-smiths.com").await.unwrap(), None);
     assert_eq!(s.audit_head().await.unwrap(), head);
+    verify_chain(s).await;
+}
+
+pub async fn approvals_are_single_use(store: Arc<dyn Store>) {
+    use crate::Approval;
+    let s = &*store;
+    install(s).await;
+    let t0 = now();
+    let mk = |id: &str, ttl: u64| Approval {
+        id: id.into(),
+        state: "pending".into(),
+        digest: "d1".into(),
+        policy_version: 3,
+        request: "{}".into(),
+        reasons: vec!["prod change".into()],
+        requested_by: "pep".into(),
+        requested_at: t0,
+        expires_at: t0.plus_secs(ttl),
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        used_at: None,
+    };
+    let e = || ev(AuditAction::AccessEvaluate);
+    for id in ["a-1", "a-2", "a-3"] {
+        s.create_approval(mk(id, 600), e()).await.unwrap();
+    }
+    assert!(matches!(s.create_approval(mk("a-1", 600), e()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.list_approvals(Some("pending".into()), 10).await.unwrap().len(), 3);
+    // Only an approved approval can be used, only for its digest and version, only once.
+    assert!(s.consume_approval("a-1", "d1", 3, now(), e()).await.is_err(), "pending cannot be used");
+    s.decide_approval("a-1", true, "alice@example.com", "ok", now(), e()).await.unwrap();
+    assert!(matches!(s.decide_approval("a-1", false, "bob", "no", now(), e()).await, Err(StoreError::Conflict(_))));
+    assert!(s.consume_approval("a-1", "other", 3, now(), e()).await.is_err(), "changed call");
+    assert!(s.consume_approval("a-1", "d1", 4, now(), e()).await.is_err(), "other policy version");
+    s.consume_approval("a-1", "d1", 3, now(), e()).await.unwrap();
+    assert!(s.consume_approval("a-1", "d1", 3, now(), e()).await.is_err(), "second use");
+    let a = s.approval("a-1").await.unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.decided_by.as_deref()), ("used", Some("alice@example.com")));
+    assert!(a.used_at.is_some());
+    // Denied cannot be used; expired can be neither decided nor used.
+    s.decide_approval("a-2", false, "alice@example.com", "no", now(), e()).await.unwrap();
+    assert!(s.consume_approval("a-2", "d1", 3, now(), e()).await.is_err());
+    let late = t0.plus_secs(601);
+    assert!(matches!(s.decide_approval("a-3", true, "alice", "ok", late, e()).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.decide_approval("a-9", true, "alice", "ok", now(), e()).await,
+        Err(StoreError::NotFound { .. })
+    ));
     verify_chain(s).await;
 }

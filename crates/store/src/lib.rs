@@ -157,6 +157,30 @@ pub struct StoredEntity {
     pub aliases: Vec<String>,
 }
 
+/// A request for a human to approve one exact call that policy marked `@approval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// `a-` + 32 hex.
+    pub id: String,
+    /// `pending`, `approved`, `denied` or `used`.
+    pub state: String,
+    /// SHA-256 (hex) of the canonical call: subject, action, resource and context.
+    pub digest: String,
+    /// The policy version that asked for it; a retry under another version does not match.
+    pub policy_version: u64,
+    /// The call, as JSON, for the approver to read.
+    pub request: String,
+    /// The `@approval` texts of the policies that asked.
+    pub reasons: Vec<String>,
+    pub requested_by: String,
+    pub requested_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<UnixMillis>,
+    pub decision_reason: Option<String>,
+    pub used_at: Option<UnixMillis>,
+}
+
 /// A committed change that invalidates cached reads. Published to every subscriber of the
 /// store (on PostgreSQL: to every replica sharing the database).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +367,31 @@ pub trait Store: Send + Sync + 'static {
     async fn put_entities(&self, entities: Vec<StoredEntity>, audit: AuditEvent) -> Result<()>;
     /// An entity by type and id, or by one of its aliases.
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<StoredEntity>>;
+
+    async fn create_approval(&self, a: Approval, audit: AuditEvent) -> Result<()>;
+    async fn approval(&self, id: &str) -> Result<Option<Approval>>;
+    /// Newest first; `state` filters.
+    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<Approval>>;
+    /// `pending` → `approved` (or `denied`) if not expired at `at`; else `Conflict`.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: &str,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()>;
+    /// Uses an approval exactly once: `approved` → `used` only if its digest and policy
+    /// version match and it has not expired at `at`; anything else is a `Conflict`.
+    async fn consume_approval(
+        &self,
+        id: &str,
+        digest: &str,
+        policy_version: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()>;
 
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other replica. A lagging receiver must treat `Lagged` as [`Change::Resync`].

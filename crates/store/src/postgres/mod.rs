@@ -494,6 +494,39 @@ impl Store for PgStore {
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
         read!(self, |c| ops::entity(c, etype, id_or_alias))
     }
+    async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| Box::pin(ops::create_approval(c, a, audit))).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<crate::Approval>> {
+        read!(self, |c| ops::approval(c, id))
+    }
+    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<crate::Approval>> {
+        let st = state.as_deref();
+        read!(self, |c| ops::list_approvals(c, st, limit))
+    }
+    async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: &str,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
+        self.write(move |c| Box::pin(ops::decide_approval(c, id, approve, by, reason, at, audit))).await
+    }
+    async fn consume_approval(
+        &self,
+        id: &str,
+        digest: &str,
+        policy_version: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let (id, digest) = (id.to_owned(), digest.to_owned());
+        self.write(move |c| Box::pin(ops::consume_approval(c, id, digest, policy_version, at, audit))).await
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -15,8 +15,8 @@ use sqlx::{Arguments, PgConnection, Postgres, Transaction};
 
 use super::rows::{self, map_err};
 use crate::{
-    AuditFilter, Change, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey, StoredPolicySet,
-    TaskFilter, TaskSnapshot,
+    Approval, AuditFilter, Change, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey,
+    StoredPolicySet, TaskFilter, TaskSnapshot,
 };
 
 /// The audit chain head.
@@ -1076,4 +1076,126 @@ pub async fn entity(c: &mut PgConnection, etype: &str, key: &str) -> Result<Opti
         Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
     })
     .transpose()
+}
+
+// ---------------------------------------------------------------- approvals
+
+const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at";
+
+fn approval_row(r: &sqlx::postgres::PgRow) -> Result<Approval> {
+    use sqlx::Row;
+    let g = |e: sqlx::Error| map_err(e);
+    let v: i64 = r.try_get(3).map_err(g)?;
+    let reasons: String = r.try_get(5).map_err(g)?;
+    Ok(Approval {
+        id: r.try_get(0).map_err(g)?,
+        state: r.try_get(1).map_err(g)?,
+        digest: r.try_get(2).map_err(g)?,
+        policy_version: u64::try_from(v).map_err(|_| StoreError::Corrupt("negative policy version".into()))?,
+        request: r.try_get(4).map_err(g)?,
+        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        requested_by: r.try_get(6).map_err(g)?,
+        requested_at: UnixMillis(r.try_get(7).map_err(g)?),
+        expires_at: UnixMillis(r.try_get(8).map_err(g)?),
+        decided_by: r.try_get(9).map_err(g)?,
+        decided_at: r.try_get::<Option<i64>, _>(10).map_err(g)?.map(UnixMillis),
+        decision_reason: r.try_get(11).map_err(g)?,
+        used_at: r.try_get::<Option<i64>, _>(12).map_err(g)?.map(UnixMillis),
+    })
+}
+
+pub async fn create_approval(ctx: &mut WriteCtx, a: Approval, audit: AuditEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO approvals (id, state, digest, policy_version, request, reasons, requested_by, requested_at, \
+         expires_at) VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&a.id)
+    .bind(&a.digest)
+    .bind(i64_of(a.policy_version)?)
+    .bind(&a.request)
+    .bind(json(&a.reasons))
+    .bind(&a.requested_by)
+    .bind(a.requested_at.0)
+    .bind(a.expires_at.0)
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?;
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub async fn approval(c: &mut PgConnection, id: &str) -> Result<Option<Approval>> {
+    let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = $1");
+    let r = sqlx::query(&sql).bind(id).fetch_optional(c).await.map_err(map_err)?;
+    r.as_ref().map(approval_row).transpose()
+}
+
+pub async fn list_approvals(c: &mut PgConnection, state: Option<&str>, limit: u32) -> Result<Vec<Approval>> {
+    let sql = format!(
+        "SELECT {APPROVAL_COLS} FROM approvals WHERE ($1::text IS NULL OR state = $1) ORDER BY requested_at DESC, id LIMIT {}",
+        limit.clamp(1, crate::MAX_PAGE)
+    );
+    let rs = sqlx::query(&sql).bind(state).fetch_all(c).await.map_err(map_err)?;
+    rs.iter().map(approval_row).collect()
+}
+
+pub async fn decide_approval(
+    ctx: &mut WriteCtx,
+    id: String,
+    approve: bool,
+    by: String,
+    reason: String,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let to = if approve { "approved" } else { "denied" };
+    let n = sqlx::query(
+        "UPDATE approvals SET state = $1, decided_by = $2, decided_at = $3, decision_reason = $4 \
+         WHERE id = $5 AND state = 'pending' AND expires_at > $3",
+    )
+    .bind(to)
+    .bind(&by)
+    .bind(at.0)
+    .bind(&reason)
+    .bind(&id)
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return match approval(ctx.conn(), &id).await? {
+            None => Err(StoreError::not_found("approval", &id)),
+            Some(a) if a.expires_at <= at => Err(conflict(format!("approval `{id}` has expired"))),
+            Some(a) => Err(conflict(format!("approval `{id}` is already {}", a.state))),
+        };
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub async fn consume_approval(
+    ctx: &mut WriteCtx,
+    id: String,
+    digest: String,
+    policy_version: u64,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE approvals SET state = 'used', used_at = $1 WHERE id = $2 AND state = 'approved' \
+         AND digest = $3 AND policy_version = $4 AND expires_at > $1",
+    )
+    .bind(at.0)
+    .bind(&id)
+    .bind(&digest)
+    .bind(i64_of(policy_version)?)
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return Err(conflict(format!("approval `{id}` is not an unused, unexpired approval of this exact call")));
+    }
+    ctx.audit(audit)?;
+    Ok(())
 }

@@ -169,6 +169,25 @@ CREATE TABLE entity_aliases (
     PRIMARY KEY (etype, alias)
 );
 "#,
+    r#"
+-- 3: approval requests for calls that policy marks `@approval`.
+CREATE TABLE approvals (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'used')),
+    digest          TEXT NOT NULL,
+    policy_version  BIGINT NOT NULL,
+    request         TEXT NOT NULL,
+    reasons         TEXT NOT NULL,
+    requested_by    TEXT NOT NULL,
+    requested_at    BIGINT NOT NULL,
+    expires_at      BIGINT NOT NULL,
+    decided_by      TEXT,
+    decided_at      BIGINT,
+    decision_reason TEXT,
+    used_at         BIGINT
+);
+CREATE INDEX approvals_by_state ON approvals(state, requested_at);
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

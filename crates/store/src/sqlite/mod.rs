@@ -361,6 +361,39 @@ impl Store for SqliteStore {
         let (t, k) = (etype.to_owned(), id_or_alias.to_owned());
         self.read(move |c| ops::entity(c, &t, &k)).await
     }
+    async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| ops::create_approval(c, &a, audit)).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<crate::Approval>> {
+        let id = id.to_owned();
+        self.read(move |c| ops::approval(c, &id)).await
+    }
+    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<crate::Approval>> {
+        self.read(move |c| ops::list_approvals(c, state.as_deref(), limit)).await
+    }
+    async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: &str,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
+        self.write(move |c| ops::decide_approval(c, &id, approve, &by, &reason, at, audit)).await
+    }
+    async fn consume_approval(
+        &self,
+        id: &str,
+        digest: &str,
+        policy_version: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let (id, digest) = (id.to_owned(), digest.to_owned());
+        self.write(move |c| ops::consume_approval(c, &id, &digest, policy_version, at, audit)).await
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::rows::{self, map_err};
 use crate::{
-    AuditFilter, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey, StoredPolicySet, TaskFilter,
-    TaskSnapshot,
+    Approval, AuditFilter, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey, StoredPolicySet,
+    TaskFilter, TaskSnapshot,
 };
 
 /// The audit chain head as the writer last committed (or is about to commit) it.
@@ -831,4 +831,115 @@ pub fn entity(c: &Connection, etype: &str, key: &str) -> Result<Option<StoredEnt
         Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
     })
     .transpose()
+}
+
+// ---------------------------------------------------------------- approvals
+
+const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at";
+
+fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+    let reasons: String = r.get(5)?;
+    Ok(Approval {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        digest: r.get(2)?,
+        policy_version: r.get(3)?,
+        request: r.get(4)?,
+        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        requested_by: r.get(6)?,
+        requested_at: UnixMillis(r.get(7)?),
+        expires_at: UnixMillis(r.get(8)?),
+        decided_by: r.get(9)?,
+        decided_at: r.get::<_, Option<i64>>(10)?.map(UnixMillis),
+        decision_reason: r.get(11)?,
+        used_at: r.get::<_, Option<i64>>(12)?.map(UnixMillis),
+    })
+}
+
+pub fn create_approval(ctx: &mut WriteCtx<'_>, a: &Approval, audit: AuditEvent) -> Result<()> {
+    ctx.conn
+        .execute(
+            "INSERT INTO approvals (id, state, digest, policy_version, request, reasons, requested_by, requested_at, \
+             expires_at) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                a.id,
+                a.digest,
+                a.policy_version,
+                a.request,
+                json(&a.reasons),
+                a.requested_by,
+                a.requested_at.0,
+                a.expires_at.0
+            ],
+        )
+        .map_err(map_err)?;
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn approval(c: &Connection, id: &str) -> Result<Option<Approval>> {
+    let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1");
+    c.prepare_cached(&sql).and_then(|mut s| s.query_row([id], approval_row).optional()).map_err(map_err)
+}
+
+pub fn list_approvals(c: &Connection, state: Option<&str>, limit: u32) -> Result<Vec<Approval>> {
+    let sql = format!(
+        "SELECT {APPROVAL_COLS} FROM approvals WHERE (?1 IS NULL OR state = ?1) ORDER BY requested_at DESC, id LIMIT {}",
+        limit.clamp(1, crate::MAX_PAGE)
+    );
+    let mut s = c.prepare(&sql).map_err(map_err)?;
+    let out = s.query_map([state], approval_row).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
+}
+
+pub fn decide_approval(
+    ctx: &mut WriteCtx<'_>,
+    id: &str,
+    approve: bool,
+    by: &str,
+    reason: &str,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let to = if approve { "approved" } else { "denied" };
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE approvals SET state = ?1, decided_by = ?2, decided_at = ?3, decision_reason = ?4 \
+             WHERE id = ?5 AND state = 'pending' AND expires_at > ?3",
+            params![to, by, at.0, reason, id],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return match approval(ctx.conn, id)? {
+            None => Err(StoreError::not_found("approval", id)),
+            Some(a) if a.expires_at <= at => Err(conflict(format!("approval `{id}` has expired"))),
+            Some(a) => Err(conflict(format!("approval `{id}` is already {}", a.state))),
+        };
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn consume_approval(
+    ctx: &mut WriteCtx<'_>,
+    id: &str,
+    digest: &str,
+    policy_version: u64,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE approvals SET state = 'used', used_at = ?1 WHERE id = ?2 AND state = 'approved' \
+             AND digest = ?3 AND policy_version = ?4 AND expires_at > ?1",
+            params![at.0, id, digest, policy_version],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("approval `{id}` is not an unused, unexpired approval of this exact call")));
+    }
+    ctx.audit(audit)?;
+    Ok(())
 }

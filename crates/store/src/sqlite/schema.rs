@@ -148,6 +148,25 @@ CREATE TABLE entity_aliases (
     PRIMARY KEY (etype, alias)
 ) STRICT;
 "#,
+    r#"
+-- 3: approval requests for calls that policy marks `@approval`.
+CREATE TABLE approvals (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied', 'used')),
+    digest          TEXT NOT NULL,
+    policy_version  INTEGER NOT NULL,
+    request         TEXT NOT NULL,
+    reasons         TEXT NOT NULL,
+    requested_by    TEXT NOT NULL,
+    requested_at    INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    decided_by      TEXT,
+    decided_at      INTEGER,
+    decision_reason TEXT,
+    used_at         INTEGER
+) STRICT;
+CREATE INDEX approvals_by_state ON approvals(state, requested_at);
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
