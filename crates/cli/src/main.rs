@@ -71,6 +71,9 @@ pub enum Command {
     /// Cedar policies: validate, push, test, explain.
     #[command(subcommand)]
     Policy(cmd::policy::Cmd),
+    /// Approve or deny calls that policy marked `@approval`.
+    #[command(subcommand)]
+    Approval(cmd::approval::Cmd),
     /// The attribute store (users, resources, roles) decisions read.
     #[command(subcommand)]
     Entities(cmd::entities::Cmd),

@@ -131,6 +131,35 @@ fn policy_lifecycle_through_the_cli() {
     let o = remit(&["policy", "test", &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-00.json")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 
+    // Version 3 gates deleting todos by viewers behind a human approval.
+    std::fs::write(
+        v2.join("approval.cedar"),
+        "@id(\"todo.viewer-delete\")\n@approval(\"viewers delete only with a human's approval\")\n\
+         permit (principal is Human, action == Action::\"can_delete_todo\", resource is Todo)\n\
+         when { principal has roles && principal.roles.contains(\"viewer\") };\n",
+    )
+    .unwrap();
+    assert!(remit(&["policy", "push", v2.to_str().unwrap()]).status.success());
+    let call = |approval: Option<&str>| {
+        let ctx = approval.map(|a| format!(r#", "context": {{"remit_approval": "{a}"}}"#)).unwrap_or_default();
+        std::fs::write(
+            &req,
+            format!(r#"{{"subject": {{"type": "user", "id": "jerry@the-smiths.com"}}, "action": {{"name": "can_delete_todo"}}, "resource": {{"type": "todo", "id": "t9"}}{ctx}}}"#),
+        )
+        .unwrap();
+        let o = remit(&["--json", "policy", "explain", req.to_str().unwrap()]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let v = call(None);
+    assert_eq!(v["outcome"], "approval_required", "{v}");
+    let id = v["approval_id"].as_str().unwrap().to_owned();
+    let o = remit(&["approval", "list"]);
+    assert!(text(&o).contains(&id) && text(&o).contains("can_delete_todo"), "{}", text(&o));
+    let o = remit(&["--operator", "alice@example.com", "approval", "approve", &id, "--reason", "ticket CHG-9"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(call(Some(&id))["outcome"], "allow", "the approved call succeeds once");
+    assert_eq!(call(Some(&id))["outcome"], "deny", "and never twice");
+
     // Decisions are in the audit log with the version that made them, and the chain holds.
     let o = remit(&["--json", "audit", "list", "--action", "access.evaluate", "--limit", "10000"]);
     let t = text(&o);

@@ -41,6 +41,10 @@ pub enum AuditAction {
     PolicyPush,
     EntitiesPush,
     AccessEvaluate,
+    ApprovalRequest,
+    ApprovalApprove,
+    ApprovalDeny,
+    ApprovalUse,
 }
 
 impl AuditAction {
@@ -65,6 +69,10 @@ impl AuditAction {
             AuditAction::PolicyPush => "policy.push",
             AuditAction::EntitiesPush => "entities.push",
             AuditAction::AccessEvaluate => "access.evaluate",
+            AuditAction::ApprovalRequest => "approval.request",
+            AuditAction::ApprovalApprove => "approval.approve",
+            AuditAction::ApprovalDeny => "approval.deny",
+            AuditAction::ApprovalUse => "approval.use",
         }
     }
 }

@@ -79,6 +79,23 @@ impl Default for AuditConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long an approval request stays open, and an approval stays usable.
+    #[serde(deserialize_with = "dur")]
+    pub ttl: Duration,
+    /// Humans (the `x-remit-operator` / `--operator` name) who may approve or deny. Empty:
+    /// any named operator holding the admin credential.
+    pub approvers: Vec<String>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig { ttl: Duration::from_secs(15 * 60), approvers: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Cache liveness reads (task snapshots, instances, agents), invalidated by the store's
     /// change feed (LISTEN/NOTIFY on PostgreSQL).
@@ -119,6 +136,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
     pub cache: CacheConfig,
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -135,6 +153,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
             cache: CacheConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }

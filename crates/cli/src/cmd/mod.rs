@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod agent;
+pub mod approval;
 pub mod audit;
 pub mod entities;
 pub mod exec;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,
+        Command::Approval(c) => approval::run(&g, c).await,
         Command::Entities(c) => entities::run(&g, c).await,
         Command::Exec(a) => exec::run(&g, a).await,
     }

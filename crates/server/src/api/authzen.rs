@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, Auth, Body};
 use crate::error::ApiError;
-use crate::service::pdp::{Action, Entity, Evaluation, MAX_BATCH};
+use crate::service::pdp::{Action, Answer, Entity, Evaluation, MAX_BATCH};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
     match v {
@@ -40,13 +40,16 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn answer(d: &remit_policy::Decision) -> Value {
+fn answer(a: &Answer) -> Value {
+    let d = &a.decision;
     match d.outcome {
         remit_policy::Outcome::Allow => json!({"decision": true}),
         remit_policy::Outcome::Deny => json!({"decision": false}),
-        // Not allowed yet: tell the PEP why, so it can route the call to a human.
+        // Not allowed yet: tell the PEP why and which approval to wait for; once a human
+        // approved it, the PEP retries the same call with `context.remit_approval` = the id.
         remit_policy::Outcome::ApprovalRequired => json!({"decision": false, "context": {
-            "approval_required": true, "approval": d.approval, "policy_version": d.policy_version}}),
+            "approval_required": true, "approval_id": a.approval_id, "expires_at": a.approval_expires_at,
+            "approval": d.approval, "policy_version": d.policy_version}}),
     }
 }
 
@@ -136,7 +139,8 @@ pub async fn explain(
     let ev = evaluation(&object(body)?, &Map::new())?;
     let engine = app.engine();
     let d = app.evaluate(&caller, &[ev], None).await?;
-    let d = d.first().cloned().ok_or_else(|| ApiError::Internal("no decision".into()))?;
+    let a = d.first().cloned().ok_or_else(|| ApiError::Internal("no decision".into()))?;
+    let d = a.decision;
     let policies: Map<String, Value> = d
         .reasons
         .iter()
@@ -144,6 +148,7 @@ pub async fn explain(
         .collect();
     Ok(Json(json!({
         "outcome": d.outcome, "decision": d.allowed(), "policy_version": d.policy_version,
-        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "policies": policies,
+        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "approval_id": a.approval_id,
+        "policies": policies,
     })))
 }

@@ -105,7 +105,8 @@ impl utoipa::Modify for BearerAuth {
         super::audit::list, super::audit::export, super::audit::verify, super::audit::checkpoint,
         super::policy::push, super::policy::active, super::policy::push_entities,
         super::authzen::evaluation_one, super::authzen::evaluations, super::authzen::configuration,
-        super::authzen::explain,
+        super::authzen::explain, super::approvals::list, super::approvals::get, super::approvals::approve,
+        super::approvals::deny,
     )
 )]
 pub struct ApiDoc;

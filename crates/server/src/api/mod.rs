@@ -3,6 +3,7 @@
 //! method and shapes the answer.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod authzen;
 pub mod discovery;
@@ -177,6 +178,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/policies", get(policy::active).put(policy::push))
         .route("/v1/entities", post(policy::push_entities))
         .route("/v1/decisions/explain", post(authzen::explain))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::get))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/access/v1/evaluation", post(authzen::evaluation_one))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/.well-known/authzen-configuration", get(authzen::configuration))

@@ -20,6 +20,29 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::service::Caller;
 
+/// The context member through which a PEP presents an approval id on its retry.
+pub const APPROVAL_CONTEXT_KEY: &str = "remit_approval";
+
+/// A decision and, when it needs a human, the approval request opened for it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub decision: Decision,
+    pub approval_id: Option<String>,
+    pub approval_expires_at: Option<remit_core::time::UnixMillis>,
+}
+
+/// Key-sorted, compact JSON: the same call always hashes the same.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Most ancestors followed from one entity (guards against cycles and runaway hierarchies).
 const MAX_ANCESTORS: usize = 64;
 /// Most items in one `/evaluations` batch.
@@ -248,9 +271,139 @@ impl App {
             .await?;
         let action =
             remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
-        let context = remit_policy::context(&ev.context).map_err(ApiError::BadRequest)?;
+        let context = remit_policy::context(&Self::policy_context(&ev.context)).map_err(ApiError::BadRequest)?;
         let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
         Ok(engine.decide(principal, action, resource, context, &entities, false))
+    }
+
+    /// The call an approval is bound to, and its digest: subject, action, resource (with
+    /// their properties) and the context without the approval id itself.
+    fn call_of(ev: &Evaluation) -> (Value, String) {
+        // No context and an empty one are the same call.
+        let ctx = match Self::policy_context(&ev.context) {
+            Value::Null => json!({}),
+            c => c,
+        };
+        let call = canonical(&json!({
+            "subject": {"type": ev.subject.etype, "id": ev.subject.id, "properties": ev.subject.all_properties()},
+            "action": {"name": ev.action.name, "properties": ev.action.properties},
+            "resource": {"type": ev.resource.etype, "id": ev.resource.id, "properties": ev.resource.all_properties()},
+            "context": ctx,
+        }));
+        let digest = remit_token::sha256(call.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        (call, digest)
+    }
+
+    /// Resolves an "approval required" decision: uses a presented approval (once, for this
+    /// exact call) or opens an approval request.
+    async fn settle_approval(
+        &self,
+        caller: &Caller,
+        engine: &Engine,
+        ev: &Evaluation,
+        mut d: Decision,
+    ) -> Result<Answer, ApiError> {
+        let now = self.clock.now();
+        let (call, digest) = Self::call_of(ev);
+        let presented = ev.context.get(APPROVAL_CONTEXT_KEY).and_then(Value::as_str).map(str::to_owned);
+        if let Some(id) = presented {
+            let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
+                .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())]);
+            return match self.store.consume_approval(&id, &digest, d.policy_version, now, audit).await {
+                Ok(()) => {
+                    let mut ok = self.decide_one_approved(engine, ev).await?;
+                    ok.approval = d.approval;
+                    Ok(Answer { decision: ok, approval_id: Some(id), approval_expires_at: None })
+                }
+                Err(remit_store::StoreError::Conflict(m))
+                | Err(remit_store::StoreError::NotFound { kind: _, id: m }) => {
+                    d.outcome = Outcome::Deny;
+                    d.errors.push(format!("approval not usable: {m}"));
+                    Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: None })
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        let id = format!("a-{}", remit_token::random::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let expires_at = now.plus_secs(self.cfg.approvals.ttl.as_secs());
+        let approval = remit_store::Approval {
+            id: id.clone(),
+            state: "pending".into(),
+            digest,
+            policy_version: d.policy_version,
+            request: call.to_string(),
+            reasons: d.approval.clone(),
+            requested_by: caller.actor(),
+            requested_at: now,
+            expires_at,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            used_at: None,
+        };
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest).detail([
+            ("approval_id", id.clone().into()),
+            ("policy_version", d.policy_version.into()),
+            ("reasons", d.approval.clone().into()),
+        ]);
+        self.store.create_approval(approval, audit).await?;
+        Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: Some(expires_at) })
+    }
+
+    async fn decide_one_approved(&self, engine: &Engine, ev: &Evaluation) -> Result<Decision, ApiError> {
+        let mut ents = BTreeMap::new();
+        let principal = self
+            .load_entity(&engine.subject_type(ev.subject.etype.as_deref().unwrap_or_default()), &ev.subject, &mut ents)
+            .await?;
+        let resource = self
+            .load_entity(
+                &engine.resource_type(ev.resource.etype.as_deref().unwrap_or_default()),
+                &ev.resource,
+                &mut ents,
+            )
+            .await?;
+        let action =
+            remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
+        let context = remit_policy::context(&Self::policy_context(&ev.context)).map_err(ApiError::BadRequest)?;
+        let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
+        Ok(engine.decide(principal, action, resource, context, &entities, true))
+    }
+
+    /// The context policies see: the request's, without Remit's approval member.
+    fn policy_context(ctx: &Value) -> Value {
+        let mut ctx = ctx.clone();
+        if let Value::Object(m) = &mut ctx {
+            m.remove(APPROVAL_CONTEXT_KEY);
+        }
+        ctx
+    }
+
+    /// An approver decides an open approval request.
+    pub async fn decide_approval(
+        &self,
+        caller: &Caller,
+        id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        let Caller::Admin { operator: Some(human) } = caller else {
+            return Err(ApiError::Denied(
+                "approvals are decided by a named human: the admin credential with x-remit-operator (--operator)"
+                    .into(),
+            ));
+        };
+        let allowed = &self.cfg.approvals.approvers;
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == human) {
+            return Err(ApiError::Denied(format!("`{human}` is not a configured approver")));
+        }
+        if reason.trim().is_empty() {
+            return Err(ApiError::BadRequest("a reason is required".into()));
+        }
+        let now = self.clock.now();
+        let action = if approve { AuditAction::ApprovalApprove } else { AuditAction::ApprovalDeny };
+        let audit = AuditEvent::new(now, caller.actor(), action).reason(reason).detail([("approval_id", id.into())]);
+        self.store.decide_approval(id, approve, human, reason, now, audit).await?;
+        Ok(())
     }
 
     /// Decides a list of evaluations in order, stopping after the first decision equal to
@@ -260,13 +413,19 @@ impl App {
         caller: &Caller,
         evals: &[Evaluation],
         stop_on: Option<bool>,
-    ) -> Result<Vec<Decision>, ApiError> {
+    ) -> Result<Vec<Answer>, ApiError> {
         let engine = self.engine();
         let mut out = Vec::with_capacity(evals.len());
         let mut events = Vec::with_capacity(evals.len());
         let now = self.clock.now();
         for ev in evals {
             let d = self.decide_one(&engine, ev).await?;
+            let answer = if d.outcome == Outcome::ApprovalRequired {
+                self.settle_approval(caller, &engine, ev, d).await?
+            } else {
+                Answer { decision: d, approval_id: None, approval_expires_at: None }
+            };
+            let d = &answer.decision;
             let allowed = d.allowed();
             events.push(
                 AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
@@ -278,6 +437,7 @@ impl App {
                         ("subject", json!({"type": ev.subject.etype, "id": ev.subject.id})),
                         ("action", ev.action.name.clone().into()),
                         ("resource", json!({"type": ev.resource.etype, "id": ev.resource.id})),
+                        ("approval_id", answer.approval_id.clone().into()),
                     ]),
             );
             self.metrics
@@ -288,7 +448,7 @@ impl App {
                     Outcome::ApprovalRequired => "approval_required",
                 }))
                 .inc();
-            out.push(d);
+            out.push(answer);
             if stop_on == Some(allowed) {
                 break;
             }
