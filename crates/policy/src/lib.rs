@@ -148,6 +148,14 @@ pub struct Engine {
     authorizer: Authorizer,
     /// Permit policies that need an approval, with the annotation's text.
     approvals: HashMap<PolicyId, String>,
+    /// The policies that can apply to each action: those naming it (`action == A`,
+    /// `action in [A, …]`) plus those with no action constraint. Cedar evaluates every policy
+    /// it is given, so deciding over the slice instead of the whole set is where the time
+    /// goes down. Exact because Remit never loads `Action` entities (no action groups at
+    /// request time), so `in` means membership in the listed actions.
+    slices: HashMap<EntityUid, PolicySet>,
+    /// Policies with no action constraint (the slice of an action no policy names).
+    unscoped: PolicySet,
 }
 
 impl std::fmt::Debug for Engine {
@@ -214,6 +222,7 @@ impl Engine {
             .filter(|p| p.effect() == cedar_policy::Effect::Permit)
             .filter_map(|p| p.annotation(APPROVAL_ANNOTATION).map(|a| (p.id().clone(), a.to_owned())))
             .collect();
+        let (slices, unscoped) = slice_by_action(&set).map_err(|e| Rejected(vec![e]))?;
         Ok(Engine {
             version,
             policies: set,
@@ -221,6 +230,8 @@ impl Engine {
             mapping: bundle.mapping.clone(),
             authorizer: Authorizer::new(),
             approvals,
+            slices,
+            unscoped,
         })
     }
 
@@ -254,6 +265,11 @@ impl Engine {
         self.mapping.resource_types.get(authzen_type).cloned().unwrap_or_else(|| authzen_type.to_owned())
     }
 
+    /// The policies that can apply to `action`.
+    fn slice(&self, action: &EntityUid) -> &PolicySet {
+        self.slices.get(action).unwrap_or(&self.unscoped)
+    }
+
     /// Decides one request over `entities` (which must hold the principal, the resource and
     /// their ancestors). Deny by default; an allow from a permit annotated `@approval`
     /// becomes approval required unless `approved` (the caller presented a valid approval
@@ -267,11 +283,12 @@ impl Engine {
         entities: &Entities,
         approved: bool,
     ) -> Decision {
+        let slice = self.slice(&action);
         let req = match Request::new(principal, action, resource, context, None) {
             Ok(r) => r,
             Err(e) => return self.deny(vec![], vec![e.to_string()]),
         };
-        let resp = self.authorizer.is_authorized(&req, &self.policies, entities);
+        let resp = self.authorizer.is_authorized(&req, slice, entities);
         let reasons: Vec<PolicyId> = resp.diagnostics().reason().cloned().collect();
         let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
         let names = reasons.iter().map(|r| r.to_string()).collect();
@@ -293,9 +310,59 @@ impl Engine {
         }
     }
 
+    /// [`Engine::decide`] over the whole policy set, without slicing (tests and benchmarks
+    /// compare the two).
+    pub fn decide_unsliced(
+        &self,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Context,
+        entities: &Entities,
+    ) -> (bool, Vec<String>) {
+        match Request::new(principal, action, resource, context, None) {
+            Ok(req) => {
+                let r = self.authorizer.is_authorized(&req, &self.policies, entities);
+                let mut reasons: Vec<String> = r.diagnostics().reason().map(|p| p.to_string()).collect();
+                reasons.sort();
+                (r.decision() == CedarDecision::Allow, reasons)
+            }
+            Err(_) => (false, vec![]),
+        }
+    }
+
     fn deny(&self, reasons: Vec<String>, errors: Vec<String>) -> Decision {
         Decision { outcome: Outcome::Deny, policy_version: self.version, reasons, errors, approval: vec![] }
     }
+}
+
+fn slice_by_action(set: &PolicySet) -> Result<(HashMap<EntityUid, PolicySet>, PolicySet), String> {
+    let mut slices: HashMap<EntityUid, PolicySet> = HashMap::new();
+    let mut unscoped = PolicySet::new();
+    for p in set.policies() {
+        let named = match p.action_constraint() {
+            cedar_policy::ActionConstraint::Any => {
+                unscoped.add(p.clone()).map_err(|e| e.to_string())?;
+                continue;
+            }
+            cedar_policy::ActionConstraint::Eq(a) => vec![a],
+            cedar_policy::ActionConstraint::In(mut list) => {
+                // `action in [A, A]` names A once.
+                list.sort_by_key(|a| a.to_string());
+                list.dedup();
+                list
+            }
+        };
+        for a in named {
+            slices.entry(a).or_default().add(p.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    for slice in slices.values_mut() {
+        for p in unscoped.policies() {
+            slice.add(p.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok((slices, unscoped))
 }
 
 /// Builds an entity uid, checking the type name.
@@ -413,6 +480,70 @@ mod tests {
             true,
         );
         assert_eq!(d.outcome, Outcome::Allow);
+    }
+
+    /// Property: for random policy sets and random requests, deciding over the action slice
+    /// gives exactly the full-set decision and the same deciding policies.
+    #[test]
+    fn sliced_decisions_equal_full_set_decisions() {
+        // xorshift: deterministic, no dependency; the seed is printed on failure.
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let actions = ["read", "write", "delete", "call_tool"];
+        for round in 0..200 {
+            let mut src = String::new();
+            for i in 0..(1 + next(12)) {
+                let effect = if next(4) == 0 { "forbid" } else { "permit" };
+                let act = match next(4) {
+                    0 => "action".to_string(),
+                    1 => format!(
+                        "action in [Action::\"{}\", Action::\"{}\"]",
+                        actions[next(4) as usize],
+                        actions[next(4) as usize]
+                    ),
+                    _ => format!("action == Action::\"{}\"", actions[next(4) as usize]),
+                };
+                let princ = if next(2) == 0 { "principal" } else { "principal is Human" };
+                let res = match next(3) {
+                    0 => "resource".to_string(),
+                    1 => "resource is Tool".to_string(),
+                    _ => format!("resource == Tool::\"t{}\"", next(3)),
+                };
+                let cond = match next(3) {
+                    0 => String::new(),
+                    1 => format!(" when {{ principal has roles && principal.roles.contains(\"r{}\") }}", next(3)),
+                    _ => format!(" unless {{ principal has email && principal.email == \"u{}\" }}", next(3)),
+                };
+                src.push_str(&format!("@id(\"p{i}\") {effect}({princ}, {act}, {res}){cond};\n"));
+            }
+            let e = Engine::compile(1, &bundle(&src)).unwrap_or_else(|r| unreachable_compile(&src, r));
+            for _ in 0..10 {
+                let u = next(3);
+                let ents = entities(vec![serde_json::json!({"uid": {"type": "Human", "id": format!("u{u}")},
+                    "attrs": {"email": format!("u{u}"), "roles": [format!("r{}", next(3))]}, "parents": []})])
+                .unwrap();
+                let (p, a, r) = (
+                    uid("Human", &format!("u{u}")).unwrap(),
+                    action(actions[next(4) as usize]).unwrap(),
+                    uid("Tool", &format!("t{}", next(3))).unwrap(),
+                );
+                let sliced = e.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &ents, true);
+                let mut reasons = sliced.reasons.clone();
+                reasons.sort();
+                let full = e.decide_unsliced(p, a, r, Context::empty(), &ents);
+                assert_eq!((sliced.allowed(), reasons), full, "round {round}, policies:\n{src}");
+            }
+        }
+    }
+
+    #[allow(clippy::panic)]
+    fn unreachable_compile(src: &str, r: Rejected) -> Engine {
+        panic!("generated policies must validate: {r}\n{src}")
     }
 
     #[test]

@@ -119,6 +119,12 @@ fn type_and_id(v: &Value, what: &str) -> Result<(String, String), ApiError> {
     }
 }
 
+/// Action entities never enter a request's entity set, so there are no action groups at
+/// decision time and the engine's slicing by action stays exact.
+fn is_action_type(t: &str) -> bool {
+    t == "Action" || t.ends_with("::Action")
+}
+
 fn required<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str, ApiError> {
     v.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("`{what}` is required")))
 }
@@ -189,6 +195,11 @@ impl App {
         let mut out = Vec::with_capacity(list.len());
         for e in &list {
             let (etype, id) = type_and_id(&e.uid, "entity uid")?;
+            if is_action_type(&etype) {
+                return Err(ApiError::BadRequest(
+                    "actions are declared in the policy schema, not pushed as entities".into(),
+                ));
+            }
             for p in &e.parents {
                 type_and_id(p, "entity parent")?;
             }
@@ -219,6 +230,9 @@ impl App {
         e: &Entity,
         into: &mut BTreeMap<(String, String), Value>,
     ) -> Result<remit_policy::EntityRef, ApiError> {
+        if is_action_type(cedar_type) {
+            return Err(ApiError::BadRequest("a subject or resource cannot be an action".into()));
+        }
         let id = e.id.clone().unwrap_or_default();
         let stored = self.store.entity(cedar_type, &id).await?;
         let mut attrs = remit_policy::strip_nulls_map(e.all_properties());
