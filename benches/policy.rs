@@ -9,42 +9,23 @@ use std::str::FromStr;
 
 use cedar_policy::{Authorizer, Context, Entities, PolicySet, Request};
 use criterion::{Criterion, criterion_group, criterion_main};
-use remit_policy::{Bundle, Engine, PolicyFile};
-use serde_json::{Value, json};
+use remit_policy::{Bundle, Engine};
+use serde_json::Value;
 
 const POLICIES: usize = 50;
 const USERS: usize = 500;
 const TODOS: usize = 500;
 
-/// 50 generated application policies plus 2 general ones, and the schema they need.
 fn bundle() -> Bundle {
-    let mut src = String::new();
-    let mut actions = Vec::new();
-    for i in 0..POLICIES {
-        actions.push(format!("\"act{i}\""));
-        src.push_str(&format!(
-            "@id(\"p{i}\") permit (principal is Human, action == Action::\"act{i}\", resource is Todo) when {{ \
-             principal has roles && principal.roles.contains(\"r{}\") && principal has email && \
-             resource has ownerID && resource.ownerID == principal.email }};\n",
-            i % 5
-        ));
-    }
-    src.push_str("@id(\"admins\") permit (principal is Human, action, resource is Todo) when { principal has roles && principal.roles.contains(\"admin\") };\n");
-    src.push_str("@id(\"banned\") forbid (principal is Human, action, resource) when { principal has roles && principal.roles.contains(\"banned\") };\n");
-    let schema = format!(
-        "entity Todo {{ ownerID?: String }};\naction {} appliesTo {{ principal: [Human], resource: [Todo] }};\n",
-        actions.join(", ")
-    );
-    Bundle { policies: vec![PolicyFile { name: "bench.cedar".into(), source: src }], schema, ..Default::default() }
+    remit_policy::synthetic::bundle(POLICIES)
 }
 
 fn user(i: usize) -> Value {
-    json!({"uid": {"type": "Human", "id": format!("u{i}@example.com")},
-           "attrs": {"email": format!("u{i}@example.com"), "roles": [format!("r{}", i % 5)]}, "parents": []})
+    remit_policy::synthetic::user(i)
 }
 
 fn todo(i: usize) -> Value {
-    json!({"uid": {"type": "Todo", "id": format!("todo-{i}")}, "attrs": {"ownerID": format!("u{}@example.com", i % USERS)}, "parents": []})
+    remit_policy::synthetic::todo(i, USERS)
 }
 
 fn bench(c: &mut Criterion) {

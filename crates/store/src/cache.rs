@@ -14,7 +14,8 @@
 //!   [`Change::Resync`]), and capping every entry's age, so a missed notification cannot keep
 //!   a revoked token alive.
 //!
-//! Only rows that exist are cached; creating a task needs no invalidation.
+//! Only rows that exist are cached (entities also cache "not stored"; any entity push drops
+//! them all); creating a task needs no invalidation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,9 @@ struct Maps {
     tasks: HashMap<TaskId, (Arc<TaskSnapshot>, Instant)>,
     instances: HashMap<InstanceId, (Instance, Instant)>,
     agents: HashMap<AgentName, (Agent, Instant)>,
+    /// Attribute-store entities by (type, id-or-alias), including "not stored" answers: a
+    /// PEP's resources are often not in the store, and asking again each time costs a read.
+    entities: HashMap<(String, String), (Option<crate::StoredEntity>, Instant)>,
 }
 
 struct State {
@@ -70,7 +74,8 @@ impl State {
                 m.tasks.clear();
             }
             Change::Workflow(_) => m.tasks.clear(),
-            Change::Keys | Change::Policy | Change::Entities => {}
+            Change::Entities => m.entities.clear(),
+            Change::Keys | Change::Policy => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
                 *m = Maps::default();
@@ -350,10 +355,19 @@ impl Store for CachingStore {
         self.inner.active_policy_set().await
     }
     async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
-        self.inner.put_entities(entities, audit).await
+        let r = self.inner.put_entities(entities, audit).await;
+        self.invalidate(&[Change::Entities]);
+        r
     }
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
-        self.inner.entity(etype, id_or_alias).await
+        let key = (etype.to_owned(), id_or_alias.to_owned());
+        if let Some(e) = self.state.get(|m| &m.entities, &key) {
+            return Ok(e);
+        }
+        let generation = self.state.generation.load(Ordering::SeqCst);
+        let e = self.inner.entity(etype, id_or_alias).await?;
+        self.state.fill(generation, |m| &mut m.entities, key, e.clone());
+        Ok(e)
     }
     async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
         self.inner.create_approval(a, audit).await

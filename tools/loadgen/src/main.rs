@@ -32,9 +32,53 @@ struct Args {
     /// Stop early after this many seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
-    /// `start-task`, `introspect`, or `propagation` (needs two or more URLs).
+    /// `start-task`, `introspect`, `evaluate` (one AuthZEN evaluation per request over a
+    /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`), or
+    /// `propagation` (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
+    /// Items per `/access/v1/evaluations` request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+const USERS: usize = 500;
+const TODOS: usize = 500;
+
+/// Pushes the generated policy set and entities (decision scenarios).
+async fn setup_policy(http: &reqwest::Client, base: &str, admin: &str) -> Result<(), String> {
+    let bundle = serde_json::to_value(remit_policy::synthetic::bundle(50)).map_err(|e| e.to_string())?;
+    let r = http
+        .put(format!("{base}/v1/policies"))
+        .bearer_auth(admin)
+        .json(&bundle)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("policy push: {}", r.text().await.unwrap_or_default()));
+    }
+    let ents: Vec<Value> = (0..USERS)
+        .map(remit_policy::synthetic::user)
+        .chain((0..TODOS).map(|i| remit_policy::synthetic::todo(i, USERS)))
+        .collect();
+    // In chunks: the server's body limit (64 KiB by default) caps one push.
+    for chunk in ents.chunks(100) {
+        post(http, &format!("{base}/v1/entities"), admin, json!({"entities": chunk})).await?;
+    }
+    Ok(())
+}
+
+/// The `n`-th decision request: user `n % USERS` on its own todo with its role's action
+/// (allowed), or every seventh on someone else's todo (denied).
+fn decision_item(n: u64) -> (Value, Value, Value) {
+    let u = (n as usize) % USERS;
+    let todo = if n.is_multiple_of(7) { (u + 1) % TODOS } else { u };
+    (
+        json!({"type": "Human", "id": format!("u{u}@example.com")}),
+        json!({"name": format!("act{}", u % 5)}),
+        json!({"type": "Todo", "id": format!("todo-{todo}")}),
+    )
 }
 
 async fn post(c: &reqwest::Client, url: &str, bearer: &str, body: Value) -> Result<Value, String> {
@@ -72,6 +116,9 @@ async fn main() -> Result<(), String> {
     let sample = post(&http, &format!("{base}/v1/tasks"), &inst_token, body.clone()).await?;
     let sample_token = sample["token"].as_str().ok_or("no task token")?.to_owned();
 
+    if a.scenario == "evaluate" || a.scenario == "evaluations" {
+        setup_policy(&http, &base, &a.admin_token).await?;
+    }
     if a.scenario == "propagation" {
         return propagation(&http, &bases, &a.admin_token, &inst_token, &body, a.requests).await;
     }
@@ -85,11 +132,33 @@ async fn main() -> Result<(), String> {
         let (http, base, inst_token, body, admin, sample_token) =
             (http.clone(), base.clone(), inst_token.clone(), body.clone(), a.admin_token.clone(), sample_token.clone());
         let (issued, errors, total, scenario) = (issued.clone(), errors.clone(), a.requests, a.scenario.clone());
+        let batch = a.batch;
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while issued.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let t0 = Instant::now();
-                let ok = if scenario == "introspect" {
+                let n = issued.load(Ordering::Relaxed);
+                let ok = if scenario == "evaluate" {
+                    let (s, act, r) = decision_item(n);
+                    post(
+                        &http,
+                        &format!("{base}/access/v1/evaluation"),
+                        &admin,
+                        json!({"subject": s, "action": act, "resource": r}),
+                    )
+                    .await
+                    .is_ok_and(|v| v["decision"].is_boolean())
+                } else if scenario == "evaluations" {
+                    let items: Vec<Value> = (0..batch as u64)
+                        .map(|k| {
+                            let (s, act, r) = decision_item(n * batch as u64 + k);
+                            json!({"subject": s, "action": act, "resource": r})
+                        })
+                        .collect();
+                    post(&http, &format!("{base}/access/v1/evaluations"), &admin, json!({"evaluations": items}))
+                        .await
+                        .is_ok_and(|v| v["evaluations"].as_array().is_some_and(|a| a.len() == batch))
+                } else if scenario == "introspect" {
                     http.post(format!("{base}/oauth2/introspect"))
                         .bearer_auth(&admin)
                         .form(&[("token", sample_token.as_str())])
@@ -117,8 +186,9 @@ async fn main() -> Result<(), String> {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     let n = lat.len() as f64;
+    let per_request = if a.scenario == "evaluations" { a.batch as f64 } else { 1.0 };
     println!(
-        "scenario={} replicas={} requests={} errors={} concurrency={} seconds={:.2} rate={:.0}/s p50={:.2}ms p99={:.2}ms",
+        "scenario={} replicas={} requests={} errors={} concurrency={} seconds={:.2} rate={:.0}/s decisions={:.0}/s p50={:.2}ms p99={:.2}ms",
         a.scenario,
         bases.len(),
         lat.len(),
@@ -126,6 +196,7 @@ async fn main() -> Result<(), String> {
         a.concurrency,
         elapsed.as_secs_f64(),
         n / elapsed.as_secs_f64(),
+        n * per_request / elapsed.as_secs_f64(),
         pct(0.50).as_secs_f64() * 1000.0,
         pct(0.99).as_secs_f64() * 1000.0
     );
