@@ -34,8 +34,8 @@ entity Tool;
 // Anything else an agent acts on.
 entity Resource { kind?: String, sensitivity?: String };
 
+// Remit's own action; applications declare theirs (read, write, …) in the bundle's schema.
 action call_tool appliesTo { principal: [Task, AgentInstance, Human], resource: [Tool, Resource] };
-action read, write, delete appliesTo { principal: [Task, AgentInstance, Human], resource: [Resource, Tool] };
 "#;
 
 /// The annotation that turns a permit into "approval required".
@@ -469,7 +469,11 @@ mod tests {
     use super::*;
 
     fn bundle(src: &str) -> Bundle {
-        Bundle { policies: vec![PolicyFile { name: "p.cedar".into(), source: src.into() }], ..Default::default() }
+        Bundle {
+            policies: vec![PolicyFile { name: "p.cedar".into(), source: src.into() }],
+            schema: "action read, write, delete appliesTo { principal: [Human], resource: [Tool, Resource] };".into(),
+            ..Default::default()
+        }
     }
 
     fn ents() -> Entities {

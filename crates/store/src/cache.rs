@@ -354,6 +354,9 @@ impl Store for CachingStore {
     async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
         self.inner.active_policy_set().await
     }
+    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<crate::StoredEntity>> {
+        self.inner.list_entities(etype, after, limit).await
+    }
     async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
         let r = self.inner.put_entities(entities, audit).await;
         self.invalidate(&[Change::Entities]);

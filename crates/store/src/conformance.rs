@@ -760,6 +760,22 @@ pub async fn policy_versions_and_entities(store: Arc<dyn Store>) {
     assert_eq!(s.entity("Human", "rick@the-citadel.com").await.unwrap().unwrap().attrs, r#"{"roles":["admin"]}"#);
     assert_eq!(s.entity("Human", "PID-1").await.unwrap().unwrap().id, "rick@the-citadel.com");
     assert_eq!(s.entity("Todo", "PID-1").await.unwrap(), None);
+    // Listing pages through one type in id order.
+    let many: Vec<StoredEntity> = (0..5)
+        .map(|i| StoredEntity {
+            etype: "Todo".into(),
+            id: format!("todo-{i}"),
+            attrs: "{}".into(),
+            parents: "[]".into(),
+            aliases: vec![],
+        })
+        .collect();
+    s.put_entities(many, ev(AuditAction::EntitiesPush)).await.unwrap();
+    let page1 = s.list_entities("Todo", None, 3).await.unwrap();
+    let page2 = s.list_entities("Todo", Some(page1[2].id.clone()), 3).await.unwrap();
+    let ids: Vec<String> = page1.iter().chain(&page2).map(|e| e.id.clone()).collect();
+    assert_eq!(ids, (0..5).map(|i| format!("todo-{i}")).collect::<Vec<_>>());
+    assert_eq!(s.list_entities("Human", None, 10).await.unwrap().len(), 1);
     // Replacing an entity replaces its aliases.
     s.put_entities(vec![rick(r#"{"roles":["viewer"]}"#, &["PID-2"])], ev(AuditAction::EntitiesPush)).await.unwrap();
     assert_eq!(s.entity("Human", "PID-1").await.unwrap(), None);

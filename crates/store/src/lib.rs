@@ -367,6 +367,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_entities(&self, entities: Vec<StoredEntity>, audit: AuditEvent) -> Result<()>;
     /// An entity by type and id, or by one of its aliases.
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<StoredEntity>>;
+    /// Entities of one type in id order, after `after` (paging), at most `limit`.
+    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<StoredEntity>>;
 
     async fn create_approval(&self, a: Approval, audit: AuditEvent) -> Result<()>;
     async fn approval(&self, id: &str) -> Result<Option<Approval>>;

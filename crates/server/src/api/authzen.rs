@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, Auth, Body};
 use crate::error::ApiError;
-use crate::service::pdp::{Action, Answer, Entity, Evaluation, MAX_BATCH};
+use crate::service::pdp::{Action, Answer, Entity, Evaluation, MAX_BATCH, SearchKind};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
     match v {
@@ -122,6 +122,9 @@ pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
         "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+        "search_subject_endpoint": format!("{base}/access/v1/search/subject"),
+        "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
+        "search_action_endpoint": format!("{base}/access/v1/search/action"),
     }))
 }
 
@@ -151,4 +154,78 @@ pub async fn explain(
         "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "approval_id": a.approval_id,
         "policies": policies,
     })))
+}
+
+/// Default and largest page of search results.
+const SEARCH_PAGE_DEFAULT: usize = 1000;
+const SEARCH_PAGE_MAX: usize = 10_000;
+
+async fn search(
+    app: AppState,
+    caller: crate::service::Caller,
+    kind: SearchKind,
+    body: Value,
+) -> Result<Json<Value>, ApiError> {
+    let body = object(body)?;
+    let get = |k: &str| body.get(k).filter(|v| !v.is_null());
+    let template = Evaluation {
+        subject: part::<Entity>(get("subject"), "subject")?.unwrap_or_default(),
+        action: part::<Action>(get("action"), "action")?.unwrap_or_default(),
+        resource: part::<Entity>(get("resource"), "resource")?.unwrap_or_default(),
+        context: get("context").cloned().unwrap_or(Value::Null),
+    };
+    // The searched entity's id is ignored; everything else the search needs is required.
+    let need =
+        |ok: bool, what: &str| if ok { Ok(()) } else { Err(ApiError::BadRequest(format!("`{what}` is required"))) };
+    let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    need(has(&template.subject.etype), "subject.type")?;
+    need(has(&template.resource.etype), "resource.type")?;
+    if kind != SearchKind::Subject {
+        need(has(&template.subject.id), "subject.id")?;
+    }
+    if kind != SearchKind::Resource {
+        need(has(&template.resource.id), "resource.id")?;
+    }
+    if kind != SearchKind::Action {
+        need(has(&template.action.name), "action.name")?;
+    }
+    let page = get("page");
+    let token = page.and_then(|p| p.get("token")).and_then(Value::as_str).map(str::to_owned);
+    let limit = page
+        .and_then(|p| p.get("limit"))
+        .and_then(Value::as_u64)
+        .map(|l| (l as usize).clamp(1, SEARCH_PAGE_MAX))
+        .unwrap_or(SEARCH_PAGE_DEFAULT);
+    let (results, next) = app.search(&caller, kind, template, token, limit).await?;
+    Ok(Json(json!({"results": results, "page": {"next_token": next}})))
+}
+
+/// Subject search: which subjects (of `subject.type`) may do `action` on `resource`.
+#[utoipa::path(post, path = "/access/v1/search/subject", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+pub async fn search_subject(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    search(app, caller, SearchKind::Subject, body).await
+}
+
+/// Resource search: which resources (of `resource.type`) `subject` may do `action` on.
+#[utoipa::path(post, path = "/access/v1/search/resource", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+pub async fn search_resource(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    search(app, caller, SearchKind::Resource, body).await
+}
+
+/// Action search: which actions `subject` may take on `resource`.
+#[utoipa::path(post, path = "/access/v1/search/action", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+pub async fn search_action(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, ApiError> {
+    search(app, caller, SearchKind::Action, body).await
 }

@@ -494,6 +494,10 @@ impl Store for PgStore {
     async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
         read!(self, |c| ops::entity(c, etype, id_or_alias))
     }
+    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<crate::StoredEntity>> {
+        let a = after.as_deref();
+        read!(self, |c| ops::list_entities(c, etype, a, limit))
+    }
     async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
         self.write(move |c| Box::pin(ops::create_approval(c, a, audit))).await
     }

@@ -1199,3 +1199,25 @@ pub async fn consume_approval(
     ctx.audit(audit)?;
     Ok(())
 }
+
+pub async fn list_entities(
+    c: &mut PgConnection,
+    etype: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<StoredEntity>> {
+    let sql = format!(
+        "SELECT id, attrs, parents, aliases FROM entities WHERE etype = $1 AND ($2::text IS NULL OR id > $2) \
+         ORDER BY id LIMIT {}",
+        limit.clamp(1, crate::MAX_PAGE)
+    );
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as(&sql).bind(etype).bind(after).fetch_all(c).await.map_err(map_err)?;
+    rows.into_iter()
+        .map(|(id, attrs, parents, aliases)| {
+            let aliases =
+                serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
+            Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
+        })
+        .collect()
+}

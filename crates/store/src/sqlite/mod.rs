@@ -361,6 +361,10 @@ impl Store for SqliteStore {
         let (t, k) = (etype.to_owned(), id_or_alias.to_owned());
         self.read(move |c| ops::entity(c, &t, &k)).await
     }
+    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<crate::StoredEntity>> {
+        let t = etype.to_owned();
+        self.read(move |c| ops::list_entities(c, &t, after.as_deref(), limit)).await
+    }
     async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
         self.write(move |c| ops::create_approval(c, &a, audit)).await
     }

@@ -943,3 +943,25 @@ pub fn consume_approval(
     ctx.audit(audit)?;
     Ok(())
 }
+
+pub fn list_entities(c: &Connection, etype: &str, after: Option<&str>, limit: u32) -> Result<Vec<StoredEntity>> {
+    let sql = format!(
+        "SELECT id, attrs, parents, aliases FROM entities WHERE etype = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT {}",
+        limit.clamp(1, crate::MAX_PAGE)
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_err)?;
+    let rows = s
+        .query_map(params![etype, after], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+        })
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<(String, String, String, String)>>>()
+        .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(id, attrs, parents, aliases)| {
+            let aliases =
+                serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
+            Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
+        })
+        .collect()
+}
