@@ -16,6 +16,7 @@
 //! cache liveness and still never honour a revoked token longer than the feed's latency.
 
 pub mod cache;
+mod cols;
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;

@@ -270,8 +270,13 @@ impl App {
         Ok(uid)
     }
 
-    /// Decides one evaluation (already checked) without auditing it.
+    /// Decides one evaluation (already checked) without auditing it. `approved`: a valid
+    /// approval for this exact call was presented (turns "approval required" into allow).
     async fn decide_one(&self, engine: &Engine, ev: &Evaluation) -> Result<Decision, ApiError> {
+        self.decide_with(engine, ev, false).await
+    }
+
+    async fn decide_with(&self, engine: &Engine, ev: &Evaluation, approved: bool) -> Result<Decision, ApiError> {
         let mut ents = BTreeMap::new();
         let principal = self
             .load_entity(&engine.subject_type(ev.subject.etype.as_deref().unwrap_or_default()), &ev.subject, &mut ents)
@@ -287,7 +292,7 @@ impl App {
             remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
         let context = remit_policy::context(&Self::policy_context(&ev.context)).map_err(ApiError::BadRequest)?;
         let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
-        Ok(engine.decide(principal, action, resource, context, &entities, false))
+        Ok(engine.decide(principal, action, resource, context, &entities, approved))
     }
 
     /// The call an approval is bound to, and its digest: subject, action, resource (with
@@ -325,7 +330,7 @@ impl App {
                 .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())]);
             return match self.store.consume_approval(&id, &digest, d.policy_version, now, audit).await {
                 Ok(()) => {
-                    let mut ok = self.decide_one_approved(engine, ev).await?;
+                    let mut ok = self.decide_with(engine, ev, true).await?;
                     ok.approval = d.approval;
                     Ok(Answer { decision: ok, approval_id: Some(id), approval_expires_at: None })
                 }
@@ -362,25 +367,6 @@ impl App {
         ]);
         self.store.create_approval(approval, audit).await?;
         Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: Some(expires_at) })
-    }
-
-    async fn decide_one_approved(&self, engine: &Engine, ev: &Evaluation) -> Result<Decision, ApiError> {
-        let mut ents = BTreeMap::new();
-        let principal = self
-            .load_entity(&engine.subject_type(ev.subject.etype.as_deref().unwrap_or_default()), &ev.subject, &mut ents)
-            .await?;
-        let resource = self
-            .load_entity(
-                &engine.resource_type(ev.resource.etype.as_deref().unwrap_or_default()),
-                &ev.resource,
-                &mut ents,
-            )
-            .await?;
-        let action =
-            remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
-        let context = remit_policy::context(&Self::policy_context(&ev.context)).map_err(ApiError::BadRequest)?;
-        let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
-        Ok(engine.decide(principal, action, resource, context, &entities, true))
     }
 
     /// The context policies see: the request's, without Remit's approval member.
