@@ -34,8 +34,25 @@ entity Tool;
 // Anything else an agent acts on.
 entity Resource { kind?: String, sensitivity?: String };
 
+// The request-time context Remit builds when the principal is a verified task token.
+type TaskContext = {
+  workflow: String,
+  intent: String,
+  intent_hash: String,
+  data_sensitivity: String,
+  data_sensitivity_rank: Long,
+  workflow_ceiling: String,
+  workflow_ceiling_rank: Long,
+  time_left_secs: Long,
+  agent: String,
+  instance?: String,
+  delegation_depth: Long,
+  delegation_chain: Set<String>,
+  tool?: String,
+  target?: String,
+};
 // Remit's own action; applications declare theirs (read, write, …) in the bundle's schema.
-action call_tool appliesTo { principal: [Task, AgentInstance, Human], resource: [Tool, Resource] };
+action call_tool appliesTo { principal: [Task], resource: [Tool, Resource], context: TaskContext };
 "#;
 
 /// The annotation that turns a permit into "approval required".

@@ -229,3 +229,21 @@ pub async fn search_action(
 ) -> Result<Json<Value>, ApiError> {
     search(app, caller, SearchKind::Action, body).await
 }
+
+/// Decides an agent's action with its task token as the principal and Remit's request-time
+/// context (workflow, intent, data sensitivity and ceiling, time left, agent, instance,
+/// delegation depth and chain) merged over the PEP's. A token that is invalid, expired,
+/// revoked or under a kill switch is a deny.
+#[utoipa::path(post, path = "/v1/decisions", request_body = crate::service::pdp::TaskDecisionRequest,
+    responses((status = 200, description = "decision"), (status = 400, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn decide_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(req): Body<crate::service::pdp::TaskDecisionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let (d, task) = app.decide_task(&caller, req).await?;
+    Ok(Json(json!({
+        "decision": d.allowed(), "outcome": d.outcome, "policy_version": d.policy_version,
+        "reasons": d.reasons, "errors": d.errors, "task": task,
+    })))
+}

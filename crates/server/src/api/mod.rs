@@ -177,6 +177,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/keys/rotate", post(admin::rotate_keys))
         .route("/v1/policies", get(policy::active).put(policy::push))
         .route("/v1/entities", post(policy::push_entities))
+        .route("/v1/decisions", post(authzen::decide_task))
         .route("/v1/decisions/explain", post(authzen::explain))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::get))

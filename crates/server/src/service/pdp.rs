@@ -573,3 +573,140 @@ impl App {
         Ok((results, next))
     }
 }
+
+/// A decision for an agent's task: the principal is the task behind a verified JWT-SVID.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct TaskDecisionRequest {
+    /// The task's JWT-SVID, as presented to the PEP. Never stored or logged.
+    pub token: String,
+    pub action: Action,
+    pub resource: Entity,
+    /// Facts the PEP adds (e.g. `tool`, `target`, arguments); Remit's own facts win.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub context: Value,
+}
+
+fn rank(s: remit_core::model::Sensitivity) -> i64 {
+    use remit_core::model::Sensitivity as S;
+    match s {
+        S::Public => 0,
+        S::Internal => 1,
+        S::Confidential => 2,
+        S::Restricted => 3,
+    }
+}
+
+impl App {
+    /// Decides an action of a live task: verifies the token (signature, expiry, trust
+    /// domain), checks every kill switch that covers it, then decides with the task as
+    /// principal (its workflow and agent as entities) and the request-time context. An
+    /// inactive or invalid token is a deny, never an error, so a PEP fails closed.
+    pub async fn decide_task(
+        &self,
+        caller: &Caller,
+        req: TaskDecisionRequest,
+    ) -> Result<(Decision, Option<String>), ApiError> {
+        required(&req.action.name, "action.name")?;
+        required(&req.resource.etype, "resource.type")?;
+        required(&req.resource.id, "resource.id")?;
+        if !(req.context.is_null() || req.context.is_object()) {
+            return Err(ApiError::BadRequest("`context` must be an object".into()));
+        }
+        let engine = self.engine();
+        let now = self.clock.now();
+        let deny = |why: &str| Decision {
+            outcome: Outcome::Deny,
+            policy_version: engine.version(),
+            reasons: vec![],
+            errors: vec![why.to_owned()],
+            approval: vec![],
+        };
+        let snap = match self.verify_jwt(&req.token, None).await.ok().and_then(|c| self.subject_of(&c).map(|s| (c, s)))
+        {
+            Some((claims, remit_core::ids::Subject::Task { task, .. }))
+                if claims.remit.task.as_deref() == Some(task.as_str()) =>
+            {
+                self.store.task_snapshot(&task).await?
+            }
+            _ => None,
+        };
+        let (decision, task_id) = match snap {
+            None => (deny("the token is not a valid task token"), None),
+            Some(snap) => {
+                let live = remit_core::rules::task_liveness(
+                    &snap.task,
+                    &snap.workflow,
+                    &snap.agent,
+                    snap.instance.as_ref(),
+                    now,
+                );
+                if let remit_core::rules::Liveness::Inactive(why) = live {
+                    (deny(why), Some(snap.task.id.to_string()))
+                } else {
+                    let t = &snap.task;
+                    let mut ctx: Map<String, Value> = match &req.context {
+                        Value::Object(m) => remit_policy::strip_nulls_map(m.clone()),
+                        _ => Map::new(),
+                    };
+                    let remit_facts = json!({
+                        "workflow": t.workflow.as_str(),
+                        "intent": t.intent,
+                        "intent_hash": t.intent_hash,
+                        "data_sensitivity": t.sensitivity.as_str(),
+                        "data_sensitivity_rank": rank(t.sensitivity),
+                        "workflow_ceiling": snap.workflow.ceiling.as_str(),
+                        "workflow_ceiling_rank": rank(snap.workflow.ceiling),
+                        "time_left_secs": (t.expires_at.0 - now.0).max(0) / 1000,
+                        "agent": t.agent.as_str(),
+                        "delegation_depth": 0,
+                        "delegation_chain": [],
+                    });
+                    if let Value::Object(m) = remit_facts {
+                        ctx.extend(m);
+                    }
+                    if let Some(i) = &t.instance {
+                        ctx.insert("instance".into(), i.as_str().into());
+                    }
+                    let wf = json!({"uid": {"type": "Workflow", "id": t.workflow.as_str()},
+                        "attrs": {"owner": snap.workflow.owner, "ceiling": snap.workflow.ceiling.as_str()}, "parents": []});
+                    let principal_json = json!({"uid": {"type": "Task", "id": t.id.as_str()},
+                        "attrs": {"intent": t.intent, "sensitivity": t.sensitivity.as_str(), "agent": {"__entity": {"type": "Agent", "id": t.agent.as_str()}}},
+                        "parents": [{"type": "Workflow", "id": t.workflow.as_str()}]});
+                    let agent = json!({"uid": {"type": "Agent", "id": t.agent.as_str()}, "attrs": {}, "parents": []});
+                    let mut ents = BTreeMap::new();
+                    let resource = self
+                        .load_entity(
+                            &engine.resource_type(req.resource.etype.as_deref().unwrap_or_default()),
+                            &req.resource,
+                            &mut ents,
+                        )
+                        .await?;
+                    let mut list: Vec<Value> = ents.into_values().collect();
+                    list.extend([principal_json, wf, agent]);
+                    let principal = remit_policy::uid("Task", t.id.as_str()).map_err(ApiError::BadRequest)?;
+                    let action = remit_policy::action(req.action.name.as_deref().unwrap_or_default())
+                        .map_err(ApiError::BadRequest)?;
+                    let context = remit_policy::context(&Value::Object(ctx)).map_err(ApiError::BadRequest)?;
+                    let entities = remit_policy::entities(list).map_err(ApiError::BadRequest)?;
+                    (engine.decide(principal, action, resource, context, &entities, false), Some(t.id.to_string()))
+                }
+            }
+        };
+        let mut e = AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
+            .outcome(if decision.allowed() { AuditOutcome::Success } else { AuditOutcome::Denied })
+            .detail([
+                ("policy_version", decision.policy_version.into()),
+                ("decision", serde_json::to_value(decision.outcome).unwrap_or_default()),
+                ("reasons", decision.reasons.clone().into()),
+                ("errors", decision.errors.clone().into()),
+                ("action", req.action.name.clone().into()),
+                ("resource", json!({"type": req.resource.etype, "id": req.resource.id})),
+            ]);
+        if let Some(t) = &task_id {
+            e = e.task(t);
+        }
+        self.store.append_audit(vec![e]).await?;
+        Ok((decision, task_id))
+    }
+}
