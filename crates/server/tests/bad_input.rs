@@ -211,6 +211,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let huge = "x".repeat(100 * 1024);
     let (st, e) = start(json!({"workflow": "deploy", "intent": huge, "audience": ["a"]})).await;
     assert_eq!(st, 413, "{e}");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("too large")), "a JSON error body: {e}");
     // Unknown ids.
     let (st, _) = s.admin_get("/v1/tasks/t-00000000000000000000000000000000").await;
     assert_eq!(st, 404);

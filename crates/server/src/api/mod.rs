@@ -25,7 +25,6 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -202,7 +201,8 @@ pub fn router(app: AppState) -> Router {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }))
             .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-            .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight))
-            .layer(RequestBodyLimitLayer::new(max_body)),
+            // Body size is enforced by `DefaultBodyLimit` in the extractors, whose rejection
+            // becomes the usual JSON error (413) in one place.
+            .layer(tower::limit::ConcurrencyLimitLayer::new(max_in_flight)),
     )
 }
