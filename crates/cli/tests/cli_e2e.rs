@@ -7,46 +7,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_remit");
+mod common;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{BIN, Server};
 
 fn serve(data: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
-        .env("REMIT_DATA_DIR", data)
-        .env_remove("REMIT_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut saw_credential_path = false;
-    let url = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if line.contains("admin-token") {
-            saw_credential_path = true;
-        }
-        if let Some(rest) = line.strip_prefix("Remit listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    assert!(saw_credential_path, "first run prints where the admin credential is");
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
+    let s = common::serve(data, &[], &[]);
+    assert!(s.banner.iter().any(|l| l.contains("admin-token")), "first run prints where the admin credential is");
+    s
 }
 
 fn remit(s: &Server, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -7,9 +7,7 @@
 //! it never touches the machine's shared server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,39 +15,12 @@ use std::time::{Duration, Instant};
 use remit_store::postgres::testing::{PgCluster, TempDb};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_remit");
+mod common;
 
-struct Replica {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Server as Replica;
 
 fn replica(data: &Path, store: &str, kek: &str) -> Replica {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text", "--store", store])
-        .env("REMIT_DATA_DIR", data)
-        .env("REMIT_KEK", kek)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("replica exited before listening").unwrap();
-        if let Some(rest) = line.strip_prefix("Remit listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Replica { child, url }
+    common::serve(data, &["--store", store], &[("REMIT_KEK", kek), ("RUST_LOG", "warn")])
 }
 
 struct Api {

@@ -47,33 +47,30 @@ pub async fn serve(
             tracing::warn!(error = %e, "final audit checkpoint failed");
         }
     });
-    // Another replica rotated keys: publish and accept the new set here too.
+    // Keys rotated or a policy pushed (here or on another replica): reload them.
     let mut changes = app.store.subscribe();
     let keys_app = app.clone();
     let key_follower = tokio::spawn(async move {
+        use remit_store::Change;
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            match changes.recv().await {
-                Ok(remit_store::Change::Keys) => {
-                    if let Err(e) = keys_app.reload_keys().await {
-                        tracing::warn!(error = %e, "reloading keys after a change failed");
-                    }
-                }
-                Ok(remit_store::Change::Policy) => {
-                    if let Err(e) = keys_app.reload_policy().await {
-                        tracing::warn!(error = %e, "reloading the policy bundle failed");
-                    }
-                }
-                Ok(remit_store::Change::Resync) | Err(RecvError::Lagged(_)) => {
-                    if let Err(e) = keys_app.reload_keys().await {
-                        tracing::warn!(error = %e, "reloading keys after a change failed");
-                    }
-                    if let Err(e) = keys_app.reload_policy().await {
-                        tracing::warn!(error = %e, "reloading the policy bundle failed");
-                    }
-                }
-                Ok(_) => {}
+            let change = match changes.recv().await {
+                Ok(c) => c,
+                // Fell behind: what was missed is unknown, so reload everything.
+                Err(RecvError::Lagged(_)) => Change::Resync,
                 Err(RecvError::Closed) => return,
+            };
+            let (keys, policy) = match change {
+                Change::Keys => (true, false),
+                Change::Policy => (false, true),
+                Change::Resync => (true, true),
+                _ => continue,
+            };
+            if keys && let Err(e) = keys_app.reload_keys().await {
+                tracing::warn!(error = %e, "reloading keys after a change failed");
+            }
+            if policy && let Err(e) = keys_app.reload_policy().await {
+                tracing::warn!(error = %e, "reloading the policy bundle failed");
             }
         }
     });

@@ -587,14 +587,10 @@ pub struct TaskDecisionRequest {
     pub context: Value,
 }
 
+/// A sensitivity as a number policies can compare: its position in the declared order
+/// (`public` 0 < `internal` 1 < `confidential` 2 < `restricted` 3).
 fn rank(s: remit_core::model::Sensitivity) -> i64 {
-    use remit_core::model::Sensitivity as S;
-    match s {
-        S::Public => 0,
-        S::Internal => 1,
-        S::Confidential => 2,
-        S::Restricted => 3,
-    }
+    s as i64
 }
 
 impl App {

@@ -48,12 +48,11 @@ impl TempDb {
     }
 
     pub async fn create_on(admin: &str) -> Result<TempDb> {
-        let bytes: [u8; 8] = std::array::from_fn(|i| {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            (t.as_nanos().wrapping_mul(6364136223846793005).wrapping_add(i as u128 * 1442695040888963407) >> (i * 7))
-                as u8
-        });
-        let name = format!("remit_test_{}_{}", std::process::id(), hex::encode(bytes));
+        // Unique per process (counter) and across processes and runs (pid, clock).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let name = format!("remit_test_{}_{n}_{}", std::process::id(), nanos % 1_000_000_000_000);
         let mut c = PgConnection::connect(admin).await.map_err(|e| {
             StoreError::Unavailable(format!("test postgres at {}: {}", super::redact_url(admin), map_err(e)))
         })?;
