@@ -27,7 +27,7 @@ entity Human { email?: String, roles?: Set<String>, name?: String };
 entity Agent;
 entity AgentInstance in [Agent];
 // A trust boundary for one purpose.
-entity Workflow { owner?: String, ceiling?: String };
+entity Workflow { owner?: String, ceiling?: String, allowed_tools?: Set<String> };
 // One unit of work of one workflow.
 entity Task in [Workflow] { intent?: String, sensitivity?: String, agent?: Agent };
 entity Tool;
@@ -48,7 +48,10 @@ type TaskContext = {
   instance?: String,
   delegation_depth: Long,
   delegation_chain: Set<String>,
+  // The tool this call uses (the resource when it is a Tool, else the PEP's `tool`) and
+  // the tools this task was allowed to use before it.
   tool?: String,
+  tools_used: Set<String>,
   target?: String,
 };
 // Remit's own action; applications declare theirs (read, write, …) in the bundle's schema.

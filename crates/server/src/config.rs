@@ -83,14 +83,18 @@ pub struct ApprovalsConfig {
     /// How long an approval request stays open, and an approval stays usable.
     #[serde(deserialize_with = "dur")]
     pub ttl: Duration,
-    /// Humans (the `x-remit-operator` / `--operator` name) who may approve or deny. Empty:
-    /// any named operator holding the admin credential.
+    /// Humans (the `x-remit-operator` / `--operator` name) who may approve or deny any
+    /// request. A request from an agent's task may also be decided by its workflow's owner
+    /// and by that workflow's `workflow_approvers`. Empty: AuthZEN requests (which belong to
+    /// no workflow) may be decided by any named operator holding the admin credential.
     pub approvers: Vec<String>,
+    /// Per workflow, further humans who may decide its tasks' requests.
+    pub workflow_approvers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for ApprovalsConfig {
     fn default() -> Self {
-        ApprovalsConfig { ttl: Duration::from_secs(15 * 60), approvers: vec![] }
+        ApprovalsConfig { ttl: Duration::from_secs(15 * 60), approvers: vec![], workflow_approvers: Default::default() }
     }
 }
 

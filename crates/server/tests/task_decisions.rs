@@ -75,3 +75,156 @@ async fn task_token_decisions_use_the_request_time_context() {
     assert!(!all.to_string().contains(&token), "a token leaked into the audit log");
     s.stop().await;
 }
+
+const GATED: &str = r#"
+// Any tool but prod: a plain permit for prod would allow it without approval (any permit).
+@id("deploy.tools")
+permit (principal is Task, action == Action::"call_tool", resource is Tool)
+when { principal in Workflow::"deploy" && resource != Tool::"prod" && principal.parent has allowed_tools };
+
+@id("read-before-write")
+forbid (principal is Task, action == Action::"call_tool", resource == Tool::"db-write")
+unless { context.tools_used.contains("db-read") };
+
+@id("prod.approval")
+@approval("deploying to prod needs the workflow owner's approval")
+permit (principal is Task, action == Action::"call_tool", resource == Tool::"prod")
+when { principal in Workflow::"deploy" };
+"#;
+
+async fn call(s: &TestServer, token: &str, tool: &str, ctx: Value, approval: Option<&str>) -> Value {
+    let mut body = json!({"token": token, "action": {"name": "call_tool"}, "resource": {"type": "Tool", "id": tool},
+                          "context": ctx});
+    if let Some(a) = approval {
+        body["approval"] = json!(a);
+    }
+    let (st, v) = s.call("POST", "/v1/decisions", Some(&s.admin.clone()), Some(body)).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+async fn decide_as(s: &TestServer, id: &str, verb: &str, operator: &str) -> (u16, Value) {
+    let r = s
+        .http
+        .post(format!("{}/v1/approvals/{id}/{verb}", s.url))
+        .bearer_auth(&s.admin)
+        .header("x-remit-operator", operator)
+        .json(&json!({"reason": "checked the change ticket"}))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_used_and_approvals_bound_to_the_task() {
+    let s = TestServer::start_with(|c| {
+        c.approvals.workflow_approvers.insert("deploy".into(), vec!["carol@example.com".into()]);
+    })
+    .await;
+    s.setup().await;
+    // `principal.parent` is not an attribute: strict validation rejects it with Cedar's words.
+    let bad = json!({"policies": [{"name": "p.cedar", "source": GATED}]});
+    let (st, v) = s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bad)).await;
+    assert_eq!(st, 400, "{v}");
+    let fixed = GATED.replace("principal.parent has allowed_tools", "true");
+    let bundle = json!({"policies": [{"name": "p.cedar", "source": fixed}]});
+    let (st, v) = s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bundle)).await;
+    assert_eq!(st, 201, "{v}");
+    let inst = s.join().await;
+    let (task, token) = s.start_task(&inst).await;
+    let (other_task, other) = s.start_task(&inst).await;
+
+    // Writing before reading is refused; after an allowed read, the write is allowed.
+    let v = call(&s, &token, "db-write", json!({}), None).await;
+    assert_eq!((v["decision"].as_bool(), &v["reasons"]), (Some(false), &json!(["read-before-write"])), "{v}");
+    let v = call(&s, &token, "db-read", json!({}), None).await;
+    assert_eq!((v["decision"].as_bool(), v["tool"].as_str()), (Some(true), Some("db-read")), "{v}");
+    assert_eq!(call(&s, &token, "db-write", json!({}), None).await["decision"], true);
+    // Tools are per task: the other task has read nothing.
+    assert_eq!(call(&s, &other, "db-write", json!({}), None).await["decision"], false);
+    let used = s.app.store.tools_used(&remit_core::ids::TaskId::parse(&task).unwrap()).await.unwrap();
+    assert_eq!(used, vec!["db-read".to_string(), "db-write".to_string()]);
+
+    // Prod needs approval: the request is bound to this task and call.
+    let ctx = json!({"change": "CHG-42", "target": "cluster-eu-1"});
+    let v = call(&s, &token, "prod", ctx.clone(), None).await;
+    assert_eq!((v["decision"].as_bool(), v["outcome"].as_str()), (Some(false), Some("approval_required")), "{v}");
+    let id = v["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["approval"]["reasons"], json!(["deploying to prod needs the workflow owner's approval"]));
+    let (_, a) = s.admin_get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!((a["task"].as_str(), a["workflow"].as_str()), (Some(task.as_str()), Some("deploy")), "{a}");
+    assert!(a["requested_by"].as_str().unwrap().starts_with("spiffe://"), "{a}");
+    // Presenting it before anyone decided: denied, and it stays pending.
+    assert_eq!(call(&s, &token, "prod", ctx.clone(), Some(&id)).await["decision"], false);
+    // Only humans with rights over the workflow decide: not dave, who is neither owner nor approver.
+    let (st, v) = decide_as(&s, &id, "approve", "dave@example.com").await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("owner"), "{v}");
+    // The owner approves (the configured approver carol could have too).
+    let (st, v) = decide_as(&s, &id, "approve", "ALICE@example.com").await;
+    assert_eq!(st, 200, "{v}");
+    // Another task presenting the same approval for the same call: denied.
+    assert_eq!(call(&s, &other, "prod", ctx.clone(), Some(&id)).await["decision"], false);
+    // A changed argument: denied.
+    assert_eq!(
+        call(&s, &token, "prod", json!({"change": "CHG-43", "target": "cluster-eu-1"}), Some(&id)).await["decision"],
+        false
+    );
+    // The exact retry succeeds once; the second is denied.
+    let v = call(&s, &token, "prod", ctx.clone(), Some(&id)).await;
+    assert_eq!((v["decision"].as_bool(), v["outcome"].as_str()), (Some(true), Some("allow")), "{v}");
+    assert_eq!(v["approval"]["id"], json!(id));
+    let v = call(&s, &token, "prod", ctx.clone(), Some(&id)).await;
+    assert_eq!(v["decision"], false, "{v}");
+    assert!(v["errors"].to_string().contains("not usable"), "{v}");
+    // The configured workflow approver may deny the next request.
+    let v = call(&s, &token, "prod", ctx.clone(), None).await;
+    let id2 = v["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(decide_as(&s, &id2, "deny", "carol@example.com").await.0, 200);
+    assert_eq!(call(&s, &token, "prod", ctx.clone(), Some(&id2)).await["decision"], false);
+    assert!(
+        s.app
+            .store
+            .tools_used(&remit_core::ids::TaskId::parse(&task).unwrap())
+            .await
+            .unwrap()
+            .contains(&"prod".to_string())
+    );
+
+    // Every step is in the audit log against the task.
+    let (_, recs) = s.admin_get(&format!("/v1/audit?task={task}&limit=1000")).await;
+    let actions: Vec<&str> = recs.as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).collect();
+    for a in ["approval.request", "approval.approve", "approval.use", "approval.deny", "access.evaluate"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    let _ = other_task;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_approves_their_own_request() {
+    let s = TestServer::start().await;
+    let source = r#"@id("gated") @approval("always") permit (principal, action, resource);"#;
+    let bundle = json!({"policies": [{"name": "p.cedar", "source": source}],
+                        "schema": "entity User; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };"});
+    let (st, v) = s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bundle)).await;
+    assert_eq!(st, 201, "{v}");
+    let ev = json!({"subject": {"type": "User", "id": "u1"}, "action": {"name": "read"}, "resource": {"type": "Doc", "id": "d1"}});
+    let r = s
+        .http
+        .post(format!("{}/access/v1/evaluation", s.url))
+        .bearer_auth(&s.admin)
+        .header("x-remit-operator", "mallory@example.com")
+        .json(&ev)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let id = v["context"]["approval_id"].as_str().unwrap().to_owned();
+    let (st, v) = decide_as(&s, &id, "approve", "mallory@example.com").await;
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(decide_as(&s, &id, "approve", "bob@example.com").await.0, 200);
+    s.stop().await;
+}

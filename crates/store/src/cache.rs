@@ -402,6 +402,12 @@ impl Store for CachingStore {
     ) -> Result<()> {
         self.inner.consume_approval(id, digest, policy_version, at, audit).await
     }
+    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        self.inner.record_tool_use(task, tool, at, audit).await
+    }
+    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
+        self.inner.tools_used(task).await
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.subscribe()
     }

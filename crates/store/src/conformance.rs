@@ -31,7 +31,8 @@ macro_rules! conformance_tests {
             tasks_round_trip, task_refused_after_kill, kill_workflow_cascades, kill_agent_cascades,
             kill_instance_cascades, kill_task_revokes_subtree, end_task_is_compare_and_set,
             failed_writes_leave_no_trace, concurrent_writes_keep_one_chain, key_rotation, checkpoints_and_filters,
-            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows, policy_versions_and_entities, approvals_are_single_use);
+            renew_instance_only_while_active, changes_are_published, concurrent_starts_on_live_and_killed_workflows, policy_versions_and_entities, approvals_are_single_use,
+            tool_uses_per_task);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,12 +813,17 @@ pub async fn approvals_are_single_use(store: Arc<dyn Store>) {
         decided_at: None,
         decision_reason: None,
         used_at: None,
+        task: (id == "a-2").then(|| "t-1".into()),
+        workflow: (id == "a-2").then(|| "deploy".into()),
     };
     let e = || ev(AuditAction::AccessEvaluate);
     for id in ["a-1", "a-2", "a-3"] {
         s.create_approval(mk(id, 600), e()).await.unwrap();
     }
     assert!(matches!(s.create_approval(mk("a-1", 600), e()).await, Err(StoreError::Conflict(_))));
+    let a2 = s.approval("a-2").await.unwrap().unwrap();
+    assert_eq!((a2.task.as_deref(), a2.workflow.as_deref()), (Some("t-1"), Some("deploy")));
+    assert_eq!(s.approval("a-1").await.unwrap().unwrap().task, None);
     assert_eq!(s.list_approvals(Some("pending".into()), 10).await.unwrap().len(), 3);
     // Only an approved approval can be used, only for its digest and version, only once.
     assert!(s.consume_approval("a-1", "d1", 3, now(), e()).await.is_err(), "pending cannot be used");
@@ -839,5 +845,44 @@ pub async fn approvals_are_single_use(store: Arc<dyn Store>) {
         s.decide_approval("a-9", true, "alice", "ok", now(), e()).await,
         Err(StoreError::NotFound { .. })
     ));
+    verify_chain(s).await;
+}
+
+pub async fn tool_uses_per_task(store: Arc<dyn Store>) {
+    let s = &*store;
+    install(s).await;
+    let (t1, t2) = (TaskId::from_random(rnd()), TaskId::from_random(rnd()));
+    let e = || ev(AuditAction::AccessEvaluate);
+    let head = s.audit_head().await.unwrap().0;
+    assert!(s.tools_used(&t1).await.unwrap().is_empty());
+    for tool in ["slack", "github", "slack"] {
+        s.record_tool_use(&t1, tool, now(), e()).await.unwrap();
+    }
+    s.record_tool_use(&t2, "prod-db", now(), e()).await.unwrap();
+    assert_eq!(s.tools_used(&t1).await.unwrap(), vec!["github".to_string(), "slack".to_string()]);
+    assert_eq!(s.tools_used(&t2).await.unwrap(), vec!["prod-db".to_string()]);
+    // Every use wrote its audit record, in the same transaction.
+    assert_eq!(s.audit_head().await.unwrap().0, head + 4);
+    // Concurrent uses of one new tool by one task: recorded once, no error.
+    let mut joins = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let t = t2.clone();
+        joins.push(tokio::spawn(async move {
+            store.record_tool_use(&t, "jira", now(), ev(AuditAction::AccessEvaluate)).await
+        }));
+    }
+    for j in joins {
+        j.await.unwrap().unwrap();
+    }
+    assert_eq!(s.tools_used(&t2).await.unwrap(), vec!["jira".to_string(), "prod-db".to_string()]);
+    // A task holds at most MAX_TOOLS_PER_TASK distinct tools; the decision is still audited.
+    let t3 = TaskId::from_random(rnd());
+    for i in 0..crate::MAX_TOOLS_PER_TASK + 5 {
+        s.record_tool_use(&t3, &format!("tool-{i:04}"), now(), e()).await.unwrap();
+    }
+    let used = s.tools_used(&t3).await.unwrap();
+    assert_eq!(used.len() as i64, crate::MAX_TOOLS_PER_TASK);
+    assert_eq!(used.last().map(String::as_str), Some("tool-0255"));
     verify_chain(s).await;
 }

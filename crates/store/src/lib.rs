@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 /// Largest page any list call returns.
 pub const MAX_PAGE: u32 = 10_000;
 
+/// Most distinct tools recorded for one task (the `tools_used` a decision sees).
+pub const MAX_TOOLS_PER_TASK: i64 = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("{kind} `{id}` not found")]
@@ -180,6 +183,10 @@ pub struct Approval {
     pub decided_at: Option<UnixMillis>,
     pub decision_reason: Option<String>,
     pub used_at: Option<UnixMillis>,
+    /// The task whose call it is (task-token decisions); `None` for AuthZEN subjects.
+    pub task: Option<String>,
+    /// That task's workflow: its owner may decide the request.
+    pub workflow: Option<String>,
 }
 
 /// A committed change that invalidates cached reads. Published to every subscriber of the
@@ -395,6 +402,13 @@ pub trait Store: Send + Sync + 'static {
         at: UnixMillis,
         audit: AuditEvent,
     ) -> Result<()>;
+
+    /// Records that `task` used `tool` (first use, last use, count) together with `audit`
+    /// (the decision that allowed it), in one transaction. A task holds at most
+    /// [`MAX_TOOLS_PER_TASK`] distinct tools; uses of further new tools are not recorded.
+    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()>;
+    /// The tools `task` has used, by name, in name order.
+    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>>;
 
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other replica. A lagging receiver must treat `Lagged` as [`Change::Resync`].

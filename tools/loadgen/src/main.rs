@@ -8,6 +8,9 @@
 //! It sets up its own workflow, agent and instance (through the admin API) so a run needs
 //! only the server's URL and admin credential. Loops are bounded by `--requests` and
 //! `--max-seconds`; it only talks to the URL it is given (use loopback).
+//!
+//! `decide-task` starts `--tasks` live tasks first, then asks `POST /v1/decisions` with their
+//! tokens (tools rotate, so `tools_used` grows and "read before write" rules bite).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,13 +36,37 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
     /// `start-task`, `introspect`, `evaluate` (one AuthZEN evaluation per request over a
-    /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`), or
-    /// `propagation` (needs two or more URLs).
+    /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`),
+    /// `decide-task` (task-token decisions over `--tasks` live tasks), or `propagation`
+    /// (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
     /// Items per `/access/v1/evaluations` request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// `decide-task`: how many live tasks the decisions are spread over (started first).
+    #[arg(long, default_value_t = 1000)]
+    tasks: usize,
+}
+
+/// Rules for agents' tasks, pushed with the generated set (the `decide-task` scenario).
+const TASK_POLICIES: &str = r#"
+@id("tasks.tools")
+permit (principal is Task, action == Action::"call_tool", resource is Tool)
+when { context.data_sensitivity_rank <= context.workflow_ceiling_rank };
+
+@id("tasks.read-before-write")
+forbid (principal is Task, action == Action::"call_tool", resource == Tool::"db-write")
+unless { context.tools_used.contains("db-read") };
+"#;
+
+/// The tool of the `n`-th task decision.
+fn tool_of(n: u64) -> String {
+    match n % 8 {
+        0 => "db-read".into(),
+        1 => "db-write".into(),
+        k => format!("tool-{k}"),
+    }
 }
 
 const USERS: usize = 500;
@@ -47,7 +74,9 @@ const TODOS: usize = 500;
 
 /// Pushes the generated policy set and entities (decision scenarios).
 async fn setup_policy(http: &reqwest::Client, base: &str, admin: &str) -> Result<(), String> {
-    let bundle = serde_json::to_value(remit_policy::synthetic::bundle(50)).map_err(|e| e.to_string())?;
+    let mut bundle = remit_policy::synthetic::bundle(50);
+    bundle.policies.push(remit_policy::PolicyFile { name: "tasks.cedar".into(), source: TASK_POLICIES.into() });
+    let bundle = serde_json::to_value(bundle).map_err(|e| e.to_string())?;
     let r = http
         .put(format!("{base}/v1/policies"))
         .bearer_auth(admin)
@@ -116,9 +145,30 @@ async fn main() -> Result<(), String> {
     let sample = post(&http, &format!("{base}/v1/tasks"), &inst_token, body.clone()).await?;
     let sample_token = sample["token"].as_str().ok_or("no task token")?.to_owned();
 
-    if a.scenario == "evaluate" || a.scenario == "evaluations" {
+    if ["evaluate", "evaluations", "decide-task"].contains(&a.scenario.as_str()) {
         setup_policy(&http, &base, &a.admin_token).await?;
     }
+    // Live tasks for `decide-task`, started before the clock runs.
+    let mut pool: Vec<String> = Vec::new();
+    if a.scenario == "decide-task" {
+        let mut starts = Vec::new();
+        for i in 0..a.concurrency.max(1) {
+            let (http, base, inst_token, body) = (http.clone(), base.clone(), inst_token.clone(), body.clone());
+            let n = a.tasks / a.concurrency.max(1) + usize::from(i < a.tasks % a.concurrency.max(1));
+            starts.push(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let t = post(&http, &format!("{base}/v1/tasks"), &inst_token, body.clone()).await?;
+                    out.push(t["token"].as_str().ok_or("no task token")?.to_owned());
+                }
+                Ok::<_, String>(out)
+            }));
+        }
+        for s in starts {
+            pool.extend(s.await.map_err(|e| e.to_string())??);
+        }
+    }
+    let pool = Arc::new(pool);
     if a.scenario == "propagation" {
         return propagation(&http, &bases, &a.admin_token, &inst_token, &body, a.requests).await;
     }
@@ -133,6 +183,7 @@ async fn main() -> Result<(), String> {
             (http.clone(), base.clone(), inst_token.clone(), body.clone(), a.admin_token.clone(), sample_token.clone());
         let (issued, errors, total, scenario) = (issued.clone(), errors.clone(), a.requests, a.scenario.clone());
         let batch = a.batch;
+        let pool = pool.clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while issued.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
@@ -158,6 +209,13 @@ async fn main() -> Result<(), String> {
                     post(&http, &format!("{base}/access/v1/evaluations"), &admin, json!({"evaluations": items}))
                         .await
                         .is_ok_and(|v| v["evaluations"].as_array().is_some_and(|a| a.len() == batch))
+                } else if scenario == "decide-task" {
+                    let token = &pool[(n as usize) % pool.len().max(1)];
+                    let body = json!({"token": token, "action": {"name": "call_tool"},
+                                      "resource": {"type": "Tool", "id": tool_of(n)}, "context": {"target": "load"}});
+                    post(&http, &format!("{base}/v1/decisions"), &admin, body)
+                        .await
+                        .is_ok_and(|v| v["decision"].is_boolean() && v["errors"].as_array().is_some_and(Vec::is_empty))
                 } else if scenario == "introspect" {
                     http.post(format!("{base}/oauth2/introspect"))
                         .bearer_auth(&admin)

@@ -45,11 +45,15 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                         vec![
                             output::s(a, "id").to_owned(),
                             output::s(a, "state").to_owned(),
-                            format!(
-                                "{}:{}",
-                                r["subject"]["type"].as_str().unwrap_or(""),
-                                r["subject"]["id"].as_str().unwrap_or("")
-                            ),
+                            match a["task"].as_str() {
+                                // An agent's task asked: name it and its workflow.
+                                Some(t) => format!("Task:{t} ({})", output::s(a, "workflow")),
+                                None => format!(
+                                    "{}:{}",
+                                    r["subject"]["type"].as_str().unwrap_or(""),
+                                    r["subject"]["id"].as_str().unwrap_or("")
+                                ),
+                            },
                             r["action"]["name"].as_str().unwrap_or("").to_owned(),
                             format!(
                                 "{}:{}",

@@ -1,4 +1,5 @@
-//! Approval requests: listed by and decided by a named human holding the admin credential.
+//! Approval requests: listed by and decided by a named human holding the admin credential
+//! (for a task's request: its workflow's owner or configured approvers).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,7 +15,7 @@ fn view(a: &remit_store::Approval) -> Value {
         "request": serde_json::from_str::<Value>(&a.request).unwrap_or(Value::Null),
         "reasons": a.reasons, "requested_by": a.requested_by, "requested_at": a.requested_at,
         "expires_at": a.expires_at, "decided_by": a.decided_by, "decided_at": a.decided_at,
-        "decision_reason": a.decision_reason, "used_at": a.used_at,
+        "decision_reason": a.decision_reason, "used_at": a.used_at, "task": a.task, "workflow": a.workflow,
     })
 }
 

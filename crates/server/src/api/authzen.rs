@@ -232,8 +232,10 @@ pub async fn search_action(
 
 /// Decides an agent's action with its task token as the principal and Remit's request-time
 /// context (workflow, intent, data sensitivity and ceiling, time left, agent, instance,
-/// delegation depth and chain) merged over the PEP's. A token that is invalid, expired,
-/// revoked or under a kill switch is a deny.
+/// delegation depth and chain, the tool and the tools already used) merged over the PEP's.
+/// A token that is invalid, expired, revoked or under a kill switch is a deny. A call that
+/// needs approval answers `outcome: approval_required` with `approval.id`; the retry with
+/// `approval` set to that id, once a human approved it, is allowed exactly once.
 #[utoipa::path(post, path = "/v1/decisions", request_body = crate::service::pdp::TaskDecisionRequest,
     responses((status = 200, description = "decision"), (status = 400, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn decide_task(
@@ -241,9 +243,14 @@ pub async fn decide_task(
     Auth(caller): Auth,
     Body(req): Body<crate::service::pdp::TaskDecisionRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let (d, task) = app.decide_task(&caller, req).await?;
-    Ok(Json(json!({
+    let a = app.decide_task(&caller, req).await?;
+    let d = &a.decision;
+    let mut body = json!({
         "decision": d.allowed(), "outcome": d.outcome, "policy_version": d.policy_version,
-        "reasons": d.reasons, "errors": d.errors, "task": task,
-    })))
+        "reasons": d.reasons, "errors": d.errors, "task": a.task, "tool": a.tool,
+    });
+    if let Some(id) = &a.approval_id {
+        body["approval"] = json!({"id": id, "expires_at": a.approval_expires_at, "reasons": d.approval});
+    }
+    Ok(Json(body))
 }

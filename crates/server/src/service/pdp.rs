@@ -31,6 +31,25 @@ pub struct Answer {
     pub approval_expires_at: Option<remit_core::time::UnixMillis>,
 }
 
+/// A call an approval is bound to: its canonical JSON, that JSON's digest, and whose it is.
+struct BoundCall {
+    call: Value,
+    digest: String,
+    task: Option<String>,
+    workflow: Option<String>,
+    requested_by: String,
+}
+
+/// What [`App::approval_step`] did.
+enum ApprovalStep {
+    /// The presented approval matched and is now used.
+    Used(String),
+    /// The presented approval does not apply (why).
+    Unusable(String, String),
+    /// A new request is pending, until the given time.
+    Opened(String, remit_core::time::UnixMillis),
+}
+
 /// Key-sorted, compact JSON: the same call always hashes the same.
 fn canonical(v: &Value) -> Value {
     match v {
@@ -41,6 +60,10 @@ fn canonical(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
         other => other.clone(),
     }
+}
+
+fn hex_sha256(v: &Value) -> String {
+    remit_token::sha256(v.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Most ancestors followed from one entity (guards against cycles and runaway hierarchies).
@@ -309,12 +332,12 @@ impl App {
             "resource": {"type": ev.resource.etype, "id": ev.resource.id, "properties": ev.resource.all_properties()},
             "context": ctx,
         }));
-        let digest = remit_token::sha256(call.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let digest = hex_sha256(&call);
         (call, digest)
     }
 
-    /// Resolves an "approval required" decision: uses a presented approval (once, for this
-    /// exact call) or opens an approval request.
+    /// Resolves an "approval required" AuthZEN decision: uses a presented approval (once,
+    /// for this exact call) or opens an approval request.
     async fn settle_approval(
         &self,
         caller: &Caller,
@@ -322,23 +345,48 @@ impl App {
         ev: &Evaluation,
         mut d: Decision,
     ) -> Result<Answer, ApiError> {
-        let now = self.clock.now();
         let (call, digest) = Self::call_of(ev);
         let presented = ev.context.get(APPROVAL_CONTEXT_KEY).and_then(Value::as_str).map(str::to_owned);
+        let bound = BoundCall { call, digest, task: None, workflow: None, requested_by: caller.actor() };
+        match self.approval_step(caller, bound, presented, &d).await? {
+            ApprovalStep::Used(id) => {
+                let mut ok = self.decide_with(engine, ev, true).await?;
+                ok.approval = d.approval;
+                Ok(Answer { decision: ok, approval_id: Some(id), approval_expires_at: None })
+            }
+            ApprovalStep::Unusable(id, why) => {
+                d.outcome = Outcome::Deny;
+                d.errors.push(why);
+                Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: None })
+            }
+            ApprovalStep::Opened(id, expires_at) => {
+                Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: Some(expires_at) })
+            }
+        }
+    }
+
+    /// The approval half of an "approval required" decision `d` for the call `bound`: with
+    /// an approval id presented, uses it (once, only for this digest and policy version);
+    /// without one, opens a pending request. Both steps are audited.
+    async fn approval_step(
+        &self,
+        caller: &Caller,
+        bound: BoundCall,
+        presented: Option<String>,
+        d: &Decision,
+    ) -> Result<ApprovalStep, ApiError> {
+        let now = self.clock.now();
         if let Some(id) = presented {
-            let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
+            let mut audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
                 .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())]);
-            return match self.store.consume_approval(&id, &digest, d.policy_version, now, audit).await {
-                Ok(()) => {
-                    let mut ok = self.decide_with(engine, ev, true).await?;
-                    ok.approval = d.approval;
-                    Ok(Answer { decision: ok, approval_id: Some(id), approval_expires_at: None })
-                }
+            if let Some(t) = &bound.task {
+                audit = audit.task(t);
+            }
+            return match self.store.consume_approval(&id, &bound.digest, d.policy_version, now, audit).await {
+                Ok(()) => Ok(ApprovalStep::Used(id)),
                 Err(remit_store::StoreError::Conflict(m))
                 | Err(remit_store::StoreError::NotFound { kind: _, id: m }) => {
-                    d.outcome = Outcome::Deny;
-                    d.errors.push(format!("approval not usable: {m}"));
-                    Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: None })
+                    Ok(ApprovalStep::Unusable(id, format!("approval not usable: {m}")))
                 }
                 Err(e) => Err(e.into()),
             };
@@ -348,25 +396,30 @@ impl App {
         let approval = remit_store::Approval {
             id: id.clone(),
             state: "pending".into(),
-            digest,
+            digest: bound.digest,
             policy_version: d.policy_version,
-            request: call.to_string(),
+            request: bound.call.to_string(),
             reasons: d.approval.clone(),
-            requested_by: caller.actor(),
+            requested_by: bound.requested_by,
             requested_at: now,
             expires_at,
             decided_by: None,
             decided_at: None,
             decision_reason: None,
             used_at: None,
+            task: bound.task.clone(),
+            workflow: bound.workflow,
         };
-        let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest).detail([
+        let mut audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest).detail([
             ("approval_id", id.clone().into()),
             ("policy_version", d.policy_version.into()),
             ("reasons", d.approval.clone().into()),
         ]);
+        if let Some(t) = &bound.task {
+            audit = audit.task(t);
+        }
         self.store.create_approval(approval, audit).await?;
-        Ok(Answer { decision: d, approval_id: Some(id), approval_expires_at: Some(expires_at) })
+        Ok(ApprovalStep::Opened(id, expires_at))
     }
 
     /// The context policies see: the request's, without Remit's approval member.
@@ -378,7 +431,11 @@ impl App {
         ctx
     }
 
-    /// An approver decides an open approval request.
+    /// An approver decides an open approval request. Approvers are named humans (the admin
+    /// credential with an operator name): for a task's request, its workflow's owner, the
+    /// workflow's configured approvers or a global approver; for an AuthZEN request, a
+    /// global approver (anyone named, when none are configured). Nobody decides a request
+    /// they made themselves.
     pub async fn decide_approval(
         &self,
         caller: &Caller,
@@ -392,18 +449,50 @@ impl App {
                     .into(),
             ));
         };
-        let allowed = &self.cfg.approvals.approvers;
-        if !allowed.is_empty() && !allowed.iter().any(|a| a == human) {
-            return Err(ApiError::Denied(format!("`{human}` is not a configured approver")));
-        }
         if reason.trim().is_empty() {
             return Err(ApiError::BadRequest("a reason is required".into()));
         }
+        let a =
+            self.store.approval(id).await?.ok_or_else(|| ApiError::NotFound(format!("approval `{id}` not found")))?;
+        if a.requested_by == caller.actor() {
+            return Err(ApiError::Denied("a request cannot be decided by the one who made it".into()));
+        }
+        self.may_approve(human, &a).await?;
         let now = self.clock.now();
         let action = if approve { AuditAction::ApprovalApprove } else { AuditAction::ApprovalDeny };
-        let audit = AuditEvent::new(now, caller.actor(), action).reason(reason).detail([("approval_id", id.into())]);
+        let mut audit =
+            AuditEvent::new(now, caller.actor(), action).reason(reason).detail([("approval_id", id.into())]);
+        if let Some(t) = &a.task {
+            audit = audit.task(t);
+        }
         self.store.decide_approval(id, approve, human, reason, now, audit).await?;
         Ok(())
+    }
+
+    /// Whether `human` has rights over the approval request `a` (see [`Self::decide_approval`]).
+    async fn may_approve(&self, human: &str, a: &remit_store::Approval) -> Result<(), ApiError> {
+        let named = |list: &[String]| list.iter().any(|x| x.eq_ignore_ascii_case(human));
+        let global = &self.cfg.approvals.approvers;
+        if named(global) {
+            return Ok(());
+        }
+        let Some(wf) = &a.workflow else {
+            return if global.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::Denied(format!("`{human}` is not a configured approver")))
+            };
+        };
+        if self.cfg.approvals.workflow_approvers.get(wf).is_some_and(|l| named(l)) {
+            return Ok(());
+        }
+        let name = remit_core::ids::WorkflowName::parse(wf).map_err(|e| ApiError::Internal(e.to_string()))?;
+        match self.store.workflow(&name).await? {
+            Some(w) if w.owner.eq_ignore_ascii_case(human) => Ok(()),
+            _ => Err(ApiError::Denied(format!(
+                "`{human}` may not decide requests of workflow `{wf}`: only its owner or its configured approvers"
+            ))),
+        }
     }
 
     /// Decides a list of evaluations in order, stopping after the first decision equal to
@@ -440,14 +529,7 @@ impl App {
                         ("approval_id", answer.approval_id.clone().into()),
                     ]),
             );
-            self.metrics
-                .decisions
-                .get_or_create(&crate::metrics::Metrics::label(match d.outcome {
-                    Outcome::Allow => "allow",
-                    Outcome::Deny => "deny",
-                    Outcome::ApprovalRequired => "approval_required",
-                }))
-                .inc();
+            self.count_decision(d.outcome);
             out.push(answer);
             if stop_on == Some(allowed) {
                 break;
@@ -576,6 +658,7 @@ impl App {
 
 /// A decision for an agent's task: the principal is the task behind a verified JWT-SVID.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskDecisionRequest {
     /// The task's JWT-SVID, as presented to the PEP. Never stored or logged.
     pub token: String,
@@ -585,6 +668,23 @@ pub struct TaskDecisionRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub context: Value,
+    /// On the retry of a call that needed approval: the approved request's id. It is used
+    /// once, and only for the same task, action, resource, context and policy version.
+    #[serde(default)]
+    pub approval: Option<String>,
+}
+
+/// The answer to a task's decision.
+#[derive(Debug, Clone)]
+pub struct TaskAnswer {
+    pub decision: Decision,
+    /// The task the token named (`None` when the token was not a valid task token).
+    pub task: Option<String>,
+    /// The approval request opened for this call, or the approval presented.
+    pub approval_id: Option<String>,
+    pub approval_expires_at: Option<remit_core::time::UnixMillis>,
+    /// The tool this call uses, as recorded for the task (when allowed).
+    pub tool: Option<String>,
 }
 
 /// A sensitivity as a number policies can compare: its position in the declared order
@@ -593,16 +693,20 @@ fn rank(s: remit_core::model::Sensitivity) -> i64 {
     s as i64
 }
 
+/// Longest tool name recorded for a task.
+const MAX_TOOL_NAME: usize = 256;
+
 impl App {
     /// Decides an action of a live task: verifies the token (signature, expiry, trust
     /// domain), checks every kill switch that covers it, then decides with the task as
     /// principal (its workflow and agent as entities) and the request-time context. An
     /// inactive or invalid token is a deny, never an error, so a PEP fails closed.
-    pub async fn decide_task(
-        &self,
-        caller: &Caller,
-        req: TaskDecisionRequest,
-    ) -> Result<(Decision, Option<String>), ApiError> {
+    ///
+    /// The call's tool is the resource's id when the resource is a `Tool`, else the PEP's
+    /// `context.tool`; an allowed call records it as used by the task, and later decisions
+    /// see it in `context.tools_used`. A call that needs approval opens an approval request
+    /// bound to this task and call; the retry presenting the approved id is allowed once.
+    pub async fn decide_task(&self, caller: &Caller, req: TaskDecisionRequest) -> Result<TaskAnswer, ApiError> {
         required(&req.action.name, "action.name")?;
         required(&req.resource.etype, "resource.type")?;
         required(&req.resource.id, "resource.id")?;
@@ -611,25 +715,46 @@ impl App {
         }
         let engine = self.engine();
         let now = self.clock.now();
-        let deny = |why: &str| Decision {
-            outcome: Outcome::Deny,
-            policy_version: engine.version(),
-            reasons: vec![],
-            errors: vec![why.to_owned()],
-            approval: vec![],
+        let resource_type = engine.resource_type(req.resource.etype.as_deref().unwrap_or_default());
+        let pep_ctx: Map<String, Value> = match &req.context {
+            Value::Object(m) => remit_policy::strip_nulls_map(m.clone()),
+            _ => Map::new(),
         };
-        let snap = match self.verify_jwt(&req.token, None).await.ok().and_then(|c| self.subject_of(&c).map(|s| (c, s)))
-        {
+        let tool = if resource_type == "Tool" {
+            req.resource.id.clone()
+        } else {
+            pep_ctx.get("tool").and_then(Value::as_str).map(str::to_owned)
+        };
+        if tool.as_ref().is_some_and(|t| t.is_empty() || t.len() > MAX_TOOL_NAME || t.chars().any(char::is_control)) {
+            return Err(ApiError::BadRequest(format!("a tool name must be 1 to {MAX_TOOL_NAME} printable characters")));
+        }
+        let mut answer = TaskAnswer {
+            decision: Decision {
+                outcome: Outcome::Deny,
+                policy_version: engine.version(),
+                reasons: vec![],
+                errors: vec![],
+                approval: vec![],
+            },
+            task: None,
+            approval_id: None,
+            approval_expires_at: None,
+            tool: None,
+        };
+        let verified = self.verify_jwt(&req.token, None).await.ok().and_then(|c| self.subject_of(&c).map(|s| (c, s)));
+        let snap = match verified {
             Some((claims, remit_core::ids::Subject::Task { task, .. }))
                 if claims.remit.task.as_deref() == Some(task.as_str()) =>
             {
-                self.store.task_snapshot(&task).await?
+                self.store.task_snapshot(&task).await?.map(|s| (s, claims.sub))
             }
             _ => None,
         };
-        let (decision, task_id) = match snap {
-            None => (deny("the token is not a valid task token"), None),
-            Some(snap) => {
+        let mut record_tool = false;
+        match snap {
+            None => answer.decision.errors.push("the token is not a valid task token".into()),
+            Some((snap, spiffe_id)) => {
+                answer.task = Some(snap.task.id.to_string());
                 let live = remit_core::rules::task_liveness(
                     &snap.task,
                     &snap.workflow,
@@ -638,13 +763,11 @@ impl App {
                     now,
                 );
                 if let remit_core::rules::Liveness::Inactive(why) = live {
-                    (deny(why), Some(snap.task.id.to_string()))
+                    answer.decision.errors.push(why.to_owned());
                 } else {
                     let t = &snap.task;
-                    let mut ctx: Map<String, Value> = match &req.context {
-                        Value::Object(m) => remit_policy::strip_nulls_map(m.clone()),
-                        _ => Map::new(),
-                    };
+                    let tools_used = self.store.tools_used(&t.id).await?;
+                    let mut ctx = pep_ctx.clone();
                     let remit_facts = json!({
                         "workflow": t.workflow.as_str(),
                         "intent": t.intent,
@@ -657,6 +780,7 @@ impl App {
                         "agent": t.agent.as_str(),
                         "delegation_depth": 0,
                         "delegation_chain": [],
+                        "tools_used": tools_used,
                     });
                     if let Value::Object(m) = remit_facts {
                         ctx.extend(m);
@@ -664,20 +788,19 @@ impl App {
                     if let Some(i) = &t.instance {
                         ctx.insert("instance".into(), i.as_str().into());
                     }
+                    if let Some(tool) = &tool {
+                        ctx.insert("tool".into(), tool.as_str().into());
+                    }
                     let wf = json!({"uid": {"type": "Workflow", "id": t.workflow.as_str()},
-                        "attrs": {"owner": snap.workflow.owner, "ceiling": snap.workflow.ceiling.as_str()}, "parents": []});
+                        "attrs": {"owner": snap.workflow.owner, "ceiling": snap.workflow.ceiling.as_str(),
+                                  "allowed_tools": snap.workflow.allowed_tools},
+                        "parents": []});
                     let principal_json = json!({"uid": {"type": "Task", "id": t.id.as_str()},
                         "attrs": {"intent": t.intent, "sensitivity": t.sensitivity.as_str(), "agent": {"__entity": {"type": "Agent", "id": t.agent.as_str()}}},
                         "parents": [{"type": "Workflow", "id": t.workflow.as_str()}]});
                     let agent = json!({"uid": {"type": "Agent", "id": t.agent.as_str()}, "attrs": {}, "parents": []});
                     let mut ents = BTreeMap::new();
-                    let resource = self
-                        .load_entity(
-                            &engine.resource_type(req.resource.etype.as_deref().unwrap_or_default()),
-                            &req.resource,
-                            &mut ents,
-                        )
-                        .await?;
+                    let resource = self.load_entity(&resource_type, &req.resource, &mut ents).await?;
                     let mut list: Vec<Value> = ents.into_values().collect();
                     list.extend([principal_json, wf, agent]);
                     let principal = remit_policy::uid("Task", t.id.as_str()).map_err(ApiError::BadRequest)?;
@@ -685,24 +808,86 @@ impl App {
                         .map_err(ApiError::BadRequest)?;
                     let context = remit_policy::context(&Value::Object(ctx)).map_err(ApiError::BadRequest)?;
                     let entities = remit_policy::entities(list).map_err(ApiError::BadRequest)?;
-                    (engine.decide(principal, action, resource, context, &entities, false), Some(t.id.to_string()))
+                    let d = engine.decide(
+                        principal.clone(),
+                        action.clone(),
+                        resource.clone(),
+                        context.clone(),
+                        &entities,
+                        false,
+                    );
+                    answer.decision = d;
+                    if answer.decision.outcome == Outcome::ApprovalRequired {
+                        let call = canonical(&json!({
+                            "task": t.id.as_str(),
+                            "action": {"name": req.action.name, "properties": req.action.properties},
+                            "resource": {"type": req.resource.etype, "id": req.resource.id,
+                                         "properties": req.resource.all_properties()},
+                            "context": Value::Object(pep_ctx.clone()),
+                        }));
+                        let bound = BoundCall {
+                            digest: hex_sha256(&call),
+                            call,
+                            task: Some(t.id.to_string()),
+                            workflow: Some(t.workflow.to_string()),
+                            requested_by: spiffe_id,
+                        };
+                        match self.approval_step(caller, bound, req.approval.clone(), &answer.decision).await? {
+                            ApprovalStep::Used(id) => {
+                                let asked = std::mem::take(&mut answer.decision.approval);
+                                answer.decision = engine.decide(principal, action, resource, context, &entities, true);
+                                answer.decision.approval = asked;
+                                answer.approval_id = Some(id);
+                            }
+                            ApprovalStep::Unusable(id, why) => {
+                                answer.decision.outcome = Outcome::Deny;
+                                answer.decision.errors.push(why);
+                                answer.approval_id = Some(id);
+                            }
+                            ApprovalStep::Opened(id, expires_at) => {
+                                answer.approval_id = Some(id);
+                                answer.approval_expires_at = Some(expires_at);
+                            }
+                        }
+                    }
+                    record_tool = answer.decision.allowed() && tool.is_some();
                 }
             }
-        };
+        }
+        let d = &answer.decision;
         let mut e = AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
-            .outcome(if decision.allowed() { AuditOutcome::Success } else { AuditOutcome::Denied })
+            .outcome(if d.allowed() { AuditOutcome::Success } else { AuditOutcome::Denied })
             .detail([
-                ("policy_version", decision.policy_version.into()),
-                ("decision", serde_json::to_value(decision.outcome).unwrap_or_default()),
-                ("reasons", decision.reasons.clone().into()),
-                ("errors", decision.errors.clone().into()),
+                ("policy_version", d.policy_version.into()),
+                ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+                ("reasons", d.reasons.clone().into()),
+                ("errors", d.errors.clone().into()),
                 ("action", req.action.name.clone().into()),
                 ("resource", json!({"type": req.resource.etype, "id": req.resource.id})),
+                ("tool", tool.clone().into()),
+                ("approval_id", answer.approval_id.clone().into()),
             ]);
-        if let Some(t) = &task_id {
+        if let Some(t) = &answer.task {
             e = e.task(t);
         }
-        self.store.append_audit(vec![e]).await?;
-        Ok((decision, task_id))
+        self.count_decision(d.outcome);
+        match (&answer.task, &tool) {
+            (Some(task), Some(tool)) if record_tool => {
+                let id = remit_core::ids::TaskId::parse(task).map_err(|e| ApiError::Internal(e.to_string()))?;
+                self.store.record_tool_use(&id, tool, now, e).await?;
+                answer.tool = Some(tool.clone());
+            }
+            _ => self.store.append_audit(vec![e]).await?,
+        }
+        Ok(answer)
+    }
+
+    fn count_decision(&self, o: Outcome) {
+        let label = match o {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::ApprovalRequired => "approval_required",
+        };
+        self.metrics.decisions.get_or_create(&crate::metrics::Metrics::label(label)).inc();
     }
 }

@@ -531,6 +531,14 @@ impl Store for PgStore {
         let (id, digest) = (id.to_owned(), digest.to_owned());
         self.write(move |c| Box::pin(ops::consume_approval(c, id, digest, policy_version, at, audit))).await
     }
+    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        let (task, tool) = (task.to_string(), tool.to_owned());
+        self.write(move |c| Box::pin(ops::record_tool_use(c, task, tool, at, audit))).await
+    }
+    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
+        let task = task.to_string();
+        read!(self, |c| ops::tools_used(c, &task))
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -1080,7 +1080,7 @@ pub async fn entity(c: &mut PgConnection, etype: &str, key: &str) -> Result<Opti
 
 // ---------------------------------------------------------------- approvals
 
-const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at";
+const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at, task, workflow";
 
 fn approval_row(r: &sqlx::postgres::PgRow) -> Result<Approval> {
     use sqlx::Row;
@@ -1101,13 +1101,15 @@ fn approval_row(r: &sqlx::postgres::PgRow) -> Result<Approval> {
         decided_at: r.try_get::<Option<i64>, _>(10).map_err(g)?.map(UnixMillis),
         decision_reason: r.try_get(11).map_err(g)?,
         used_at: r.try_get::<Option<i64>, _>(12).map_err(g)?.map(UnixMillis),
+        task: r.try_get(13).map_err(g)?,
+        workflow: r.try_get(14).map_err(g)?,
     })
 }
 
 pub async fn create_approval(ctx: &mut WriteCtx, a: Approval, audit: AuditEvent) -> Result<()> {
     sqlx::query(
         "INSERT INTO approvals (id, state, digest, policy_version, request, reasons, requested_by, requested_at, \
-         expires_at) VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8)",
+         expires_at, task, workflow) VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&a.id)
     .bind(&a.digest)
@@ -1117,6 +1119,8 @@ pub async fn create_approval(ctx: &mut WriteCtx, a: Approval, audit: AuditEvent)
     .bind(&a.requested_by)
     .bind(a.requested_at.0)
     .bind(a.expires_at.0)
+    .bind(&a.task)
+    .bind(&a.workflow)
     .execute(ctx.conn())
     .await
     .map_err(map_err)?;
@@ -1198,6 +1202,54 @@ pub async fn consume_approval(
     }
     ctx.audit(audit)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- tool uses
+
+pub async fn record_tool_use(
+    ctx: &mut WriteCtx,
+    task: String,
+    tool: String,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE task_tools SET last_used_at = greatest(last_used_at, $3), uses = uses + 1 \
+         WHERE task_id = $1 AND tool = $2",
+    )
+    .bind(&task)
+    .bind(&tool)
+    .bind(at.0)
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        // Concurrent first uses of one tool by one task from two replicas: the second adds one use.
+        sqlx::query(
+            "INSERT INTO task_tools (task_id, tool, first_used_at, last_used_at, uses) SELECT $1, $2, $3, $3, 1 \
+             WHERE (SELECT count(*) FROM task_tools WHERE task_id = $1) < $4 \
+             ON CONFLICT (task_id, tool) DO UPDATE SET uses = task_tools.uses + 1",
+        )
+        .bind(&task)
+        .bind(&tool)
+        .bind(at.0)
+        .bind(crate::MAX_TOOLS_PER_TASK)
+        .execute(ctx.conn())
+        .await
+        .map_err(map_err)?;
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub async fn tools_used(c: &mut PgConnection, task: &str) -> Result<Vec<String>> {
+    let rs = sqlx::query_scalar::<_, String>("SELECT tool FROM task_tools WHERE task_id = $1 ORDER BY tool")
+        .bind(task)
+        .fetch_all(c)
+        .await
+        .map_err(map_err)?;
+    Ok(rs)
 }
 
 pub async fn list_entities(

@@ -398,6 +398,14 @@ impl Store for SqliteStore {
         let (id, digest) = (id.to_owned(), digest.to_owned());
         self.write(move |c| ops::consume_approval(c, &id, &digest, policy_version, at, audit)).await
     }
+    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        let (task, tool) = (task.to_string(), tool.to_owned());
+        self.write(move |c| ops::record_tool_use(c, &task, &tool, at, audit)).await
+    }
+    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
+        let task = task.to_string();
+        self.read(move |c| ops::tools_used(c, &task)).await
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

@@ -835,7 +835,7 @@ pub fn entity(c: &Connection, etype: &str, key: &str) -> Result<Option<StoredEnt
 
 // ---------------------------------------------------------------- approvals
 
-const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at";
+const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at, task, workflow";
 
 fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
     let reasons: String = r.get(5)?;
@@ -853,6 +853,8 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
         decided_at: r.get::<_, Option<i64>>(10)?.map(UnixMillis),
         decision_reason: r.get(11)?,
         used_at: r.get::<_, Option<i64>>(12)?.map(UnixMillis),
+        task: r.get(13)?,
+        workflow: r.get(14)?,
     })
 }
 
@@ -860,7 +862,7 @@ pub fn create_approval(ctx: &mut WriteCtx<'_>, a: &Approval, audit: AuditEvent) 
     ctx.conn
         .execute(
             "INSERT INTO approvals (id, state, digest, policy_version, request, reasons, requested_by, requested_at, \
-             expires_at) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             expires_at, task, workflow) VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 a.id,
                 a.digest,
@@ -869,7 +871,9 @@ pub fn create_approval(ctx: &mut WriteCtx<'_>, a: &Approval, audit: AuditEvent) 
                 json(&a.reasons),
                 a.requested_by,
                 a.requested_at.0,
-                a.expires_at.0
+                a.expires_at.0,
+                a.task,
+                a.workflow
             ],
         )
         .map_err(map_err)?;
@@ -942,6 +946,41 @@ pub fn consume_approval(
     }
     ctx.audit(audit)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- tool uses
+
+pub fn record_tool_use(
+    ctx: &mut WriteCtx<'_>,
+    task: &str,
+    tool: &str,
+    at: UnixMillis,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE task_tools SET last_used_at = max(last_used_at, ?3), uses = uses + 1 WHERE task_id = ?1 AND tool = ?2",
+        )
+        .and_then(|mut s| s.execute(params![task, tool, at.0]))
+        .map_err(map_err)?;
+    if n == 0 {
+        ctx.conn
+            .prepare_cached(
+                "INSERT INTO task_tools (task_id, tool, first_used_at, last_used_at, uses) SELECT ?1, ?2, ?3, ?3, 1 \
+                 WHERE (SELECT count(*) FROM task_tools WHERE task_id = ?1) < ?4",
+            )
+            .and_then(|mut s| s.execute(params![task, tool, at.0, crate::MAX_TOOLS_PER_TASK]))
+            .map_err(map_err)?;
+    }
+    ctx.audit(audit)?;
+    Ok(())
+}
+
+pub fn tools_used(c: &Connection, task: &str) -> Result<Vec<String>> {
+    let mut s = c.prepare_cached("SELECT tool FROM task_tools WHERE task_id = ?1 ORDER BY tool").map_err(map_err)?;
+    let out = s.query_map([task], |r| r.get::<_, String>(0)).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
+    out.map_err(map_err)
 }
 
 pub fn list_entities(c: &Connection, etype: &str, after: Option<&str>, limit: u32) -> Result<Vec<StoredEntity>> {

@@ -167,6 +167,20 @@ CREATE TABLE approvals (
 ) STRICT;
 CREATE INDEX approvals_by_state ON approvals(state, requested_at);
 "#,
+    r#"
+-- 4: approvals of a task's call name the task and its workflow (whose owner may decide);
+-- the tools each task has used, for the request-time context.
+ALTER TABLE approvals ADD COLUMN task TEXT;
+ALTER TABLE approvals ADD COLUMN workflow TEXT;
+CREATE TABLE task_tools (
+    task_id       TEXT NOT NULL,
+    tool          TEXT NOT NULL,
+    first_used_at INTEGER NOT NULL,
+    last_used_at  INTEGER NOT NULL,
+    uses          INTEGER NOT NULL,
+    PRIMARY KEY (task_id, tool)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

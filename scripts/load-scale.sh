@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Decision latency as the store grows: the same decisions measured with ~1,000 and then
+# ~1,000,000 stored tasks (and as many audit records), in one run, on one server.
+#   decide-task: POST /v1/decisions with live task tokens (task snapshot, tools_used,
+#                tool-use record + audit record per allowed call)
+#   evaluate:    POST /access/v1/evaluation (AuthZEN, attribute store; one audit record each)
+# Usage: scripts/load-scale.sh [sqlite|postgres] [LARGE_TASKS] [DECISIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${1:-sqlite}
+large=${2:-1000000}
+reqs=${3:-20000}
+cargo build --release -q -p remit -p remit-loadgen
+bin=${CARGO_TARGET_DIR:-target}/release
+data=$(mktemp -d)
+store=sqlite
+count_tasks() { python3 -c 'import sqlite3,sys;print(sqlite3.connect("file:"+sys.argv[1]+"?mode=ro",uri=True).execute("select count(*) from tasks").fetchone()[0])' "$data/remit.db"; }
+if [ "$backend" = postgres ]; then
+  admin_url=$(scripts/ensure-postgres.sh)
+  db="remit_scale_$$"
+  psql "$admin_url" -qc "CREATE DATABASE $db"
+  store="${admin_url%/*}/$db"
+  count_tasks() { psql "$store" -tAc "SELECT count(*) FROM tasks"; }
+fi
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+RUST_LOG=warn "$bin/remit" serve --data-dir "$data" --listen "127.0.0.1:$port" --store "$store" \
+  >"$data/serve.out" 2>"$data/serve.err" &
+pid=$!
+cleanup() {
+  kill $pid 2>/dev/null; wait $pid 2>/dev/null
+  [ "$backend" = postgres ] && psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  rm -rf "$data"
+}
+trap cleanup EXIT
+for _ in $(seq 200); do [ -s "$data/admin-token" ] && grep -q listening "$data/serve.out" && break; sleep 0.1; done
+export REMIT_URL="http://127.0.0.1:$port" REMIT_ADMIN_TOKEN=$(cat "$data/admin-token")
+echo "# $(date -u +%FT%TZ) $(nproc) cores; backend=$backend; server and load generator share this machine"
+measure() {
+  echo "## stored tasks: $(count_tasks)"
+  "$bin/remit-loadgen" --scenario decide-task --concurrency 64 --tasks 1000 --requests "$reqs"
+  "$bin/remit-loadgen" --scenario evaluate --concurrency 64 --requests "$reqs"
+}
+"$bin/remit-loadgen" --scenario start-task --concurrency 32 --requests 1000 >/dev/null
+measure
+echo "## seeding to $large tasks over HTTP"
+"$bin/remit-loadgen" --scenario start-task --concurrency 64 --requests "$large" --max-seconds 1800
+measure
