@@ -4,6 +4,7 @@
 #   decide-task: POST /v1/decisions with live task tokens (task snapshot, tools_used,
 #                tool-use record + audit record per allowed call)
 #   evaluate:    POST /access/v1/evaluation (AuthZEN, attribute store; one audit record each)
+# Each size is measured three times (the machine is shared and noisy).
 # Usage: scripts/load-scale.sh [sqlite|postgres] [LARGE_TASKS] [DECISIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ measure() {
   "$bin/remit-loadgen" --scenario evaluate --concurrency 64 --requests "$reqs"
 }
 "$bin/remit-loadgen" --scenario start-task --concurrency 32 --requests 1000 >/dev/null
-measure
+measure; measure; measure
 echo "## seeding to $large tasks over HTTP"
 "$bin/remit-loadgen" --scenario start-task --concurrency 64 --requests "$large" --max-seconds 1800
-measure
+measure; measure; measure

@@ -467,6 +467,36 @@ pub fn entities(list: Vec<serde_json::Value>) -> Result<Entities, String> {
     Entities::from_json_value(serde_json::Value::Array(list), None).map_err(|e| format!("entities: {e}"))
 }
 
+/// One entity of a request: already built (e.g. cached), or as Cedar-JSON.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Built(cedar_policy::Entity),
+    Json(serde_json::Value),
+}
+
+/// Builds a request's entity set from built entities and Cedar-JSON ones, directly where it
+/// can; if any JSON entity needs Cedar's own parser, all of them go through it.
+pub fn entities_from(parts: Vec<Part>) -> Result<Entities, String> {
+    let mut built = Vec::with_capacity(parts.len());
+    let mut rest = Vec::new();
+    for p in parts {
+        match p {
+            Part::Built(e) => built.push(e),
+            Part::Json(v) => match direct::entity(&v) {
+                Some(e) => built.push(e),
+                None => rest.push(v),
+            },
+        }
+    }
+    if rest.is_empty() {
+        return Entities::from_entities(built, None).map_err(|e| format!("entities: {e}"));
+    }
+    for e in built {
+        rest.push(e.to_json_value().map_err(|e| format!("entities: {e}"))?);
+    }
+    Entities::from_json_value(serde_json::Value::Array(rest), None).map_err(|e| format!("entities: {e}"))
+}
+
 /// Cedar values built straight from JSON, reading it the way Cedar's schemaless JSON format
 /// does (`__entity` and `__extn` escapes, integers as `Long`, arrays as sets, objects as
 /// records) without Cedar's intermediate JSON representation, which costs several times

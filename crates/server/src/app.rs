@@ -58,12 +58,17 @@ pub struct App {
     /// an ECDSA verification when an instance presents the same token again; time and
     /// audience are still checked on every use, and liveness always comes from the store.
     pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
+    /// Attribute-store entities built as Cedar entities, by (type, id); each use checks the
+    /// entry against the stored text the (cached) store just returned.
+    pub(crate) built: Mutex<std::collections::HashMap<(String, String), Arc<crate::service::pdp::BuiltEntity>>>,
     /// The compiled active policy bundle; swapped whole when a new version is pushed.
     pub(crate) policy: RwLock<Arc<remit_policy::Engine>>,
 }
 
 /// Entries in the verified-token cache before it is cleared.
 pub(crate) const VERIFIED_CACHE_MAX: usize = 16_384;
+/// Entries in the built-entity cache before it is cleared.
+pub(crate) const BUILT_ENTITIES_MAX: usize = 65_536;
 
 impl App {
     /// Builds the app from an initialized store.
@@ -90,6 +95,7 @@ impl App {
             last_key_reload: Mutex::new(None),
             last_checkpoint: Mutex::new(last_cp),
             verified: Mutex::new(std::collections::HashMap::new()),
+            built: Mutex::new(std::collections::HashMap::new()),
             policy: RwLock::new(Arc::new(
                 remit_policy::Engine::deny_all().map_err(|e| StartError::Keys(format!("base policy schema: {e}")))?,
             )),

@@ -143,3 +143,34 @@ async fn authzen_protocol_rules() {
     assert_eq!(v["access_evaluation_endpoint"], format!("{}/access/v1/evaluation", s.url));
     s.stop().await;
 }
+
+/// Built entities are reused only while the stored entity is unchanged: an update (of an
+/// attribute, or of a parent's) changes the very next decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_entities_change_the_next_decision() {
+    let s = TestServer::start().await;
+    let bundle = json!({"policies": [{"name": "p.cedar", "source":
+        "@id(\"editors\") permit (principal, action == Action::\"edit\", resource) when { principal in Group::\"editors\" };\n\
+         @id(\"admins\") permit (principal, action == Action::\"edit\", resource) when { principal.role == \"admin\" };"}],
+        "schema": "entity Group; entity User in [Group] { role: String }; entity Doc; \
+                   action edit appliesTo { principal: [User], resource: [Doc] };"});
+    let (st, v) = s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bundle)).await;
+    assert_eq!(st, 201, "{v}");
+    let push = |role: &str, parents: Value| json!({"entities": [{"uid": {"type": "User", "id": "u1"}, "attrs": {"role": role}, "parents": parents}]});
+    let ev = json!({"subject": {"type": "User", "id": "u1"}, "action": {"name": "edit"}, "resource": {"type": "Doc", "id": "d1"}});
+    let decide = || async {
+        let (st, v) = s.call("POST", "/access/v1/evaluation", Some(&s.admin.clone()), Some(ev.clone())).await;
+        assert_eq!(st, 200, "{v}");
+        v["decision"].as_bool().unwrap()
+    };
+    assert_eq!(s.admin_post("/v1/entities", push("viewer", json!([]))).await.0, 200);
+    assert!(!decide().await);
+    assert!(!decide().await, "the same again, from the built-entity cache");
+    assert_eq!(s.admin_post("/v1/entities", push("admin", json!([]))).await.0, 200);
+    assert!(decide().await, "attribute changed");
+    assert_eq!(s.admin_post("/v1/entities", push("viewer", json!([]))).await.0, 200);
+    assert!(!decide().await, "attribute changed back");
+    assert_eq!(s.admin_post("/v1/entities", push("viewer", json!([{"type": "Group", "id": "editors"}]))).await.0, 200);
+    assert!(decide().await, "parent added");
+    s.stop().await;
+}

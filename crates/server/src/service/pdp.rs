@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use remit_core::audit::{AuditAction, AuditEvent, Outcome as AuditOutcome};
-use remit_policy::{Bundle, Decision, Engine, Outcome};
+use remit_policy::{Bundle, Decision, Engine, Outcome, Part};
 use remit_store::StoredEntity;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -48,6 +48,14 @@ enum ApprovalStep {
     Unusable(String, String),
     /// A new request is pending, until the given time.
     Opened(String, remit_core::time::UnixMillis),
+}
+
+/// A stored entity as Cedar needs it, with the stored text it was built from.
+#[derive(Debug)]
+pub struct BuiltEntity {
+    stored: StoredEntity,
+    part: Part,
+    parents: Vec<(String, String)>,
 }
 
 /// Key-sorted, compact JSON: the same call always hashes the same.
@@ -251,46 +259,91 @@ impl App {
         &self,
         cedar_type: &str,
         e: &Entity,
-        into: &mut BTreeMap<(String, String), Value>,
+        into: &mut BTreeMap<(String, String), Part>,
     ) -> Result<remit_policy::EntityRef, ApiError> {
         if is_action_type(cedar_type) {
             return Err(ApiError::BadRequest("a subject or resource cannot be an action".into()));
         }
         let id = e.id.clone().unwrap_or_default();
         let stored = self.store.entity(cedar_type, &id).await?;
-        let mut attrs = remit_policy::strip_nulls_map(e.all_properties());
-        let (canonical, parents) = match &stored {
+        let props = remit_policy::strip_nulls_map(e.all_properties());
+        let (canonical, parents) = match stored {
+            // Nothing to merge: the stored entity as built before, if it has not changed.
+            Some(s) if props.is_empty() => {
+                let built = self.built_entity(cedar_type, s);
+                let canonical = built.stored.id.clone();
+                into.insert((cedar_type.to_owned(), canonical.clone()), built.part.clone());
+                (canonical, built.parents.clone())
+            }
             Some(s) => {
+                let mut attrs = props;
                 let stored_attrs: Map<String, Value> = serde_json::from_str(&s.attrs).unwrap_or_default();
                 attrs.extend(stored_attrs);
-                (s.id.clone(), serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default())
+                let parents = serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default();
+                into.insert(
+                    (cedar_type.to_owned(), s.id.clone()),
+                    Part::Json(json!({"uid": {"type": cedar_type, "id": s.id}, "attrs": attrs, "parents": parents})),
+                );
+                (s.id, parents.iter().filter_map(|p| type_and_id(p, "parent").ok()).collect())
             }
-            None => (id, vec![]),
+            None => {
+                into.insert(
+                    (cedar_type.to_owned(), id.clone()),
+                    Part::Json(json!({"uid": {"type": cedar_type, "id": id}, "attrs": props, "parents": []})),
+                );
+                (id, vec![])
+            }
         };
         let uid = remit_policy::uid(cedar_type, &canonical).map_err(ApiError::BadRequest)?;
-        into.insert(
-            (cedar_type.to_owned(), canonical.clone()),
-            json!({"uid": {"type": cedar_type, "id": canonical}, "attrs": attrs, "parents": parents}),
-        );
         // Ancestors, breadth first, each loaded once.
-        let mut queue: Vec<(String, String)> = parents.iter().filter_map(|p| type_and_id(p, "parent").ok()).collect();
+        let mut queue: Vec<(String, String)> = parents;
         let mut seen: HashSet<(String, String)> = HashSet::new();
         while let Some(key) = queue.pop() {
             if seen.len() >= MAX_ANCESTORS || !seen.insert(key.clone()) || into.contains_key(&key) {
                 continue;
             }
             let (t, i) = &key;
-            let (attrs, parents) = match self.store.entity(t, i).await? {
-                Some(s) => (
-                    serde_json::from_str::<Value>(&s.attrs).unwrap_or_else(|_| json!({})),
-                    serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default(),
-                ),
-                None => (json!({}), vec![]),
-            };
-            queue.extend(parents.iter().filter_map(|p| type_and_id(p, "parent").ok()));
-            into.insert(key.clone(), json!({"uid": {"type": t, "id": i}, "attrs": attrs, "parents": parents}));
+            match self.store.entity(t, i).await? {
+                Some(s) => {
+                    let built = self.built_entity(t, s);
+                    queue.extend(built.parents.iter().cloned());
+                    into.insert(key.clone(), built.part.clone());
+                }
+                None => {
+                    into.insert(
+                        key.clone(),
+                        Part::Json(json!({"uid": {"type": t, "id": i}, "attrs": {}, "parents": []})),
+                    );
+                }
+            }
         }
         Ok(uid)
+    }
+
+    /// The Cedar entity for a stored entity, built once and reused while the stored text is
+    /// unchanged (checked against what the store just returned, so no invalidation is needed).
+    fn built_entity(&self, cedar_type: &str, s: StoredEntity) -> Arc<BuiltEntity> {
+        let key = (cedar_type.to_owned(), s.id.clone());
+        let hit = self.built.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(b) = hit
+            && b.stored.attrs == s.attrs
+            && b.stored.parents == s.parents
+        {
+            return b;
+        }
+        let attrs = serde_json::from_str::<Value>(&s.attrs).unwrap_or_else(|_| json!({}));
+        let parents_json = serde_json::from_str::<Vec<Value>>(&s.parents).unwrap_or_default();
+        let parents = parents_json.iter().filter_map(|p| type_and_id(p, "parent").ok()).collect();
+        let v = json!({"uid": {"type": cedar_type, "id": s.id}, "attrs": attrs, "parents": parents_json});
+        let part = remit_policy::direct::entity(&v).map_or(Part::Json(v), Part::Built);
+        let b = Arc::new(BuiltEntity { stored: s, part, parents });
+        if let Ok(mut m) = self.built.lock() {
+            if m.len() >= crate::app::BUILT_ENTITIES_MAX {
+                m.clear();
+            }
+            m.insert(key, b.clone());
+        }
+        b
     }
 
     /// Decides one evaluation (already checked) without auditing it. `approved`: a valid
@@ -314,7 +367,7 @@ impl App {
         let action =
             remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(ApiError::BadRequest)?;
         let context = remit_policy::context(&Self::policy_context(&ev.context)).map_err(ApiError::BadRequest)?;
-        let entities = remit_policy::entities(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
+        let entities = remit_policy::entities_from(ents.into_values().collect()).map_err(ApiError::BadRequest)?;
         Ok(engine.decide(principal, action, resource, context, &entities, approved))
     }
 
@@ -801,13 +854,13 @@ impl App {
                     let agent = json!({"uid": {"type": "Agent", "id": t.agent.as_str()}, "attrs": {}, "parents": []});
                     let mut ents = BTreeMap::new();
                     let resource = self.load_entity(&resource_type, &req.resource, &mut ents).await?;
-                    let mut list: Vec<Value> = ents.into_values().collect();
-                    list.extend([principal_json, wf, agent]);
+                    let mut list: Vec<Part> = ents.into_values().collect();
+                    list.extend([principal_json, wf, agent].map(Part::Json));
                     let principal = remit_policy::uid("Task", t.id.as_str()).map_err(ApiError::BadRequest)?;
                     let action = remit_policy::action(req.action.name.as_deref().unwrap_or_default())
                         .map_err(ApiError::BadRequest)?;
                     let context = remit_policy::context(&Value::Object(ctx)).map_err(ApiError::BadRequest)?;
-                    let entities = remit_policy::entities(list).map_err(ApiError::BadRequest)?;
+                    let entities = remit_policy::entities_from(list).map_err(ApiError::BadRequest)?;
                     let d = engine.decide(
                         principal.clone(),
                         action.clone(),
