@@ -706,18 +706,21 @@ mod tests {
         assert_eq!(d.outcome, Outcome::Allow);
     }
 
-    /// Property: for random policy sets and random requests, deciding over the action slice
-    /// gives exactly the full-set decision and the same deciding policies.
-    #[test]
-    fn sliced_decisions_equal_full_set_decisions() {
-        // xorshift: deterministic, no dependency; the seed is printed on failure.
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move |n: u64| {
+    /// A deterministic random source (xorshift, no dependency): `next(n)` is in `0..n`.
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n: u64| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed % n
-        };
+        }
+    }
+
+    /// Property: for random policy sets and random requests, deciding over the action slice
+    /// gives exactly the full-set decision and the same deciding policies.
+    #[test]
+    fn sliced_decisions_equal_full_set_decisions() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let actions = ["read", "write", "delete", "call_tool"];
         for round in 0..200 {
             let mut src = String::new();
@@ -789,13 +792,7 @@ mod tests {
     #[test]
     fn direct_building_equals_cedar_json_parsing() {
         use serde_json::{Value, json};
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         fn value(next: &mut dyn FnMut(u64) -> u64, depth: u32) -> Value {
             match next(if depth > 3 { 6 } else { 10 }) {
                 0 => json!(format!("s{}", next(5))),
