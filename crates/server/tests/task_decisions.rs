@@ -134,7 +134,7 @@ async fn tools_used_and_approvals_bound_to_the_task() {
     assert_eq!(st, 201, "{v}");
     let inst = s.join().await;
     let (task, token) = s.start_task(&inst).await;
-    let (other_task, other) = s.start_task(&inst).await;
+    let (_, other) = s.start_task(&inst).await;
 
     // Writing before reading is refused; after an allowed read, the write is allowed.
     let v = call(&s, &token, "db-write", json!({}), None).await;
@@ -199,7 +199,6 @@ async fn tools_used_and_approvals_bound_to_the_task() {
     for a in ["approval.request", "approval.approve", "approval.use", "approval.deny", "access.evaluate"] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
-    let _ = other_task;
     s.stop().await;
 }
 
