@@ -11,9 +11,7 @@ cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
 large=${2:-1000000}
 reqs=${3:-20000}
-cargo build --release -q -p remit -p remit-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
-data=$(mktemp -d)
+. scripts/serve-lib.sh
 store=sqlite
 count_tasks() { python3 -c 'import sqlite3,sys;print(sqlite3.connect("file:"+sys.argv[1]+"?mode=ro",uri=True).execute("select count(*) from tasks").fetchone()[0])' "$data/remit.db"; }
 if [ "$backend" = postgres ]; then
@@ -23,18 +21,12 @@ if [ "$backend" = postgres ]; then
   store="${admin_url%/*}/$db"
   count_tasks() { psql "$store" -tAc "SELECT count(*) FROM tasks"; }
 fi
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-RUST_LOG=warn "$bin/remit" serve --data-dir "$data" --listen "127.0.0.1:$port" --store "$store" \
-  >"$data/serve.out" 2>"$data/serve.err" &
-pid=$!
 cleanup() {
-  kill $pid 2>/dev/null; wait $pid 2>/dev/null
-  [ "$backend" = postgres ] && psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-  rm -rf "$data"
+  stop_remit
+  if [ "$backend" = postgres ]; then psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; fi
 }
 trap cleanup EXIT
-for _ in $(seq 200); do [ -s "$data/admin-token" ] && grep -q listening "$data/serve.out" && break; sleep 0.1; done
-export REMIT_URL="http://127.0.0.1:$port" REMIT_ADMIN_TOKEN=$(cat "$data/admin-token")
+start_remit "$store"
 echo "# $(date -u +%FT%TZ) $(nproc) cores; backend=$backend; server and load generator share this machine"
 measure() {
   echo "## stored tasks: $(count_tasks)"

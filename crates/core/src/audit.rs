@@ -134,6 +134,11 @@ impl AuditEvent {
         self.task = Some(t.to_string());
         self
     }
+    /// [`Self::task`] when there is one.
+    pub fn task_opt(mut self, t: Option<&str>) -> Self {
+        self.task = t.map(str::to_owned);
+        self
+    }
     pub fn agent(mut self, a: impl ToString) -> Self {
         self.agent = Some(a.to_string());
         self

@@ -9,3 +9,5 @@ pub const TASK_COLS: &str = "id, workflow, agent, instance, parent, intent, inte
 pub const AUDIT_COLS: &str =
     "seq, time, actor, action, outcome, workflow, task, agent, reason, detail, prev_hash, hash";
 pub const KEY_COLS: &str = "kid, purpose, sealed, public, created_at, retire_after";
+pub const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, \
+     expires_at, decided_by, decided_at, decision_reason, used_at, task, workflow";

@@ -161,6 +161,18 @@ pub struct StoredEntity {
     pub aliases: Vec<String>,
 }
 
+impl StoredEntity {
+    /// From a stored row: `(id, attrs, parents, aliases as a JSON array)`.
+    pub(crate) fn from_row(
+        etype: &str,
+        (id, attrs, parents, aliases): (String, String, String, String),
+    ) -> Result<Self> {
+        let aliases =
+            serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
+        Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
+    }
+}
+
 /// A request for a human to approve one exact call that policy marked `@approval`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {

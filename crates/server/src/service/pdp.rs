@@ -430,11 +430,9 @@ impl App {
     ) -> Result<ApprovalStep, ApiError> {
         let now = self.clock.now();
         if let Some(id) = presented {
-            let mut audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
-                .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())]);
-            if let Some(t) = &bound.task {
-                audit = audit.task(t);
-            }
+            let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
+                .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())])
+                .task_opt(bound.task.as_deref());
             return match self.store.consume_approval(&id, &bound.digest, d.policy_version, now, audit).await {
                 Ok(()) => Ok(ApprovalStep::Used(id)),
                 Err(remit_store::StoreError::Conflict(m))
@@ -463,14 +461,13 @@ impl App {
             task: bound.task.clone(),
             workflow: bound.workflow,
         };
-        let mut audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest).detail([
-            ("approval_id", id.clone().into()),
-            ("policy_version", d.policy_version.into()),
-            ("reasons", d.approval.clone().into()),
-        ]);
-        if let Some(t) = &bound.task {
-            audit = audit.task(t);
-        }
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest)
+            .detail([
+                ("approval_id", id.clone().into()),
+                ("policy_version", d.policy_version.into()),
+                ("reasons", d.approval.clone().into()),
+            ])
+            .task_opt(bound.task.as_deref());
         self.store.create_approval(approval, audit).await?;
         Ok(ApprovalStep::Opened(id, expires_at))
     }
@@ -513,11 +510,10 @@ impl App {
         self.may_approve(human, &a).await?;
         let now = self.clock.now();
         let action = if approve { AuditAction::ApprovalApprove } else { AuditAction::ApprovalDeny };
-        let mut audit =
-            AuditEvent::new(now, caller.actor(), action).reason(reason).detail([("approval_id", id.into())]);
-        if let Some(t) = &a.task {
-            audit = audit.task(t);
-        }
+        let audit = AuditEvent::new(now, caller.actor(), action)
+            .reason(reason)
+            .detail([("approval_id", id.into())])
+            .task_opt(a.task.as_deref());
         self.store.decide_approval(id, approve, human, reason, now, audit).await?;
         Ok(())
     }

@@ -1070,17 +1070,10 @@ pub async fn entity(c: &mut PgConnection, etype: &str, key: &str) -> Result<Opti
     .fetch_optional(c)
     .await
     .map_err(map_err)?;
-    r.map(|(id, attrs, parents, aliases)| {
-        let aliases =
-            serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
-        Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
-    })
-    .transpose()
+    r.map(|r| StoredEntity::from_row(etype, r)).transpose()
 }
 
 // ---------------------------------------------------------------- approvals
-
-const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at, task, workflow";
 
 fn approval_row(r: &sqlx::postgres::PgRow) -> Result<Approval> {
     use sqlx::Row;
@@ -1129,14 +1122,15 @@ pub async fn create_approval(ctx: &mut WriteCtx, a: Approval, audit: AuditEvent)
 }
 
 pub async fn approval(c: &mut PgConnection, id: &str) -> Result<Option<Approval>> {
-    let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = $1");
+    let sql = format!("SELECT {} FROM approvals WHERE id = $1", rows::APPROVAL_COLS);
     let r = sqlx::query(&sql).bind(id).fetch_optional(c).await.map_err(map_err)?;
     r.as_ref().map(approval_row).transpose()
 }
 
 pub async fn list_approvals(c: &mut PgConnection, state: Option<&str>, limit: u32) -> Result<Vec<Approval>> {
     let sql = format!(
-        "SELECT {APPROVAL_COLS} FROM approvals WHERE ($1::text IS NULL OR state = $1) ORDER BY requested_at DESC, id LIMIT {}",
+        "SELECT {} FROM approvals WHERE ($1::text IS NULL OR state = $1) ORDER BY requested_at DESC, id LIMIT {}",
+        rows::APPROVAL_COLS,
         limit.clamp(1, crate::MAX_PAGE)
     );
     let rs = sqlx::query(&sql).bind(state).fetch_all(c).await.map_err(map_err)?;
@@ -1265,11 +1259,5 @@ pub async fn list_entities(
     );
     let rows: Vec<(String, String, String, String)> =
         sqlx::query_as(&sql).bind(etype).bind(after).fetch_all(c).await.map_err(map_err)?;
-    rows.into_iter()
-        .map(|(id, attrs, parents, aliases)| {
-            let aliases =
-                serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
-            Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
-        })
-        .collect()
+    rows.into_iter().map(|r| StoredEntity::from_row(etype, r)).collect()
 }

@@ -825,17 +825,10 @@ pub fn entity(c: &Connection, etype: &str, key: &str) -> Result<Option<StoredEnt
         )
         .and_then(|mut s| s.query_row([etype, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional())
         .map_err(map_err)?;
-    row.map(|(id, attrs, parents, aliases)| {
-        let aliases =
-            serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
-        Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
-    })
-    .transpose()
+    row.map(|r| StoredEntity::from_row(etype, r)).transpose()
 }
 
 // ---------------------------------------------------------------- approvals
-
-const APPROVAL_COLS: &str = "id, state, digest, policy_version, request, reasons, requested_by, requested_at, expires_at, decided_by, decided_at, decision_reason, used_at, task, workflow";
 
 fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
     let reasons: String = r.get(5)?;
@@ -882,13 +875,14 @@ pub fn create_approval(ctx: &mut WriteCtx<'_>, a: &Approval, audit: AuditEvent) 
 }
 
 pub fn approval(c: &Connection, id: &str) -> Result<Option<Approval>> {
-    let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1");
+    let sql = format!("SELECT {} FROM approvals WHERE id = ?1", rows::APPROVAL_COLS);
     c.prepare_cached(&sql).and_then(|mut s| s.query_row([id], approval_row).optional()).map_err(map_err)
 }
 
 pub fn list_approvals(c: &Connection, state: Option<&str>, limit: u32) -> Result<Vec<Approval>> {
     let sql = format!(
-        "SELECT {APPROVAL_COLS} FROM approvals WHERE (?1 IS NULL OR state = ?1) ORDER BY requested_at DESC, id LIMIT {}",
+        "SELECT {} FROM approvals WHERE (?1 IS NULL OR state = ?1) ORDER BY requested_at DESC, id LIMIT {}",
+        rows::APPROVAL_COLS,
         limit.clamp(1, crate::MAX_PAGE)
     );
     let mut s = c.prepare(&sql).map_err(map_err)?;
@@ -996,11 +990,5 @@ pub fn list_entities(c: &Connection, etype: &str, after: Option<&str>, limit: u3
         .map_err(map_err)?
         .collect::<rusqlite::Result<Vec<(String, String, String, String)>>>()
         .map_err(map_err)?;
-    rows.into_iter()
-        .map(|(id, attrs, parents, aliases)| {
-            let aliases =
-                serde_json::from_str(&aliases).map_err(|e| StoreError::Corrupt(format!("entity aliases: {e}")))?;
-            Ok(StoredEntity { etype: etype.to_owned(), id, attrs, parents, aliases })
-        })
-        .collect()
+    rows.into_iter().map(|r| StoredEntity::from_row(etype, r)).collect()
 }
