@@ -17,7 +17,7 @@ fn root() -> PathBuf {
 }
 
 fn interop(rel: &str) -> String {
-    root().join("../shared/conformance/authzen/interop").join(rel).to_string_lossy().into_owned()
+    root().join("tests/data/authzen/interop").join(rel).to_string_lossy().into_owned()
 }
 
 fn text(o: &Output) -> String {

@@ -1,4 +1,4 @@
-//! Every case of the OpenID AuthZEN interop decision sets in `../shared/conformance/authzen/`
+//! Every case of the OpenID AuthZEN interop decision sets in `tests/data/authzen/` (copied from the AuthZEN interop suite)
 //! (Todo 1.0-00, -01, -02 with batches, the API-gateway set) against the real server, with
 //! the Cedar policies, schema, mapping and users in `examples/authzen-interop/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,7 +15,7 @@ fn root() -> PathBuf {
 }
 
 fn interop(rel: &str) -> Value {
-    let p = root().join("../shared/conformance/authzen/interop").join(rel);
+    let p = root().join("tests/data/authzen/interop").join(rel);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 

@@ -15,7 +15,7 @@ fn root() -> PathBuf {
 }
 
 fn interop(rel: &str) -> Value {
-    let p = root().join("../shared/conformance/authzen/interop").join(rel);
+    let p = root().join("tests/data/authzen/interop").join(rel);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 

@@ -1,4 +1,4 @@
-//! RFC 7515 Appendix A.3 (ES256) from `../shared/conformance/jose/`: our JWK decoding,
+//! RFC 7515 Appendix A.3 (ES256) from `tests/data/jose/`: our JWK decoding,
 //! base64url handling and ES256 verification must accept the RFC's own token, and reject it
 //! once a single byte of the signing input changes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -6,8 +6,8 @@
 use remit_token::keys::{Jwk, VerifyingKey, public_from_jwk};
 
 fn vector() -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/jose/rfc7515-A3-es256.json");
-    let text = std::fs::read_to_string(path).expect("shared conformance vector (../shared) must be present");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/jose/rfc7515-A3-es256.json");
+    let text = std::fs::read_to_string(path).expect("tests/data/jose vector must be present");
     serde_json::from_str(&text).unwrap()
 }
 
