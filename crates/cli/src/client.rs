@@ -22,13 +22,21 @@ pub fn admin_token(g: &Global) -> Option<String> {
 }
 
 impl Client {
+    /// A client for `base`: an `http(s)://` URL, or `unix:PATH` for the admin listener's
+    /// Unix socket.
     pub fn new(base: &str, bearer: Option<String>, operator: Option<String>) -> Result<Self, CliError> {
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .user_agent(concat!("remit-cli/", env!("CARGO_PKG_VERSION")))
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| CliError::Failed(format!("http client: {e}")))?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), bearer, operator })
+            .timeout(std::time::Duration::from_secs(30));
+        let base = match base.strip_prefix("unix:") {
+            Some(path) => {
+                b = b.unix_socket(std::path::PathBuf::from(path.trim_start_matches("//")));
+                "http://localhost".to_owned()
+            }
+            None => base.trim_end_matches('/').to_owned(),
+        };
+        let http = b.build().map_err(|e| CliError::Failed(format!("http client: {e}")))?;
+        Ok(Client { http, base, bearer, operator })
     }
 
     /// A client authenticated with the admin credential.

@@ -47,6 +47,33 @@ pub struct LimitsConfig {
     /// Clock skew tolerated when checking `exp`/`iat`.
     #[serde(deserialize_with = "dur")]
     pub clock_skew: Duration,
+    /// Open connections on the public listener (further clients wait in the kernel's
+    /// backlog). Lowered at start to stay below the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Open connections from one peer address; 0 = no per-peer cap (the default: behind a
+    /// proxy every client shares the proxy's address).
+    pub max_connections_per_peer: usize,
+    /// Peer addresses exempt from the per-peer cap (your reverse proxies).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A client must send a request's whole head within this; also how long an idle
+    /// keep-alive connection stays open.
+    #[serde(deserialize_with = "dur")]
+    pub header_read_timeout: Duration,
+    /// A client must send a request's whole body within this.
+    #[serde(deserialize_with = "dur")]
+    pub body_read_timeout: Duration,
+    /// A connection whose client stops reading for this long is closed.
+    #[serde(deserialize_with = "dur")]
+    pub write_timeout: Duration,
+    /// Longest request target (path and query); longer is a JSON 414.
+    pub max_uri_bytes: usize,
+    /// Most bytes of request headers (names and values); more is a JSON 431.
+    pub max_header_bytes: usize,
+    /// Longest entity type or id in a decision request or an entity push (and so in the
+    /// audit records and caches that hold them).
+    pub max_entity_id_bytes: usize,
+    /// Memory the attribute-store entity caches may hold, in bytes (both caches together).
+    pub entity_cache_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -59,6 +86,16 @@ impl Default for LimitsConfig {
             instance_ttl: Duration::from_secs(3600),
             max_join_token_ttl: Duration::from_secs(24 * 3600),
             clock_skew: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_peer: 0,
+            trusted_proxies: vec![],
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_entity_id_bytes: 1024,
+            entity_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -124,6 +161,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
+    /// The admin listener: the same API on a loopback address (`127.0.0.1:7879`) or a Unix
+    /// socket (`unix:PATH`, created 0600), outside the public listener's connection cap, so
+    /// kill switches keep working while the public listener is flooded. `off` disables it.
+    /// Default: `unix:<data_dir>/admin.sock`.
+    pub admin_listen: Option<String>,
     /// `sqlite` (the file `remit.db` in the data dir), `sqlite:PATH`, or a PostgreSQL URL
     /// `postgres://user[:password]@host[:port]/database` shared by every replica.
     pub store: String,
@@ -148,6 +190,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("remit-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            admin_listen: None,
             store: "sqlite".into(),
             trust_domain: "remit.local".into(),
             issuer: None,
@@ -179,6 +222,16 @@ impl std::fmt::Debug for StoreKind {
     }
 }
 
+/// Where the admin listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The default admin socket's name inside the data directory.
+pub const ADMIN_SOCKET_FILE: &str = "admin.sock";
+
 /// The config file's name inside the data directory.
 pub const CONFIG_FILE: &str = "remit.toml";
 
@@ -204,6 +257,9 @@ impl Config {
         if let Some(v) = env("REMIT_ISSUER") {
             cfg.issuer = Some(v);
         }
+        if let Some(v) = env("REMIT_ADMIN_LISTEN") {
+            cfg.admin_listen = Some(v);
+        }
         if let Some(v) = env("REMIT_LOG_FORMAT") {
             cfg.log_format = v;
         }
@@ -220,6 +276,27 @@ impl Config {
 
     pub fn kek_path(&self) -> PathBuf {
         self.kek_file.clone().unwrap_or_else(|| self.data_dir.join("kek"))
+    }
+
+    /// Where the admin listener binds, if anywhere; refuses a non-loopback address.
+    pub fn admin_listen_kind(&self) -> Result<Option<AdminListen>, ConfigError> {
+        let bad = |message: String| ConfigError::Value { key: "admin_listen", message };
+        let v = match self.admin_listen.as_deref() {
+            None => return Ok(Some(AdminListen::Unix(self.data_dir.join(ADMIN_SOCKET_FILE)))),
+            Some("off") => return Ok(None),
+            Some(v) => v,
+        };
+        if let Some(p) = v.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(bad("`unix:` needs a path".into()));
+            }
+            return Ok(Some(AdminListen::Unix(PathBuf::from(p))));
+        }
+        let addr: SocketAddr = v.parse().map_err(|_| bad(format!("`{v}` is not `IP:PORT`, `unix:PATH` or `off`")))?;
+        if !addr.ip().is_loopback() {
+            return Err(bad(format!("`{v}` is not a loopback address; the admin listener is for this machine only")));
+        }
+        Ok(Some(AdminListen::Tcp(addr)))
     }
 
     /// Which backend `store` names.
@@ -278,6 +355,20 @@ mod tests {
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.issuer(), "http://127.0.0.1:9999");
         assert!(Config::load(dir.path(), |k| (k == "REMIT_LISTEN").then(|| "nope".into())).is_err());
+    }
+
+    #[test]
+    fn admin_listener_is_local_only() {
+        let mut c = Config::default();
+        assert_eq!(c.admin_listen_kind().unwrap(), Some(AdminListen::Unix(c.data_dir.join(ADMIN_SOCKET_FILE))));
+        c.admin_listen = Some("off".into());
+        assert_eq!(c.admin_listen_kind().unwrap(), None);
+        c.admin_listen = Some("127.0.0.1:7879".into());
+        assert!(matches!(c.admin_listen_kind().unwrap(), Some(AdminListen::Tcp(_))));
+        c.admin_listen = Some("0.0.0.0:7879".into());
+        assert!(c.admin_listen_kind().unwrap_err().to_string().contains("loopback"));
+        c.admin_listen = Some("unix:/tmp/x.sock".into());
+        assert_eq!(c.admin_listen_kind().unwrap(), Some(AdminListen::Unix("/tmp/x.sock".into())));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`app`]: the running application state.
 //! - [`service`]: the operations, one file per area, free of HTTP types.
 //! - [`api`]: axum handlers, one file per area, and the middleware stack.
+//! - [`listen`]: the public and admin listeners, connection caps and timeouts.
 //! - [`error`]: the one mapping from failures to HTTP statuses.
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod init;
+pub mod listen;
 pub mod metrics;
 pub mod service;
 
@@ -22,14 +24,26 @@ use tokio::net::TcpListener;
 
 pub use app::App;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
-/// Also runs the periodic audit checkpointer, which signs a final checkpoint on the way out.
+/// Serves `app` on `listener`, and on the admin listener its configuration names, until
+/// `shutdown` resolves; see [`serve_on`].
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let admin = listen::bind_admin(&app.cfg).await?;
+    serve_on(app, listen::Listeners { public: listener, admin }, shutdown).await
+}
+
+/// Serves `app` on `listeners` until `shutdown` resolves, then drains in-flight requests.
+/// Also runs the periodic audit checkpointer, which signs a final checkpoint on the way out.
+pub async fn serve_on(
+    app: Arc<App>,
+    listeners: listen::Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let conn_stop = stop_rx.clone();
     let cp_app = app.clone();
     let checkpointer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(cp_app.cfg.audit.checkpoint_interval);
@@ -75,11 +89,44 @@ pub async fn serve(
         }
     });
     let router = api::router(app.clone());
-    let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    let settings = listen::ConnSettings::from_config(&app.cfg);
+    let limits = &app.cfg.limits;
+    let cap = listen::effective_cap(limits.max_connections);
+    if cap < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            cap,
+            "connection cap lowered to stay below the open-file limit"
+        );
+    }
+    let public = tokio::spawn(listen::accept_loop(
+        "public",
+        listeners.public,
+        router.clone(),
+        settings.clone(),
+        cap,
+        (limits.max_connections_per_peer, limits.trusted_proxies.clone()),
+        conn_stop.clone(),
+    ));
+    let admin_cap = listen::ADMIN_MAX_CONNECTIONS;
+    let admin = listeners.admin.map(|a| match a {
+        listen::AdminListener::Tcp(l) => {
+            tokio::spawn(listen::accept_loop("admin", l, router, settings, admin_cap, (0, vec![]), conn_stop))
+        }
+        listen::AdminListener::Unix(l, file) => tokio::spawn(async move {
+            listen::accept_loop("admin", l, router, settings, admin_cap, (0, vec![]), conn_stop).await;
+            drop(file);
+        }),
+    });
+    shutdown.await;
     let _ = stop_tx.send(true);
+    let _ = public.await;
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     let _ = checkpointer.await;
     key_follower.abort();
-    result
+    Ok(())
 }
 
 /// Opens (and migrates) the configured backend.

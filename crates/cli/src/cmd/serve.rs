@@ -44,6 +44,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         cfg.log_format = f;
     }
     init_logging(&cfg.log_format);
+    raise_fd_limit();
     let store_display = cfg.store_display();
     let kek = std::env::var("REMIT_KEK").ok();
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -56,9 +57,29 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         super::init::print_created(c);
     }
     let addr = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
+    let admin = remit_server::listen::bind_admin(&app.cfg)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot bind the admin listener: {e}")))?;
+    let admin_at = admin.as_ref().map(|a| a.describe());
+    if let Some(a) = &admin_at {
+        println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
+    }
     println!("Remit listening on http://{addr} (data in {})", g.data_dir.display());
-    tracing::info!(%addr, trust_domain = %app.trust_domain, store = %store_display, "remit serving");
-    remit_server::serve(app, listener, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
+    tracing::info!(%addr, admin = ?admin_at, trust_domain = %app.trust_domain, store = %store_display, "remit serving");
+    let listeners = remit_server::listen::Listeners { public: listener, admin };
+    remit_server::serve_on(app, listeners, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Raises the soft open-file limit to the hard limit, as servers do: the connection cap is
+/// computed from it.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
 }
 
 async fn shutdown_signal() {

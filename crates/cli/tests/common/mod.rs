@@ -11,6 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_remit");
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The admin listener (`unix:PATH` or `http://…`), if it printed one.
+    pub admin_url: Option<String>,
     /// What it printed before it was listening (the first-run message).
     pub banner: Vec<String>,
 }
@@ -25,7 +27,19 @@ impl Drop for Server {
 /// `remit serve` on a free loopback port for `data`, with `args` and `env` added; returns
 /// once it prints where it listens.
 pub fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(BIN);
+    serve_under(None, data, args, env)
+}
+
+/// [`serve`], started through `sh -c "<shell>; exec remit serve …"` (e.g. `ulimit -n 256`).
+pub fn serve_under(shell: Option<&str>, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = match shell {
+        None => Command::new(BIN),
+        Some(prefix) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{prefix}; exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+    };
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
         .args(args)
         .env("REMIT_DATA_DIR", data)
@@ -46,5 +60,9 @@ pub fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         banner.push(line);
     };
     std::thread::spawn(move || for _ in lines {});
-    Server { child, url, banner }
+    let admin_url = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("Admin listener on "))
+        .map(|r| r.split_whitespace().next().unwrap().to_owned());
+    Server { child, url, admin_url, banner }
 }

@@ -2,14 +2,14 @@
 //! Every handler here requires the admin credential.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use remit_core::ids::{AgentName, InstanceId, WorkflowName};
 use remit_core::model::{KillTarget, Sensitivity};
 use remit_core::rules::NewWorkflow;
 
 use super::wire::*;
-use super::{AppState, Auth, Body, parse_id};
+use super::{AppState, Auth, Body, Path, parse_id};
 use crate::error::{ApiError, ErrorBody};
 
 fn sensitivity(s: Option<&str>) -> Result<Sensitivity, ApiError> {

@@ -2,11 +2,11 @@
 //! (for a task's request: its workflow's owner or configured approvers).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Auth, Body, Query};
+use super::{AppState, Auth, Body, Path, Query};
 use crate::error::ApiError;
 
 fn view(a: &remit_store::Approval) -> Value {

@@ -67,7 +67,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text(), &rej)),
         }
     }
 }
@@ -81,7 +81,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Form<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Form::<T>::from_request(req, state).await {
             Ok(axum::Form(v)) => Ok(Form(v)),
-            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text(), &rej)),
         }
     }
 }
@@ -95,16 +95,38 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(rej) => Err(rejection(rej.status(), rej.body_text())),
+            Err(rej) => Err(rejection(rej.status(), rej.body_text(), &rej)),
         }
     }
 }
 
-fn rejection(status: StatusCode, text: String) -> ApiError {
+fn rejection(status: StatusCode, text: String, rej: &(dyn std::error::Error + 'static)) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge("request body is too large".into())
-    } else {
-        ApiError::BadRequest(text)
+        return ApiError::PayloadTooLarge("request body is too large".into());
+    }
+    // The body-read timeout surfaces as a failed body read somewhere down the error chain.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(rej);
+    while let Some(e) = cur {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::Timeout("the request body was not received in time".into());
+        }
+        cur = e.source();
+    }
+    ApiError::BadRequest(text)
+}
+
+/// Path parameters, with the same error mapping (a segment that is not valid UTF-8 after
+/// percent-decoding is a JSON 400, not axum's plain text).
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rej) => Err(ApiError::BadRequest(format!("invalid path: {}", rej.body_text()))),
+        }
     }
 }
 
@@ -123,10 +145,27 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
+/// A metric label for a request method, from a closed set (any other method is `other`), so
+/// made-up methods cannot grow the metric families.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_metrics(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    // Route templates are a closed set (the router's); anything unmatched is one label.
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
@@ -139,10 +178,32 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this endpoint does not accept that method".into())
+}
+
+/// Remit's own limits on the request target and headers, below hyper's, so an oversized
+/// request gets the usual JSON error (414, 431) rather than hyper's bare one.
+async fn head_limits(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let l = &app.cfg.limits;
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > l.max_uri_bytes {
+        return ApiError::UriTooLong(format!("the request target is longer than {} bytes", l.max_uri_bytes))
+            .into_response();
+    }
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > l.max_header_bytes {
+        return ApiError::HeadersTooLarge(format!("request headers exceed {} bytes", l.max_header_bytes))
+            .into_response();
+    }
+    next.run(req).await
+}
+
 /// The whole HTTP surface.
 pub fn router(app: AppState) -> Router {
     let max_body = app.cfg.limits.max_body_bytes;
     let max_in_flight = app.cfg.limits.max_in_flight;
+    let body_timeout = app.cfg.limits.body_read_timeout;
     let api = Router::new()
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
@@ -189,8 +250,11 @@ pub fn router(app: AppState) -> Router {
         .route("/access/v1/search/action", post(authzen::search_action))
         .route("/.well-known/authzen-configuration", get(authzen::configuration))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), head_limits))
         .layer(axum::middleware::from_fn_with_state(app.clone(), record_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(app);
     api.layer(
         ServiceBuilder::new()

@@ -1,7 +1,7 @@
 //! Agent-facing endpoints: join, renew, and the task lifecycle.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use remit_core::ids::{AgentName, TaskId, WorkflowName};
 use remit_core::model::{Sensitivity, TaskState};
@@ -9,7 +9,7 @@ use remit_store::TaskFilter;
 use serde::Deserialize;
 
 use super::wire::*;
-use super::{AppState, Auth, Body, Query, parse_id};
+use super::{AppState, Auth, Body, Path, Query, parse_id};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::tasks::StartTaskRequest;
 

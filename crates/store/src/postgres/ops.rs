@@ -920,7 +920,7 @@ pub async fn audit_head(c: &mut PgConnection) -> Result<(u64, String)> {
 pub async fn list_audit(c: &mut PgConnection, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
     let mut sql = format!("SELECT {} FROM audit WHERE seq > $1", rows::AUDIT_COLS);
     let mut args = PgArguments::default();
-    arg(&mut args, i64_of(f.after_seq)?)?;
+    arg(&mut args, i64::try_from(f.after_seq).unwrap_or(i64::MAX))?;
     for (clause, v) in [
         ("workflow =", f.workflow.clone()),
         ("task =", f.task.clone()),

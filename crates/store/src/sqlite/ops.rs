@@ -691,7 +691,8 @@ pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
 
 pub fn list_audit(c: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
     let mut sql = format!("SELECT {} FROM audit WHERE seq > ?1", rows::AUDIT_COLS);
-    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(f.after_seq)];
+    // No record has a seq above i64::MAX: a larger `after` simply finds nothing.
+    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(i64::try_from(f.after_seq).unwrap_or(i64::MAX))];
     let mut add = |clause: &str, v: Box<dyn ToSql>| {
         args.push(v);
         sql.push_str(&format!(" AND {clause} ?{}", args.len()));
