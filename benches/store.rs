@@ -44,7 +44,13 @@ fn bench(c: &mut Criterion) {
     rt.block_on(async {
         store
             .install(
-                Installation { trust_domain: "remit.local".into(), admin_hash: "0".repeat(64), installed_at: now },
+                Installation {
+                    trust_domain: "remit.local".into(),
+                    issuer: None,
+                    admin_hash: "0".repeat(64),
+                    installed_at: now,
+                    mac: None,
+                },
                 vec![],
                 AuditEvent::new(now, "admin", AuditAction::Init),
             )
@@ -67,6 +73,7 @@ fn bench(c: &mut Criterion) {
             name: AgentName::parse("bot").unwrap(),
             owner: "a@b.c".into(),
             workflows: vec![WorkflowName::parse("deploy").unwrap()],
+            kill_generation: 0,
             state: AgentState::Enabled,
             created_at: now,
             updated_at: now,

@@ -80,6 +80,8 @@ pub enum Command {
     /// Run a command as one task of a workflow: join, start the task, hand the child its
     /// token, complete the task when the child exits.
     Exec(cmd::exec::Args),
+    /// Seal an installation made before Remit sealed its records under the KEK (offline).
+    Reseal(cmd::reseal::Args),
 }
 
 /// A failure with the exit code it maps to.

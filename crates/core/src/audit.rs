@@ -30,6 +30,7 @@ pub enum AuditAction {
     AgentDisable,
     AgentEnable,
     JoinTokenCreate,
+    JoinTokenRevoke,
     InstanceJoin,
     InstanceRenew,
     InstanceRevoke,
@@ -46,6 +47,7 @@ pub enum AuditAction {
     ApprovalApprove,
     ApprovalDeny,
     ApprovalUse,
+    InstallationReseal,
 }
 
 impl AuditAction {
@@ -59,6 +61,7 @@ impl AuditAction {
             AuditAction::AgentDisable => "agent.disable",
             AuditAction::AgentEnable => "agent.enable",
             AuditAction::JoinTokenCreate => "join_token.create",
+            AuditAction::JoinTokenRevoke => "join_token.revoke",
             AuditAction::InstanceJoin => "instance.join",
             AuditAction::InstanceRenew => "instance.renew",
             AuditAction::InstanceRevoke => "instance.revoke",
@@ -75,6 +78,7 @@ impl AuditAction {
             AuditAction::ApprovalApprove => "approval.approve",
             AuditAction::ApprovalDeny => "approval.deny",
             AuditAction::ApprovalUse => "approval.use",
+            AuditAction::InstallationReseal => "remit.reseal",
         }
     }
 }

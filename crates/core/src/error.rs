@@ -28,6 +28,8 @@ pub enum DomainError {
     JoinTokenExpired,
     #[error("join token was already used")]
     JoinTokenUsed,
+    #[error("join token was revoked by a kill of its agent")]
+    JoinTokenRevoked,
 }
 
 impl DomainError {

@@ -118,6 +118,9 @@ pub struct Agent {
     /// The workflows this agent may start tasks in.
     pub workflows: Vec<WorkflowName>,
     pub state: AgentState,
+    /// Incremented by every kill of the agent; a join token made under an earlier
+    /// generation can never be redeemed (a counter, not a time: replica clocks drift).
+    pub kill_generation: u64,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
@@ -134,6 +137,10 @@ pub struct JoinToken {
     pub expires_at: UnixMillis,
     pub used_at: Option<UnixMillis>,
     pub used_by: Option<InstanceId>,
+    /// The agent's [`Agent::kill_generation`] when the token was made.
+    pub agent_generation: u64,
+    /// Set when a kill of its agent revoked it unused.
+    pub revoked_at: Option<UnixMillis>,
 }
 
 /// One running copy of an agent that has proven itself.
@@ -200,4 +207,7 @@ pub struct Kill {
 pub struct KillReport {
     pub tasks_revoked: Vec<TaskId>,
     pub instances_revoked: Vec<InstanceId>,
+    /// Unused join tokens of a killed agent.
+    #[serde(default)]
+    pub join_tokens_revoked: Vec<JoinTokenId>,
 }

@@ -261,6 +261,10 @@ pub fn check_join_token(jt: &JoinToken, agent: &Agent, now: UnixMillis) -> Resul
     if jt.used_at.is_some() {
         return Err(DomainError::JoinTokenUsed);
     }
+    // Made before a kill of its agent: a re-enabled agent does not bring it back.
+    if jt.revoked_at.is_some() || jt.agent_generation != agent.kill_generation {
+        return Err(DomainError::JoinTokenRevoked);
+    }
     if now >= jt.expires_at {
         return Err(DomainError::JoinTokenExpired);
     }
@@ -299,6 +303,7 @@ mod tests {
             owner: "bob@example.com".into(),
             workflows: vec![WorkflowName::parse("deploy").unwrap()],
             state: AgentState::Enabled,
+            kill_generation: 0,
             created_at: UnixMillis(0),
             updated_at: UnixMillis(0),
         }

@@ -39,6 +39,9 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub cfg: Config,
     pub trust_domain: TrustDomain,
+    /// `iss` of every token this installation issues and the only one it accepts; stored at
+    /// init and sealed with the installation record.
+    pub issuer: String,
     pub limits: Limits,
     pub metrics: Metrics,
     /// SHA-256 of the admin credential; compared in constant time.
@@ -74,6 +77,17 @@ impl App {
     /// Builds the app from an initialized store.
     pub async fn new(cfg: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>, kek: Kek) -> Result<App, StartError> {
         let inst = store.installation().await?.ok_or(StartError::NotInitialized)?;
+        let issuer = crate::seal::check_installation(&kek, &inst).map_err(|e| StartError::Keys(e.to_string()))?;
+        if let Some(configured) = &cfg.issuer
+            && *configured != issuer
+        {
+            return Err(StartError::Config(crate::config::ConfigError::Value {
+                key: "issuer",
+                message: format!(
+                    "`{configured}` is not this installation's issuer `{issuer}` (set at init; every replica must use it)"
+                ),
+            }));
+        }
         let trust_domain = TrustDomain::parse(&inst.trust_domain).map_err(|e| StartError::Keys(e.to_string()))?;
         let admin_hash =
             hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
@@ -86,6 +100,7 @@ impl App {
             clock,
             limits,
             trust_domain,
+            issuer,
             metrics: Metrics::new(),
             admin_hash,
             kek,
@@ -111,10 +126,15 @@ impl App {
         &self.kek
     }
 
-    /// Re-reads keys from the store (after a rotation here or by another replica).
+    /// Re-reads keys from the store (after a rotation here or by another replica). A key that
+    /// does not prove itself under the KEK fails the whole reload, loudly, and the keys in use
+    /// stay as they were.
     pub async fn reload_keys(&self) -> Result<(), ApiError> {
         let keys = self.store.keys().await?;
-        let (ring, _, audit_public) = build_keys(&self.kek, &keys).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (ring, _, audit_public) = build_keys(&self.kek, &keys).map_err(|e| {
+            tracing::error!(error = %e, "refusing the stored key set; keeping the keys in use");
+            ApiError::Internal(e.to_string())
+        })?;
         if let Ok(mut k) = self.keyring.write() {
             *k = Arc::new(ring);
         }
@@ -194,13 +214,18 @@ fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<(Keyring, SigningKey, Vec
             .max_by_key(|k| k.created_at)
             .ok_or_else(|| StartError::Keys(format!("no active {} key in the store", p.as_str())))
     };
-    let open = |k: &StoredKey| {
-        SigningKey::unseal(kek, &k.kid, &k.sealed)
-            .map_err(|e| StartError::Keys(format!("key `{}`: {e} (is REMIT_KEK / the kek file right?)", k.kid)))
+    // Every key, active or retired, must prove itself (MAC and sealed half) before any is used.
+    let mut opened = std::collections::HashMap::new();
+    for k in keys {
+        let sk = crate::seal::open_key(kek, k).map_err(|e| StartError::Keys(e.to_string()))?;
+        opened.insert(k.kid.clone(), sk);
+    }
+    let mut take = |k: &StoredKey| {
+        opened.remove(&k.kid).ok_or_else(|| StartError::Keys(format!("key `{}` is listed twice", k.kid)))
     };
     let jwt = active(KeyPurpose::Jwt)?;
-    let signer = Arc::new(open(jwt)?);
-    let audit = open(active(KeyPurpose::Audit)?)?;
+    let signer = Arc::new(take(jwt)?);
+    let audit = take(active(KeyPurpose::Audit)?)?;
     let mut retired = Vec::new();
     let mut audit_public = Vec::new();
     for k in keys {
@@ -217,12 +242,15 @@ fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<(Keyring, SigningKey, Vec
 /// Generates a new key of `purpose`, sealed for storage.
 pub fn new_stored_key(kek: &Kek, purpose: KeyPurpose, now: remit_core::time::UnixMillis) -> Result<StoredKey, String> {
     let k = SigningKey::generate().map_err(|e| e.to_string())?;
-    Ok(StoredKey {
+    let mut stored = StoredKey {
         kid: k.kid().to_owned(),
         purpose,
         sealed: k.seal(kek).map_err(|e| e.to_string())?,
         public: k.verifying.public.clone(),
         created_at: now,
         retire_after: None,
-    })
+        mac: None,
+    };
+    stored.mac = Some(crate::seal::key_mac(kek, &stored));
+    Ok(stored)
 }

@@ -132,7 +132,9 @@ impl From<DomainError> for ApiError {
             | DomainError::InstanceInactive(_)
             | DomainError::SensitivityAboveCeiling { .. } => ApiError::Denied(e.to_string()),
             DomainError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
-            DomainError::JoinTokenExpired | DomainError::JoinTokenUsed => ApiError::Unauthenticated(e.to_string()),
+            DomainError::JoinTokenExpired | DomainError::JoinTokenUsed | DomainError::JoinTokenRevoked => {
+                ApiError::Unauthenticated(e.to_string())
+            }
         }
     }
 }

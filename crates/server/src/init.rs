@@ -100,12 +100,16 @@ pub async fn initialize(
     write_secret_file(&token_path, &format!("{admin_token}\n"))?;
     let audit = AuditEvent::new(now, "admin", AuditAction::Init).detail([
         ("trust_domain", td.as_str().into()),
+        ("issuer", cfg.issuer().into()),
         ("jwt_kid", kids[0].clone().into()),
         ("audit_kid", kids[1].clone().into()),
     ]);
-    let installed = store
-        .install(Installation { trust_domain: td.as_str().to_owned(), admin_hash, installed_at: now }, keys, audit)
-        .await;
+    let issuer = cfg.issuer();
+    let mut record =
+        Installation { trust_domain: td.as_str().to_owned(), issuer: None, admin_hash, installed_at: now, mac: None };
+    record.mac = Some(crate::seal::installation_mac(&kek, &record, &issuer));
+    record.issuer = Some(issuer);
+    let installed = store.install(record, keys, audit).await;
     match installed {
         Ok(()) => {}
         // Another replica initialized the shared database first: ours is not the credential.

@@ -7,6 +7,7 @@
 //! - [`api`]: axum handlers, one file per area, and the middleware stack.
 //! - [`listen`]: the public and admin listeners, connection caps and timeouts.
 //! - [`error`]: the one mapping from failures to HTTP statuses.
+//! - [`seal`]: what Remit trusts from its database proves itself under the KEK.
 
 pub mod api;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod init;
 pub mod listen;
 pub mod metrics;
+pub mod seal;
 pub mod service;
 
 use std::future::Future;

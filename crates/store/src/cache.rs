@@ -70,7 +70,10 @@ impl State {
                 m.tasks.clear();
             }
             Change::Agent(name) => {
+                // A kill of the agent revoked its instances too: none of them may be served
+                // from here again (re-enabling the agent does not bring them back).
                 m.agents.remove(name);
+                m.instances.retain(|_, (i, _)| i.agent != *name);
                 m.tasks.clear();
             }
             Change::Workflow(_) => m.tasks.clear(),
@@ -201,8 +204,11 @@ impl Store for CachingStore {
     async fn keys(&self) -> Result<Vec<StoredKey>> {
         self.inner.keys().await
     }
-    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
-        self.inner.rotate_key(new, retire_after, audit).await
+    async fn rotate_key(&self, new: StoredKey, old: crate::RetiringKey, audit: AuditEvent) -> Result<u64> {
+        self.inner.rotate_key(new, old, audit).await
+    }
+    async fn reseal(&self, seal: crate::Reseal, audit: AuditEvent) -> Result<()> {
+        self.inner.reseal(seal, audit).await
     }
     async fn bundle_sequence(&self) -> Result<u64> {
         self.inner.bundle_sequence().await

@@ -44,7 +44,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-fn now() -> UnixMillis {
+pub(crate) fn now() -> UnixMillis {
     SystemClock.now()
 }
 
@@ -52,15 +52,15 @@ pub fn ev(action: AuditAction) -> AuditEvent {
     AuditEvent::new(now(), "admin", action)
 }
 
-fn wf_name(s: &str) -> WorkflowName {
+pub(crate) fn wf_name(s: &str) -> WorkflowName {
     WorkflowName::parse(s).unwrap()
 }
 
-fn agent_name(s: &str) -> AgentName {
+pub(crate) fn agent_name(s: &str) -> AgentName {
     AgentName::parse(s).unwrap()
 }
 
-fn workflow(name: &str) -> Workflow {
+pub(crate) fn workflow(name: &str) -> Workflow {
     Workflow {
         name: wf_name(name),
         purpose: "ship releases".into(),
@@ -75,12 +75,13 @@ fn workflow(name: &str) -> Workflow {
     }
 }
 
-fn agent(name: &str, wfs: &[&str]) -> Agent {
+pub(crate) fn agent(name: &str, wfs: &[&str]) -> Agent {
     Agent {
         name: agent_name(name),
         owner: "bob@example.com".into(),
         workflows: wfs.iter().map(|w| wf_name(w)).collect(),
         state: AgentState::Enabled,
+        kill_generation: 0,
         created_at: now(),
         updated_at: now(),
     }
@@ -96,7 +97,7 @@ fn rnd() -> [u8; 16] {
     b
 }
 
-fn instance(agent: &str) -> Instance {
+pub(crate) fn instance(agent: &str) -> Instance {
     Instance {
         id: InstanceId::from_random(rnd()),
         agent: agent_name(agent),
@@ -136,11 +137,18 @@ fn key(purpose: KeyPurpose, kid: &str) -> StoredKey {
         public: vec![4; 65],
         created_at: now(),
         retire_after: None,
+        mac: Some(format!("mac-of-{kid}")),
     }
 }
 
 async fn install(s: &dyn Store) {
-    let inst = Installation { trust_domain: "remit.local".into(), admin_hash: "ab".repeat(32), installed_at: now() };
+    let inst = Installation {
+        trust_domain: "remit.local".into(),
+        issuer: Some("https://remit.example".into()),
+        admin_hash: "ab".repeat(32),
+        installed_at: now(),
+        mac: Some("install-mac".into()),
+    };
     s.install(inst, vec![key(KeyPurpose::Jwt, "jwt-1"), key(KeyPurpose::Audit, "audit-1")], ev(AuditAction::Init))
         .await
         .unwrap();
@@ -158,7 +166,7 @@ pub async fn fixture(s: &dyn Store) -> Instance {
     i
 }
 
-fn join_token(agent: &str, ttl: u64) -> JoinToken {
+pub(crate) fn join_token(agent: &str, ttl: u64) -> JoinToken {
     JoinToken {
         id: JoinTokenId::from_random(rnd()),
         agent: agent_name(agent),
@@ -167,6 +175,8 @@ fn join_token(agent: &str, ttl: u64) -> JoinToken {
         expires_at: now().plus_secs(ttl),
         used_at: None,
         used_by: None,
+        agent_generation: 0,
+        revoked_at: None,
     }
 }
 
@@ -199,12 +209,41 @@ pub async fn install_once(store: Arc<dyn Store>) {
     install(s).await;
     let got = s.installation().await.unwrap().unwrap();
     assert_eq!(got.trust_domain, "remit.local");
-    let again = Installation { trust_domain: "x".into(), admin_hash: "00".into(), installed_at: now() };
+    assert_eq!(got.issuer.as_deref(), Some("https://remit.example"));
+    assert_eq!(got.mac.as_deref(), Some("install-mac"));
+    assert!(s.keys().await.unwrap().iter().all(|k| k.mac == Some(format!("mac-of-{}", k.kid))));
+    let again = Installation {
+        trust_domain: "x".into(),
+        issuer: None,
+        admin_hash: "00".into(),
+        installed_at: now(),
+        mac: None,
+    };
     assert!(matches!(s.install(again, vec![], ev(AuditAction::Init)).await, Err(StoreError::Conflict(_))));
     assert_eq!(s.installation().await.unwrap().unwrap().trust_domain, "remit.local");
     assert_eq!(s.keys().await.unwrap().len(), 2);
     assert_eq!(s.bundle_sequence().await.unwrap(), 1);
     assert_eq!(verify_chain(s).await, 1);
+    // Resealing replaces the issuer and every MAC, and is audited.
+    let seal = crate::Reseal {
+        issuer: "https://other.example".into(),
+        installation_mac: "new-mac".into(),
+        key_macs: vec![("jwt-1".into(), "k1".into()), ("audit-1".into(), "a1".into())],
+    };
+    s.reseal(seal, ev(AuditAction::InstallationReseal)).await.unwrap();
+    let got = s.installation().await.unwrap().unwrap();
+    assert_eq!((got.issuer.as_deref(), got.mac.as_deref()), (Some("https://other.example"), Some("new-mac")));
+    let macs: HashSet<_> = s.keys().await.unwrap().into_iter().filter_map(|k| k.mac).collect();
+    assert_eq!(macs, HashSet::from(["k1".to_string(), "a1".to_string()]));
+    let unknown =
+        crate::Reseal { issuer: "x".into(), installation_mac: "y".into(), key_macs: vec![("nope".into(), "z".into())] };
+    assert!(matches!(s.reseal(unknown, ev(AuditAction::InstallationReseal)).await, Err(StoreError::NotFound { .. })));
+    assert_eq!(
+        s.installation().await.unwrap().unwrap().mac.as_deref(),
+        Some("new-mac"),
+        "a failed reseal changes nothing"
+    );
+    assert_eq!(verify_chain(s).await, 2);
 }
 
 fn hex(b: &[u8]) -> String {
@@ -400,6 +439,8 @@ pub async fn kill_agent_cascades(store: Arc<dyn Store>) {
     let t2 = task("deploy", "bot", None, None);
     s.create_task(t1.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     s.create_task(t2.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    let unused = join_token("bot", 600);
+    s.create_join_token(unused.clone(), ev(AuditAction::JoinTokenCreate)).await.unwrap();
     let rep = s
         .kill(Kill {
             target: KillTarget::Agent(agent_name("bot")),
@@ -410,6 +451,9 @@ pub async fn kill_agent_cascades(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(rep.instances_revoked, vec![inst.id.clone()]);
+    assert_eq!(rep.join_tokens_revoked, vec![unused.id.clone()], "a kill revokes the agent's unused join tokens");
+    assert!(s.join_token(&unused.id).await.unwrap().unwrap().revoked_at.is_some());
+    assert_eq!(s.agent(&agent_name("bot")).await.unwrap().unwrap().kill_generation, 1);
     let got: HashSet<_> = rep.tasks_revoked.into_iter().collect();
     assert_eq!(got, HashSet::from([t1.id.clone(), t2.id.clone()]));
     assert_eq!(s.agent(&agent_name("bot")).await.unwrap().unwrap().state, AgentState::Disabled);
@@ -420,9 +464,25 @@ pub async fn kill_agent_cascades(store: Arc<dyn Store>) {
     s.set_agent_state(&agent_name("bot"), AgentState::Disabled, AgentState::Enabled, ev(AuditAction::AgentEnable))
         .await
         .unwrap();
-    // Re-enabling does not resurrect anything.
+    // Re-enabling does not resurrect anything: not the instance, not the task, not the
+    // join token made before the kill.
     assert_eq!(s.instance(&inst.id).await.unwrap().unwrap().state, InstanceState::Revoked);
     assert_eq!(s.task(&t1.id).await.unwrap().unwrap().state, TaskState::Revoked);
+    assert!(matches!(
+        s.redeem_join_token(&unused.id, instance("bot"), ev(AuditAction::InstanceJoin)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A token made after re-enabling belongs to the new generation and redeems.
+    let fresh = join_token("bot", 600);
+    s.create_join_token(fresh.clone(), ev(AuditAction::JoinTokenCreate)).await.unwrap();
+    assert_eq!(s.join_token(&fresh.id).await.unwrap().unwrap().agent_generation, 1);
+    s.redeem_join_token(&fresh.id, instance("bot"), ev(AuditAction::InstanceJoin)).await.unwrap();
+    let revoked = s
+        .list_audit(AuditFilter { action: Some("join_token.revoke".into()), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].event.agent.as_deref(), Some("bot"));
     verify_chain(s).await;
 }
 
@@ -564,9 +624,19 @@ pub async fn concurrent_writes_keep_one_chain(store: Arc<dyn Store>) {
 pub async fn key_rotation(store: Arc<dyn Store>) {
     let s = &*store;
     install(s).await;
-    let seq =
-        s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), now().plus_secs(3600), ev(AuditAction::KeyRotate)).await.unwrap();
+    let retiring =
+        |kid: &str, at: UnixMillis| crate::RetiringKey { kid: kid.into(), retire_after: at, mac: "r".into() };
+    let seq = s
+        .rotate_key(key(KeyPurpose::Jwt, "jwt-2"), retiring("jwt-1", now().plus_secs(3600)), ev(AuditAction::KeyRotate))
+        .await
+        .unwrap();
     assert_eq!(seq, 2);
+    // Rotating out a key that is no longer the active one is a conflict and changes nothing.
+    assert!(matches!(
+        s.rotate_key(key(KeyPurpose::Jwt, "jwt-x"), retiring("jwt-1", now()), ev(AuditAction::KeyRotate)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.bundle_sequence().await.unwrap(), 2);
     assert_eq!(s.bundle_sequence().await.unwrap(), 2);
     let keys = s.keys().await.unwrap();
     let jwt: Vec<_> = keys.iter().filter(|k| k.purpose == KeyPurpose::Jwt).collect();
@@ -574,7 +644,9 @@ pub async fn key_rotation(store: Arc<dyn Store>) {
     assert_eq!(jwt.iter().filter(|k| k.retire_after.is_none()).count(), 1);
     assert_eq!(jwt.iter().find(|k| k.retire_after.is_none()).unwrap().kid, "jwt-2");
     // A key whose overlap window has passed is no longer returned.
-    s.rotate_key(key(KeyPurpose::Jwt, "jwt-3"), UnixMillis(now().0 - 1), ev(AuditAction::KeyRotate)).await.unwrap();
+    s.rotate_key(key(KeyPurpose::Jwt, "jwt-3"), retiring("jwt-2", UnixMillis(now().0 - 1)), ev(AuditAction::KeyRotate))
+        .await
+        .unwrap();
     let kids: HashSet<_> = s.keys().await.unwrap().into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, HashSet::from(["jwt-1".to_string(), "jwt-3".to_string(), "audit-1".to_string()]));
     // The audit key is untouched by JWT rotation.
@@ -677,7 +749,8 @@ pub async fn changes_are_published(store: Arc<dyn Store>) {
     .await
     .unwrap();
     expect_change(&mut rx, &Change::Workflow(wf_name("deploy"))).await;
-    s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), now().plus_secs(60), ev(AuditAction::KeyRotate)).await.unwrap();
+    let old = crate::RetiringKey { kid: "jwt-1".into(), retire_after: now().plus_secs(60), mac: "r".into() };
+    s.rotate_key(key(KeyPurpose::Jwt, "jwt-2"), old, ev(AuditAction::KeyRotate)).await.unwrap();
     expect_change(&mut rx, &Change::Keys).await;
     // A failed write announces nothing: the next change seen is the following success.
     assert!(

@@ -16,6 +16,7 @@
 //! cache liveness and still never honour a revoked token longer than the feed's latency.
 
 pub mod cache;
+pub mod cache_property;
 mod cols;
 pub mod conformance;
 pub mod postgres;
@@ -89,15 +90,42 @@ pub struct StoredKey {
     pub created_at: UnixMillis,
     /// `None` while it is the active signer; once rotated out, when it stops being published.
     pub retire_after: Option<UnixMillis>,
+    /// Hex MAC under the KEK over the row (see `remit-server`'s key loading); `None` only in
+    /// rows written before Remit sealed its records, which are refused until resealed.
+    pub mac: Option<String>,
+}
+
+/// The active key of a purpose being rotated out: until when it stays trusted, and the MAC
+/// over its row with that time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiringKey {
+    pub kid: String,
+    pub retire_after: UnixMillis,
+    pub mac: String,
+}
+
+/// Integrity seals for an installation written before Remit sealed its records (`remit
+/// reseal`): the installation record's MAC, its issuer, and a MAC per key row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reseal {
+    pub issuer: String,
+    pub installation_mac: String,
+    /// `(kid, mac)` for every key row.
+    pub key_macs: Vec<(String, String)>,
 }
 
 /// The one-time installation record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installation {
     pub trust_domain: String,
+    /// `iss` of every token this installation issues and accepts.
+    pub issuer: Option<String>,
     /// SHA-256 (hex) of the admin credential.
     pub admin_hash: String,
     pub installed_at: UnixMillis,
+    /// Hex MAC under the KEK over trust domain, issuer, admin hash and time; `None` only in
+    /// installations made before Remit sealed its records, refused until resealed.
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -302,9 +330,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key not yet past its `retire_after`, of every purpose.
     async fn keys(&self) -> Result<Vec<StoredKey>>;
-    /// Makes `new` the active key of its purpose; the previous active key is kept for
-    /// verification until `retire_after`. Bumps the bundle sequence. Returns the new sequence.
-    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64>;
+    /// Makes `new` the active key of its purpose; the previous active key (`old`, which must
+    /// still be the active one, else `Conflict`) is kept for verification until its
+    /// `retire_after`. Bumps the bundle sequence. Returns the new sequence.
+    async fn rotate_key(&self, new: StoredKey, old: RetiringKey, audit: AuditEvent) -> Result<u64>;
+    /// Writes integrity seals on an installation made before Remit sealed its records.
+    async fn reseal(&self, seal: Reseal, audit: AuditEvent) -> Result<()>;
     /// Increments on every change to the published key set.
     async fn bundle_sequence(&self) -> Result<u64>;
 

@@ -25,3 +25,21 @@ mod cached {
 
     remit_store::conformance_tests!(make());
 }
+
+/// The liveness cache answers what the store answers, over random sequences of kills,
+/// resumes, enables, renewals, joins, starts and reads; a second replica (its own store and
+/// cache on the same database, fed by LISTEN/NOTIFY) agrees once the notification arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_agrees_with_store_over_random_sequences() {
+    for seed in [1, 2, 3, 0x5EED] {
+        let (s, db) = make().await;
+        let other = PgStore::connect(&db.url).await.unwrap();
+        remit_store::cache_property::cache_agrees_with_store(
+            std::sync::Arc::new(s),
+            Some(std::sync::Arc::new(other)),
+            seed,
+            150,
+        )
+        .await;
+    }
+}

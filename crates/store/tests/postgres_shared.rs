@@ -85,16 +85,36 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
     // A database made by the previous version: every migration but the newest applied.
     let previous = &schema::MIGRATIONS[..schema::MIGRATIONS.len() - 1];
     let old = PgStore::connect_migrating(&db.url, PgOptions::default(), Arc::new(SystemClock), previous).await.unwrap();
-    // It holds data written by that version.
-    fixture(&old).await;
+    // It holds rows written by that version (in that version's columns).
+    for sql in [
+        "INSERT INTO workflows (name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
+         max_delegation_depth, state, created_at, updated_at) \
+         VALUES ('deploy', 'ship', 'a@example.com', 'internal', '[]', 900, 3, 'active', 1, 1)",
+        "INSERT INTO agents (name, owner, workflows, state, created_at, updated_at) \
+         VALUES ('bot', 'b@example.com', '[\"deploy\"]', 'enabled', 1, 1)",
+        "INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at) \
+         VALUES ('j-00000000000000000000000000000001', 'bot', 'cd', 1, 9999999999999)",
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at) VALUES ('k1', 'jwt', '\\x01', '\\x04', 1)",
+    ] {
+        sqlx::query(sql).execute(old.pool()).await.unwrap();
+    }
     let before = old.audit_head().await.unwrap();
     drop(old);
-    // Opening it with this version upgrades it in place, keeping every record and the chain.
+    // Opening it with this version upgrades it in place, keeping every record and the chain;
+    // the new columns read as their defaults.
     let s = PgStore::connect(&db.url).await.unwrap();
     assert_eq!(s.audit_head().await.unwrap(), before);
     assert!(s.workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().is_some());
+    let bot = s.agent(&remit_core::ids::AgentName::parse("bot").unwrap()).await.unwrap().unwrap();
+    assert_eq!(bot.kill_generation, 0);
+    let jt = s
+        .join_token(&remit_core::ids::JoinTokenId::parse("j-00000000000000000000000000000001").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((jt.agent_generation, jt.revoked_at), (0, None));
+    assert!(s.keys().await.unwrap().iter().all(|k| k.mac.is_none()), "old keys are unsealed until `remit reseal`");
     verify_chain(&s).await;
-    assert_eq!(s.active_policy_set().await.unwrap(), None, "the new tables exist and are empty");
     let head = s.audit_head().await.unwrap();
     drop(s);
     // Re-opening an up-to-date database changes nothing.

@@ -21,3 +21,15 @@ mod cached {
 
     remit_store::conformance_tests!(make());
 }
+
+/// The liveness cache answers what the store answers, over random sequences of kills,
+/// resumes, enables, renewals, joins, starts and reads; a second cache on the same store
+/// (fed by the in-process change feed) agrees too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_agrees_with_store_over_random_sequences() {
+    for seed in [1, 2, 3, 0x5EED] {
+        let (s, _dir) = make().await;
+        let s: std::sync::Arc<dyn remit_store::Store> = std::sync::Arc::new(s);
+        remit_store::cache_property::cache_agrees_with_store(s.clone(), Some(s), seed, 150).await;
+    }
+}

@@ -91,6 +91,8 @@ pub enum TokenError {
     UnknownKey,
     #[error("token signature is invalid")]
     Signature,
+    #[error("token was not issued by this installation")]
+    Issuer,
     #[error("token is expired")]
     Expired,
     #[error("token is not yet valid")]
@@ -124,6 +126,8 @@ pub struct Validation<'a> {
     pub leeway: i64,
     /// The audience the verifier is; `None` skips the check (introspection does).
     pub audience: Option<&'a str>,
+    /// The only `iss` accepted: the installation's issuer.
+    pub issuer: &'a str,
 }
 
 /// Verifies a token's form, header, signature and time/audience claims.
@@ -162,6 +166,9 @@ pub fn verify(ring: &impl KeyLookup, token: &str, v: Validation<'_>) -> Result<C
 
 /// The time and audience checks alone, for claims whose signature was already verified.
 pub fn check_claims(claims: &Claims, v: Validation<'_>) -> Result<(), TokenError> {
+    if claims.iss != v.issuer {
+        return Err(TokenError::Issuer);
+    }
     if claims.exp <= v.now - v.leeway {
         return Err(TokenError::Expired);
     }
@@ -209,7 +216,7 @@ mod tests {
     }
 
     fn val(now: i64) -> Validation<'static> {
-        Validation { now, leeway: 0, audience: Some("tools") }
+        Validation { now, leeway: 0, audience: Some("tools"), issuer: "http://remit.test" }
     }
 
     #[test]
@@ -227,8 +234,10 @@ mod tests {
         let t = mint(&k, &claims(200));
         assert_eq!(verify(&r, &t, val(200)), Err(TokenError::Expired));
         assert_eq!(verify(&r, &t, val(50)), Err(TokenError::NotYetValid));
-        let v = Validation { now: 150, leeway: 0, audience: Some("other") };
+        let v = Validation { now: 150, leeway: 0, audience: Some("other"), issuer: "http://remit.test" };
         assert!(matches!(verify(&r, &t, v), Err(TokenError::Audience(_))));
+        let v = Validation { now: 150, leeway: 0, audience: Some("tools"), issuer: "http://other.test" };
+        assert_eq!(verify(&r, &t, v), Err(TokenError::Issuer));
     }
 
     fn with_header(t: &str, h: serde_json::Value) -> String {

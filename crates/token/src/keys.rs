@@ -7,6 +7,7 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, ParsedPublicKey,
@@ -27,8 +28,14 @@ pub enum KeyError {
     BadKek,
 }
 
-/// The key-encryption key: 32 bytes that seal private keys at rest.
-pub struct Kek(LessSafeKey);
+/// The key-encryption key: 32 bytes that seal private keys at rest, and (through a key
+/// derived from it) MAC the records Remit must be able to trust without trusting the
+/// database: key rows and the installation record.
+pub struct Kek {
+    aead: LessSafeKey,
+    /// HMAC-SHA256 key = HMAC-SHA256(kek, "remit kek mac v1"): never the KEK itself.
+    mac: hmac::Key,
+}
 
 impl fmt::Debug for Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,7 +49,8 @@ impl Kek {
             return Err(KeyError::BadKek);
         }
         let k = UnboundKey::new(&AES_256_GCM, b).map_err(|_| KeyError::BadKek)?;
-        Ok(Kek(LessSafeKey::new(k)))
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, b), MAC_KEY_LABEL);
+        Ok(Kek { aead: LessSafeKey::new(k), mac: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) })
     }
     /// Parses the base64 (standard or url-safe) text form kept in a file or env var.
     pub fn from_text(s: &str) -> Result<Self, KeyError> {
@@ -66,7 +74,7 @@ impl Kek {
         let mut buf = plaintext.to_vec();
         // Sealing only fails for inputs over AES-GCM's ~64 GiB limit.
         #[allow(clippy::expect_used)]
-        self.0
+        self.aead
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf)
             .expect("aes-gcm seal of a small key");
         let mut out = nonce.to_vec();
@@ -81,10 +89,35 @@ impl Kek {
         let (n, ct) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(n).map_err(|_| KeyError::Malformed)?;
         let mut buf = ct.to_vec();
-        let pt = self.0.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf).map_err(|_| KeyError::Decrypt)?;
+        let pt = self.aead.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf).map_err(|_| KeyError::Decrypt)?;
         Ok(pt.to_vec())
     }
 }
+
+impl Kek {
+    /// A MAC over `fields` for the record kind `domain` (e.g. `remit-key-v1`). Each field is
+    /// length-prefixed, so no two field lists encode alike.
+    pub fn mac(&self, domain: &str, fields: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        for f in std::iter::once(domain.as_bytes()).chain(fields.iter().copied()) {
+            ctx.update(&(f.len() as u64).to_be_bytes());
+            ctx.update(f);
+        }
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Checks a MAC made by [`Kek::mac`], in constant time.
+    pub fn verify_mac(&self, domain: &str, fields: &[&[u8]], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        tag.len() == 32 && bool::from(self.mac(domain, fields).ct_eq(tag))
+    }
+}
+
+/// What the MAC key is derived from the KEK with.
+const MAC_KEY_LABEL: &[u8] = b"remit kek mac v1";
 
 /// A public JWK for an EC P-256 key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +258,19 @@ mod tests {
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(SigningKey::unseal(&kek, k.kid(), &tampered).is_err());
+    }
+
+    #[test]
+    fn macs_bind_every_field_and_the_kek() {
+        let kek = Kek::from_text(&Kek::generate_text()).unwrap();
+        let tag = kek.mac("remit-key-v1", &[b"kid", b"jwt"]);
+        assert!(kek.verify_mac("remit-key-v1", &[b"kid", b"jwt"], &tag));
+        assert!(!kek.verify_mac("remit-key-v1", &[b"kid", b"audit"], &tag));
+        assert!(!kek.verify_mac("remit-key-v1", &[b"kidj", b"wt"], &tag), "length prefixes keep fields apart");
+        assert!(!kek.verify_mac("remit-install-v1", &[b"kid", b"jwt"], &tag));
+        assert!(!kek.verify_mac("remit-key-v1", &[b"kid", b"jwt"], &tag[..31]));
+        let other = Kek::from_text(&Kek::generate_text()).unwrap();
+        assert!(!other.verify_mac("remit-key-v1", &[b"kid", b"jwt"], &tag));
     }
 
     #[test]

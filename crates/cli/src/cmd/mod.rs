@@ -8,6 +8,7 @@ pub mod exec;
 pub mod init;
 pub mod keys;
 pub mod policy;
+pub mod reseal;
 pub mod serve;
 pub mod task;
 pub mod token;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Approval(c) => approval::run(&g, c).await,
         Command::Entities(c) => entities::run(&g, c).await,
         Command::Exec(a) => exec::run(&g, a).await,
+        Command::Reseal(a) => reseal::run(&g, a).await,
     }
 }
 

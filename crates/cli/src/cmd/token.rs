@@ -1,5 +1,6 @@
-//! `remit token verify`: checks a token's signature against the server's published JWKS
-//! (as any relying party would) and asks the server whether it is still active.
+//! `remit token verify`: checks a token's signature against the server's published JWKS and
+//! its `iss` against the announced issuer (as any relying party would), and asks the server
+//! whether it is still active.
 
 use std::io::Read;
 
@@ -34,7 +35,19 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let jwks = anon.get("/.well-known/jwks.json").await?;
     let keys = PublicKeys::from_jwks(&jwks);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let v = Validation { now: i64::try_from(now).unwrap_or(i64::MAX), leeway: 30, audience: audience.as_deref() };
+    // As a relying party would: the issuer the server announces is the only `iss` accepted.
+    let discovery = anon.get("/.well-known/openid-configuration").await?;
+    let issuer = discovery
+        .get("issuer")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| CliError::Failed("the server's discovery document names no issuer".into()))?
+        .to_owned();
+    let v = Validation {
+        now: i64::try_from(now).unwrap_or(i64::MAX),
+        leeway: 30,
+        audience: audience.as_deref(),
+        issuer: &issuer,
+    };
     let verified = jwt::verify(&keys, &token, v);
     let active = match (&verified, admin_token(g)) {
         (Ok(_), Some(admin)) => {

@@ -117,7 +117,7 @@ pub async fn evaluations(
 /// PDP metadata (AuthZEN 1.0 discovery).
 #[utoipa::path(get, path = "/.well-known/authzen-configuration", responses((status = 200, description = "PDP metadata")))]
 pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
-    let base = app.cfg.issuer();
+    let base = app.issuer.clone();
     Json(json!({
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),

@@ -46,7 +46,7 @@ pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoRespo
 /// OpenID-style discovery of the issuer, its keys and its token endpoints.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", responses((status = 200, description = "discovery document")))]
 pub async fn openid_configuration(State(app): State<AppState>) -> Json<Value> {
-    let iss = app.cfg.issuer();
+    let iss = app.issuer.clone();
     Json(json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),

@@ -87,7 +87,15 @@ impl App {
         caller.require_admin()?;
         rules::check_owner(&owner, &self.limits)?;
         let now = self.clock.now();
-        let agent = Agent { name, owner, workflows, state: AgentState::Enabled, created_at: now, updated_at: now };
+        let agent = Agent {
+            name,
+            owner,
+            workflows,
+            state: AgentState::Enabled,
+            kill_generation: 0,
+            created_at: now,
+            updated_at: now,
+        };
         let wfs: Vec<String> = agent.workflows.iter().map(ToString::to_string).collect();
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::AgentCreate)
             .agent(&agent.name)
@@ -142,6 +150,9 @@ impl App {
             expires_at: now.plus_secs(ttl),
             used_at: None,
             used_by: None,
+            // The store stamps the agent's kill generation inside the transaction.
+            agent_generation: 0,
+            revoked_at: None,
         };
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::JoinTokenCreate)
             .agent(agent)
@@ -179,9 +190,22 @@ impl App {
         let longest = self.cfg.limits.hard_max_task_ttl.max(self.cfg.limits.instance_ttl) + self.cfg.limits.clock_skew;
         let retire_after = now.plus_secs(longest.as_secs());
         let old = self.keyring().signer().kid().to_owned();
+        let mut retiring = self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .find(|k| k.kid == old && k.purpose == KeyPurpose::Jwt && k.retire_after.is_none())
+            .ok_or_else(|| ApiError::Conflict("the signing key changed meanwhile; retry".into()))?;
+        retiring.retire_after = Some(retire_after);
+        let old_row = remit_store::RetiringKey {
+            kid: old.clone(),
+            retire_after,
+            mac: crate::seal::key_mac(self.kek(), &retiring),
+        };
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate)
             .detail([("new_kid", kid.clone().into()), ("old_kid", old.into())]);
-        let seq = self.store.rotate_key(key, retire_after, audit).await?;
+        let seq = self.store.rotate_key(key, old_row, audit).await?;
         self.reload_keys().await?;
         Ok((kid, seq))
     }

@@ -61,6 +61,7 @@ impl App {
             now: self.clock.now().secs(),
             leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
             audience,
+            issuer: &self.issuer,
         };
         let key = remit_token::sha256(token.as_bytes());
         let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());

@@ -81,7 +81,7 @@ impl App {
 
     fn mint_instance_token(&self, inst: &Instance, spiffe: &SpiffeId) -> String {
         let claims = Claims {
-            iss: self.cfg.issuer(),
+            iss: self.issuer.clone(),
             sub: spiffe.to_string(),
             aud: vec![self.cfg.audience.clone()],
             exp: inst.expires_at.secs(),
@@ -162,7 +162,7 @@ impl App {
         };
         let spiffe = SpiffeId::task(&self.trust_domain, &task.workflow, &task.id);
         let claims = Claims {
-            iss: self.cfg.issuer(),
+            iss: self.issuer.clone(),
             sub: spiffe.to_string(),
             aud: task.audience.clone(),
             exp: task.expires_at.secs(),

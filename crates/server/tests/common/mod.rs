@@ -78,6 +78,18 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and hands back its data directory (to start again on it).
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        let TestServer { dir, shutdown, task, .. } = self;
+        if let Some(tx) = shutdown {
+            let _ = tx.send(());
+        }
+        if let Some(t) = task {
+            t.await.unwrap();
+        }
+        dir
+    }
+
     pub fn db_path(&self) -> std::path::PathBuf {
         self.dir.path().join("remit.db")
     }

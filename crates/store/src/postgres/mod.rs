@@ -341,10 +341,15 @@ impl Store for PgStore {
         let now = self.clock.now();
         read!(self, |c| ops::keys(c, now))
     }
-    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
-        let seq = self.write(move |c| Box::pin(ops::rotate_key(c, new, retire_after, audit))).await?;
+    async fn rotate_key(&self, new: StoredKey, old: crate::RetiringKey, audit: AuditEvent) -> Result<u64> {
+        let seq = self.write(move |c| Box::pin(ops::rotate_key(c, new, old, audit))).await?;
         self.publish(vec![Change::Keys]);
         Ok(seq)
+    }
+    async fn reseal(&self, seal: crate::Reseal, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| Box::pin(ops::reseal(c, seal, audit))).await?;
+        self.publish(vec![Change::Keys]);
+        Ok(())
     }
     async fn bundle_sequence(&self) -> Result<u64> {
         read!(self, |c| ops::bundle_sequence(c))

@@ -15,8 +15,8 @@ use sqlx::{Arguments, PgConnection, Postgres, Transaction};
 
 use super::rows::{self, map_err};
 use crate::{
-    Approval, AuditFilter, Change, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey,
-    StoredPolicySet, TaskFilter, TaskSnapshot,
+    Approval, AuditFilter, Change, Installation, Reseal, Result, RetiringKey, StartContext, StoreError, StoredEntity,
+    StoredKey, StoredPolicySet, TaskFilter, TaskSnapshot,
 };
 
 /// The audit chain head.
@@ -151,17 +151,25 @@ fn conflict(msg: impl Into<String>) -> StoreError {
 // ---------------------------------------------------------------- installation and keys
 
 pub async fn installation(c: &mut PgConnection) -> Result<Option<Installation>> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, value FROM meta WHERE key IN ('trust_domain', 'admin_hash', 'installed_at')")
-            .fetch_all(c)
-            .await
-            .map_err(map_err)?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, value FROM meta WHERE key IN \
+             ('trust_domain', 'admin_hash', 'installed_at', 'issuer', 'installation_mac')",
+    )
+    .fetch_all(c)
+    .await
+    .map_err(map_err)?;
     let get = |k: &str| rows.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let (Some(td), Some(h), Some(at)) = (get("trust_domain"), get("admin_hash"), get("installed_at")) else {
         return Ok(None);
     };
     let at = at.parse().map_err(|_| StoreError::Corrupt("installed_at".into()))?;
-    Ok(Some(Installation { trust_domain: td, admin_hash: h, installed_at: UnixMillis(at) }))
+    Ok(Some(Installation {
+        trust_domain: td,
+        issuer: get("issuer"),
+        admin_hash: h,
+        installed_at: UnixMillis(at),
+        mac: get("installation_mac"),
+    }))
 }
 
 async fn put_meta(c: &mut PgConnection, k: &str, v: &str) -> Result<()> {
@@ -176,7 +184,8 @@ async fn put_meta(c: &mut PgConnection, k: &str, v: &str) -> Result<()> {
 
 async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
     sqlx::query(
-        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&k.kid)
     .bind(k.purpose.as_str())
@@ -184,6 +193,7 @@ async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
     .bind(&k.public)
     .bind(k.created_at.0)
     .bind(k.retire_after.map(|t| t.0))
+    .bind(&k.mac)
     .execute(c)
     .await
     .map_err(map_err)?;
@@ -197,6 +207,12 @@ pub async fn install(ctx: &mut WriteCtx, inst: Installation, keys: Vec<StoredKey
     put_meta(ctx.conn(), "trust_domain", &inst.trust_domain).await?;
     put_meta(ctx.conn(), "admin_hash", &inst.admin_hash).await?;
     put_meta(ctx.conn(), "installed_at", &inst.installed_at.0.to_string()).await?;
+    if let Some(iss) = &inst.issuer {
+        put_meta(ctx.conn(), "issuer", iss).await?;
+    }
+    if let Some(mac) = &inst.mac {
+        put_meta(ctx.conn(), "installation_mac", mac).await?;
+    }
     put_meta(ctx.conn(), "bundle_sequence", "1").await?;
     for k in &keys {
         insert_key(ctx.conn(), k).await?;
@@ -222,24 +238,50 @@ pub async fn bundle_sequence(c: &mut PgConnection) -> Result<u64> {
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-pub async fn rotate_key(
-    ctx: &mut WriteCtx,
-    new: StoredKey,
-    retire_after: UnixMillis,
-    audit: AuditEvent,
-) -> Result<u64> {
-    sqlx::query("UPDATE keys SET retire_after = $1 WHERE purpose = $2 AND retire_after IS NULL")
-        .bind(retire_after.0)
-        .bind(new.purpose.as_str())
-        .execute(ctx.conn())
-        .await
-        .map_err(map_err)?;
+pub async fn rotate_key(ctx: &mut WriteCtx, new: StoredKey, old: RetiringKey, audit: AuditEvent) -> Result<u64> {
+    let n = sqlx::query(
+        "UPDATE keys SET retire_after = $1, mac = $2 WHERE kid = $3 AND purpose = $4 AND retire_after IS NULL",
+    )
+    .bind(old.retire_after.0)
+    .bind(&old.mac)
+    .bind(&old.kid)
+    .bind(new.purpose.as_str())
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return Err(conflict(format!("key `{}` is no longer the active {} key", old.kid, new.purpose.as_str())));
+    }
     insert_key(ctx.conn(), &new).await?;
     let seq = bundle_sequence(ctx.conn()).await? + 1;
     put_meta(ctx.conn(), "bundle_sequence", &seq.to_string()).await?;
     ctx.audit(audit)?;
     ctx.changes.push(Change::Keys);
     Ok(seq)
+}
+
+pub async fn reseal(ctx: &mut WriteCtx, seal: Reseal, audit: AuditEvent) -> Result<()> {
+    if installation(ctx.conn()).await?.is_none() {
+        return Err(conflict("remit is not initialized"));
+    }
+    put_meta(ctx.conn(), "issuer", &seal.issuer).await?;
+    put_meta(ctx.conn(), "installation_mac", &seal.installation_mac).await?;
+    for (kid, mac) in &seal.key_macs {
+        let n = sqlx::query("UPDATE keys SET mac = $1 WHERE kid = $2")
+            .bind(mac)
+            .bind(kid)
+            .execute(ctx.conn())
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::not_found("key", kid));
+        }
+    }
+    ctx.audit(audit)?;
+    ctx.changes.push(Change::Keys);
+    Ok(())
 }
 
 // ---------------------------------------------------------------- workflows and agents
@@ -379,20 +421,28 @@ pub async fn set_agent_state(
 // ---------------------------------------------------------------- join tokens and instances
 
 pub async fn create_join_token(ctx: &mut WriteCtx, jt: JoinToken, audit: AuditEvent) -> Result<()> {
-    match agent(ctx.conn(), &jt.agent).await? {
+    // Lock the agent row: a concurrent kill either precedes this (and the token gets the
+    // new generation) or follows it (and revokes the token).
+    let sql = format!("SELECT {} FROM agents WHERE name = $1 FOR UPDATE", rows::AGENT_COLS);
+    let a = sqlx::query(&sql).bind(jt.agent.as_str()).fetch_optional(ctx.conn()).await.map_err(map_err)?;
+    let generation = match a.map(|r| rows::agent(&r, 0)).transpose()? {
         None => return Err(StoreError::not_found("agent", &jt.agent)),
         Some(a) if a.state != AgentState::Enabled => return Err(conflict(format!("agent `{}` is disabled", a.name))),
-        Some(_) => {}
-    }
-    sqlx::query("INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at) VALUES ($1,$2,$3,$4,$5)")
-        .bind(jt.id.as_str())
-        .bind(jt.agent.as_str())
-        .bind(&jt.secret_hash)
-        .bind(jt.created_at.0)
-        .bind(jt.expires_at.0)
-        .execute(ctx.conn())
-        .await
-        .map_err(map_err)?;
+        Some(a) => a.kill_generation,
+    };
+    sqlx::query(
+        "INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at, agent_generation) \
+         VALUES ($1,$2,$3,$4,$5,$6)",
+    )
+    .bind(jt.id.as_str())
+    .bind(jt.agent.as_str())
+    .bind(&jt.secret_hash)
+    .bind(jt.created_at.0)
+    .bind(jt.expires_at.0)
+    .bind(i64::try_from(generation).map_err(|_| StoreError::Corrupt("kill generation".into()))?)
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?;
     ctx.audit(audit)?;
     Ok(())
 }
@@ -405,8 +455,9 @@ pub async fn join_token(c: &mut PgConnection, id: &JoinTokenId) -> Result<Option
 
 pub async fn redeem_join_token(ctx: &mut WriteCtx, id: JoinTokenId, inst: Instance, audit: AuditEvent) -> Result<()> {
     let n = sqlx::query(
-        "UPDATE join_tokens SET used_at = $1, used_by = $2 WHERE id = $3 AND used_at IS NULL AND expires_at > $1 \
-         AND agent = $4 AND EXISTS (SELECT 1 FROM agents WHERE name = $4 AND state = 'enabled')",
+        "UPDATE join_tokens SET used_at = $1, used_by = $2 WHERE id = $3 AND used_at IS NULL AND revoked_at IS NULL \
+         AND expires_at > $1 AND agent = $4 AND EXISTS (SELECT 1 FROM agents WHERE name = $4 AND state = 'enabled' \
+         AND kill_generation = join_tokens.agent_generation)",
     )
     .bind(inst.created_at.0)
     .bind(inst.id.as_str())
@@ -417,7 +468,7 @@ pub async fn redeem_join_token(ctx: &mut WriteCtx, id: JoinTokenId, inst: Instan
     .map_err(map_err)?
     .rows_affected();
     if n == 0 {
-        return Err(conflict("join token is used, expired, or its agent is disabled"));
+        return Err(conflict("join token is used, expired or revoked, or its agent is disabled"));
     }
     sqlx::query("INSERT INTO instances (id, agent, state, created_at, expires_at) VALUES ($1,$2,$3,$4,$5)")
         .bind(inst.id.as_str())
@@ -777,7 +828,7 @@ pub async fn end_task(
     let tasks_revoked =
         revoke_subtrees(ctx, "SELECT id FROM tasks WHERE parent = $1::text", id.as_str(), &kill, &format!("task:{id}"))
             .await?;
-    let report = KillReport { tasks_revoked, instances_revoked: vec![] };
+    let report = KillReport { tasks_revoked, ..Default::default() };
     ctx.changes.extend(Change::of_kill(&kill.target, &report));
     Ok(report)
 }
@@ -833,12 +884,34 @@ pub async fn kill(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {
             if agent(ctx.conn(), name).await?.is_none() {
                 return Err(StoreError::not_found("agent", name));
             }
-            sqlx::query("UPDATE agents SET state = 'disabled', updated_at = $1 WHERE name = $2")
-                .bind(k.at.0)
-                .bind(name.as_str())
-                .execute(ctx.conn())
-                .await
-                .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE agents SET state = 'disabled', updated_at = $1, kill_generation = kill_generation + 1 \
+                 WHERE name = $2",
+            )
+            .bind(k.at.0)
+            .bind(name.as_str())
+            .execute(ctx.conn())
+            .await
+            .map_err(map_err)?;
+            let mut unused: Vec<String> = sqlx::query_scalar(
+                "UPDATE join_tokens SET revoked_at = $1 WHERE agent = $2 AND used_at IS NULL \
+                 AND revoked_at IS NULL AND expires_at > $1 RETURNING id",
+            )
+            .bind(k.at.0)
+            .bind(name.as_str())
+            .fetch_all(ctx.conn())
+            .await
+            .map_err(map_err)?;
+            unused.sort();
+            for j in &unused {
+                ctx.audit(
+                    AuditEvent::new(k.at, &k.actor, AuditAction::JoinTokenRevoke)
+                        .agent(name)
+                        .reason(&k.reason)
+                        .detail([("cascade_from", format!("agent:{name}").into()), ("join_token", j.as_str().into())]),
+                )?;
+                report.join_tokens_revoked.push(JoinTokenId::parse(j).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
             let mut ids: Vec<String> = sqlx::query_scalar(
                 "UPDATE instances SET state = 'revoked', revoked_at = $1, revoke_reason = $2 \
                  WHERE agent = $3 AND state = 'active' RETURNING id",
@@ -871,6 +944,7 @@ pub async fn kill(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {
                 AuditEvent::new(k.at, &k.actor, AuditAction::AgentDisable).agent(name).reason(&k.reason).detail([
                     ("instances_revoked", report.instances_revoked.len().into()),
                     ("tasks_revoked", report.tasks_revoked.len().into()),
+                    ("join_tokens_revoked", report.join_tokens_revoked.len().into()),
                 ]),
             )?;
         }

@@ -23,7 +23,7 @@ pub fn prefixed(alias: &str, cols: &str) -> String {
 }
 
 pub const WORKFLOW_N: usize = 10;
-pub const AGENT_N: usize = 6;
+pub const AGENT_N: usize = 7;
 pub const TASK_N: usize = 15;
 
 fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
@@ -97,6 +97,7 @@ pub fn agent(r: &PgRow, o: usize) -> Result<Agent> {
         state: parsed(r, o + 3)?,
         created_at: ms(r, o + 4)?,
         updated_at: ms(r, o + 5)?,
+        kill_generation: unsigned(r, o + 6)?,
     })
 }
 
@@ -109,6 +110,8 @@ pub fn join_token(r: &PgRow, o: usize) -> Result<JoinToken> {
         expires_at: ms(r, o + 4)?,
         used_at: ms_opt(r, o + 5)?,
         used_by: typed_opt(r, o + 6, InstanceId::parse)?,
+        agent_generation: unsigned(r, o + 7)?,
+        revoked_at: ms_opt(r, o + 8)?,
     })
 }
 
@@ -185,6 +188,7 @@ pub fn key(r: &PgRow) -> Result<StoredKey> {
         public: r.try_get(3).map_err(map_err)?,
         created_at: ms(r, 4)?,
         retire_after: ms_opt(r, 5)?,
+        mac: so(r, 6)?,
     })
 }
 

@@ -202,10 +202,15 @@ impl Store for SqliteStore {
         let now = self.clock.now();
         self.read(move |c| ops::keys(c, now)).await
     }
-    async fn rotate_key(&self, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
-        let seq = self.write(move |c| ops::rotate_key(c, new, retire_after, audit)).await?;
+    async fn rotate_key(&self, new: StoredKey, old: crate::RetiringKey, audit: AuditEvent) -> Result<u64> {
+        let seq = self.write(move |c| ops::rotate_key(c, new, old, audit)).await?;
         self.publish(vec![Change::Keys]);
         Ok(seq)
+    }
+    async fn reseal(&self, seal: crate::Reseal, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| ops::reseal(c, seal, audit)).await?;
+        self.publish(vec![Change::Keys]);
+        Ok(())
     }
     async fn bundle_sequence(&self) -> Result<u64> {
         self.read(ops::bundle_sequence).await

@@ -14,8 +14,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::rows::{self, map_err};
 use crate::{
-    Approval, AuditFilter, Installation, Result, StartContext, StoreError, StoredEntity, StoredKey, StoredPolicySet,
-    TaskFilter, TaskSnapshot,
+    Approval, AuditFilter, Installation, Reseal, Result, RetiringKey, StartContext, StoreError, StoredEntity,
+    StoredKey, StoredPolicySet, TaskFilter, TaskSnapshot,
 };
 
 /// The audit chain head as the writer last committed (or is about to commit) it.
@@ -110,7 +110,13 @@ pub fn installation(c: &Connection) -> Result<Option<Installation>> {
         return Ok(None);
     };
     let at = at.parse().map_err(|_| StoreError::Corrupt("installed_at".into()))?;
-    Ok(Some(Installation { trust_domain: td, admin_hash: h, installed_at: UnixMillis(at) }))
+    Ok(Some(Installation {
+        trust_domain: td,
+        issuer: get("issuer")?,
+        admin_hash: h,
+        installed_at: UnixMillis(at),
+        mac: get("installation_mac")?,
+    }))
 }
 
 fn put_meta(c: &Connection, k: &str, v: &str) -> Result<()> {
@@ -124,8 +130,9 @@ fn put_meta(c: &Connection, k: &str, v: &str) -> Result<()> {
 
 fn insert_key(c: &Connection, k: &StoredKey) -> Result<()> {
     c.execute(
-        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![k.kid, k.purpose.as_str(), k.sealed, k.public, k.created_at.0, k.retire_after.map(|t| t.0)],
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![k.kid, k.purpose.as_str(), k.sealed, k.public, k.created_at.0, k.retire_after.map(|t| t.0), k.mac],
     )
     .map_err(map_err)?;
     Ok(())
@@ -138,6 +145,12 @@ pub fn install(ctx: &mut WriteCtx<'_>, inst: Installation, keys: Vec<StoredKey>,
     put_meta(ctx.conn, "trust_domain", &inst.trust_domain)?;
     put_meta(ctx.conn, "admin_hash", &inst.admin_hash)?;
     put_meta(ctx.conn, "installed_at", &inst.installed_at.0.to_string())?;
+    if let Some(iss) = &inst.issuer {
+        put_meta(ctx.conn, "issuer", iss)?;
+    }
+    if let Some(mac) = &inst.mac {
+        put_meta(ctx.conn, "installation_mac", mac)?;
+    }
     put_meta(ctx.conn, "bundle_sequence", "1")?;
     for k in &keys {
         insert_key(ctx.conn, k)?;
@@ -164,18 +177,38 @@ pub fn bundle_sequence(c: &Connection) -> Result<u64> {
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-pub fn rotate_key(ctx: &mut WriteCtx<'_>, new: StoredKey, retire_after: UnixMillis, audit: AuditEvent) -> Result<u64> {
-    ctx.conn
+pub fn rotate_key(ctx: &mut WriteCtx<'_>, new: StoredKey, old: RetiringKey, audit: AuditEvent) -> Result<u64> {
+    let n = ctx
+        .conn
         .execute(
-            "UPDATE keys SET retire_after = ?1 WHERE purpose = ?2 AND retire_after IS NULL",
-            params![retire_after.0, new.purpose.as_str()],
+            "UPDATE keys SET retire_after = ?1, mac = ?2 WHERE kid = ?3 AND purpose = ?4 AND retire_after IS NULL",
+            params![old.retire_after.0, old.mac, old.kid, new.purpose.as_str()],
         )
         .map_err(map_err)?;
+    if n == 0 {
+        return Err(conflict(format!("key `{}` is no longer the active {} key", old.kid, new.purpose.as_str())));
+    }
     insert_key(ctx.conn, &new)?;
     let seq = bundle_sequence(ctx.conn)? + 1;
     put_meta(ctx.conn, "bundle_sequence", &seq.to_string())?;
     ctx.audit(audit)?;
     Ok(seq)
+}
+
+pub fn reseal(ctx: &mut WriteCtx<'_>, seal: Reseal, audit: AuditEvent) -> Result<()> {
+    if installation(ctx.conn)?.is_none() {
+        return Err(conflict("remit is not initialized"));
+    }
+    put_meta(ctx.conn, "issuer", &seal.issuer)?;
+    put_meta(ctx.conn, "installation_mac", &seal.installation_mac)?;
+    for (kid, mac) in &seal.key_macs {
+        let n = ctx.conn.execute("UPDATE keys SET mac = ?1 WHERE kid = ?2", params![mac, kid]).map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::not_found("key", kid));
+        }
+    }
+    ctx.audit(audit)?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- workflows and agents
@@ -304,15 +337,17 @@ pub fn set_agent_state(
 // ---------------------------------------------------------------- join tokens and instances
 
 pub fn create_join_token(ctx: &mut WriteCtx<'_>, jt: JoinToken, audit: AuditEvent) -> Result<()> {
-    match agent(ctx.conn, &jt.agent)? {
+    let generation = match agent(ctx.conn, &jt.agent)? {
         None => return Err(StoreError::not_found("agent", &jt.agent)),
         Some(a) if a.state != AgentState::Enabled => return Err(conflict(format!("agent `{}` is disabled", a.name))),
-        Some(_) => {}
-    }
+        Some(a) => a.kill_generation,
+    };
+    // The token belongs to the agent's current kill generation, whatever the caller read.
     ctx.conn
         .execute(
-            "INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
-            params![jt.id.as_str(), jt.agent.as_str(), jt.secret_hash, jt.created_at.0, jt.expires_at.0],
+            "INSERT INTO join_tokens (id, agent, secret_hash, created_at, expires_at, agent_generation) \
+             VALUES (?1,?2,?3,?4,?5,?6)",
+            params![jt.id.as_str(), jt.agent.as_str(), jt.secret_hash, jt.created_at.0, jt.expires_at.0, generation],
         )
         .map_err(map_err)?;
     ctx.audit(audit)?;
@@ -338,13 +373,14 @@ pub fn redeem_join_token(ctx: &mut WriteCtx<'_>, id: &JoinTokenId, inst: Instanc
     let n = ctx
         .conn
         .execute(
-            "UPDATE join_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL AND expires_at > ?1 \
-             AND agent = ?4 AND EXISTS (SELECT 1 FROM agents WHERE name = ?4 AND state = 'enabled')",
+            "UPDATE join_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL AND revoked_at IS NULL \
+             AND expires_at > ?1 AND agent = ?4 AND EXISTS (SELECT 1 FROM agents WHERE name = ?4 AND state = 'enabled' \
+             AND kill_generation = join_tokens.agent_generation)",
             params![now, inst.id.as_str(), id.as_str(), inst.agent.as_str()],
         )
         .map_err(map_err)?;
     if n == 0 {
-        return Err(conflict("join token is used, expired, or its agent is disabled"));
+        return Err(conflict("join token is used, expired or revoked, or its agent is disabled"));
     }
     insert_instance(ctx.conn, &inst)?;
     ctx.audit(audit)?;
@@ -567,7 +603,7 @@ pub fn end_task(
         Kill { target: KillTarget::Task(id.clone()), actor: actor.to_owned(), reason: format!("parent task {to}"), at };
     let tasks_revoked =
         revoke_subtrees(ctx, "SELECT id FROM tasks WHERE parent = ?1", &id.as_str(), &kill, &format!("task:{id}"))?;
-    Ok(KillReport { tasks_revoked, instances_revoked: vec![] })
+    Ok(KillReport { tasks_revoked, ..Default::default() })
 }
 
 pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
@@ -616,10 +652,34 @@ pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
             }
             ctx.conn
                 .execute(
-                    "UPDATE agents SET state = 'disabled', updated_at = ?1 WHERE name = ?2",
+                    "UPDATE agents SET state = 'disabled', updated_at = ?1, kill_generation = kill_generation + 1 \
+                     WHERE name = ?2",
                     params![k.at.0, name.as_str()],
                 )
                 .map_err(map_err)?;
+            let unused: Vec<String> = {
+                let mut s = ctx
+                    .conn
+                    .prepare(
+                        "UPDATE join_tokens SET revoked_at = ?1 WHERE agent = ?2 AND used_at IS NULL \
+                         AND revoked_at IS NULL AND expires_at > ?1 RETURNING id",
+                    )
+                    .map_err(map_err)?;
+                let r: rusqlite::Result<Vec<String>> =
+                    s.query_map(params![k.at.0, name.as_str()], |r| r.get(0)).map_err(map_err)?.collect();
+                let mut r = r.map_err(map_err)?;
+                r.sort();
+                r
+            };
+            for j in &unused {
+                ctx.audit(
+                    AuditEvent::new(k.at, &k.actor, AuditAction::JoinTokenRevoke)
+                        .agent(name)
+                        .reason(&k.reason)
+                        .detail([("cascade_from", format!("agent:{name}").into()), ("join_token", j.as_str().into())]),
+                )?;
+                report.join_tokens_revoked.push(JoinTokenId::parse(j).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
             let ids: Vec<String> = {
                 let mut s = ctx
                     .conn
@@ -656,6 +716,7 @@ pub fn kill(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
                 AuditEvent::new(k.at, &k.actor, AuditAction::AgentDisable).agent(name).reason(&k.reason).detail([
                     ("instances_revoked", report.instances_revoked.len().into()),
                     ("tasks_revoked", report.tasks_revoked.len().into()),
+                    ("join_tokens_revoked", report.join_tokens_revoked.len().into()),
                 ]),
             )?;
         }

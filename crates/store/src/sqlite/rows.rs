@@ -88,6 +88,7 @@ pub fn agent(r: &Row<'_>) -> rusqlite::Result<Agent> {
         state: parsed(r, 3)?,
         created_at: ms(r, 4)?,
         updated_at: ms(r, 5)?,
+        kill_generation: r.get(6)?,
     })
 }
 
@@ -100,6 +101,8 @@ pub fn join_token(r: &Row<'_>) -> rusqlite::Result<JoinToken> {
         expires_at: ms(r, 4)?,
         used_at: ms_opt(r, 5)?,
         used_by: id_opt(r, 6)?,
+        agent_generation: r.get(7)?,
+        revoked_at: ms_opt(r, 8)?,
     })
 }
 
@@ -178,6 +181,7 @@ pub fn key(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
         public: r.get(3)?,
         created_at: ms(r, 4)?,
         retire_after: ms_opt(r, 5)?,
+        mac: r.get(6)?,
     })
 }
 

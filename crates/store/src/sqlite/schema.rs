@@ -181,6 +181,15 @@ CREATE TABLE task_tools (
     PRIMARY KEY (task_id, tool)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- 5: kills of an agent are counted, and its unused join tokens revoked (a token made under
+-- an earlier kill generation never redeems); key rows carry a MAC under the KEK.
+ALTER TABLE agents ADD COLUMN kill_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE join_tokens ADD COLUMN agent_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE join_tokens ADD COLUMN revoked_at INTEGER;
+CREATE INDEX join_tokens_unused_by_agent ON join_tokens(agent) WHERE used_at IS NULL AND revoked_at IS NULL;
+ALTER TABLE keys ADD COLUMN mac TEXT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
