@@ -138,6 +138,16 @@ impl AuditEvent {
         self.task = Some(t.to_string());
         self
     }
+    /// [`Self::workflow`] when there is one.
+    pub fn workflow_opt(mut self, w: Option<&str>) -> Self {
+        self.workflow = w.map(str::to_owned);
+        self
+    }
+    /// [`Self::agent`] when there is one.
+    pub fn agent_opt(mut self, a: Option<&str>) -> Self {
+        self.agent = a.map(str::to_owned);
+        self
+    }
     /// [`Self::task`] when there is one.
     pub fn task_opt(mut self, t: Option<&str>) -> Self {
         self.task = t.map(str::to_owned);

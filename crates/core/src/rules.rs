@@ -95,7 +95,7 @@ pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Resul
     Ok(Workflow {
         name: req.name,
         purpose: req.purpose,
-        owner: req.owner,
+        owner: human_identity(&req.owner),
         ceiling: req.ceiling,
         allowed_tools: req.allowed_tools,
         max_task_ttl_secs: max_ttl,
@@ -104,6 +104,13 @@ pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Resul
         created_at: now,
         updated_at: now,
     })
+}
+
+/// The one form a human's name takes everywhere (owners, operators, approvers, requesters):
+/// trimmed and lowercased, so `MALLORY@example.com` and `mallory@example.com` are one person
+/// in every comparison, including "nobody decides a request they made".
+pub fn human_identity(s: &str) -> String {
+    s.trim().to_lowercase()
 }
 
 /// Owners are people: a plain `user@host` address.
@@ -322,6 +329,23 @@ mod tests {
 
     fn start(r: StartTask, w: &Workflow, a: &Agent) -> Result<Task, DomainError> {
         start_task(r, w, a, None, &Limits::default(), TaskId::from_random([7; 16]), "admin".into(), UnixMillis(1000))
+    }
+
+    #[test]
+    fn one_form_per_human() {
+        assert_eq!(human_identity("  MALLORY@Example.com "), "mallory@example.com");
+        let mut req = NewWorkflow {
+            name: WorkflowName::parse("w").unwrap(),
+            purpose: "p".into(),
+            owner: "Alice@Example.COM".into(),
+            ceiling: Sensitivity::Internal,
+            allowed_tools: vec![],
+            max_task_ttl_secs: None,
+            max_delegation_depth: None,
+        };
+        assert_eq!(new_workflow(req.clone(), &Limits::default(), UnixMillis(0)).unwrap().owner, "alice@example.com");
+        req.owner = "not an email".into();
+        assert!(new_workflow(req, &Limits::default(), UnixMillis(0)).is_err());
     }
 
     #[test]

@@ -58,6 +58,29 @@ type TaskContext = {
 action call_tool appliesTo { principal: [Task], resource: [Tool, Resource], context: TaskContext };
 "#;
 
+/// Entity types whose facts only Remit vouches for (from its own state, for a verified task
+/// token): callers of the AuthZEN endpoints may not supply their properties.
+pub const REMIT_ENTITY_TYPES: &[&str] = &["Task", "Workflow", "Agent", "AgentInstance"];
+
+/// Members of [`BASE_SCHEMA`]'s `TaskContext` that Remit vouches for. Outside
+/// `/v1/decisions` (where Remit computes them) callers may not supply them; `tool` and
+/// `target` are the PEP's own facts and are not listed.
+pub const TASK_CONTEXT_FACTS: &[&str] = &[
+    "workflow",
+    "intent",
+    "intent_hash",
+    "data_sensitivity",
+    "data_sensitivity_rank",
+    "workflow_ceiling",
+    "workflow_ceiling_rank",
+    "time_left_secs",
+    "agent",
+    "instance",
+    "delegation_depth",
+    "delegation_chain",
+    "tools_used",
+];
+
 /// The annotation that turns a permit into "approval required".
 pub const APPROVAL_ANNOTATION: &str = "approval";
 

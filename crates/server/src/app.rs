@@ -63,7 +63,7 @@ pub struct App {
     pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
     /// Attribute-store entities built as Cedar entities, by (type, id); each use checks the
     /// entry against the stored text the (cached) store just returned.
-    pub(crate) built: Mutex<std::collections::HashMap<(String, String), Arc<crate::service::pdp::BuiltEntity>>>,
+    pub(crate) built: Mutex<crate::service::pdp::BuiltCache>,
     /// The compiled active policy bundle; swapped whole when a new version is pushed.
     pub(crate) policy: RwLock<Arc<remit_policy::Engine>>,
 }
@@ -110,7 +110,7 @@ impl App {
             last_key_reload: Mutex::new(None),
             last_checkpoint: Mutex::new(last_cp),
             verified: Mutex::new(std::collections::HashMap::new()),
-            built: Mutex::new(std::collections::HashMap::new()),
+            built: Mutex::new(crate::service::pdp::BuiltCache::default()),
             policy: RwLock::new(Arc::new(
                 remit_policy::Engine::deny_all().map_err(|e| StartError::Keys(format!("base policy schema: {e}")))?,
             )),

@@ -150,7 +150,11 @@ pub async fn open_store(
         }
     };
     Ok(if cfg.cache.enabled {
-        Arc::new(remit_store::cache::CachingStore::new(backend, cfg.cache.max_age))
+        Arc::new(remit_store::cache::CachingStore::with_entity_budget(
+            backend,
+            cfg.cache.max_age,
+            cfg.limits.entity_cache_bytes / 2,
+        ))
     } else {
         backend
     })

@@ -44,6 +44,17 @@ struct Maps {
     /// Attribute-store entities by (type, id-or-alias), including "not stored" answers: a
     /// PEP's resources are often not in the store, and asking again each time costs a read.
     entities: HashMap<(String, String), (Option<crate::StoredEntity>, Instant)>,
+    /// Approximate bytes held by `entities` (keys and stored text): capped by
+    /// `State::entity_budget`, since ids and attributes are caller-sized.
+    entity_bytes: usize,
+}
+
+/// Approximate memory of one entity-cache entry.
+fn entity_cost(key: &(String, String), e: &Option<crate::StoredEntity>) -> usize {
+    let stored = e.as_ref().map_or(0, |e| {
+        e.etype.len() + e.id.len() + e.attrs.len() + e.parents.len() + e.aliases.iter().map(String::len).sum::<usize>()
+    });
+    key.0.len() + key.1.len() + stored + 128
 }
 
 struct State {
@@ -53,6 +64,8 @@ struct State {
     /// False while the change feed is down.
     enabled: AtomicBool,
     max_age: Duration,
+    /// Most bytes the entity map may hold before it is cleared.
+    entity_budget: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -77,7 +90,10 @@ impl State {
                 m.tasks.clear();
             }
             Change::Workflow(_) => m.tasks.clear(),
-            Change::Entities => m.entities.clear(),
+            Change::Entities => {
+                m.entities.clear();
+                m.entity_bytes = 0;
+            }
             Change::Keys | Change::Policy => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
@@ -134,6 +150,34 @@ impl State {
     }
 }
 
+impl State {
+    /// [`State::fill`] for the entity map, within its byte budget.
+    fn fill_entity(&self, generation: u64, k: (String, String), v: Option<crate::StoredEntity>) {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return;
+        }
+        let cost = entity_cost(&k, &v);
+        if cost > self.entity_budget {
+            return;
+        }
+        let Ok(mut m) = self.maps.lock() else { return };
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if m.entity_bytes + cost > self.entity_budget || m.entities.len() >= MAX_ENTRIES {
+            m.entities.clear();
+            m.entity_bytes = 0;
+        }
+        if let Some((old, _)) = m.entities.insert(k.clone(), (v, Instant::now())) {
+            m.entity_bytes = m.entity_bytes.saturating_sub(entity_cost(&k, &old));
+        }
+        m.entity_bytes += cost;
+    }
+}
+
+/// Default byte budget of the entity cache.
+pub const DEFAULT_ENTITY_BUDGET: usize = 32 * 1024 * 1024;
+
 /// Cache hit and miss counts, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -157,16 +201,27 @@ impl Drop for CachingStore {
 impl CachingStore {
     /// Wraps `inner`; must be called inside a tokio runtime (it starts the feed task).
     pub fn new(inner: Arc<dyn Store>, max_age: Duration) -> CachingStore {
+        Self::with_entity_budget(inner, max_age, DEFAULT_ENTITY_BUDGET)
+    }
+
+    /// [`CachingStore::new`] with the entity cache capped at `entity_budget` bytes.
+    pub fn with_entity_budget(inner: Arc<dyn Store>, max_age: Duration, entity_budget: usize) -> CachingStore {
         let state = Arc::new(State {
             maps: Mutex::new(Maps::default()),
             generation: AtomicU64::new(0),
             enabled: AtomicBool::new(true),
             max_age,
+            entity_budget,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         });
         let feed = tokio::spawn(follow(inner.subscribe(), Arc::downgrade(&state)));
         CachingStore { inner, state, feed }
+    }
+
+    /// Approximate bytes the entity cache holds now.
+    pub fn entity_bytes(&self) -> usize {
+        self.state.maps.lock().map(|m| m.entity_bytes).unwrap_or(0)
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -375,7 +430,7 @@ impl Store for CachingStore {
         }
         let generation = self.state.generation.load(Ordering::SeqCst);
         let e = self.inner.entity(etype, id_or_alias).await?;
-        self.state.fill(generation, |m| &mut m.entities, key, e.clone());
+        self.state.fill_entity(generation, key, e.clone());
         Ok(e)
     }
     async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {

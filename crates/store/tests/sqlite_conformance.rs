@@ -33,3 +33,22 @@ async fn cache_agrees_with_store_over_random_sequences() {
         remit_store::cache_property::cache_agrees_with_store(s.clone(), Some(s), seed, 150).await;
     }
 }
+
+/// The entity cache holds at most its byte budget, whatever the ids callers ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entity_cache_is_bounded_by_bytes() {
+    use remit_store::Store;
+    let (s, _dir) = make().await;
+    let budget = 64 * 1024;
+    let c = remit_store::cache::CachingStore::with_entity_budget(
+        std::sync::Arc::new(s),
+        std::time::Duration::from_secs(60),
+        budget,
+    );
+    for i in 0..2000 {
+        let id = format!("{i}-{}", "x".repeat(1000));
+        assert_eq!(c.entity("User", &id).await.unwrap(), None);
+        assert!(c.entity_bytes() <= budget, "{} bytes held after {i} lookups", c.entity_bytes());
+    }
+    assert!(c.entity_bytes() > 0, "negative answers are still cached within the budget");
+}

@@ -89,7 +89,7 @@ impl App {
         let now = self.clock.now();
         let agent = Agent {
             name,
-            owner,
+            owner: rules::human_identity(&owner),
             workflows,
             state: AgentState::Enabled,
             kill_generation: 0,

@@ -47,10 +47,11 @@ impl Caller {
     }
 }
 
-/// Accepts an operator name for attribution only if it is short, printable text.
+/// Accepts an operator name for attribution only if it is short, printable text, in the one
+/// normalised form humans are named by ([`remit_core::rules::human_identity`]).
 pub fn clean_operator(v: Option<&str>) -> Option<String> {
     let v = v?.trim();
-    (!v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control)).then(|| v.to_owned())
+    (!v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control)).then(|| remit_core::rules::human_identity(v))
 }
 
 impl App {

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use remit_core::audit::{AuditAction, AuditEvent, Outcome as AuditOutcome};
+use remit_core::rules::human_identity;
 use remit_policy::{Bundle, Decision, Engine, Outcome, Part};
 use remit_store::StoredEntity;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,8 @@ struct BoundCall {
     digest: String,
     task: Option<String>,
     workflow: Option<String>,
+    /// The task's agent (named on the approval's audit records).
+    agent: Option<String>,
     requested_by: String,
 }
 
@@ -48,6 +51,20 @@ enum ApprovalStep {
     Unusable(String, String),
     /// A new request is pending, until the given time.
     Opened(String, remit_core::time::UnixMillis),
+}
+
+/// Built entities by (type, id), with their approximate size: the cache is bounded by bytes
+/// (half of `[limits] entity_cache_bytes`; the liveness cache's entity map holds the other).
+#[derive(Default)]
+pub struct BuiltCache {
+    map: std::collections::HashMap<(String, String), Arc<BuiltEntity>>,
+    bytes: usize,
+}
+
+/// Approximate memory of a built entity: its stored text, and Cedar's form of it (a few
+/// times the text).
+fn built_cost(key: &(String, String), s: &StoredEntity) -> usize {
+    key.0.len() + key.1.len() + 4 * (s.attrs.len() + s.parents.len() + s.id.len()) + 256
 }
 
 /// A stored entity as Cedar needs it, with the stored text it was built from.
@@ -160,8 +177,18 @@ fn required<'a>(v: &'a Option<String>, what: &str) -> Result<&'a str, ApiError> 
     v.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("`{what}` is required")))
 }
 
+/// Refuses an entity type, id or action name longer than `max` bytes (they end up in audit
+/// records and caches), naming the field.
+pub(crate) fn bounded(v: Option<&str>, what: &str, max: usize) -> Result<(), ApiError> {
+    match v {
+        Some(s) if s.len() > max => Err(ApiError::BadRequest(format!("`{what}` is longer than {max} bytes"))),
+        _ => Ok(()),
+    }
+}
+
 impl Evaluation {
-    /// Checks the fields AuthZEN requires (400 when one is missing).
+    /// Checks the fields AuthZEN requires (400 when one is missing); lengths are checked
+    /// by the service ([`Evaluation::check_lengths`]).
     pub fn check(&self) -> Result<(), ApiError> {
         required(&self.subject.etype, "subject.type")?;
         required(&self.subject.id, "subject.id")?;
@@ -170,6 +197,40 @@ impl Evaluation {
         required(&self.action.name, "action.name")?;
         if !(self.context.is_null() || self.context.is_object()) {
             return Err(ApiError::BadRequest("`context` must be an object".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks the lengths of whatever names are present (searches leave some out).
+    pub fn check_lengths(&self, max_id: usize) -> Result<(), ApiError> {
+        bounded(self.subject.etype.as_deref(), "subject.type", max_id)?;
+        bounded(self.subject.id.as_deref(), "subject.id", max_id)?;
+        bounded(self.resource.etype.as_deref(), "resource.type", max_id)?;
+        bounded(self.resource.id.as_deref(), "resource.id", max_id)?;
+        bounded(self.action.name.as_deref(), "action.name", max_id)
+    }
+
+    /// Refuses facts only Remit can vouch for, supplied by a caller: properties of Remit's
+    /// own entity types and the task-context members Remit computes for `/v1/decisions`.
+    pub fn refuse_vouched_facts(&self, engine: &Engine) -> Result<(), ApiError> {
+        let own = |t: &str| remit_policy::REMIT_ENTITY_TYPES.contains(&t);
+        for (e, cedar, what) in [
+            (&self.subject, engine.subject_type(self.subject.etype.as_deref().unwrap_or_default()), "subject"),
+            (&self.resource, engine.resource_type(self.resource.etype.as_deref().unwrap_or_default()), "resource"),
+        ] {
+            if own(&cedar) && !e.all_properties().is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "`{what}.properties`: the facts of Remit's own `{cedar}` entities come from Remit, not from \
+                     callers (an agent's task asks with its token at /v1/decisions)"
+                )));
+            }
+        }
+        if let Value::Object(m) = &self.context
+            && let Some(k) = remit_policy::TASK_CONTEXT_FACTS.iter().find(|k| m.contains_key(**k))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "`context.{k}` is a task fact Remit vouches for; it is computed at /v1/decisions, never taken from callers"
+            )));
         }
         Ok(())
     }
@@ -224,15 +285,23 @@ impl App {
             return Err(ApiError::BadRequest(format!("at most {MAX_ENTITIES_PER_PUSH} entities per push")));
         }
         let mut out = Vec::with_capacity(list.len());
+        let max_id = self.cfg.limits.max_entity_id_bytes;
         for e in &list {
             let (etype, id) = type_and_id(&e.uid, "entity uid")?;
+            bounded(Some(&etype), "uid.type", max_id)?;
+            bounded(Some(&id), "uid.id", max_id)?;
+            for a in &e.aliases {
+                bounded(Some(a), "aliases", max_id)?;
+            }
             if is_action_type(&etype) {
                 return Err(ApiError::BadRequest(
                     "actions are declared in the policy schema, not pushed as entities".into(),
                 ));
             }
             for p in &e.parents {
-                type_and_id(p, "entity parent")?;
+                let (pt, pi) = type_and_id(p, "entity parent")?;
+                bounded(Some(&pt), "parents.type", max_id)?;
+                bounded(Some(&pi), "parents.id", max_id)?;
             }
             // Let Cedar check the shape now rather than at the first decision.
             remit_policy::entities(vec![json!({"uid": e.uid, "attrs": e.attrs, "parents": e.parents})])
@@ -324,7 +393,7 @@ impl App {
     /// unchanged (checked against what the store just returned, so no invalidation is needed).
     fn built_entity(&self, cedar_type: &str, s: StoredEntity) -> Arc<BuiltEntity> {
         let key = (cedar_type.to_owned(), s.id.clone());
-        let hit = self.built.lock().ok().and_then(|m| m.get(&key).cloned());
+        let hit = self.built.lock().ok().and_then(|m| m.map.get(&key).cloned());
         if let Some(b) = hit
             && b.stored.attrs == s.attrs
             && b.stored.parents == s.parents
@@ -337,11 +406,19 @@ impl App {
         let v = json!({"uid": {"type": cedar_type, "id": s.id}, "attrs": attrs, "parents": parents_json});
         let part = remit_policy::direct::entity(&v).map_or(Part::Json(v), Part::Built);
         let b = Arc::new(BuiltEntity { stored: s, part, parents });
-        if let Ok(mut m) = self.built.lock() {
-            if m.len() >= crate::app::BUILT_ENTITIES_MAX {
-                m.clear();
+        let budget = self.cfg.limits.entity_cache_bytes / 2;
+        let cost = built_cost(&key, &b.stored);
+        if cost <= budget
+            && let Ok(mut m) = self.built.lock()
+        {
+            if m.bytes + cost > budget || m.map.len() >= crate::app::BUILT_ENTITIES_MAX {
+                m.map.clear();
+                m.bytes = 0;
             }
-            m.insert(key, b.clone());
+            if let Some(old) = m.map.insert(key.clone(), b.clone()) {
+                m.bytes = m.bytes.saturating_sub(built_cost(&key, &old.stored));
+            }
+            m.bytes += cost;
         }
         b
     }
@@ -400,7 +477,7 @@ impl App {
     ) -> Result<Answer, ApiError> {
         let (call, digest) = Self::call_of(ev);
         let presented = ev.context.get(APPROVAL_CONTEXT_KEY).and_then(Value::as_str).map(str::to_owned);
-        let bound = BoundCall { call, digest, task: None, workflow: None, requested_by: caller.actor() };
+        let bound = BoundCall { call, digest, task: None, workflow: None, agent: None, requested_by: caller.actor() };
         match self.approval_step(caller, bound, presented, &d).await? {
             ApprovalStep::Used(id) => {
                 let mut ok = self.decide_with(engine, ev, true).await?;
@@ -432,7 +509,9 @@ impl App {
         if let Some(id) = presented {
             let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalUse)
                 .detail([("approval_id", id.clone().into()), ("policy_version", d.policy_version.into())])
-                .task_opt(bound.task.as_deref());
+                .task_opt(bound.task.as_deref())
+                .workflow_opt(bound.workflow.as_deref())
+                .agent_opt(bound.agent.as_deref());
             return match self.store.consume_approval(&id, &bound.digest, d.policy_version, now, audit).await {
                 Ok(()) => Ok(ApprovalStep::Used(id)),
                 Err(remit_store::StoreError::Conflict(m))
@@ -459,7 +538,7 @@ impl App {
             decision_reason: None,
             used_at: None,
             task: bound.task.clone(),
-            workflow: bound.workflow,
+            workflow: bound.workflow.clone(),
         };
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::ApprovalRequest)
             .detail([
@@ -467,7 +546,9 @@ impl App {
                 ("policy_version", d.policy_version.into()),
                 ("reasons", d.approval.clone().into()),
             ])
-            .task_opt(bound.task.as_deref());
+            .task_opt(bound.task.as_deref())
+            .workflow_opt(bound.workflow.as_deref())
+            .agent_opt(bound.agent.as_deref());
         self.store.create_approval(approval, audit).await?;
         Ok(ApprovalStep::Opened(id, expires_at))
     }
@@ -504,23 +585,32 @@ impl App {
         }
         let a =
             self.store.approval(id).await?.ok_or_else(|| ApiError::NotFound(format!("approval `{id}` not found")))?;
-        if a.requested_by == caller.actor() {
+        // One normalised form on both sides: letter case does not make another person.
+        if human_identity(&a.requested_by) == human_identity(&caller.actor()) {
             return Err(ApiError::Denied("a request cannot be decided by the one who made it".into()));
         }
         self.may_approve(human, &a).await?;
         let now = self.clock.now();
         let action = if approve { AuditAction::ApprovalApprove } else { AuditAction::ApprovalDeny };
+        let agent = match a.task.as_deref().map(remit_core::ids::TaskId::parse) {
+            Some(Ok(t)) => self.store.task(&t).await?.map(|t| t.agent.to_string()),
+            _ => None,
+        };
         let audit = AuditEvent::new(now, caller.actor(), action)
             .reason(reason)
             .detail([("approval_id", id.into())])
-            .task_opt(a.task.as_deref());
+            .task_opt(a.task.as_deref())
+            .workflow_opt(a.workflow.as_deref())
+            .agent_opt(agent.as_deref());
         self.store.decide_approval(id, approve, human, reason, now, audit).await?;
         Ok(())
     }
 
     /// Whether `human` has rights over the approval request `a` (see [`Self::decide_approval`]).
     async fn may_approve(&self, human: &str, a: &remit_store::Approval) -> Result<(), ApiError> {
-        let named = |list: &[String]| list.iter().any(|x| x.eq_ignore_ascii_case(human));
+        let human = human_identity(human);
+        let human = human.as_str();
+        let named = |list: &[String]| list.iter().any(|x| human_identity(x) == human);
         let global = &self.cfg.approvals.approvers;
         if named(global) {
             return Ok(());
@@ -537,11 +627,25 @@ impl App {
         }
         let name = remit_core::ids::WorkflowName::parse(wf).map_err(|e| ApiError::Internal(e.to_string()))?;
         match self.store.workflow(&name).await? {
-            Some(w) if w.owner.eq_ignore_ascii_case(human) => Ok(()),
+            Some(w) if human_identity(&w.owner) == human => Ok(()),
             _ => Err(ApiError::Denied(format!(
                 "`{human}` may not decide requests of workflow `{wf}`: only its owner or its configured approvers"
             ))),
         }
+    }
+
+    /// Only the admin credential may state facts Remit vouches for (e.g. to test a policy
+    /// written against a task's context with `remit policy test`); every other caller gets a
+    /// 400 naming the field. Names are length-checked for everyone.
+    fn check_caller_facts(&self, caller: &Caller, engine: &Engine, evals: &[Evaluation]) -> Result<(), ApiError> {
+        let max_id = self.cfg.limits.max_entity_id_bytes;
+        for ev in evals {
+            ev.check_lengths(max_id)?;
+            if !matches!(caller, Caller::Admin { .. }) {
+                ev.refuse_vouched_facts(engine)?;
+            }
+        }
+        Ok(())
     }
 
     /// Decides a list of evaluations in order, stopping after the first decision equal to
@@ -553,6 +657,7 @@ impl App {
         stop_on: Option<bool>,
     ) -> Result<Vec<Answer>, ApiError> {
         let engine = self.engine();
+        self.check_caller_facts(caller, &engine, evals)?;
         let mut out = Vec::with_capacity(evals.len());
         let mut events = Vec::with_capacity(evals.len());
         let now = self.clock.now();
@@ -627,6 +732,7 @@ impl App {
         limit: usize,
     ) -> Result<(Vec<Value>, String), ApiError> {
         let engine = self.engine();
+        self.check_caller_facts(caller, &engine, std::slice::from_ref(&template))?;
         let mut results = Vec::new();
         let mut next = String::new();
         let mut scanned = 0usize;
@@ -759,14 +865,24 @@ impl App {
         required(&req.action.name, "action.name")?;
         required(&req.resource.etype, "resource.type")?;
         required(&req.resource.id, "resource.id")?;
+        let max_id = self.cfg.limits.max_entity_id_bytes;
+        bounded(req.action.name.as_deref(), "action.name", max_id)?;
+        bounded(req.resource.etype.as_deref(), "resource.type", max_id)?;
+        bounded(req.resource.id.as_deref(), "resource.id", max_id)?;
         if !(req.context.is_null() || req.context.is_object()) {
             return Err(ApiError::BadRequest("`context` must be an object".into()));
         }
         let engine = self.engine();
         let now = self.clock.now();
         let resource_type = engine.resource_type(req.resource.etype.as_deref().unwrap_or_default());
+        // The PEP's facts, without any it may not state (Remit computes those below, and an
+        // absent one, such as `instance` for a task an admin started, must stay absent).
         let pep_ctx: Map<String, Value> = match &req.context {
-            Value::Object(m) => remit_policy::strip_nulls_map(m.clone()),
+            Value::Object(m) => {
+                let mut m = remit_policy::strip_nulls_map(m.clone());
+                m.retain(|k, _| !remit_policy::TASK_CONTEXT_FACTS.contains(&k.as_str()));
+                m
+            }
             _ => Map::new(),
         };
         let tool = if resource_type == "Tool" {
@@ -800,10 +916,18 @@ impl App {
             _ => None,
         };
         let mut record_tool = false;
+        // Whose decision this is, for the audit record (every record about a task names its
+        // workflow and agent, so `audit list --workflow` finds it).
+        let mut about: Option<(String, String, Option<String>)> = None;
         match snap {
             None => answer.decision.errors.push("the token is not a valid task token".into()),
             Some((snap, spiffe_id)) => {
                 answer.task = Some(snap.task.id.to_string());
+                about = Some((
+                    snap.task.workflow.to_string(),
+                    snap.task.agent.to_string(),
+                    snap.task.instance.as_ref().map(ToString::to_string),
+                ));
                 let live = remit_core::rules::task_liveness(
                     &snap.task,
                     &snap.workflow,
@@ -811,8 +935,17 @@ impl App {
                     snap.instance.as_ref(),
                     now,
                 );
+                let allowed_tools = &snap.workflow.allowed_tools;
                 if let remit_core::rules::Liveness::Inactive(why) = live {
                     answer.decision.errors.push(why.to_owned());
+                } else if let Some(t) =
+                    tool.as_ref().filter(|t| !allowed_tools.is_empty() && !allowed_tools.contains(t))
+                {
+                    // The workflow's tool list is an allow-list no policy can widen.
+                    answer
+                        .decision
+                        .errors
+                        .push(format!("tool `{t}` is not among workflow `{}`'s allowed tools", snap.workflow.name));
                 } else {
                     let t = &snap.task;
                     let tools_used = self.store.tools_used(&t.id).await?;
@@ -879,6 +1012,7 @@ impl App {
                             call,
                             task: Some(t.id.to_string()),
                             workflow: Some(t.workflow.to_string()),
+                            agent: Some(t.agent.to_string()),
                             requested_by: spiffe_id,
                         };
                         match self.approval_step(caller, bound, req.approval.clone(), &answer.decision).await? {
@@ -918,6 +1052,12 @@ impl App {
             ]);
         if let Some(t) = &answer.task {
             e = e.task(t);
+        }
+        if let Some((wf, agent, instance)) = &about {
+            e = e.workflow(wf).agent(agent);
+            if let Some(i) = instance {
+                e = e.with_detail_field("instance", i.clone().into());
+            }
         }
         self.count_decision(d.outcome);
         match (&answer.task, &tool) {
