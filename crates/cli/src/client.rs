@@ -10,6 +10,8 @@ use crate::{CliError, Global};
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The Unix socket requests go to, when `base` was `unix:PATH`.
+    unix: Option<std::path::PathBuf>,
     bearer: Option<String>,
     operator: Option<String>,
 }
@@ -25,18 +27,38 @@ impl Client {
     /// A client for `base`: an `http(s)://` URL, or `unix:PATH` for the admin listener's
     /// Unix socket.
     pub fn new(base: &str, bearer: Option<String>, operator: Option<String>) -> Result<Self, CliError> {
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("remit-cli/", env!("CARGO_PKG_VERSION")))
-            .timeout(std::time::Duration::from_secs(30));
-        let base = match base.strip_prefix("unix:") {
-            Some(path) => {
-                b = b.unix_socket(std::path::PathBuf::from(path.trim_start_matches("//")));
-                "http://localhost".to_owned()
-            }
-            None => base.trim_end_matches('/').to_owned(),
-        };
-        let http = b.build().map_err(|e| CliError::Failed(format!("http client: {e}")))?;
-        Ok(Client { http, base, bearer, operator })
+        let unix = base.strip_prefix("unix:").map(|p| std::path::PathBuf::from(p.trim_start_matches("//")));
+        let base = if unix.is_some() { "http://localhost".to_owned() } else { base.trim_end_matches('/').to_owned() };
+        let b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        let http = Self::build(b, unix.as_ref())?;
+        Ok(Client { http, base, unix, bearer, operator })
+    }
+
+    fn build(b: reqwest::ClientBuilder, unix: Option<&std::path::PathBuf>) -> Result<reqwest::Client, CliError> {
+        let mut b = b.user_agent(concat!("remit-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = unix {
+            b = b.unix_socket(p.clone());
+        }
+        b.build().map_err(|e| CliError::Failed(format!("http client: {e}")))
+    }
+
+    /// The same client for long-lived streams: no overall deadline, but a read that stalls
+    /// for longer than `idle` (the server sends a keep-alive well within it) fails.
+    pub fn streaming(&self, idle: std::time::Duration) -> Result<Self, CliError> {
+        let b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10)).read_timeout(idle);
+        Ok(Client {
+            http: Self::build(b, self.unix.as_ref())?,
+            base: self.base.clone(),
+            unix: self.unix.clone(),
+            bearer: self.bearer.clone(),
+            operator: self.operator.clone(),
+        })
+    }
+
+    /// Starts a GET whose body the caller reads as it arrives. Non-2xx answers are errors
+    /// mapped like every other call.
+    pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        self.send(self.request(Method::GET, path)).await
     }
 
     /// A client authenticated with the admin credential.
@@ -53,11 +75,13 @@ impl Client {
     }
 
     pub fn with_bearer(&self, bearer: &str) -> Self {
-        Client { http: self.http.clone(), base: self.base.clone(), bearer: Some(bearer.to_owned()), operator: None }
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
+        Client {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            unix: self.unix.clone(),
+            bearer: Some(bearer.to_owned()),
+            operator: None,
+        }
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

@@ -81,7 +81,20 @@ fn done_means_path() {
     let o = remit(
         &s,
         &data,
-        &["exec", "--workflow", "deploy", "--intent", "deploy v1", "--ttl", "5m", "--", "sh", "-c", &script],
+        &[
+            "exec",
+            "--local-demo",
+            "--workflow",
+            "deploy",
+            "--intent",
+            "deploy v1",
+            "--ttl",
+            "5m",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
         &[("REMIT_JOIN_TOKEN", jt)],
     );
     assert_eq!(code(&o), 42, "stderr: {}", String::from_utf8_lossy(&o.stderr));
@@ -94,7 +107,7 @@ fn done_means_path() {
     let o = remit(
         &s,
         &data,
-        &["exec", "--workflow", "deploy", "--intent", "again", "--", "true"],
+        &["exec", "--local-demo", "--workflow", "deploy", "--intent", "again", "--", "true"],
         &[("REMIT_JOIN_TOKEN", jt)],
     );
     assert_eq!(code(&o), 3);
@@ -126,6 +139,7 @@ fn done_means_path() {
     let mut exec = Command::new(BIN)
         .args([
             "exec",
+            "--local-demo",
             "--workflow",
             "deploy",
             "--intent",

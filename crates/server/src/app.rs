@@ -66,6 +66,8 @@ pub struct App {
     pub(crate) built: Mutex<crate::service::pdp::BuiltCache>,
     /// The compiled active policy bundle; swapped whole when a new version is pushed.
     pub(crate) policy: RwLock<Arc<remit_policy::Engine>>,
+    /// Flips to true when the server begins shutting down: long-lived streams end.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Entries in the verified-token cache before it is cleared.
@@ -114,8 +116,14 @@ impl App {
             policy: RwLock::new(Arc::new(
                 remit_policy::Engine::deny_all().map_err(|e| StartError::Keys(format!("base policy schema: {e}")))?,
             )),
+            stopping: tokio::sync::watch::Sender::new(false),
             cfg,
         })
+    }
+
+    /// Ends long-lived streams (task watches) so a shutdown can drain.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 
     pub fn keyring(&self) -> Arc<Keyring> {

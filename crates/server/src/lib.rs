@@ -121,6 +121,7 @@ pub async fn serve_on(
         }),
     });
     shutdown.await;
+    app.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = public.await;
     if let Some(a) = admin {

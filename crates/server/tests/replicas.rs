@@ -137,3 +137,61 @@ async fn concurrent_writes_through_three_replicas_keep_one_audit_chain() {
         s.stop().await;
     }
 }
+
+/// Reads server-sent events from `resp` until one says the task is not live; returns it.
+async fn until_ended(mut resp: reqwest::Response) -> serde_json::Value {
+    let mut buf = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("the watch went silent")
+            .unwrap()
+            .expect("the watch ended without saying the task ended");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data)
+                && v["live"] == false
+            {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_watch_on_one_replica_hears_a_kill_on_another() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    a.setup().await;
+    let inst = a.join().await;
+    let (task, _) = a.start_task(&inst).await;
+    let (task2, _) = a.start_task(&inst).await;
+    // The instance that started the task watches it through B (and an admin through C).
+    let watch = |s: &TestServer, bearer: String, id: String| {
+        let req = s.http.get(format!("{}/v1/tasks/{id}/events", s.url)).bearer_auth(bearer);
+        async move { req.send().await.unwrap() }
+    };
+    let wb = watch(&b, inst.clone(), task.clone()).await;
+    assert_eq!(wb.status(), 200);
+    assert_eq!(wb.headers()["content-type"], "text/event-stream");
+    let wc = watch(&c, c.admin.clone(), task2.clone()).await;
+    // Another instance may not watch it.
+    let other = a.join().await;
+    assert_eq!(watch(&b, other, task.clone()).await.status(), 404);
+    let t0 = Instant::now();
+    let (st, _) = a.admin_post(&format!("/v1/tasks/{task}/revoke"), json!({"reason": "incident"})).await;
+    assert_eq!(st, 200);
+    let e = until_ended(wb).await;
+    eprintln!("kill on A → watch on B in {:?}", t0.elapsed());
+    assert_eq!((e["state"].as_str(), e["reason"].as_str()), (Some("revoked"), Some("task revoked")), "{e}");
+    let (st, _) = a.admin_post("/v1/agents/deploy-bot/disable", json!({"reason": "incident"})).await;
+    assert_eq!(st, 200);
+    // The agent kill revoked the task too; the watch says so.
+    let e = until_ended(wc).await;
+    assert_eq!(e["state"], "revoked", "{e}");
+    // A watch on a task that already ended says so at once.
+    let e = until_ended(watch(&c, c.admin.clone(), task.clone()).await).await;
+    assert_eq!(e["state"], "revoked");
+}

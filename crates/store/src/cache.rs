@@ -190,6 +190,9 @@ pub struct CachingStore {
     inner: Arc<dyn Store>,
     state: Arc<State>,
     feed: tokio::task::JoinHandle<()>,
+    /// Changes re-announced once this cache has applied them: a subscriber that reads
+    /// through the cache on a change never reads what the change invalidated.
+    out: broadcast::Sender<Change>,
 }
 
 impl Drop for CachingStore {
@@ -215,8 +218,9 @@ impl CachingStore {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         });
-        let feed = tokio::spawn(follow(inner.subscribe(), Arc::downgrade(&state)));
-        CachingStore { inner, state, feed }
+        let (out, _) = broadcast::channel(crate::CHANGE_FEED_CAPACITY);
+        let feed = tokio::spawn(follow(inner.subscribe(), Arc::downgrade(&state), out.clone()));
+        CachingStore { inner, state, feed, out }
     }
 
     /// Approximate bytes the entity cache holds now.
@@ -235,7 +239,7 @@ impl CachingStore {
     }
 }
 
-async fn follow(mut rx: broadcast::Receiver<Change>, state: Weak<State>) {
+async fn follow(mut rx: broadcast::Receiver<Change>, state: Weak<State>, out: broadcast::Sender<Change>) {
     loop {
         let c = match rx.recv().await {
             Ok(c) => c,
@@ -245,6 +249,8 @@ async fn follow(mut rx: broadcast::Receiver<Change>, state: Weak<State>) {
         };
         let Some(s) = state.upgrade() else { return };
         s.apply(&c);
+        // Only now do our subscribers hear of it.
+        let _ = out.send(c);
     }
 }
 
@@ -470,7 +476,7 @@ impl Store for CachingStore {
         self.inner.tools_used(task).await
     }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.inner.subscribe()
+        self.out.subscribe()
     }
     fn backend(&self) -> &'static str {
         self.inner.backend()

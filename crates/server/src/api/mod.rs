@@ -230,6 +230,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/complete", post(tasks::complete_task))
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke_task))
+        .route("/v1/tasks/{id}/events", get(tasks::watch_task))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/verify", post(audit::verify))

@@ -151,3 +151,31 @@ pub async fn revoke_task(
     let id = parse_id(&id, TaskId::parse)?;
     Ok(Json(app.revoke_task(&caller, &id, &r.reason).await?.into()))
 }
+
+/// Watches a task: a `text/event-stream` whose `state` events (JSON: `task`, `live`, `state`,
+/// `reason`) say at once whether the task is live, and again the moment it stops being live
+/// (revoked, completed, expired, or killed with its instance, agent or workflow); then it
+/// ends. Admin, or the instance that started the task. Comments keep it alive every 15 s.
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, content_type = "text/event-stream", body = crate::service::watch::TaskWatchEvent,
+        description = "state events"), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn watch_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let id = parse_id(&id, TaskId::parse)?;
+    let stream = app.watch_task(&caller, id).await?.map(|e| {
+        let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
+        Ok(Event::default().event("state").data(data))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+}

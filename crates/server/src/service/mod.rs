@@ -7,6 +7,7 @@ pub mod audit;
 pub mod pdp;
 pub mod tasks;
 pub mod tokens;
+pub mod watch;
 
 use std::sync::Arc;
 

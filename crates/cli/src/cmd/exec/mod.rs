@@ -1,0 +1,256 @@
+//! `remit exec`: run an existing agent as one task of a workflow, in one line.
+//!
+//! 1. Harden this process: not dumpable (so a same-user child cannot read our memory or
+//!    `/proc/<pid>/environ`), and refuse to run a command that could read the admin
+//!    credential or the KEK ([`exposure`]) unless `--local-demo`; `--user` runs it as another
+//!    Unix user.
+//! 2. Prove the agent: a live instance token (`REMIT_INSTANCE_TOKEN`) or a one-time join
+//!    token (`--join-token` / `REMIT_JOIN_TOKEN`) traded for a fresh instance identity.
+//! 3. Start a task; write its token to a 0600 file in a private temp dir (owned by the
+//!    child's user).
+//! 4. Run the command with `REMIT_TASK_TOKEN`, `REMIT_TASK_TOKEN_FILE`, `REMIT_TASK_ID`,
+//!    `REMIT_SPIFFE_ID` and `REMIT_URL` set, and every other `REMIT_*` variable removed.
+//! 5. Watch the task ([`watch`]): when it is revoked, killed or expires, stop the command
+//!    (SIGTERM, then SIGKILL after `--grace`) and exit with [`EXIT_TASK_ENDED`].
+//! 6. When the command exits (or on SIGTERM/SIGINT/SIGHUP, forwarded to it), complete the
+//!    task, revoke the instance if this run created it, delete the token file, and exit with
+//!    its code.
+
+mod child;
+mod exposure;
+mod watch;
+
+use std::io::{IsTerminal, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::{Client, parse_secs};
+use crate::{CliError, Global};
+
+/// Exit code when the task ended (revoked, killed, expired) and the command was stopped.
+pub const EXIT_TASK_ENDED: u8 = 6;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The workflow the task belongs to.
+    #[arg(long)]
+    pub workflow: String,
+    /// What the task is for (recorded; its hash goes into the token).
+    #[arg(long)]
+    pub intent: String,
+    /// Task lifetime (e.g. 5m); at most the workflow's maximum. The command is stopped when
+    /// the task ends, including when it expires.
+    #[arg(long, value_parser = parse_secs)]
+    pub ttl: Option<u64>,
+    /// Sensitivity of the data the task touches.
+    #[arg(long)]
+    pub sensitivity: Option<String>,
+    /// Audience of the task token (repeatable).
+    #[arg(long = "audience", default_value = "remit")]
+    pub audience: Vec<String>,
+    /// One-time join token for the agent.
+    #[arg(long, env = "REMIT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// A live instance token of the agent (used instead of a join token).
+    #[arg(long, env = "REMIT_INSTANCE_TOKEN", hide_env_values = true)]
+    pub instance_token: Option<String>,
+    /// Run the command as this Unix user (name or uid), so it cannot read what this user can
+    /// (the admin credential, the KEK). Needs the privilege to switch users.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Allow the command to run although it could read the admin credential or the KEK (a
+    /// demo on one's own machine; never in production).
+    #[arg(long)]
+    pub local_demo: bool,
+    /// How long the command has to exit after SIGTERM when its task ends, before SIGKILL.
+    #[arg(long, value_parser = parse_secs, default_value = "10")]
+    pub grace: u64,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Whom the command runs as, resolved once.
+struct Target {
+    run_as: exposure::RunAs,
+    /// Set when switching to another user: its name and home, for the child's environment.
+    switch: Option<(String, std::path::PathBuf)>,
+}
+
+fn target(user: Option<&str>) -> Result<Target, CliError> {
+    use nix::unistd::{Uid, User, getgid, getuid};
+    let Some(u) = user else {
+        return Ok(Target { run_as: exposure::RunAs { uid: getuid().as_raw(), gid: getgid().as_raw() }, switch: None });
+    };
+    let found = match u.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n)),
+        Err(_) => User::from_name(u),
+    }
+    .map_err(|e| CliError::Failed(format!("cannot look up user `{u}`: {e}")))?
+    .ok_or_else(|| CliError::Failed(format!("no such user `{u}`")))?;
+    Ok(Target {
+        run_as: exposure::RunAs { uid: found.uid.as_raw(), gid: found.gid.as_raw() },
+        switch: Some((found.name, found.dir)),
+    })
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
+    // Before anything secret is in memory: a same-user process may not read it.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        return Err(CliError::Failed(format!("cannot mark remit exec non-dumpable: {e}")));
+    }
+    let target = target(a.user.as_deref())?;
+    let same_user = target.run_as.uid == nix::unistd::getuid().as_raw();
+    let exposed = exposure::exposures(
+        &g.data_dir.join(remit_server::init::ADMIN_TOKEN_FILE),
+        &exposure::kek_path(&g.data_dir),
+        target.run_as,
+        same_user,
+    );
+    if !exposed.is_empty() && !a.local_demo {
+        return Err(CliError::Failed(format!(
+            "refusing to run `{}`: as uid {} it could read {}. Run it as another user (--user), or pass \
+             --local-demo if this is a demo on your own machine",
+            a.command[0],
+            target.run_as.uid,
+            exposed.join(" and ")
+        )));
+    }
+    // Handlers go in first: a signal that arrives while joining or starting the task is
+    // held and forwarded to the child once it runs (and the task is completed), instead of
+    // killing this process with a live task behind it.
+    let signals = child::Signals::install()?;
+    let anon = Client::new(&g.url, None, None)?;
+    let (instance_token, joined) = match (a.instance_token.clone(), a.join_token.clone()) {
+        (Some(t), _) => (t, false),
+        (None, Some(jt)) => {
+            let v = anon.post("/v1/join", &json!({ "join_token": jt })).await?;
+            let t = v
+                .get("token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| CliError::Failed("join answer has no token".into()))?;
+            (t.to_owned(), true)
+        }
+        (None, None) => {
+            return Err(CliError::Failed(
+                "remit exec needs --join-token (or REMIT_JOIN_TOKEN) or REMIT_INSTANCE_TOKEN".into(),
+            ));
+        }
+    };
+    let inst = anon.with_bearer(&instance_token);
+    let result = run_task(g, &a, &target, &inst, signals).await;
+    if joined {
+        // This run created the instance identity; it dies with the run.
+        if let Err(e) = anon.post_form("/oauth2/revoke", &[("token", &instance_token)]).await {
+            eprintln!("remit: warning: could not revoke the instance identity: {e}");
+        }
+    }
+    result
+}
+
+async fn run_task(
+    g: &Global,
+    a: &Args,
+    target: &Target,
+    inst: &Client,
+    signals: child::Signals,
+) -> Result<(), CliError> {
+    let body = json!({
+        "workflow": a.workflow, "intent": a.intent, "ttl_seconds": a.ttl,
+        "sensitivity": a.sensitivity, "audience": a.audience,
+    });
+    let started = inst.post("/v1/tasks", &body).await?;
+    let token = started["token"].as_str().unwrap_or_default().to_owned();
+    let task_id = started["task"]["id"].as_str().unwrap_or_default().to_owned();
+    let spiffe = started["spiffe_id"].as_str().unwrap_or_default().to_owned();
+    if !g.json {
+        eprintln!(
+            "remit: task {task_id} started ({spiffe}), expires {}",
+            started["expires_at"].as_str().unwrap_or("-")
+        );
+    }
+
+    let outcome = async {
+        let dir = tempfile::Builder::new()
+            .prefix("remit-task-")
+            .tempdir()
+            .map_err(|e| CliError::Failed(format!("cannot create token dir: {e}")))?;
+        let token_path = dir.path().join("token");
+        write_private(&token_path, &token)?;
+        if target.switch.is_some() {
+            for p in [dir.path(), token_path.as_path()] {
+                std::os::unix::fs::chown(p, Some(target.run_as.uid), Some(target.run_as.gid))
+                    .map_err(|e| CliError::Failed(format!("cannot hand the token file to the user: {e}")))?;
+            }
+        }
+        let mut cmd = tokio::process::Command::new(&a.command[0]);
+        cmd.args(&a.command[1..]).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        // The only `REMIT_*` variables the command sees are the five set below.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("REMIT_")) {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("REMIT_TASK_TOKEN", &token)
+            .env("REMIT_TASK_TOKEN_FILE", &token_path)
+            .env("REMIT_TASK_ID", &task_id)
+            .env("REMIT_SPIFFE_ID", &spiffe)
+            .env("REMIT_URL", &g.url);
+        if let Some((name, home)) = &target.switch {
+            cmd.uid(target.run_as.uid).gid(target.run_as.gid).env("USER", name).env("LOGNAME", name).env("HOME", home);
+        }
+        // Without a terminal, the command leads a process group of its own, so a stop reaches
+        // everything it started.
+        let own_group = !std::io::stdin().is_terminal();
+        if own_group {
+            cmd.process_group(0);
+        }
+        let proc = cmd.spawn().map_err(|e| CliError::Failed(format!("cannot run `{}`: {e}", a.command[0])))?;
+        let ended = child::supervise(
+            child::Child::new(proc, own_group),
+            signals,
+            watch::task_ended(inst, &task_id),
+            Duration::from_secs(a.grace),
+        )
+        .await;
+        drop(dir);
+        ended
+    }
+    .await;
+
+    match outcome? {
+        child::Ended::TaskEnded(why) => {
+            eprintln!("remit: task {task_id} ended ({why}); the command was stopped");
+            Err(CliError::Exit(EXIT_TASK_ENDED))
+        }
+        child::Ended::Exited(code) => {
+            // Complete the task whatever happened to the child, so its credentials die with it.
+            match inst.post(&format!("/v1/tasks/{task_id}/complete"), &json!({})).await {
+                Ok(_) => {
+                    if !g.json {
+                        eprintln!("remit: task {task_id} completed");
+                    }
+                }
+                Err(e) => eprintln!("remit: warning: could not complete task {task_id}: {e}"),
+            }
+            match code {
+                0 => Ok(()),
+                c => Err(CliError::Exit(c)),
+            }
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, token: &str) -> Result<(), CliError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| CliError::Failed(format!("cannot write token file: {e}")))?;
+    f.write_all(token.as_bytes()).map_err(|e| CliError::Failed(format!("cannot write token file: {e}")))
+}
