@@ -109,25 +109,48 @@ fn policy_lifecycle_through_the_cli() {
     )
     .unwrap();
     assert!(remit(&["policy", "push", v2.to_str().unwrap()]).status.success());
-    let call = |approval: Option<&str>| {
-        let ctx = approval.map(|a| format!(r#", "context": {{"remit_approval": "{a}"}}"#)).unwrap_or_default();
-        std::fs::write(
-            &req,
-            format!(r#"{{"subject": {{"type": "user", "id": "jerry@the-smiths.com"}}, "action": {{"name": "can_delete_todo"}}, "resource": {{"type": "todo", "id": "t9"}}{ctx}}}"#),
-        )
-        .unwrap();
-        let o = remit(&["--json", "policy", "explain", req.to_str().unwrap()]);
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    // Explaining the gated call shows it needs approval and opens nothing.
+    std::fs::write(
+        &req,
+        r#"{"subject": {"type": "user", "id": "jerry@the-smiths.com"}, "action": {"name": "can_delete_todo"}, "resource": {"type": "todo", "id": "t9"}}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&remit(&["--json", "policy", "explain", req.to_str().unwrap()]).stdout).unwrap();
+    assert_eq!(v["outcome"], "approval_required", "{v}");
+    assert!(v.get("approval_id").is_none(), "explaining opened an approval: {v}");
+    assert!(!text(&remit(&["approval", "list"])).contains("a-"), "explaining opened an approval");
+    // The PEP's own evaluation (AuthZEN, as a gateway calls it) opens the request.
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let call = |approval: Option<&str>| -> serde_json::Value {
+        let mut body = serde_json::json!({"subject": {"type": "user", "id": "jerry@the-smiths.com"},
+            "action": {"name": "can_delete_todo"}, "resource": {"type": "todo", "id": "t9"}});
+        if let Some(a) = approval {
+            body["context"] = serde_json::json!({"remit_approval": a});
+        }
+        rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/access/v1/evaluation", s.url))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
     };
     let v = call(None);
-    assert_eq!(v["outcome"], "approval_required", "{v}");
-    let id = v["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(v["context"]["approval_required"], true, "{v}");
+    let id = v["context"]["approval_id"].as_str().unwrap().to_owned();
     let o = remit(&["approval", "list"]);
     assert!(text(&o).contains(&id) && text(&o).contains("can_delete_todo"), "{}", text(&o));
     let o = remit(&["--operator", "alice@example.com", "approval", "approve", &id, "--reason", "ticket CHG-9"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(call(Some(&id))["outcome"], "allow", "the approved call succeeds once");
-    assert_eq!(call(Some(&id))["outcome"], "deny", "and never twice");
+    assert_eq!(call(Some(&id))["decision"], true, "the approved call succeeds once");
+    assert_eq!(call(Some(&id))["decision"], false, "and never twice");
 
     // Decisions are in the audit log with the version that made them, and the chain holds.
     let o = remit(&["--json", "audit", "list", "--action", "access.evaluate", "--limit", "10000"]);

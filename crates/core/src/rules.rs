@@ -185,6 +185,11 @@ pub fn start_task(
     if ttl > max {
         return Err(DomainError::TtlTooLong { requested: ttl, max });
     }
+    // A task never outlives the instance that started it: its deadline is capped there.
+    let mut expires_at = now.plus_secs(ttl);
+    if let Some(inst) = instance {
+        expires_at = expires_at.min(inst.expires_at);
+    }
     Ok(Task {
         id,
         workflow: wf.name.clone(),
@@ -198,7 +203,7 @@ pub fn start_task(
         state: TaskState::Active,
         started_by,
         created_at: now,
-        expires_at: now.plus_secs(ttl),
+        expires_at,
         ended_at: None,
         end_reason: None,
     })
@@ -254,10 +259,14 @@ pub fn task_liveness(task: &Task, wf: &Workflow, agent: &Agent, inst: Option<&In
     if agent.state != AgentState::Enabled {
         return Liveness::Inactive("agent disabled");
     }
-    if let Some(i) = inst
-        && i.state != InstanceState::Active
-    {
-        return Liveness::Inactive("instance revoked");
+    if let Some(i) = inst {
+        if i.state != InstanceState::Active {
+            return Liveness::Inactive("instance revoked");
+        }
+        // A task never outlives the instance that started it.
+        if now >= i.expires_at {
+            return Liveness::Inactive("instance expired");
+        }
     }
     Liveness::Active
 }
@@ -414,5 +423,37 @@ mod tests {
         i.state = InstanceState::Revoked;
         assert_ne!(task_liveness(&t, &wf(), &agent(), Some(&i), now), Liveness::Active);
         assert_ne!(task_liveness(&t, &wf(), &agent(), None, t.expires_at), Liveness::Active);
+        // The instance that started it expiring ends the task too.
+        let mut short = inst.clone();
+        short.expires_at = UnixMillis(2500);
+        assert_eq!(
+            task_liveness(&t, &wf(), &agent(), Some(&short), UnixMillis(3000)),
+            Liveness::Inactive("instance expired")
+        );
+    }
+
+    #[test]
+    fn a_task_never_outlives_its_instance() {
+        let inst = Instance {
+            id: InstanceId::from_random([1; 16]),
+            agent: agent().name,
+            state: InstanceState::Active,
+            created_at: UnixMillis(0),
+            expires_at: UnixMillis(61_000),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let t = start_task(
+            req(Some(600)),
+            &wf(),
+            &agent(),
+            Some(&inst),
+            &Limits::default(),
+            TaskId::from_random([7; 16]),
+            "i".into(),
+            UnixMillis(1000),
+        )
+        .unwrap();
+        assert_eq!(t.expires_at, inst.expires_at, "capped at the instance's expiry");
     }
 }

@@ -126,3 +126,37 @@ async fn an_approved_call_succeeds_exactly_once() {
     assert_eq!(v["ok"], true, "{v}");
     s.stop().await;
 }
+
+/// Explaining changes nothing: no approval is opened (or used), and the only record written
+/// is the explanation's own.
+#[tokio::test]
+async fn explaining_a_decision_changes_nothing() {
+    let s = server().await;
+    let head = s.audit_head().await;
+    let (st, v) = s.admin_post("/v1/decisions/explain", delete("t1", None)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["outcome"], "approval_required", "{v}");
+    assert!(v["policies"]["todo.viewer-delete-with-approval"].is_string(), "{v}");
+    let (_, list) = s.admin_get("/v1/approvals?state=pending").await;
+    assert_eq!(list["approvals"], json!([]), "explaining opened an approval: {list}");
+    assert_eq!(s.audit_head().await, head + 1, "one record, the explanation's own");
+    let (_, recs) = s.admin_get(&format!("/v1/audit?after={head}")).await;
+    assert_eq!(recs[0]["action"], "access.explain", "{recs}");
+    // A presented approval is not used by an explanation either.
+    let opened = evaluate(&s, delete("t1", None)).await;
+    let id = opened["context"]["approval_id"].as_str().unwrap().to_owned();
+    let r = s
+        .http
+        .post(format!("{}/v1/approvals/{id}/approve", s.url))
+        .bearer_auth(&s.admin)
+        .header("x-remit-operator", "alice@example.com")
+        .json(&json!({"reason": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = s.admin_post("/v1/decisions/explain", delete("t1", Some(&id))).await;
+    assert_eq!(v["outcome"], "approval_required", "{v}");
+    assert_eq!(evaluate(&s, delete("t1", Some(&id))).await["decision"], true, "the approval is still usable once");
+    s.stop().await;
+}

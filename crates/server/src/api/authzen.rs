@@ -129,8 +129,8 @@ pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
 }
 
 /// Decides one AuthZEN request and explains it: the outcome, the policy version, the policies
-/// that decided (with their source) and any evaluation errors. Admin only; audited like any
-/// decision.
+/// that decided (with their source, from that same version) and any evaluation errors. Admin
+/// only. It changes nothing: no approval is opened or used; one `access.explain` record.
 #[utoipa::path(post, path = "/v1/decisions/explain", request_body(content = Object, description = "AuthZEN evaluation request"),
     responses((status = 200, description = "decision with reasons")), security(("bearer" = [])))]
 pub async fn explain(
@@ -138,12 +138,8 @@ pub async fn explain(
     Auth(caller): Auth,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let ev = evaluation(&object(body)?, &Map::new())?;
-    let engine = app.engine();
-    let d = app.evaluate(&caller, &[ev], None).await?;
-    let a = d.first().cloned().ok_or_else(|| ApiError::Internal("no decision".into()))?;
-    let d = a.decision;
+    let (d, engine) = app.explain(&caller, &ev).await?;
     let policies: Map<String, Value> = d
         .reasons
         .iter()
@@ -151,8 +147,7 @@ pub async fn explain(
         .collect();
     Ok(Json(json!({
         "outcome": d.outcome, "decision": d.allowed(), "policy_version": d.policy_version,
-        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "approval_id": a.approval_id,
-        "policies": policies,
+        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "policies": policies,
     })))
 }
 

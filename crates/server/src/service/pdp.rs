@@ -634,6 +634,27 @@ impl App {
         }
     }
 
+    /// Decides one evaluation and explains it, changing nothing: no approval is opened or
+    /// used (an `@approval` permit shows as `approval_required`), and the only record written
+    /// is this explanation's own `access.explain`. Returns the decision with the engine that
+    /// made it, so the policy text shown is from the version that decided.
+    pub async fn explain(&self, caller: &Caller, ev: &Evaluation) -> Result<(Decision, Arc<Engine>), ApiError> {
+        caller.require_admin()?;
+        let engine = self.engine();
+        self.check_caller_facts(caller, &engine, std::slice::from_ref(ev))?;
+        let d = self.decide_one(&engine, ev).await?;
+        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AccessExplain).detail([
+            ("policy_version", d.policy_version.into()),
+            ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+            ("reasons", d.reasons.clone().into()),
+            ("subject", json!({"type": ev.subject.etype, "id": ev.subject.id})),
+            ("action", ev.action.name.clone().into()),
+            ("resource", json!({"type": ev.resource.etype, "id": ev.resource.id})),
+        ]);
+        self.store.append_audit(vec![audit]).await?;
+        Ok((d, engine))
+    }
+
     /// Only the admin credential may state facts Remit vouches for (e.g. to test a policy
     /// written against a task's context with `remit policy test`); every other caller gets a
     /// 400 naming the field. Names are length-checked for everyone.
