@@ -50,12 +50,12 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| black_box(authorizer.is_authorized(black_box(&req), &policies, &all_entities)))
     });
     g.bench_function("remit_engine_decide_prebuilt_entities", |bch| {
-        bch.iter(|| black_box(engine.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &all_entities, false)))
+        bch.iter(|| black_box(engine.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &all_entities)))
     });
     g.bench_function("remit_engine_decide_request_entities_from_json", |bch| {
         bch.iter(|| {
             let ents = remit_policy::entities(vec![user(7), todo(7)]).unwrap();
-            black_box(engine.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &ents, false))
+            black_box(engine.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &ents))
         })
     });
     g.finish();

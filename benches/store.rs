@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
     let now = SystemClock.now();
     rt.block_on(async {
         store
+            .keys()
             .install(
                 Installation {
                     trust_domain: "remit.local".into(),
@@ -68,7 +69,7 @@ fn bench(c: &mut Criterion) {
             created_at: now,
             updated_at: now,
         };
-        store.create_workflow(wf, AuditEvent::new(now, "admin", AuditAction::WorkflowCreate)).await.unwrap();
+        store.identity().create_workflow(wf, AuditEvent::new(now, "admin", AuditAction::WorkflowCreate)).await.unwrap();
         let a = Agent {
             name: AgentName::parse("bot").unwrap(),
             owner: "a@b.c".into(),
@@ -78,7 +79,7 @@ fn bench(c: &mut Criterion) {
             created_at: now,
             updated_at: now,
         };
-        store.create_agent(a, AuditEvent::new(now, "admin", AuditAction::AgentCreate)).await.unwrap();
+        store.identity().create_agent(a, AuditEvent::new(now, "admin", AuditAction::AgentCreate)).await.unwrap();
     });
     let counter = std::sync::atomic::AtomicU64::new(0);
     let next = || counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -88,7 +89,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(1));
     g.bench_function("sequential_durable", |b| {
-        b.iter(|| rt.block_on(store.create_task(task(next()), ev())).unwrap());
+        b.iter(|| rt.block_on(store.identity().create_task(task(next()), ev())).unwrap());
     });
     const BATCH: u64 = 256;
     g.throughput(Throughput::Elements(BATCH));
@@ -99,7 +100,7 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..BATCH {
                     let s = store.clone();
                     let t = task(next());
-                    hs.push(tokio::spawn(async move { s.create_task(t, ev()).await }));
+                    hs.push(tokio::spawn(async move { s.identity().create_task(t, ev()).await }));
                 }
                 for h in hs {
                     h.await.unwrap().unwrap();

@@ -263,16 +263,24 @@ pub enum ChainBreak {
     BadCheckpointSignature { seq: u64 },
     #[error("checkpoint at record {seq}: head hash does not match record {seq} (record edited)")]
     CheckpointMismatch { seq: u64 },
+    #[error("checkpoint at record {seq} arrived after that record was verified (a verifier bug)")]
+    CheckpointOutOfOrder { seq: u64 },
     #[error(
         "records after {last} are missing: a signed checkpoint covers record {checkpoint} (newest records deleted)"
     )]
     Truncated { last: u64, checkpoint: u64 },
 }
 
-/// Verifies a log streamed in `seq` order. Construct with the checkpoints (already read),
-/// push every record, then [`ChainVerifier::finish`].
+/// Verifies a log streamed in `seq` order. Construct it (with any checkpoints already read),
+/// feed checkpoints with [`ChainVerifier::add_checkpoint`] before the records they cover
+/// (so a day's 86,400 checkpoints stream through it page by page, never all at once), push
+/// every record, then [`ChainVerifier::finish`].
 pub struct ChainVerifier {
+    /// Checkpoints not yet passed (at or beyond the next record).
     checkpoints: BTreeMap<u64, String>,
+    /// Checkpoints seen in all, and the highest seq any of them covers.
+    seen: u64,
+    newest: u64,
     last_seq: u64,
     prev: [u8; 32],
 }
@@ -289,14 +297,30 @@ pub struct VerifyReport {
 impl ChainVerifier {
     /// `verify_sig` checks one checkpoint's signature with the audit key it names.
     pub fn new(checkpoints: &[Checkpoint], verify_sig: impl Fn(&Checkpoint) -> bool) -> Result<Self, ChainBreak> {
-        let mut map = BTreeMap::new();
+        let mut v = ChainVerifier { checkpoints: BTreeMap::new(), seen: 0, newest: 0, last_seq: 0, prev: GENESIS_HASH };
         for c in checkpoints {
-            if !verify_sig(c) {
-                return Err(ChainBreak::BadCheckpointSignature { seq: c.seq });
-            }
-            map.insert(c.seq, c.head_hash.clone());
+            v.add_checkpoint(c, &verify_sig)?;
         }
-        Ok(ChainVerifier { checkpoints: map, last_seq: 0, prev: GENESIS_HASH })
+        Ok(v)
+    }
+
+    /// Adds a checkpoint, checking its signature. It must come before the record it covers
+    /// is pushed (else [`ChainBreak::CheckpointOutOfOrder`]: it could not be checked).
+    pub fn add_checkpoint(
+        &mut self,
+        c: &Checkpoint,
+        verify_sig: impl Fn(&Checkpoint) -> bool,
+    ) -> Result<(), ChainBreak> {
+        if !verify_sig(c) {
+            return Err(ChainBreak::BadCheckpointSignature { seq: c.seq });
+        }
+        if c.seq <= self.last_seq && self.last_seq > 0 {
+            return Err(ChainBreak::CheckpointOutOfOrder { seq: c.seq });
+        }
+        self.checkpoints.insert(c.seq, c.head_hash.clone());
+        self.seen += 1;
+        self.newest = self.newest.max(c.seq);
+        Ok(())
     }
 
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ChainBreak> {
@@ -311,8 +335,8 @@ impl ChainVerifier {
         if hex::encode(h) != r.hash {
             return Err(ChainBreak::HashMismatch { seq: r.seq });
         }
-        if let Some(cp) = self.checkpoints.get(&r.seq)
-            && *cp != r.hash
+        if let Some(cp) = self.checkpoints.remove(&r.seq)
+            && cp != r.hash
         {
             return Err(ChainBreak::CheckpointMismatch { seq: r.seq });
         }
@@ -322,14 +346,14 @@ impl ChainVerifier {
     }
 
     pub fn finish(self) -> Result<VerifyReport, ChainBreak> {
-        let last_cp = self.checkpoints.keys().next_back().copied().unwrap_or(0);
+        let last_cp = self.newest;
         if last_cp > self.last_seq {
             return Err(ChainBreak::Truncated { last: self.last_seq, checkpoint: last_cp });
         }
         Ok(VerifyReport {
             records: self.last_seq,
             head_hash: hex::encode(self.prev),
-            checkpoints: self.checkpoints.len() as u64,
+            checkpoints: self.seen,
             last_checkpoint_seq: last_cp,
         })
     }

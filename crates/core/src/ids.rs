@@ -126,6 +126,12 @@ name_type!(
     "agent name"
 );
 random_id_type!(
+    /// A request for a human to approve one exact call (`a-` and 32 hex digits).
+    ApprovalId,
+    "a-",
+    "approval id"
+);
+random_id_type!(
     /// One task of a workflow.
     TaskId,
     "t-",

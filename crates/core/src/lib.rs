@@ -7,14 +7,20 @@
 //!
 //! - [`ids`]: validated newtypes for every identifier (names, task ids, SPIFFE ids).
 //! - [`time`]: the injected clock and the millisecond timestamp type.
+//! - [`random`]: injected randomness (the OS CSPRNG in production, seeded in tests).
 //! - [`model`]: workflows, agents, instances, join tokens, tasks and their states.
 //! - [`rules`]: the lifecycle rules (starting a task, legal transitions, token liveness).
 //! - [`audit`]: audit events, the canonical encoding and the hash chain verifier.
+//! - [`approval`]: the approval lifecycle and the proof a used approval yields.
+//! - [`cascade`]: what a kill switch revokes, and the records that say so.
 
+pub mod approval;
 pub mod audit;
+pub mod cascade;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod random;
 pub mod rules;
 pub mod time;
 

@@ -324,6 +324,32 @@ impl Engine {
         resource: EntityUid,
         context: Context,
         entities: &Entities,
+    ) -> Decision {
+        self.decide_inner(principal, action, resource, context, entities, false)
+    }
+
+    /// [`Engine::decide`] for a call whose approval was just used: permits annotated
+    /// `@approval` count as plain allows. Only a proof of a consumed approval (which the
+    /// store makes, once, for this very call) opens this door.
+    pub fn decide_approved(
+        &self,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Context,
+        entities: &Entities,
+        _proof: &remit_core::approval::Consumed,
+    ) -> Decision {
+        self.decide_inner(principal, action, resource, context, entities, true)
+    }
+
+    fn decide_inner(
+        &self,
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        context: Context,
+        entities: &Entities,
         approved: bool,
     ) -> Decision {
         let slice = self.slice(&action);
@@ -687,8 +713,30 @@ mod tests {
             uid("Tool", "git").unwrap(),
             Context::empty(),
             &ents(),
-            false,
         )
+    }
+
+    /// A proof as a store would make it after using an approval.
+    fn proof() -> remit_core::approval::Consumed {
+        use remit_core::approval::{Approval, ApprovalState, Consumed};
+        let used = Approval {
+            id: remit_core::ids::ApprovalId::from_random([1; 16]),
+            state: ApprovalState::Used,
+            digest: "d".into(),
+            policy_version: 1,
+            request: "{}".into(),
+            reasons: vec![],
+            requested_by: "x".into(),
+            requested_at: remit_core::time::UnixMillis(0),
+            expires_at: remit_core::time::UnixMillis(1),
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            used_at: None,
+            task: None,
+            workflow: None,
+        };
+        Consumed::after_consume(&used).unwrap()
     }
 
     #[test]
@@ -718,13 +766,13 @@ mod tests {
         let d = ask(&e, "write");
         assert_eq!(d.outcome, Outcome::ApprovalRequired);
         assert_eq!(d.approval, vec!["prod change".to_string()]);
-        let d = e.decide(
+        let d = e.decide_approved(
             uid("Human", "alice").unwrap(),
             action("write").unwrap(),
             uid("Tool", "git").unwrap(),
             Context::empty(),
             &ents(),
-            true,
+            &proof(),
         );
         assert_eq!(d.outcome, Outcome::Allow);
     }
@@ -782,7 +830,7 @@ mod tests {
                     action(actions[next(4) as usize]).unwrap(),
                     uid("Tool", &format!("t{}", next(3))).unwrap(),
                 );
-                let sliced = e.decide(p.clone(), a.clone(), r.clone(), Context::empty(), &ents, true);
+                let sliced = e.decide_approved(p.clone(), a.clone(), r.clone(), Context::empty(), &ents, &proof());
                 let mut reasons = sliced.reasons.clone();
                 reasons.sort();
                 let full = e.decide_unsliced(p, a, r, Context::empty(), &ents);

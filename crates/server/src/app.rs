@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use remit_core::audit::{Checkpoint, checkpoint_message};
 use remit_core::ids::TrustDomain;
+use remit_core::random::Random;
 use remit_core::rules::Limits;
 use remit_core::time::Clock;
 use remit_store::{KeyPurpose, Store, StoredKey};
@@ -16,8 +17,8 @@ use remit_token::keys::VerifyingKey;
 use remit_token::{Kek, Keyring, SigningKey, b64e};
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::service::Error;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,24 +62,27 @@ pub struct App {
     /// an ECDSA verification when an instance presents the same token again; time and
     /// audience are still checked on every use, and liveness always comes from the store.
     pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
-    /// Attribute-store entities built as Cedar entities, by (type, id); each use checks the
-    /// entry against the stored text the (cached) store just returned.
-    pub(crate) built: Mutex<crate::service::pdp::BuiltCache>,
-    /// The compiled active policy bundle; swapped whole when a new version is pushed.
-    pub(crate) policy: RwLock<Arc<remit_policy::Engine>>,
+    /// The decision service: it owns the engine handle and its caches.
+    pub pdp: crate::pdp::Pdp,
+    /// Where ids, secrets and nonces come from (the OS CSPRNG; seeded in tests).
+    pub random: Arc<dyn Random>,
     /// Flips to true when the server begins shutting down: long-lived streams end.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Entries in the verified-token cache before it is cleared.
 pub(crate) const VERIFIED_CACHE_MAX: usize = 16_384;
-/// Entries in the built-entity cache before it is cleared.
-pub(crate) const BUILT_ENTITIES_MAX: usize = 65_536;
 
 impl App {
     /// Builds the app from an initialized store.
-    pub async fn new(cfg: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>, kek: Kek) -> Result<App, StartError> {
-        let inst = store.installation().await?.ok_or(StartError::NotInitialized)?;
+    pub async fn new(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        kek: Kek,
+    ) -> Result<App, StartError> {
+        let inst = store.keys().installation().await?.ok_or(StartError::NotInitialized)?;
         let issuer = crate::seal::check_installation(&kek, &inst).map_err(|e| StartError::Keys(e.to_string()))?;
         if let Some(configured) = &cfg.issuer
             && *configured != issuer
@@ -93,17 +97,30 @@ impl App {
         let trust_domain = TrustDomain::parse(&inst.trust_domain).map_err(|e| StartError::Keys(e.to_string()))?;
         let admin_hash =
             hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
-        let keys = store.keys().await?;
+        let keys = store.keys().list().await?;
         let (keyring, audit_key, audit_public) = build_keys(&kek, &keys)?;
         let limits = cfg.core_limits();
-        let last_cp = store.checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
+        let last_cp = store.audit().latest_checkpoint().await?.map(|c| c.seq).unwrap_or(0);
+        let metrics = Metrics::new();
+        let pdp = crate::pdp::Pdp::new(
+            store.clone(),
+            clock.clone(),
+            random.clone(),
+            cfg.approvals.clone(),
+            crate::pdp::PdpLimits {
+                max_entity_id_bytes: cfg.limits.max_entity_id_bytes,
+                built_cache_bytes: cfg.limits.entity_cache_bytes / 2,
+            },
+            metrics.decisions.clone(),
+        )
+        .map_err(StartError::Keys)?;
         Ok(App {
             store,
             clock,
             limits,
             trust_domain,
             issuer,
-            metrics: Metrics::new(),
+            metrics,
             admin_hash,
             kek,
             keyring: RwLock::new(Arc::new(keyring)),
@@ -112,10 +129,8 @@ impl App {
             last_key_reload: Mutex::new(None),
             last_checkpoint: Mutex::new(last_cp),
             verified: Mutex::new(std::collections::HashMap::new()),
-            built: Mutex::new(crate::service::pdp::BuiltCache::default()),
-            policy: RwLock::new(Arc::new(
-                remit_policy::Engine::deny_all().map_err(|e| StartError::Keys(format!("base policy schema: {e}")))?,
-            )),
+            pdp,
+            random,
             stopping: tokio::sync::watch::Sender::new(false),
             cfg,
         })
@@ -137,11 +152,11 @@ impl App {
     /// Re-reads keys from the store (after a rotation here or by another replica). A key that
     /// does not prove itself under the KEK fails the whole reload, loudly, and the keys in use
     /// stay as they were.
-    pub async fn reload_keys(&self) -> Result<(), ApiError> {
-        let keys = self.store.keys().await?;
+    pub async fn reload_keys(&self) -> Result<(), Error> {
+        let keys = self.store.keys().list().await?;
         let (ring, _, audit_public) = build_keys(&self.kek, &keys).map_err(|e| {
             tracing::error!(error = %e, "refusing the stored key set; keeping the keys in use");
-            ApiError::Internal(e.to_string())
+            Error::Internal(e.to_string())
         })?;
         if let Ok(mut k) = self.keyring.write() {
             *k = Arc::new(ring);
@@ -173,8 +188,8 @@ impl App {
     }
 
     /// Signs the current audit chain head, if it moved since the last checkpoint.
-    pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, ApiError> {
-        let (seq, head_hash) = self.store.audit_head().await?;
+    pub async fn checkpoint_now(&self) -> Result<Option<Checkpoint>, Error> {
+        let (seq, head_hash) = self.store.audit().head().await?;
         let last = self.last_checkpoint.lock().map(|g| *g).unwrap_or(0);
         if seq == 0 || seq <= last {
             return Ok(None);
@@ -182,7 +197,7 @@ impl App {
         let time = self.clock.now();
         let sig = self.audit_key.sign(&checkpoint_message(seq, &head_hash, time));
         let cp = Checkpoint { seq, head_hash, time, key_id: self.audit_key.kid().to_owned(), signature: b64e(&sig) };
-        self.store.put_checkpoint(cp.clone()).await?;
+        self.store.audit().put_checkpoint(cp.clone()).await?;
         if let Ok(mut g) = self.last_checkpoint.lock() {
             *g = (*g).max(seq);
         }
@@ -197,21 +212,25 @@ impl App {
         keys.iter().any(|k| k.kid == cp.key_id && k.verify(&msg, &sig))
     }
 
+    /// Whether the store answers (readiness).
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store.audit().head().await?;
+        Ok(())
+    }
+
+    /// The published key set's sequence (the SPIFFE bundle's `spiffe_sequence`).
+    pub async fn bundle_sequence(&self) -> Result<u64, Error> {
+        Ok(self.store.keys().bundle_sequence().await?)
+    }
+
     /// A fresh random id's 16 bytes.
     pub fn random_id(&self) -> [u8; 16] {
-        remit_token::random::<16>()
+        self.random.bytes16()
     }
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
+    hex::decode(s).ok()?.try_into().ok()
 }
 
 /// Opens the active JWT and audit keys and collects every still-published public key.

@@ -8,9 +8,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use remit_core::DomainError;
-use remit_store::StoreError;
-use remit_token::TokenError;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +87,6 @@ impl ApiError {
     pub fn unauthenticated() -> Self {
         ApiError::Unauthenticated("a valid bearer credential is required".into())
     }
-
-    pub fn admin_only() -> Self {
-        ApiError::Denied("this operation requires the admin credential".into())
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -122,39 +115,17 @@ fn hex_id() -> String {
     remit_token::random::<8>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
+impl From<crate::service::Error> for ApiError {
+    fn from(e: crate::service::Error) -> Self {
+        use crate::service::Error as E;
         match e {
-            DomainError::Invalid { .. } | DomainError::TtlTooLong { .. } => ApiError::BadRequest(e.to_string()),
-            DomainError::WorkflowSuspended(_)
-            | DomainError::AgentDisabled(_)
-            | DomainError::AgentNotInWorkflow { .. }
-            | DomainError::InstanceInactive(_)
-            | DomainError::SensitivityAboveCeiling { .. } => ApiError::Denied(e.to_string()),
-            DomainError::IllegalTransition { .. } => ApiError::Conflict(e.to_string()),
-            DomainError::JoinTokenExpired | DomainError::JoinTokenUsed | DomainError::JoinTokenRevoked => {
-                ApiError::Unauthenticated(e.to_string())
-            }
+            E::Invalid(m) => ApiError::BadRequest(m),
+            E::Unauthenticated(m) => ApiError::Unauthenticated(m),
+            E::Denied(m) => ApiError::Denied(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::Internal(m) => ApiError::Internal(m),
         }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::Unavailable(m) => {
-                tracing::warn!(detail = %m, "store unavailable");
-                ApiError::Unavailable("the store is unavailable; retry shortly".into())
-            }
-            StoreError::Corrupt(m) | StoreError::Internal(m) => ApiError::Internal(m),
-        }
-    }
-}
-
-impl From<TokenError> for ApiError {
-    fn from(e: TokenError) -> Self {
-        ApiError::Unauthenticated(e.to_string())
     }
 }

@@ -77,7 +77,7 @@ pub async fn initialize(
     clock: &dyn Clock,
     env_kek: Option<&str>,
 ) -> Result<(Kek, Option<Initialized>), StartError> {
-    if store.installation().await?.is_some() {
+    if store.keys().installation().await?.is_some() {
         let (kek, _) = load_kek(cfg, env_kek, false)?;
         return Ok((kek, None));
     }
@@ -109,11 +109,11 @@ pub async fn initialize(
         Installation { trust_domain: td.as_str().to_owned(), issuer: None, admin_hash, installed_at: now, mac: None };
     record.mac = Some(crate::seal::installation_mac(&kek, &record, &issuer));
     record.issuer = Some(issuer);
-    let installed = store.install(record, keys, audit).await;
+    let installed = store.keys().install(record, keys, audit).await;
     match installed {
         Ok(()) => {}
         // Another replica initialized the shared database first: ours is not the credential.
-        Err(remit_store::StoreError::Conflict(_)) if store.installation().await?.is_some() => {
+        Err(remit_store::StoreError::Conflict(_)) if store.keys().installation().await?.is_some() => {
             let _ = std::fs::remove_file(&token_path);
             return Ok((kek, None));
         }

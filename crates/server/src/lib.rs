@@ -3,7 +3,11 @@
 //! - [`config`]: the typed configuration (file, env, flags).
 //! - [`init`]: first-run initialization (keys, admin credential).
 //! - [`app`]: the running application state.
-//! - [`service`]: the operations, one file per area, free of HTTP types.
+//! - [`caller`]: who is calling, established once per request.
+//! - [`service`]: the operations, one file per area, free of HTTP types, with their own
+//!   error type ([`service::Error`]).
+//! - [`pdp`]: the decision service (policy, entities, AuthZEN, search, task decisions,
+//!   approvals), which owns its engine handle and caches.
 //! - [`api`]: axum handlers, one file per area, and the middleware stack.
 //! - [`listen`]: the public and admin listeners, connection caps and timeouts.
 //! - [`error`]: the one mapping from failures to HTTP statuses.
@@ -11,11 +15,13 @@
 
 pub mod api;
 pub mod app;
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod init;
 pub mod listen;
 pub mod metrics;
+pub mod pdp;
 pub mod seal;
 pub mod service;
 
@@ -85,7 +91,7 @@ pub async fn serve_on(
             if keys && let Err(e) = keys_app.reload_keys().await {
                 tracing::warn!(error = %e, "reloading keys after a change failed");
             }
-            if policy && let Err(e) = keys_app.reload_policy().await {
+            if policy && let Err(e) = keys_app.pdp.reload_policy().await {
                 tracing::warn!(error = %e, "reloading the policy bundle failed");
             }
         }
@@ -170,13 +176,13 @@ pub async fn bootstrap(
     init_if_needed: bool,
 ) -> Result<(Arc<App>, Option<init::Initialized>), app::StartError> {
     let store = open_store(&cfg, clock.clone()).await?;
-    let (kek, created) = if init_if_needed || store.installation().await?.is_some() {
+    let (kek, created) = if init_if_needed || store.keys().installation().await?.is_some() {
         init::initialize(&cfg, &*store, &*clock, env_kek).await?
     } else {
         return Err(app::StartError::NotInitialized);
     };
-    let app = App::new(cfg, store, clock, kek).await?;
-    if let Err(e) = app.reload_policy().await {
+    let app = App::new(cfg, store, clock, Arc::new(remit_token::OsRandom), kek).await?;
+    if let Err(e) = app.pdp.reload_policy().await {
         // Deny everything rather than refuse to start: identity and kill switches still work.
         tracing::error!(error = %e, "the active policy bundle could not be loaded; every decision is deny");
     }

@@ -130,10 +130,10 @@ pub struct ResealPlan {
 /// under the KEK (a key that does not is never vouched for); the installation record and the
 /// admin credential hash are vouched for as they are, which is why an operator confirms.
 pub async fn plan_reseal(store: &dyn Store, kek: &Kek, issuer: &str) -> Result<ResealPlan, String> {
-    let inst = store.installation().await.map_err(|e| e.to_string())?.ok_or("remit is not initialized")?;
+    let inst = store.keys().installation().await.map_err(|e| e.to_string())?.ok_or("remit is not initialized")?;
     let mut key_macs = Vec::new();
     let mut keys = Vec::new();
-    for k in store.keys().await.map_err(|e| e.to_string())? {
+    for k in store.keys().list().await.map_err(|e| e.to_string())? {
         let opened = SigningKey::unseal(kek, &k.kid, &k.sealed)
             .map_err(|_| format!("key `{}` does not open under this KEK; refusing to vouch for it", k.kid))?;
         if opened.verifying.public != k.public {
@@ -162,7 +162,7 @@ pub async fn reseal(
         ("issuer", plan.issuer.clone().into()),
         ("keys", plan.keys.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>().into()),
     ]);
-    store.reseal(plan.seal, audit).await.map_err(|e| e.to_string())
+    store.keys().reseal(plan.seal, audit).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ async fn tools_used_and_approvals_bound_to_the_task() {
     assert_eq!(call(&s, &token, "db-write", json!({}), None).await["decision"], true);
     // Tools are per task: the other task has read nothing.
     assert_eq!(call(&s, &other, "db-write", json!({}), None).await["decision"], false);
-    let used = s.app.store.tools_used(&remit_core::ids::TaskId::parse(&task).unwrap()).await.unwrap();
+    let used = s.app.store.identity().tools_used(&remit_core::ids::TaskId::parse(&task).unwrap()).await.unwrap();
     assert_eq!(used, vec!["db-read".to_string(), "db-write".to_string()]);
 
     // Prod needs approval: the request is bound to this task and call.
@@ -187,6 +187,7 @@ async fn tools_used_and_approvals_bound_to_the_task() {
     assert!(
         s.app
             .store
+            .identity()
             .tools_used(&remit_core::ids::TaskId::parse(&task).unwrap())
             .await
             .unwrap()

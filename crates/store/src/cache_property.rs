@@ -44,19 +44,20 @@ struct World {
 /// Reads everything through `cache` and from `store`; returns the first difference.
 async fn differs(cache: &dyn Store, store: &dyn Store, w: &World) -> Option<String> {
     for a in &w.agents {
-        let (c, s) = (cache.agent(a).await.unwrap(), store.agent(a).await.unwrap());
+        let (c, s) = (cache.identity().agent(a).await.unwrap(), store.identity().agent(a).await.unwrap());
         if c != s {
             return Some(format!("agent {a}: cache {c:?} store {s:?}"));
         }
     }
     for i in &w.instances {
-        let (c, s) = (cache.instance(i).await.unwrap(), store.instance(i).await.unwrap());
+        let (c, s) = (cache.identity().instance(i).await.unwrap(), store.identity().instance(i).await.unwrap());
         if c != s {
             return Some(format!("instance {i}: cache {c:?} store {s:?}"));
         }
     }
     for t in &w.tasks {
-        let (c, s) = (cache.task_snapshot(t).await.unwrap(), store.task_snapshot(t).await.unwrap());
+        let (c, s) =
+            (cache.identity().task_snapshot(t).await.unwrap(), store.identity().task_snapshot(t).await.unwrap());
         if c != s {
             return Some(format!("task {t}: cache {c:?} store {s:?}"));
         }
@@ -71,8 +72,8 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
     let first = fixture(&*store).await;
     let a = CachingStore::new(store.clone(), Duration::from_secs(600));
     let b = replica.map(|r| CachingStore::new(r, Duration::from_secs(600)));
-    store.create_workflow(workflow("ops"), ev(AuditAction::WorkflowCreate)).await.unwrap();
-    store.create_agent(agent("bot2", &["deploy", "ops"]), ev(AuditAction::AgentCreate)).await.unwrap();
+    store.identity().create_workflow(workflow("ops"), ev(AuditAction::WorkflowCreate)).await.unwrap();
+    store.identity().create_agent(agent("bot2", &["deploy", "ops"]), ev(AuditAction::AgentCreate)).await.unwrap();
     let mut w = World {
         workflows: vec![wf_name("deploy"), wf_name("ops")],
         agents: vec![agent_name("bot"), agent_name("bot2")],
@@ -85,7 +86,7 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
         let op = match what {
             0 => {
                 let ag = w.agents[next(2) as usize].clone();
-                let r = a.kill(Kill {
+                let r = a.identity().kill(Kill {
                     target: KillTarget::Agent(ag.clone()),
                     actor: "p".into(),
                     reason: "r".into(),
@@ -95,12 +96,17 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
             }
             1 => {
                 let ag = w.agents[next(2) as usize].clone();
-                let r = a.set_agent_state(&ag, AgentState::Disabled, AgentState::Enabled, ev(AuditAction::AgentEnable));
+                let r = a.identity().set_agent_state(
+                    &ag,
+                    AgentState::Disabled,
+                    AgentState::Enabled,
+                    ev(AuditAction::AgentEnable),
+                );
                 format!("enable {ag}: {:?}", r.await)
             }
             2 => {
                 let wf = w.workflows[next(2) as usize].clone();
-                let r = a.kill(Kill {
+                let r = a.identity().kill(Kill {
                     target: KillTarget::Workflow(wf.clone()),
                     actor: "p".into(),
                     reason: "r".into(),
@@ -110,7 +116,7 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
             }
             3 => {
                 let wf = w.workflows[next(2) as usize].clone();
-                let r = a.set_workflow_state(
+                let r = a.identity().set_workflow_state(
                     &wf,
                     WorkflowState::Suspended,
                     WorkflowState::Active,
@@ -120,7 +126,7 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
             }
             4 if !w.instances.is_empty() => {
                 let i = w.instances[next(w.instances.len() as u64) as usize].clone();
-                let r = a.kill(Kill {
+                let r = a.identity().kill(Kill {
                     target: KillTarget::Instance(i.clone()),
                     actor: "p".into(),
                     reason: "r".into(),
@@ -130,12 +136,12 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
             }
             5 if !w.instances.is_empty() => {
                 let i = w.instances[next(w.instances.len() as u64) as usize].clone();
-                let r = a.renew_instance(&i, now().plus_secs(7200), ev(AuditAction::InstanceRenew));
+                let r = a.identity().renew_instance(&i, now().plus_secs(7200), ev(AuditAction::InstanceRenew));
                 format!("renew {i}: {:?}", r.await)
             }
             6 if !w.tasks.is_empty() => {
                 let t = w.tasks[next(w.tasks.len() as u64) as usize].clone();
-                let r = a.kill(Kill {
+                let r = a.identity().kill(Kill {
                     target: KillTarget::Task(t.clone()),
                     actor: "p".into(),
                     reason: "r".into(),
@@ -146,11 +152,11 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
             7 => {
                 let ag = w.agents[next(2) as usize].clone();
                 let jt = join_token(ag.as_str(), 600);
-                let made = a.create_join_token(jt.clone(), ev(AuditAction::JoinTokenCreate)).await;
+                let made = a.identity().create_join_token(jt.clone(), ev(AuditAction::JoinTokenCreate)).await;
                 let inst = instance(ag.as_str());
                 let id = inst.id.clone();
                 let r = match made {
-                    Ok(()) => a.redeem_join_token(&jt.id, inst, ev(AuditAction::InstanceJoin)).await,
+                    Ok(()) => a.identity().redeem_join_token(&jt.id, inst, ev(AuditAction::InstanceJoin)).await,
                     Err(e) => Err(e),
                 };
                 if r.is_ok() {
@@ -166,7 +172,7 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
                 let mine: Vec<&InstanceId> = {
                     let mut v = Vec::new();
                     for i in &w.instances {
-                        if store.instance(i).await.unwrap().is_some_and(|x| x.agent == ag) {
+                        if store.identity().instance(i).await.unwrap().is_some_and(|x| x.agent == ag) {
                             v.push(i);
                         }
                     }
@@ -183,7 +189,7 @@ pub async fn cache_agrees_with_store(store: Arc<dyn Store>, replica: Option<Arc<
                     Some(w.tasks[next(w.tasks.len() as u64) as usize].clone())
                 };
                 let t = task(wf.as_str(), ag.as_str(), inst.as_ref(), parent.as_ref());
-                let r = a.create_task(t.clone(), ev(AuditAction::TaskStart)).await;
+                let r = a.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await;
                 match &r {
                     Ok(()) => w.tasks.push(t.id.clone()),
                     Err(StoreError::Conflict(_) | StoreError::NotFound { .. }) => {}

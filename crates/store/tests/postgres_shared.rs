@@ -26,14 +26,14 @@ async fn replicas_appending_at_once_keep_one_chain() {
     let db = TempDb::create().await.unwrap();
     let rs = replicas(&db, 3).await;
     let inst = fixture(&*rs[0]).await;
-    let start = rs[0].audit_head().await.unwrap().0;
+    let start = rs[0].audit().head().await.unwrap().0;
     let mut handles = Vec::new();
     for i in 0..300 {
         let s = rs[i % 3].clone();
         let inst = inst.id.clone();
         handles.push(tokio::spawn(async move {
             let t = task("deploy", "bot", Some(&inst), None);
-            s.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.map(|_| t.id)
+            s.identity().create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.map(|_| t.id)
         }));
     }
     let mut ids = Vec::new();
@@ -41,9 +41,12 @@ async fn replicas_appending_at_once_keep_one_chain() {
         ids.push(h.await.unwrap().unwrap());
     }
     for (i, id) in ids.iter().enumerate() {
-        assert!(rs[(i + 1) % 3].task(id).await.unwrap().is_some(), "acknowledged task {id} visible everywhere");
+        assert!(
+            rs[(i + 1) % 3].identity().task(id).await.unwrap().is_some(),
+            "acknowledged task {id} visible everywhere"
+        );
     }
-    assert_eq!(rs[1].audit_head().await.unwrap().0, start + 300);
+    assert_eq!(rs[1].audit().head().await.unwrap().0, start + 300);
     for r in &rs {
         verify_chain(&**r).await;
     }
@@ -57,6 +60,7 @@ async fn a_kill_on_one_replica_reaches_the_others() {
     let mut feeds: Vec<_> = rs[1..].iter().map(|r| r.subscribe()).collect();
     let wf = WorkflowName::parse("deploy").unwrap();
     rs[0]
+        .identity()
         .kill(Kill {
             target: KillTarget::Workflow(wf.clone()),
             actor: "admin".into(),
@@ -98,28 +102,32 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
     ] {
         sqlx::query(sql).execute(old.pool()).await.unwrap();
     }
-    let before = old.audit_head().await.unwrap();
+    let before = old.audit().head().await.unwrap();
     drop(old);
     // Opening it with this version upgrades it in place, keeping every record and the chain;
     // the new columns read as their defaults.
     let s = PgStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.audit_head().await.unwrap(), before);
-    assert!(s.workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().is_some());
-    let bot = s.agent(&remit_core::ids::AgentName::parse("bot").unwrap()).await.unwrap().unwrap();
+    assert_eq!(s.audit().head().await.unwrap(), before);
+    assert!(s.identity().workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().is_some());
+    let bot = s.identity().agent(&remit_core::ids::AgentName::parse("bot").unwrap()).await.unwrap().unwrap();
     assert_eq!(bot.kill_generation, 0);
     let jt = s
+        .identity()
         .join_token(&remit_core::ids::JoinTokenId::parse("j-00000000000000000000000000000001").unwrap())
         .await
         .unwrap()
         .unwrap();
     assert_eq!((jt.agent_generation, jt.revoked_at), (0, None));
-    assert!(s.keys().await.unwrap().iter().all(|k| k.mac.is_none()), "old keys are unsealed until `remit reseal`");
+    assert!(
+        s.keys().list().await.unwrap().iter().all(|k| k.mac.is_none()),
+        "old keys are unsealed until `remit reseal`"
+    );
     verify_chain(&s).await;
-    let head = s.audit_head().await.unwrap();
+    let head = s.audit().head().await.unwrap();
     drop(s);
     // Re-opening an up-to-date database changes nothing.
     let s = PgStore::connect(&db.url).await.unwrap();
-    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert_eq!(s.audit().head().await.unwrap(), head);
     // A version from the future is refused with a clear error, and nothing is touched.
     let future = i64::try_from(schema::MIGRATIONS.len() + 1).unwrap();
     sqlx::query("UPDATE remit_schema SET version = $1").bind(future).execute(s.pool()).await.unwrap();
@@ -128,7 +136,7 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema must be refused"),
     }
-    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert_eq!(s.audit().head().await.unwrap(), head);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,25 +159,26 @@ async fn a_cached_snapshot_on_another_replica_is_invalidated_by_a_kill() {
     let b = CachingStore::new(Arc::new(PgStore::connect(&db.url).await.unwrap()), Duration::from_secs(600));
     let inst = fixture(&*a).await;
     let t = task("deploy", "bot", Some(&inst.id), None);
-    a.create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.unwrap();
+    a.identity().create_task(t.clone(), ev(AuditAction::TaskStart).task(&t.id)).await.unwrap();
     // B reads twice: the second answer comes from its cache.
-    assert_eq!(b.task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
-    assert_eq!(b.task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
+    assert_eq!(b.identity().task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
+    assert_eq!(b.identity().task_snapshot(&t.id).await.unwrap().unwrap().workflow.state.as_str(), "active");
     assert!(b.stats().hits >= 1);
     let wf = WorkflowName::parse("deploy").unwrap();
-    a.kill(Kill {
-        target: KillTarget::Workflow(wf),
-        actor: "admin".into(),
-        reason: "r".into(),
-        at: ev(AuditAction::WorkflowSuspend).time,
-    })
-    .await
-    .unwrap();
+    a.identity()
+        .kill(Kill {
+            target: KillTarget::Workflow(wf),
+            actor: "admin".into(),
+            reason: "r".into(),
+            at: ev(AuditAction::WorkflowSuspend).time,
+        })
+        .await
+        .unwrap();
     // A sees its own kill at once; B as soon as the notification lands.
-    assert_eq!(a.task_snapshot(&t.id).await.unwrap().unwrap().task.state.as_str(), "revoked");
+    assert_eq!(a.identity().task_snapshot(&t.id).await.unwrap().unwrap().task.state.as_str(), "revoked");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let s = b.task_snapshot(&t.id).await.unwrap().unwrap();
+        let s = b.identity().task_snapshot(&t.id).await.unwrap().unwrap();
         if s.task.state.as_str() == "revoked" && s.workflow.state.as_str() == "suspended" {
             break;
         }

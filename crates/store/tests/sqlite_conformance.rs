@@ -37,7 +37,7 @@ async fn cache_agrees_with_store_over_random_sequences() {
 /// The entity cache holds at most its byte budget, whatever the ids callers ask for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_entity_cache_is_bounded_by_bytes() {
-    use remit_store::Store;
+    use remit_store::Store as _;
     let (s, _dir) = make().await;
     let budget = 64 * 1024;
     let c = remit_store::cache::CachingStore::with_entity_budget(
@@ -47,7 +47,7 @@ async fn the_entity_cache_is_bounded_by_bytes() {
     );
     for i in 0..2000 {
         let id = format!("{i}-{}", "x".repeat(1000));
-        assert_eq!(c.entity("User", &id).await.unwrap(), None);
+        assert_eq!(c.policy().entity("User", &id).await.unwrap(), None);
         assert!(c.entity_bytes() <= budget, "{} bytes held after {i} lookups", c.entity_bytes());
     }
     assert!(c.entity_bytes() > 0, "negative answers are still cached within the budget");

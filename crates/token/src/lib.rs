@@ -38,6 +38,21 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// The operating system's CSPRNG (through aws-lc) as Remit's injected [`Random`].
+///
+/// [`Random`]: remit_core::random::Random
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl remit_core::random::Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        // aws-lc's RNG only fails if the OS entropy source is gone; there is nothing safe to
+        // continue with then.
+        #[allow(clippy::expect_used)]
+        aws_lc_rs::rand::fill(buf).expect("system random number generator failed");
+    }
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);

@@ -6,10 +6,17 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Auth, Body, Path, Query};
+use remit_core::approval::ApprovalState;
+use remit_core::ids::ApprovalId;
+
+use super::{AppState, Auth, Body, Path, Query, parse_id};
 use crate::error::ApiError;
 
-fn view(a: &remit_store::Approval) -> Value {
+fn approval_id(s: &str) -> Result<ApprovalId, ApiError> {
+    parse_id(s, ApprovalId::parse)
+}
+
+fn view(a: &remit_core::approval::Approval) -> Value {
     json!({
         "id": a.id, "state": a.state, "policy_version": a.policy_version,
         "request": serde_json::from_str::<Value>(&a.request).unwrap_or(Value::Null),
@@ -33,13 +40,13 @@ pub async fn list(
     Auth(caller): Auth,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    if let Some(s) = &q.state
-        && !["pending", "approved", "denied", "used"].contains(&s.as_str())
-    {
-        return Err(ApiError::BadRequest(format!("unknown approval state `{s}`")));
-    }
-    let list = app.store.list_approvals(q.state, q.limit.unwrap_or(100)).await?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(ApprovalState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown approval state `{s}`")))?)
+        }
+    };
+    let list = app.pdp.list_approvals(&caller, state, q.limit.unwrap_or(100)).await?;
     Ok(Json(json!({"approvals": list.iter().map(view).collect::<Vec<_>>()})))
 }
 
@@ -50,8 +57,7 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let a = app.store.approval(&id).await?.ok_or_else(|| ApiError::NotFound(format!("approval `{id}` not found")))?;
+    let a = app.pdp.approval(&caller, &approval_id(&id)?).await?;
     Ok(Json(view(&a)))
 }
 
@@ -71,8 +77,8 @@ pub async fn approve(
     Path(id): Path<String>,
     Body(b): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
-    app.decide_approval(&caller, &id, true, &b.reason).await?;
-    Ok(Json(json!({"id": id, "state": "approved"})))
+    let a = app.pdp.decide_approval(&caller, &approval_id(&id)?, true, &b.reason).await?;
+    Ok(Json(json!({"id": a.id, "state": a.state})))
 }
 
 /// Denies a pending request.
@@ -85,6 +91,6 @@ pub async fn deny(
     Path(id): Path<String>,
     Body(b): Body<DecideBody>,
 ) -> Result<Json<Value>, ApiError> {
-    app.decide_approval(&caller, &id, false, &b.reason).await?;
-    Ok(Json(json!({"id": id, "state": "denied"})))
+    let a = app.pdp.decide_approval(&caller, &approval_id(&id)?, false, &b.reason).await?;
+    Ok(Json(json!({"id": a.id, "state": a.state})))
 }

@@ -6,9 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
+use super::wire::{Action, Entity, TaskDecisionRequest};
 use super::{AppState, Auth, Body};
 use crate::error::ApiError;
-use crate::service::pdp::{Action, Answer, Entity, Evaluation, MAX_BATCH, SearchKind};
+use crate::pdp::{Answer, Evaluation, MAX_BATCH, SearchKind};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
     match v {
@@ -24,9 +25,9 @@ fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str)
 fn evaluation(item: &Map<String, Value>, defaults: &Map<String, Value>) -> Result<Evaluation, ApiError> {
     let pick = |k: &str| item.get(k).filter(|v| !v.is_null()).or_else(|| defaults.get(k));
     let ev = Evaluation {
-        subject: part::<Entity>(pick("subject"), "subject")?.unwrap_or_default(),
-        action: part::<Action>(pick("action"), "action")?.unwrap_or_default(),
-        resource: part::<Entity>(pick("resource"), "resource")?.unwrap_or_default(),
+        subject: part::<Entity>(pick("subject"), "subject")?.unwrap_or_default().into(),
+        action: part::<Action>(pick("action"), "action")?.unwrap_or_default().into(),
+        resource: part::<Entity>(pick("resource"), "resource")?.unwrap_or_default().into(),
         context: pick("context").cloned().unwrap_or(Value::Null),
     };
     ev.check()?;
@@ -63,7 +64,7 @@ pub async fn evaluation_one(
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let ev = evaluation(&object(body)?, &Map::new())?;
-    let d = app.evaluate(&caller, &[ev], None).await?;
+    let d = app.pdp.evaluate(&caller, &[ev], None).await?;
     Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))))
 }
 
@@ -86,7 +87,7 @@ pub async fn evaluations(
     if items.is_empty() {
         // No array (or an empty one): a single evaluation from the top-level fields.
         let ev = evaluation(&Map::new(), &body)?;
-        let d = app.evaluate(&caller, &[ev], None).await?;
+        let d = app.pdp.evaluate(&caller, &[ev], None).await?;
         return Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))));
     }
     if items.len() > MAX_BATCH {
@@ -110,7 +111,7 @@ pub async fn evaluations(
             _ => Err(ApiError::BadRequest("each evaluation must be an object".into())),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ds = app.evaluate(&caller, &evs, stop_on).await?;
+    let ds = app.pdp.evaluate(&caller, &evs, stop_on).await?;
     Ok(Json(json!({"evaluations": ds.iter().map(answer).collect::<Vec<_>>()})))
 }
 
@@ -139,7 +140,7 @@ pub async fn explain(
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let ev = evaluation(&object(body)?, &Map::new())?;
-    let (d, engine) = app.explain(&caller, &ev).await?;
+    let (d, engine) = app.pdp.explain(&caller, &ev).await?;
     let policies: Map<String, Value> = d
         .reasons
         .iter()
@@ -164,9 +165,9 @@ async fn search(
     let body = object(body)?;
     let get = |k: &str| body.get(k).filter(|v| !v.is_null());
     let template = Evaluation {
-        subject: part::<Entity>(get("subject"), "subject")?.unwrap_or_default(),
-        action: part::<Action>(get("action"), "action")?.unwrap_or_default(),
-        resource: part::<Entity>(get("resource"), "resource")?.unwrap_or_default(),
+        subject: part::<Entity>(get("subject"), "subject")?.unwrap_or_default().into(),
+        action: part::<Action>(get("action"), "action")?.unwrap_or_default().into(),
+        resource: part::<Entity>(get("resource"), "resource")?.unwrap_or_default().into(),
         context: get("context").cloned().unwrap_or(Value::Null),
     };
     // The searched entity's id is ignored; everything else the search needs is required.
@@ -191,7 +192,7 @@ async fn search(
         .and_then(Value::as_u64)
         .map(|l| (l as usize).clamp(1, SEARCH_PAGE_MAX))
         .unwrap_or(SEARCH_PAGE_DEFAULT);
-    let (results, next) = app.search(&caller, kind, template, token, limit).await?;
+    let (results, next) = app.pdp.search(&caller, kind, template, token, limit).await?;
     Ok(Json(json!({"results": results, "page": {"next_token": next}})))
 }
 
@@ -231,14 +232,15 @@ pub async fn search_action(
 /// A token that is invalid, expired, revoked or under a kill switch is a deny. A call that
 /// needs approval answers `outcome: approval_required` with `approval.id`; the retry with
 /// `approval` set to that id, once a human approved it, is allowed exactly once.
-#[utoipa::path(post, path = "/v1/decisions", request_body = crate::service::pdp::TaskDecisionRequest,
+#[utoipa::path(post, path = "/v1/decisions", request_body = TaskDecisionRequest,
     responses((status = 200, description = "decision"), (status = 400, body = crate::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn decide_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    Body(req): Body<crate::service::pdp::TaskDecisionRequest>,
+    Body(req): Body<TaskDecisionRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = app.decide_task(&caller, req).await?;
+    let (token, call) = req.into_call();
+    let a = app.decide_task(&caller, &token, call).await?;
     let d = &a.decision;
     let mut body = json!({
         "decision": d.allowed(), "outcome": d.outcome, "policy_version": d.policy_version,

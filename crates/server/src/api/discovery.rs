@@ -23,7 +23,7 @@ pub async fn healthz() -> Json<Value> {
 /// Readiness: the store answers.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    app.store.audit_head().await?;
+    app.ready().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
@@ -36,7 +36,7 @@ pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
 /// The SPIFFE trust bundle (JWKs with `use: jwt-svid`, `spiffe_sequence`, `spiffe_refresh_hint`).
 #[utoipa::path(get, path = "/.well-known/spiffe-bundle", responses((status = 200, description = "SPIFFE bundle")))]
 pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let seq = app.store.bundle_sequence().await?;
+    let seq = app.bundle_sequence().await?;
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=60")],
         Json(app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS)),

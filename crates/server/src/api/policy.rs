@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::wire::EntityIn;
 use super::{AppState, Auth, Body};
 use crate::error::ApiError;
-use crate::service::pdp::EntityIn;
 
 /// Validates a bundle (Cedar, strict, against Remit's schema plus the bundle's) and makes it
 /// the active version; 400 with Cedar's diagnostics, and nothing changed, if it is invalid.
@@ -20,15 +20,14 @@ pub async fn push(
     Auth(caller): Auth,
     Body(bundle): Body<remit_policy::Bundle>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let version = app.push_policy(&caller, bundle).await?;
+    let version = app.pdp.push_policy(&caller, bundle).await?;
     Ok((StatusCode::CREATED, Json(json!({"version": version}))))
 }
 
 /// The active bundle and its version.
 #[utoipa::path(get, path = "/v1/policies", responses((status = 200, description = "active bundle")), security(("bearer" = [])))]
 pub async fn active(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
-    let Some(p) = app.store.active_policy_set().await? else {
+    let Some(p) = app.pdp.active_policy(&caller).await? else {
         return Ok(Json(json!({"version": 0, "bundle": null})));
     };
     let bundle: Value = serde_json::from_str(&p.bundle).unwrap_or(Value::Null);
@@ -50,6 +49,6 @@ pub async fn push_entities(
     Auth(caller): Auth,
     Body(body): Body<EntitiesBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let n = app.push_entities(&caller, body.entities).await?;
+    let n = app.pdp.push_entities(&caller, body.entities.into_iter().map(Into::into).collect()).await?;
     Ok(Json(json!({"stored": n})))
 }

@@ -4,6 +4,7 @@
 use remit_core::model::{Agent, KillReport, Task, Workflow};
 use remit_core::time::UnixMillis;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// RFC 3339 UTC with milliseconds.
@@ -225,4 +226,107 @@ pub struct StartedTask {
 pub struct RotatedKeys {
     pub kid: String,
     pub bundle_sequence: u64,
+}
+
+// ---------------------------------------------------------------- AuthZEN and decisions
+
+/// An AuthZEN subject or resource: `type` and `id` required, `properties` optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Entity {
+    #[serde(rename = "type", default)]
+    pub etype: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+    /// Other members. Drafts before AuthZEN 1.0 put attributes next to `type` and `id`
+    /// (`"ownerID": …`); they are read as properties (`properties` wins on a clash).
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
+}
+
+impl Entity {
+    /// `properties` with the pre-1.0 top-level attributes folded in.
+    pub fn all_properties(&self) -> Map<String, Value> {
+        let mut m = self.extra.clone();
+        m.extend(self.properties.clone().unwrap_or_default());
+        m
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Action {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+}
+
+impl From<Entity> for crate::pdp::Party {
+    fn from(e: Entity) -> Self {
+        let properties = e.all_properties();
+        crate::pdp::Party { etype: e.etype, id: e.id, properties }
+    }
+}
+
+impl From<Action> for crate::pdp::ActionRef {
+    fn from(a: Action) -> Self {
+        crate::pdp::ActionRef { name: a.name, properties: a.properties }
+    }
+}
+
+/// An entity as pushed: Cedar's JSON entity shape plus aliases.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityIn {
+    #[schema(value_type = Object)]
+    pub uid: Value,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attrs: Map<String, Value>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub parents: Vec<Value>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl From<EntityIn> for crate::pdp::EntityPush {
+    fn from(e: EntityIn) -> Self {
+        crate::pdp::EntityPush { uid: e.uid, attrs: e.attrs, parents: e.parents, aliases: e.aliases }
+    }
+}
+
+/// A decision for an agent's task: the principal is the task behind a verified JWT-SVID.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDecisionRequest {
+    /// The task's JWT-SVID, as presented to the PEP. Never stored or logged.
+    pub token: String,
+    pub action: Action,
+    pub resource: Entity,
+    /// Facts the PEP adds (e.g. `tool`, `target`, arguments); Remit's own facts win.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// On the retry of a call that needed approval: the approved request's id. It is used
+    /// once, and only for the same task, action, resource, context and policy version.
+    #[serde(default)]
+    pub approval: Option<String>,
+}
+
+impl TaskDecisionRequest {
+    /// The call, apart from the token.
+    pub fn into_call(self) -> (String, crate::pdp::TaskCall) {
+        let call = crate::pdp::TaskCall {
+            action: self.action.into(),
+            resource: self.resource.into(),
+            context: self.context,
+            approval: self.approval,
+        };
+        (self.token, call)
+    }
 }

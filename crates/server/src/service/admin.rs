@@ -9,7 +9,7 @@ use remit_store::KeyPurpose;
 
 use super::Caller;
 use crate::app::{App, new_stored_key};
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// A created join token: its public record and the one-time secret string.
 pub struct IssuedJoinToken {
@@ -18,18 +18,18 @@ pub struct IssuedJoinToken {
     pub token: String,
 }
 
-fn check_reason(reason: &str) -> Result<(), ApiError> {
+fn check_reason(reason: &str) -> Result<(), Error> {
     if reason.trim().is_empty() {
-        return Err(ApiError::BadRequest("a reason is required".into()));
+        return Err(Error::Invalid("a reason is required".into()));
     }
     if reason.len() > 1024 || reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::BadRequest("reason must be at most 1024 bytes of printable text".into()));
+        return Err(Error::Invalid("reason must be at most 1024 bytes of printable text".into()));
     }
     Ok(())
 }
 
 impl App {
-    pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, ApiError> {
+    pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, Error> {
         caller.require_admin()?;
         let wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
         let audit =
@@ -38,18 +38,22 @@ impl App {
                 ("ceiling", wf.ceiling.as_str().into()),
                 ("max_task_ttl_secs", wf.max_task_ttl_secs.into()),
             ]);
-        self.store.create_workflow(wf.clone(), audit).await?;
+        self.store.identity().create_workflow(wf.clone(), audit).await?;
         Ok(wf)
     }
 
-    pub async fn workflow(&self, caller: &Caller, name: &WorkflowName) -> Result<Workflow, ApiError> {
+    pub async fn workflow(&self, caller: &Caller, name: &WorkflowName) -> Result<Workflow, Error> {
         caller.require_admin()?;
-        self.store.workflow(name).await?.ok_or_else(|| ApiError::NotFound(format!("workflow `{name}` not found")))
+        self.store
+            .identity()
+            .workflow(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("workflow `{name}` not found")))
     }
 
-    pub async fn list_workflows(&self, caller: &Caller) -> Result<Vec<Workflow>, ApiError> {
+    pub async fn list_workflows(&self, caller: &Caller) -> Result<Vec<Workflow>, Error> {
         caller.require_admin()?;
-        Ok(self.store.list_workflows().await?)
+        Ok(self.store.identity().list_workflows().await?)
     }
 
     /// Kill switch: suspends the workflow and revokes all its live tasks.
@@ -58,22 +62,17 @@ impl App {
         caller: &Caller,
         name: &WorkflowName,
         reason: &str,
-    ) -> Result<KillReport, ApiError> {
+    ) -> Result<KillReport, Error> {
         self.kill(caller, KillTarget::Workflow(name.clone()), reason).await
     }
 
-    pub async fn resume_workflow(
-        &self,
-        caller: &Caller,
-        name: &WorkflowName,
-        reason: &str,
-    ) -> Result<Workflow, ApiError> {
+    pub async fn resume_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<Workflow, Error> {
         caller.require_admin()?;
         check_reason(reason)?;
         let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowResume)
             .workflow(name)
             .reason(reason);
-        self.store.set_workflow_state(name, WorkflowState::Suspended, WorkflowState::Active, audit).await?;
+        self.store.identity().set_workflow_state(name, WorkflowState::Suspended, WorkflowState::Active, audit).await?;
         self.workflow(caller, name).await
     }
 
@@ -83,7 +82,7 @@ impl App {
         name: AgentName,
         owner: String,
         workflows: Vec<WorkflowName>,
-    ) -> Result<Agent, ApiError> {
+    ) -> Result<Agent, Error> {
         caller.require_admin()?;
         rules::check_owner(&owner, &self.limits)?;
         let now = self.clock.now();
@@ -100,31 +99,31 @@ impl App {
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::AgentCreate)
             .agent(&agent.name)
             .detail([("owner", agent.owner.clone().into()), ("workflows", wfs.into())]);
-        self.store.create_agent(agent.clone(), audit).await?;
+        self.store.identity().create_agent(agent.clone(), audit).await?;
         Ok(agent)
     }
 
-    pub async fn agent(&self, caller: &Caller, name: &AgentName) -> Result<Agent, ApiError> {
+    pub async fn agent(&self, caller: &Caller, name: &AgentName) -> Result<Agent, Error> {
         caller.require_admin()?;
-        self.store.agent(name).await?.ok_or_else(|| ApiError::NotFound(format!("agent `{name}` not found")))
+        self.store.identity().agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent `{name}` not found")))
     }
 
-    pub async fn list_agents(&self, caller: &Caller) -> Result<Vec<Agent>, ApiError> {
+    pub async fn list_agents(&self, caller: &Caller) -> Result<Vec<Agent>, Error> {
         caller.require_admin()?;
-        Ok(self.store.list_agents().await?)
+        Ok(self.store.identity().list_agents().await?)
     }
 
     /// Kill switch: disables the agent, revoking its instances and their tasks.
-    pub async fn disable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<KillReport, ApiError> {
+    pub async fn disable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<KillReport, Error> {
         self.kill(caller, KillTarget::Agent(name.clone()), reason).await
     }
 
-    pub async fn enable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<Agent, ApiError> {
+    pub async fn enable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<Agent, Error> {
         caller.require_admin()?;
         check_reason(reason)?;
         let audit =
             AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AgentEnable).agent(name).reason(reason);
-        self.store.set_agent_state(name, AgentState::Disabled, AgentState::Enabled, audit).await?;
+        self.store.identity().set_agent_state(name, AgentState::Disabled, AgentState::Enabled, audit).await?;
         self.agent(caller, name).await
     }
 
@@ -133,12 +132,12 @@ impl App {
         caller: &Caller,
         agent: &AgentName,
         ttl_secs: Option<u64>,
-    ) -> Result<IssuedJoinToken, ApiError> {
+    ) -> Result<IssuedJoinToken, Error> {
         caller.require_admin()?;
         let max = self.cfg.limits.max_join_token_ttl.as_secs();
         let ttl = ttl_secs.unwrap_or(600);
         if ttl == 0 || ttl > max {
-            return Err(ApiError::BadRequest(format!("join token ttl must be between 1 and {max} seconds")));
+            return Err(Error::Invalid(format!("join token ttl must be between 1 and {max} seconds")));
         }
         let now = self.clock.now();
         let secret = remit_token::b64e(&remit_token::random::<32>());
@@ -157,13 +156,13 @@ impl App {
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::JoinTokenCreate)
             .agent(agent)
             .detail([("join_token", record.id.as_str().into()), ("ttl_secs", ttl.into())]);
-        self.store.create_join_token(record.clone(), audit).await?;
+        self.store.identity().create_join_token(record.clone(), audit).await?;
         let token = format!("{}.{secret}", record.id);
         Ok(IssuedJoinToken { record, token })
     }
 
     /// Pulls a kill switch on any target; the store applies the cascade atomically.
-    pub async fn kill(&self, caller: &Caller, target: KillTarget, reason: &str) -> Result<KillReport, ApiError> {
+    pub async fn kill(&self, caller: &Caller, target: KillTarget, reason: &str) -> Result<KillReport, Error> {
         caller.require_admin()?;
         check_reason(reason)?;
         let kind = match &target {
@@ -174,6 +173,7 @@ impl App {
         };
         let report = self
             .store
+            .identity()
             .kill(Kill { target, actor: caller.actor(), reason: reason.to_owned(), at: self.clock.now() })
             .await?;
         self.metrics.kills.get_or_create(&crate::metrics::Metrics::label(kind)).inc();
@@ -182,10 +182,10 @@ impl App {
 
     /// Rotates the JWT signing key. Tokens signed by the old key stay valid until they
     /// expire: the old key is published until the longest token it could have signed is dead.
-    pub async fn rotate_keys(&self, caller: &Caller) -> Result<(String, u64), ApiError> {
+    pub async fn rotate_keys(&self, caller: &Caller) -> Result<(String, u64), Error> {
         caller.require_admin()?;
         let now = self.clock.now();
-        let key = new_stored_key(self.kek(), KeyPurpose::Jwt, now).map_err(ApiError::Internal)?;
+        let key = new_stored_key(self.kek(), KeyPurpose::Jwt, now).map_err(Error::Internal)?;
         let kid = key.kid.clone();
         let longest = self.cfg.limits.hard_max_task_ttl.max(self.cfg.limits.instance_ttl) + self.cfg.limits.clock_skew;
         let retire_after = now.plus_secs(longest.as_secs());
@@ -193,10 +193,11 @@ impl App {
         let mut retiring = self
             .store
             .keys()
+            .list()
             .await?
             .into_iter()
             .find(|k| k.kid == old && k.purpose == KeyPurpose::Jwt && k.retire_after.is_none())
-            .ok_or_else(|| ApiError::Conflict("the signing key changed meanwhile; retry".into()))?;
+            .ok_or_else(|| Error::Conflict("the signing key changed meanwhile; retry".into()))?;
         retiring.retire_after = Some(retire_after);
         let old_row = remit_store::RetiringKey {
             kid: old.clone(),
@@ -205,7 +206,7 @@ impl App {
         };
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate)
             .detail([("new_kid", kid.clone().into()), ("old_kid", old.into())]);
-        let seq = self.store.rotate_key(key, old_row, audit).await?;
+        let seq = self.store.keys().rotate(key, old_row, audit).await?;
         self.reload_keys().await?;
         Ok((kid, seq))
     }

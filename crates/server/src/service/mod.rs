@@ -4,56 +4,23 @@
 
 pub mod admin;
 pub mod audit;
-pub mod pdp;
+pub mod decisions;
+pub mod error;
 pub mod tasks;
 pub mod tokens;
 pub mod watch;
 
+pub use crate::caller::{Caller, clean_operator};
+pub use error::Error;
+
 use std::sync::Arc;
 
-use remit_core::ids::{AgentName, InstanceId, SpiffeId, Subject};
-use remit_core::model::{Agent, Instance};
+use remit_core::ids::{SpiffeId, Subject};
 use remit_token::jwt::{self, Validation};
 use remit_token::{Claims, SvidKind, TokenError};
 
 use crate::app::App;
-use crate::error::ApiError;
 use crate::init::ADMIN_TOKEN_PREFIX;
-
-/// Who is calling, established once per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// Holder of the admin credential, optionally naming the operator behind it.
-    Admin { operator: Option<String> },
-    /// A live agent instance, by its instance token, with the instance and agent records
-    /// read when it authenticated (so operations need not read them again).
-    Instance { id: InstanceId, agent: AgentName, spiffe_id: String, snapshot: Box<(Instance, Agent)> },
-}
-
-impl Caller {
-    /// How the caller is named in audit records.
-    pub fn actor(&self) -> String {
-        match self {
-            Caller::Admin { operator: Some(o) } => format!("admin:{o}"),
-            Caller::Admin { operator: None } => "admin".into(),
-            Caller::Instance { spiffe_id, .. } => spiffe_id.clone(),
-        }
-    }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Caller::Admin { .. } => Ok(()),
-            Caller::Instance { .. } => Err(ApiError::admin_only()),
-        }
-    }
-}
-
-/// Accepts an operator name for attribution only if it is short, printable text, in the one
-/// normalised form humans are named by ([`remit_core::rules::human_identity`]).
-pub fn clean_operator(v: Option<&str>) -> Option<String> {
-    let v = v?.trim();
-    (!v.is_empty() && v.len() <= 128 && !v.chars().any(char::is_control)).then(|| remit_core::rules::human_identity(v))
-}
 
 impl App {
     /// Verifies a JWT-SVID's signature and times; re-reads keys once if the kid is unknown
@@ -100,22 +67,22 @@ impl App {
 
     /// Authenticates a bearer credential: the admin credential, or a live instance token
     /// whose audience includes Remit's own.
-    pub async fn authenticate(&self, bearer: &str, operator: Option<&str>) -> Result<Caller, ApiError> {
+    pub async fn authenticate(&self, bearer: &str, operator: Option<&str>) -> Result<Caller, Error> {
         if bearer.starts_with(ADMIN_TOKEN_PREFIX) {
             return if self.is_admin_credential(bearer) {
                 Ok(Caller::Admin { operator: clean_operator(operator) })
             } else {
-                Err(ApiError::Unauthenticated("the admin credential is not valid".into()))
+                Err(Error::Unauthenticated("the admin credential is not valid".into()))
             };
         }
         let claims = self.verify_jwt(bearer, Some(&self.cfg.audience)).await?;
         let Some(Subject::Instance { agent, instance }) = self.subject_of(&claims) else {
-            return Err(ApiError::Unauthenticated(
+            return Err(Error::Unauthenticated(
                 "only the admin credential or an agent instance token may call this API".into(),
             ));
         };
-        let inst = self.store.instance(&instance).await?;
-        let ag = self.store.agent(&agent).await?;
+        let inst = self.store.identity().instance(&instance).await?;
+        let ag = self.store.identity().agent(&agent).await?;
         match (inst, ag) {
             (Some(i), Some(a))
                 if i.agent == agent
@@ -124,7 +91,7 @@ impl App {
             {
                 Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub, snapshot: Box::new((i, a)) })
             }
-            _ => Err(ApiError::Unauthenticated("the instance token is no longer active".into())),
+            _ => Err(Error::Unauthenticated("the instance token is no longer active".into())),
         }
     }
 

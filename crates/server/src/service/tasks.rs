@@ -12,8 +12,8 @@ use subtle::ConstantTimeEq;
 use super::Caller;
 use super::admin::hex;
 use crate::app::App;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::service::Error;
 
 /// An issued identity: the token and what it says.
 pub struct Issued<T> {
@@ -37,24 +37,24 @@ const BAD_JOIN: &str = "join token is invalid, expired or already used";
 
 impl App {
     /// Trades a one-time join token for an instance identity.
-    pub async fn join(&self, presented: &str) -> Result<Issued<Instance>, ApiError> {
-        let bad = || ApiError::Unauthenticated(BAD_JOIN.into());
+    pub async fn join(&self, presented: &str) -> Result<Issued<Instance>, Error> {
+        let bad = || Error::Unauthenticated(BAD_JOIN.into());
         let (id, secret) = presented.trim().split_once('.').ok_or_else(bad)?;
         let id = JoinTokenId::parse(id).map_err(|_| bad())?;
-        let Some(jt) = self.store.join_token(&id).await? else { return Err(bad()) };
+        let Some(jt) = self.store.identity().join_token(&id).await? else { return Err(bad()) };
         let hash = hex(&remit_token::sha256(secret.as_bytes()));
         if !bool::from(hash.as_bytes().ct_eq(jt.secret_hash.as_bytes())) {
             return Err(bad());
         }
         let now = self.clock.now();
-        let agent = self.store.agent(&jt.agent).await?.ok_or_else(bad)?;
+        let agent = self.store.identity().agent(&jt.agent).await?.ok_or_else(bad)?;
         let actor = format!("join:{id}");
         if let Err(e) = rules::check_join_token(&jt, &agent, now) {
             let denied = AuditEvent::new(now, &actor, AuditAction::InstanceJoin)
                 .agent(&jt.agent)
                 .outcome(Outcome::Denied)
                 .reason(e.to_string());
-            self.store.append_audit(vec![denied]).await?;
+            self.store.audit().append(vec![denied]).await?;
             return Err(bad());
         }
         let inst = Instance {
@@ -70,7 +70,7 @@ impl App {
         let audit = AuditEvent::new(now, &actor, AuditAction::InstanceJoin)
             .agent(&inst.agent)
             .detail([("instance", inst.id.as_str().into()), ("spiffe_id", spiffe.as_str().into())]);
-        match self.store.redeem_join_token(&id, inst.clone(), audit).await {
+        match self.store.identity().redeem_join_token(&id, inst.clone(), audit).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(bad()),
             Err(e) => return Err(e.into()),
@@ -102,38 +102,42 @@ impl App {
     }
 
     /// Extends the calling instance's identity by the configured instance TTL.
-    pub async fn renew_instance(&self, caller: &Caller) -> Result<Issued<Instance>, ApiError> {
+    pub async fn renew_instance(&self, caller: &Caller) -> Result<Issued<Instance>, Error> {
         let Caller::Instance { id, .. } = caller else {
-            return Err(ApiError::Denied("only an agent instance can renew its own identity".into()));
+            return Err(Error::Denied("only an agent instance can renew its own identity".into()));
         };
         let now = self.clock.now();
         let expires = now.plus_secs(self.cfg.limits.instance_ttl.as_secs());
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::InstanceRenew);
-        self.store.renew_instance(id, expires, audit).await?;
-        let inst =
-            self.store.instance(id).await?.ok_or_else(|| ApiError::NotFound(format!("instance `{id}` not found")))?;
+        self.store.identity().renew_instance(id, expires, audit).await?;
+        let inst = self
+            .store
+            .identity()
+            .instance(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("instance `{id}` not found")))?;
         let spiffe = SpiffeId::instance(&self.trust_domain, &inst.agent, &inst.id);
         let token = self.mint_instance_token(&inst, &spiffe);
         Ok(Issued { subject: inst, spiffe_id: spiffe.to_string(), token })
     }
 
     /// Starts a task and issues its JWT-SVID.
-    pub async fn start_task(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, ApiError> {
+    pub async fn start_task(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, Error> {
         let (wf, agent, instance) = match caller {
             Caller::Admin { .. } => {
-                let a = req.agent.clone().ok_or_else(|| ApiError::BadRequest("`agent` is required".into()))?;
-                let ctx = self.store.start_context(&req.workflow, &a, None).await?;
-                (ctx.workflow, ctx.agent.ok_or_else(|| ApiError::NotFound(format!("agent `{a}` not found")))?, None)
+                let a = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` is required".into()))?;
+                let ctx = self.store.identity().start_context(&req.workflow, &a, None).await?;
+                (ctx.workflow, ctx.agent.ok_or_else(|| Error::NotFound(format!("agent `{a}` not found")))?, None)
             }
             Caller::Instance { agent, snapshot, .. } => {
                 if req.agent.as_ref().is_some_and(|a| a != agent) {
-                    return Err(ApiError::Denied("an instance can only start tasks as its own agent".into()));
+                    return Err(Error::Denied("an instance can only start tasks as its own agent".into()));
                 }
                 let (inst, ag) = &**snapshot;
-                (self.store.workflow(&req.workflow).await?, ag.clone(), Some(inst.clone()))
+                (self.store.identity().workflow(&req.workflow).await?, ag.clone(), Some(inst.clone()))
             }
         };
-        let wf = wf.ok_or_else(|| ApiError::NotFound(format!("workflow `{}` not found", req.workflow)))?;
+        let wf = wf.ok_or_else(|| Error::NotFound(format!("workflow `{}` not found", req.workflow)))?;
         let now = self.clock.now();
         let start = StartTask {
             workflow: req.workflow,
@@ -148,14 +152,14 @@ impl App {
         {
             Ok(t) => t,
             Err(e) => {
-                let err = ApiError::from(e.clone());
-                if matches!(err, ApiError::Denied(_)) {
+                let err = Error::from(e.clone());
+                if matches!(err, Error::Denied(_)) {
                     let denied = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
                         .workflow(&wf.name)
                         .agent(&agent.name)
                         .outcome(Outcome::Denied)
                         .reason(e.to_string());
-                    self.store.append_audit(vec![denied]).await?;
+                    self.store.audit().append(vec![denied]).await?;
                 }
                 return Err(err);
             }
@@ -190,8 +194,8 @@ impl App {
                 ("sensitivity", task.sensitivity.as_str().into()),
                 ("expires_at_ms", task.expires_at.0.into()),
             ]);
-        self.store.create_task(task.clone(), audit).await.map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::Denied(m),
+        self.store.identity().create_task(task.clone(), audit).await.map_err(|e| match e {
+            StoreError::Conflict(m) => Error::Denied(m),
             other => other.into(),
         })?;
         self.metrics.tokens_issued.get_or_create(&Metrics::label("task")).inc();
@@ -199,9 +203,9 @@ impl App {
     }
 
     /// Loads a task the caller may see: any for an admin, its own for an instance.
-    pub async fn task(&self, caller: &Caller, id: &TaskId) -> Result<Task, ApiError> {
-        let not_found = || ApiError::NotFound(format!("task `{id}` not found"));
-        let t = self.store.task(id).await?.ok_or_else(not_found)?;
+    pub async fn task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
+        let not_found = || Error::NotFound(format!("task `{id}` not found"));
+        let t = self.store.identity().task(id).await?.ok_or_else(not_found)?;
         match caller {
             Caller::Admin { .. } => Ok(t),
             Caller::Instance { id: me, .. } if t.instance.as_ref() == Some(me) => Ok(t),
@@ -209,23 +213,23 @@ impl App {
         }
     }
 
-    pub async fn list_tasks(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, ApiError> {
+    pub async fn list_tasks(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, Error> {
         if let Caller::Instance { id, .. } = caller {
             filter.instance = Some(id.clone());
         }
-        Ok(self.store.list_tasks(filter).await?)
+        Ok(self.store.identity().list_tasks(filter).await?)
     }
 
     /// Completes a task (admin, or the instance that started it); its subtree ends with it.
-    pub async fn complete_task(&self, caller: &Caller, id: &TaskId) -> Result<KillReport, ApiError> {
+    pub async fn complete_task(&self, caller: &Caller, id: &TaskId) -> Result<KillReport, Error> {
         let t = self.task(caller, id).await?;
         let now = self.clock.now();
         rules::end_task(&t, TaskState::Completed, now)?;
-        Ok(self.store.end_task(id, TaskState::Completed, now, &caller.actor(), None).await?)
+        Ok(self.store.identity().end_task(id, TaskState::Completed, now, &caller.actor(), None).await?)
     }
 
     /// Kill switch: revokes a task and everything issued under it.
-    pub async fn revoke_task(&self, caller: &Caller, id: &TaskId, reason: &str) -> Result<KillReport, ApiError> {
+    pub async fn revoke_task(&self, caller: &Caller, id: &TaskId, reason: &str) -> Result<KillReport, Error> {
         caller.require_admin()?;
         let t = self.task(caller, id).await?;
         rules::end_task(&t, TaskState::Revoked, self.clock.now())?;

@@ -7,8 +7,8 @@ use remit_store::StoreError;
 use remit_token::Claims;
 
 use crate::app::App;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::service::Error;
 
 /// The answer to an introspection: the verified claims when active, and (for logs and
 /// metrics only, never the response) why it is not.
@@ -20,7 +20,7 @@ pub struct Introspection {
 impl App {
     /// Is this token active right now? Signature, expiry, and every kill switch that
     /// covers it (task, instance, agent, workflow) are checked against the store.
-    pub async fn introspect(&self, token: &str) -> Result<Introspection, ApiError> {
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
         let r = self.introspect_inner(token).await;
         let label = match &r {
             Ok(i) if i.claims.is_some() => "active",
@@ -31,7 +31,7 @@ impl App {
         r
     }
 
-    async fn introspect_inner(&self, token: &str) -> Result<Introspection, ApiError> {
+    async fn introspect_inner(&self, token: &str) -> Result<Introspection, Error> {
         let inactive = |why| Ok(Introspection { claims: None, inactive_reason: why });
         let claims = match self.verify_jwt(token, None).await {
             Ok(c) => c,
@@ -41,14 +41,17 @@ impl App {
         let live = match self.subject_of(&claims) {
             None => return inactive("foreign subject"),
             Some(Subject::Task { workflow, task }) => {
-                let Some(snap) = self.store.task_snapshot(&task).await? else { return inactive("unknown task") };
+                let Some(snap) = self.store.identity().task_snapshot(&task).await? else {
+                    return inactive("unknown task");
+                };
                 if snap.task.workflow != workflow || claims.remit.task.as_deref() != Some(task.as_str()) {
                     return inactive("claims do not match the task");
                 }
                 rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now)
             }
             Some(Subject::Instance { agent, instance }) => {
-                let (Some(i), Some(a)) = (self.store.instance(&instance).await?, self.store.agent(&agent).await?)
+                let (Some(i), Some(a)) =
+                    (self.store.identity().instance(&instance).await?, self.store.identity().agent(&agent).await?)
                 else {
                     return inactive("unknown instance");
                 };
@@ -66,7 +69,7 @@ impl App {
 
     /// Revokes the identity behind a presented token. Per RFC 7009 the answer is the same
     /// whether or not the token was valid; possession of a token is the authority to end it.
-    pub async fn revoke_token(&self, token: &str) -> Result<(), ApiError> {
+    pub async fn revoke_token(&self, token: &str) -> Result<(), Error> {
         let Ok(claims) = self.verify_jwt(token, None).await else { return Ok(()) };
         let target = match self.subject_of(&claims) {
             Some(Subject::Task { task, .. }) => KillTarget::Task(task),
@@ -79,7 +82,7 @@ impl App {
             reason: "revoked by its holder (RFC 7009)".into(),
             at: self.clock.now(),
         };
-        match self.store.kill(kill).await {
+        match self.store.identity().kill(kill).await {
             Ok(_) | Err(StoreError::Conflict(_)) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Caller;
 use crate::app::App;
-use crate::error::ApiError;
+use crate::service::Error;
 
 /// How often a watcher re-reads its task while the change feed is down.
 const FEED_DOWN_POLL: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ impl Watch {
 
     /// Re-reads the task; `None` when the stream must end without another event.
     async fn reread(&mut self) -> Option<()> {
-        match self.app.store.task_snapshot(&self.id).await {
+        match self.app.store.identity().task_snapshot(&self.id).await {
             Ok(Some(s)) => {
                 self.snap = s;
                 Some(())
@@ -140,12 +140,16 @@ impl App {
         self: &Arc<Self>,
         caller: &Caller,
         id: TaskId,
-    ) -> Result<impl Stream<Item = TaskWatchEvent> + Send + use<>, ApiError> {
+    ) -> Result<impl Stream<Item = TaskWatchEvent> + Send + use<>, Error> {
         // Subscribe before reading, so a kill between the read and the subscription is seen.
         let changes = self.store.subscribe();
         self.task(caller, &id).await?;
-        let snap =
-            self.store.task_snapshot(&id).await?.ok_or_else(|| ApiError::NotFound(format!("task `{id}` not found")))?;
+        let snap = self
+            .store
+            .identity()
+            .task_snapshot(&id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("task `{id}` not found")))?;
         let w = Watch {
             app: self.clone(),
             id,

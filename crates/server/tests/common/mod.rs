@@ -178,6 +178,6 @@ impl TestServer {
     }
 
     pub async fn audit_head(&self) -> u64 {
-        self.app.store.audit_head().await.unwrap().0
+        self.app.store.audit().head().await.unwrap().0
     }
 }

@@ -15,10 +15,13 @@
 //! - **Faults.** A lost database answers [`StoreError::Unavailable`] (HTTP 503); the pool
 //!   reconnects by itself. A write is acknowledged only after `COMMIT` returned, and
 //!   PostgreSQL's `synchronous_commit` makes that durable.
+//!
+//! This module is the machinery; the SQL of each area lives with the area
+//! (`crate::<area>::postgres`), as `impl <Area>Store for PgStore`.
 
-mod ops;
-mod rows;
+pub(crate) mod rows;
 pub mod schema;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::future::Future;
@@ -27,22 +30,16 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
-use remit_core::model::{
-    Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
-};
-use remit_core::time::{Clock, SystemClock, UnixMillis};
+use remit_core::audit::{AuditEvent, AuditRecord, seal};
+use remit_core::time::{Clock, SystemClock};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    AuditFilter, Change, Installation, Result, StartContext, Store, StoreError, StoredKey, TaskFilter, TaskSnapshot,
-};
-use ops::WriteCtx;
-use rows::map_err;
+use crate::{Change, Feed, Result, Store, StoreError};
+pub(crate) use rows::map_err;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The notification channel every replica listens on.
 pub const CHANNEL: &str = "remit_changes";
@@ -51,7 +48,6 @@ const MAX_BATCH: usize = 512;
 /// Jobs queued before callers wait (back-pressure).
 const QUEUE: usize = 8192;
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type JobFn = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, (bool, Completion)> + Send>;
 
@@ -59,7 +55,7 @@ type JobFn = Box<dyn for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, (bool, Co
 /// all of them with one statement instead of one statement and a savepoint each.
 enum Job {
     Generic(JobFn),
-    CreateTask(Box<ops::NewTask>, oneshot::Sender<Result<()>>),
+    CreateTask(Box<crate::identity::postgres::NewTask>, oneshot::Sender<Result<()>>),
 }
 
 /// Connection settings beyond the URL.
@@ -86,8 +82,9 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Job>,
-    changes: broadcast::Sender<Change>,
-    clock: Arc<dyn Clock>,
+    /// Changes committed here (announced at once) and by other replicas (from `LISTEN`).
+    pub(crate) feed: Arc<Feed>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// The last error that failed a whole batch, to explain jobs that never ran.
     last_batch_error: Arc<Mutex<Option<StoreError>>>,
     listener: tokio::task::JoinHandle<()>,
@@ -143,15 +140,15 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {}", redact_url(url), map_err(e))))?;
         schema::migrate(&pool, migrations).await?;
-        let (changes, _) = broadcast::channel(crate::CHANGE_FEED_CAPACITY);
+        let feed = Arc::new(Feed::default());
         // Listen before serving, so no change committed after `connect` returns is missed.
         let mut listener = PgListener::connect_with(&pool).await.map_err(map_err)?;
         listener.listen(CHANNEL).await.map_err(map_err)?;
-        let listener = tokio::spawn(listen_loop(pool.clone(), listener, changes.clone()));
+        let listener = tokio::spawn(listen_loop(pool.clone(), listener, feed.clone()));
         let (tx, rx) = mpsc::channel(QUEUE);
         let last_batch_error = Arc::new(Mutex::new(None));
         tokio::spawn(writer_loop(pool.clone(), rx, last_batch_error.clone()));
-        Ok(PgStore { pool, writer: tx, changes, clock, last_batch_error, listener })
+        Ok(PgStore { pool, writer: tx, feed, clock, last_batch_error, listener })
     }
 
     /// The connection pool (tests and tools).
@@ -159,31 +156,41 @@ impl PgStore {
         &self.pool
     }
 
-    fn publish(&self, changes: Vec<Change>) {
-        for c in changes {
-            let _ = self.changes.send(c);
-        }
-    }
-
-    /// Runs `f` in the writer's next transaction; resolves after `COMMIT` returned.
-    async fn write<R, F>(&self, f: F) -> Result<R>
+    /// Runs `f` in the writer's next transaction; resolves after `COMMIT` returned and the
+    /// changes `f` stated ([`WriteCtx::changed`]) are announced here (other replicas hear of
+    /// them by `NOTIFY`, sent in the same transaction).
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut WriteCtx) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<R>>();
+        let (tx, rx) = oneshot::channel::<Result<(R, Vec<Change>)>>();
         let job: JobFn = Box::new(move |ctx| {
             Box::pin(async move {
+                let before = ctx.changes.len();
                 let r = f(ctx).await;
                 let ok = r.is_ok();
+                let mine = ctx.changes.get(before..).map(<[Change]>::to_vec).unwrap_or_default();
                 let done: Completion = Box::new(move |commit: Result<()>| {
-                    let _ = tx.send(commit.and(r));
+                    let _ = tx.send(commit.and(r).map(|r| (r, mine)));
                 });
                 (ok, done)
             })
         });
         self.writer
             .send(Job::Generic(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
+        let (r, changes) = self.answer(rx).await?;
+        self.feed.publish(&changes);
+        Ok(r)
+    }
+
+    /// Queues a task start on the writer's fast path (one statement for the whole batch).
+    pub(crate) async fn write_task(&self, t: crate::identity::postgres::NewTask) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Job::CreateTask(Box::new(t), tx))
             .await
             .map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
         self.answer(rx).await
@@ -237,7 +244,7 @@ async fn exec(ctx: &mut WriteCtx, sql: &'static str) -> Result<()> {
 
 async fn run_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Vec<Completion>) -> Result<()> {
     let mut tx = pool.begin().await.map_err(map_err)?;
-    let head = ops::lock_head(&mut tx).await?;
+    let head = lock_head(&mut tx).await?;
     let mut ctx = WriteCtx { tx, head, records: Vec::new(), changes: Vec::new() };
     let mut generic = Vec::new();
     let mut tasks = Vec::new();
@@ -272,28 +279,29 @@ async fn run_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Vec<Completio
     if !tasks.is_empty() {
         // Concurrent requests in one batch may be ordered any way: task starts go after the
         // batch's other writes, so a kill in the same batch is seen by the liveness check.
-        let outcomes = ops::create_tasks(&mut ctx, tasks.iter().map(|(t, _)| &**t).collect()).await?;
+        let outcomes =
+            crate::identity::postgres::create_tasks(&mut ctx, tasks.iter().map(|(t, _)| &**t).collect()).await?;
         for ((_, reply), outcome) in tasks.into_iter().zip(outcomes) {
             done.push(Box::new(move |commit: Result<()>| {
                 let _ = reply.send(commit.and(outcome));
             }));
         }
     }
-    ops::flush(&mut ctx).await?;
+    flush(&mut ctx).await?;
     ctx.tx.commit().await.map_err(map_err)
 }
 
 /// Forwards notifications to subscribers; on a lost connection announces `FeedLost`,
 /// reconnects with back-off, and announces `Resync` once listening again.
-async fn listen_loop(pool: PgPool, mut listener: PgListener, out: broadcast::Sender<Change>) {
+async fn listen_loop(pool: PgPool, mut listener: PgListener, out: Arc<Feed>) {
     loop {
         while let Ok(Some(n)) = listener.try_recv().await {
             for c in Change::decode_all(n.payload()) {
-                let _ = out.send(c);
+                out.forward(c);
             }
         }
         tracing::warn!("postgres change feed lost; caches bypassed until it is back");
-        let _ = out.send(Change::FeedLost);
+        out.forward(Change::FeedLost);
         let mut backoff = Duration::from_millis(50);
         listener = loop {
             tokio::time::sleep(backoff).await;
@@ -304,248 +312,168 @@ async fn listen_loop(pool: PgPool, mut listener: PgListener, out: broadcast::Sen
             }
         };
         tracing::info!("postgres change feed back; caches resynchronized");
-        let _ = out.send(Change::Resync);
+        out.forward(Change::Resync);
     }
 }
 
 /// Runs a read on a pooled connection; retried once if the connection turned out to be dead
 /// (e.g. the database restarted since it was pooled). Reads are idempotent.
-macro_rules! read {
+macro_rules! pg_read {
     ($self:ident, |$c:ident| $body:expr) => {{
         let mut attempt = 0;
         loop {
-            let r = match $self.pool.acquire().await.map_err(map_err) {
+            let r = match $self.pool().acquire().await.map_err($crate::postgres::map_err) {
                 Ok(mut conn) => {
-                    let $c: &mut PgConnection = &mut conn;
+                    let $c: &mut sqlx::PgConnection = &mut conn;
                     $body.await
                 }
                 Err(e) => Err(e),
             };
             match r {
-                Err(StoreError::Unavailable(_)) if attempt == 0 => attempt += 1,
+                Err($crate::StoreError::Unavailable(_)) if attempt == 0 => attempt += 1,
                 r => break r,
             }
         }
     }};
 }
+pub(crate) use pg_read;
 
-#[async_trait]
-impl Store for PgStore {
-    async fn installation(&self) -> Result<Option<Installation>> {
-        read!(self, |c| ops::installation(c))
+/// The audit chain head.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// One batch's open transaction and what it will append before committing.
+pub struct WriteCtx {
+    pub tx: Transaction<'static, Postgres>,
+    pub head: Head,
+    pub records: Vec<AuditRecord>,
+    pub changes: Vec<Change>,
+}
+
+impl WriteCtx {
+    /// States a change this job makes (announced after the commit, and to other replicas).
+    pub fn changed(&mut self, c: impl IntoIterator<Item = Change>) {
+        self.changes.extend(c);
     }
-    async fn install(&self, inst: Installation, keys: Vec<StoredKey>, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::install(c, inst, keys, audit))).await
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
-    async fn keys(&self) -> Result<Vec<StoredKey>> {
-        let now = self.clock.now();
-        read!(self, |c| ops::keys(c, now))
-    }
-    async fn rotate_key(&self, new: StoredKey, old: crate::RetiringKey, audit: AuditEvent) -> Result<u64> {
-        let seq = self.write(move |c| Box::pin(ops::rotate_key(c, new, old, audit))).await?;
-        self.publish(vec![Change::Keys]);
+
+    /// Seals `e` onto the chain; it is inserted with the rest of the batch.
+    pub fn audit(&mut self, e: AuditEvent) -> Result<u64> {
+        let seq = self.head.seq + 1;
+        let (rec, hash) = seal(seq, e, &self.head.hash);
+        self.records.push(rec);
+        self.head = Head { seq, hash };
         Ok(seq)
     }
-    async fn reseal(&self, seal: crate::Reseal, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::reseal(c, seal, audit))).await?;
-        self.publish(vec![Change::Keys]);
-        Ok(())
-    }
-    async fn bundle_sequence(&self) -> Result<u64> {
-        read!(self, |c| ops::bundle_sequence(c))
-    }
-    async fn create_workflow(&self, wf: Workflow, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::create_workflow(c, wf, audit))).await
-    }
-    async fn workflow(&self, name: &WorkflowName) -> Result<Option<Workflow>> {
-        read!(self, |c| ops::workflow(c, name))
-    }
-    async fn list_workflows(&self) -> Result<Vec<Workflow>> {
-        read!(self, |c| ops::list_workflows(c))
-    }
-    async fn set_workflow_state(
-        &self,
-        name: &WorkflowName,
-        from: WorkflowState,
-        to: WorkflowState,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let n = name.clone();
-        self.write(move |c| Box::pin(ops::set_workflow_state(c, n, from, to, audit))).await?;
-        self.publish(vec![Change::Workflow(name.clone())]);
-        Ok(())
-    }
-    async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::create_agent(c, agent, audit))).await
-    }
-    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>> {
-        read!(self, |c| ops::agent(c, name))
-    }
-    async fn list_agents(&self) -> Result<Vec<Agent>> {
-        read!(self, |c| ops::list_agents(c))
-    }
-    async fn set_agent_state(
-        &self,
-        name: &AgentName,
-        from: AgentState,
-        to: AgentState,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let n = name.clone();
-        self.write(move |c| Box::pin(ops::set_agent_state(c, n, from, to, audit))).await?;
-        self.publish(vec![Change::Agent(name.clone())]);
-        Ok(())
-    }
-    async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::create_join_token(c, jt, audit))).await
-    }
-    async fn join_token(&self, id: &JoinTokenId) -> Result<Option<JoinToken>> {
-        read!(self, |c| ops::join_token(c, id))
-    }
-    async fn redeem_join_token(&self, id: &JoinTokenId, instance: Instance, audit: AuditEvent) -> Result<()> {
-        let id = id.clone();
-        self.write(move |c| Box::pin(ops::redeem_join_token(c, id, instance, audit))).await
-    }
-    async fn instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
-        read!(self, |c| ops::instance(c, id))
-    }
-    async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
-        let i = id.clone();
-        self.write(move |c| Box::pin(ops::renew_instance(c, i, expires_at, audit))).await?;
-        self.publish(vec![Change::Instance(id.clone())]);
-        Ok(())
-    }
-    async fn start_context(
-        &self,
-        workflow: &WorkflowName,
-        agent: &AgentName,
-        instance: Option<&InstanceId>,
-    ) -> Result<StartContext> {
-        read!(self, |c| ops::start_context(c, workflow, agent, instance))
-    }
-    async fn create_task(&self, task: Task, audit: AuditEvent) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job::CreateTask(Box::new(ops::NewTask { task, audit }), tx);
-        self.writer.send(job).await.map_err(|_| StoreError::Unavailable("postgres writer stopped".into()))?;
-        self.answer(rx).await
-    }
-    async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
-        read!(self, |c| ops::task(c, id))
-    }
-    async fn task_snapshot(&self, id: &TaskId) -> Result<Option<TaskSnapshot>> {
-        read!(self, |c| ops::task_snapshot(c, id))
-    }
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>> {
-        let f = &filter;
-        read!(self, |c| ops::list_tasks(c, f))
-    }
-    async fn end_task(
-        &self,
-        id: &TaskId,
-        to: TaskState,
-        at: UnixMillis,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Result<KillReport> {
-        let (i, actor, reason) = (id.clone(), actor.to_owned(), reason.map(str::to_owned));
-        let report = self.write(move |c| Box::pin(ops::end_task(c, i, to, at, actor, reason))).await?;
-        self.publish(Change::of_kill(&KillTarget::Task(id.clone()), &report));
-        Ok(report)
-    }
-    async fn kill(&self, kill: Kill) -> Result<KillReport> {
-        let target = kill.target.clone();
-        let report = self.write(move |c| Box::pin(ops::kill(c, kill))).await?;
-        self.publish(Change::of_kill(&target, &report));
-        Ok(report)
-    }
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
-        self.write(move |c| {
-            Box::pin(async move {
-                for e in events {
-                    c.audit(e)?;
-                }
-                Ok(())
-            })
-        })
+}
+
+pub(crate) fn i64_of(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Internal(format!("{v} does not fit a BIGINT")))
+}
+
+/// Locks the chain head for this transaction and reads it.
+pub async fn lock_head(tx: &mut PgConnection) -> Result<Head> {
+    let (seq, hash): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut *tx)
         .await
+        .map_err(map_err)?;
+    let hash = crate::hex::decode32(&hash).ok_or_else(|| StoreError::Corrupt("audit head hash is malformed".into()))?;
+    let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt("audit head seq is negative".into()))?;
+    Ok(Head { seq, hash })
+}
+
+/// Inserts the batch's audit records, moves the head, and queues the batch's notification
+/// (delivered by PostgreSQL only if and when the transaction commits).
+pub async fn flush(ctx: &mut WriteCtx) -> Result<()> {
+    if !ctx.records.is_empty() {
+        let n = ctx.records.len();
+        let mut seq = Vec::with_capacity(n);
+        let mut time = Vec::with_capacity(n);
+        let (mut actor, mut action, mut outcome, mut detail, mut prev, mut hash) =
+            (Vec::with_capacity(n), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut wf, mut task, mut agent, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in ctx.records.drain(..) {
+            seq.push(i64_of(r.seq)?);
+            time.push(r.event.time.0);
+            actor.push(r.event.actor);
+            action.push(r.event.action);
+            outcome.push(r.event.outcome.as_str().to_owned());
+            wf.push(r.event.workflow);
+            task.push(r.event.task);
+            agent.push(r.event.agent);
+            reason.push(r.event.reason);
+            detail.push(r.event.detail);
+            prev.push(r.prev_hash);
+            hash.push(r.hash);
+        }
+        sqlx::query(
+            "INSERT INTO audit (seq, time, actor, action, outcome, workflow, task, agent, reason, detail, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])",
+        )
+        .bind(seq)
+        .bind(time)
+        .bind(actor)
+        .bind(action)
+        .bind(outcome)
+        .bind(wf)
+        .bind(task)
+        .bind(agent)
+        .bind(reason)
+        .bind(detail)
+        .bind(prev)
+        .bind(hash)
+        .execute(ctx.conn())
+        .await
+        .map_err(map_err)?;
+        let head_hash = hex::encode(ctx.head.hash);
+        let head_seq = i64_of(ctx.head.seq)?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(head_seq)
+            .bind(head_hash)
+            .execute(ctx.conn())
+            .await
+            .map_err(map_err)?;
     }
-    async fn audit_head(&self) -> Result<(u64, String)> {
-        read!(self, |c| ops::audit_head(c))
+    if !ctx.changes.is_empty() {
+        let payload = Change::encode_all(&ctx.changes);
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(ctx.conn())
+            .await
+            .map_err(map_err)?;
     }
-    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
-        let f = &filter;
-        read!(self, |c| ops::list_audit(c, f))
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn keys(&self) -> &dyn crate::keys::KeyStore {
+        self
     }
-    async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.write(move |c| Box::pin(async move { ops::put_checkpoint(c.conn(), cp).await })).await
+    fn identity(&self) -> &dyn crate::identity::IdentityStore {
+        self
     }
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        read!(self, |c| ops::checkpoints(c))
+    fn audit(&self) -> &dyn crate::audit::AuditStore {
+        self
     }
-    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64> {
-        let by = by.to_owned();
-        let v = self.write(move |c| Box::pin(ops::put_policy_set(c, bundle, at, by, audit))).await?;
-        self.publish(vec![Change::Policy]);
-        Ok(v)
+    fn policy(&self) -> &dyn crate::policy::PolicyStore {
+        self
     }
-    async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
-        read!(self, |c| ops::active_policy_set(c))
+    fn approvals(&self) -> &dyn crate::approvals::ApprovalStore {
+        self
     }
-    async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::put_entities(c, entities, audit))).await?;
-        self.publish(vec![Change::Entities]);
-        Ok(())
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.feed.subscribe()
     }
-    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
-        read!(self, |c| ops::entity(c, etype, id_or_alias))
-    }
-    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<crate::StoredEntity>> {
-        let a = after.as_deref();
-        read!(self, |c| ops::list_entities(c, etype, a, limit))
-    }
-    async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| Box::pin(ops::create_approval(c, a, audit))).await
-    }
-    async fn approval(&self, id: &str) -> Result<Option<crate::Approval>> {
-        read!(self, |c| ops::approval(c, id))
-    }
-    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<crate::Approval>> {
-        let st = state.as_deref();
-        read!(self, |c| ops::list_approvals(c, st, limit))
-    }
-    async fn decide_approval(
-        &self,
-        id: &str,
-        approve: bool,
-        by: &str,
-        reason: &str,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
-        self.write(move |c| Box::pin(ops::decide_approval(c, id, approve, by, reason, at, audit))).await
-    }
-    async fn consume_approval(
-        &self,
-        id: &str,
-        digest: &str,
-        policy_version: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let (id, digest) = (id.to_owned(), digest.to_owned());
-        self.write(move |c| Box::pin(ops::consume_approval(c, id, digest, policy_version, at, audit))).await
-    }
-    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
-        let (task, tool) = (task.to_string(), tool.to_owned());
-        self.write(move |c| Box::pin(ops::record_tool_use(c, task, tool, at, audit))).await
-    }
-    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
-        let task = task.to_string();
-        read!(self, |c| ops::tools_used(c, &task))
-    }
-    fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+    fn on_commit(&self, hook: crate::CommitHook) {
+        self.feed.on_commit(hook);
     }
     fn backend(&self) -> &'static str {
         "postgres"

@@ -6,16 +6,13 @@
 
 use std::str::FromStr;
 
-use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint, Outcome};
 use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::{KeyPurpose, Result, StoreError, StoredKey};
-
-pub use crate::cols::*;
+use crate::{Result, StoreError};
 
 /// `cols` with every column prefixed by `alias.` (for joins).
 pub fn prefixed(alias: &str, cols: &str) -> String {
@@ -26,42 +23,46 @@ pub const WORKFLOW_N: usize = 10;
 pub const AGENT_N: usize = 7;
 pub const TASK_N: usize = 15;
 
-fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {i}: {e}"))
 }
 
-fn s(r: &PgRow, i: usize) -> Result<String> {
+pub(crate) fn s(r: &PgRow, i: usize) -> Result<String> {
     r.try_get(i).map_err(map_err)
 }
-fn so(r: &PgRow, i: usize) -> Result<Option<String>> {
+pub(crate) fn so(r: &PgRow, i: usize) -> Result<Option<String>> {
     r.try_get(i).map_err(map_err)
 }
-fn int(r: &PgRow, i: usize) -> Result<i64> {
+pub(crate) fn int(r: &PgRow, i: usize) -> Result<i64> {
     r.try_get(i).map_err(map_err)
 }
-fn ms(r: &PgRow, i: usize) -> Result<UnixMillis> {
+pub(crate) fn ms(r: &PgRow, i: usize) -> Result<UnixMillis> {
     Ok(UnixMillis(int(r, i)?))
 }
-fn ms_opt(r: &PgRow, i: usize) -> Result<Option<UnixMillis>> {
+pub(crate) fn ms_opt(r: &PgRow, i: usize) -> Result<Option<UnixMillis>> {
     Ok(r.try_get::<Option<i64>, _>(i).map_err(map_err)?.map(UnixMillis))
 }
-fn unsigned<T: TryFrom<i64>>(r: &PgRow, i: usize) -> Result<T> {
+pub(crate) fn unsigned<T: TryFrom<i64>>(r: &PgRow, i: usize) -> Result<T> {
     let v = int(r, i)?;
     T::try_from(v).map_err(|_| corrupt(i, format!("{v} out of range")))
 }
-fn parsed<T: FromStr>(r: &PgRow, i: usize) -> Result<T>
+pub(crate) fn parsed<T: FromStr>(r: &PgRow, i: usize) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
     s(r, i)?.parse().map_err(|e| corrupt(i, e))
 }
-fn json<T: serde::de::DeserializeOwned>(r: &PgRow, i: usize) -> Result<T> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(r: &PgRow, i: usize) -> Result<T> {
     serde_json::from_str(&s(r, i)?).map_err(|e| corrupt(i, e))
 }
-fn typed<T>(r: &PgRow, i: usize, parse: fn(&str) -> std::result::Result<T, remit_core::DomainError>) -> Result<T> {
+pub(crate) fn typed<T>(
+    r: &PgRow,
+    i: usize,
+    parse: fn(&str) -> std::result::Result<T, remit_core::DomainError>,
+) -> Result<T> {
     parse(&s(r, i)?).map_err(|e| corrupt(i, e))
 }
-fn typed_opt<T>(
+pub(crate) fn typed_opt<T>(
     r: &PgRow,
     i: usize,
     parse: fn(&str) -> std::result::Result<T, remit_core::DomainError>,
@@ -147,51 +148,6 @@ pub fn task(r: &PgRow, o: usize) -> Result<Task> {
     })
 }
 
-pub fn audit(r: &PgRow) -> Result<AuditRecord> {
-    let outcome = match s(r, 4)?.as_str() {
-        "success" => Outcome::Success,
-        "denied" => Outcome::Denied,
-        other => return Err(corrupt(4, format!("unknown outcome `{other}`"))),
-    };
-    Ok(AuditRecord {
-        seq: unsigned(r, 0)?,
-        event: AuditEvent {
-            time: ms(r, 1)?,
-            actor: s(r, 2)?,
-            action: s(r, 3)?,
-            outcome,
-            workflow: so(r, 5)?,
-            task: so(r, 6)?,
-            agent: so(r, 7)?,
-            reason: so(r, 8)?,
-            detail: s(r, 9)?,
-        },
-        prev_hash: s(r, 10)?,
-        hash: s(r, 11)?,
-    })
-}
-
-pub fn checkpoint(r: &PgRow) -> Result<Checkpoint> {
-    Ok(Checkpoint { seq: unsigned(r, 0)?, head_hash: s(r, 1)?, time: ms(r, 2)?, key_id: s(r, 3)?, signature: s(r, 4)? })
-}
-
-pub fn key(r: &PgRow) -> Result<StoredKey> {
-    let purpose = match s(r, 1)?.as_str() {
-        "jwt" => KeyPurpose::Jwt,
-        "audit" => KeyPurpose::Audit,
-        other => return Err(corrupt(1, format!("unknown key purpose `{other}`"))),
-    };
-    Ok(StoredKey {
-        kid: s(r, 0)?,
-        purpose,
-        sealed: r.try_get(2).map_err(map_err)?,
-        public: r.try_get(3).map_err(map_err)?,
-        created_at: ms(r, 4)?,
-        retire_after: ms_opt(r, 5)?,
-        mac: so(r, 6)?,
-    })
-}
-
 /// Maps a PostgreSQL / driver error to the store's error kinds, in one place. Messages
 /// carry the server's message only: never the connection string or bound values.
 pub fn map_err(e: sqlx::Error) -> StoreError {
@@ -218,4 +174,15 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Internal(e.to_string()),
     }
+}
+
+/// Adds a bound argument, mapping an encode failure into the store's error; returns its
+/// position (for `$n`).
+pub(crate) fn arg<'q, T>(args: &mut sqlx::postgres::PgArguments, v: T) -> Result<usize>
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    use sqlx::Arguments;
+    args.add(v).map_err(|e| StoreError::Internal(format!("cannot bind argument: {e}")))?;
+    Ok(args.len())
 }

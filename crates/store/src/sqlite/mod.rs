@@ -7,28 +7,19 @@
 //! its own savepoint, so one failing job rolls back alone. Reads use a small pool of
 //! read-only connections on tokio's blocking threads.
 
-mod ops;
-mod rows;
+pub(crate) mod rows;
 mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
-use async_trait::async_trait;
-use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
-use remit_core::model::{
-    Agent, AgentState, Instance, JoinToken, Kill, KillReport, Task, TaskState, Workflow, WorkflowState,
-};
-use remit_core::time::{Clock, SystemClock, UnixMillis};
-use rusqlite::{Connection, OpenFlags};
+use remit_core::audit::{AuditEvent, AuditRecord, seal};
+use remit_core::time::{Clock, SystemClock};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::{
-    AuditFilter, Change, Installation, Result, StartContext, Store, StoreError, StoredKey, TaskFilter, TaskSnapshot,
-};
-use ops::{Head, WriteCtx};
-use rows::map_err;
+use crate::{Change, Feed, Result, Store, StoreError};
+pub(crate) use rows::map_err;
 
 /// Most jobs one group commit takes.
 const MAX_BATCH: usize = 512;
@@ -47,9 +38,9 @@ pub struct SqliteStore {
     read_permits: Arc<Semaphore>,
     path: PathBuf,
     /// Used only to decide which keys are past `retire_after`.
-    clock: Arc<dyn Clock>,
-    /// Committed changes, for cache invalidation in this process.
-    changes: tokio::sync::broadcast::Sender<Change>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Committed changes, announced to commit hooks and subscribers in this process.
+    pub(crate) feed: Feed,
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection> {
@@ -84,7 +75,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut wconn = open_conn(&path, false)?;
         schema::migrate(&mut wconn)?;
-        let head = ops::load_head(&wconn)?;
+        let head = load_head(&wconn)?;
         let readers = (0..READERS).map(|_| open_conn(&path, true)).collect::<Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -97,36 +88,36 @@ impl SqliteStore {
             read_permits: Arc::new(Semaphore::new(READERS)),
             path,
             clock,
-            changes: tokio::sync::broadcast::channel(crate::CHANGE_FEED_CAPACITY).0,
+            feed: Feed::default(),
         })
-    }
-
-    fn publish(&self, changes: Vec<Change>) {
-        for c in changes {
-            let _ = self.changes.send(c);
-        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Runs `f` in the writer's next transaction; resolves after the commit is durable.
-    async fn write<R: Send + 'static>(
+    /// Runs `f` in the writer's next transaction; resolves after the commit is durable and
+    /// the changes `f` stated ([`WriteCtx::changed`]) are announced.
+    pub(crate) async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut WriteCtx<'_>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let (tx, rx) = oneshot::channel::<Result<R>>();
+        let (tx, rx) = oneshot::channel::<(Result<R>, Vec<Change>)>();
         let job: Job = Box::new(move |ctx| {
             let r = f(ctx);
             let ok = r.is_ok();
+            let changes = std::mem::take(&mut ctx.changes);
             let done: Completion = Box::new(move |commit: Result<()>| {
-                let _ = tx.send(commit.and(r));
+                let _ = tx.send((commit.and(r), changes));
             });
             (ok, done)
         });
         self.writer.send(job).map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+        let (r, changes) = rx.await.map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
+        if r.is_ok() {
+            self.feed.publish(&changes);
+        }
+        r
     }
 
     /// Runs `f` on a pooled read-only connection, on the calling thread.
@@ -134,7 +125,10 @@ impl SqliteStore {
     /// Reads are point lookups by key on a WAL database (they never wait for the writer)
     /// and take microseconds, so they run inline: handing each to a blocking thread cost
     /// more than the query (two context switches per read on a 2-core machine).
-    async fn read<R: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<R> + Send + 'static) -> Result<R> {
+    pub(crate) async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
         let _permit =
             self.read_permits.acquire().await.map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
         let conn = self.readers.lock().map_err(|_| StoreError::Internal("reader pool poisoned".into()))?.pop();
@@ -165,7 +159,7 @@ fn writer_loop(mut conn: Connection, mut head: Head, rx: mpsc::Receiver<Job>) {
             for job in batch.drain(..) {
                 exec("SAVEPOINT job")?;
                 let before = head;
-                let (ok, d) = job(&mut WriteCtx { conn: &tx, head: &mut head });
+                let (ok, d) = job(&mut WriteCtx { conn: &tx, head: &mut head, changes: Vec::new() });
                 if ok {
                     exec("RELEASE job")?;
                 } else {
@@ -190,235 +184,101 @@ fn writer_loop(mut conn: Connection, mut head: Head, rx: mpsc::Receiver<Job>) {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn installation(&self) -> Result<Option<Installation>> {
-        self.read(ops::installation).await
+/// The audit chain head as the writer last committed (or is about to commit) it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// The writer's view inside one open transaction.
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub head: &'a mut Head,
+    /// What this job changed, announced once the transaction commits.
+    pub changes: Vec<Change>,
+}
+
+impl WriteCtx<'_> {
+    /// States a change this job makes (announced after the commit).
+    pub fn changed(&mut self, c: impl IntoIterator<Item = Change>) {
+        self.changes.extend(c);
     }
-    async fn install(&self, inst: Installation, keys: Vec<StoredKey>, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::install(c, inst, keys, audit)).await
-    }
-    async fn keys(&self) -> Result<Vec<StoredKey>> {
-        let now = self.clock.now();
-        self.read(move |c| ops::keys(c, now)).await
-    }
-    async fn rotate_key(&self, new: StoredKey, old: crate::RetiringKey, audit: AuditEvent) -> Result<u64> {
-        let seq = self.write(move |c| ops::rotate_key(c, new, old, audit)).await?;
-        self.publish(vec![Change::Keys]);
+
+    /// Seals `e` onto the chain and inserts it.
+    pub fn audit(&mut self, e: AuditEvent) -> Result<u64> {
+        let seq = self.head.seq + 1;
+        let (rec, hash) = seal(seq, e, &self.head.hash);
+        insert_audit(self.conn, &rec)?;
+        *self.head = Head { seq, hash };
         Ok(seq)
     }
-    async fn reseal(&self, seal: crate::Reseal, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::reseal(c, seal, audit)).await?;
-        self.publish(vec![Change::Keys]);
-        Ok(())
+}
+
+fn insert_audit(c: &Connection, r: &AuditRecord) -> Result<()> {
+    let e = &r.event;
+    c.prepare_cached(
+        "INSERT INTO audit (seq, time, actor, action, outcome, workflow, task, agent, reason, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.seq,
+            e.time.0,
+            e.actor,
+            e.action,
+            e.outcome.as_str(),
+            e.workflow,
+            e.task,
+            e.agent,
+            e.reason,
+            e.detail,
+            r.prev_hash,
+            r.hash
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn load_head(c: &Connection) -> Result<Head> {
+    let row: Option<(u64, String)> = c
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(map_err)?;
+    match row {
+        None => Ok(Head { seq: 0, hash: remit_core::audit::GENESIS_HASH }),
+        Some((seq, h)) => {
+            let hash = crate::hex::decode32(&h)
+                .ok_or_else(|| StoreError::Corrupt(format!("audit record {seq} has a bad hash")))?;
+            Ok(Head { seq, hash })
+        }
     }
-    async fn bundle_sequence(&self) -> Result<u64> {
-        self.read(ops::bundle_sequence).await
+}
+
+impl Store for SqliteStore {
+    fn keys(&self) -> &dyn crate::keys::KeyStore {
+        self
     }
-    async fn create_workflow(&self, wf: Workflow, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::create_workflow(c, wf, audit)).await
+    fn identity(&self) -> &dyn crate::identity::IdentityStore {
+        self
     }
-    async fn workflow(&self, name: &WorkflowName) -> Result<Option<Workflow>> {
-        let name = name.clone();
-        self.read(move |c| ops::workflow(c, &name)).await
+    fn audit(&self) -> &dyn crate::audit::AuditStore {
+        self
     }
-    async fn list_workflows(&self) -> Result<Vec<Workflow>> {
-        self.read(ops::list_workflows).await
+    fn policy(&self) -> &dyn crate::policy::PolicyStore {
+        self
     }
-    async fn set_workflow_state(
-        &self,
-        name: &WorkflowName,
-        from: WorkflowState,
-        to: WorkflowState,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let n = name.clone();
-        self.write(move |c| ops::set_workflow_state(c, &n, from, to, audit)).await?;
-        self.publish(vec![Change::Workflow(name.clone())]);
-        Ok(())
-    }
-    async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::create_agent(c, agent, audit)).await
-    }
-    async fn agent(&self, name: &AgentName) -> Result<Option<Agent>> {
-        let name = name.clone();
-        self.read(move |c| ops::agent(c, &name)).await
-    }
-    async fn list_agents(&self) -> Result<Vec<Agent>> {
-        self.read(ops::list_agents).await
-    }
-    async fn set_agent_state(
-        &self,
-        name: &AgentName,
-        from: AgentState,
-        to: AgentState,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let n = name.clone();
-        self.write(move |c| ops::set_agent_state(c, &n, from, to, audit)).await?;
-        self.publish(vec![Change::Agent(name.clone())]);
-        Ok(())
-    }
-    async fn create_join_token(&self, jt: JoinToken, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::create_join_token(c, jt, audit)).await
-    }
-    async fn join_token(&self, id: &JoinTokenId) -> Result<Option<JoinToken>> {
-        let id = id.clone();
-        self.read(move |c| ops::join_token(c, &id)).await
-    }
-    async fn redeem_join_token(&self, id: &JoinTokenId, instance: Instance, audit: AuditEvent) -> Result<()> {
-        let id = id.clone();
-        self.write(move |c| ops::redeem_join_token(c, &id, instance, audit)).await
-    }
-    async fn instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
-        let id = id.clone();
-        self.read(move |c| ops::instance(c, &id)).await
-    }
-    async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
-        let i = id.clone();
-        self.write(move |c| ops::renew_instance(c, &i, expires_at, audit)).await?;
-        self.publish(vec![Change::Instance(id.clone())]);
-        Ok(())
-    }
-    async fn start_context(
-        &self,
-        workflow: &WorkflowName,
-        agent: &AgentName,
-        instance: Option<&InstanceId>,
-    ) -> Result<StartContext> {
-        let (w, a, i) = (workflow.clone(), agent.clone(), instance.cloned());
-        self.read(move |c| ops::start_context(c, &w, &a, i.as_ref())).await
-    }
-    async fn create_task(&self, task: Task, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::create_task(c, task, audit)).await
-    }
-    async fn task(&self, id: &TaskId) -> Result<Option<Task>> {
-        let id = id.clone();
-        self.read(move |c| ops::task(c, &id)).await
-    }
-    async fn task_snapshot(&self, id: &TaskId) -> Result<Option<TaskSnapshot>> {
-        let id = id.clone();
-        self.read(move |c| ops::task_snapshot(c, &id)).await
-    }
-    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>> {
-        self.read(move |c| ops::list_tasks(c, &filter)).await
-    }
-    async fn end_task(
-        &self,
-        id: &TaskId,
-        to: TaskState,
-        at: UnixMillis,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Result<KillReport> {
-        let (i, actor, reason) = (id.clone(), actor.to_owned(), reason.map(str::to_owned));
-        let report = self.write(move |c| ops::end_task(c, &i, to, at, &actor, reason.as_deref())).await?;
-        self.publish(Change::of_kill(&remit_core::model::KillTarget::Task(id.clone()), &report));
-        Ok(report)
-    }
-    async fn kill(&self, kill: Kill) -> Result<KillReport> {
-        let target = kill.target.clone();
-        let report = self.write(move |c| ops::kill(c, kill)).await?;
-        self.publish(Change::of_kill(&target, &report));
-        Ok(report)
-    }
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
-        self.write(move |c| {
-            for e in events {
-                c.audit(e)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-    async fn audit_head(&self) -> Result<(u64, String)> {
-        self.read(|c| {
-            let h = ops::load_head(c)?;
-            Ok((h.seq, remit_core_hex(&h.hash)))
-        })
-        .await
-    }
-    async fn list_audit(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>> {
-        self.read(move |c| ops::list_audit(c, &filter)).await
-    }
-    async fn put_checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.write(move |c| ops::put_checkpoint(c.conn, &cp)).await
-    }
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        self.read(ops::checkpoints).await
-    }
-    async fn put_policy_set(&self, bundle: String, at: UnixMillis, by: &str, audit: AuditEvent) -> Result<u64> {
-        let by = by.to_owned();
-        let v = self.write(move |c| ops::put_policy_set(c, &bundle, at, &by, audit)).await?;
-        self.publish(vec![Change::Policy]);
-        Ok(v)
-    }
-    async fn active_policy_set(&self) -> Result<Option<crate::StoredPolicySet>> {
-        self.read(ops::active_policy_set).await
-    }
-    async fn put_entities(&self, entities: Vec<crate::StoredEntity>, audit: AuditEvent) -> Result<()> {
-        let at = audit.time;
-        self.write(move |c| ops::put_entities(c, &entities, at, audit)).await?;
-        self.publish(vec![Change::Entities]);
-        Ok(())
-    }
-    async fn entity(&self, etype: &str, id_or_alias: &str) -> Result<Option<crate::StoredEntity>> {
-        let (t, k) = (etype.to_owned(), id_or_alias.to_owned());
-        self.read(move |c| ops::entity(c, &t, &k)).await
-    }
-    async fn list_entities(&self, etype: &str, after: Option<String>, limit: u32) -> Result<Vec<crate::StoredEntity>> {
-        let t = etype.to_owned();
-        self.read(move |c| ops::list_entities(c, &t, after.as_deref(), limit)).await
-    }
-    async fn create_approval(&self, a: crate::Approval, audit: AuditEvent) -> Result<()> {
-        self.write(move |c| ops::create_approval(c, &a, audit)).await
-    }
-    async fn approval(&self, id: &str) -> Result<Option<crate::Approval>> {
-        let id = id.to_owned();
-        self.read(move |c| ops::approval(c, &id)).await
-    }
-    async fn list_approvals(&self, state: Option<String>, limit: u32) -> Result<Vec<crate::Approval>> {
-        self.read(move |c| ops::list_approvals(c, state.as_deref(), limit)).await
-    }
-    async fn decide_approval(
-        &self,
-        id: &str,
-        approve: bool,
-        by: &str,
-        reason: &str,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
-        self.write(move |c| ops::decide_approval(c, &id, approve, &by, &reason, at, audit)).await
-    }
-    async fn consume_approval(
-        &self,
-        id: &str,
-        digest: &str,
-        policy_version: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<()> {
-        let (id, digest) = (id.to_owned(), digest.to_owned());
-        self.write(move |c| ops::consume_approval(c, &id, &digest, policy_version, at, audit)).await
-    }
-    async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
-        let (task, tool) = (task.to_string(), tool.to_owned());
-        self.write(move |c| ops::record_tool_use(c, &task, &tool, at, audit)).await
-    }
-    async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
-        let task = task.to_string();
-        self.read(move |c| ops::tools_used(c, &task)).await
+    fn approvals(&self) -> &dyn crate::approvals::ApprovalStore {
+        self
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
-        self.changes.subscribe()
+        self.feed.subscribe()
+    }
+    fn on_commit(&self, hook: crate::CommitHook) {
+        self.feed.on_commit(hook);
     }
     fn backend(&self) -> &'static str {
         "sqlite"
     }
-}
-
-fn remit_core_hex(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -5,22 +5,19 @@
 
 use std::str::FromStr;
 
-use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint, Outcome};
 use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
 use rusqlite::Row;
 use rusqlite::types::Type;
 
-use crate::{KeyPurpose, StoreError, StoredKey};
+use crate::StoreError;
 
-pub use crate::cols::*;
-
-fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
+pub(crate) fn bad(i: usize, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.to_string().into())
 }
 
-fn parsed<T: FromStr>(r: &Row<'_>, i: usize) -> rusqlite::Result<T>
+pub(crate) fn parsed<T: FromStr>(r: &Row<'_>, i: usize) -> rusqlite::Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -28,16 +25,16 @@ where
     s.parse().map_err(|e| bad(i, e))
 }
 
-fn json<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     serde_json::from_str(&s).map_err(|e| bad(i, e))
 }
 
-fn ms(r: &Row<'_>, i: usize) -> rusqlite::Result<UnixMillis> {
+pub(crate) fn ms(r: &Row<'_>, i: usize) -> rusqlite::Result<UnixMillis> {
     Ok(UnixMillis(r.get(i)?))
 }
 
-fn ms_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<UnixMillis>> {
+pub(crate) fn ms_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<UnixMillis>> {
     Ok(r.get::<_, Option<i64>>(i)?.map(UnixMillis))
 }
 
@@ -55,12 +52,12 @@ pub trait FromStrTyped: Sized {
 }
 from_str_via_parse!(WorkflowName, AgentName, TaskId, InstanceId, JoinTokenId);
 
-fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+pub(crate) fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     T::parse_typed(&s).map_err(|e| bad(i, e))
 }
 
-fn id_opt<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
+pub(crate) fn id_opt<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<T>> {
     let s: Option<String> = r.get(i)?;
     s.map(|s| T::parse_typed(&s).map_err(|e| bad(i, e))).transpose()
 }
@@ -135,53 +132,6 @@ pub fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
         expires_at: ms(r, 12)?,
         ended_at: ms_opt(r, 13)?,
         end_reason: r.get(14)?,
-    })
-}
-
-pub fn audit(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    let outcome: String = r.get(4)?;
-    let outcome = match outcome.as_str() {
-        "success" => Outcome::Success,
-        "denied" => Outcome::Denied,
-        other => return Err(bad(4, format!("unknown outcome `{other}`"))),
-    };
-    Ok(AuditRecord {
-        seq: r.get(0)?,
-        event: AuditEvent {
-            time: ms(r, 1)?,
-            actor: r.get(2)?,
-            action: r.get(3)?,
-            outcome,
-            workflow: r.get(5)?,
-            task: r.get(6)?,
-            agent: r.get(7)?,
-            reason: r.get(8)?,
-            detail: r.get(9)?,
-        },
-        prev_hash: r.get(10)?,
-        hash: r.get(11)?,
-    })
-}
-
-pub fn checkpoint(r: &Row<'_>) -> rusqlite::Result<Checkpoint> {
-    Ok(Checkpoint { seq: r.get(0)?, head_hash: r.get(1)?, time: ms(r, 2)?, key_id: r.get(3)?, signature: r.get(4)? })
-}
-
-pub fn key(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
-    let purpose: String = r.get(1)?;
-    let purpose = match purpose.as_str() {
-        "jwt" => KeyPurpose::Jwt,
-        "audit" => KeyPurpose::Audit,
-        other => return Err(bad(1, format!("unknown key purpose `{other}`"))),
-    };
-    Ok(StoredKey {
-        kid: r.get(0)?,
-        purpose,
-        sealed: r.get(2)?,
-        public: r.get(3)?,
-        created_at: ms(r, 4)?,
-        retire_after: ms_opt(r, 5)?,
-        mac: r.get(6)?,
     })
 }
 

@@ -1,0 +1,200 @@
+//! Decisions for an agent's task: the principal is the live task behind a verified
+//! JWT-SVID (verified by the caller of [`Pdp::decide_task`]), with Remit's request-time
+//! context ([`super::facts`]) merged over the PEP's. A workflow's tools are an allow-list no
+//! policy can widen. An allowed call that uses a tool is recorded for the task, so later
+//! decisions see it in `tools_used`.
+
+use std::collections::BTreeMap;
+
+use remit_core::audit::{AuditAction, AuditEvent, Outcome as AuditOutcome};
+use remit_core::ids::TaskId;
+use remit_core::rules::{Liveness, task_liveness};
+use remit_policy::{Outcome, Part};
+use remit_store::TaskSnapshot;
+use serde_json::{Map, Value, json};
+
+use super::approvals::BoundCall;
+use super::{ActionRef, Party, Pdp, bounded, canonical, facts, hex_sha256, required};
+use crate::caller::Caller;
+use crate::service::Error;
+
+/// Longest tool name recorded for a task.
+const MAX_TOOL_NAME: usize = 256;
+
+/// What a PEP (or the task itself) asks about a task's action.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaskCall {
+    pub action: ActionRef,
+    pub resource: Party,
+    /// Facts the PEP adds (e.g. `tool`, `target`, arguments); Remit's own facts win.
+    pub context: Value,
+    /// On the retry of a call that needed approval: the approved request's id.
+    pub approval: Option<String>,
+}
+
+impl TaskCall {
+    /// Checks the request's shape (before any token is looked at).
+    pub fn check(&self, max_id: usize) -> Result<(), Error> {
+        required(&self.action.name, "action.name")?;
+        required(&self.resource.etype, "resource.type")?;
+        required(&self.resource.id, "resource.id")?;
+        bounded(self.action.name.as_deref(), "action.name", max_id)?;
+        bounded(self.resource.etype.as_deref(), "resource.type", max_id)?;
+        bounded(self.resource.id.as_deref(), "resource.id", max_id)?;
+        if !(self.context.is_null() || self.context.is_object()) {
+            return Err(Error::Invalid("`context` must be an object".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a task's decision.
+#[derive(Debug, Clone)]
+pub struct TaskAnswer {
+    pub decision: remit_policy::Decision,
+    /// The task the token named (`None` when the token was not a valid task token).
+    pub task: Option<String>,
+    /// The approval request opened for this call, or the approval presented.
+    pub approval_id: Option<String>,
+    pub approval_expires_at: Option<remit_core::time::UnixMillis>,
+    /// The tool this call uses, as recorded for the task (when allowed).
+    pub tool: Option<String>,
+}
+
+impl Pdp {
+    /// Decides an action of the task in `snap` (the task a verified token names, with its
+    /// SPIFFE ID; `None` when the token was not a valid task token, which is a deny). An
+    /// inactive task is a deny, never an error, so a PEP fails closed.
+    pub async fn decide_task(
+        &self,
+        caller: &Caller,
+        call: TaskCall,
+        snap: Option<(TaskSnapshot, String)>,
+    ) -> Result<TaskAnswer, Error> {
+        call.check(self.limits.max_entity_id_bytes)?;
+        let engine = self.engine();
+        let now = self.clock.now();
+        let resource_type = engine.resource_type(call.resource.etype.as_deref().unwrap_or_default());
+        // The PEP's facts, without any it may not state (Remit computes those, and an absent
+        // one, such as `instance` for a task an admin started, must stay absent).
+        let pep_ctx: Map<String, Value> = match &call.context {
+            Value::Object(m) => {
+                let mut m = remit_policy::strip_nulls_map(m.clone());
+                m.retain(|k, _| !remit_policy::TASK_CONTEXT_FACTS.contains(&k.as_str()));
+                m
+            }
+            _ => Map::new(),
+        };
+        let tool = if resource_type == "Tool" {
+            call.resource.id.clone()
+        } else {
+            pep_ctx.get("tool").and_then(Value::as_str).map(str::to_owned)
+        };
+        if tool.as_ref().is_some_and(|t| t.is_empty() || t.len() > MAX_TOOL_NAME || t.chars().any(char::is_control)) {
+            return Err(Error::Invalid(format!("a tool name must be 1 to {MAX_TOOL_NAME} printable characters")));
+        }
+        let mut answer = TaskAnswer {
+            decision: Pdp::deny(&engine, vec![]),
+            task: None,
+            approval_id: None,
+            approval_expires_at: None,
+            tool: None,
+        };
+        let mut record_tool = false;
+        match &snap {
+            None => answer.decision.errors.push("the token is not a valid task token".into()),
+            Some((snap, spiffe_id)) => {
+                answer.task = Some(snap.task.id.to_string());
+                let live = task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now);
+                let allowed_tools = &snap.workflow.allowed_tools;
+                if let Liveness::Inactive(why) = live {
+                    answer.decision.errors.push(why.to_owned());
+                } else if let Some(t) =
+                    tool.as_ref().filter(|t| !allowed_tools.is_empty() && !allowed_tools.contains(t))
+                {
+                    // The workflow's tool list is an allow-list no policy can widen.
+                    answer
+                        .decision
+                        .errors
+                        .push(format!("tool `{t}` is not among workflow `{}`'s allowed tools", snap.workflow.name));
+                } else {
+                    let t = &snap.task;
+                    let tools_used = self.store.identity().tools_used(&t.id).await?;
+                    let ctx = facts::task_context(snap, &tools_used, tool.as_deref(), pep_ctx.clone(), now);
+                    let mut ents = BTreeMap::new();
+                    let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
+                    let mut list: Vec<Part> = ents.into_values().collect();
+                    list.extend(facts::task_entities(snap).map(Part::Json));
+                    let principal = remit_policy::uid("Task", t.id.as_str()).map_err(Error::Invalid)?;
+                    let action = remit_policy::action(call.action.name.as_deref().unwrap_or_default())
+                        .map_err(Error::Invalid)?;
+                    let context = remit_policy::context(&Value::Object(ctx)).map_err(Error::Invalid)?;
+                    let entities = remit_policy::entities_from(list).map_err(Error::Invalid)?;
+                    let d =
+                        engine.decide(principal.clone(), action.clone(), resource.clone(), context.clone(), &entities);
+                    answer.decision = d;
+                    if answer.decision.outcome == Outcome::ApprovalRequired {
+                        let bound_call = canonical(&json!({
+                            "task": t.id.as_str(),
+                            "action": {"name": call.action.name, "properties": call.action.properties},
+                            "resource": {"type": call.resource.etype, "id": call.resource.id,
+                                         "properties": call.resource.properties},
+                            "context": Value::Object(pep_ctx.clone()),
+                        }));
+                        let bound = BoundCall {
+                            digest: hex_sha256(&bound_call),
+                            call: bound_call,
+                            task: Some(t.id.clone()),
+                            workflow: Some(t.workflow.clone()),
+                            agent: Some(t.agent.to_string()),
+                            requested_by: spiffe_id.clone(),
+                        };
+                        let d = answer.decision.clone();
+                        let engine = &engine;
+                        let settled = self
+                            .settle_approval(caller, bound, call.approval.clone(), d, |proof| async move {
+                                Ok(engine.decide_approved(principal, action, resource, context, &entities, &proof))
+                            })
+                            .await?;
+                        answer.decision = settled.decision;
+                        answer.approval_id = settled.approval_id;
+                        answer.approval_expires_at = settled.approval_expires_at;
+                    }
+                    record_tool = answer.decision.allowed() && tool.is_some();
+                }
+            }
+        }
+        let d = &answer.decision;
+        let mut e = AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
+            .outcome(if d.allowed() { AuditOutcome::Success } else { AuditOutcome::Denied })
+            .detail([
+                ("policy_version", d.policy_version.into()),
+                ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+                ("reasons", d.reasons.clone().into()),
+                ("errors", d.errors.clone().into()),
+                ("action", call.action.name.clone().into()),
+                ("resource", json!({"type": call.resource.etype, "id": call.resource.id})),
+                ("tool", tool.clone().into()),
+                ("approval_id", answer.approval_id.clone().into()),
+            ]);
+        // Every record about a task names its workflow and agent (the instance in `detail`),
+        // so `audit list --workflow` finds it.
+        if let Some((snap, _)) = &snap {
+            let t = &snap.task;
+            e = e.task(&t.id).workflow(&t.workflow).agent(&t.agent);
+            if let Some(i) = &t.instance {
+                e = e.with_detail_field("instance", i.as_str().into());
+            }
+        }
+        self.count(d.outcome);
+        match (&snap, &tool) {
+            (Some((snap, _)), Some(tool)) if record_tool => {
+                let id: &TaskId = &snap.task.id;
+                self.store.identity().record_tool_use(id, tool, now, e).await?;
+                answer.tool = Some(tool.clone());
+            }
+            _ => self.store.audit().append(vec![e]).await?,
+        }
+        Ok(answer)
+    }
+}
