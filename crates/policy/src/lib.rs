@@ -111,37 +111,19 @@ pub struct Bundle {
     pub mapping: Mapping,
 }
 
-impl Bundle {
-    /// Reads a policy directory: every `*.cedar` file (sorted by name), every
-    /// `*.cedarschema` file (concatenated), and `mapping.json` if present.
-    pub fn from_dir(dir: &std::path::Path) -> Result<Bundle, String> {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        names.sort();
-        let read =
-            |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let mut b = Bundle::default();
-        for p in &names {
-            let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            match p.extension().and_then(|e| e.to_str()) {
-                Some("cedar") => b.policies.push(PolicyFile { name: file, source: read(p)? }),
-                Some("cedarschema") => {
-                    b.schema.push_str(&read(p)?);
-                    b.schema.push('\n');
-                }
-                _ if file == "mapping.json" => {
-                    b.mapping = serde_json::from_str(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))?;
-                }
-                _ => {}
-            }
-        }
-        if b.policies.is_empty() {
-            return Err(format!("no .cedar files in {}", dir.display()));
-        }
-        Ok(b)
-    }
+/// Why a request could not be turned into Cedar's form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("`{etype}` is not a valid entity type: {message}")]
+    EntityType { etype: String, message: String },
+    #[error("context: {0}")]
+    Context(String),
+    #[error("context must be a JSON object")]
+    ContextNotObject,
+    #[error("entities: {0}")]
+    Entities(String),
+    #[error("policy set: {0}")]
+    PolicySet(String),
 }
 
 /// Why a bundle was refused: Cedar's diagnostics, one per line item.
@@ -265,7 +247,7 @@ impl Engine {
             .filter(|p| p.effect() == cedar_policy::Effect::Permit)
             .filter_map(|p| p.annotation(APPROVAL_ANNOTATION).map(|a| (p.id().clone(), a.to_owned())))
             .collect();
-        let (slices, unscoped) = slice_by_action(&set).map_err(|e| Rejected(vec![e]))?;
+        let (slices, unscoped) = slice_by_action(&set).map_err(|e| Rejected(vec![e.to_string()]))?;
         Ok(Engine {
             version,
             policies: set,
@@ -380,7 +362,8 @@ impl Engine {
     }
 
     /// [`Engine::decide`] over the whole policy set, without slicing (tests and benchmarks
-    /// compare the two).
+    /// compare the two; feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn decide_unsliced(
         &self,
         principal: EntityUid,
@@ -405,13 +388,16 @@ impl Engine {
     }
 }
 
-fn slice_by_action(set: &PolicySet) -> Result<(HashMap<EntityUid, PolicySet>, PolicySet), String> {
+/// A policy set sliced by action: one set per named action, plus the unscoped policies.
+type Sliced = (HashMap<EntityUid, PolicySet>, PolicySet);
+
+fn slice_by_action(set: &PolicySet) -> Result<Sliced, PolicyError> {
     let mut slices: HashMap<EntityUid, PolicySet> = HashMap::new();
     let mut unscoped = PolicySet::new();
     for p in set.policies() {
         let named = match p.action_constraint() {
             cedar_policy::ActionConstraint::Any => {
-                unscoped.add(p.clone()).map_err(|e| e.to_string())?;
+                unscoped.add(p.clone()).map_err(|e| PolicyError::PolicySet(e.to_string()))?;
                 continue;
             }
             cedar_policy::ActionConstraint::Eq(a) => vec![a],
@@ -423,19 +409,19 @@ fn slice_by_action(set: &PolicySet) -> Result<(HashMap<EntityUid, PolicySet>, Po
             }
         };
         for a in named {
-            slices.entry(a).or_default().add(p.clone()).map_err(|e| e.to_string())?;
+            slices.entry(a).or_default().add(p.clone()).map_err(|e| PolicyError::PolicySet(e.to_string()))?;
         }
     }
     for slice in slices.values_mut() {
         for p in unscoped.policies() {
-            slice.add(p.clone()).map_err(|e| e.to_string())?;
+            slice.add(p.clone()).map_err(|e| PolicyError::PolicySet(e.to_string()))?;
         }
     }
     Ok((slices, unscoped))
 }
 
 /// Builds an entity uid, checking the type name.
-pub fn uid(etype: &str, id: &str) -> Result<EntityUid, String> {
+pub fn uid(etype: &str, id: &str) -> Result<EntityUid, PolicyError> {
     Ok(EntityUid::from_type_name_and_id(type_name(etype)?, EntityId::new(id)))
 }
 
@@ -447,11 +433,12 @@ thread_local! {
 }
 
 /// Parses an entity type name once per thread (Cedar's parser is the costly part of a uid).
-fn type_name(etype: &str) -> Result<EntityTypeName, String> {
+fn type_name(etype: &str) -> Result<EntityTypeName, PolicyError> {
     if let Some(t) = TYPE_NAMES.with(|c| c.borrow().get(etype).cloned()) {
         return Ok(t);
     }
-    let t = EntityTypeName::from_str(etype).map_err(|e| format!("`{etype}` is not a valid entity type: {e}"))?;
+    let t = EntityTypeName::from_str(etype)
+        .map_err(|e| PolicyError::EntityType { etype: etype.to_owned(), message: e.to_string() })?;
     TYPE_NAMES.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= TYPE_NAME_CACHE {
@@ -463,12 +450,12 @@ fn type_name(etype: &str) -> Result<EntityTypeName, String> {
 }
 
 /// The uid of action `name`.
-pub fn action(name: &str) -> Result<EntityUid, String> {
+pub fn action(name: &str) -> Result<EntityUid, PolicyError> {
     uid("Action", name)
 }
 
 /// A Cedar context from a JSON object (AuthZEN `context`); `null` is the empty context.
-pub fn context(json: &serde_json::Value) -> Result<Context, String> {
+pub fn context(json: &serde_json::Value) -> Result<Context, PolicyError> {
     match json {
         serde_json::Value::Null => Ok(Context::empty()),
         serde_json::Value::Object(m) => {
@@ -477,9 +464,9 @@ pub fn context(json: &serde_json::Value) -> Result<Context, String> {
             if let Some(ctx) = pairs.and_then(|p| Context::from_pairs(p).ok()) {
                 return Ok(ctx);
             }
-            Context::from_json_value(strip_nulls(json.clone()), None).map_err(|e| format!("context: {e}"))
+            Context::from_json_value(strip_nulls(json.clone()), None).map_err(|e| PolicyError::Context(e.to_string()))
         }
-        _ => Err("context must be a JSON object".into()),
+        _ => Err(PolicyError::ContextNotObject),
     }
 }
 
@@ -507,13 +494,13 @@ pub fn strip_nulls_map(m: serde_json::Map<String, serde_json::Value>) -> serde_j
 ///
 /// Common shapes are built directly ([`direct`]); anything else, and anything Cedar would
 /// refuse, goes through Cedar's own JSON parser, so results and errors are Cedar's.
-pub fn entities(list: Vec<serde_json::Value>) -> Result<Entities, String> {
+pub fn entities(list: Vec<serde_json::Value>) -> Result<Entities, PolicyError> {
     if let Some(built) = list.iter().map(direct::entity).collect::<Option<Vec<_>>>()
         && let Ok(ents) = Entities::from_entities(built, None)
     {
         return Ok(ents);
     }
-    Entities::from_json_value(serde_json::Value::Array(list), None).map_err(|e| format!("entities: {e}"))
+    Entities::from_json_value(serde_json::Value::Array(list), None).map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
 /// One entity of a request: already built (e.g. cached), or as Cedar-JSON.
@@ -525,7 +512,7 @@ pub enum Part {
 
 /// Builds a request's entity set from built entities and Cedar-JSON ones, directly where it
 /// can; if any JSON entity needs Cedar's own parser, all of them go through it.
-pub fn entities_from(parts: Vec<Part>) -> Result<Entities, String> {
+pub fn entities_from(parts: Vec<Part>) -> Result<Entities, PolicyError> {
     let mut built = Vec::with_capacity(parts.len());
     let mut rest = Vec::new();
     for p in parts {
@@ -538,12 +525,12 @@ pub fn entities_from(parts: Vec<Part>) -> Result<Entities, String> {
         }
     }
     if rest.is_empty() {
-        return Entities::from_entities(built, None).map_err(|e| format!("entities: {e}"));
+        return Entities::from_entities(built, None).map_err(|e| PolicyError::Entities(e.to_string()));
     }
     for e in built {
-        rest.push(e.to_json_value().map_err(|e| format!("entities: {e}"))?);
+        rest.push(e.to_json_value().map_err(|e| PolicyError::Entities(e.to_string()))?);
     }
-    Entities::from_json_value(serde_json::Value::Array(rest), None).map_err(|e| format!("entities: {e}"))
+    Entities::from_json_value(serde_json::Value::Array(rest), None).map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
 /// Cedar values built straight from JSON, reading it the way Cedar's schemaless JSON format
@@ -640,9 +627,11 @@ pub fn policy_source(engine: &Engine, id: &str) -> Option<String> {
     engine.policies.policy(&PolicyId::new(id)).map(Policy::to_string)
 }
 
-/// A generated bundle and entities of a known shape, for benchmarks and load tests: `n`
+/// A generated bundle and entities of a known shape, for benchmarks and load tests (feature
+/// `testing`): `n`
 /// application policies (`act{i}`: a user with role `r{i % 5}` on a todo it owns), one
 /// admin permit and one forbid, over `Human` and `Todo`.
+#[cfg(feature = "testing")]
 pub mod synthetic {
     use serde_json::{Value, json};
 
@@ -904,12 +893,13 @@ mod tests {
                     json!({"uid": {"type": if i == 0 { "Human" } else { "Todo" }, "id": format!("x{i}")}, "attrs": attrs, "parents": parents})
                 })
                 .collect();
-            let cedar =
-                Entities::from_json_value(Value::Array(list.clone()), None).map_err(|e| format!("entities: {e}"));
+            let cedar = Entities::from_json_value(Value::Array(list.clone()), None)
+                .map_err(|e| PolicyError::Entities(e.to_string()));
             let ours = entities(list.clone());
             assert_eq!(ours, cedar, "round {round}: {list:?}");
             let ctx = list[0]["attrs"].clone();
-            let cedar_ctx = Context::from_json_value(ctx.clone(), None).map_err(|e| format!("context: {e}"));
+            let cedar_ctx =
+                Context::from_json_value(ctx.clone(), None).map_err(|e| PolicyError::Context(e.to_string()));
             match (context(&ctx), cedar_ctx) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}: {ctx}"),
                 (Err(a), Err(b)) => assert_eq!(a, b),

@@ -17,8 +17,8 @@ use remit_token::keys::VerifyingKey;
 use remit_token::{Kek, Keyring, SigningKey, b64e};
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::service::Error;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 use remit_core::ids::{AgentName, InstanceId};
 use remit_core::model::{Agent, Instance};
 
-use crate::service::Error;
+use crate::error::Error;
 
 /// Who is calling, established once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -87,7 +87,7 @@ pub async fn initialize(
     let (kek, kek_path) = load_kek(cfg, env_kek, true)?;
     let now = clock.now();
     let admin_token = format!("{ADMIN_TOKEN_PREFIX}{}", b64e(&remit_token::random::<32>()));
-    let admin_hash: String = remit_token::sha256(admin_token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let admin_hash: String = hex::encode(remit_token::sha256(admin_token.as_bytes()));
     let keys = vec![
         new_stored_key(&kek, KeyPurpose::Jwt, now).map_err(StartError::Keys)?,
         new_stored_key(&kek, KeyPurpose::Audit, now).map_err(StartError::Keys)?,

@@ -10,7 +10,8 @@
 //!   approvals), which owns its engine handle and caches.
 //! - [`api`]: axum handlers, one file per area, and the middleware stack.
 //! - [`listen`]: the public and admin listeners, connection caps and timeouts.
-//! - [`error`]: the one mapping from failures to HTTP statuses.
+//! - [`error`]: the service layer's errors (no HTTP vocabulary); `api::error` maps them to
+//!   statuses in one place.
 //! - [`seal`]: what Remit trusts from its database proves itself under the KEK.
 
 pub mod api;
@@ -149,18 +150,19 @@ pub async fn open_store(
                 std::fs::create_dir_all(parent)
                     .map_err(|e| app::StartError::Io(format!("cannot create {}: {e}", parent.display())))?;
             }
-            Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock)?)
+            Arc::new(remit_store::sqlite::SqliteStore::open_with_clock(&path, clock.clone())?)
         }
         config::StoreKind::Postgres(url) => {
             let opts = remit_store::postgres::PgOptions::default();
-            Arc::new(remit_store::postgres::PgStore::connect_with(&url, opts, clock).await?)
+            Arc::new(remit_store::postgres::PgStore::connect_with(&url, opts, clock.clone()).await?)
         }
     };
     Ok(if cfg.cache.enabled {
-        Arc::new(remit_store::cache::CachingStore::with_entity_budget(
+        Arc::new(remit_store::cache::CachingStore::with_clock(
             backend,
             cfg.cache.max_age,
             cfg.limits.entity_cache_bytes / 2,
+            clock,
         ))
     } else {
         backend

@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 async fn server() -> TestServer {
     let s = TestServer::start().await;
     let mut bundle =
-        remit_policy::Bundle::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/authzen-interop"))
-            .unwrap();
+        common::bundle_from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/authzen-interop"));
     bundle.policies.push(remit_policy::PolicyFile {
         name: "approval.cedar".into(),
         source: r#"@id("todo.viewer-delete-with-approval")

@@ -21,7 +21,7 @@ fn interop(rel: &str) -> Value {
 
 async fn server_with_interop_policies() -> TestServer {
     let s = TestServer::start().await;
-    let bundle = remit_policy::Bundle::from_dir(&root().join("examples/authzen-interop")).unwrap();
+    let bundle = common::bundle_from_dir(&root().join("examples/authzen-interop"));
     let (st, v) =
         s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(serde_json::to_value(&bundle).unwrap())).await;
     assert_eq!(st, 201, "{v}");

@@ -23,7 +23,7 @@ fn interop(rel: &str) -> Value {
 /// only the attributes a policy may read: never the IdP's passwords).
 async fn server(scenario: &str) -> TestServer {
     let s = TestServer::start().await;
-    let bundle = remit_policy::Bundle::from_dir(&root().join("examples/authzen-search")).unwrap();
+    let bundle = common::bundle_from_dir(&root().join("examples/authzen-search"));
     let (st, v) =
         s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(serde_json::to_value(&bundle).unwrap())).await;
     assert_eq!(st, 201, "{v}");

@@ -181,12 +181,47 @@ async fn entity_ids_are_bounded() {
     let (st, v) = s.call("POST", "/access/v1/evaluation", Some(&s.admin.clone()), Some(ev)).await;
     assert_eq!(st, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("subject.id"), "{v}");
-    let ents = json!([{"uid": {"type": "User", "id": long}, "attrs": {}, "parents": []}]);
+    let ents = json!({"entities": [{"uid": {"type": "User", "id": long}, "attrs": {}, "parents": []}]});
     let (st, v) = s.call("POST", "/v1/entities", Some(&s.admin.clone()), Some(ents)).await;
     assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("uid.id"), "{v}");
     let body = json!({"token": "t", "action": {"name": "call_tool"}, "resource": {"type": "Tool", "id": long}});
     let (st, v) = s.call("POST", "/v1/decisions", Some(&s.admin.clone()), Some(body)).await;
     assert_eq!(st, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("resource.id"), "{v}");
+    s.stop().await;
+}
+
+/// A hierarchy deeper than the ancestor cap is a clear error, never a decision over part of
+/// it: a `forbid` on a group 70 levels up must not be skipped into an allow.
+#[tokio::test]
+async fn a_hierarchy_past_the_ancestor_cap_is_an_error() {
+    let s = TestServer::start().await;
+    push(
+        &s,
+        r#"@id("all") permit (principal, action, resource);
+@id("banned") forbid (principal in Group::"g70", action, resource);"#,
+        "entity Group in [Group]; entity User in [Group]; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };",
+    )
+    .await;
+    let mut ents =
+        vec![json!({"uid": {"type": "User", "id": "u"}, "attrs": {}, "parents": [{"type": "Group", "id": "g1"}]})];
+    for i in 1..=70 {
+        let parents = if i < 70 { json!([{"type": "Group", "id": format!("g{}", i + 1)}]) } else { json!([]) };
+        ents.push(json!({"uid": {"type": "Group", "id": format!("g{i}")}, "attrs": {}, "parents": parents}));
+    }
+    let (st, v) = s.admin_post("/v1/entities", json!({"entities": ents})).await;
+    assert_eq!(st, 200, "{v}");
+    let ev = json!({"subject": {"type": "User", "id": "u"}, "action": {"name": "read"}, "resource": {"type": "Doc", "id": "d"}});
+    let (st, v) = s.call("POST", "/access/v1/evaluation", Some(&s.admin.clone()), Some(ev.clone())).await;
+    assert_eq!(st, 400, "a partial hierarchy decided: {v}");
+    assert!(v["message"].as_str().unwrap().contains("ancestors"), "{v}");
+    // In a batch, that item is a deny carrying the error; the others are decided.
+    let ok = json!({"subject": {"type": "User", "id": "someone-else"}, "action": {"name": "read"}, "resource": {"type": "Doc", "id": "d"}});
+    let (st, v) =
+        s.call("POST", "/access/v1/evaluations", Some(&s.admin.clone()), Some(json!({"evaluations": [ev, ok]}))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["evaluations"][0]["decision"], false, "{v}");
+    assert_eq!(v["evaluations"][1]["decision"], true, "{v}");
     s.stop().await;
 }

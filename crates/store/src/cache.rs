@@ -22,10 +22,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use remit_core::ids::{AgentName, InstanceId, TaskId};
 use remit_core::model::{Agent, Instance};
+use remit_core::time::{Clock, SystemClock, UnixMillis};
 use tokio::sync::broadcast;
 
 use crate::identity::TaskSnapshot;
@@ -36,12 +37,12 @@ const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Default)]
 pub(crate) struct Maps {
-    pub(crate) tasks: HashMap<TaskId, (Arc<TaskSnapshot>, Instant)>,
-    pub(crate) instances: HashMap<InstanceId, (Instance, Instant)>,
-    pub(crate) agents: HashMap<AgentName, (Agent, Instant)>,
+    pub(crate) tasks: HashMap<TaskId, (Arc<TaskSnapshot>, UnixMillis)>,
+    pub(crate) instances: HashMap<InstanceId, (Instance, UnixMillis)>,
+    pub(crate) agents: HashMap<AgentName, (Agent, UnixMillis)>,
     /// Attribute-store entities by (type, id-or-alias), including "not stored" answers: a
     /// PEP's resources are often not in the store, and asking again each time costs a read.
-    pub(crate) entities: HashMap<(String, String), (Option<crate::policy::StoredEntity>, Instant)>,
+    pub(crate) entities: HashMap<(String, String), (Option<crate::policy::StoredEntity>, UnixMillis)>,
     /// Approximate bytes held by `entities` (keys and stored text): capped by
     /// `State::entity_budget`, since ids and attributes are caller-sized.
     pub(crate) entity_bytes: usize,
@@ -62,6 +63,8 @@ pub(crate) struct State {
     /// False while the change feed is down.
     enabled: AtomicBool,
     max_age: Duration,
+    /// Entry ages are measured on this (injected, so tests can move time).
+    clock: Arc<dyn Clock>,
     /// Most bytes the entity map may hold before it is cleared.
     entity_budget: usize,
     hits: AtomicU64,
@@ -113,14 +116,16 @@ impl State {
 
     pub(crate) fn get<K: std::hash::Hash + Eq, V: Clone>(
         &self,
-        pick: impl FnOnce(&Maps) -> &HashMap<K, (V, Instant)>,
+        pick: impl FnOnce(&Maps) -> &HashMap<K, (V, UnixMillis)>,
         k: &K,
     ) -> Option<V> {
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
         }
         let m = self.maps.lock().ok()?;
-        let hit = pick(&m).get(k).filter(|(_, at)| at.elapsed() < self.max_age).map(|(v, _)| v.clone());
+        let now = self.clock.now();
+        let max_ms = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
+        let hit = pick(&m).get(k).filter(|(_, at)| now.0.saturating_sub(at.0) < max_ms).map(|(v, _)| v.clone());
         let counter = if hit.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
@@ -129,7 +134,7 @@ impl State {
     pub(crate) fn fill<K: std::hash::Hash + Eq, V>(
         &self,
         generation: u64,
-        pick: impl FnOnce(&mut Maps) -> &mut HashMap<K, (V, Instant)>,
+        pick: impl FnOnce(&mut Maps) -> &mut HashMap<K, (V, UnixMillis)>,
         k: K,
         v: V,
     ) {
@@ -144,7 +149,7 @@ impl State {
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
-        map.insert(k, (v, Instant::now()));
+        map.insert(k, (v, self.clock.now()));
     }
 }
 
@@ -166,7 +171,7 @@ impl State {
             m.entities.clear();
             m.entity_bytes = 0;
         }
-        if let Some((old, _)) = m.entities.insert(k.clone(), (v, Instant::now())) {
+        if let Some((old, _)) = m.entities.insert(k.clone(), (v, self.clock.now())) {
             m.entity_bytes = m.entity_bytes.saturating_sub(entity_cost(&k, &old));
         }
         m.entity_bytes += cost;
@@ -209,11 +214,22 @@ impl CachingStore {
 
     /// [`CachingStore::new`] with the entity cache capped at `entity_budget` bytes.
     pub fn with_entity_budget(inner: Arc<dyn Store>, max_age: Duration, entity_budget: usize) -> CachingStore {
+        Self::with_clock(inner, max_age, entity_budget, Arc::new(SystemClock))
+    }
+
+    /// The cache with entry ages measured on `clock`.
+    pub fn with_clock(
+        inner: Arc<dyn Store>,
+        max_age: Duration,
+        entity_budget: usize,
+        clock: Arc<dyn Clock>,
+    ) -> CachingStore {
         let state = Arc::new(State {
             maps: Mutex::new(Maps::default()),
             generation: AtomicU64::new(0),
             enabled: AtomicBool::new(true),
             max_age,
+            clock,
             entity_budget,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

@@ -93,6 +93,8 @@ pub enum TokenError {
     Signature,
     #[error("token was not issued by this installation")]
     Issuer,
+    #[error("token is of another kind than this use accepts")]
+    Kind,
     #[error("token is expired")]
     Expired,
     #[error("token is not yet valid")]
@@ -128,6 +130,9 @@ pub struct Validation<'a> {
     pub audience: Option<&'a str>,
     /// The only `iss` accepted: the installation's issuer.
     pub issuer: &'a str,
+    /// The one kind of token accepted here; `None` accepts any of Remit's kinds (only
+    /// introspection and revocation, which answer for every kind).
+    pub kind: Option<SvidKind>,
 }
 
 /// Verifies a token's form, header, signature and time/audience claims.
@@ -168,6 +173,11 @@ pub fn verify(ring: &impl KeyLookup, token: &str, v: Validation<'_>) -> Result<C
 pub fn check_claims(claims: &Claims, v: Validation<'_>) -> Result<(), TokenError> {
     if claims.iss != v.issuer {
         return Err(TokenError::Issuer);
+    }
+    if let Some(k) = v.kind
+        && claims.remit.kind != k
+    {
+        return Err(TokenError::Kind);
     }
     if claims.exp <= v.now - v.leeway {
         return Err(TokenError::Expired);
@@ -216,7 +226,7 @@ mod tests {
     }
 
     fn val(now: i64) -> Validation<'static> {
-        Validation { now, leeway: 0, audience: Some("tools"), issuer: "http://remit.test" }
+        Validation { now, leeway: 0, audience: Some("tools"), issuer: "http://remit.test", kind: None }
     }
 
     #[test]
@@ -234,10 +244,21 @@ mod tests {
         let t = mint(&k, &claims(200));
         assert_eq!(verify(&r, &t, val(200)), Err(TokenError::Expired));
         assert_eq!(verify(&r, &t, val(50)), Err(TokenError::NotYetValid));
-        let v = Validation { now: 150, leeway: 0, audience: Some("other"), issuer: "http://remit.test" };
+        let v = Validation { now: 150, leeway: 0, audience: Some("other"), issuer: "http://remit.test", kind: None };
         assert!(matches!(verify(&r, &t, v), Err(TokenError::Audience(_))));
-        let v = Validation { now: 150, leeway: 0, audience: Some("tools"), issuer: "http://other.test" };
+        let v = Validation { now: 150, leeway: 0, audience: Some("tools"), issuer: "http://other.test", kind: None };
         assert_eq!(verify(&r, &t, v), Err(TokenError::Issuer));
+        // One verifier, an explicit kind: a task token is no instance token.
+        let v = Validation {
+            now: 150,
+            leeway: 0,
+            audience: Some("tools"),
+            issuer: "http://remit.test",
+            kind: Some(SvidKind::Instance),
+        };
+        assert_eq!(verify(&r, &t, v), Err(TokenError::Kind));
+        let v = Validation { kind: Some(SvidKind::Task), ..v };
+        assert!(verify(&r, &t, v).is_ok());
     }
 
     fn with_header(t: &str, h: serde_json::Value) -> String {

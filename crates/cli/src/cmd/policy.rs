@@ -25,8 +25,37 @@ pub enum Cmd {
     Explain { request: PathBuf },
 }
 
+/// Reads a policy directory: every `*.cedar` file (sorted by name), every `*.cedarschema`
+/// file (concatenated), and `mapping.json` if present. (File IO lives here, in the CLI:
+/// `remit-policy` only compiles and decides what it is handed.)
 fn bundle(dir: &std::path::Path) -> Result<Bundle, CliError> {
-    Bundle::from_dir(dir).map_err(CliError::Failed)
+    let fail = |m: String| CliError::Failed(m);
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| fail(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    let read =
+        |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| fail(format!("cannot read {}: {e}", p.display())));
+    let mut b = Bundle::default();
+    for p in &names {
+        let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("cedar") => b.policies.push(remit_policy::PolicyFile { name: file, source: read(p)? }),
+            Some("cedarschema") => {
+                b.schema.push_str(&read(p)?);
+                b.schema.push('\n');
+            }
+            _ if file == "mapping.json" => {
+                b.mapping = serde_json::from_str(&read(p)?).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+            }
+            _ => {}
+        }
+    }
+    if b.policies.is_empty() {
+        return Err(fail(format!("no .cedar files in {}", dir.display())));
+    }
+    Ok(b)
 }
 
 fn read_json(p: &std::path::Path) -> Result<Value, CliError> {

@@ -47,6 +47,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
         leeway: 30,
         audience: audience.as_deref(),
         issuer: &issuer,
+        kind: None,
     };
     let verified = jwt::verify(&keys, &token, v);
     let active = match (&verified, admin_token(g)) {

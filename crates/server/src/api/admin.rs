@@ -10,7 +10,7 @@ use remit_core::rules::NewWorkflow;
 
 use super::wire::*;
 use super::{AppState, Auth, Body, Path, parse_id};
-use crate::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, ErrorBody};
 
 fn sensitivity(s: Option<&str>) -> Result<Sensitivity, ApiError> {
     s.map(|s| s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string())))

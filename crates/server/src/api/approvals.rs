@@ -10,7 +10,7 @@ use remit_core::approval::ApprovalState;
 use remit_core::ids::ApprovalId;
 
 use super::{AppState, Auth, Body, Path, Query, parse_id};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 fn approval_id(s: &str) -> Result<ApprovalId, ApiError> {
     parse_id(s, ApprovalId::parse)
@@ -51,7 +51,7 @@ pub async fn list(
 }
 
 /// One approval request.
-#[utoipa::path(get, path = "/v1/approvals/{id}", responses((status = 200, description = "approval"), (status = 404, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/approvals/{id}", responses((status = 200, description = "approval"), (status = 404, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -69,7 +69,7 @@ pub struct DecideBody {
 
 /// Approves a pending request (the human is the `x-remit-operator`).
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", request_body = DecideBody,
-    responses((status = 200, description = "approved"), (status = 403, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "approved"), (status = 403, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn approve(
     State(app): State<AppState>,
@@ -83,7 +83,7 @@ pub async fn approve(
 
 /// Denies a pending request.
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", request_body = DecideBody,
-    responses((status = 200, description = "denied"), (status = 403, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "denied"), (status = 403, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn deny(
     State(app): State<AppState>,

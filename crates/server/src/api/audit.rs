@@ -5,13 +5,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use remit_core::audit::AuditRecord;
+use remit_core::ids::{AgentName, TaskId, WorkflowName};
 use remit_core::time::UnixMillis;
 use remit_store::AuditFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Auth, Query};
-use crate::error::{ApiError, ErrorBody};
+use super::{AppState, Auth, Query, parse_id};
+use crate::api::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -44,9 +45,9 @@ fn filter(q: AuditQuery, default_limit: u32) -> Result<AuditFilter, ApiError> {
     Ok(AuditFilter {
         since: time(q.since.as_deref(), "since")?,
         until: time(q.until.as_deref(), "until")?,
-        workflow: q.workflow,
-        task: q.task,
-        agent: q.agent,
+        workflow: q.workflow.as_deref().map(|w| parse_id(w, WorkflowName::parse)).transpose()?,
+        task: q.task.as_deref().map(|t| parse_id(t, TaskId::parse)).transpose()?,
+        agent: q.agent.as_deref().map(|a| parse_id(a, AgentName::parse)).transpose()?,
         action: q.action,
         after_seq: q.after.unwrap_or(0),
         limit: q.limit.unwrap_or(default_limit),
@@ -63,7 +64,9 @@ pub async fn list(
     Ok(Json(app.list_audit(&caller, filter(q, 100)?).await?))
 }
 
-/// Exports matching records as JSON Lines (one record per line, in order).
+/// Exports matching records as JSON Lines (one record per line, in order), streamed a page
+/// at a time: memory stays flat however long the log. A store failure mid-way ends the
+/// stream early (the client sees a truncated body, and the server log says why).
 #[utoipa::path(get, path = "/v1/audit/export", params(AuditQuery), responses((status = 200, content_type = "application/jsonl", description = "JSON Lines")), security(("bearer" = [])))]
 pub async fn export(
     State(app): State<AppState>,
@@ -71,28 +74,33 @@ pub async fn export(
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    let mut f = filter(q, remit_store::MAX_PAGE)?;
+    let f = filter(q, remit_store::MAX_PAGE)?;
     let max = if f.limit == 0 { u32::MAX } else { f.limit };
-    let mut out = String::new();
-    let mut n = 0u32;
-    loop {
+    let pages = futures_util::stream::unfold(Some((app, caller, f, 0u32)), move |state| async move {
+        let (app, caller, mut f, n) = state?;
         f.limit = (max - n).min(remit_store::MAX_PAGE);
         if f.limit == 0 {
-            break;
+            return None;
         }
-        let page = app.list_audit(&caller, f.clone()).await?;
-        let Some(last) = page.last() else { break };
-        f.after_seq = last.seq;
+        let page = match app.list_audit(&caller, f.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "audit export stopped early");
+                return Some((Err(std::io::Error::other("audit export failed")), None));
+            }
+        };
+        let last = page.last()?.seq;
+        let mut out = String::new();
         for r in &page {
-            out.push_str(&serde_json::to_string(r).map_err(|e| ApiError::Internal(e.to_string()))?);
+            out.push_str(&serde_json::to_string(r).unwrap_or_default());
             out.push('\n');
         }
-        n += u32::try_from(page.len()).unwrap_or(u32::MAX);
-        if page.len() < remit_store::MAX_PAGE as usize {
-            break;
-        }
-    }
-    Ok(([(header::CONTENT_TYPE, "application/jsonl")], out))
+        let full = page.len() == remit_store::MAX_PAGE as usize;
+        f.after_seq = last;
+        let next = full.then(|| (app, caller, f, n + u32::try_from(page.len()).unwrap_or(u32::MAX)));
+        Some((Ok::<_, std::io::Error>(out), next))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/jsonl")], axum::body::Body::from_stream(pages)))
 }
 
 /// Recomputes the whole chain and checks every signed checkpoint; names the first broken record.

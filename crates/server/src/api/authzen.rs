@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::wire::{Action, Entity, TaskDecisionRequest};
 use super::{AppState, Auth, Body};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::pdp::{Answer, Evaluation, MAX_BATCH, SearchKind};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
@@ -56,7 +56,7 @@ fn answer(a: &Answer) -> Value {
 
 /// Access evaluation: `{"decision": true|false}`; a deny is a 200.
 #[utoipa::path(post, path = "/access/v1/evaluation", request_body(content = Object, description = "AuthZEN evaluation request"),
-    responses((status = 200, description = "the decision"), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "the decision"), (status = 400, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn evaluation_one(
     State(app): State<AppState>,
@@ -71,7 +71,7 @@ pub async fn evaluation_one(
 /// Batched access evaluations with top-level defaults and `options.evaluations_semantic`
 /// (`execute_all`, `deny_on_first_deny`, `permit_on_first_permit`).
 #[utoipa::path(post, path = "/access/v1/evaluations", request_body(content = Object, description = "AuthZEN evaluations request"),
-    responses((status = 200, description = "one decision per evaluation"), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "one decision per evaluation"), (status = 400, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn evaluations(
     State(app): State<AppState>,
@@ -233,7 +233,7 @@ pub async fn search_action(
 /// needs approval answers `outcome: approval_required` with `approval.id`; the retry with
 /// `approval` set to that id, once a human approved it, is allowed exactly once.
 #[utoipa::path(post, path = "/v1/decisions", request_body = TaskDecisionRequest,
-    responses((status = 200, description = "decision"), (status = 400, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "decision"), (status = 400, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn decide_task(
     State(app): State<AppState>,
     Auth(caller): Auth,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::{AppState, Auth};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// How often bundle consumers should re-fetch (seconds).
 const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
@@ -69,7 +69,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Prometheus metrics (admin credential required).
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, body = crate::api::error::ErrorBody), (status = 403, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()))

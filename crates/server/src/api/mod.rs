@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authzen;
 pub mod discovery;
+pub mod error;
 pub mod oauth;
 pub mod policy;
 pub mod tasks;
@@ -28,8 +29,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::api::error::ApiError;
 use crate::app::App;
-use crate::error::ApiError;
 use crate::metrics::{HttpLabels, RouteLabel};
 use crate::service::Caller;
 
@@ -140,7 +141,7 @@ struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id: String = remit_token::random::<12>().iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(remit_token::random::<12>());
         HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, Auth, Form};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
@@ -20,7 +20,7 @@ pub struct TokenForm {
 /// live instance token. Inactive tokens (expired, revoked, unknown, or of a suspended
 /// workflow or disabled agent) answer `{"active": false}` and nothing else.
 #[utoipa::path(post, path = "/oauth2/introspect", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "RFC 7662 introspection response"), (status = 401, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "RFC 7662 introspection response"), (status = 401, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn introspect(
     State(app): State<AppState>,

@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use super::wire::EntityIn;
 use super::{AppState, Auth, Body};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// Validates a bundle (Cedar, strict, against Remit's schema plus the bundle's) and makes it
 /// the active version; 400 with Cedar's diagnostics, and nothing changed, if it is invalid.
 #[utoipa::path(put, path = "/v1/policies", request_body(content = Object, description = "{policies: [{name, source}], schema, mapping}"),
-    responses((status = 201, description = "the new active version"), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 201, description = "the new active version"), (status = 400, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn push(
     State(app): State<AppState>,
@@ -42,7 +42,7 @@ pub struct EntitiesBody {
 
 /// Inserts or replaces entities of the attribute store (users, resources, roles).
 #[utoipa::path(post, path = "/v1/entities", request_body = EntitiesBody,
-    responses((status = 200, description = "count stored"), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "count stored"), (status = 400, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn push_entities(
     State(app): State<AppState>,

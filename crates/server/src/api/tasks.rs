@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::wire::*;
 use super::{AppState, Auth, Body, Path, Query, parse_id};
-use crate::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, ErrorBody};
 use crate::service::tasks::StartTaskRequest;
 
 /// Trades a one-time join token for an agent-instance identity. Anonymous (the join token

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::entities::{is_action_type, type_and_id};
 use super::{EntityPush, MAX_ENTITIES_PER_PUSH, Pdp, bounded};
 use crate::caller::Caller;
-use crate::service::Error;
+use crate::error::Error;
 
 impl Pdp {
     /// Compiles the active bundle from the store and swaps it in (if it is newer).

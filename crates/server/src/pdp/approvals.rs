@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{Answer, Pdp};
 use crate::caller::Caller;
-use crate::service::Error;
+use crate::error::Error;
 
 /// A call an approval is bound to: its canonical JSON, that JSON's digest, and whose it is.
 pub(crate) struct BoundCall {

@@ -16,7 +16,7 @@ use remit_store::StoredEntity;
 use serde_json::{Map, Value, json};
 
 use super::{Party, Pdp};
-use crate::service::Error;
+use crate::error::Error;
 
 /// Most ancestors followed from one entity; more is an error (a `forbid` on a group past
 /// the cap must never be skipped silently).
@@ -122,7 +122,7 @@ impl Pdp {
                 (id, vec![])
             }
         };
-        let uid = remit_policy::uid(cedar_type, &canonical).map_err(Error::Invalid)?;
+        let uid = remit_policy::uid(cedar_type, &canonical).map_err(Error::from)?;
         // Ancestors, each loaded once; past the cap, refuse rather than decide on a part.
         let mut queue: Vec<(String, String)> = parents;
         let mut seen: HashSet<(String, String)> = HashSet::new();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::approvals::BoundCall;
 use super::{APPROVAL_CONTEXT_KEY, ActionRef, Answer, Party, Pdp, bounded, canonical, hex_sha256, required};
 use crate::caller::Caller;
-use crate::service::Error;
+use crate::error::Error;
 
 /// One evaluation, with every part present (after defaults were applied).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -119,9 +119,9 @@ impl Pdp {
                 &mut ents,
             )
             .await?;
-        let action = remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(Error::Invalid)?;
-        let context = remit_policy::context(&ev.policy_context()).map_err(Error::Invalid)?;
-        let entities = remit_policy::entities_from(ents.into_values().collect()).map_err(Error::Invalid)?;
+        let action = remit_policy::action(ev.action.name.as_deref().unwrap_or_default()).map_err(Error::from)?;
+        let context = remit_policy::context(&ev.policy_context()).map_err(Error::from)?;
+        let entities = remit_policy::entities_from(ents.into_values().collect()).map_err(Error::from)?;
         Ok(match proof {
             None => engine.decide(principal, action, resource, context, &entities),
             Some(p) => engine.decide_approved(principal, action, resource, context, &entities, p),

@@ -34,8 +34,8 @@ use remit_store::Store;
 use serde_json::{Map, Value};
 
 use crate::config::ApprovalsConfig;
+use crate::error::Error;
 use crate::metrics::ResultLabel;
-use crate::service::Error;
 
 pub use evaluate::Evaluation;
 pub use search::SearchKind;

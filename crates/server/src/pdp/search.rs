@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{ActionRef, Evaluation, Party, Pdp};
 use crate::caller::Caller;
-use crate::service::Error;
+use crate::error::Error;
 
 /// What an AuthZEN search looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

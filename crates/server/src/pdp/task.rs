@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::approvals::BoundCall;
 use super::{ActionRef, Party, Pdp, bounded, canonical, facts, hex_sha256, required};
 use crate::caller::Caller;
-use crate::service::Error;
+use crate::error::Error;
 
 /// Longest tool name recorded for a task.
 const MAX_TOOL_NAME: usize = 256;
@@ -125,11 +125,11 @@ impl Pdp {
                     let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
                     let mut list: Vec<Part> = ents.into_values().collect();
                     list.extend(facts::task_entities(snap).map(Part::Json));
-                    let principal = remit_policy::uid("Task", t.id.as_str()).map_err(Error::Invalid)?;
-                    let action = remit_policy::action(call.action.name.as_deref().unwrap_or_default())
-                        .map_err(Error::Invalid)?;
-                    let context = remit_policy::context(&Value::Object(ctx)).map_err(Error::Invalid)?;
-                    let entities = remit_policy::entities_from(list).map_err(Error::Invalid)?;
+                    let principal = remit_policy::uid("Task", t.id.as_str()).map_err(Error::from)?;
+                    let action =
+                        remit_policy::action(call.action.name.as_deref().unwrap_or_default()).map_err(Error::from)?;
+                    let context = remit_policy::context(&Value::Object(ctx)).map_err(Error::from)?;
+                    let entities = remit_policy::entities_from(list).map_err(Error::from)?;
                     let d =
                         engine.decide(principal.clone(), action.clone(), resource.clone(), context.clone(), &entities);
                     answer.decision = d;

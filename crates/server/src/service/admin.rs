@@ -9,7 +9,7 @@ use remit_store::KeyPurpose;
 
 use super::Caller;
 use crate::app::{App, new_stored_key};
-use crate::service::Error;
+use crate::error::Error;
 
 /// A created join token: its public record and the one-time secret string.
 pub struct IssuedJoinToken {
@@ -140,7 +140,7 @@ impl App {
             return Err(Error::Invalid(format!("join token ttl must be between 1 and {max} seconds")));
         }
         let now = self.clock.now();
-        let secret = remit_token::b64e(&remit_token::random::<32>());
+        let secret = remit_token::b64e(&self.random.bytes32());
         let record = JoinToken {
             id: JoinTokenId::from_random(self.random_id()),
             agent: agent.clone(),
@@ -213,5 +213,5 @@ impl App {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }

@@ -5,7 +5,7 @@ use remit_store::AuditFilter;
 
 use super::Caller;
 use crate::app::App;
-use crate::service::Error;
+use crate::error::Error;
 
 /// Records read per page while verifying.
 const VERIFY_PAGE: u32 = 5000;

@@ -15,11 +15,13 @@ impl App {
     /// is a deny (with the reason in `errors`), never an error, so a PEP fails closed.
     pub async fn decide_task(&self, caller: &Caller, token: &str, call: TaskCall) -> Result<TaskAnswer, Error> {
         call.check(self.cfg.limits.max_entity_id_bytes)?;
-        let verified = self.verify_jwt(token, None).await.ok().and_then(|c| self.subject_of(&c).map(|s| (c, s)));
+        let verified = self
+            .verify_jwt(token, None, Some(SvidKind::Task))
+            .await
+            .ok()
+            .and_then(|c| self.subject_of(&c).map(|s| (c, s)));
         let snap = match verified {
-            Some((claims, Subject::Task { task, .. }))
-                if claims.remit.kind == SvidKind::Task && claims.remit.task.as_deref() == Some(task.as_str()) =>
-            {
+            Some((claims, Subject::Task { task, .. })) if claims.remit.task.as_deref() == Some(task.as_str()) => {
                 self.store.identity().task_snapshot(&task).await?.map(|s| (s, claims.sub))
             }
             _ => None,

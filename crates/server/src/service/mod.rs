@@ -5,13 +5,12 @@
 pub mod admin;
 pub mod audit;
 pub mod decisions;
-pub mod error;
 pub mod tasks;
 pub mod tokens;
 pub mod watch;
 
 pub use crate::caller::{Caller, clean_operator};
-pub use error::Error;
+pub use crate::error::Error;
 
 use std::sync::Arc;
 
@@ -25,12 +24,18 @@ use crate::init::ADMIN_TOKEN_PREFIX;
 impl App {
     /// Verifies a JWT-SVID's signature and times; re-reads keys once if the kid is unknown
     /// (another replica may have rotated).
-    pub async fn verify_jwt(&self, token: &str, audience: Option<&str>) -> Result<Claims, TokenError> {
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        kind: Option<SvidKind>,
+    ) -> Result<Claims, TokenError> {
         let v = Validation {
             now: self.clock.now().secs(),
             leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
             audience,
             issuer: &self.issuer,
+            kind,
         };
         let key = remit_token::sha256(token.as_bytes());
         let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
@@ -75,7 +80,7 @@ impl App {
                 Err(Error::Unauthenticated("the admin credential is not valid".into()))
             };
         }
-        let claims = self.verify_jwt(bearer, Some(&self.cfg.audience)).await?;
+        let claims = self.verify_jwt(bearer, Some(&self.cfg.audience), Some(SvidKind::Instance)).await?;
         let Some(Subject::Instance { agent, instance }) = self.subject_of(&claims) else {
             return Err(Error::Unauthenticated(
                 "only the admin credential or an agent instance token may call this API".into(),
@@ -97,6 +102,6 @@ impl App {
 
     /// A fresh `jti`.
     pub(crate) fn new_jti(&self) -> String {
-        remit_token::random::<16>().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.random.bytes16())
     }
 }

@@ -12,8 +12,8 @@ use subtle::ConstantTimeEq;
 use super::Caller;
 use super::admin::hex;
 use crate::app::App;
+use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::service::Error;
 
 /// An issued identity: the token and what it says.
 pub struct Issued<T> {

@@ -7,8 +7,8 @@ use remit_store::StoreError;
 use remit_token::Claims;
 
 use crate::app::App;
+use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::service::Error;
 
 /// The answer to an introspection: the verified claims when active, and (for logs and
 /// metrics only, never the response) why it is not.
@@ -33,7 +33,7 @@ impl App {
 
     async fn introspect_inner(&self, token: &str) -> Result<Introspection, Error> {
         let inactive = |why| Ok(Introspection { claims: None, inactive_reason: why });
-        let claims = match self.verify_jwt(token, None).await {
+        let claims = match self.verify_jwt(token, None, None).await {
             Ok(c) => c,
             Err(_) => return inactive("invalid or expired"),
         };
@@ -70,7 +70,7 @@ impl App {
     /// Revokes the identity behind a presented token. Per RFC 7009 the answer is the same
     /// whether or not the token was valid; possession of a token is the authority to end it.
     pub async fn revoke_token(&self, token: &str) -> Result<(), Error> {
-        let Ok(claims) = self.verify_jwt(token, None).await else { return Ok(()) };
+        let Ok(claims) = self.verify_jwt(token, None, None).await else { return Ok(()) };
         let target = match self.subject_of(&claims) {
             Some(Subject::Task { task, .. }) => KillTarget::Task(task),
             Some(Subject::Instance { instance, .. }) => KillTarget::Instance(instance),

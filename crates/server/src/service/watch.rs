@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Caller;
 use crate::app::App;
-use crate::service::Error;
+use crate::error::Error;
 
 /// How often a watcher re-reads its task while the change feed is down.
 const FEED_DOWN_POLL: Duration = Duration::from_secs(1);

@@ -181,3 +181,27 @@ impl TestServer {
         self.app.store.audit().head().await.unwrap().0
     }
 }
+
+/// Reads a policy directory into a bundle, as `remit policy push DIR` does.
+pub fn bundle_from_dir(dir: &std::path::Path) -> remit_policy::Bundle {
+    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let mut b = remit_policy::Bundle::default();
+    for p in &names {
+        let file = p.file_name().unwrap().to_string_lossy().into_owned();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("cedar") => {
+                b.policies.push(remit_policy::PolicyFile { name: file, source: std::fs::read_to_string(p).unwrap() })
+            }
+            Some("cedarschema") => {
+                b.schema.push_str(&std::fs::read_to_string(p).unwrap());
+                b.schema.push('\n');
+            }
+            _ if file == "mapping.json" => {
+                b.mapping = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+            }
+            _ => {}
+        }
+    }
+    b
+}

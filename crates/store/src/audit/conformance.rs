@@ -20,19 +20,28 @@ pub async fn checkpoints_and_filters(store: Arc<dyn Store>) {
     assert_eq!(s.audit().latest_checkpoint().await.unwrap(), Some(cp.clone()));
     s.audit()
         .append(vec![
-            AuditEvent::new(now(), "admin", AuditAction::TaskStart).workflow("deploy").task("t1").agent("bot"),
-            AuditEvent::new(now(), "admin", AuditAction::TaskStart).workflow("other").task("t2").agent("bot"),
+            AuditEvent::new(now(), "admin", AuditAction::TaskStart)
+                .workflow("deploy")
+                .task("t-00000000000000000000000000000001")
+                .agent("bot"),
+            AuditEvent::new(now(), "admin", AuditAction::TaskStart)
+                .workflow("other")
+                .task("t-00000000000000000000000000000002")
+                .agent("bot"),
         ])
         .await
         .unwrap();
     let f = |w: Option<&str>, t: Option<&str>| AuditFilter {
-        workflow: w.map(Into::into),
-        task: t.map(Into::into),
+        workflow: w.map(|w| remit_core::ids::WorkflowName::parse(w).unwrap()),
+        task: t.map(|t| remit_core::ids::TaskId::parse(t).unwrap()),
         limit: 100,
         ..Default::default()
     };
     assert_eq!(s.audit().list(f(Some("other"), None)).await.unwrap().len(), 1);
-    assert_eq!(s.audit().list(f(None, Some("t1"))).await.unwrap()[0].event.task.as_deref(), Some("t1"));
+    assert_eq!(
+        s.audit().list(f(None, Some("t-00000000000000000000000000000001"))).await.unwrap()[0].event.task.as_deref(),
+        Some("t-00000000000000000000000000000001")
+    );
     let page = s.audit().list(AuditFilter { after_seq: seq, limit: 1, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].seq, seq + 1);

@@ -12,6 +12,7 @@ pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use remit_core::audit::{AuditEvent, AuditRecord, Checkpoint};
+use remit_core::ids::{AgentName, TaskId, WorkflowName};
 use remit_core::time::UnixMillis;
 
 use crate::Result;
@@ -24,9 +25,10 @@ pub(crate) const CHECKPOINT_COLS: &str = "seq, head_hash, time, key_id, signatur
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    pub workflow: Option<String>,
-    pub task: Option<String>,
-    pub agent: Option<String>,
+    pub workflow: Option<WorkflowName>,
+    pub task: Option<TaskId>,
+    pub agent: Option<AgentName>,
+    /// A dotted action name (`task.start`).
     pub action: Option<String>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,

@@ -97,9 +97,9 @@ async fn list_audit(c: &mut PgConnection, f: &AuditFilter) -> Result<Vec<AuditRe
     let mut args = PgArguments::default();
     arg(&mut args, i64::try_from(f.after_seq).unwrap_or(i64::MAX))?;
     for (clause, v) in [
-        ("workflow =", f.workflow.clone()),
-        ("task =", f.task.clone()),
-        ("agent =", f.agent.clone()),
+        ("workflow =", f.workflow.as_ref().map(ToString::to_string)),
+        ("task =", f.task.as_ref().map(ToString::to_string)),
+        ("agent =", f.agent.as_ref().map(ToString::to_string)),
         ("action =", f.action.clone()),
     ] {
         if let Some(v) = v {

@@ -93,13 +93,13 @@ fn list_audit(c: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
         sql.push_str(&format!(" AND {clause} ?{}", args.len()));
     };
     if let Some(w) = &f.workflow {
-        add("workflow =", Box::new(w.clone()));
+        add("workflow =", Box::new(w.to_string()));
     }
     if let Some(t) = &f.task {
-        add("task =", Box::new(t.clone()));
+        add("task =", Box::new(t.to_string()));
     }
     if let Some(a) = &f.agent {
-        add("agent =", Box::new(a.clone()));
+        add("agent =", Box::new(a.to_string()));
     }
     if let Some(a) = &f.action {
         add("action =", Box::new(a.clone()));

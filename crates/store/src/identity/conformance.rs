@@ -213,7 +213,7 @@ pub async fn kill_workflow_cascades(store: Arc<dyn Store>) {
     assert_eq!(s.identity().task(&other.id).await.unwrap().unwrap().state, TaskState::Active);
     assert_eq!(s.identity().workflow(&wf_name("deploy")).await.unwrap().unwrap().state, WorkflowState::Suspended);
     let revs =
-        s.audit().list(AuditFilter { task: Some(t1.id.to_string()), limit: 100, ..Default::default() }).await.unwrap();
+        s.audit().list(AuditFilter { task: Some(t1.id.clone()), limit: 100, ..Default::default() }).await.unwrap();
     let rev = revs.iter().find(|r| r.event.action == "task.revoke").unwrap();
     assert_eq!(rev.event.actor, "alice@example.com");
     assert_eq!(rev.event.reason.as_deref(), Some("incident 42"));
