@@ -18,6 +18,10 @@ use cedar_policy::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod direct;
+#[cfg(feature = "testing")]
+pub mod synthetic;
+
 /// Remit's own world. Operators extend it with their own entity types and actions in the
 /// bundle's schema (same, empty, namespace).
 pub const BASE_SCHEMA: &str = r#"
@@ -533,146 +537,9 @@ pub fn entities_from(parts: Vec<Part>) -> Result<Entities, PolicyError> {
     Entities::from_json_value(serde_json::Value::Array(rest), None).map_err(|e| PolicyError::Entities(e.to_string()))
 }
 
-/// Cedar values built straight from JSON, reading it the way Cedar's schemaless JSON format
-/// does (`__entity` and `__extn` escapes, integers as `Long`, arrays as sets, objects as
-/// records) without Cedar's intermediate JSON representation, which costs several times
-/// more. `None` for anything else (floats, nulls, multi-argument extension calls, …): the
-/// caller then uses Cedar's parser, which gives the exact answer or error.
-pub mod direct {
-    use std::collections::{HashMap, HashSet};
-
-    use cedar_policy::{Entity, EntityUid, RestrictedExpression};
-    use serde_json::Value;
-
-    /// Deepest nesting built directly (deeper goes to Cedar's parser).
-    const MAX_DEPTH: usize = 32;
-
-    fn uid_of(v: &Value) -> Option<EntityUid> {
-        let m = v.as_object()?;
-        if m.len() != 2 {
-            return None;
-        }
-        let (t, i) = (m.get("type")?.as_str()?, m.get("id")?.as_str()?);
-        super::uid(t, i).ok()
-    }
-
-    /// One attribute or context value.
-    pub fn expr(v: &Value, depth: usize) -> Option<RestrictedExpression> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        match v {
-            Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-            Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-            Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-            Value::Array(a) => {
-                a.iter().map(|x| expr(x, depth + 1)).collect::<Option<Vec<_>>>().map(RestrictedExpression::new_set)
-            }
-            Value::Object(m) if m.contains_key("__entity") || m.contains_key("__extn") || m.contains_key("__expr") => {
-                if m.len() != 1 {
-                    return None;
-                }
-                if let Some(e) = m.get("__entity") {
-                    return uid_of(e).map(RestrictedExpression::new_entity_uid);
-                }
-                let x = m.get("__extn")?.as_object()?;
-                if x.len() != 2 {
-                    return None;
-                }
-                let arg = x.get("arg")?.as_str()?;
-                match x.get("fn")?.as_str()? {
-                    "ip" => Some(RestrictedExpression::new_ip(arg)),
-                    "decimal" => Some(RestrictedExpression::new_decimal(arg)),
-                    "datetime" => Some(RestrictedExpression::new_datetime(arg)),
-                    "duration" => Some(RestrictedExpression::new_duration(arg)),
-                    _ => None,
-                }
-            }
-            Value::Object(m) => {
-                let fields =
-                    m.iter().map(|(k, v)| Some((k.clone(), expr(v, depth + 1)?))).collect::<Option<Vec<_>>>()?;
-                RestrictedExpression::new_record(fields).ok()
-            }
-            Value::Null => None,
-        }
-    }
-
-    /// One Cedar-JSON entity object (`uid`, `attrs`, `parents`; no `tags`).
-    pub fn entity(v: &Value) -> Option<Entity> {
-        let m = v.as_object()?;
-        if m.keys().any(|k| !matches!(k.as_str(), "uid" | "attrs" | "parents")) {
-            return None;
-        }
-        let uid = m.get("uid").and_then(|u| uid_of(u).or_else(|| uid_of(u.as_object()?.get("__entity")?)))?;
-        let attrs = match m.get("attrs") {
-            None => HashMap::new(),
-            Some(a) => {
-                a.as_object()?.iter().map(|(k, v)| Some((k.clone(), expr(v, 0)?))).collect::<Option<HashMap<_, _>>>()?
-            }
-        };
-        let parents = match m.get("parents") {
-            None => HashSet::new(),
-            Some(p) => p
-                .as_array()?
-                .iter()
-                .map(|p| uid_of(p).or_else(|| uid_of(p.as_object()?.get("__entity")?)))
-                .collect::<Option<HashSet<_>>>()?,
-        };
-        Entity::new(uid, attrs, parents).ok()
-    }
-}
-
 /// Parses a policy's source back for display (`remit policy explain`).
 pub fn policy_source(engine: &Engine, id: &str) -> Option<String> {
     engine.policies.policy(&PolicyId::new(id)).map(Policy::to_string)
-}
-
-/// A generated bundle and entities of a known shape, for benchmarks and load tests (feature
-/// `testing`): `n`
-/// application policies (`act{i}`: a user with role `r{i % 5}` on a todo it owns), one
-/// admin permit and one forbid, over `Human` and `Todo`.
-#[cfg(feature = "testing")]
-pub mod synthetic {
-    use serde_json::{Value, json};
-
-    use super::{Bundle, PolicyFile};
-
-    pub fn bundle(n: usize) -> Bundle {
-        let mut src = String::new();
-        let mut actions = Vec::new();
-        for i in 0..n {
-            actions.push(format!("\"act{i}\""));
-            src.push_str(&format!(
-                "@id(\"p{i}\") permit (principal is Human, action == Action::\"act{i}\", resource is Todo) when {{ \
-                 principal has roles && principal.roles.contains(\"r{}\") && principal has email && \
-                 resource has ownerID && resource.ownerID == principal.email }};\n",
-                i % 5
-            ));
-        }
-        src.push_str("@id(\"admins\") permit (principal is Human, action, resource is Todo) when { principal has roles && principal.roles.contains(\"admin\") };\n");
-        src.push_str("@id(\"banned\") forbid (principal is Human, action, resource) when { principal has roles && principal.roles.contains(\"banned\") };\n");
-        let schema = format!(
-            "entity Todo {{ ownerID?: String }};\naction {} appliesTo {{ principal: [Human], resource: [Todo] }};\n",
-            actions.join(", ")
-        );
-        Bundle {
-            policies: vec![PolicyFile { name: "synthetic.cedar".into(), source: src }],
-            schema,
-            ..Default::default()
-        }
-    }
-
-    /// User `i` (`u{i}@example.com`, role `r{i % 5}`), in Cedar entity JSON.
-    pub fn user(i: usize) -> Value {
-        json!({"uid": {"type": "Human", "id": format!("u{i}@example.com")},
-               "attrs": {"email": format!("u{i}@example.com"), "roles": [format!("r{}", i % 5)]}, "parents": []})
-    }
-
-    /// Todo `i`, owned by user `i % users`.
-    pub fn todo(i: usize, users: usize) -> Value {
-        json!({"uid": {"type": "Todo", "id": format!("todo-{i}")},
-               "attrs": {"ownerID": format!("u{}@example.com", i % users.max(1))}, "parents": []})
-    }
 }
 
 #[cfg(test)]
