@@ -151,10 +151,68 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Parses "5m", "90s", "1h" or a plain number of seconds.
+/// Parses a duration into seconds: a plain number of seconds (`90`) or numbers with units,
+/// `s`, `m`, `h`, `d` (also `sec`, `min`, `hour`, `day` and plurals), combined as in `1h30m`.
+/// Units people might mean differently (`M`: minutes or months?, `y`, `w`, `ms`) are refused,
+/// as are negative durations.
 pub fn parse_secs(s: &str) -> Result<u64, String> {
-    if let Ok(n) = s.parse::<u64>() {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("`{s}`: a duration cannot be negative"));
+    }
+    if t.is_empty() {
+        return Err("a duration is required, e.g. 90s, 5m, 1h30m".into());
+    }
+    if let Ok(n) = t.parse::<u64>() {
         return Ok(n);
     }
-    humantime::parse_duration(s).map(|d| d.as_secs()).map_err(|e| format!("`{s}`: {e}"))
+    let mut total: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("`{s}`: expected a number at `{rest}` (e.g. 90s, 5m, 1h30m)"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
+        rest = rest[digits..].trim_start();
+        let ulen = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..ulen];
+        rest = rest[ulen..].trim_start();
+        let mult = match unit {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "" => return Err(format!("`{s}`: a unit is needed after {n} when several parts are given (s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown or ambiguous unit `{other}`; use s (seconds), m (minutes), h (hours) or d (days)"
+                ));
+            }
+        };
+        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("`{s}`: too long"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_mean_what_people_mean() {
+        for (text, secs) in [("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("2d", 172_800), ("10 min", 600)] {
+            assert_eq!(parse_secs(text), Ok(secs), "{text}");
+        }
+        for bad in ["-1s", "-5", "5M", "1y", "2w", "500ms", "", "m", "1h30", "abc"] {
+            let e = parse_secs(bad).unwrap_err();
+            assert!(!e.contains("tip"), "{bad}: {e}");
+        }
+        assert!(parse_secs("-1s").unwrap_err().contains("negative"));
+        assert!(parse_secs("5M").unwrap_err().contains("ambiguous"));
+        use remit_core::time::format_secs;
+        assert_eq!(format_secs(300), "5m");
+        assert_eq!(format_secs(5400), "1h30m");
+        assert_eq!(format_secs(59), "59s");
+    }
 }

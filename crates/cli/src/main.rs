@@ -5,11 +5,16 @@
 //! `admin-token` file `remit init` wrote in the data directory.
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 denied or inactive; 4 not found;
-//! 5 server unreachable or unavailable.
+//! 5 server unreachable or unavailable; 6 `exec`: the task was killed; 7 `decide`: a human
+//! must approve the call first (approval required or still pending).
+//!
+//! With `--json`, every command prints JSON on stdout, and an error is one JSON object on
+//! stderr: `{"error": {"message", "exit_code"}}`.
 
 mod client;
 mod cmd;
 mod output;
+mod sse;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +82,9 @@ pub enum Command {
     /// The attribute store (users, resources, roles) decisions read.
     #[command(subcommand)]
     Entities(cmd::entities::Cmd),
+    /// Ask whether this task may take an action, with its own token (REMIT_TASK_TOKEN);
+    /// exit 0 allow, 3 deny, 7 a human must approve first (`--wait` waits for them).
+    Decide(cmd::decide::Args),
     /// Run a command as one task of a workflow: join, start the task, hand the child its
     /// token, complete the task when the child exits.
     Exec(cmd::exec::Args),
@@ -112,8 +120,29 @@ impl CliError {
     }
 }
 
+/// Clap's refusal of the command line: its own text, or under `--json` the JSON error shape
+/// (help and version are printed as they are).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !std::env::args().any(|a| a == "--json") {
+        e.exit();
+    }
+    let message = e.render().to_string();
+    let message = message.trim().trim_start_matches("error: ");
+    eprintln!("{}", serde_json::json!({"error": {"message": message, "exit_code": 2}}));
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let json = cli.global.json;
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,6 +153,11 @@ fn main() -> ExitCode {
     match rt.block_on(cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Exit(c)) => ExitCode::from(c),
+        Err(e) if json => {
+            let v = serde_json::json!({"error": {"message": e.to_string(), "exit_code": e.code()}});
+            eprintln!("{v}");
+            ExitCode::from(e.code())
+        }
         Err(e) => {
             eprintln!("remit: {e}");
             ExitCode::from(e.code())

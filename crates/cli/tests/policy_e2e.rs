@@ -46,7 +46,12 @@ fn policy_lifecycle_through_the_cli() {
     assert!(text(&o).contains("launch"), "Cedar's diagnostic names the problem: {}", text(&o));
 
     // Before any push every decision is deny; push the bundle and the users.
-    let o = remit(&["policy", "test", &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-02.json")]);
+    let o = remit(&[
+        "policy",
+        "test",
+        "--server",
+        &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-02.json"),
+    ]);
     assert_eq!(o.status.code(), Some(1), "with no policy the cases fail: {}", text(&o));
     let o = remit(&["policy", "push", &ex]);
     assert!(o.status.success() && text(&o).contains("version 1"), "{}", text(&o));
@@ -58,7 +63,7 @@ fn policy_lifecycle_through_the_cli() {
         "authzen-todo-backend/test/decisions-authorization-api-1_0-02.json",
         "authzen-api-gateways/test-harness/test/decisions.json",
     ] {
-        let o = remit(&["policy", "test", &interop(f)]);
+        let o = remit(&["policy", "test", "--server", &interop(f)]);
         assert!(o.status.success(), "{f}: {}", text(&o));
         assert!(text(&o).contains(" 0 failed"), "{}", text(&o));
     }
@@ -97,7 +102,12 @@ fn policy_lifecycle_through_the_cli() {
     assert_eq!((v["outcome"].as_str(), v["policy_version"].as_u64()), (Some("allow"), Some(2)), "{v}");
     assert!(v["policies"]["todo.viewers-create"].as_str().unwrap().contains("viewer"), "{v}");
     // The 1.0-00 cases expect viewers to be refused: `policy test` now fails, like `opa test`.
-    let o = remit(&["policy", "test", &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-00.json")]);
+    let o = remit(&[
+        "policy",
+        "test",
+        "--server",
+        &interop("authzen-todo-backend/test/decisions-authorization-api-1_0-00.json"),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 
     // Version 3 gates deleting todos by viewers behind a human approval.
@@ -160,4 +170,74 @@ fn policy_lifecycle_through_the_cli() {
     assert!(o.status.success(), "{}", text(&o));
     let o = remit(&["audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// `remit policy test` on task cases needs no server: the example's cases pass offline, a
+/// wrong expectation fails with the case's name, and Cedar's diagnostics are placed
+/// (`file:line:col`) once each; an unknown action lists the schema's actions.
+#[test]
+fn task_cases_run_offline_and_diagnostics_are_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens here: an offline run must not need it.
+    let remit = |args: &[&str]| -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("REMIT_URL", "http://127.0.0.1:9")
+            .env_remove("REMIT_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let cases = root().join("examples/agents/cases.json");
+    let o = remit(&["policy", "test", cases.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(" 0 failed"), "{}", text(&o));
+
+    let o = remit(&["--json", "policy", "test", cases.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["failed"], 0, "{v}");
+    assert!(v["passed"].as_u64().unwrap() >= 10, "{v}");
+    assert!(v["cases"].as_array().unwrap().iter().any(|c| c["got"] == "approval_required"), "{v}");
+
+    // A wrong expectation fails, naming the case; the policies come from --policies.
+    let mut wrong: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cases).unwrap()).unwrap();
+    wrong["cases"] = serde_json::json!([{"name": "writes are free", "action": "call_tool",
+        "task": {"tools_used": ["jira.read"]}, "resource": {"type": "Tool", "id": "jira.write"}, "expect": "allow"}]);
+    let f = dir.path().join("wrong.json");
+    std::fs::write(&f, wrong.to_string()).unwrap();
+    let policies = root().join("examples/agents/policies");
+    let o = remit(&["policy", "test", f.to_str().unwrap(), "--policies", policies.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("FAIL writes are free: expected allow, got approval_required"), "{}", text(&o));
+
+    // AuthZEN cases go to a server only when asked.
+    let o = remit(&["policy", "test", &interop("authzen-api-gateways/test-harness/test/decisions.json")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--server"), "{}", text(&o));
+
+    // The base schema.
+    let o = remit(&["policy", "schema"]);
+    assert!(o.status.success() && text(&o).contains("action call_tool appliesTo"), "{}", text(&o));
+
+    // A syntax error on line 2, column 11: placed, and said once.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("p.cedar"), "// two\npermit (pr incipal, action, resource);\n").unwrap();
+    let o = remit(&["policy", "validate", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("p.cedar:2:"), "{out}");
+    assert_eq!(out.matches("p.cedar:").count(), 1, "{out}");
+
+    // An unknown action: placed at its line, with the schema's actions listed.
+    std::fs::write(bad.join("p.cedar"), "permit (principal,\n  action == Action::\"call_tol\", resource);\n").unwrap();
+    let o = remit(&["policy", "validate", bad.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("p.cedar:2:") && out.contains("call_tool"), "{out}");
+
+    // `@approval` on a forbid does nothing: a warning says so.
+    std::fs::write(bad.join("p.cedar"), "@approval(\"x\") forbid (principal, action, resource);\n").unwrap();
+    let o = remit(&["policy", "validate", bad.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("warning:") && text(&o).contains("forbid"), "{}", text(&o));
 }

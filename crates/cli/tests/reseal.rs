@@ -70,3 +70,38 @@ fn an_unsealed_installation_starts_only_after_reseal() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not open under this KEK"));
 }
+
+/// One server per data directory: a second `remit serve` on it is refused at once, with a
+/// clear message, and the first keeps serving.
+#[test]
+fn a_second_server_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = common::serve(&data, &[], &[]);
+    let o = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("REMIT_DATA_DIR", &data)
+        .env("REMIT_ADMIN_LISTEN", "off")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another remit process is using the store"), "{err}");
+    // The first server is unharmed.
+    let (host, port) = first.url.trim_start_matches("http://").split_once(':').unwrap();
+    let mut c = std::net::TcpStream::connect((host, port.parse::<u16>().unwrap())).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Nor can an offline command write under it.
+    let o = Command::new(BIN).args(["reseal", "--yes"]).env("REMIT_DATA_DIR", &data).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another remit process is using the store"));
+    // The lock goes with the process: once the first server stops, a new one starts (the lock
+    // file left behind is not a stale lock).
+    drop(first);
+    let again = common::serve(&data, &[], &[]);
+    assert!(again.url.starts_with("http://"));
+}

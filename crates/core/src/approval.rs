@@ -131,11 +131,12 @@ pub struct Presented<'a> {
 /// `approved → used`, once, for the very call it was given for, before expiry. Returns the
 /// used request.
 pub fn consume(a: &Approval, p: Presented<'_>) -> Result<Approval, ApprovalError> {
+    // An open request past its expiry says so (rather than "pending, not approved").
+    if matches!(a.state, ApprovalState::Pending | ApprovalState::Approved) && p.at >= a.expires_at {
+        return Err(ApprovalError::Expired(a.id.clone()));
+    }
     if a.state != ApprovalState::Approved {
         return Err(ApprovalError::NotApproved(a.id.clone(), a.state));
-    }
-    if p.at >= a.expires_at {
-        return Err(ApprovalError::Expired(a.id.clone()));
     }
     if a.digest != p.digest {
         return Err(ApprovalError::OtherCall(a.id.clone()));

@@ -18,7 +18,11 @@ pub enum DomainError {
     AgentNotInWorkflow { agent: String, workflow: String },
     #[error("agent instance `{0}` is not active")]
     InstanceInactive(String),
-    #[error("requested ttl of {requested}s exceeds the maximum of {max}s")]
+    #[error(
+        "requested ttl of {} exceeds the maximum of {}",
+        crate::time::format_secs(*requested),
+        crate::time::format_secs(*max)
+    )]
     TtlTooLong { requested: u64, max: u64 },
     #[error("data sensitivity `{requested}` exceeds the workflow's ceiling `{ceiling}`")]
     SensitivityAboveCeiling { requested: Sensitivity, ceiling: Sensitivity },

@@ -13,11 +13,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
+    Authorizer, Decision as CedarDecision, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 
+/// The request context and entity set a decision is made with (Cedar's own types).
+pub use cedar_policy::{Context, Entities};
+
+pub mod diagnostics;
 pub mod direct;
 #[cfg(feature = "testing")]
 pub mod synthetic;
@@ -185,6 +189,9 @@ pub struct Engine {
     slices: HashMap<EntityUid, PolicySet>,
     /// Policies with no action constraint (the slice of an action no policy names).
     unscoped: PolicySet,
+    /// The actions the schema declares.
+    actions: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -197,11 +204,11 @@ fn schema_of(extra: &str) -> Result<Schema, Rejected> {
     let parse = |name: &str, src: &str| {
         SchemaFragment::from_cedarschema_str(src)
             .map(|(f, _warnings)| f)
-            .map_err(|e| Rejected(vec![format!("schema ({name}): {e}")]))
+            .map_err(|e| Rejected(vec![diagnostics::located(name, Some(src), &e, &[])]))
     };
-    let mut frags = vec![parse("remit base", BASE_SCHEMA)?];
+    let mut frags = vec![parse("remit base schema", BASE_SCHEMA)?];
     if !extra.trim().is_empty() {
-        frags.push(parse("bundle", extra)?);
+        frags.push(parse("bundle schema", extra)?);
     }
     Schema::from_schema_fragments(frags).map_err(|e| Rejected(vec![format!("schema: {e}")]))
 }
@@ -216,24 +223,28 @@ impl Engine {
     /// and validates the set in strict mode.
     pub fn compile(version: u64, bundle: &Bundle) -> Result<Engine, Rejected> {
         let schema = schema_of(&bundle.schema)?;
+        let actions: Vec<String> = schema.actions().map(|a| a.id().unescaped().to_owned()).collect();
         let mut set = PolicySet::new();
         let mut problems = Vec::new();
-        for file in &bundle.policies {
+        // Which file each policy came from, to place the validator's diagnostics.
+        let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        for (i, file) in bundle.policies.iter().enumerate() {
             let parsed = match PolicySet::from_str(&file.source) {
                 Ok(p) => p,
                 Err(e) => {
-                    problems.push(format!("{}: {e}", file.name));
                     for d in e.iter() {
-                        problems.push(format!("{}: {d}", file.name));
+                        problems.push(diagnostics::located(&file.name, Some(&file.source), d, &actions));
                     }
                     continue;
                 }
             };
             for (n, p) in parsed.policies().enumerate() {
                 let id = p.annotation("id").map(str::to_owned).unwrap_or_else(|| format!("{}#{n}", file.name));
-                if let Err(e) = set.add(p.new_id(PolicyId::new(&id))) {
-                    problems.push(format!("{}: {e}", file.name));
+                let id = PolicyId::new(&id);
+                if let Err(e) = set.add(p.new_id(id.clone())) {
+                    problems.push(diagnostics::located(&file.name, Some(&file.source), &e, &actions));
                 }
+                origin.insert(id, i);
             }
             if parsed.templates().next().is_some() {
                 problems.push(format!("{}: templates are not supported; write static policies", file.name));
@@ -242,9 +253,25 @@ impl Engine {
         if !problems.is_empty() {
             return Err(Rejected(problems));
         }
+        let place =
+            |id: &PolicyId, d: &dyn miette::Diagnostic| match origin.get(id).and_then(|i| bundle.policies.get(*i)) {
+                Some(f) => diagnostics::located(&f.name, Some(&f.source), d, &actions),
+                None => diagnostics::located(id.as_ref(), None, d, &actions),
+            };
         let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
         if !result.validation_passed() {
-            return Err(Rejected(result.validation_errors().map(|e| e.to_string()).collect()));
+            return Err(Rejected(result.validation_errors().map(|e| place(e.policy_id(), e)).collect()));
+        }
+        let mut warnings: Vec<String> = result.validation_warnings().map(|w| place(w.policy_id(), w)).collect();
+        for p in set.policies().filter(|p| p.effect() == cedar_policy::Effect::Forbid) {
+            if p.annotation(APPROVAL_ANNOTATION).is_some() {
+                let file = origin.get(p.id()).and_then(|i| bundle.policies.get(*i)).map(|f| f.name.as_str());
+                warnings.push(format!(
+                    "{}: policy `{}`: `@approval` on a forbid has no effect (only permits ask for approval)",
+                    file.unwrap_or("bundle"),
+                    p.id()
+                ));
+            }
         }
         let approvals = set
             .policies()
@@ -261,7 +288,19 @@ impl Engine {
             approvals,
             slices,
             unscoped,
+            actions,
+            warnings,
         })
+    }
+
+    /// The actions the schema declares (base schema and bundle), by name.
+    pub fn actions(&self) -> &[String] {
+        &self.actions
+    }
+
+    /// What the validator (and Remit) warns about in an accepted bundle, placed like errors.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn version(&self) -> u64 {
@@ -338,6 +377,13 @@ impl Engine {
         entities: &Entities,
         approved: bool,
     ) -> Decision {
+        if !self.slices.contains_key(&action) && !self.actions.iter().any(|a| a == action.id().unescaped()) {
+            let name = action.id().unescaped().to_owned();
+            return self.deny(
+                vec![],
+                vec![format!("unknown action `{name}`; the schema's actions: {}", self.actions.join(", "))],
+            );
+        }
         let slice = self.slice(&action);
         let req = match Request::new(principal, action, resource, context, None) {
             Ok(r) => r,

@@ -15,12 +15,56 @@ use remit_store::{Installation, KeyPurpose, Store};
 use remit_token::{Kek, b64e};
 
 use crate::app::{StartError, new_stored_key};
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 
 /// The admin credential file's name inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Prefix of admin credentials (helps secret scanners recognise a leak).
 pub const ADMIN_TOKEN_PREFIX: &str = "remit_admin_";
+
+/// An exclusive lock on an embedded (SQLite) store, held while a server (or an offline
+/// command that writes the store) uses it; released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: Option<std::fs::File>,
+}
+
+/// The lock file next to a SQLite database: `<database>.lock`.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes the store's lock, or refuses: two servers on one SQLite database would fight over
+/// the audit chain (every write of the second one failing). A PostgreSQL store is shared by
+/// design (many replicas) and takes no lock.
+pub fn lock_store(cfg: &Config) -> Result<StoreLock, StartError> {
+    let db = match cfg.store_kind()? {
+        StoreKind::Sqlite(db) => db,
+        StoreKind::Postgres(_) => return Ok(StoreLock { _file: None }),
+    };
+    let path = lock_path(&db);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StartError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError::Io(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(StoreLock { _file: Some(file) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Io(format!(
+            "another remit process is using the store {} (its lock {} is held); stop it first, or give this one \
+             its own --data-dir",
+            db.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Io(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
 
 /// What a first run created.
 #[derive(Debug)]

@@ -75,8 +75,10 @@ async fn an_approved_call_succeeds_exactly_once() {
     assert_eq!(v["decision"], false);
     assert_eq!(v["context"]["approval_required"], true, "{v}");
     let id = v["context"]["approval_id"].as_str().unwrap().to_owned();
-    // Retrying before anyone approved is still a deny.
-    assert_eq!(evaluate(&s, delete("t1", Some(&id))).await, json!({"decision": false}));
+    // Retrying before anyone approved is still a deny, which says the request is pending.
+    let v = evaluate(&s, delete("t1", Some(&id))).await;
+    assert_eq!((v["decision"].clone(), v["context"]["approval_pending"].clone()), (json!(false), json!(true)), "{v}");
+    assert_eq!(v["context"]["approval_id"], id.as_str(), "{v}");
     // The approver sees exactly what is asked.
     let (_, list) = s.admin_get("/v1/approvals?state=pending").await;
     let pending = &list["approvals"][0];

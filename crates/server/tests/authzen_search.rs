@@ -63,7 +63,9 @@ fn sorted(v: &Value) -> Vec<String> {
     out
 }
 
-/// Runs every case of `file` against `/access/v1/search/{kind}`; results compared sorted.
+/// Runs every case of `file` against `/access/v1/search/{kind}`; results compared sorted,
+/// and nothing else in the answer (no `page` for a request that never paginated), as the
+/// official runner compares whole responses.
 async fn run(s: &TestServer, file: &str, key: &str, kind: &str) -> usize {
     let mut failures = Vec::new();
     let cases = interop(file)[key].as_array().cloned().unwrap_or_default();
@@ -73,7 +75,7 @@ async fn run(s: &TestServer, file: &str, key: &str, kind: &str) -> usize {
             .await;
         if st != 200
             || sorted(&got["results"]) != sorted(&case["expected"]["results"])
-            || got["page"]["next_token"] != ""
+            || got.as_object().map(|o| o.len()) != Some(1)
         {
             failures.push(format!("{kind}: {} → {st} {got} (expected {})", case["request"], case["expected"]));
         }

@@ -170,7 +170,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     // TTL above the workflow's max.
     let (st, e) = start(json!({"workflow": "deploy", "intent": "x", "audience": ["a"], "ttl_seconds": 601})).await;
     assert_eq!(st, 400);
-    assert_eq!(e["message"], "requested ttl of 601s exceeds the maximum of 600s");
+    assert_eq!(e["message"], "requested ttl of 10m1s exceeds the maximum of 10m");
     // Unknown workflow, malformed names, missing fields, unknown fields, bad enum.
     let (st, _) = start(json!({"workflow": "nope", "intent": "x", "audience": ["a"]})).await;
     assert_eq!(st, 404);

@@ -195,3 +195,76 @@ async fn a_task_watch_on_one_replica_hears_a_kill_on_another() {
     let e = until_ended(watch(&c, c.admin.clone(), task.clone()).await).await;
     assert_eq!(e["state"], "revoked");
 }
+
+/// Reads server-sent events from `resp` until one is not `pending`; returns it.
+async fn until_decided(mut resp: reqwest::Response) -> serde_json::Value {
+    let mut buf = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("the wait went silent")
+            .unwrap()
+            .expect("the stream ended before the decision");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data)
+                && v["state"] != "pending"
+            {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_waiting_on_one_replica_hears_the_approval_given_on_another() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    a.setup().await;
+    let gated = r#"@id("gated") @approval("a human looks first")
+        permit (principal is Task, action == Action::"call_tool", resource == Tool::"prod");"#;
+    let bundle = json!({"policies": [{"name": "p.cedar", "source": gated}]});
+    assert_eq!(a.call("PUT", "/v1/policies", Some(&a.admin.clone()), Some(bundle)).await.0, 201);
+    let inst = a.join().await;
+    let body = json!({"workflow": "deploy", "intent": "ship", "audience": ["remit"], "ttl_seconds": 300});
+    let (_, t) = a.call("POST", "/v1/tasks", Some(&inst), Some(body)).await;
+    let token = t["token"].as_str().unwrap().to_owned();
+    let ask = json!({"action": {"name": "call_tool"}, "resource": {"type": "Tool", "id": "prod"}});
+    // The policy version reaches every replica through the feed; ask until B has it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (st, v) = b.call("POST", "/v1/decisions", Some(&token), Some(ask.clone())).await;
+        assert_eq!(st, 200, "{v}");
+        if v["outcome"] == "approval_required" {
+            break v["approval"]["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "replica B never saw the policy: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let resp = b.http.get(format!("{}/v1/approvals/{id}/events", b.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let t0 = Instant::now();
+    let r = c
+        .http
+        .post(format!("{}/v1/approvals/{id}/approve", c.url))
+        .bearer_auth(&c.admin)
+        .header("x-remit-operator", "alice@example.com")
+        .json(&json!({"reason": "looked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = until_decided(resp).await;
+    eprintln!("approval on C → waiter on B in {:?}", t0.elapsed());
+    assert_eq!(e["state"], "approved", "{e}");
+    // The retry through A uses it.
+    let mut retry = ask.clone();
+    retry["approval"] = json!(id);
+    let (_, v) = a.call("POST", "/v1/decisions", Some(&token), Some(retry)).await;
+    assert_eq!(v["outcome"], "allow", "{v}");
+    for s in [a, b, c] {
+        s.stop().await;
+    }
+}

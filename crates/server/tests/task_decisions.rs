@@ -156,8 +156,9 @@ async fn tools_used_and_approvals_bound_to_the_task() {
     let (_, a) = s.admin_get(&format!("/v1/approvals/{id}")).await;
     assert_eq!((a["task"].as_str(), a["workflow"].as_str()), (Some(task.as_str()), Some("deploy")), "{a}");
     assert!(a["requested_by"].as_str().unwrap().starts_with("spiffe://"), "{a}");
-    // Presenting it before anyone decided: denied, and it stays pending.
-    assert_eq!(call(&s, &token, "prod", ctx.clone(), Some(&id)).await["decision"], false);
+    // Presenting it before anyone decided: not allowed, `pending`, and it stays pending.
+    let v = call(&s, &token, "prod", ctx.clone(), Some(&id)).await;
+    assert_eq!((v["decision"].as_bool(), v["outcome"].as_str()), (Some(false), Some("pending")), "{v}");
     // Only humans with rights over the workflow decide: not dave, who is neither owner nor approver.
     let (st, v) = decide_as(&s, &id, "approve", "dave@example.com").await;
     assert_eq!(st, 403, "{v}");

@@ -95,7 +95,7 @@ impl State {
                 m.entities.clear();
                 m.entity_bytes = 0;
             }
-            Change::Keys | Change::Policy => {}
+            Change::Keys | Change::Policy | Change::Approval(_) => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
                 *m = Maps::default();

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use remit_core::ids::{AgentName, InstanceId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, ApprovalId, InstanceId, TaskId, WorkflowName};
 use remit_core::model::{KillReport, KillTarget};
 use tokio::sync::broadcast;
 
@@ -30,6 +30,9 @@ pub enum Change {
     Policy,
     /// Attribute-store entities changed.
     Entities,
+    /// An approval request was decided or used (nothing caches approvals; whoever waits for
+    /// one wakes up).
+    Approval(ApprovalId),
     /// The change feed was interrupted: cached state may be stale until [`Change::Resync`].
     FeedLost,
     /// The feed is back (or too much changed to list): drop every cached entry.
@@ -69,6 +72,7 @@ impl Change {
             Change::Instance(i) => format!("i:{i}"),
             Change::Agent(a) => format!("a:{a}"),
             Change::Workflow(w) => format!("w:{w}"),
+            Change::Approval(a) => format!("ap:{a}"),
             Change::Keys => "k".into(),
             Change::Policy => "p".into(),
             Change::Entities => "e".into(),
@@ -86,6 +90,7 @@ impl Change {
                 Some(("i", v)) => Change::Instance(InstanceId::parse(v).ok()?),
                 Some(("a", v)) => Change::Agent(AgentName::parse(v).ok()?),
                 Some(("w", v)) => Change::Workflow(WorkflowName::parse(v).ok()?),
+                Some(("ap", v)) => Change::Approval(ApprovalId::parse(v).ok()?),
                 None if l == "k" => Change::Keys,
                 None if l == "p" => Change::Policy,
                 None if l == "e" => Change::Entities,
@@ -148,5 +153,28 @@ impl Feed {
         if let Ok(mut h) = self.hooks.write() {
             h.push(hook);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_survives_a_notification() {
+        let all = vec![
+            Change::Task(TaskId::from_random([1; 16])),
+            Change::Instance(InstanceId::from_random([2; 16])),
+            Change::Agent(AgentName::parse("bot").unwrap()),
+            Change::Workflow(WorkflowName::parse("triage").unwrap()),
+            Change::Approval(ApprovalId::from_random([3; 16])),
+            Change::Keys,
+            Change::Policy,
+            Change::Entities,
+        ];
+        assert_eq!(Change::decode_all(&Change::encode_all(&all)), all);
+        // Anything unreadable is a resync, which is always safe.
+        assert_eq!(Change::decode_all("ap:not-an-id"), vec![Change::Resync]);
+        assert_eq!(Change::decode_all("zz"), vec![Change::Resync]);
     }
 }

@@ -37,7 +37,7 @@ pub enum Cmd {
     JoinToken {
         name: String,
         /// How long it can be used (default 10m).
-        #[arg(long, value_parser = parse_secs)]
+        #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         ttl: Option<u64>,
     },
 }

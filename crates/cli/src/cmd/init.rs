@@ -26,6 +26,8 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     if let Some(s) = a.store {
         cfg.store = s;
     }
+    // Not while a server uses this store.
+    let _lock = remit_server::init::lock_store(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
     let store_display = cfg.store_display();
     let kek = std::env::var("REMIT_KEK").ok();
     let (_app, created) = remit_server::bootstrap(cfg, kek.as_deref(), Arc::new(SystemClock), true)

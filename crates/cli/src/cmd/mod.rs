@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod approval;
 pub mod audit;
+pub mod decide;
 pub mod entities;
 pub mod exec;
 pub mod init;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Policy(c) => policy::run(&g, c).await,
         Command::Approval(c) => approval::run(&g, c).await,
         Command::Entities(c) => entities::run(&g, c).await,
+        Command::Decide(a) => decide::run(&g, a).await,
         Command::Exec(a) => exec::run(&g, a).await,
         Command::Reseal(a) => reseal::run(&g, a).await,
     }

@@ -1,4 +1,6 @@
-//! `remit policy validate|push|show|test|explain`.
+//! `remit policy validate|push|show|schema|test|explain`. `test` decides task cases offline
+//! (the server's own fact-building code, no server, no token) and runs AuthZEN cases against
+//! a server only with `--server`.
 
 use std::path::PathBuf;
 
@@ -17,10 +19,23 @@ pub enum Cmd {
     Push { dir: PathBuf },
     /// Show the active version.
     Show,
-    /// Run decision cases against the server: a JSON file with `evaluation` (and/or
-    /// `evaluations`) arrays of `{"request": …, "expected": …}`, as the AuthZEN interop
-    /// suites use. Exits non-zero if any answer differs.
-    Test { cases: PathBuf },
+    /// Print Remit's base Cedar schema (the entities, `call_tool` and its context).
+    Schema,
+    /// Run decision cases; exits 1 if any outcome differs. A `"kind": "task"` file is decided
+    /// offline: synthetic tasks, the policies of `--policies` (default: the file's
+    /// `policies`, relative to it), no server. A `"kind": "authzen"` file (`evaluation` /
+    /// `evaluations` arrays of `{"request", "expected"}`, the AuthZEN interop format) is sent
+    /// to the server with `--server`: real, audited evaluations.
+    Test {
+        /// The case file (JSON).
+        cases: PathBuf,
+        /// The policy directory for task cases (overrides the file's `policies`).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Send AuthZEN cases to the server at --url (they are audited and may open approvals).
+        #[arg(long)]
+        server: bool,
+    },
     /// Decide one AuthZEN request (JSON file or `-` for stdin) and show which policies decided.
     Explain { request: PathBuf },
 }
@@ -70,18 +85,27 @@ fn read_json(p: &std::path::Path) -> Result<Value, CliError> {
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     match cmd {
         Cmd::Validate { dir } => {
-            let b = bundle(&dir)?;
-            let engine = Engine::compile(0, &b).map_err(|e| CliError::Failed(e.to_string()))?;
+            let engine = compile(g, &dir)?;
             if g.json {
-                output::json(&json!({"valid": true, "policies": engine.len()}));
+                output::json(&json!({"valid": true, "policies": engine.len(), "warnings": engine.warnings()}));
             } else {
+                for w in engine.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: {} policies valid (strict)", dir.display(), engine.len());
+            }
+        }
+        Cmd::Schema => {
+            if g.json {
+                output::json(&json!({"schema": remit_policy::BASE_SCHEMA.trim_start()}));
+            } else {
+                print!("{}", remit_policy::BASE_SCHEMA.trim_start());
             }
         }
         Cmd::Push { dir } => {
             let b = bundle(&dir)?;
             // Same check the server makes, so mistakes show before the round trip.
-            Engine::compile(0, &b).map_err(|e| CliError::Failed(e.to_string()))?;
+            compile(g, &dir)?;
             let v = Client::admin(g)?.put("/v1/policies", &b).await?;
             if g.json {
                 output::json(&v);
@@ -98,35 +122,26 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                 println!("Active policy version {} ({files} files, by {})", v["version"], output::s(&v, "created_by"));
             }
         }
-        Cmd::Test { cases } => {
+        Cmd::Test { cases, policies, server } => {
             let d = read_json(&cases)?;
-            let client = Client::admin(g)?;
-            let (mut pass, mut fail) = (0usize, Vec::new());
-            for (key, path) in [
-                ("evaluation", "/access/v1/evaluation"),
-                ("decisions", "/access/v1/evaluation"),
-                ("evaluations", "/access/v1/evaluations"),
-            ] {
-                for case in d.get(key).and_then(Value::as_array).into_iter().flatten() {
-                    let got = client.post(path, &case["request"]).await?;
-                    let got = if key == "evaluations" { got["evaluations"].clone() } else { got["decision"].clone() };
-                    if got == case["expected"] {
-                        pass += 1;
-                    } else {
-                        fail.push(json!({"request": case["request"], "expected": case["expected"], "got": got}));
-                    }
+            let kind = d.get("kind").and_then(Value::as_str).map(str::to_owned);
+            let authzen = kind.as_deref() == Some("authzen")
+                || (kind.is_none() && (d.get("evaluation").is_some() || d.get("evaluations").is_some()));
+            match (authzen, server) {
+                (true, true) => test_server(g, &d).await?,
+                (true, false) => {
+                    return Err(CliError::Failed(format!(
+                        "{}: AuthZEN cases are decided by a server (real, audited evaluations): add --server",
+                        cases.display()
+                    )));
                 }
-            }
-            if g.json {
-                output::json(&json!({"passed": pass, "failed": fail}));
-            } else {
-                for f in &fail {
-                    println!("FAIL {} expected {} got {}", f["request"], f["expected"], f["got"]);
+                (false, true) => {
+                    return Err(CliError::Failed(format!(
+                        "{}: task cases are decided offline; --server runs `\"kind\": \"authzen\"` files",
+                        cases.display()
+                    )));
                 }
-                println!("{pass} passed, {} failed", fail.len());
-            }
-            if !fail.is_empty() {
-                return Err(CliError::Failed(format!("{} of {} cases failed", fail.len(), pass + fail.len())));
+                (false, false) => test_offline(g, &cases, d, policies)?,
             }
         }
         Cmd::Explain { request } => {
@@ -144,6 +159,109 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Compiles a policy directory, printing Cedar's placed diagnostics (one per line) on failure.
+fn compile(g: &Global, dir: &std::path::Path) -> Result<Engine, CliError> {
+    let b = bundle(dir)?;
+    Engine::compile(0, &b).map_err(|e| {
+        if g.json {
+            CliError::Failed(format!("policy bundle rejected: {}", e.0.join("; ")))
+        } else {
+            CliError::Failed(e.to_string())
+        }
+    })
+}
+
+/// Task cases, offline: the server's fact-building code over synthetic tasks.
+fn test_offline(g: &Global, file: &std::path::Path, d: Value, policies: Option<PathBuf>) -> Result<(), CliError> {
+    use remit_server::pdp::offline;
+    let f = offline::parse(d).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+    let dir = match (policies, &f.policies) {
+        (Some(p), _) => p,
+        (None, Some(rel)) => file.parent().unwrap_or(std::path::Path::new(".")).join(rel),
+        (None, None) => {
+            return Err(CliError::Failed(format!(
+                "{}: no policy directory: give --policies DIR or `policies` in the file",
+                file.display()
+            )));
+        }
+    };
+    let engine = compile(g, &dir)?;
+    let wall = remit_core::time::Clock::now(&remit_core::time::SystemClock);
+    let now = offline::now_of(&f, wall).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
+    let results = offline::run(&engine, &f, now);
+    let failed: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+    if g.json {
+        output::json(&json!({
+            "passed": results.len() - failed.len(),
+            "failed": failed.len(),
+            "warnings": engine.warnings(),
+            "cases": results,
+        }));
+    } else {
+        for w in engine.warnings() {
+            eprintln!("warning: {w}");
+        }
+        for r in &results {
+            let mark = if r.passed { "ok  " } else { "FAIL" };
+            let mut why = Vec::new();
+            if !r.reasons.is_empty() {
+                why.push(format!("by {}", r.reasons.join(", ")));
+            }
+            why.extend(r.errors.iter().cloned());
+            let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
+            if r.passed {
+                println!("{mark} {}: {}{why}", r.name, r.got.as_str());
+            } else {
+                println!("{mark} {}: expected {}, got {}{why}", r.name, r.expected.as_str(), r.got.as_str());
+            }
+        }
+        println!(
+            "{} passed, {} failed ({} policies from {})",
+            results.len() - failed.len(),
+            failed.len(),
+            engine.len(),
+            dir.display()
+        );
+    }
+    if !failed.is_empty() {
+        return Err(CliError::Failed(format!("{} of {} cases failed", failed.len(), results.len())));
+    }
+    Ok(())
+}
+
+/// AuthZEN cases against the server (`--server`).
+async fn test_server(g: &Global, d: &Value) -> Result<(), CliError> {
+    let client = Client::admin(g)?;
+    let (mut pass, mut fail) = (0usize, Vec::new());
+    for (key, path) in [
+        ("evaluation", "/access/v1/evaluation"),
+        ("decisions", "/access/v1/evaluation"),
+        ("evaluations", "/access/v1/evaluations"),
+    ] {
+        for case in d.get(key).and_then(Value::as_array).into_iter().flatten() {
+            let got = client.post(path, &case["request"]).await?;
+            let got = if key == "evaluations" { got["evaluations"].clone() } else { got["decision"].clone() };
+            if got == case["expected"] {
+                pass += 1;
+            } else {
+                fail.push(json!({"request": case["request"], "expected": case["expected"], "got": got}));
+            }
+        }
+    }
+    if g.json {
+        output::json(&json!({"passed": pass, "failed": fail.len(), "failures": fail}));
+    } else {
+        for f in &fail {
+            println!("FAIL {} expected {} got {}", f["request"], f["expected"], f["got"]);
+        }
+        println!("{pass} passed, {} failed", fail.len());
+    }
+    if !fail.is_empty() {
+        return Err(CliError::Failed(format!("{} of {} cases failed", fail.len(), pass + fail.len())));
     }
     Ok(())
 }

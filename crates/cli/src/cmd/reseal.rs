@@ -35,6 +35,8 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         cfg.store = s;
     }
     let issuer = a.issuer.unwrap_or_else(|| cfg.issuer());
+    // Not while a server uses this store.
+    let _lock = remit_server::init::lock_store(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let kek_env = std::env::var("REMIT_KEK").ok();
     let (kek, _) =

@@ -45,6 +45,8 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     }
     init_logging(&cfg.log_format);
     raise_fd_limit();
+    // One server per SQLite store: held until the process ends.
+    let _lock = remit_server::init::lock_store(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
     let store_display = cfg.store_display();
     let kek = std::env::var("REMIT_KEK").ok();
     let listener = tokio::net::TcpListener::bind(cfg.listen)

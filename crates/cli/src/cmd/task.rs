@@ -17,7 +17,7 @@ pub enum Cmd {
         #[arg(long)]
         intent: String,
         /// Lifetime (e.g. 5m); at most the workflow's maximum.
-        #[arg(long, value_parser = parse_secs)]
+        #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         ttl: Option<u64>,
         /// Sensitivity of the data it touches: public|internal|confidential|restricted.
         #[arg(long)]

@@ -17,7 +17,7 @@ pub enum Cmd {
         #[arg(long)]
         owner: String,
         /// Longest task it allows (e.g. 15m).
-        #[arg(long, value_parser = parse_secs)]
+        #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         max_ttl: Option<u64>,
         /// Most sensitive data its tasks may touch: public|internal|confidential|restricted.
         #[arg(long)]

@@ -1,5 +1,6 @@
 //! Approval requests: listed by and decided by a named human holding the admin credential
-//! (for a task's request: its workflow's owner or configured approvers).
+//! (for a task's request: its workflow's owner or configured approvers); read and waited for
+//! by the task whose call it is.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use remit_core::approval::ApprovalState;
 use remit_core::ids::ApprovalId;
+use remit_core::time::UnixMillis;
 
 use super::{AppState, Auth, Body, Path, Query, parse_id};
 use crate::api::error::ApiError;
@@ -17,12 +19,13 @@ fn approval_id(s: &str) -> Result<ApprovalId, ApiError> {
 }
 
 fn view(a: &remit_core::approval::Approval) -> Value {
+    let t = |t: Option<UnixMillis>| t.map(UnixMillis::to_rfc3339);
     json!({
         "id": a.id, "state": a.state, "policy_version": a.policy_version,
         "request": serde_json::from_str::<Value>(&a.request).unwrap_or(Value::Null),
-        "reasons": a.reasons, "requested_by": a.requested_by, "requested_at": a.requested_at,
-        "expires_at": a.expires_at, "decided_by": a.decided_by, "decided_at": a.decided_at,
-        "decision_reason": a.decision_reason, "used_at": a.used_at, "task": a.task, "workflow": a.workflow,
+        "reasons": a.reasons, "requested_by": a.requested_by, "requested_at": a.requested_at.to_rfc3339(),
+        "expires_at": a.expires_at.to_rfc3339(), "decided_by": a.decided_by, "decided_at": t(a.decided_at),
+        "decision_reason": a.decision_reason, "used_at": t(a.used_at), "task": a.task, "workflow": a.workflow,
     })
 }
 
@@ -50,7 +53,7 @@ pub async fn list(
     Ok(Json(json!({"approvals": list.iter().map(view).collect::<Vec<_>>()})))
 }
 
-/// One approval request.
+/// One approval request (for whoever may read it, as for `/events`).
 #[utoipa::path(get, path = "/v1/approvals/{id}", responses((status = 200, description = "approval"), (status = 404, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn get(
     State(app): State<AppState>,
@@ -59,6 +62,35 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let a = app.pdp.approval(&caller, &approval_id(&id)?).await?;
     Ok(Json(view(&a)))
+}
+
+/// Waits for a human's decision: Server-Sent Events, `event: state` with an
+/// [`ApprovalWatchEvent`](crate::service::approval_watch::ApprovalWatchEvent) — the current
+/// state at once, then the next one, after which the stream ends (`approved`, `denied`,
+/// `used` or `expired`). For whoever may read the request: the admin, the task whose call it
+/// is (with its own token), the instance that started that task or made the request.
+/// Comments keep it alive every 15 s.
+#[utoipa::path(get, path = "/v1/approvals/{id}/events", params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, content_type = "text/event-stream", body = crate::service::approval_watch::ApprovalWatchEvent,
+        description = "state events"), (status = 404, body = crate::api::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn watch(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let stream = app.watch_approval(&caller, &approval_id(&id)?).await?.map(|e| {
+        let data = serde_json::to_string(&e).unwrap_or_else(|_| "{}".into());
+        Ok(Event::default().event("state").data(data))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

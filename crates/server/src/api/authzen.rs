@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::wire::{Action, Entity, TaskDecisionRequest};
 use super::{AppState, Auth, Body};
 use crate::api::error::ApiError;
-use crate::pdp::{Answer, Evaluation, MAX_BATCH, SearchKind};
+use crate::pdp::{Answer, Evaluation, MAX_BATCH, SearchKind, Verdict};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
     match v {
@@ -43,13 +43,19 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
 
 fn answer(a: &Answer) -> Value {
     let d = &a.decision;
-    match d.outcome {
-        remit_policy::Outcome::Allow => json!({"decision": true}),
-        remit_policy::Outcome::Deny => json!({"decision": false}),
+    let id = a.approval.as_ref().map(|r| r.id.clone());
+    let expires_at = a.approval.as_ref().and_then(|r| r.expires_at).map(|t| t.to_rfc3339());
+    match a.verdict() {
+        Verdict::Allow => json!({"decision": true}),
+        Verdict::Deny => json!({"decision": false}),
         // Not allowed yet: tell the PEP why and which approval to wait for; once a human
         // approved it, the PEP retries the same call with `context.remit_approval` = the id.
-        remit_policy::Outcome::ApprovalRequired => json!({"decision": false, "context": {
-            "approval_required": true, "approval_id": a.approval_id, "expires_at": a.approval_expires_at,
+        Verdict::ApprovalRequired => json!({"decision": false, "context": {
+            "approval_required": true, "approval_id": id, "expires_at": expires_at,
+            "approval": d.approval, "policy_version": d.policy_version}}),
+        // The retry came before any human decided: ask again once one has.
+        Verdict::Pending => json!({"decision": false, "context": {
+            "approval_pending": true, "approval_id": id, "expires_at": expires_at,
             "approval": d.approval, "policy_version": d.policy_version}}),
     }
 }
@@ -192,7 +198,13 @@ async fn search(
         .and_then(Value::as_u64)
         .map(|l| (l as usize).clamp(1, SEARCH_PAGE_MAX))
         .unwrap_or(SEARCH_PAGE_DEFAULT);
+    let paginated = token.as_deref().is_some_and(|t| !t.is_empty());
     let (results, next) = app.pdp.search(&caller, kind, template, token, limit).await?;
+    // `page` marks a paginated sequence: present while there is more, and on the last page
+    // of one; absent when the request carried no token and everything fit.
+    if next.is_empty() && !paginated {
+        return Ok(Json(json!({"results": results})));
+    }
     Ok(Json(json!({"results": results, "page": {"next_token": next}})))
 }
 
@@ -240,14 +252,15 @@ pub async fn decide_task(
     Body(req): Body<TaskDecisionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let (token, call) = req.into_call();
-    let a = app.decide_task(&caller, &token, call).await?;
+    let a = app.decide_task(&caller, token.as_deref(), call).await?;
     let d = &a.decision;
     let mut body = json!({
-        "decision": d.allowed(), "outcome": d.outcome, "policy_version": d.policy_version,
+        "decision": d.allowed(), "outcome": a.verdict(), "policy_version": d.policy_version,
         "reasons": d.reasons, "errors": d.errors, "task": a.task, "tool": a.tool,
     });
-    if let Some(id) = &a.approval_id {
-        body["approval"] = json!({"id": id, "expires_at": a.approval_expires_at, "reasons": d.approval});
+    if let Some(r) = &a.approval {
+        body["approval"] =
+            json!({"id": r.id, "expires_at": r.expires_at.map(|t| t.to_rfc3339()), "reasons": d.approval});
     }
     Ok(Json(body))
 }

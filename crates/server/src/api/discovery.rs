@@ -106,7 +106,7 @@ impl utoipa::Modify for BearerAuth {
         super::policy::push, super::policy::active, super::policy::push_entities,
         super::authzen::evaluation_one, super::authzen::evaluations, super::authzen::configuration,
         super::authzen::explain, super::approvals::list, super::approvals::get, super::approvals::approve,
-        super::approvals::deny, super::authzen::search_subject, super::authzen::search_resource,
+        super::approvals::deny, super::approvals::watch, super::authzen::search_subject, super::authzen::search_resource,
         super::authzen::search_action, super::authzen::decide_task,
     )
 )]

@@ -243,6 +243,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/decisions/explain", post(authzen::explain))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::get))
+        .route("/v1/approvals/{id}/events", get(approvals::watch))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/access/v1/evaluation", post(authzen::evaluation_one))

@@ -17,16 +17,18 @@ pub struct TokenForm {
 }
 
 /// Introspects a Remit-issued token. Callers authenticate with the admin credential or a
-/// live instance token. Inactive tokens (expired, revoked, unknown, or of a suspended
-/// workflow or disabled agent) answer `{"active": false}` and nothing else.
+/// live instance token (not a task token). Inactive tokens (expired, revoked, unknown, or of
+/// a suspended workflow or disabled agent) answer `{"active": false}` and nothing else.
 #[utoipa::path(post, path = "/oauth2/introspect", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "RFC 7662 introspection response"), (status = 401, body = crate::api::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn introspect(
     State(app): State<AppState>,
-    Auth(_caller): Auth,
+    Auth(caller): Auth,
     Form(form): Form<TokenForm>,
 ) -> Result<Json<Value>, ApiError> {
+    // A resource server introspects; a task token does not look at other tokens.
+    caller.require_not_task()?;
     let r = app.introspect(&form.token).await?;
     let Some(c) = r.claims else {
         tracing::debug!(reason = r.inactive_reason, "introspection: inactive");

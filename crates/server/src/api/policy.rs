@@ -31,7 +31,9 @@ pub async fn active(State(app): State<AppState>, Auth(caller): Auth) -> Result<J
         return Ok(Json(json!({"version": 0, "bundle": null})));
     };
     let bundle: Value = serde_json::from_str(&p.bundle).unwrap_or(Value::Null);
-    Ok(Json(json!({"version": p.version, "created_at": p.created_at, "created_by": p.created_by, "bundle": bundle})))
+    Ok(Json(
+        json!({"version": p.version, "created_at": p.created_at.to_rfc3339(), "created_by": p.created_by, "bundle": bundle}),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -9,8 +9,7 @@ use utoipa::ToSchema;
 
 /// RFC 3339 UTC with milliseconds.
 pub fn rfc3339(t: UnixMillis) -> String {
-    let d = std::time::Duration::from_millis(u64::try_from(t.0).unwrap_or(0));
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + d).to_string()
+    t.to_rfc3339()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -304,8 +303,11 @@ impl From<EntityIn> for crate::pdp::EntityPush {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskDecisionRequest {
-    /// The task's JWT-SVID, as presented to the PEP. Never stored or logged.
-    pub token: String,
+    /// The task's JWT-SVID, as presented to the PEP asking on the task's behalf. Omitted
+    /// when the task asks about its own action with its token as the bearer. Never stored or
+    /// logged.
+    #[serde(default)]
+    pub token: Option<String>,
     pub action: Action,
     pub resource: Entity,
     /// Facts the PEP adds (e.g. `tool`, `target`, arguments); Remit's own facts win.
@@ -320,7 +322,7 @@ pub struct TaskDecisionRequest {
 
 impl TaskDecisionRequest {
     /// The call, apart from the token.
-    pub fn into_call(self) -> (String, crate::pdp::TaskCall) {
+    pub fn into_call(self) -> (Option<String>, crate::pdp::TaskCall) {
         let call = crate::pdp::TaskCall {
             action: self.action.into(),
             resource: self.resource.into(),

@@ -16,7 +16,7 @@ use remit_policy::{Decision, Outcome};
 use remit_store::{Presentation, StoreError};
 use serde_json::Value;
 
-use super::{Answer, Pdp};
+use super::{Answer, ApprovalRef, ApprovalStep, Pdp};
 use crate::caller::Caller;
 use crate::error::Error;
 
@@ -57,10 +57,11 @@ impl Pdp {
     {
         let now = self.clock.now();
         if let Some(shown) = presented {
+            let presented = |step, expires_at| Some(ApprovalRef { id: shown.clone(), expires_at, step });
             let unusable = |mut d: Decision, why: String| {
                 d.outcome = Outcome::Deny;
                 d.errors.push(format!("approval not usable: {why}"));
-                Answer { decision: d, approval_id: Some(shown.clone()), approval_expires_at: None }
+                Answer { decision: d, approval: presented(ApprovalStep::Presented, None) }
             };
             let Ok(id) = ApprovalId::parse(&shown) else {
                 return Ok(unusable(
@@ -78,9 +79,26 @@ impl Pdp {
                     let asked = std::mem::take(&mut d.approval);
                     let mut ok = redecide(proof).await?;
                     ok.approval = asked;
-                    Ok(Answer { decision: ok, approval_id: Some(shown), approval_expires_at: None })
+                    Ok(Answer { decision: ok, approval: presented(ApprovalStep::Presented, None) })
                 }
-                Err(StoreError::Conflict(m)) => Ok(unusable(d, m)),
+                Err(StoreError::Conflict(m)) => {
+                    // Not usable now; if only because no human has decided yet (and it is
+                    // this very call's request), the answer is "pending", not a deny.
+                    match self.store.approvals().get(&id).await? {
+                        Some(a)
+                            if a.state == ApprovalState::Pending
+                                && now < a.expires_at
+                                && a.digest == bound.digest
+                                && a.policy_version == d.policy_version =>
+                        {
+                            Ok(Answer {
+                                decision: d,
+                                approval: presented(ApprovalStep::StillPending, Some(a.expires_at)),
+                            })
+                        }
+                        _ => Ok(unusable(d, m)),
+                    }
+                }
                 Err(StoreError::NotFound { .. }) => Ok(unusable(d, format!("approval `{id}` not found"))),
                 Err(e) => Err(e.into()),
             };
@@ -110,7 +128,14 @@ impl Pdp {
             workflow: bound.workflow,
         };
         self.store.approvals().create(approval, audit).await?;
-        Ok(Answer { decision: d, approval_id: Some(id.to_string()), approval_expires_at: Some(expires_at) })
+        Ok(Answer {
+            decision: d,
+            approval: Some(ApprovalRef {
+                id: id.to_string(),
+                expires_at: Some(expires_at),
+                step: ApprovalStep::Opened,
+            }),
+        })
     }
 
     /// Approval requests, newest first (admin).
@@ -124,10 +149,26 @@ impl Pdp {
         Ok(self.store.approvals().list(state, limit).await?)
     }
 
-    /// One approval request (admin).
+    /// One approval request, for whoever may see it: the admin; the task whose call it is;
+    /// the instance that started that task, or that made the request (an AuthZEN PEP). Anyone
+    /// else is told it does not exist.
     pub async fn approval(&self, caller: &Caller, id: &ApprovalId) -> Result<Approval, Error> {
-        caller.require_admin()?;
-        self.store.approvals().get(id).await?.ok_or_else(|| Error::NotFound(format!("approval `{id}` not found")))
+        let not_found = || Error::NotFound(format!("approval `{id}` not found"));
+        let a = self.store.approvals().get(id).await?.ok_or_else(not_found)?;
+        let visible = match caller {
+            Caller::Admin { .. } => true,
+            Caller::Task { id: me, .. } => a.task.as_ref() == Some(me),
+            Caller::Instance { id: me, spiffe_id, .. } => {
+                a.requested_by == *spiffe_id
+                    || match &a.task {
+                        Some(t) => {
+                            self.store.identity().task(t).await?.is_some_and(|t| t.instance.as_ref() == Some(me))
+                        }
+                        None => false,
+                    }
+            }
+        };
+        if visible { Ok(a) } else { Err(not_found()) }
     }
 
     /// An approver decides an open approval request. Approvers are named humans (the admin

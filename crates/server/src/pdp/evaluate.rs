@@ -137,6 +137,8 @@ impl Pdp {
         engine: &Engine,
         evals: &[Evaluation],
     ) -> Result<(), Error> {
+        // AuthZEN is for PEPs (the admin or an agent instance); a task asks at /v1/decisions.
+        caller.require_not_task()?;
         for ev in evals {
             ev.check_lengths(self.limits.max_entity_id_bytes)?;
             if !matches!(caller, Caller::Admin { .. }) {
@@ -177,7 +179,7 @@ impl Pdp {
         for ev in evals {
             let answer = match self.decide_one(&engine, ev, None).await {
                 Ok(d) if d.outcome == Outcome::ApprovalRequired => self.settle(caller, &engine, ev, d).await?,
-                Ok(d) => Answer { decision: d, approval_id: None, approval_expires_at: None },
+                Ok(d) => Answer::new(d),
                 Err(e @ Error::Unavailable(_)) => return Err(e),
                 Err(e) if batch => {
                     let shown = match &e {
@@ -187,7 +189,7 @@ impl Pdp {
                         }
                         other => other.to_string(),
                     };
-                    Answer { decision: Pdp::deny(&engine, vec![shown]), approval_id: None, approval_expires_at: None }
+                    Answer::new(Pdp::deny(&engine, vec![shown]))
                 }
                 Err(e) => return Err(e),
             };
@@ -198,15 +200,15 @@ impl Pdp {
                     .outcome(if allowed { AuditOutcome::Success } else { AuditOutcome::Denied })
                     .detail([
                         ("policy_version", d.policy_version.into()),
-                        ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+                        ("decision", answer.verdict().as_str().into()),
                         ("reasons", d.reasons.clone().into()),
                         ("subject", json!({"type": ev.subject.etype, "id": ev.subject.id})),
                         ("action", ev.action.name.clone().into()),
                         ("resource", json!({"type": ev.resource.etype, "id": ev.resource.id})),
-                        ("approval_id", answer.approval_id.clone().into()),
+                        ("approval_id", answer.approval.as_ref().map(|a| a.id.clone()).into()),
                     ]),
             );
-            self.count(d.outcome);
+            self.count(answer.verdict());
             out.push(answer);
             if stop_on == Some(allowed) {
                 break;

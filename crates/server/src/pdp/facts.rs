@@ -13,6 +13,15 @@ pub fn rank(s: Sensitivity) -> i64 {
     s as i64
 }
 
+/// How the authority a task acts with was delegated to it: the hops between the root of the
+/// chain and this task (none yet: every task acts on its own authority until delegation
+/// lands; the offline tester can describe a chain).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delegation {
+    pub depth: u32,
+    pub chain: Vec<String>,
+}
+
 /// The task context (`TaskContext` in the base schema): the PEP's facts (already stripped
 /// of anything Remit vouches for) with Remit's merged over them.
 pub fn task_context(
@@ -20,6 +29,7 @@ pub fn task_context(
     tools_used: &[String],
     tool: Option<&str>,
     pep: Map<String, Value>,
+    delegation: &Delegation,
     now: UnixMillis,
 ) -> Map<String, Value> {
     let t = &snap.task;
@@ -34,8 +44,8 @@ pub fn task_context(
         "workflow_ceiling_rank": rank(snap.workflow.ceiling),
         "time_left_secs": (t.expires_at.0 - now.0).max(0) / 1000,
         "agent": t.agent.as_str(),
-        "delegation_depth": 0,
-        "delegation_chain": [],
+        "delegation_depth": delegation.depth,
+        "delegation_chain": delegation.chain,
         "tools_used": tools_used,
     });
     if let Value::Object(m) = remit {
@@ -65,4 +75,86 @@ pub fn task_entities(snap: &TaskSnapshot) -> [Value; 3] {
                "parents": []}),
         json!({"uid": {"type": "Agent", "id": t.agent.as_str()}, "attrs": {}, "parents": []}),
     ]
+}
+
+/// Longest tool name recorded for a task.
+pub const MAX_TOOL_NAME: usize = 256;
+
+/// The PEP's facts from a call's `context`, without any it may not state: Remit computes
+/// those, and an absent one (such as `instance` for a task an admin started) stays absent.
+pub fn pep_facts(context: &Value) -> Map<String, Value> {
+    match context {
+        Value::Object(m) => {
+            let mut m = remit_policy::strip_nulls_map(m.clone());
+            m.retain(|k, _| !remit_policy::TASK_CONTEXT_FACTS.contains(&k.as_str()));
+            m
+        }
+        _ => Map::new(),
+    }
+}
+
+/// The tool a call uses: the resource itself when its Cedar type is `Tool`, else the PEP's
+/// `tool` fact. Refuses a resource of Remit's own entity types (their facts come from Remit)
+/// and a malformed tool name.
+pub fn tool_of(
+    resource_type: &str,
+    resource_id: Option<&str>,
+    pep: &Map<String, Value>,
+) -> Result<Option<String>, String> {
+    if remit_policy::REMIT_ENTITY_TYPES.contains(&resource_type) {
+        return Err(format!("a task's call cannot name Remit's own `{resource_type}` entities as its resource"));
+    }
+    let tool = if resource_type == "Tool" {
+        resource_id.map(str::to_owned)
+    } else {
+        pep.get("tool").and_then(Value::as_str).map(str::to_owned)
+    };
+    if tool.as_ref().is_some_and(|t| t.is_empty() || t.len() > MAX_TOOL_NAME || t.chars().any(char::is_control)) {
+        return Err(format!("a tool name must be 1 to {MAX_TOOL_NAME} printable characters"));
+    }
+    Ok(tool)
+}
+
+/// Why a call is refused before any policy is asked, if it is: the task is not live, or the
+/// tool is outside the workflow's allowed tools (an allow-list no policy can widen).
+pub fn refusal(snap: &TaskSnapshot, tool: Option<&str>, now: UnixMillis) -> Option<String> {
+    let live = remit_core::rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now);
+    if let remit_core::rules::Liveness::Inactive(why) = live {
+        return Some(why.to_owned());
+    }
+    let allowed = &snap.workflow.allowed_tools;
+    match tool {
+        Some(t) if !allowed.is_empty() && !allowed.iter().any(|a| a == t) => {
+            Some(format!("tool `{t}` is not among workflow `{}`'s allowed tools", snap.workflow.name))
+        }
+        _ => None,
+    }
+}
+
+/// A task's call as Cedar sees it.
+pub struct TaskRequest {
+    pub principal: remit_policy::EntityRef,
+    pub action: remit_policy::EntityRef,
+    pub resource: remit_policy::EntityRef,
+    pub context: remit_policy::Context,
+    pub entities: remit_policy::Entities,
+}
+
+/// Builds the Cedar request for a task's call: the task as principal, `context` (from
+/// [`task_context`]), the resource's entities (`resource_parts`) and the task's own.
+pub fn task_request(
+    snap: &TaskSnapshot,
+    action: &str,
+    resource: remit_policy::EntityRef,
+    mut resource_parts: Vec<remit_policy::Part>,
+    context: Map<String, Value>,
+) -> Result<TaskRequest, remit_policy::PolicyError> {
+    resource_parts.extend(task_entities(snap).map(remit_policy::Part::Json));
+    Ok(TaskRequest {
+        principal: remit_policy::uid("Task", snap.task.id.as_str())?,
+        action: remit_policy::action(action)?,
+        resource,
+        context: remit_policy::context(&Value::Object(context))?,
+        entities: remit_policy::entities_from(resource_parts)?,
+    })
 }

@@ -8,6 +8,7 @@
 //! - [`search`]: AuthZEN subject, resource and action search.
 //! - [`task`]: decisions for an agent's task, with Remit's request-time context.
 //! - [`facts`]: that context, built purely from the task snapshot and the clock.
+//! - [`offline`]: the offline policy tester, deciding described tasks through [`facts`].
 //! - [`approvals`]: the approval step of an "approval required" decision, and humans
 //!   deciding requests.
 //!
@@ -20,6 +21,7 @@ pub mod approvals;
 pub mod entities;
 pub mod evaluate;
 pub mod facts;
+pub mod offline;
 pub mod search;
 pub mod task;
 
@@ -73,12 +75,76 @@ pub struct EntityPush {
     pub aliases: Vec<String>,
 }
 
-/// A decision and, when it needs a human, the approval request opened for it.
+/// A decision and, when it needs a human, the approval request behind it.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub decision: Decision,
-    pub approval_id: Option<String>,
-    pub approval_expires_at: Option<UnixMillis>,
+    pub approval: Option<ApprovalRef>,
+}
+
+impl Answer {
+    pub fn new(decision: Decision) -> Answer {
+        Answer { decision, approval: None }
+    }
+
+    /// What the decision says, as callers see it.
+    pub fn verdict(&self) -> Verdict {
+        verdict(&self.decision, self.approval.as_ref())
+    }
+}
+
+/// The approval request a decision opened, or the one its call presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRef {
+    pub id: String,
+    /// When the request expires (known when it was opened or is still pending).
+    pub expires_at: Option<UnixMillis>,
+    pub step: ApprovalStep,
+}
+
+/// How a decision met its approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStep {
+    /// This call opened it: a human is asked now.
+    Opened,
+    /// The call presented it and no human has decided yet: ask again once one has.
+    StillPending,
+    /// The call presented it and it was used (an allow) or is not usable (a deny).
+    Presented,
+}
+
+/// A decision's outcome as callers see it: the policy's, with `pending` for a call that
+/// presented an approval no human has decided yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// A human must approve this exact call; an approval request was opened.
+    ApprovalRequired,
+    /// The approval presented is still waiting for a human.
+    Pending,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::ApprovalRequired => "approval_required",
+            Verdict::Pending => "pending",
+        }
+    }
+}
+
+/// The verdict of `d` with its approval request `a`.
+pub fn verdict(d: &Decision, a: Option<&ApprovalRef>) -> Verdict {
+    match d.outcome {
+        Outcome::Allow => Verdict::Allow,
+        Outcome::Deny => Verdict::Deny,
+        Outcome::ApprovalRequired if a.is_some_and(|a| a.step == ApprovalStep::StillPending) => Verdict::Pending,
+        Outcome::ApprovalRequired => Verdict::ApprovalRequired,
+    }
 }
 
 /// What the PDP needs from the configuration.
@@ -133,13 +199,8 @@ impl Pdp {
         self.engine.read().map(|e| e.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn count(&self, o: Outcome) {
-        let label = match o {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-            Outcome::ApprovalRequired => "approval_required",
-        };
-        self.decisions.get_or_create(&crate::metrics::Metrics::label(label)).inc();
+    fn count(&self, v: Verdict) {
+        self.decisions.get_or_create(&crate::metrics::Metrics::label(v.as_str())).inc();
     }
 
     /// A deny carrying `errors`, under the engine's version.

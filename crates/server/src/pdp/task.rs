@@ -2,24 +2,20 @@
 //! JWT-SVID (verified by the caller of [`Pdp::decide_task`]), with Remit's request-time
 //! context ([`super::facts`]) merged over the PEP's. A workflow's tools are an allow-list no
 //! policy can widen. An allowed call that uses a tool is recorded for the task, so later
-//! decisions see it in `tools_used`.
+//! decisions see it in `tools_used`. Everything up to the engine's answer is built by the
+//! pure functions in [`super::facts`], which the offline policy tester shares.
 
 use std::collections::BTreeMap;
 
 use remit_core::audit::{AuditAction, AuditEvent, Outcome as AuditOutcome};
-use remit_core::ids::TaskId;
-use remit_core::rules::{Liveness, task_liveness};
 use remit_policy::{Outcome, Part};
 use remit_store::TaskSnapshot;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::approvals::BoundCall;
-use super::{ActionRef, Party, Pdp, bounded, canonical, facts, hex_sha256, required};
+use super::{ActionRef, ApprovalRef, Party, Pdp, Verdict, bounded, canonical, facts, hex_sha256, required, verdict};
 use crate::caller::Caller;
 use crate::error::Error;
-
-/// Longest tool name recorded for a task.
-const MAX_TOOL_NAME: usize = 256;
 
 /// What a PEP (or the task itself) asks about a task's action.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -55,10 +51,16 @@ pub struct TaskAnswer {
     /// The task the token named (`None` when the token was not a valid task token).
     pub task: Option<String>,
     /// The approval request opened for this call, or the approval presented.
-    pub approval_id: Option<String>,
-    pub approval_expires_at: Option<remit_core::time::UnixMillis>,
+    pub approval: Option<ApprovalRef>,
     /// The tool this call uses, as recorded for the task (when allowed).
     pub tool: Option<String>,
+}
+
+impl TaskAnswer {
+    /// What the decision says, as callers see it.
+    pub fn verdict(&self) -> Verdict {
+        verdict(&self.decision, self.approval.as_ref())
+    }
 }
 
 impl Pdp {
@@ -75,64 +77,40 @@ impl Pdp {
         let engine = self.engine();
         let now = self.clock.now();
         let resource_type = engine.resource_type(call.resource.etype.as_deref().unwrap_or_default());
-        // The PEP's facts, without any it may not state (Remit computes those, and an absent
-        // one, such as `instance` for a task an admin started, must stay absent).
-        let pep_ctx: Map<String, Value> = match &call.context {
-            Value::Object(m) => {
-                let mut m = remit_policy::strip_nulls_map(m.clone());
-                m.retain(|k, _| !remit_policy::TASK_CONTEXT_FACTS.contains(&k.as_str()));
-                m
-            }
-            _ => Map::new(),
-        };
-        let tool = if resource_type == "Tool" {
-            call.resource.id.clone()
-        } else {
-            pep_ctx.get("tool").and_then(Value::as_str).map(str::to_owned)
-        };
-        if tool.as_ref().is_some_and(|t| t.is_empty() || t.len() > MAX_TOOL_NAME || t.chars().any(char::is_control)) {
-            return Err(Error::Invalid(format!("a tool name must be 1 to {MAX_TOOL_NAME} printable characters")));
-        }
-        let mut answer = TaskAnswer {
-            decision: Pdp::deny(&engine, vec![]),
-            task: None,
-            approval_id: None,
-            approval_expires_at: None,
-            tool: None,
-        };
+        let pep_ctx = facts::pep_facts(&call.context);
+        let tool = facts::tool_of(&resource_type, call.resource.id.as_deref(), &pep_ctx).map_err(Error::Invalid)?;
+        let mut answer = TaskAnswer { decision: Pdp::deny(&engine, vec![]), task: None, approval: None, tool: None };
         let mut record_tool = false;
         match &snap {
             None => answer.decision.errors.push("the token is not a valid task token".into()),
             Some((snap, spiffe_id)) => {
                 answer.task = Some(snap.task.id.to_string());
-                let live = task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now);
-                let allowed_tools = &snap.workflow.allowed_tools;
-                if let Liveness::Inactive(why) = live {
-                    answer.decision.errors.push(why.to_owned());
-                } else if let Some(t) =
-                    tool.as_ref().filter(|t| !allowed_tools.is_empty() && !allowed_tools.contains(t))
-                {
-                    // The workflow's tool list is an allow-list no policy can widen.
-                    answer
-                        .decision
-                        .errors
-                        .push(format!("tool `{t}` is not among workflow `{}`'s allowed tools", snap.workflow.name));
+                if let Some(why) = facts::refusal(snap, tool.as_deref(), now) {
+                    answer.decision.errors.push(why);
                 } else {
                     let t = &snap.task;
                     let tools_used = self.store.identity().tools_used(&t.id).await?;
-                    let ctx = facts::task_context(snap, &tools_used, tool.as_deref(), pep_ctx.clone(), now);
+                    let ctx = facts::task_context(
+                        snap,
+                        &tools_used,
+                        tool.as_deref(),
+                        pep_ctx.clone(),
+                        &facts::Delegation::default(),
+                        now,
+                    );
                     let mut ents = BTreeMap::new();
                     let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
-                    let mut list: Vec<Part> = ents.into_values().collect();
-                    list.extend(facts::task_entities(snap).map(Part::Json));
-                    let principal = remit_policy::uid("Task", t.id.as_str()).map_err(Error::from)?;
-                    let action =
-                        remit_policy::action(call.action.name.as_deref().unwrap_or_default()).map_err(Error::from)?;
-                    let context = remit_policy::context(&Value::Object(ctx)).map_err(Error::from)?;
-                    let entities = remit_policy::entities_from(list).map_err(Error::from)?;
-                    let d =
-                        engine.decide(principal.clone(), action.clone(), resource.clone(), context.clone(), &entities);
-                    answer.decision = d;
+                    let action = call.action.name.as_deref().unwrap_or_default();
+                    let req =
+                        facts::task_request(snap, action, resource, ents.into_values().collect::<Vec<Part>>(), ctx)
+                            .map_err(Error::from)?;
+                    answer.decision = engine.decide(
+                        req.principal.clone(),
+                        req.action.clone(),
+                        req.resource.clone(),
+                        req.context.clone(),
+                        &req.entities,
+                    );
                     if answer.decision.outcome == Outcome::ApprovalRequired {
                         let bound_call = canonical(&json!({
                             "task": t.id.as_str(),
@@ -153,29 +131,30 @@ impl Pdp {
                         let engine = &engine;
                         let settled = self
                             .settle_approval(caller, bound, call.approval.clone(), d, |proof| async move {
+                                let facts::TaskRequest { principal, action, resource, context, entities } = req;
                                 Ok(engine.decide_approved(principal, action, resource, context, &entities, &proof))
                             })
                             .await?;
                         answer.decision = settled.decision;
-                        answer.approval_id = settled.approval_id;
-                        answer.approval_expires_at = settled.approval_expires_at;
+                        answer.approval = settled.approval;
                     }
                     record_tool = answer.decision.allowed() && tool.is_some();
                 }
             }
         }
         let d = &answer.decision;
+        let v = answer.verdict();
         let mut e = AuditEvent::new(now, caller.actor(), AuditAction::AccessEvaluate)
             .outcome(if d.allowed() { AuditOutcome::Success } else { AuditOutcome::Denied })
             .detail([
                 ("policy_version", d.policy_version.into()),
-                ("decision", serde_json::to_value(d.outcome).unwrap_or_default()),
+                ("decision", v.as_str().into()),
                 ("reasons", d.reasons.clone().into()),
                 ("errors", d.errors.clone().into()),
                 ("action", call.action.name.clone().into()),
                 ("resource", json!({"type": call.resource.etype, "id": call.resource.id})),
                 ("tool", tool.clone().into()),
-                ("approval_id", answer.approval_id.clone().into()),
+                ("approval_id", answer.approval.as_ref().map(|a| a.id.clone()).into()),
             ]);
         // Every record about a task names its workflow and agent (the instance in `detail`),
         // so `audit list --workflow` finds it.
@@ -186,11 +165,10 @@ impl Pdp {
                 e = e.with_detail_field("instance", i.as_str().into());
             }
         }
-        self.count(d.outcome);
+        self.count(v);
         match (&snap, &tool) {
             (Some((snap, _)), Some(tool)) if record_tool => {
-                let id: &TaskId = &snap.task.id;
-                self.store.identity().record_tool_use(id, tool, now, e).await?;
+                self.store.identity().record_tool_use(&snap.task.id, tool, now, e).await?;
                 answer.tool = Some(tool.clone());
             }
             _ => self.store.audit().append(vec![e]).await?,

@@ -3,6 +3,7 @@
 //! store. No HTTP types appear here.
 
 pub mod admin;
+pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
 pub mod tasks;
@@ -15,6 +16,7 @@ pub use crate::error::Error;
 use std::sync::Arc;
 
 use remit_core::ids::{SpiffeId, Subject};
+use remit_core::rules::Liveness;
 use remit_token::jwt::{self, Validation};
 use remit_token::{Claims, SvidKind, TokenError};
 
@@ -70,8 +72,9 @@ impl App {
         kind_ok.then_some(s)
     }
 
-    /// Authenticates a bearer credential: the admin credential, or a live instance token
-    /// whose audience includes Remit's own.
+    /// Authenticates a bearer credential: the admin credential, a live instance token, or a
+    /// live task token (for its own task's decisions, approvals and state), either token with
+    /// an audience that includes Remit's own.
     pub async fn authenticate(&self, bearer: &str, operator: Option<&str>) -> Result<Caller, Error> {
         if bearer.starts_with(ADMIN_TOKEN_PREFIX) {
             return if self.is_admin_credential(bearer) {
@@ -80,23 +83,41 @@ impl App {
                 Err(Error::Unauthenticated("the admin credential is not valid".into()))
             };
         }
-        let claims = self.verify_jwt(bearer, Some(&self.cfg.audience), Some(SvidKind::Instance)).await?;
-        let Some(Subject::Instance { agent, instance }) = self.subject_of(&claims) else {
-            return Err(Error::Unauthenticated(
-                "only the admin credential or an agent instance token may call this API".into(),
-            ));
-        };
-        let inst = self.store.identity().instance(&instance).await?;
-        let ag = self.store.identity().agent(&agent).await?;
-        match (inst, ag) {
-            (Some(i), Some(a))
-                if i.agent == agent
-                    && remit_core::rules::instance_liveness(&i, &a, self.clock.now())
-                        == remit_core::rules::Liveness::Active =>
-            {
-                Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub, snapshot: Box::new((i, a)) })
+        let claims = self.verify_jwt(bearer, Some(&self.cfg.audience), None).await?;
+        let now = self.clock.now();
+        match self.subject_of(&claims) {
+            Some(Subject::Instance { agent, instance }) => {
+                let inst = self.store.identity().instance(&instance).await?;
+                let ag = self.store.identity().agent(&agent).await?;
+                match (inst, ag) {
+                    (Some(i), Some(a))
+                        if i.agent == agent
+                            && remit_core::rules::instance_liveness(&i, &a, now) == Liveness::Active =>
+                    {
+                        Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub, snapshot: Box::new((i, a)) })
+                    }
+                    _ => Err(Error::Unauthenticated("the instance token is no longer active".into())),
+                }
             }
-            _ => Err(Error::Unauthenticated("the instance token is no longer active".into())),
+            Some(Subject::Task { task, .. }) if claims.remit.task.as_deref() == Some(task.as_str()) => {
+                match self.store.identity().task_snapshot(&task).await? {
+                    Some(s)
+                        if remit_core::rules::task_liveness(
+                            &s.task,
+                            &s.workflow,
+                            &s.agent,
+                            s.instance.as_ref(),
+                            now,
+                        ) == Liveness::Active =>
+                    {
+                        Ok(Caller::Task { id: task, spiffe_id: claims.sub, snapshot: Box::new(s) })
+                    }
+                    _ => Err(Error::Unauthenticated("the task token is no longer active".into())),
+                }
+            }
+            _ => Err(Error::Unauthenticated(
+                "only the admin credential, an agent instance token or a task token may call this API".into(),
+            )),
         }
     }
 

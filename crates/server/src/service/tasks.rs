@@ -124,6 +124,9 @@ impl App {
     /// Starts a task and issues its JWT-SVID.
     pub async fn start_task(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, Error> {
         let (wf, agent, instance) = match caller {
+            Caller::Task { .. } => {
+                return Err(Error::Denied("a task cannot start tasks with its own token".into()));
+            }
             Caller::Admin { .. } => {
                 let a = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` is required".into()))?;
                 let ctx = self.store.identity().start_context(&req.workflow, &a, None).await?;
@@ -202,25 +205,29 @@ impl App {
         Ok(Issued { subject: task, spiffe_id: spiffe.to_string(), token })
     }
 
-    /// Loads a task the caller may see: any for an admin, its own for an instance.
+    /// Loads a task the caller may see: any for an admin, its own for an instance, itself for
+    /// a task.
     pub async fn task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
         let not_found = || Error::NotFound(format!("task `{id}` not found"));
         let t = self.store.identity().task(id).await?.ok_or_else(not_found)?;
         match caller {
             Caller::Admin { .. } => Ok(t),
             Caller::Instance { id: me, .. } if t.instance.as_ref() == Some(me) => Ok(t),
-            Caller::Instance { .. } => Err(not_found()),
+            Caller::Task { id: me, .. } if *me == t.id => Ok(t),
+            Caller::Instance { .. } | Caller::Task { .. } => Err(not_found()),
         }
     }
 
     pub async fn list_tasks(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, Error> {
+        caller.require_not_task()?;
         if let Caller::Instance { id, .. } = caller {
             filter.instance = Some(id.clone());
         }
         Ok(self.store.identity().list_tasks(filter).await?)
     }
 
-    /// Completes a task (admin, or the instance that started it); its subtree ends with it.
+    /// Completes a task (admin, the instance that started it, or the task itself); its subtree
+    /// ends with it.
     pub async fn complete_task(&self, caller: &Caller, id: &TaskId) -> Result<KillReport, Error> {
         let t = self.task(caller, id).await?;
         let now = self.clock.now();

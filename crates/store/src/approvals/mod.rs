@@ -3,7 +3,8 @@
 //! legal, and applies it with a compare-and-set on the previous state, so two concurrent
 //! retries can never both use one approval.
 //!
-//! Nothing here is cached, so nothing announces a change.
+//! Nothing here is cached; a decided or used request announces [`crate::Change::Approval`],
+//! so whoever waits for it (an agent, on any replica) wakes up.
 
 #[cfg(feature = "testing")]
 pub mod conformance;

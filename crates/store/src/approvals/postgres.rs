@@ -10,7 +10,7 @@ use sqlx::postgres::PgRow;
 use super::{APPROVAL_COLS, ApprovalStore, Presentation, presented, proof, refused};
 use crate::postgres::rows::{corrupt, ms, ms_opt, s, so, unsigned};
 use crate::postgres::{PgStore, WriteCtx, i64_of, map_err, pg_read};
-use crate::{Result, StoreError};
+use crate::{Change, Result, StoreError};
 
 #[async_trait]
 impl ApprovalStore for PgStore {
@@ -116,6 +116,7 @@ async fn apply(ctx: &mut WriteCtx, from: ApprovalState, to: &Approval) -> Result
     if n == 0 {
         return Err(StoreError::Conflict(format!("approval `{}` changed meanwhile", to.id)));
     }
+    ctx.changed([Change::Approval(to.id.clone())]);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{APPROVAL_COLS, ApprovalStore, Presentation, presented, proof, refused};
 use crate::sqlite::rows::{bad, ms, ms_opt};
 use crate::sqlite::{SqliteStore, WriteCtx, map_err};
-use crate::{Result, StoreError};
+use crate::{Change, Result, StoreError};
 
 #[async_trait]
 impl ApprovalStore for SqliteStore {
@@ -102,7 +102,7 @@ fn list(c: &Connection, state: Option<ApprovalState>, limit: u32) -> Result<Vec<
 }
 
 /// Moves the row from `from` to `to`'s state and fields; `Conflict` if it moved meanwhile.
-fn apply(ctx: &WriteCtx<'_>, from: ApprovalState, to: &Approval) -> Result<()> {
+fn apply(ctx: &mut WriteCtx<'_>, from: ApprovalState, to: &Approval) -> Result<()> {
     let n = ctx
         .conn
         .execute(
@@ -122,6 +122,7 @@ fn apply(ctx: &WriteCtx<'_>, from: ApprovalState, to: &Approval) -> Result<()> {
     if n == 0 {
         return Err(StoreError::Conflict(format!("approval `{}` changed meanwhile", to.id)));
     }
+    ctx.changed([Change::Approval(to.id.clone())]);
     Ok(())
 }
 

@@ -42,7 +42,7 @@ pub struct Args {
     pub intent: String,
     /// Task lifetime (e.g. 5m); at most the workflow's maximum. The command is stopped when
     /// the task ends, including when it expires.
-    #[arg(long, value_parser = parse_secs)]
+    #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
     pub ttl: Option<u64>,
     /// Sensitivity of the data the task touches.
     #[arg(long)]
@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub local_demo: bool,
     /// How long the command has to exit after SIGTERM when its task ends, before SIGKILL.
-    #[arg(long, value_parser = parse_secs, default_value = "10")]
+    #[arg(long, value_parser = parse_secs, allow_hyphen_values = true, default_value = "10")]
     pub grace: u64,
     /// The command to run, after `--`.
     #[arg(last = true, required = true)]
