@@ -24,7 +24,7 @@ one() { # BIN LABEL: one fresh server, every scenario
   RUST_LOG=warn REMIT_ADMIN_LISTEN=off "$bin/remit" serve --data-dir "$data" --listen "127.0.0.1:$port" \
     >"$data/serve.out" 2>"$data/serve.err" &
   pid=$!
-  for _ in $(seq 200); do grep -q listening "$data/serve.out" 2>/dev/null && [ -s "$data/admin-token" ] && break; sleep 0.1; done
+  for _ in $(seq 200); do curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && [ -s "$data/admin-token" ] && break; sleep 0.1; done
   export REMIT_URL="http://127.0.0.1:$port" REMIT_ADMIN_TOKEN
   REMIT_ADMIN_TOKEN=$(cat "$data/admin-token")
   for args in "--scenario start-task --concurrency 64 --requests $reqs" \

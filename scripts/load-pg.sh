@@ -34,8 +34,8 @@ start() {
   RUST_LOG=warn "$bin/remit" serve --data-dir "$work/$name" --listen "127.0.0.1:$port" --store "$store" \
     >"$work/$name/out" 2>"$work/$name/err" &
   echo $! >>"$work/pids"
-  for _ in $(seq 200); do grep -q listening "$work/$name/out" 2>/dev/null && break; sleep 0.05; done
-  grep -q listening "$work/$name/out" || { cat "$work/$name/err" >&2; exit 1; }
+  for _ in $(seq 200); do curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break; sleep 0.05; done
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || { cat "$work/$name/err" >&2; exit 1; }
   echo "http://127.0.0.1:$port"
 }
 cpu_of() { awk -v t="$(getconf CLK_TCK)" '{s+=($14+$15)/t} END{printf "%.2f", s}' $(for p in "$@"; do echo "/proc/$p/stat"; done); }

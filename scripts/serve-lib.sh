@@ -12,8 +12,9 @@ start_remit() {
   RUST_LOG=warn "$bin/remit" serve --data-dir "$data" --listen "127.0.0.1:$port" --store "${1:-sqlite}" \
     >"$data/serve.out" 2>"$data/serve.err" &
   pid=$!
-  for _ in $(seq 200); do [ -s "$data/admin-token" ] && grep -q listening "$data/serve.out" && break; sleep 0.1; done
-  grep -q listening "$data/serve.out" || { cat "$data/serve.err" >&2; return 1; }
+  # Not on a terminal, serve prints no banner: wait until it answers.
+  for _ in $(seq 200); do [ -s "$data/admin-token" ] && curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || { cat "$data/serve.err" >&2; return 1; }
   export REMIT_URL="http://127.0.0.1:$port" REMIT_ADMIN_TOKEN=$(cat "$data/admin-token")
 }
 stop_remit() {

@@ -19,7 +19,7 @@ mod sse;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "remit", version, about = "Identity and authorization control plane for AI agents")]
@@ -33,19 +33,19 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
     /// Print machine-readable JSON instead of human text.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
     /// The Remit server.
-    #[arg(long, global = true, env = "REMIT_URL", default_value = "http://127.0.0.1:7878")]
+    #[arg(long, env = "REMIT_URL", default_value = "http://127.0.0.1:7878")]
     pub url: String,
     /// The data directory (server state; the CLI reads `admin-token` from it).
-    #[arg(long, global = true, env = "REMIT_DATA_DIR", default_value = "remit-data")]
+    #[arg(long, env = "REMIT_DATA_DIR", default_value = "remit-data")]
     pub data_dir: PathBuf,
     /// The admin credential (default: the `admin-token` file in the data directory).
-    #[arg(long, global = true, env = "REMIT_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "REMIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Operator name recorded in the audit log next to `admin` (default: $USER).
-    #[arg(long, global = true, env = "REMIT_OPERATOR")]
+    #[arg(long, env = "REMIT_OPERATOR")]
     pub operator: Option<String>,
 }
 
@@ -90,6 +90,16 @@ pub enum Command {
     Exec(cmd::exec::Args),
     /// Seal an installation made before Remit sealed its records under the KEK (offline).
     Reseal(cmd::reseal::Args),
+    /// Print this binary's version.
+    Version,
+    /// The server's state: version, store, keys, audit head and checkpoint age, policy version.
+    Status,
+    /// Print a shell completion script (e.g. `remit completions bash > /etc/bash_completion.d/remit`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: cmd::info::Shell,
+    },
 }
 
 /// A failure with the exit code it maps to.
@@ -120,6 +130,49 @@ impl CliError {
     }
 }
 
+/// The global options (`--flag` and whether it takes a value), accepted anywhere on the
+/// command line but declared, and listed in help, once: on `remit` itself.
+const GLOBALS: &[(&str, bool)] =
+    &[("--json", false), ("--url", true), ("--data-dir", true), ("--admin-token", true), ("--operator", true)];
+
+/// Moves global options that follow the subcommand to the front, so that `remit workflow list
+/// --json` means `remit --json workflow list`. Nothing after `--` moves (that is `exec`'s
+/// command line), and neither does the value of another option.
+pub fn globals_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut it = args.into_iter();
+    let mut front: Vec<std::ffi::OsString> = it.next().into_iter().collect();
+    let mut rest = Vec::new();
+    let mut passthrough = false;
+    while let Some(a) = it.next() {
+        let text = a.to_str().unwrap_or_default();
+        if passthrough || text == "--" {
+            passthrough = true;
+            rest.push(a);
+            continue;
+        }
+        let name = text.split_once('=').map(|(n, _)| n).unwrap_or(text);
+        match GLOBALS.iter().find(|(g, _)| *g == name) {
+            Some((_, true)) if !text.contains('=') => {
+                front.push(a);
+                front.extend(it.next());
+            }
+            Some(_) => front.push(a),
+            None => rest.push(a),
+        }
+    }
+    front.extend(rest);
+    front
+}
+
+/// The command line, with a pointer to the global options under every subcommand's help.
+pub fn command() -> clap::Command {
+    fn note(c: clap::Command) -> clap::Command {
+        c.after_help("Global options (--json, --url, --data-dir, --admin-token, --operator): see `remit --help`.")
+            .mut_subcommands(note)
+    }
+    Cli::command().mut_subcommands(note)
+}
+
 /// Clap's refusal of the command line: its own text, or under `--json` the JSON error shape
 /// (help and version are printed as they are).
 fn usage_error(e: clap::Error) -> ExitCode {
@@ -138,7 +191,8 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = globals_first(std::env::args_os().collect());
+    let cli = match command().try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
@@ -162,5 +216,56 @@ fn main() -> ExitCode {
             eprintln!("remit: {e}");
             ExitCode::from(e.code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::globals_first;
+
+    fn run(args: &[&str]) -> Vec<String> {
+        globals_first(args.iter().map(Into::into).collect()).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn global_options_move_to_the_front_but_not_past_a_double_dash() {
+        assert_eq!(run(&["remit", "workflow", "list", "--json"]), ["remit", "--json", "workflow", "list"]);
+        assert_eq!(
+            run(&["remit", "task", "show", "t1", "--url", "http://x", "--operator=bob"]),
+            ["remit", "--url", "http://x", "--operator=bob", "task", "show", "t1"]
+        );
+        assert_eq!(
+            run(&["remit", "exec", "--workflow", "w", "--json", "--", "tool", "--json", "--url", "u"]),
+            ["remit", "--json", "exec", "--workflow", "w", "--", "tool", "--json", "--url", "u"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    /// Every argument of every command says what it is (clap adds defaults, allowed values and
+    /// environment variables to it).
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if c.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{path} (the command)"));
+            }
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::command(), "", &mut missing);
+        assert!(missing.is_empty(), "arguments without a description:\n{}", missing.join("\n"));
     }
 }

@@ -88,7 +88,7 @@ macro_rules! random_id_type {
                 } else {
                     Err(DomainError::invalid(
                         $what,
-                        format!(concat!("`{}` is not a ", $what, " (expected `", $prefix, "` and 32 hex digits)"), truncate_for_error(s)),
+                        format!(concat!("`{}` is not a valid ", $what, " (expected `", $prefix, "` and 32 hex digits)"), truncate_for_error(s)),
                     ))
                 }
             }

@@ -47,6 +47,8 @@ pub struct App {
     pub metrics: Metrics,
     /// SHA-256 of the admin credential; compared in constant time.
     admin_hash: [u8; 32],
+    /// SHA-256 of the read-only metrics scrape credential, once `serve` set one.
+    metrics_hash: std::sync::OnceLock<[u8; 32]>,
     kek: Kek,
     /// The JWT signing key and the retired keys still accepted; swapped whole on rotation.
     keyring: RwLock<Arc<Keyring>>,
@@ -122,6 +124,7 @@ impl App {
             issuer,
             metrics,
             admin_hash,
+            metrics_hash: std::sync::OnceLock::new(),
             kek,
             keyring: RwLock::new(Arc::new(keyring)),
             audit_key: Arc::new(audit_key),
@@ -185,6 +188,25 @@ impl App {
         use subtle::ConstantTimeEq;
         let h = remit_token::sha256(presented.as_bytes());
         bool::from(h.ct_eq(&self.admin_hash))
+    }
+
+    /// The kid audit checkpoints are signed with.
+    pub fn audit_signing_kid(&self) -> &str {
+        self.audit_key.kid()
+    }
+
+    /// Sets the read-only credential `/metrics` also accepts (once; later calls are ignored).
+    pub fn set_metrics_credential(&self, token: &str) {
+        let _ = self.metrics_hash.set(remit_token::sha256(token.as_bytes()));
+    }
+
+    /// Constant-time check of a presented metrics scrape credential.
+    pub fn is_metrics_credential(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        match self.metrics_hash.get() {
+            Some(want) => bool::from(remit_token::sha256(presented.as_bytes()).ct_eq(want)),
+            None => false,
+        }
     }
 
     /// Signs the current audit chain head, if it moved since the last checkpoint.

@@ -177,7 +177,7 @@ pub struct Config {
     pub audience: String,
     /// File holding the base64 key-encryption key; `REMIT_KEK` overrides it.
     pub kek_file: Option<PathBuf>,
-    /// `json` (default) or `text`.
+    /// `auto` (default: `text` when stderr is a terminal, else `json`), `json` or `text`.
     pub log_format: String,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
@@ -196,7 +196,7 @@ impl Default for Config {
             issuer: None,
             audience: "remit".into(),
             kek_file: None,
-            log_format: "json".into(),
+            log_format: "auto".into(),
             limits: LimitsConfig::default(),
             audit: AuditConfig::default(),
             cache: CacheConfig::default(),

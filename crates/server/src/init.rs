@@ -21,6 +21,44 @@ use crate::config::{Config, StoreKind};
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// Prefix of admin credentials (helps secret scanners recognise a leak).
 pub const ADMIN_TOKEN_PREFIX: &str = "remit_admin_";
+/// The file holding the read-only metrics scrape credential, in the data directory.
+pub const METRICS_TOKEN_FILE: &str = "metrics-token";
+/// Every metrics scrape credential Remit makes starts with this.
+pub const METRICS_TOKEN_PREFIX: &str = "remit_metrics_";
+/// Shortest scrape credential accepted from `REMIT_METRICS_TOKEN`.
+pub const MIN_METRICS_TOKEN_LEN: usize = 32;
+
+/// The read-only credential Prometheus scrapes `/metrics` with (it opens nothing else):
+/// `env` (`REMIT_METRICS_TOKEN`, so replicas can share one), else the `metrics-token` file in
+/// the data directory, created (0600) on first use.
+pub fn metrics_credential(data_dir: &Path, env: Option<&str>) -> Result<String, StartError> {
+    if let Some(t) = env.map(str::trim).filter(|t| !t.is_empty()) {
+        if t.len() < MIN_METRICS_TOKEN_LEN {
+            return Err(StartError::Keys(format!(
+                "REMIT_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LEN} characters"
+            )));
+        }
+        return Ok(t.to_owned());
+    }
+    let path = data_dir.join(METRICS_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= MIN_METRICS_TOKEN_LEN => Ok(t.trim().to_owned()),
+        Ok(_) => Err(StartError::Keys(format!("{} holds no valid metrics credential", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A replica on PostgreSQL may have a data directory nobody created yet.
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| StartError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
+            let token = format!("{METRICS_TOKEN_PREFIX}{}", b64e(&remit_token::random::<32>()));
+            match write_secret_file(&path, &format!("{token}\n")) {
+                Ok(()) => Ok(token),
+                // Another process sharing the directory made it first: use theirs.
+                Err(_) if path.exists() => metrics_credential(data_dir, None),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(StartError::Io(format!("cannot read {}: {e}", path.display()))),
+    }
+}
 
 /// An exclusive lock on an embedded (SQLite) store, held while a server (or an offline
 /// command that writes the store) uses it; released when dropped or when the process ends.

@@ -143,6 +143,38 @@ async fn a_task_asks_waits_for_the_human_and_retries() {
     s.stop().await;
 }
 
+/// A kill reaches the approval requests of the task it ends: the waiter hears `withdrawn`
+/// (with the reason) at once, and nobody can approve the request any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_task_withdraws_its_open_requests() {
+    let s = TestServer::start().await;
+    s.setup().await;
+    let bundle = json!({"policies": [{"name": "p.cedar", "source": POLICIES}]});
+    assert_eq!(s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bundle)).await.0, 201);
+    let inst = s.join().await;
+    let (task, token) = own_task(&s, &inst).await;
+    let (_, v) = ask(&s, &token, "jira.write", None).await;
+    let id = v["approval"]["id"].as_str().unwrap().to_owned();
+    let waiting = events(&s, &format!("/v1/approvals/{id}/events"), &token).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (st, _) =
+        s.call("POST", &format!("/v1/tasks/{task}/revoke"), Some(&s.admin.clone()), Some(json!({"reason": "x"}))).await;
+    assert_eq!(st, 200);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    let states: Vec<&str> = got.iter().filter_map(|e| e["state"].as_str()).collect();
+    assert_eq!(states, ["pending", "withdrawn"], "{got:?}");
+    assert_eq!(got[1]["reason"], "task revoked", "{got:?}");
+    // Approving it now is refused (409); denying it is still possible.
+    assert_eq!(decide_as(&s, &id, "approve", "alice@example.com", "too late").await, 409);
+    assert_eq!(decide_as(&s, &id, "deny", "alice@example.com", "task is gone").await, 200);
+    // A stream opened afterwards by the admin says where it stands and ends.
+    let done = events(&s, &format!("/v1/approvals/{id}/events"), &s.admin.clone()).await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), done).await.unwrap().unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "denied", "{got:?}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_nobody_decides_expires_for_its_waiter() {
     let s = TestServer::start_with(|c| c.approvals.ttl = std::time::Duration::from_secs(1)).await;

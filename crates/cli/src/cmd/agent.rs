@@ -9,6 +9,7 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Register an agent.
     Create {
+        /// The agent's name (e.g. `deploy-bot`).
         name: String,
         /// A workflow it may run (repeatable, at least one).
         #[arg(long = "workflow", required = true)]
@@ -20,23 +21,31 @@ pub enum Cmd {
     /// List agents.
     List,
     /// Show one agent.
-    Show { name: String },
+    Show {
+        /// The agent's name.
+        name: String,
+    },
     /// Kill switch: disable an agent, revoking its instances and their tasks.
     Disable {
+        /// The agent's name.
         name: String,
+        /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
     },
     /// Re-enable a disabled agent.
     Enable {
+        /// The agent's name.
         name: String,
+        /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
     },
     /// Create a one-time join token an instance of this agent proves itself with.
     JoinToken {
+        /// The agent's name.
         name: String,
-        /// How long it can be used (default 10m).
+        /// How long it can be used (default 10m, at most the server's max_join_token_ttl).
         #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         ttl: Option<u64>,
     },

@@ -7,21 +7,28 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Approval requests, newest first.
     List {
-        /// pending (default), approved, denied, used, or all.
-        #[arg(long, default_value = "pending")]
+        /// Only requests in this state (`all`: every request).
+        #[arg(long, default_value = "pending", value_parser = ["pending", "approved", "denied", "used", "all"])]
         state: String,
     },
     /// One request, with the exact call it would allow.
-    Show { id: String },
+    Show {
+        /// The approval id (`a-` and 32 hex digits).
+        id: String,
+    },
     /// Approve a pending request (you are named by --operator / $USER).
     Approve {
+        /// The approval id.
         id: String,
+        /// Why (recorded in the audit log and shown to the agent).
         #[arg(long)]
         reason: String,
     },
     /// Deny a pending request.
     Deny {
+        /// The approval id.
         id: String,
+        /// Why (recorded in the audit log and shown to the agent).
         #[arg(long)]
         reason: String,
     },
@@ -34,7 +41,8 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let path = if state == "all" { "/v1/approvals".to_owned() } else { format!("/v1/approvals?state={state}") };
             let v = c.get(&path).await?;
             if g.json {
-                output::json(&v);
+                // Every list under --json is a bare array.
+                output::json(&v["approvals"]);
             } else {
                 let rows = v["approvals"]
                     .as_array()

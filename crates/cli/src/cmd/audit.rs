@@ -10,18 +10,22 @@ use crate::{CliError, Global, output};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Filter {
+    /// Only records about this workflow.
     #[arg(long)]
     pub workflow: Option<String>,
+    /// Only records about this task.
     #[arg(long)]
     pub task: Option<String>,
+    /// Only records about this agent.
     #[arg(long)]
     pub agent: Option<String>,
-    /// e.g. task.start, task.revoke, workflow.suspend
+    /// Only this action, e.g. task.start, task.revoke, workflow.suspend, access.evaluate.
     #[arg(long)]
     pub action: Option<String>,
-    /// RFC 3339 time or epoch milliseconds.
+    /// Only records at or after this time (RFC 3339, or epoch milliseconds).
     #[arg(long)]
     pub since: Option<String>,
+    /// Only records before this time (RFC 3339, or epoch milliseconds).
     #[arg(long)]
     pub until: Option<String>,
     /// Only records after this sequence number.
@@ -56,6 +60,7 @@ pub enum Cmd {
     List {
         #[command(flatten)]
         filter: Filter,
+        /// Most records to list.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -86,6 +91,14 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let v: Value =
                 c.get_query("/v1/audit", &q).await?.json().await.map_err(|e| CliError::Failed(e.to_string()))?;
             if g.json {
+                // One timestamp format in output: RFC 3339 (the API's `time` is the chained
+                // record's epoch milliseconds; `audit export` keeps it, for verification).
+                let mut v = v;
+                for r in v.as_array_mut().into_iter().flatten() {
+                    if let Some(ms) = r["time"].as_i64() {
+                        r["time"] = remit_core::time::UnixMillis(ms).to_rfc3339().into();
+                    }
+                }
                 output::json(&v);
             } else {
                 let rows = v.as_array().into_iter().flatten().map(|r| {

@@ -100,6 +100,13 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
                 );
             }
             let state = wait(&client, &id, deadline).await?;
+            if state == "pending" {
+                return finish(
+                    g,
+                    &json!({"decision": false, "outcome": "pending", "approval": v["approval"].clone(),
+                                         "errors": [format!("approval {id} is still pending after --timeout")]}),
+                );
+            }
             if state != "approved" {
                 return finish(
                     g,

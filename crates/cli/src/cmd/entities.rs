@@ -11,7 +11,10 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Insert or replace entities from a JSON file: `{"entities": [{"uid": {"type", "id"},
     /// "attrs": {…}, "parents": [{"type", "id"}…], "aliases": ["…"]}]}` (or a bare array).
-    Push { file: PathBuf },
+    Push {
+        /// The JSON file.
+        file: PathBuf,
+    },
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {

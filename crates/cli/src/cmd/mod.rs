@@ -6,6 +6,7 @@ pub mod audit;
 pub mod decide;
 pub mod entities;
 pub mod exec;
+pub mod info;
 pub mod init;
 pub mod keys;
 pub mod policy;
@@ -34,6 +35,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decide(a) => decide::run(&g, a).await,
         Command::Exec(a) => exec::run(&g, a).await,
         Command::Reseal(a) => reseal::run(&g, a).await,
+        Command::Version => info::version(&g).await,
+        Command::Status => info::status(&g).await,
+        Command::Completions { shell } => info::completions(shell),
     }
 }
 

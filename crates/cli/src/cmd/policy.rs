@@ -14,9 +14,15 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Validate a policy directory offline (strict Cedar validation against Remit's schema
     /// plus the directory's `*.cedarschema`); prints Cedar's diagnostics on failure.
-    Validate { dir: PathBuf },
+    Validate {
+        /// The policy directory (`*.cedar`, `*.cedarschema`, `mapping.json`).
+        dir: PathBuf,
+    },
     /// Validate and activate a policy directory on the server as the next version.
-    Push { dir: PathBuf },
+    Push {
+        /// The policy directory (`*.cedar`, `*.cedarschema`, `mapping.json`).
+        dir: PathBuf,
+    },
     /// Show the active version.
     Show,
     /// Print Remit's base Cedar schema (the entities, `call_tool` and its context).
@@ -37,7 +43,10 @@ pub enum Cmd {
         server: bool,
     },
     /// Decide one AuthZEN request (JSON file or `-` for stdin) and show which policies decided.
-    Explain { request: PathBuf },
+    Explain {
+        /// The AuthZEN request (a JSON file, or `-` for standard input).
+        request: PathBuf,
+    },
 }
 
 /// Reads a policy directory: every `*.cedar` file (sorted by name), every `*.cedarschema`

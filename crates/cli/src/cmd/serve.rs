@@ -1,4 +1,9 @@
 //! `remit serve`: runs the HTTP server, initializing the data directory on first run.
+//!
+//! On a terminal it prints a short human banner (where it listens, and on first run where the
+//! admin credential is, with the credential itself); otherwise stdout stays empty and the same
+//! facts are log lines on stderr (never the credential). Text logs carry colour codes only
+//! when stderr is a terminal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,20 +21,29 @@ pub struct Args {
     /// `postgres://user@host:5432/db` (shared by many replicas). Also `REMIT_STORE`.
     #[arg(long)]
     pub store: Option<String>,
-    /// Log format: json (default) or text.
-    #[arg(long)]
+    /// Log format on stderr (default: `log_format` in remit.toml, else auto: text on a terminal,
+    /// JSON otherwise).
+    #[arg(long, value_parser = ["auto", "json", "text"])]
     pub log_format: Option<String>,
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str) -> Result<(), CliError> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = match format {
+        "auto" if ansi => "text",
+        "auto" | "json" => "json",
+        "text" => "text",
+        other => return Err(CliError::Failed(format!("log_format `{other}`: expected auto, json or text"))),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if format == "text" {
         builder.init();
     } else {
         builder.json().flatten_event(true).init();
     }
+    Ok(())
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
@@ -43,7 +57,7 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     if let Some(f) = a.log_format {
         cfg.log_format = f;
     }
-    init_logging(&cfg.log_format);
+    init_logging(&cfg.log_format)?;
     raise_fd_limit();
     // One server per SQLite store: held until the process ends.
     let _lock = remit_server::init::lock_store(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
@@ -55,19 +69,36 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     let (app, created) = remit_server::bootstrap(cfg, kek.as_deref(), Arc::new(SystemClock), true)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let scrape =
+        remit_server::init::metrics_credential(&app.cfg.data_dir, std::env::var("REMIT_METRICS_TOKEN").ok().as_deref())
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    app.set_metrics_credential(&scrape);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(c) = &created {
-        super::init::print_created(c);
+        tracing::info!(
+            trust_domain = %c.trust_domain,
+            admin_token_file = %c.admin_token_path.display(),
+            kek_file = ?c.kek_path.as_ref().map(|p| p.display().to_string()),
+            "initialized a new installation; the admin credential is in admin_token_file (mode 0600)"
+        );
+        if tty {
+            super::init::print_created(c);
+        }
     }
     let addr = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
     let admin = remit_server::listen::bind_admin(&app.cfg)
         .await
         .map_err(|e| CliError::Failed(format!("cannot bind the admin listener: {e}")))?;
     let admin_at = admin.as_ref().map(|a| a.describe());
-    if let Some(a) = &admin_at {
-        println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
+    let url = format!("http://{addr}");
+    if tty {
+        if let Some(a) = &admin_at {
+            println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
+        }
+        println!("Remit listening on {url} (data in {})", g.data_dir.display());
     }
-    println!("Remit listening on http://{addr} (data in {})", g.data_dir.display());
-    tracing::info!(%addr, admin = ?admin_at, trust_domain = %app.trust_domain, store = %store_display, "remit serving");
+    tracing::info!(%url, admin_url = admin_at.as_deref().unwrap_or("off"), trust_domain = %app.trust_domain,
+                   store = %store_display, "remit serving");
     let listeners = remit_server::listen::Listeners { public: listener, admin };
     remit_server::serve_on(app, listeners, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
 }

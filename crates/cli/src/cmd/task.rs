@@ -9,18 +9,22 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Start a task for an agent (admin) and print its id and token.
     Start {
+        /// The workflow the task belongs to.
         #[arg(long)]
         workflow: String,
+        /// The agent that runs it (must be registered for the workflow).
         #[arg(long)]
         agent: String,
         /// What the task is for.
         #[arg(long)]
         intent: String,
-        /// Lifetime (e.g. 5m); at most the workflow's maximum.
+        /// Lifetime (e.g. 5m; default 5m, the server's default_task_ttl); at most the workflow's
+        /// maximum.
         #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         ttl: Option<u64>,
-        /// Sensitivity of the data it touches: public|internal|confidential|restricted.
-        #[arg(long)]
+        /// Sensitivity of the data it touches (default internal; at most the workflow's
+        /// ceiling).
+        #[arg(long, value_parser = ["public", "internal", "confidential", "restricted"])]
         sensitivity: Option<String>,
         /// Audience of the task token (repeatable; the tool servers that will accept it).
         #[arg(long = "audience", default_value = "remit")]
@@ -28,23 +32,34 @@ pub enum Cmd {
     },
     /// List tasks, newest first.
     List {
+        /// Only this workflow's tasks.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only this agent's tasks.
         #[arg(long)]
         agent: Option<String>,
-        /// active|completed|revoked|expired (stored state).
-        #[arg(long)]
+        /// Only tasks in this stored state.
+        #[arg(long, value_parser = ["active", "completed", "revoked", "expired"])]
         state: Option<String>,
+        /// Most tasks to list.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
     /// Show one task.
-    Show { id: String },
+    Show {
+        /// The task id (`t-` and 32 hex digits).
+        id: String,
+    },
     /// Complete a task: its token becomes inactive.
-    Complete { id: String },
+    Complete {
+        /// The task id.
+        id: String,
+    },
     /// Kill switch: revoke a task and everything issued under it.
     Revoke {
+        /// The task id.
         id: String,
+        /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
     },

@@ -15,6 +15,7 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Verify a token (`-` reads it from standard input). Exit 3 if invalid or inactive.
     Verify {
+        /// The token (a JWT), or `-` to read it from standard input.
         token: String,
         /// Also require this audience.
         #[arg(long)]
@@ -59,7 +60,9 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
         _ => None,
     };
     let out = match &verified {
-        Ok(c) => json!({"signature_valid": true, "active": active, "claims": c}),
+        // The claims as signed (NumericDate `exp`/`iat`, RFC 7519), and the expiry as RFC 3339.
+        Ok(c) => json!({"signature_valid": true, "active": active, "claims": c,
+                        "expires_at": remit_core::time::UnixMillis(c.exp.saturating_mul(1000)).to_rfc3339()}),
         Err(e) => json!({"signature_valid": false, "active": false, "error": e.to_string()}),
     };
     if g.json {
@@ -70,7 +73,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                 println!("signature: valid (kid in published JWKS)");
                 println!("subject:   {}", c.sub);
                 println!("audience:  {}", c.aud.join(", "));
-                println!("expires:   {}", c.exp);
+                println!("expires:   {}", remit_core::time::UnixMillis(c.exp.saturating_mul(1000)).to_rfc3339());
                 match active {
                     Some(true) => println!("status:    active"),
                     Some(false) => println!("status:    INACTIVE (revoked, completed, expired or killed)"),

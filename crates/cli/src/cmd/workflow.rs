@@ -9,6 +9,7 @@ use crate::{CliError, Global, output};
 pub enum Cmd {
     /// Create a workflow.
     Create {
+        /// The workflow's name (letters, digits, `-`, `_`, `.`).
         name: String,
         /// What the workflow is for.
         #[arg(long)]
@@ -16,32 +17,39 @@ pub enum Cmd {
         /// Email of the human who answers for it.
         #[arg(long)]
         owner: String,
-        /// Longest task it allows (e.g. 15m).
+        /// Longest task it allows (e.g. 15m; default 1h, at most the server's hard_max_task_ttl).
         #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
         max_ttl: Option<u64>,
-        /// Most sensitive data its tasks may touch: public|internal|confidential|restricted.
-        #[arg(long)]
+        /// Most sensitive data its tasks may touch (default internal).
+        #[arg(long, value_parser = ["public", "internal", "confidential", "restricted"])]
         ceiling: Option<String>,
-        /// A tool its tasks may use (repeatable).
+        /// A tool its tasks may use (repeatable; none given: no restriction beyond policy).
         #[arg(long = "tool")]
         tools: Vec<String>,
-        /// Deepest delegation chain it allows.
+        /// Deepest delegation chain it allows (default 0, at most 16).
         #[arg(long)]
         max_depth: Option<u32>,
     },
     /// List workflows.
     List,
     /// Show one workflow.
-    Show { name: String },
+    Show {
+        /// The workflow's name.
+        name: String,
+    },
     /// Kill switch: suspend a workflow and revoke all its live tasks.
     Suspend {
+        /// The workflow's name.
         name: String,
+        /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
     },
     /// Resume a suspended workflow.
     Resume {
+        /// The workflow's name.
         name: String,
+        /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
     },

@@ -1,5 +1,5 @@
 //! Starting the real `remit serve` binary for the CLI's end-to-end tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,7 +13,7 @@ pub struct Server {
     pub url: String,
     /// The admin listener (`unix:PATH` or `http://…`), if it printed one.
     pub admin_url: Option<String>,
-    /// What it printed before it was listening (the first-run message).
+    /// The log lines before it was listening (the first-run message among them).
     pub banner: Vec<String>,
 }
 
@@ -25,7 +25,8 @@ impl Drop for Server {
 }
 
 /// `remit serve` on a free loopback port for `data`, with `args` and `env` added; returns
-/// once it prints where it listens.
+/// once its log says where it listens (not on a terminal, `serve` prints no banner: its
+/// JSON log lines on stderr carry `url` and `admin_url`).
 pub fn serve(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     serve_under(None, data, args, env)
 }
@@ -40,29 +41,34 @@ pub fn serve_under(shell: Option<&str>, data: &Path, args: &[&str], env: &[(&str
             c
         }
     };
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
         .env("REMIT_DATA_DIR", data)
+        .env("RUST_LOG", "info")
         .env_remove("REMIT_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in env {
-        cmd.env(k, v);
+        if *k == "RUST_LOG" {
+            // Whatever else is filtered, the line saying where it listens must come through.
+            cmd.env(k, format!("{v},remit::cmd::serve=info"));
+        } else {
+            cmd.env(k, v);
+        }
     }
     let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut banner = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(rest) = line.strip_prefix("Remit listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
+    let (url, admin_url) = loop {
+        let Some(line) = lines.next() else { panic!("server exited before listening:\n{}", banner.join("\n")) };
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "remit serving" {
+            let admin = v["admin_url"].as_str().filter(|a| *a != "off").map(str::to_owned);
+            break (v["url"].as_str().expect("the serving line names the url").to_owned(), admin);
         }
         banner.push(line);
     };
     std::thread::spawn(move || for _ in lines {});
-    let admin_url = banner
-        .iter()
-        .find_map(|l| l.strip_prefix("Admin listener on "))
-        .map(|r| r.split_whitespace().next().unwrap().to_owned());
     Server { child, url, admin_url, banner }
 }

@@ -1,4 +1,4 @@
-//! Admin endpoints: workflows, agents, join tokens, instance revocation, key rotation.
+//! Admin endpoints: workflows, agents, join tokens, instance revocation, key rotation, status.
 //! Every handler here requires the admin credential.
 
 use axum::Json;
@@ -186,4 +186,18 @@ pub async fn revoke_instance(
 pub async fn rotate_keys(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<RotatedKeys>, ApiError> {
     let (kid, seq) = app.rotate_keys(&caller).await?;
     Ok(Json(RotatedKeys { kid, bundle_sequence: seq }))
+}
+
+/// The server's state at a glance: version, store, keys, the audit chain's head and last
+/// checkpoint, the active policy version. Admin.
+#[utoipa::path(get, path = "/v1/status",
+    responses((status = 200, body = crate::service::status::Status, description = "the server's state"),
+              (status = 401, body = ErrorBody, description = "no valid credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+) -> Result<Json<crate::service::status::Status>, ApiError> {
+    Ok(Json(app.status(&caller).await?))
 }

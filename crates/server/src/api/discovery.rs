@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::{AppState, Auth};
+use super::AppState;
 use crate::api::error::ApiError;
 
 /// How often bundle consumers should re-fetch (seconds).
@@ -68,10 +68,18 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-/// Prometheus metrics (admin credential required).
+/// Prometheus metrics: the read-only scrape credential (`metrics-token` in the data
+/// directory, or `REMIT_METRICS_TOKEN`) or the admin credential. The scrape credential opens
+/// nothing else.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, body = crate::api::error::ErrorBody), (status = 403, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> Result<impl IntoResponse, ApiError> {
-    caller.require_admin()?;
+pub async fn metrics(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = super::bearer_of(&headers).ok_or_else(ApiError::unauthenticated)?;
+    if !app.is_metrics_credential(token) {
+        app.authenticate(token, None).await?.require_admin()?;
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()))
 }
 
@@ -101,7 +109,7 @@ impl utoipa::Modify for BearerAuth {
         super::admin::suspend_workflow, super::admin::resume_workflow,
         super::admin::create_agent, super::admin::list_agents, super::admin::get_agent,
         super::admin::disable_agent, super::admin::enable_agent, super::admin::create_join_token,
-        super::admin::revoke_instance, super::admin::rotate_keys,
+        super::admin::revoke_instance, super::admin::rotate_keys, super::admin::status,
         super::audit::list, super::audit::export, super::audit::verify, super::audit::checkpoint,
         super::policy::push, super::policy::active, super::policy::push_entities,
         super::authzen::evaluation_one, super::authzen::evaluations, super::authzen::configuration,

@@ -44,7 +44,12 @@ pub struct Auth(pub Caller);
 
 /// Reads `Authorization: Bearer …`, if present.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(&parts.headers)
+}
+
+/// [`bearer`] from a header map.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
@@ -237,6 +242,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/audit/verify", post(audit::verify))
         .route("/v1/audit/checkpoint", post(audit::checkpoint))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .route("/v1/status", get(admin::status))
         .route("/v1/policies", get(policy::active).put(policy::push))
         .route("/v1/entities", post(policy::push_entities))
         .route("/v1/decisions", post(authzen::decide_task))

@@ -204,6 +204,14 @@ impl Pdp {
         }
         self.may_approve(human, &a).await?;
         let now = self.clock.now();
+        // Approving a call of a task that can no longer make it would be a grant nobody can
+        // use (or, worse, one that outlives a kill): refuse; denying it is always fine.
+        if approve
+            && let Some(t) = &a.task
+            && let Some(why) = self.task_gone(t, now).await?
+        {
+            return Err(Error::Conflict(format!("task `{t}` is no longer live ({why}): there is nothing to approve")));
+        }
         let action = if approve { AuditAction::ApprovalApprove } else { AuditAction::ApprovalDeny };
         let agent = match &a.task {
             Some(t) => self.store.identity().task(t).await?.map(|t| t.agent.to_string()),
@@ -217,6 +225,18 @@ impl Pdp {
             .agent_opt(agent.as_deref());
         let verdict = Verdict { approve, by: human.clone(), reason: reason.to_owned(), at: now };
         Ok(self.store.approvals().decide(id, verdict, audit).await?)
+    }
+
+    /// Why the task `t` can no longer act, if it cannot (ended, killed, expired, gone).
+    pub async fn task_gone(&self, t: &TaskId, now: remit_core::time::UnixMillis) -> Result<Option<String>, Error> {
+        Ok(match self.store.identity().task_snapshot(t).await? {
+            None => Some("task not found".into()),
+            Some(s) => match remit_core::rules::task_liveness(&s.task, &s.workflow, &s.agent, s.instance.as_ref(), now)
+            {
+                remit_core::rules::Liveness::Active => None,
+                remit_core::rules::Liveness::Inactive(why) => Some(why.to_owned()),
+            },
+        })
     }
 
     /// Whether `human` has rights over the approval request `a` (see [`Pdp::decide_approval`]).

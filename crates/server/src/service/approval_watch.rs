@@ -27,7 +27,8 @@ const FEED_DOWN_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApprovalWatchEvent {
     pub id: String,
-    /// `pending`, `approved`, `denied`, `used` or `expired` (pending past its expiry).
+    /// `pending`, `approved`, `denied`, `used`, `expired` (pending past its expiry) or
+    /// `withdrawn` (the task whose call it is ended or was killed: nobody can use it).
     pub state: String,
     /// When the request expires (an approved one must be used before then).
     #[schema(value_type = String, format = DateTime)]
@@ -80,13 +81,38 @@ impl Wait {
         }
     }
 
+    /// `withdrawn` instead of `pending`/`approved` once the request's task cannot act.
+    async fn with_task(&self, mut e: ApprovalWatchEvent) -> Option<ApprovalWatchEvent> {
+        if let (Some(t), "pending" | "approved") = (&self.approval.task, e.state.as_str()) {
+            match self.app.pdp.task_gone(t, self.app.clock.now()).await {
+                Ok(Some(why)) => {
+                    e.state = "withdrawn".into();
+                    e.reason = Some(why);
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(e)
+    }
+
+    /// Whether `c` may end the request's task.
+    fn touches_task(&self, c: &Change) -> bool {
+        match c {
+            Change::Task(t) => self.approval.task.as_ref() == Some(t),
+            Change::Workflow(w) => self.approval.workflow.as_ref() == Some(w),
+            Change::Agent(_) | Change::Instance(_) => self.approval.task.is_some(),
+            _ => false,
+        }
+    }
+
     async fn next(&mut self) -> Option<ApprovalWatchEvent> {
         if self.done {
             return None;
         }
         if self.first {
             self.first = false;
-            let e = self.event();
+            let e = self.with_task(self.event()).await?;
             self.done = e.state != "pending";
             return Some(e);
         }
@@ -99,7 +125,7 @@ impl Wait {
                     Ok(Change::FeedLost) => { self.polling = true; false }
                     Ok(Change::Resync) => { self.polling = false; true }
                     Ok(Change::Approval(id)) => id == self.approval.id,
-                    Ok(_) => false,
+                    Ok(c) => self.touches_task(&c),
                     Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return None,
                 },
@@ -111,7 +137,7 @@ impl Wait {
                 continue;
             }
             self.reread().await?;
-            let e = self.event();
+            let e = self.with_task(self.event()).await?;
             if e.state != "pending" {
                 self.done = true;
                 return Some(e);

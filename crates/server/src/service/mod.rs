@@ -6,6 +6,7 @@ pub mod admin;
 pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
+pub mod status;
 pub mod tasks;
 pub mod tokens;
 pub mod watch;

@@ -144,10 +144,21 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     if joined {
         // This run created the instance identity; it dies with the run.
         if let Err(e) = anon.post_form("/oauth2/revoke", &[("token", &instance_token)]).await {
-            eprintln!("remit: warning: could not revoke the instance identity: {e}");
+            let m = format!("could not revoke the instance identity: {e}");
+            say(g, json!({"event": "warning", "message": m}), &format!("warning: {m}"));
         }
     }
     result
+}
+
+/// What `exec` itself says, on stderr (stdout is the command's): a JSON line per event under
+/// `--json`, else `remit: <text>`.
+fn say(g: &Global, event: serde_json::Value, text: &str) {
+    if g.json {
+        eprintln!("{event}");
+    } else {
+        eprintln!("remit: {text}");
+    }
 }
 
 async fn run_task(
@@ -165,12 +176,12 @@ async fn run_task(
     let token = started["token"].as_str().unwrap_or_default().to_owned();
     let task_id = started["task"]["id"].as_str().unwrap_or_default().to_owned();
     let spiffe = started["spiffe_id"].as_str().unwrap_or_default().to_owned();
-    if !g.json {
-        eprintln!(
-            "remit: task {task_id} started ({spiffe}), expires {}",
-            started["expires_at"].as_str().unwrap_or("-")
-        );
-    }
+    let expires = started["expires_at"].as_str().unwrap_or("-");
+    say(
+        g,
+        json!({"event": "task_started", "task": task_id, "spiffe_id": spiffe, "expires_at": expires}),
+        &format!("task {task_id} started ({spiffe}), expires {expires}"),
+    );
 
     let outcome = async {
         let dir = tempfile::Builder::new()
@@ -222,18 +233,25 @@ async fn run_task(
 
     match outcome? {
         child::Ended::TaskEnded(why) => {
-            eprintln!("remit: task {task_id} ended ({why}); the command was stopped");
+            say(
+                g,
+                json!({"event": "task_ended", "task": task_id, "reason": why, "exit_code": EXIT_TASK_ENDED}),
+                &format!("task {task_id} ended ({why}); the command was stopped"),
+            );
             Err(CliError::Exit(EXIT_TASK_ENDED))
         }
         child::Ended::Exited(code) => {
             // Complete the task whatever happened to the child, so its credentials die with it.
             match inst.post(&format!("/v1/tasks/{task_id}/complete"), &json!({})).await {
-                Ok(_) => {
-                    if !g.json {
-                        eprintln!("remit: task {task_id} completed");
-                    }
+                Ok(_) => say(
+                    g,
+                    json!({"event": "task_completed", "task": task_id, "exit_code": code}),
+                    &format!("task {task_id} completed"),
+                ),
+                Err(e) => {
+                    let m = format!("could not complete task {task_id}: {e}");
+                    say(g, json!({"event": "warning", "message": m}), &format!("warning: {m}"));
                 }
-                Err(e) => eprintln!("remit: warning: could not complete task {task_id}: {e}"),
             }
             match code {
                 0 => Ok(()),

@@ -1,0 +1,94 @@
+//! What `remit status` shows an operator: this server's version, its store, the keys it signs
+//! with and publishes, the audit chain's head and how old its last signed checkpoint is, and
+//! the policy version deciding. Admin only.
+
+use serde::Serialize;
+
+use super::Caller;
+use crate::app::App;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// This server's version.
+    pub version: String,
+    pub trust_domain: String,
+    pub issuer: String,
+    /// The server's clock (RFC 3339).
+    pub time: String,
+    pub store: StoreStatus,
+    pub keys: KeysStatus,
+    pub audit: AuditStatus,
+    pub policy: PolicyStatus,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StoreStatus {
+    /// `sqlite` or `postgres`.
+    pub kind: String,
+    /// Where (a PostgreSQL URL without its password).
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KeysStatus {
+    /// The kid new tokens are signed with.
+    pub jwt_signing_kid: String,
+    /// Keys published in the JWKS (the signer and the retired keys still accepted).
+    pub jwt_published: usize,
+    /// The kid audit checkpoints are signed with.
+    pub audit_signing_kid: String,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditStatus {
+    /// The newest record's sequence number (0: empty).
+    pub head_seq: u64,
+    /// The newest signed checkpoint's sequence number, time and age.
+    pub checkpoint_seq: Option<u64>,
+    pub checkpoint_at: Option<String>,
+    pub checkpoint_age_secs: Option<u64>,
+    /// Records written after the newest checkpoint.
+    pub unsigned_records: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PolicyStatus {
+    /// The active policy version (0: none pushed; every decision is deny).
+    pub version: u64,
+    pub policies: usize,
+}
+
+impl App {
+    pub async fn status(&self, caller: &Caller) -> Result<Status, Error> {
+        caller.require_admin()?;
+        let now = self.clock.now();
+        let (head_seq, _) = self.store.audit().head().await?;
+        let cp = self.store.audit().latest_checkpoint().await?;
+        let keyring = self.keyring();
+        let engine = self.pdp.engine();
+        let store = &self.cfg.store;
+        let kind =
+            if store.starts_with("postgres://") || store.starts_with("postgresql://") { "postgres" } else { "sqlite" };
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            trust_domain: self.trust_domain.to_string(),
+            issuer: self.issuer.clone(),
+            time: now.to_rfc3339(),
+            store: StoreStatus { kind: kind.to_owned(), location: self.cfg.store_display() },
+            keys: KeysStatus {
+                jwt_signing_kid: keyring.signer().kid().to_owned(),
+                jwt_published: keyring.jwks()["keys"].as_array().map(Vec::len).unwrap_or(0),
+                audit_signing_kid: self.audit_signing_kid().to_owned(),
+            },
+            audit: AuditStatus {
+                head_seq,
+                checkpoint_seq: cp.as_ref().map(|c| c.seq),
+                checkpoint_at: cp.as_ref().map(|c| c.time.to_rfc3339()),
+                checkpoint_age_secs: cp.as_ref().map(|c| u64::try_from((now.0 - c.time.0).max(0) / 1000).unwrap_or(0)),
+                unsigned_records: head_seq.saturating_sub(cp.as_ref().map(|c| c.seq).unwrap_or(0)),
+            },
+            policy: PolicyStatus { version: engine.version(), policies: engine.len() },
+        })
+    }
+}
