@@ -227,3 +227,22 @@ fn the_example_agent_reads_then_writes_once_a_human_approved() {
     let a = r(&["--json", "approval", "show", &id]);
     assert_eq!(a["state"], "used", "{a}");
 }
+
+/// `examples/agents/demo.sh`, the unattended run of the example a newcomer starts with, works
+/// as written: its own server, setup, offline cases, the agent, the approval, the kill switch.
+#[test]
+fn the_examples_demo_script_runs_end_to_end() {
+    let mut cmd = Command::new(repo().join("examples/agents/demo.sh"));
+    cmd.env("REMIT_BIN", BIN).env("PYTHON", python()).env_remove("REMIT_URL").env_remove("REMIT_DATA_DIR");
+    let (status, out, err) = run(cmd, Duration::from_secs(120));
+    assert!(status.success(), "demo.sh failed ({status}):\n{out}\n{err}");
+    for want in [
+        "read JIRA-101: allow (by triage.jira-read)",
+        "write JIRA-101: allow (by triage.jira-write)",
+        "approval.use",
+        "Suspended workflow triage",
+        "audit log OK",
+    ] {
+        assert!(out.contains(want), "demo.sh output lacks `{want}`:\n{out}\n{err}");
+    }
+}
