@@ -19,8 +19,12 @@ fn sensitivity(s: Option<&str>) -> Result<Sensitivity, ApiError> {
 }
 
 /// Creates a workflow. Admin.
-#[utoipa::path(post, path = "/v1/workflows", request_body = CreateWorkflow,
-    responses((status = 201, body = WorkflowView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows and agents", request_body = CreateWorkflow,
+    responses((status = 201, body = WorkflowView, description = "the new workflow"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 409, body = ErrorBody, description = "a workflow of that name exists")),
     security(("bearer" = [])))]
 pub async fn create_workflow(
     State(app): State<AppState>,
@@ -42,7 +46,11 @@ pub async fn create_workflow(
 }
 
 /// Lists workflows. Admin.
-#[utoipa::path(get, path = "/v1/workflows", responses((status = 200, body = [WorkflowView]), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows and agents",
+    responses((status = 200, body = [WorkflowView], description = "every workflow"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
 pub async fn list_workflows(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -51,7 +59,13 @@ pub async fn list_workflows(
 }
 
 /// Shows one workflow. Admin.
-#[utoipa::path(get, path = "/v1/workflows/{name}", responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows and agents", params(("name" = String, Path, description = "workflow name")),
+    responses((status = 200, body = WorkflowView, description = "the workflow"),
+              (status = 400, body = ErrorBody, description = "not a valid workflow name"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
 pub async fn get_workflow(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -62,8 +76,14 @@ pub async fn get_workflow(
 }
 
 /// Kill switch: suspends a workflow and revokes all its live tasks. Admin.
-#[utoipa::path(post, path = "/v1/workflows/{name}/suspend", request_body = Reason,
-    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/suspend", tag = "workflows and agents", params(("name" = String, Path, description = "workflow name")),
+    request_body = Reason,
+    responses((status = 200, body = KillReportView, description = "what was revoked"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
 pub async fn suspend_workflow(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -75,8 +95,15 @@ pub async fn suspend_workflow(
 }
 
 /// Resumes a suspended workflow (revoked tasks stay revoked). Admin.
-#[utoipa::path(post, path = "/v1/workflows/{name}/resume", request_body = Reason,
-    responses((status = 200, body = WorkflowView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/resume", tag = "workflows and agents", params(("name" = String, Path, description = "workflow name")),
+    request_body = Reason,
+    responses((status = 200, body = WorkflowView, description = "the workflow, active again"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such workflow"),
+              (status = 409, body = ErrorBody, description = "the workflow is not suspended")),
+    security(("bearer" = [])))]
 pub async fn resume_workflow(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -88,8 +115,13 @@ pub async fn resume_workflow(
 }
 
 /// Registers an agent. Admin.
-#[utoipa::path(post, path = "/v1/agents", request_body = CreateAgent,
-    responses((status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+#[utoipa::path(post, path = "/v1/agents", tag = "workflows and agents", request_body = CreateAgent,
+    responses((status = 201, body = AgentView, description = "the new agent"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "a named workflow does not exist"),
+              (status = 409, body = ErrorBody, description = "an agent of that name exists")),
     security(("bearer" = [])))]
 pub async fn create_agent(
     State(app): State<AppState>,
@@ -104,13 +136,23 @@ pub async fn create_agent(
 }
 
 /// Lists agents. Admin.
-#[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = [AgentView])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/agents", tag = "workflows and agents",
+    responses((status = 200, body = [AgentView], description = "every agent"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
 pub async fn list_agents(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<AgentView>>, ApiError> {
     Ok(Json(app.list_agents(&caller).await?.into_iter().map(Into::into).collect()))
 }
 
 /// Shows one agent. Admin.
-#[utoipa::path(get, path = "/v1/agents/{name}", responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/agents/{name}", tag = "workflows and agents", params(("name" = String, Path, description = "agent name")),
+    responses((status = 200, body = AgentView, description = "the agent"),
+              (status = 400, body = ErrorBody, description = "not a valid agent name"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such agent")),
+    security(("bearer" = [])))]
 pub async fn get_agent(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -121,8 +163,14 @@ pub async fn get_agent(
 }
 
 /// Kill switch: disables an agent, revoking its instances and their tasks. Admin.
-#[utoipa::path(post, path = "/v1/agents/{name}/disable", request_body = Reason,
-    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/agents/{name}/disable", tag = "workflows and agents", params(("name" = String, Path, description = "agent name")),
+    request_body = Reason,
+    responses((status = 200, body = KillReportView, description = "what was revoked"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such agent")),
+    security(("bearer" = [])))]
 pub async fn disable_agent(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -134,8 +182,15 @@ pub async fn disable_agent(
 }
 
 /// Re-enables a disabled agent (revoked instances stay revoked). Admin.
-#[utoipa::path(post, path = "/v1/agents/{name}/enable", request_body = Reason,
-    responses((status = 200, body = AgentView), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/agents/{name}/enable", tag = "workflows and agents", params(("name" = String, Path, description = "agent name")),
+    request_body = Reason,
+    responses((status = 200, body = AgentView, description = "the agent, active again"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such agent"),
+              (status = 409, body = ErrorBody, description = "the agent is not disabled")),
+    security(("bearer" = [])))]
 pub async fn enable_agent(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -147,8 +202,15 @@ pub async fn enable_agent(
 }
 
 /// Creates a one-time join token for an agent; the secret is in this response only. Admin.
-#[utoipa::path(post, path = "/v1/agents/{name}/join-tokens", request_body = CreateJoinToken,
-    responses((status = 201, body = JoinTokenView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/agents/{name}/join-tokens", tag = "workflows and agents", params(("name" = String, Path, description = "agent name")),
+    request_body = CreateJoinToken,
+    responses((status = 201, body = JoinTokenView, description = "the join token, with its one-time secret"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such agent"),
+              (status = 409, body = ErrorBody, description = "the agent is disabled")),
+    security(("bearer" = [])))]
 pub async fn create_join_token(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -169,8 +231,14 @@ pub async fn create_join_token(
 }
 
 /// Kill switch: revokes one agent instance and every task it started. Admin.
-#[utoipa::path(post, path = "/v1/instances/{id}/revoke", request_body = Reason,
-    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/{id}/revoke", tag = "instances",
+    params(("id" = String, Path, description = "instance id")), request_body = Reason,
+    responses((status = 200, body = KillReportView, description = "what was revoked"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such instance")),
+    security(("bearer" = [])))]
 pub async fn revoke_instance(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -182,7 +250,12 @@ pub async fn revoke_instance(
 }
 
 /// Rotates the JWT signing key; the old key stays published until its tokens expire. Admin.
-#[utoipa::path(post, path = "/v1/keys/rotate", responses((status = 200, body = RotatedKeys)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "operations",
+    responses((status = 200, body = RotatedKeys, description = "the new signing key and bundle sequence"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 409, body = ErrorBody, description = "the signing key changed meanwhile; retry")),
+    security(("bearer" = [])))]
 pub async fn rotate_keys(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<RotatedKeys>, ApiError> {
     let (kid, seq) = app.rotate_keys(&caller).await?;
     Ok(Json(RotatedKeys { kid, bundle_sequence: seq }))
@@ -190,9 +263,9 @@ pub async fn rotate_keys(State(app): State<AppState>, Auth(caller): Auth) -> Res
 
 /// The server's state at a glance: version, store, keys, the audit chain's head and last
 /// checkpoint, the active policy version. Admin.
-#[utoipa::path(get, path = "/v1/status",
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
     responses((status = 200, body = crate::service::status::Status, description = "the server's state"),
-              (status = 401, body = ErrorBody, description = "no valid credential"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
               (status = 403, body = ErrorBody, description = "not the admin")),
     security(("bearer" = [])))]
 pub async fn status(

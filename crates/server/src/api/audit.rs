@@ -9,20 +9,25 @@ use remit_core::ids::{AgentName, TaskId, WorkflowName};
 use remit_core::time::UnixMillis;
 use remit_store::AuditFilter;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
+use super::schema::{AuditRecordDoc, AuditVerification, CheckpointResult};
 use super::{AppState, Auth, Query, parse_id};
 use crate::api::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only records about this workflow.
     pub workflow: Option<String>,
+    /// Only records about this task (id).
     pub task: Option<String>,
+    /// Only records about this agent.
     pub agent: Option<String>,
+    /// Only this action, e.g. `task.start`.
     pub action: Option<String>,
-    /// RFC 3339 or milliseconds since the epoch.
+    /// From this time: RFC 3339 or milliseconds since the epoch.
     pub since: Option<String>,
+    /// Before this time: RFC 3339 or milliseconds since the epoch.
     pub until: Option<String>,
     /// Only records after this sequence number (paging).
     pub after: Option<u64>,
@@ -55,7 +60,12 @@ fn filter(q: AuditQuery, default_limit: u32) -> Result<AuditFilter, ApiError> {
 }
 
 /// Lists audit records in sequence order.
-#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), responses((status = 200, description = "audit records"), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "list_audit", params(AuditQuery),
+    responses((status = 200, body = [AuditRecordDoc], description = "matching records in sequence order"),
+              (status = 400, body = ErrorBody, description = "invalid filter (the message names the parameter)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
 pub async fn list(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -67,7 +77,13 @@ pub async fn list(
 /// Exports matching records as JSON Lines (one record per line, in order), streamed a page
 /// at a time: memory stays flat however long the log. A store failure mid-way ends the
 /// stream early (the client sees a truncated body, and the server log says why).
-#[utoipa::path(get, path = "/v1/audit/export", params(AuditQuery), responses((status = 200, content_type = "application/jsonl", description = "JSON Lines")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", operation_id = "export_audit", params(AuditQuery),
+    responses((status = 200, content_type = "application/jsonl", body = AuditRecordDoc,
+                  description = "JSON Lines: one record (this schema) per line, in sequence order"),
+              (status = 400, body = ErrorBody, description = "invalid filter (the message names the parameter)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
 pub async fn export(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -104,17 +120,28 @@ pub async fn export(
 }
 
 /// Recomputes the whole chain and checks every signed checkpoint; names the first broken record.
-#[utoipa::path(post, path = "/v1/audit/verify", responses((status = 200, description = "`ok` true with a report, or false with the first break")), security(("bearer" = [])))]
-pub async fn verify(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit", operation_id = "verify_audit",
+    responses((status = 200, body = AuditVerification,
+                  description = "`ok` true with a report, or false with the first break (a broken chain is still a 200)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
+pub async fn verify(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<AuditVerification>, ApiError> {
     Ok(Json(match app.verify_audit(&caller).await? {
-        Ok(report) => json!({"ok": true, "report": report}),
-        Err(brk) => json!({"ok": false, "error": brk.to_string(), "break": format!("{brk:?}")}),
+        Ok(report) => AuditVerification { ok: true, report: Some(report), error: None, brk: None },
+        Err(brk) => {
+            AuditVerification { ok: false, report: None, error: Some(brk.to_string()), brk: Some(format!("{brk:?}")) }
+        }
     }))
 }
 
 /// Signs a checkpoint of the current chain head now (the server also does so periodically).
-#[utoipa::path(post, path = "/v1/audit/checkpoint", responses((status = 200, description = "the checkpoint, or null when the head has not moved")), security(("bearer" = [])))]
-pub async fn checkpoint(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/v1/audit/checkpoint", tag = "audit", operation_id = "checkpoint_audit",
+    responses((status = 200, body = CheckpointResult, description = "the checkpoint, or null when the head has not moved"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
+pub async fn checkpoint(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<CheckpointResult>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!({ "checkpoint": app.checkpoint_now().await? })))
+    Ok(Json(CheckpointResult { checkpoint: app.checkpoint_now().await? }))
 }

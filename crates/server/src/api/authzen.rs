@@ -4,11 +4,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
+use super::schema::{
+    ActionSearchResponse, AuthZenConfiguration, EntitySearchResponse, EvaluationContext, EvaluationRequestDoc,
+    EvaluationResponse, EvaluationsBatch, EvaluationsRequestDoc, EvaluationsResponse, Explanation, SearchPage,
+    SearchRequestDoc, TaskApproval, TaskDecision,
+};
 use super::wire::{Action, Entity, TaskDecisionRequest};
 use super::{AppState, Auth, Body};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::pdp::{Answer, Evaluation, MAX_BATCH, SearchKind, Verdict};
 
 fn part<T: serde::de::DeserializeOwned + Default>(v: Option<&Value>, name: &str) -> Result<Option<T>, ApiError> {
@@ -41,49 +46,65 @@ fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn answer(a: &Answer) -> Value {
+fn answer(a: &Answer) -> EvaluationResponse {
     let d = &a.decision;
-    let id = a.approval.as_ref().map(|r| r.id.clone());
-    let expires_at = a.approval.as_ref().and_then(|r| r.expires_at).map(|t| t.to_rfc3339());
+    let context = |required: bool| EvaluationContext {
+        approval_required: required.then_some(true),
+        approval_pending: (!required).then_some(true),
+        approval_id: a.approval.as_ref().map(|r| r.id.clone()),
+        expires_at: a.approval.as_ref().and_then(|r| r.expires_at).map(|t| t.to_rfc3339()),
+        approval: d.approval.clone(),
+        policy_version: d.policy_version,
+    };
     match a.verdict() {
-        Verdict::Allow => json!({"decision": true}),
-        Verdict::Deny => json!({"decision": false}),
+        Verdict::Allow => EvaluationResponse { decision: true, context: None },
+        Verdict::Deny => EvaluationResponse { decision: false, context: None },
         // Not allowed yet: tell the PEP why and which approval to wait for; once a human
         // approved it, the PEP retries the same call with `context.remit_approval` = the id.
-        Verdict::ApprovalRequired => json!({"decision": false, "context": {
-            "approval_required": true, "approval_id": id, "expires_at": expires_at,
-            "approval": d.approval, "policy_version": d.policy_version}}),
+        Verdict::ApprovalRequired => EvaluationResponse { decision: false, context: Some(context(true)) },
         // The retry came before any human decided: ask again once one has.
-        Verdict::Pending => json!({"decision": false, "context": {
-            "approval_pending": true, "approval_id": id, "expires_at": expires_at,
-            "approval": d.approval, "policy_version": d.policy_version}}),
+        Verdict::Pending => EvaluationResponse { decision: false, context: Some(context(false)) },
     }
 }
 
+/// The first answer, or a deny.
+fn first(answers: &[Answer]) -> EvaluationResponse {
+    answers.first().map(answer).unwrap_or(EvaluationResponse { decision: false, context: None })
+}
+
 /// Access evaluation: `{"decision": true|false}`; a deny is a 200.
-#[utoipa::path(post, path = "/access/v1/evaluation", request_body(content = Object, description = "AuthZEN evaluation request"),
-    responses((status = 200, description = "the decision"), (status = 400, body = crate::api::error::ErrorBody)),
+#[utoipa::path(post, path = "/access/v1/evaluation", tag = "AuthZEN", operation_id = "access_evaluation",
+    request_body(content = EvaluationRequestDoc, description = "AuthZEN evaluation request"),
+    responses((status = 200, body = EvaluationResponse, description = "the decision (a deny is a 200)"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token (a task asks at `/v1/decisions`)")),
     security(("bearer" = [])))]
 pub async fn evaluation_one(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EvaluationResponse>, ApiError> {
     let ev = evaluation(&object(body)?, &Map::new())?;
     let d = app.pdp.evaluate(&caller, &[ev], None).await?;
-    Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))))
+    Ok(Json(first(&d)))
 }
 
 /// Batched access evaluations with top-level defaults and `options.evaluations_semantic`
 /// (`execute_all`, `deny_on_first_deny`, `permit_on_first_permit`).
-#[utoipa::path(post, path = "/access/v1/evaluations", request_body(content = Object, description = "AuthZEN evaluations request"),
-    responses((status = 200, description = "one decision per evaluation"), (status = 400, body = crate::api::error::ErrorBody)),
+#[utoipa::path(post, path = "/access/v1/evaluations", tag = "AuthZEN", operation_id = "access_evaluations",
+    request_body(content = EvaluationsRequestDoc, description = "AuthZEN evaluations request"),
+    responses((status = 200, body = EvaluationsResponse,
+                  description = "one decision per evaluation, or a single decision when there was no `evaluations` array"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field); more than 1000 items"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token (a task asks at `/v1/decisions`)")),
     security(("bearer" = [])))]
 pub async fn evaluations(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EvaluationsResponse>, ApiError> {
     let body = object(body)?;
     let items = match body.get("evaluations") {
         None | Some(Value::Null) => vec![],
@@ -94,7 +115,7 @@ pub async fn evaluations(
         // No array (or an empty one): a single evaluation from the top-level fields.
         let ev = evaluation(&Map::new(), &body)?;
         let d = app.pdp.evaluate(&caller, &[ev], None).await?;
-        return Ok(Json(d.first().map(answer).unwrap_or_else(|| json!({"decision": false}))));
+        return Ok(Json(EvaluationsResponse::Single(first(&d))));
     }
     if items.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!("at most {MAX_BATCH} evaluations per request")));
@@ -118,56 +139,70 @@ pub async fn evaluations(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let ds = app.pdp.evaluate(&caller, &evs, stop_on).await?;
-    Ok(Json(json!({"evaluations": ds.iter().map(answer).collect::<Vec<_>>()})))
+    Ok(Json(EvaluationsResponse::Batch(EvaluationsBatch { evaluations: ds.iter().map(answer).collect() })))
 }
 
 /// PDP metadata (AuthZEN 1.0 discovery).
-#[utoipa::path(get, path = "/.well-known/authzen-configuration", responses((status = 200, description = "PDP metadata")))]
-pub async fn configuration(State(app): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/.well-known/authzen-configuration", tag = "AuthZEN", operation_id = "authzen_configuration",
+    responses((status = 200, body = AuthZenConfiguration, description = "PDP metadata")))]
+pub async fn configuration(State(app): State<AppState>) -> Json<AuthZenConfiguration> {
     let base = app.issuer.clone();
-    Json(json!({
-        "policy_decision_point": base,
-        "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
-        "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
-        "search_subject_endpoint": format!("{base}/access/v1/search/subject"),
-        "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
-        "search_action_endpoint": format!("{base}/access/v1/search/action"),
-    }))
+    Json(AuthZenConfiguration {
+        access_evaluation_endpoint: format!("{base}/access/v1/evaluation"),
+        access_evaluations_endpoint: format!("{base}/access/v1/evaluations"),
+        search_subject_endpoint: format!("{base}/access/v1/search/subject"),
+        search_resource_endpoint: format!("{base}/access/v1/search/resource"),
+        search_action_endpoint: format!("{base}/access/v1/search/action"),
+        policy_decision_point: base,
+    })
 }
 
 /// Decides one AuthZEN request and explains it: the outcome, the policy version, the policies
 /// that decided (with their source, from that same version) and any evaluation errors. Admin
 /// only. It changes nothing: no approval is opened or used; one `access.explain` record.
-#[utoipa::path(post, path = "/v1/decisions/explain", request_body(content = Object, description = "AuthZEN evaluation request"),
-    responses((status = 200, description = "decision with reasons")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/decisions/explain", tag = "decisions", operation_id = "explain_decision",
+    request_body(content = EvaluationRequestDoc, description = "AuthZEN evaluation request"),
+    responses((status = 200, body = Explanation, description = "the decision with its reasons and the deciding policies"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin")),
+    security(("bearer" = [])))]
 pub async fn explain(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Explanation>, ApiError> {
     let ev = evaluation(&object(body)?, &Map::new())?;
     let (d, engine) = app.pdp.explain(&caller, &ev).await?;
-    let policies: Map<String, Value> = d
+    let policies = d
         .reasons
         .iter()
-        .filter_map(|id| remit_policy::policy_source(&engine, id).map(|src| (id.clone(), Value::String(src))))
+        .filter_map(|id| remit_policy::policy_source(&engine, id).map(|src| (id.clone(), src)))
         .collect();
-    Ok(Json(json!({
-        "outcome": d.outcome, "decision": d.allowed(), "policy_version": d.policy_version,
-        "reasons": d.reasons, "errors": d.errors, "approval": d.approval, "policies": policies,
-    })))
+    Ok(Json(Explanation {
+        outcome: d.outcome,
+        decision: d.allowed(),
+        policy_version: d.policy_version,
+        reasons: d.reasons,
+        errors: d.errors,
+        approval: d.approval,
+        policies,
+    }))
 }
 
 /// Default and largest page of search results.
 const SEARCH_PAGE_DEFAULT: usize = 1000;
 const SEARCH_PAGE_MAX: usize = 10_000;
 
+/// What a search found: the results and, for a paginated sequence, where it goes on.
+type Found = (Vec<Value>, Option<SearchPage>);
+
 async fn search(
     app: AppState,
     caller: crate::service::Caller,
     kind: SearchKind,
     body: Value,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Found, ApiError> {
     let body = object(body)?;
     let get = |k: &str| body.get(k).filter(|v| !v.is_null());
     let template = Evaluation {
@@ -203,39 +238,60 @@ async fn search(
     // `page` marks a paginated sequence: present while there is more, and on the last page
     // of one; absent when the request carried no token and everything fit.
     if next.is_empty() && !paginated {
-        return Ok(Json(json!({"results": results})));
+        return Ok((results, None));
     }
-    Ok(Json(json!({"results": results, "page": {"next_token": next}})))
+    Ok((results, Some(SearchPage { next_token: next })))
 }
 
 /// Subject search: which subjects (of `subject.type`) may do `action` on `resource`.
-#[utoipa::path(post, path = "/access/v1/search/subject", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/access/v1/search/subject", tag = "AuthZEN",
+    request_body(content = SearchRequestDoc, description = "AuthZEN subject search: `subject.type`, `action`, `resource`"),
+    responses((status = 200, body = EntitySearchResponse, description = "the subjects found, and the page"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token (a task asks at `/v1/decisions`)")),
+    security(("bearer" = [])))]
 pub async fn search_subject(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
-    search(app, caller, SearchKind::Subject, body).await
+) -> Result<Json<EntitySearchResponse>, ApiError> {
+    let (results, page) = search(app, caller, SearchKind::Subject, body).await?;
+    Ok(Json(EntitySearchResponse { results, page }))
 }
 
 /// Resource search: which resources (of `resource.type`) `subject` may do `action` on.
-#[utoipa::path(post, path = "/access/v1/search/resource", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/access/v1/search/resource", tag = "AuthZEN",
+    request_body(content = SearchRequestDoc, description = "AuthZEN resource search: `subject`, `action`, `resource.type`"),
+    responses((status = 200, body = EntitySearchResponse, description = "the resources found, and the page"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token (a task asks at `/v1/decisions`)")),
+    security(("bearer" = [])))]
 pub async fn search_resource(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
-    search(app, caller, SearchKind::Resource, body).await
+) -> Result<Json<EntitySearchResponse>, ApiError> {
+    let (results, page) = search(app, caller, SearchKind::Resource, body).await?;
+    Ok(Json(EntitySearchResponse { results, page }))
 }
 
 /// Action search: which actions `subject` may take on `resource`.
-#[utoipa::path(post, path = "/access/v1/search/action", request_body(content = Object), responses((status = 200, description = "results and page")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/access/v1/search/action", tag = "AuthZEN",
+    request_body(content = SearchRequestDoc, description = "AuthZEN action search: `subject`, `resource` (no `action`)"),
+    responses((status = 200, body = ActionSearchResponse, description = "the actions found, and the page"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token (a task asks at `/v1/decisions`)")),
+    security(("bearer" = [])))]
 pub async fn search_action(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, ApiError> {
-    search(app, caller, SearchKind::Action, body).await
+) -> Result<Json<ActionSearchResponse>, ApiError> {
+    let (results, page) = search(app, caller, SearchKind::Action, body).await?;
+    Ok(Json(ActionSearchResponse { results, page }))
 }
 
 /// Decides an agent's action with its task token as the principal and Remit's request-time
@@ -244,23 +300,34 @@ pub async fn search_action(
 /// A token that is invalid, expired, revoked or under a kill switch is a deny. A call that
 /// needs approval answers `outcome: approval_required` with `approval.id`; the retry with
 /// `approval` set to that id, once a human approved it, is allowed exactly once.
-#[utoipa::path(post, path = "/v1/decisions", request_body = TaskDecisionRequest,
-    responses((status = 200, description = "decision"), (status = 400, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/decisions", tag = "decisions", request_body = TaskDecisionRequest,
+    responses((status = 200, body = TaskDecision, description = "the decision (a deny, including an invalid task token, is a 200)"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task asking about another task's actions")),
+    security(("bearer" = [])))]
 pub async fn decide_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Body(req): Body<TaskDecisionRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskDecision>, ApiError> {
     let (token, call) = req.into_call();
     let a = app.decide_task(&caller, token.as_deref(), call).await?;
-    let d = &a.decision;
-    let mut body = json!({
-        "decision": d.allowed(), "outcome": a.verdict(), "policy_version": d.policy_version,
-        "reasons": d.reasons, "errors": d.errors, "task": a.task, "tool": a.tool,
+    let outcome = a.verdict();
+    let d = a.decision;
+    let approval = a.approval.map(|r| TaskApproval {
+        id: r.id,
+        expires_at: r.expires_at.map(|t| t.to_rfc3339()),
+        reasons: d.approval.clone(),
     });
-    if let Some(r) = &a.approval {
-        body["approval"] =
-            json!({"id": r.id, "expires_at": r.expires_at.map(|t| t.to_rfc3339()), "reasons": d.approval});
-    }
-    Ok(Json(body))
+    Ok(Json(TaskDecision {
+        decision: d.allowed(),
+        outcome,
+        policy_version: d.policy_version,
+        reasons: d.reasons,
+        errors: d.errors,
+        task: a.task,
+        tool: a.tool,
+        approval,
+    }))
 }

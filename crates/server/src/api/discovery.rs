@@ -5,36 +5,42 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::AppState;
-use crate::api::error::ApiError;
+use super::schema::{HealthStatus, JwkSetDoc, OpenIdConfiguration, SpiffeBundleDoc};
+use crate::api::error::{ApiError, ErrorBody};
 
 /// How often bundle consumers should re-fetch (seconds).
 const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = HealthStatus, description = "alive: `{\"status\": \"ok\"}`")))]
+pub async fn healthz() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok".into() })
 }
 
 /// Readiness: the store answers.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "store unavailable")))]
-pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = HealthStatus, description = "ready: `{\"status\": \"ready\"}`"),
+              (status = 503, body = ErrorBody, description = "the store does not answer (with `Retry-After`)")))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     app.ready().await?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(HealthStatus { status: "ready".into() }))
 }
 
 /// The JWK Set of keys that sign JWT-SVIDs (current and still-valid retired keys).
-#[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, description = "RFC 7517 JWK Set")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, body = JwkSetDoc, description = "RFC 7517 JWK Set (cacheable for 60 s)")))]
 pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(app.keyring().jwks()))
 }
 
 /// The SPIFFE trust bundle (JWKs with `use: jwt-svid`, `spiffe_sequence`, `spiffe_refresh_hint`).
-#[utoipa::path(get, path = "/.well-known/spiffe-bundle", responses((status = 200, description = "SPIFFE bundle")))]
+#[utoipa::path(get, path = "/.well-known/spiffe-bundle", tag = "discovery",
+    responses((status = 200, body = SpiffeBundleDoc, description = "SPIFFE bundle (cacheable for 60 s)"),
+              (status = 503, body = ErrorBody, description = "the store does not answer")))]
 pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let seq = app.bundle_sequence().await?;
     Ok((
@@ -44,26 +50,29 @@ pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoRespo
 }
 
 /// OpenID-style discovery of the issuer, its keys and its token endpoints.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", responses((status = 200, description = "discovery document")))]
-pub async fn openid_configuration(State(app): State<AppState>) -> Json<Value> {
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, body = OpenIdConfiguration, description = "discovery document")))]
+pub async fn openid_configuration(State(app): State<AppState>) -> Json<OpenIdConfiguration> {
     let iss = app.issuer.clone();
-    Json(json!({
-        "issuer": iss,
-        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-        "introspection_endpoint": format!("{iss}/oauth2/introspect"),
-        "revocation_endpoint": format!("{iss}/oauth2/revoke"),
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["none"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "subject_types_supported": ["public"],
-        "response_types_supported": ["id_token"],
-        "spiffe_trust_domain": app.trust_domain.as_str(),
-        "spiffe_bundle_endpoint": format!("{iss}/.well-known/spiffe-bundle"),
-    }))
+    let one = |s: &str| vec![s.to_owned()];
+    Json(OpenIdConfiguration {
+        jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        introspection_endpoint: format!("{iss}/oauth2/introspect"),
+        revocation_endpoint: format!("{iss}/oauth2/revoke"),
+        introspection_endpoint_auth_methods_supported: one("bearer"),
+        revocation_endpoint_auth_methods_supported: one("none"),
+        id_token_signing_alg_values_supported: one("ES256"),
+        subject_types_supported: one("public"),
+        response_types_supported: one("id_token"),
+        spiffe_trust_domain: app.trust_domain.as_str().to_owned(),
+        spiffe_bundle_endpoint: format!("{iss}/.well-known/spiffe-bundle"),
+        issuer: iss,
+    })
 }
 
-/// This API's OpenAPI document.
-#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3 document")))]
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "discovery", operation_id = "openapi_document",
+    responses((status = 200, body = Object, description = "OpenAPI 3.1 document (this one)")))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -71,7 +80,12 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// Prometheus metrics: the read-only scrape credential (`metrics-token` in the data
 /// directory, or `REMIT_METRICS_TOKEN`) or the admin credential. The scrape credential opens
 /// nothing else.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, body = crate::api::error::ErrorBody), (status = 403, body = crate::api::error::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String,
+                  description = "Prometheus text exposition format (version 0.0.4)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "neither the scrape credential nor the admin")),
+    security(("bearer" = [])))]
 pub async fn metrics(
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -96,10 +110,25 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI document: every route of [`super::router`] (a test checks they match), one tag
+/// per area.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Remit", description = "Identity and authorization control plane for AI agents"),
     modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Liveness, readiness, metrics, the server's status and key rotation."),
+        (name = "discovery", description = "Anonymous documents: the JWK Set, the SPIFFE bundle, OpenID-style discovery and this OpenAPI document."),
+        (name = "OAuth", description = "RFC 7662 token introspection and RFC 7009 token revocation."),
+        (name = "workflows and agents", description = "Workflows, agents and their join tokens, with their kill switches. Admin."),
+        (name = "instances", description = "Agent instances: joining with a join token, renewing, revoking."),
+        (name = "tasks", description = "The task lifecycle: start, list, show, complete, revoke, watch."),
+        (name = "audit", description = "The hash-chained audit log: list, export, verify, checkpoint. Admin."),
+        (name = "policies", description = "Cedar policy bundles and the attribute store's entities. Admin."),
+        (name = "decisions", description = "Decisions on an agent task's actions, and explained decisions."),
+        (name = "approvals", description = "Approval requests opened by `@approval` policies, decided by a named human."),
+        (name = "AuthZEN", description = "OpenID AuthZEN Authorization API 1.0: evaluations, search and PDP metadata."),
+    ),
     paths(
         healthz, readyz, jwks, spiffe_bundle, openid_configuration, openapi, metrics,
         super::oauth::introspect, super::oauth::revoke,

@@ -41,8 +41,13 @@ pub enum ApiError {
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable machine-readable code.
+    /// A stable machine-readable code: `bad_request`, `unauthenticated`, `denied`,
+    /// `not_found`, `conflict`, `method_not_allowed`, `request_timeout`, `payload_too_large`,
+    /// `uri_too_long`, `headers_too_large`, `unavailable` or `internal`.
+    #[schema(example = "bad_request")]
     pub error: &'static str,
+    /// What went wrong, for a human (a bad request names the field). Never carries a token,
+    /// key or secret.
     pub message: String,
     /// For internal errors: the id under which the detail was logged.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod oauth;
 pub mod policy;
+pub mod schema;
 pub mod tasks;
 pub mod wire;
 

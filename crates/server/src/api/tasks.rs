@@ -15,8 +15,10 @@ use crate::service::tasks::StartTaskRequest;
 
 /// Trades a one-time join token for an agent-instance identity. Anonymous (the join token
 /// is the credential).
-#[utoipa::path(post, path = "/v1/join", request_body = JoinRequest,
-    responses((status = 201, body = InstanceIdentity), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/join", tag = "instances", operation_id = "join", request_body = JoinRequest,
+    responses((status = 201, body = InstanceIdentity, description = "the new instance's identity and token"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "the join token is unknown, used, expired or revoked")))]
 pub async fn join(
     State(app): State<AppState>,
     Body(req): Body<JoinRequest>,
@@ -36,8 +38,12 @@ fn identity(i: crate::service::tasks::Issued<remit_core::model::Instance>) -> In
 }
 
 /// Renews the calling instance's identity. Instance token.
-#[utoipa::path(post, path = "/v1/instances/renew",
-    responses((status = 200, body = InstanceIdentity), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/instances/renew", tag = "instances",
+    responses((status = 200, body = InstanceIdentity, description = "the renewed identity and a fresh token"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not an instance token"),
+              (status = 409, body = ErrorBody, description = "the instance can no longer be renewed")),
+    security(("bearer" = [])))]
 pub async fn renew_instance(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -46,10 +52,12 @@ pub async fn renew_instance(
 }
 
 /// Starts a task and issues its JWT-SVID. Admin (naming the agent) or an instance token.
-#[utoipa::path(post, path = "/v1/tasks", request_body = StartTaskBody,
-    responses((status = 201, body = StartedTask), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = StartTaskBody,
+    responses((status = 201, body = StartedTask, description = "the task and its JWT-SVID"),
+        (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+        (status = 401, body = ErrorBody, description = "no valid bearer credential"),
         (status = 403, body = ErrorBody, description = "denied: workflow suspended, agent disabled or not allowed, sensitivity above ceiling"),
-        (status = 404, body = ErrorBody)),
+        (status = 404, body = ErrorBody, description = "no such workflow or agent")),
     security(("bearer" = [])))]
 pub async fn start_task(
     State(app): State<AppState>,
@@ -84,15 +92,23 @@ pub async fn start_task(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
+    /// Only tasks of this workflow.
     pub workflow: Option<String>,
+    /// Only tasks of this agent.
     pub agent: Option<String>,
+    /// Only tasks in this stored state: `active`, `completed`, `revoked` or `expired`.
     pub state: Option<String>,
     /// Default 100, at most 10000.
     pub limit: Option<u32>,
 }
 
 /// Lists tasks, newest first. Admin sees all; an instance sees its own.
-#[utoipa::path(get, path = "/v1/tasks", params(TaskQuery), responses((status = 200, body = [TaskView])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskQuery),
+    responses((status = 200, body = [TaskView], description = "tasks, newest first"),
+              (status = 400, body = ErrorBody, description = "invalid filter (the message names the parameter)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "a task token may not list tasks")),
+    security(("bearer" = [])))]
 pub async fn list_tasks(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -115,7 +131,12 @@ pub async fn list_tasks(
 }
 
 /// Shows one task.
-#[utoipa::path(get, path = "/v1/tasks/{id}", responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = TaskView, description = "the task"),
+              (status = 400, body = ErrorBody, description = "not a task id"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 404, body = ErrorBody, description = "no such task (or not the caller's)")),
+    security(("bearer" = [])))]
 pub async fn get_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -128,8 +149,13 @@ pub async fn get_task(
 
 /// Completes a task; its token (and any sub-task's) is inactive from now on. Admin or the
 /// instance that started it.
-#[utoipa::path(post, path = "/v1/tasks/{id}/complete",
-    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = KillReportView, description = "the task and its sub-tasks ended"),
+              (status = 400, body = ErrorBody, description = "not a task id"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 404, body = ErrorBody, description = "no such task (or not the caller's)"),
+              (status = 409, body = ErrorBody, description = "the task is not active")),
+    security(("bearer" = [])))]
 pub async fn complete_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -140,8 +166,15 @@ pub async fn complete_task(
 }
 
 /// Kill switch: revokes a task and everything issued under it. Admin.
-#[utoipa::path(post, path = "/v1/tasks/{id}/revoke", request_body = Reason,
-    responses((status = 200, body = KillReportView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/revoke", tag = "tasks", params(("id" = String, Path, description = "task id")),
+    request_body = Reason,
+    responses((status = 200, body = KillReportView, description = "what was revoked"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such task"),
+              (status = 409, body = ErrorBody, description = "the task is not active")),
+    security(("bearer" = [])))]
 pub async fn revoke_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -156,9 +189,12 @@ pub async fn revoke_task(
 /// `reason`) say at once whether the task is live, and again the moment it stops being live
 /// (revoked, completed, expired, or killed with its instance, agent or workflow); then it
 /// ends. Admin, or the instance that started the task. Comments keep it alive every 15 s.
-#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path, description = "task id")),
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", tag = "tasks", params(("id" = String, Path, description = "task id")),
     responses((status = 200, content_type = "text/event-stream", body = crate::service::watch::TaskWatchEvent,
-        description = "state events"), (status = 404, body = ErrorBody)),
+                  description = "Server-Sent Events: `event: state`, `data:` one JSON state"),
+              (status = 400, body = ErrorBody, description = "not a task id"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 404, body = ErrorBody, description = "no such task (or not the caller's)")),
     security(("bearer" = [])))]
 pub async fn watch_task(
     State(app): State<AppState>,

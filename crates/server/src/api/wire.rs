@@ -15,18 +15,22 @@ pub fn rfc3339(t: UnixMillis) -> String {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
+    /// 1-63 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
     pub name: String,
+    /// What the workflow is for, in a sentence.
     pub purpose: String,
     /// Email of the human who answers for it.
     pub owner: String,
     /// public | internal | confidential | restricted (default internal)
     #[serde(default)]
     pub ceiling: Option<String>,
+    /// Tools its tasks may use (an allow-list no policy can widen); empty: any.
     #[serde(default)]
     pub allowed_tools: Vec<String>,
     /// Default 900 (15 minutes).
     #[serde(default)]
     pub max_task_ttl_seconds: Option<u64>,
+    /// How deep tasks may delegate to sub-tasks.
     #[serde(default)]
     pub max_delegation_depth: Option<u32>,
 }
@@ -35,13 +39,19 @@ pub struct CreateWorkflow {
 pub struct WorkflowView {
     pub name: String,
     pub purpose: String,
+    /// Email of the human who answers for it.
     pub owner: String,
+    /// The highest data sensitivity its tasks may handle: `public`, `internal`,
+    /// `confidential` or `restricted`.
     pub ceiling: String,
     pub allowed_tools: Vec<String>,
     pub max_task_ttl_seconds: u64,
     pub max_delegation_depth: u32,
+    /// `active` or `suspended`.
     pub state: String,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339.
     pub updated_at: String,
 }
 
@@ -65,7 +75,9 @@ impl From<Workflow> for WorkflowView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
+    /// 1-63 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
     pub name: String,
+    /// Email of the human who answers for it.
     pub owner: String,
     /// Workflows this agent may start tasks in.
     pub workflows: Vec<String>,
@@ -75,9 +87,13 @@ pub struct CreateAgent {
 pub struct AgentView {
     pub name: String,
     pub owner: String,
+    /// Workflows this agent may start tasks in.
     pub workflows: Vec<String>,
+    /// `enabled` or `disabled`.
     pub state: String,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339.
     pub updated_at: String,
 }
 
@@ -98,12 +114,16 @@ impl From<Agent> for AgentView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
+    /// At most 1024 bytes of printable text.
     pub reason: String,
 }
 
+/// What a kill switch (or a completion) ended.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct KillReportView {
+    /// Ids of the tasks that ended now.
     pub tasks_revoked: Vec<String>,
+    /// Ids of the agent instances revoked now.
     pub instances_revoked: Vec<String>,
 }
 
@@ -130,12 +150,14 @@ pub struct JoinTokenView {
     pub agent: String,
     /// The one-time secret; shown only in this response.
     pub token: String,
+    /// RFC 3339.
     pub expires_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
+    /// The one-time secret of a join token.
     pub join_token: String,
 }
 
@@ -143,9 +165,11 @@ pub struct JoinRequest {
 pub struct InstanceIdentity {
     pub instance_id: String,
     pub agent: String,
+    /// `spiffe://<trust domain>/agent/<agent>/instance/<id>`.
     pub spiffe_id: String,
     /// The instance JWT-SVID (audience: Remit's API).
     pub token: String,
+    /// RFC 3339.
     pub expires_at: String,
 }
 
@@ -171,20 +195,30 @@ pub struct StartTaskBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
     pub id: String,
+    /// The task's SPIFFE ID (the `sub` of its token).
     pub spiffe_id: String,
     pub workflow: String,
     pub agent: String,
+    /// The instance that started it (null when the admin did).
     pub instance: Option<String>,
+    /// The task it was delegated from.
     pub parent: Option<String>,
     pub intent: String,
+    /// SHA-256 (hex) of `intent`.
     pub intent_hash: String,
+    /// `public`, `internal`, `confidential` or `restricted`.
     pub sensitivity: String,
     pub audience: Vec<String>,
-    /// The state now: a task past its deadline reads `expired`.
+    /// The state now (`active`, `completed`, `revoked`, `expired`): a task past its
+    /// deadline reads `expired`.
     pub state: String,
+    /// Who started it: the actor (an instance's SPIFFE ID, or `admin`).
     pub started_by: String,
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339.
     pub expires_at: String,
+    /// RFC 3339, once it ended.
     pub ended_at: Option<String>,
     pub end_reason: Option<String>,
 }
@@ -218,12 +252,15 @@ pub struct StartedTask {
     pub spiffe_id: String,
     /// The task's JWT-SVID.
     pub token: String,
+    /// RFC 3339.
     pub expires_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RotatedKeys {
+    /// The new signing key's id.
     pub kid: String,
+    /// The SPIFFE bundle's new sequence number.
     pub bundle_sequence: u64,
 }
 
