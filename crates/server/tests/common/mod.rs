@@ -1,6 +1,8 @@
 //! A real Remit server on 127.0.0.1:0 over a real SQLite file, for integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod oidc;
+
 use std::sync::Arc;
 
 use remit_core::time::{ManualClock, UnixMillis};
