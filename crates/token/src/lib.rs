@@ -11,6 +11,7 @@
 pub mod jwt;
 pub mod keyring;
 pub mod keys;
+pub mod oidc;
 
 pub use jwt::{Claims, RemitClaims, SvidKind, TokenError};
 pub use keyring::Keyring;
