@@ -229,3 +229,26 @@ async fn nobody_approves_their_own_request() {
     assert_eq!(decide_as(&s, &id, "approve", "bob@example.com").await.0, 200);
     s.stop().await;
 }
+
+/// A task holds at most 256 distinct tools: the 257th new tool is refused, not left out of
+/// `tools_used` (a policy such as "nothing after `db.export`" must never miss a use), while
+/// the tools it already used stay usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_past_the_per_task_cap_is_refused_not_forgotten() {
+    let s = TestServer::start().await;
+    s.setup().await;
+    let any_tool = r#"@id("any-tool") permit (principal is Task, action == Action::"call_tool", resource is Tool);"#;
+    let bundle = json!({"policies": [{"name": "any.cedar", "source": any_tool}]});
+    assert_eq!(s.call("PUT", "/v1/policies", Some(&s.admin.clone()), Some(bundle)).await.0, 201);
+    let inst = s.join().await;
+    let (_task, token) = s.start_task(&inst).await;
+    let cap = usize::try_from(remit_store::MAX_TOOLS_PER_TASK).unwrap();
+    for i in 0..cap {
+        assert_eq!(decide(&s, &token, &format!("tool-{i}")).await["decision"], true, "tool {i}");
+    }
+    let v = decide(&s, &token, "db.export").await;
+    assert_eq!(v["decision"], false, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("256 distinct tools"), "{v}");
+    assert_eq!(decide(&s, &token, "tool-7").await["decision"], true, "a tool already used stays usable");
+    s.stop().await;
+}

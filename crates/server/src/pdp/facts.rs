@@ -131,6 +131,20 @@ pub fn refusal(snap: &TaskSnapshot, tool: Option<&str>, now: UnixMillis) -> Opti
     }
 }
 
+/// Why a call is refused because its tool would be one too many for the task: a task holds
+/// at most [`remit_store::MAX_TOOLS_PER_TASK`] distinct tools, and a new one past that is
+/// refused rather than left out of `tools_used` (which a policy such as "nothing after
+/// `db.export`" relies on).
+pub fn tool_cap(tools_used: &[String], tool: Option<&str>) -> Option<String> {
+    let max = usize::try_from(remit_store::MAX_TOOLS_PER_TASK).unwrap_or(usize::MAX);
+    match tool {
+        Some(t) if tools_used.len() >= max && !tools_used.iter().any(|u| u == t) => {
+            Some(format!("the task has used {max} distinct tools, the most a task may; `{t}` would be one more"))
+        }
+        _ => None,
+    }
+}
+
 /// A task's call as Cedar sees it.
 pub struct TaskRequest {
     pub principal: remit_policy::EntityRef,

@@ -259,6 +259,9 @@ fn decide_inner(
         chain: spec.delegation_chain.clone().unwrap_or_default(),
     };
     let used = spec.tools_used.clone().unwrap_or_default();
+    if let Some(why) = facts::tool_cap(&used, tool.as_deref()) {
+        return Ok(deny(why));
+    }
     let ctx = facts::task_context(&snap, &used, tool.as_deref(), pep, &delegation, now);
     let resource = remit_policy::uid(&resource_type, &c.resource.id).map_err(|e| e.to_string())?;
     let mut parts: Vec<Part> = f.entities.iter().cloned().map(Part::Json).collect();
@@ -430,6 +433,21 @@ when { context.tools_used.contains("jira.read") };
         ]));
         use Expect::*;
         assert_eq!(out, [Allow, ApprovalRequired, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny]);
+    }
+
+    #[test]
+    fn a_new_tool_past_the_per_task_cap_is_refused() {
+        let full: Vec<String> = (0..remit_store::MAX_TOOLS_PER_TASK).map(|i| format!("t{i}")).collect();
+        let out = got(json!([
+            case(json!({"allowed_tools": [], "tools_used": full}), "jira.read", false, json!({})),
+            case(
+                json!({"allowed_tools": [], "tools_used": full.iter().chain(["jira.read".to_owned()].iter()).collect::<Vec<_>>()}),
+                "jira.read",
+                false,
+                json!({})
+            ),
+        ]));
+        assert_eq!(out, [Expect::Deny, Expect::Allow]);
     }
 
     #[test]

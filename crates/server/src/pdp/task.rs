@@ -90,55 +90,61 @@ impl Pdp {
                 } else {
                     let t = &snap.task;
                     let tools_used = self.store.identity().tools_used(&t.id).await?;
-                    let ctx = facts::task_context(
-                        snap,
-                        &tools_used,
-                        tool.as_deref(),
-                        pep_ctx.clone(),
-                        &facts::Delegation::default(),
-                        now,
-                    );
-                    let mut ents = BTreeMap::new();
-                    let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
-                    let action = call.action.name.as_deref().unwrap_or_default();
-                    let req =
-                        facts::task_request(snap, action, resource, ents.into_values().collect::<Vec<Part>>(), ctx)
-                            .map_err(Error::from)?;
-                    answer.decision = engine.decide(
-                        req.principal.clone(),
-                        req.action.clone(),
-                        req.resource.clone(),
-                        req.context.clone(),
-                        &req.entities,
-                    );
-                    if answer.decision.outcome == Outcome::ApprovalRequired {
-                        let bound_call = canonical(&json!({
-                            "task": t.id.as_str(),
-                            "action": {"name": call.action.name, "properties": call.action.properties},
-                            "resource": {"type": call.resource.etype, "id": call.resource.id,
-                                         "properties": call.resource.properties},
-                            "context": Value::Object(pep_ctx.clone()),
-                        }));
-                        let bound = BoundCall {
-                            digest: hex_sha256(&bound_call),
-                            call: bound_call,
-                            task: Some(t.id.clone()),
-                            workflow: Some(t.workflow.clone()),
-                            agent: Some(t.agent.to_string()),
-                            requested_by: spiffe_id.clone(),
-                        };
-                        let d = answer.decision.clone();
-                        let engine = &engine;
-                        let settled = self
-                            .settle_approval(caller, bound, call.approval.clone(), d, |proof| async move {
-                                let facts::TaskRequest { principal, action, resource, context, entities } = req;
-                                Ok(engine.decide_approved(principal, action, resource, context, &entities, &proof))
-                            })
-                            .await?;
-                        answer.decision = settled.decision;
-                        answer.approval = settled.approval;
+                    // A task holds at most MAX_TOOLS_PER_TASK distinct tools: a new one past it is
+                    // refused, so `tools_used` never silently misses a tool the task used.
+                    if let Some(why) = facts::tool_cap(&tools_used, tool.as_deref()) {
+                        answer.decision.errors.push(why);
+                    } else {
+                        let ctx = facts::task_context(
+                            snap,
+                            &tools_used,
+                            tool.as_deref(),
+                            pep_ctx.clone(),
+                            &facts::Delegation::default(),
+                            now,
+                        );
+                        let mut ents = BTreeMap::new();
+                        let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
+                        let action = call.action.name.as_deref().unwrap_or_default();
+                        let req =
+                            facts::task_request(snap, action, resource, ents.into_values().collect::<Vec<Part>>(), ctx)
+                                .map_err(Error::from)?;
+                        answer.decision = engine.decide(
+                            req.principal.clone(),
+                            req.action.clone(),
+                            req.resource.clone(),
+                            req.context.clone(),
+                            &req.entities,
+                        );
+                        if answer.decision.outcome == Outcome::ApprovalRequired {
+                            let bound_call = canonical(&json!({
+                                "task": t.id.as_str(),
+                                "action": {"name": call.action.name, "properties": call.action.properties},
+                                "resource": {"type": call.resource.etype, "id": call.resource.id,
+                                             "properties": call.resource.properties},
+                                "context": Value::Object(pep_ctx.clone()),
+                            }));
+                            let bound = BoundCall {
+                                digest: hex_sha256(&bound_call),
+                                call: bound_call,
+                                task: Some(t.id.clone()),
+                                workflow: Some(t.workflow.clone()),
+                                agent: Some(t.agent.to_string()),
+                                requested_by: spiffe_id.clone(),
+                            };
+                            let d = answer.decision.clone();
+                            let engine = &engine;
+                            let settled = self
+                                .settle_approval(caller, bound, call.approval.clone(), d, |proof| async move {
+                                    let facts::TaskRequest { principal, action, resource, context, entities } = req;
+                                    Ok(engine.decide_approved(principal, action, resource, context, &entities, &proof))
+                                })
+                                .await?;
+                            answer.decision = settled.decision;
+                            answer.approval = settled.approval;
+                        }
+                        record_tool = answer.decision.allowed() && tool.is_some();
                     }
-                    record_tool = answer.decision.allowed() && tool.is_some();
                 }
             }
         }
