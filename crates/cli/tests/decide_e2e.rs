@@ -71,6 +71,13 @@ fn an_agent_decides_with_its_own_token_and_waits_for_a_human() {
     let o = agent(&["decide", "--tool", "slack.post"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("not among workflow"), "{}", text(&o));
+    // The workflow's tools are replaced while the task lives: its next decision follows.
+    let w =
+        ok(admin(&["--json", "workflow", "set-tools", "triage", "--tool", "jira.read", "--reason", "read-only week"]));
+    assert_eq!(w["allowed_tools"], serde_json::json!(["jira.read"]), "{w}");
+    let o = agent(&["decide", "--tool", "jira.write"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    ok(admin(&["workflow", "set-tools", "triage", "--tool", "jira.read", "--tool", "jira.write", "--reason", "back"]));
 
     // A write needs a human: exit 7 and the request's id.
     let o = agent(&["--json", "decide", "--tool", "jira.write", "--fact", "target=JIRA-101"]);

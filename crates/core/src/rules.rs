@@ -71,16 +71,22 @@ fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> Result
     Ok(())
 }
 
+/// Validates a workflow's allowed tools (the list is an allow-list; empty: no restriction).
+pub fn check_tools(tools: &[String], limits: &Limits) -> Result<(), DomainError> {
+    if tools.len() > limits.max_tools {
+        return Err(DomainError::invalid("allowed tools", format!("more than {} tools", limits.max_tools)));
+    }
+    for t in tools {
+        check_text("tool name", t, 128, true)?;
+    }
+    Ok(())
+}
+
 /// Validates a workflow request and builds the stored workflow.
 pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Result<Workflow, DomainError> {
     check_text("purpose", &req.purpose, limits.max_text_len, true)?;
     check_owner(&req.owner, limits)?;
-    if req.allowed_tools.len() > limits.max_tools {
-        return Err(DomainError::invalid("allowed tools", format!("more than {} tools", limits.max_tools)));
-    }
-    for t in &req.allowed_tools {
-        check_text("tool name", t, 128, true)?;
-    }
+    check_tools(&req.allowed_tools, limits)?;
     let max_ttl = req.max_task_ttl_secs.unwrap_or(DEFAULT_WORKFLOW_MAX_TTL_SECS.min(limits.hard_max_task_ttl_secs));
     if max_ttl == 0 {
         return Err(DomainError::invalid("max task ttl", "must be at least one second"));

@@ -428,6 +428,9 @@ async fn real_responses_match_their_declared_schemas() {
     ] {
         assert_eq!(x.call("GET", t, p, a, None).await.0, 200, "{p}");
     }
+    let tools = json!({"tools": [], "reason": "no restriction beyond policy"});
+    let (st, v) = x.call("PUT", "/v1/workflows/{name}/tools", "/v1/workflows/deploy/tools", a, Some(tools)).await;
+    assert_eq!(st, 200, "{v}");
     let (st, jt) =
         x.call("POST", "/v1/agents/{name}/join-tokens", "/v1/agents/deploy-bot/join-tokens", a, Some(json!({}))).await;
     assert_eq!(st, 201);

@@ -252,3 +252,40 @@ async fn a_tool_past_the_per_task_cap_is_refused_not_forgotten() {
     assert_eq!(decide(&s, &token, "tool-7").await["decision"], true, "a tool already used stays usable");
     s.stop().await;
 }
+
+/// A workflow's allowed tools can be replaced; a live task's very next decision uses the new
+/// list (narrowing takes effect at once), and the change is audited with the old list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_workflows_tools_reaches_live_tasks_at_once() {
+    let s = TestServer::start().await;
+    s.setup().await;
+    let any_tool = r#"@id("any-tool") permit (principal is Task, action == Action::"call_tool", resource is Tool);"#;
+    let bundle = json!({"policies": [{"name": "any.cedar", "source": any_tool}]});
+    let admin = s.admin.clone();
+    assert_eq!(s.call("PUT", "/v1/policies", Some(&admin), Some(bundle)).await.0, 201);
+    let inst = s.join().await;
+    let (_task, token) = s.start_task(&inst).await;
+    assert_eq!(decide(&s, &token, "git").await["decision"], true);
+
+    let body = json!({"tools": ["prod"], "reason": "git moved to its own workflow"});
+    let (st, w) = s.call("PUT", "/v1/workflows/deploy/tools", Some(&admin), Some(body)).await;
+    assert_eq!((st, w["allowed_tools"].clone()), (200, json!(["prod"])), "{w}");
+    let v = decide(&s, &token, "git").await;
+    assert_eq!(v["decision"], false, "{v}");
+    assert!(v["errors"][0].as_str().unwrap().contains("not among workflow"), "{v}");
+    assert_eq!(decide(&s, &token, "prod").await["decision"], true);
+
+    let (_, recs) = s.admin_get("/v1/audit?action=workflow.update").await;
+    let detail: Value = serde_json::from_str(recs[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!((detail["allowed_tools"].clone(), detail["was"].clone()), (json!(["prod"]), json!([])), "{recs}");
+    // Bad input changes nothing.
+    let (st, _) = s.call("PUT", "/v1/workflows/deploy/tools", Some(&admin), Some(json!({"tools": ["x"]}))).await;
+    assert_eq!(st, 400);
+    let (st, _) =
+        s.call("PUT", "/v1/workflows/nope/tools", Some(&admin), Some(json!({"tools": [], "reason": "r"}))).await;
+    assert_eq!(st, 404);
+    let (st, _) =
+        s.call("PUT", "/v1/workflows/deploy/tools", Some(&inst), Some(json!({"tools": [], "reason": "r"}))).await;
+    assert_eq!(st, 403, "an agent cannot widen its own workflow");
+    s.stop().await;
+}

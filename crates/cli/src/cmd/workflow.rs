@@ -1,4 +1,4 @@
-//! `remit workflow create|list|show|suspend|resume`.
+//! `remit workflow create|list|show|suspend|resume|set-tools`.
 
 use serde_json::{Value, json};
 
@@ -41,6 +41,21 @@ pub enum Cmd {
     Suspend {
         /// The workflow's name.
         name: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace the tools its tasks may use (the allow-list no policy can widen); live tasks'
+    /// next decisions use the new list.
+    SetTools {
+        /// The workflow's name.
+        name: String,
+        /// A tool its tasks may use (repeatable; give none, with --clear, for no restriction).
+        #[arg(long = "tool", required_unless_present = "clear")]
+        tools: Vec<String>,
+        /// Remove every tool from the list: no restriction beyond policy.
+        #[arg(long, conflicts_with = "tools")]
+        clear: bool,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
@@ -114,6 +129,14 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let v = c.post(&format!("/v1/workflows/{name}/suspend"), &json!({ "reason": reason })).await?;
             if !g.json {
                 output::kill_report(&format!("Suspended workflow {name}"), &v);
+            }
+            v
+        }
+        Cmd::SetTools { name, tools, clear: _, reason } => {
+            let v = c.put(&format!("/v1/workflows/{name}/tools"), &json!({ "tools": tools, "reason": reason })).await?;
+            if !g.json {
+                println!("Updated the tools of workflow {name}");
+                show(&v);
             }
             v
         }

@@ -114,6 +114,27 @@ pub async fn resume_workflow(
     Ok(Json(app.resume_workflow(&caller, &name, &r.reason).await?.into()))
 }
 
+/// Replaces a workflow's allowed tools (the allow-list no policy can widen); the next decision
+/// of each of its tasks, on every replica, uses the new list. Admin.
+#[utoipa::path(put, path = "/v1/workflows/{name}/tools", tag = "workflows and agents",
+    params(("name" = String, Path, description = "the workflow's name")),
+    request_body = SetTools,
+    responses((status = 200, body = WorkflowView, description = "the workflow with its new tools"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not the admin"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
+pub async fn set_workflow_tools(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<SetTools>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.set_workflow_tools(&caller, &name, b.tools, &b.reason).await?.into()))
+}
+
 /// Registers an agent. Admin.
 #[utoipa::path(post, path = "/v1/agents", tag = "workflows and agents", request_body = CreateAgent,
     responses((status = 201, body = AgentView, description = "the new agent"),

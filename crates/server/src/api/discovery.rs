@@ -135,7 +135,7 @@ impl utoipa::Modify for BearerAuth {
         super::tasks::join, super::tasks::renew_instance, super::tasks::start_task, super::tasks::list_tasks,
         super::tasks::get_task, super::tasks::complete_task, super::tasks::revoke_task, super::tasks::watch_task,
         super::admin::create_workflow, super::admin::list_workflows, super::admin::get_workflow,
-        super::admin::suspend_workflow, super::admin::resume_workflow,
+        super::admin::suspend_workflow, super::admin::resume_workflow, super::admin::set_workflow_tools,
         super::admin::create_agent, super::admin::list_agents, super::admin::get_agent,
         super::admin::disable_agent, super::admin::enable_agent, super::admin::create_join_token,
         super::admin::revoke_instance, super::admin::rotate_keys, super::admin::status,

@@ -22,7 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower::ServiceBuilder;
@@ -228,6 +228,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/workflows/{name}", get(admin::get_workflow))
         .route("/v1/workflows/{name}/suspend", post(admin::suspend_workflow))
         .route("/v1/workflows/{name}/resume", post(admin::resume_workflow))
+        .route("/v1/workflows/{name}/tools", put(admin::set_workflow_tools))
         .route("/v1/agents", get(admin::list_agents).post(admin::create_agent))
         .route("/v1/agents/{name}", get(admin::get_agent))
         .route("/v1/agents/{name}/disable", post(admin::disable_agent))

@@ -110,6 +110,17 @@ impl From<Agent> for AgentView {
     }
 }
 
+/// A workflow's new allowed tools.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTools {
+    /// The complete new list of tools its tasks may use (an allow-list; empty: no restriction
+    /// beyond policy).
+    pub tools: Vec<String>,
+    /// Why (recorded in the audit log). At most 1024 bytes of printable text.
+    pub reason: String,
+}
+
 /// A reason for a kill switch or a state change; required and recorded in the audit log.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

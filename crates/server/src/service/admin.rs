@@ -76,6 +76,27 @@ impl App {
         self.workflow(caller, name).await
     }
 
+    /// Replaces a workflow's allowed tools. The next decision of each of its tasks, on every
+    /// replica, is checked against the new list (narrowing it takes effect at once).
+    pub async fn set_workflow_tools(
+        &self,
+        caller: &Caller,
+        name: &WorkflowName,
+        tools: Vec<String>,
+        reason: &str,
+    ) -> Result<Workflow, Error> {
+        caller.require_admin()?;
+        check_reason(reason)?;
+        rules::check_tools(&tools, &self.limits)?;
+        let before = self.workflow(caller, name).await?;
+        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowUpdate)
+            .workflow(name)
+            .reason(reason)
+            .detail([("allowed_tools", tools.clone().into()), ("was", before.allowed_tools.into())]);
+        self.store.identity().set_workflow_tools(name, tools, audit).await?;
+        self.workflow(caller, name).await
+    }
+
     pub async fn create_agent(
         &self,
         caller: &Caller,

@@ -49,6 +49,9 @@ impl IdentityStore for CachingIdentity {
     ) -> Result<()> {
         self.backend().set_workflow_state(name, from, to, audit).await
     }
+    async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
+        self.backend().set_workflow_tools(name, tools, audit).await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.backend().create_agent(agent, audit).await
     }

@@ -65,6 +65,16 @@ pub async fn workflows(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(s.identity().workflow(&w.name).await.unwrap().unwrap().state, WorkflowState::Active);
+    // The allowed tools can be replaced (audited); an unknown workflow is not found.
+    let tools = vec!["jira.read".to_owned(), "jira.write".to_owned()];
+    s.identity().set_workflow_tools(&w.name, tools.clone(), ev(AuditAction::WorkflowUpdate)).await.unwrap();
+    assert_eq!(s.identity().workflow(&w.name).await.unwrap().unwrap().allowed_tools, tools);
+    s.identity().set_workflow_tools(&w.name, vec![], ev(AuditAction::WorkflowUpdate)).await.unwrap();
+    assert!(s.identity().workflow(&w.name).await.unwrap().unwrap().allowed_tools.is_empty());
+    assert!(matches!(
+        s.identity().set_workflow_tools(&wf_name("nope"), vec![], ev(AuditAction::WorkflowUpdate)).await,
+        Err(StoreError::NotFound { .. })
+    ));
     verify_chain(s).await;
 }
 

@@ -90,6 +90,9 @@ pub trait IdentityStore: Send + Sync {
         audit: AuditEvent,
     ) -> Result<()>;
 
+    /// Replaces a workflow's allowed tools (announced as `Change::Workflow`, so the next
+    /// decision of any of its tasks, on any replica, sees the new list).
+    async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()>;
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()>;
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;

@@ -38,6 +38,10 @@ impl IdentityStore for PgStore {
         let n = name.clone();
         self.write(move |c| Box::pin(set_workflow_state(c, n, from, to, audit))).await
     }
+    async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
+        let n = name.clone();
+        self.write(move |c| Box::pin(set_workflow_tools(c, n, tools, audit))).await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.write(move |c| Box::pin(create_agent(c, agent, audit))).await
     }
@@ -187,6 +191,28 @@ async fn set_workflow_state(
             None => Err(StoreError::not_found("workflow", &name)),
             Some(w) => Err(conflict(format!("workflow `{name}` is {}", w.state))),
         };
+    }
+    ctx.audit(audit)?;
+    ctx.changed([Change::Workflow(name)]);
+    Ok(())
+}
+
+async fn set_workflow_tools(
+    ctx: &mut WriteCtx,
+    name: WorkflowName,
+    tools: Vec<String>,
+    audit: AuditEvent,
+) -> Result<()> {
+    let n = sqlx::query("UPDATE workflows SET allowed_tools = $1, updated_at = $2 WHERE name = $3")
+        .bind(json(&tools))
+        .bind(audit.time.0)
+        .bind(name.as_str())
+        .execute(ctx.conn())
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::not_found("workflow", &name));
     }
     ctx.audit(audit)?;
     ctx.changed([Change::Workflow(name)]);

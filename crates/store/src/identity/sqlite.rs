@@ -38,6 +38,10 @@ impl IdentityStore for SqliteStore {
         let n = name.clone();
         self.write(move |c| set_workflow_state(c, &n, from, to, audit)).await
     }
+    async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
+        let n = name.clone();
+        self.write(move |c| set_workflow_tools(c, &n, &tools, audit)).await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.write(move |c| create_agent(c, agent, audit)).await
     }
@@ -191,6 +195,22 @@ fn set_workflow_state(
             None => Err(StoreError::not_found("workflow", name)),
             Some(w) => Err(conflict(format!("workflow `{name}` is {}", w.state))),
         };
+    }
+    ctx.audit(audit)?;
+    ctx.changed([Change::Workflow(name.clone())]);
+    Ok(())
+}
+
+fn set_workflow_tools(ctx: &mut WriteCtx<'_>, name: &WorkflowName, tools: &[String], audit: AuditEvent) -> Result<()> {
+    let n = ctx
+        .conn
+        .execute(
+            "UPDATE workflows SET allowed_tools = ?1, updated_at = ?2 WHERE name = ?3",
+            params![json(&tools), audit.time.0, name.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::not_found("workflow", name));
     }
     ctx.audit(audit)?;
     ctx.changed([Change::Workflow(name.clone())]);
