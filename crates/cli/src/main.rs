@@ -98,7 +98,7 @@ pub enum Command {
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
-        shell: cmd::info::Shell,
+        shell: clap_complete::Shell,
     },
 }
 

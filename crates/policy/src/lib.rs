@@ -151,6 +151,16 @@ pub enum Outcome {
     ApprovalRequired,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::ApprovalRequired => "approval_required",
+        }
+    }
+}
+
 /// A decision and its explanation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {

@@ -141,17 +141,12 @@ fn finish(g: &Global, v: &Value) -> Result<(), CliError> {
     if g.json {
         output::json(v);
     } else {
-        let list = |k: &str| {
-            v[k].as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
-        };
         let mut line = outcome.replace('_', " ");
-        let reasons = list("reasons");
+        let reasons = list_of(&v["reasons"], ", ");
         if !reasons.is_empty() {
             line.push_str(&format!(" (by {reasons})"));
         }
-        let errors = list("errors");
+        let errors = list_of(&v["errors"], ", ");
         if !errors.is_empty() {
             line.push_str(&format!(": {errors}"));
         }
@@ -163,7 +158,7 @@ fn finish(g: &Global, v: &Value) -> Result<(), CliError> {
                 "approval {id} (expires {}): {}; a human decides it with `remit approval approve {id} --reason …`, \
                      then ask again with --approval {id} (or use --wait)",
                 output::s(&v["approval"], "expires_at"),
-                list_of(&v["approval"]["reasons"])
+                list_of(&v["approval"]["reasons"], "; ")
             );
         }
     }
@@ -174,6 +169,7 @@ fn finish(g: &Global, v: &Value) -> Result<(), CliError> {
     }
 }
 
-fn list_of(v: &Value) -> String {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+/// The strings of a JSON array, joined by `sep`.
+fn list_of(v: &Value, sep: &str) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(sep)).unwrap_or_default()
 }

@@ -7,16 +7,6 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::{Cli, CliError, Global, output};
 
-/// The shells `remit completions` writes for.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-    Elvish,
-    Powershell,
-}
-
 /// This binary's version (and the server's, if one answers at --url).
 pub async fn version(g: &Global) -> Result<(), CliError> {
     let client = env!("CARGO_PKG_VERSION");
@@ -72,15 +62,7 @@ pub async fn status(g: &Global) -> Result<(), CliError> {
 }
 
 /// Writes the completion script for `shell` to stdout.
-pub fn completions(shell: Shell) -> Result<(), CliError> {
-    use clap_complete::Shell as S;
-    let s = match shell {
-        Shell::Bash => S::Bash,
-        Shell::Zsh => S::Zsh,
-        Shell::Fish => S::Fish,
-        Shell::Elvish => S::Elvish,
-        Shell::Powershell => S::PowerShell,
-    };
-    clap_complete::generate(s, &mut Cli::command(), "remit", &mut std::io::stdout());
+pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    clap_complete::generate(shell, &mut Cli::command(), "remit", &mut std::io::stdout());
     Ok(())
 }

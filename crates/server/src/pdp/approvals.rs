@@ -231,11 +231,7 @@ impl Pdp {
     pub async fn task_gone(&self, t: &TaskId, now: remit_core::time::UnixMillis) -> Result<Option<String>, Error> {
         Ok(match self.store.identity().task_snapshot(t).await? {
             None => Some("task not found".into()),
-            Some(s) => match remit_core::rules::task_liveness(&s.task, &s.workflow, &s.agent, s.instance.as_ref(), now)
-            {
-                remit_core::rules::Liveness::Active => None,
-                remit_core::rules::Liveness::Inactive(why) => Some(why.to_owned()),
-            },
+            Some(s) => super::facts::inactive(&s, now).map(str::to_owned),
         })
     }
 

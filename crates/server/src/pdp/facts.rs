@@ -115,11 +115,19 @@ pub fn tool_of(
     Ok(tool)
 }
 
+/// Why the task can no longer act, if it cannot (ended, killed with its workflow, agent or
+/// instance, expired).
+pub fn inactive(snap: &TaskSnapshot, now: UnixMillis) -> Option<&'static str> {
+    match remit_core::rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now) {
+        remit_core::rules::Liveness::Active => None,
+        remit_core::rules::Liveness::Inactive(why) => Some(why),
+    }
+}
+
 /// Why a call is refused before any policy is asked, if it is: the task is not live, or the
 /// tool is outside the workflow's allowed tools (an allow-list no policy can widen).
 pub fn refusal(snap: &TaskSnapshot, tool: Option<&str>, now: UnixMillis) -> Option<String> {
-    let live = remit_core::rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now);
-    if let remit_core::rules::Liveness::Inactive(why) = live {
+    if let Some(why) = inactive(snap, now) {
         return Some(why.to_owned());
     }
     let allowed = &snap.workflow.allowed_tools;

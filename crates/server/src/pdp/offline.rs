@@ -103,25 +103,6 @@ pub struct CaseResource {
     pub properties: Map<String, Value>,
 }
 
-/// The outcome a case expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Expect {
-    Allow,
-    Deny,
-    ApprovalRequired,
-}
-
-impl Expect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expect::Allow => "allow",
-            Expect::Deny => "deny",
-            Expect::ApprovalRequired => "approval_required",
-        }
-    }
-}
-
 /// One decision case.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +117,8 @@ pub struct Case {
     /// Whether a human approved this exact call (the retry presents the approval).
     #[serde(default)]
     pub approved: bool,
-    pub expect: Expect,
+    /// `allow`, `deny` or `approval_required`.
+    pub expect: Outcome,
 }
 
 /// A `"kind": "task"` case file.
@@ -160,8 +142,8 @@ pub struct CaseFile {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CaseResult {
     pub name: String,
-    pub expected: Expect,
-    pub got: Expect,
+    pub expected: Outcome,
+    pub got: Outcome,
     pub passed: bool,
     /// The policies that decided.
     pub reasons: Vec<String>,
@@ -200,38 +182,30 @@ pub fn run(engine: &Engine, f: &CaseFile, now: UnixMillis) -> Vec<CaseResult> {
 
 fn decide(engine: &Engine, f: &CaseFile, c: &Case, n: usize, now: UnixMillis) -> CaseResult {
     let spec = c.task.over(&f.defaults.task);
-    let (got, d) = match decide_inner(engine, f, c, &spec, n, now) {
-        Ok(d) => (outcome(d.outcome), d),
-        Err(e) => (
-            Expect::Deny,
-            remit_policy::Decision {
-                outcome: Outcome::Deny,
-                policy_version: engine.version(),
-                reasons: vec![],
-                errors: vec![e],
-                approval: vec![],
-            },
-        ),
-    };
+    let d = decide_inner(engine, f, c, &spec, n, now).unwrap_or_else(|why| denied(engine, why));
     CaseResult {
         name: c.name.clone(),
         expected: c.expect,
-        got,
-        passed: got == c.expect,
+        got: d.outcome,
+        passed: d.outcome == c.expect,
         reasons: d.reasons,
         errors: d.errors,
         approval: d.approval,
     }
 }
 
-fn outcome(o: Outcome) -> Expect {
-    match o {
-        Outcome::Allow => Expect::Allow,
-        Outcome::Deny => Expect::Deny,
-        Outcome::ApprovalRequired => Expect::ApprovalRequired,
+/// A deny no policy made: `why` says what refused it.
+fn denied(engine: &Engine, why: String) -> remit_policy::Decision {
+    remit_policy::Decision {
+        outcome: Outcome::Deny,
+        policy_version: engine.version(),
+        reasons: vec![],
+        errors: vec![why],
+        approval: vec![],
     }
 }
 
+/// One case through the server's steps; `Err` is a refusal before any policy (the reason).
 fn decide_inner(
     engine: &Engine,
     f: &CaseFile,
@@ -241,18 +215,11 @@ fn decide_inner(
     now: UnixMillis,
 ) -> Result<remit_policy::Decision, String> {
     let snap = snapshot(spec, n, now)?;
-    let deny = |why: String| remit_policy::Decision {
-        outcome: Outcome::Deny,
-        policy_version: engine.version(),
-        reasons: vec![],
-        errors: vec![why],
-        approval: vec![],
-    };
     let resource_type = engine.resource_type(&c.resource.etype);
     let pep = facts::pep_facts(&c.context);
     let tool = facts::tool_of(&resource_type, Some(&c.resource.id), &pep)?;
     if let Some(why) = facts::refusal(&snap, tool.as_deref(), now) {
-        return Ok(deny(why));
+        return Err(why);
     }
     let delegation = Delegation {
         depth: spec.delegation_depth.unwrap_or(0),
@@ -260,7 +227,7 @@ fn decide_inner(
     };
     let used = spec.tools_used.clone().unwrap_or_default();
     if let Some(why) = facts::tool_cap(&used, tool.as_deref()) {
-        return Ok(deny(why));
+        return Err(why);
     }
     let ctx = facts::task_context(&snap, &used, tool.as_deref(), pep, &delegation, now);
     let resource = remit_policy::uid(&resource_type, &c.resource.id).map_err(|e| e.to_string())?;
@@ -405,7 +372,7 @@ when { context.tools_used.contains("jira.read") };
         .unwrap()
     }
 
-    fn got(cases: Value) -> Vec<Expect> {
+    fn got(cases: Value) -> Vec<Outcome> {
         run(&engine(), &file(cases), UnixMillis(1_700_000_000_000)).into_iter().map(|r| r.got).collect()
     }
 
@@ -431,7 +398,7 @@ when { context.tools_used.contains("jira.read") };
             case(json!({"workflow_state": "suspended"}), "jira.read", false, json!({})),
             case(json!({"time_left_secs": 0}), "jira.read", false, json!({})),
         ]));
-        use Expect::*;
+        use Outcome::*;
         assert_eq!(out, [Allow, ApprovalRequired, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny]);
     }
 
@@ -447,7 +414,7 @@ when { context.tools_used.contains("jira.read") };
                 json!({})
             ),
         ]));
-        assert_eq!(out, [Expect::Deny, Expect::Allow]);
+        assert_eq!(out, [Outcome::Deny, Outcome::Allow]);
     }
 
     #[test]

@@ -67,9 +67,11 @@ impl App {
         let cp = self.store.audit().latest_checkpoint().await?;
         let keyring = self.keyring();
         let engine = self.pdp.engine();
-        let store = &self.cfg.store;
-        let kind =
-            if store.starts_with("postgres://") || store.starts_with("postgresql://") { "postgres" } else { "sqlite" };
+        // The store was opened from this very setting, so it parses.
+        let kind = match self.cfg.store_kind() {
+            Ok(crate::config::StoreKind::Postgres(_)) => "postgres",
+            _ => "sqlite",
+        };
         Ok(Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             trust_domain: self.trust_domain.to_string(),
