@@ -569,15 +569,9 @@ pub struct EvaluationsOptionsDoc {
 /// defaults for every item; without `evaluations` it is one evaluation of the top level.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EvaluationsRequestDoc {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<EntityRefDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<ActionRefDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<EntityRefDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub context: Option<Value>,
+    /// The defaults: the same members as an item.
+    #[serde(flatten)]
+    pub defaults: EvaluationItemDoc,
     /// At most 1000 items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluations: Option<Vec<EvaluationItemDoc>>,
