@@ -50,6 +50,12 @@ pub enum AuditAction {
     ApprovalDeny,
     ApprovalUse,
     InstallationReseal,
+    HumanCreate,
+    HumanUpdate,
+    HumanDeactivate,
+    SessionCreate,
+    SessionRefresh,
+    SessionRevoke,
 }
 
 impl AuditAction {
@@ -83,6 +89,12 @@ impl AuditAction {
             AuditAction::ApprovalDeny => "approval.deny",
             AuditAction::ApprovalUse => "approval.use",
             AuditAction::InstallationReseal => "remit.reseal",
+            AuditAction::HumanCreate => "human.create",
+            AuditAction::HumanUpdate => "human.update",
+            AuditAction::HumanDeactivate => "human.deactivate",
+            AuditAction::SessionCreate => "session.create",
+            AuditAction::SessionRefresh => "session.refresh",
+            AuditAction::SessionRevoke => "session.revoke",
         }
     }
 }

@@ -34,6 +34,10 @@ pub enum DomainError {
     JoinTokenUsed,
     #[error("join token was revoked by a kill of its agent")]
     JoinTokenRevoked,
+    #[error("human `{0}` is deactivated")]
+    HumanDeactivated(String),
+    #[error("`{0}` belongs to another human, or the provider has not verified it")]
+    EmailTaken(String),
 }
 
 impl DomainError {

@@ -144,6 +144,18 @@ random_id_type!(
     "instance id"
 );
 random_id_type!(
+    /// A human known to Remit (`h-` and 32 hex digits); their email is an attribute.
+    HumanId,
+    "h-",
+    "human id"
+);
+random_id_type!(
+    /// One signed-in session of a human (`s-` and 32 hex digits).
+    SessionId,
+    "s-",
+    "session id"
+);
+random_id_type!(
     /// The public handle of a join token (the secret part is never stored).
     JoinTokenId,
     "j-",

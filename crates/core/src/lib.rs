@@ -13,11 +13,13 @@
 //! - [`audit`]: audit events, the canonical encoding and the hash chain verifier.
 //! - [`approval`]: the approval lifecycle and the proof a used approval yields.
 //! - [`cascade`]: what a kill switch revokes, and the records that say so.
+//! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
 
 pub mod approval;
 pub mod audit;
 pub mod cascade;
 pub mod error;
+pub mod human;
 pub mod ids;
 pub mod model;
 pub mod random;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
-use crate::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use crate::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use crate::time::UnixMillis;
 
 /// How sensitive the data a task touches is. Ordered: `public < internal < confidential < restricted`.
@@ -97,8 +97,12 @@ string_enum!(TaskState, "task state", {
 pub struct Workflow {
     pub name: WorkflowName,
     pub purpose: String,
-    /// The human who answers for this workflow and may revoke it.
+    /// The email of the human who answers for this workflow and may revoke it.
     pub owner: String,
+    /// That human's record (every owner is a human known to Remit).
+    pub owner_id: Option<HumanId>,
+    /// When its owner was deactivated and nobody has taken it over since.
+    pub orphaned_at: Option<UnixMillis>,
     /// The most sensitive data any of its tasks may touch.
     pub ceiling: Sensitivity,
     /// Tools its tasks may use; empty means none are named yet.
@@ -114,7 +118,12 @@ pub struct Workflow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub name: AgentName,
+    /// The email of the human who answers for this agent.
     pub owner: String,
+    /// That human's record.
+    pub owner_id: Option<HumanId>,
+    /// When its owner was deactivated and nobody has taken it over since.
+    pub orphaned_at: Option<UnixMillis>,
     /// The workflows this agent may start tasks in.
     pub workflows: Vec<WorkflowName>,
     pub state: AgentState,

@@ -102,6 +102,8 @@ pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Resul
         name: req.name,
         purpose: req.purpose,
         owner: human_identity(&req.owner),
+        owner_id: None,
+        orphaned_at: None,
         ceiling: req.ceiling,
         allowed_tools: req.allowed_tools,
         max_task_ttl_secs: max_ttl,
@@ -323,6 +325,8 @@ mod tests {
         Agent {
             name: AgentName::parse("bot").unwrap(),
             owner: "bob@example.com".into(),
+            owner_id: None,
+            orphaned_at: None,
             workflows: vec![WorkflowName::parse("deploy").unwrap()],
             state: AgentState::Enabled,
             kill_generation: 0,

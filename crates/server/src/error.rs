@@ -47,8 +47,9 @@ impl From<DomainError> for Error {
             | DomainError::AgentDisabled(_)
             | DomainError::AgentNotInWorkflow { .. }
             | DomainError::InstanceInactive(_)
-            | DomainError::SensitivityAboveCeiling { .. } => Error::Denied(e.to_string()),
-            DomainError::IllegalTransition { .. } => Error::Conflict(e.to_string()),
+            | DomainError::SensitivityAboveCeiling { .. }
+            | DomainError::HumanDeactivated(_) => Error::Denied(e.to_string()),
+            DomainError::IllegalTransition { .. } | DomainError::EmailTaken(_) => Error::Conflict(e.to_string()),
             DomainError::JoinTokenExpired | DomainError::JoinTokenUsed | DomainError::JoinTokenRevoked => {
                 Error::Unauthenticated(e.to_string())
             }

@@ -95,7 +95,7 @@ impl State {
                 m.entities.clear();
                 m.entity_bytes = 0;
             }
-            Change::Keys | Change::Policy | Change::Approval(_) => {}
+            Change::Keys | Change::Policy | Change::Approval(_) | Change::Human(_) | Change::Session(_) => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
                 *m = Maps::default();
@@ -294,6 +294,9 @@ impl Store for CachingStore {
     }
     fn approvals(&self) -> &dyn crate::approvals::ApprovalStore {
         self.inner.approvals()
+    }
+    fn humans(&self) -> &dyn crate::humans::HumanStore {
+        self.inner.humans()
     }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.out.subscribe()

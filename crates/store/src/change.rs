@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use remit_core::ids::{AgentName, ApprovalId, InstanceId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, ApprovalId, HumanId, InstanceId, SessionId, TaskId, WorkflowName};
 use remit_core::model::{KillReport, KillTarget};
 use tokio::sync::broadcast;
 
@@ -33,6 +33,10 @@ pub enum Change {
     /// An approval request was decided or used (nothing caches approvals; whoever waits for
     /// one wakes up).
     Approval(ApprovalId),
+    /// A human was created, changed or deactivated.
+    Human(HumanId),
+    /// A session began, was refreshed or was revoked.
+    Session(SessionId),
     /// The change feed was interrupted: cached state may be stale until [`Change::Resync`].
     FeedLost,
     /// The feed is back (or too much changed to list): drop every cached entry.
@@ -73,6 +77,8 @@ impl Change {
             Change::Agent(a) => format!("a:{a}"),
             Change::Workflow(w) => format!("w:{w}"),
             Change::Approval(a) => format!("ap:{a}"),
+            Change::Human(h) => format!("h:{h}"),
+            Change::Session(s) => format!("s:{s}"),
             Change::Keys => "k".into(),
             Change::Policy => "p".into(),
             Change::Entities => "e".into(),
@@ -91,6 +97,8 @@ impl Change {
                 Some(("a", v)) => Change::Agent(AgentName::parse(v).ok()?),
                 Some(("w", v)) => Change::Workflow(WorkflowName::parse(v).ok()?),
                 Some(("ap", v)) => Change::Approval(ApprovalId::parse(v).ok()?),
+                Some(("h", v)) => Change::Human(HumanId::parse(v).ok()?),
+                Some(("s", v)) => Change::Session(SessionId::parse(v).ok()?),
                 None if l == "k" => Change::Keys,
                 None if l == "p" => Change::Policy,
                 None if l == "e" => Change::Entities,

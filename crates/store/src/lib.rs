@@ -5,6 +5,7 @@
 //! - [`audit`]: the hash-chained audit log and its signed checkpoints.
 //! - [`policy`]: policy bundles and the attribute store (entities).
 //! - [`approvals`]: approval requests.
+//! - [`humans`]: humans and their sessions.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
 //! as `impl <Area>Store for SqliteStore / PgStore`) and its conformance cases. [`Store`]
@@ -36,6 +37,7 @@ mod change;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub(crate) mod hex;
+pub mod humans;
 pub mod identity;
 pub mod keys;
 pub mod policy;
@@ -45,6 +47,7 @@ pub mod sqlite;
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
 pub use change::{CHANGE_FEED_CAPACITY, Change, CommitHook, Feed};
+pub use humans::{Deactivation, HumanStore};
 pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, StartContext, TaskFilter, TaskSnapshot};
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
@@ -82,6 +85,7 @@ pub trait Store: Send + Sync + 'static {
     fn audit(&self) -> &dyn AuditStore;
     fn policy(&self) -> &dyn PolicyStore;
     fn approvals(&self) -> &dyn ApprovalStore;
+    fn humans(&self) -> &dyn HumanStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

@@ -108,9 +108,15 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
     // the new columns read as their defaults.
     let s = PgStore::connect(&db.url).await.unwrap();
     assert_eq!(s.audit().head().await.unwrap(), before);
-    assert!(s.identity().workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().is_some());
+    let deploy = s.identity().workflow(&WorkflowName::parse("deploy").unwrap()).await.unwrap().unwrap();
     let bot = s.identity().agent(&remit_core::ids::AgentName::parse("bot").unwrap()).await.unwrap().unwrap();
     assert_eq!(bot.kill_generation, 0);
+    // Owner emails typed in before humans existed became unverified humans, linked by id.
+    for (owner_id, email) in [(&deploy.owner_id, "a@example.com"), (&bot.owner_id, "b@example.com")] {
+        let h = s.humans().by_email(email).await.unwrap().expect("an owner became a human");
+        assert_eq!(owner_id.as_ref(), Some(&h.id));
+        assert_eq!(h.state, remit_core::human::HumanState::Unverified);
+    }
     let jt = s
         .identity()
         .join_token(&remit_core::ids::JoinTokenId::parse("j-00000000000000000000000000000001").unwrap())

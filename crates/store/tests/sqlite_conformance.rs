@@ -52,3 +52,37 @@ async fn the_entity_cache_is_bounded_by_bytes() {
     }
     assert!(c.entity_bytes() > 0, "negative answers are still cached within the budget");
 }
+
+/// A database made by the previous version is upgraded in place: owners typed in as emails
+/// become unverified humans, linked by id.
+#[tokio::test]
+async fn an_older_database_is_upgraded_and_its_owners_become_humans() {
+    use remit_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("remit.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        let migrations = remit_store::sqlite::schema::MIGRATIONS;
+        let tx = c.transaction().unwrap();
+        for m in &migrations[..migrations.len() - 1] {
+            tx.execute_batch(m).unwrap();
+        }
+        tx.pragma_update(None, "user_version", migrations.len() - 1).unwrap();
+        tx.execute_batch(
+            "INSERT INTO workflows (name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
+             max_delegation_depth, state, created_at, updated_at) \
+             VALUES ('deploy', 'ship', ' A@Example.com', 'internal', '[]', 900, 3, 'active', 1, 1);
+             INSERT INTO agents (name, owner, workflows, state, created_at, updated_at) \
+             VALUES ('bot', 'a@example.com', '[\"deploy\"]', 'enabled', 1, 1);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = remit_store::sqlite::SqliteStore::open(&path).unwrap();
+    let h = s.humans().by_email("a@example.com").await.unwrap().expect("the owner became a human");
+    assert_eq!(h.state, remit_core::human::HumanState::Unverified);
+    let wf = s.identity().workflow(&remit_core::ids::WorkflowName::parse("deploy").unwrap()).await.unwrap().unwrap();
+    let bot = s.identity().agent(&remit_core::ids::AgentName::parse("bot").unwrap()).await.unwrap().unwrap();
+    assert_eq!((wf.owner_id.as_ref(), bot.owner_id.as_ref()), (Some(&h.id), Some(&h.id)), "one human for one address");
+    assert_eq!(s.humans().list(None, None, 10).await.unwrap().len(), 1);
+}

@@ -41,6 +41,11 @@ pub struct WorkflowView {
     pub purpose: String,
     /// Email of the human who answers for it.
     pub owner: String,
+    /// That human's id (`h-…`).
+    pub owner_id: Option<String>,
+    /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphaned_at: Option<String>,
     /// The highest data sensitivity its tasks may handle: `public`, `internal`,
     /// `confidential` or `restricted`.
     pub ceiling: String,
@@ -61,6 +66,8 @@ impl From<Workflow> for WorkflowView {
             name: w.name.to_string(),
             purpose: w.purpose,
             owner: w.owner,
+            owner_id: w.owner_id.map(|h| h.to_string()),
+            orphaned_at: w.orphaned_at.map(rfc3339),
             ceiling: w.ceiling.to_string(),
             allowed_tools: w.allowed_tools,
             max_task_ttl_seconds: w.max_task_ttl_secs,
@@ -86,7 +93,13 @@ pub struct CreateAgent {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AgentView {
     pub name: String,
+    /// Email of the human who answers for it.
     pub owner: String,
+    /// That human's id (`h-…`).
+    pub owner_id: Option<String>,
+    /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphaned_at: Option<String>,
     /// Workflows this agent may start tasks in.
     pub workflows: Vec<String>,
     /// `enabled` or `disabled`.
@@ -102,6 +115,8 @@ impl From<Agent> for AgentView {
         AgentView {
             name: a.name.to_string(),
             owner: a.owner,
+            owner_id: a.owner_id.map(|h| h.to_string()),
+            orphaned_at: a.orphaned_at.map(rfc3339),
             workflows: a.workflows.iter().map(ToString::to_string).collect(),
             state: a.state.to_string(),
             created_at: rfc3339(a.created_at),

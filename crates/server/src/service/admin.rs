@@ -2,7 +2,7 @@
 //! Every operation here requires the admin credential.
 
 use remit_core::audit::{AuditAction, AuditEvent};
-use remit_core::ids::{AgentName, JoinTokenId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, JoinTokenId, WorkflowName};
 use remit_core::model::{Agent, AgentState, JoinToken, Kill, KillReport, KillTarget, Workflow, WorkflowState};
 use remit_core::rules::{self, NewWorkflow};
 use remit_store::KeyPurpose;
@@ -31,7 +31,9 @@ fn check_reason(reason: &str) -> Result<(), Error> {
 impl App {
     pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, Error> {
         caller.require_admin()?;
-        let wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
+        let mut wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
+        // The owner's human record: this id if Remit does not know them yet (see the store).
+        wf.owner_id = Some(HumanId::from_random(self.random.bytes16()));
         let audit =
             AuditEvent::new(wf.created_at, caller.actor(), AuditAction::WorkflowCreate).workflow(&wf.name).detail([
                 ("owner", wf.owner.clone().into()),
@@ -39,7 +41,7 @@ impl App {
                 ("max_task_ttl_secs", wf.max_task_ttl_secs.into()),
             ]);
         self.store.identity().create_workflow(wf.clone(), audit).await?;
-        Ok(wf)
+        self.workflow(caller, &wf.name).await
     }
 
     pub async fn workflow(&self, caller: &Caller, name: &WorkflowName) -> Result<Workflow, Error> {
@@ -109,7 +111,9 @@ impl App {
         let now = self.clock.now();
         let agent = Agent {
             name,
+            owner_id: Some(HumanId::from_random(self.random.bytes16())),
             owner: rules::human_identity(&owner),
+            orphaned_at: None,
             workflows,
             state: AgentState::Enabled,
             kill_generation: 0,
@@ -121,7 +125,7 @@ impl App {
             .agent(&agent.name)
             .detail([("owner", agent.owner.clone().into()), ("workflows", wfs.into())]);
         self.store.identity().create_agent(agent.clone(), audit).await?;
-        Ok(agent)
+        self.agent(caller, &agent.name).await
     }
 
     pub async fn agent(&self, caller: &Caller, name: &AgentName) -> Result<Agent, Error> {

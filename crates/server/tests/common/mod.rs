@@ -139,14 +139,14 @@ impl TestServer {
 
     /// Creates workflow `deploy` (max ttl 600s) and agent `deploy-bot`.
     pub async fn setup(&self) {
-        let (s, _) = self
+        let (s, b) = self
             .admin_post(
                 "/v1/workflows",
                 json!({"name": "deploy", "purpose": "ship releases", "owner": "alice@example.com",
                        "max_task_ttl_seconds": 600, "ceiling": "confidential"}),
             )
             .await;
-        assert_eq!(s, 201);
+        assert_eq!(s, 201, "{b}");
         let (s, _) = self
             .admin_post(
                 "/v1/agents",

@@ -38,6 +38,8 @@ macro_rules! conformance_tests {
             audit::checkpoints_and_filters, audit::checkpoints_page_in_order,
             policy::policy_versions_and_entities,
             approvals::approvals_are_single_use, approvals::one_approval_one_use_under_concurrency,
+            humans::humans_round_trip, humans::sign_in_and_sessions,
+            humans::deactivation_revokes_sessions_and_orphans_what_they_own, humans::one_refresh_wins_under_concurrency,
             conformance::failed_writes_leave_no_trace, conformance::concurrent_writes_keep_one_chain,
             conformance::changes_are_published);
     };
@@ -74,6 +76,8 @@ pub(crate) fn workflow(name: &str) -> Workflow {
         name: wf_name(name),
         purpose: "ship releases".into(),
         owner: "alice@example.com".into(),
+        owner_id: None,
+        orphaned_at: None,
         ceiling: Sensitivity::Confidential,
         allowed_tools: vec!["git".into(), "kubectl".into()],
         max_task_ttl_secs: 900,
@@ -88,6 +92,8 @@ pub(crate) fn agent(name: &str, wfs: &[&str]) -> Agent {
     Agent {
         name: agent_name(name),
         owner: "bob@example.com".into(),
+        owner_id: None,
+        orphaned_at: None,
         workflows: wfs.iter().map(|w| wf_name(w)).collect(),
         state: AgentState::Enabled,
         kill_generation: 0,

@@ -31,8 +31,9 @@ use crate::{Result, StoreError};
 pub const MAX_TOOLS_PER_TASK: i64 = 256;
 
 pub(crate) const WORKFLOW_COLS: &str = "name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
-     max_delegation_depth, state, created_at, updated_at";
-pub(crate) const AGENT_COLS: &str = "name, owner, workflows, state, created_at, updated_at, kill_generation";
+     max_delegation_depth, state, created_at, updated_at, owner_id, orphaned_at";
+pub(crate) const AGENT_COLS: &str =
+    "name, owner, workflows, state, created_at, updated_at, kill_generation, owner_id, orphaned_at";
 pub(crate) const JOIN_COLS: &str =
     "id, agent, secret_hash, created_at, expires_at, used_at, used_by, agent_generation, revoked_at";
 pub(crate) const INSTANCE_COLS: &str = "id, agent, state, created_at, expires_at, revoked_at, revoke_reason";
@@ -77,6 +78,9 @@ pub(crate) fn refused(e: remit_core::cascade::KillError) -> StoreError {
 /// Workflows, agents, join tokens, instances, tasks and kills.
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
+    /// Stores a new workflow. With `owner_id` set, it is linked to the human holding `owner`
+    /// (that proposed id is inserted as an unverified human when nobody holds the email), in
+    /// the same transaction; `Conflict` if that human is deactivated.
     async fn create_workflow(&self, wf: Workflow, audit: AuditEvent) -> Result<()>;
     async fn workflow(&self, name: &WorkflowName) -> Result<Option<Workflow>>;
     async fn list_workflows(&self) -> Result<Vec<Workflow>>;
@@ -93,6 +97,7 @@ pub trait IdentityStore: Send + Sync {
     /// Replaces a workflow's allowed tools (announced as `Change::Workflow`, so the next
     /// decision of any of its tasks, on any replica, sees the new list).
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()>;
+    /// Stores a new agent; its owner is linked as [`IdentityStore::create_workflow`] says.
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()>;
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;

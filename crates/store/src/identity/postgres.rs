@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use remit_core::audit::{AuditAction, AuditEvent};
 use remit_core::cascade::{self, Found, TaskNode};
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{
     Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
 };
@@ -154,6 +154,7 @@ async fn create_workflow(ctx: &mut WriteCtx, w: Workflow, audit: AuditEvent) -> 
     if n == 0 {
         return Err(conflict(format!("workflow `{}` already exists", w.name)));
     }
+    link_owner(ctx.conn(), "workflows", w.name.as_str(), &w.owner, w.owner_id.as_ref(), w.created_at).await?;
     ctx.audit(audit)?;
     Ok(())
 }
@@ -242,6 +243,7 @@ async fn create_agent(ctx: &mut WriteCtx, a: Agent, audit: AuditEvent) -> Result
     if n == 0 {
         return Err(conflict(format!("agent `{}` already exists", a.name)));
     }
+    link_owner(ctx.conn(), "agents", a.name.as_str(), &a.owner, a.owner_id.as_ref(), a.created_at).await?;
     ctx.audit(audit)?;
     Ok(())
 }
@@ -826,4 +828,42 @@ async fn kill_switch(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {
 
 fn parse_all<T>(v: &[String], parse: fn(&str) -> std::result::Result<T, remit_core::DomainError>) -> Result<Vec<T>> {
     v.iter().map(|s| parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+}
+
+/// Links a new workflow or agent to the human holding its owner's email, inserting the
+/// proposed (unverified) human when there is none; a deactivated human owns nothing new.
+async fn link_owner(
+    c: &mut PgConnection,
+    table: &str,
+    name: &str,
+    email: &str,
+    proposed: Option<&HumanId>,
+    at: remit_core::time::UnixMillis,
+) -> Result<()> {
+    let Some(proposed) = proposed else { return Ok(()) };
+    sqlx::query(
+        "INSERT INTO humans (id, email, display_name, state, roles, member_of, created_at, updated_at) \
+         VALUES ($1, $2, '', 'unverified', '[]', '[]', $3, $3) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(proposed.as_str())
+    .bind(email)
+    .bind(at.0)
+    .execute(&mut *c)
+    .await
+    .map_err(map_err)?;
+    let (id, state): (String, String) = sqlx::query_as("SELECT id, state FROM humans WHERE email = $1")
+        .bind(email)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(map_err)?;
+    if state == "deactivated" {
+        return Err(conflict(format!("owner `{email}` is deactivated and can own nothing new")));
+    }
+    sqlx::query(&format!("UPDATE {table} SET owner_id = $1 WHERE name = $2"))
+        .bind(&id)
+        .bind(name)
+        .execute(c)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }

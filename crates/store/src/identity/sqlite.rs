@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use remit_core::audit::{AuditAction, AuditEvent};
 use remit_core::cascade::{self, Found, TaskNode};
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{
     Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
 };
@@ -160,7 +160,35 @@ fn create_workflow(ctx: &mut WriteCtx<'_>, w: Workflow, audit: AuditEvent) -> Re
     if n == 0 {
         return Err(conflict(format!("workflow `{}` already exists", w.name)));
     }
+    link_owner(ctx.conn, "workflows", w.name.as_str(), &w.owner, w.owner_id.as_ref(), w.created_at)?;
     ctx.audit(audit)?;
+    Ok(())
+}
+
+/// Links a new workflow or agent to the human holding its owner's email, inserting the
+/// proposed (unverified) human when there is none; a deactivated human owns nothing new.
+fn link_owner(
+    c: &Connection,
+    table: &str,
+    name: &str,
+    email: &str,
+    proposed: Option<&HumanId>,
+    at: remit_core::time::UnixMillis,
+) -> Result<()> {
+    let Some(proposed) = proposed else { return Ok(()) };
+    c.execute(
+        "INSERT INTO humans (id, email, display_name, state, roles, member_of, created_at, updated_at) \
+         VALUES (?1, ?2, '', 'unverified', '[]', '[]', ?3, ?3) ON CONFLICT (email) DO NOTHING",
+        params![proposed.as_str(), email, at.0],
+    )
+    .map_err(map_err)?;
+    let (id, state): (String, String) = c
+        .query_row("SELECT id, state FROM humans WHERE email = ?1", [email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(map_err)?;
+    if state == "deactivated" {
+        return Err(conflict(format!("owner `{email}` is deactivated and can own nothing new")));
+    }
+    c.execute(&format!("UPDATE {table} SET owner_id = ?1 WHERE name = ?2"), params![id, name]).map_err(map_err)?;
     Ok(())
 }
 
@@ -234,6 +262,7 @@ fn create_agent(ctx: &mut WriteCtx<'_>, a: Agent, audit: AuditEvent) -> Result<(
     if n == 0 {
         return Err(conflict(format!("agent `{}` already exists", a.name)));
     }
+    link_owner(ctx.conn, "agents", a.name.as_str(), &a.owner, a.owner_id.as_ref(), a.created_at)?;
     ctx.audit(audit)?;
     Ok(())
 }

@@ -469,6 +469,9 @@ impl Store for PgStore {
     fn approvals(&self) -> &dyn crate::approvals::ApprovalStore {
         self
     }
+    fn humans(&self) -> &dyn crate::humans::HumanStore {
+        self
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.feed.subscribe()
     }

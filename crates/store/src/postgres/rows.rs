@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
 use sqlx::Row;
@@ -19,8 +19,8 @@ pub fn prefixed(alias: &str, cols: &str) -> String {
     cols.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
-pub const WORKFLOW_N: usize = 10;
-pub const AGENT_N: usize = 7;
+pub const WORKFLOW_N: usize = 12;
+pub const AGENT_N: usize = 9;
 pub const TASK_N: usize = 15;
 
 pub(crate) fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
@@ -87,6 +87,8 @@ pub fn workflow(r: &PgRow, o: usize) -> Result<Workflow> {
         state: parsed(r, o + 7)?,
         created_at: ms(r, o + 8)?,
         updated_at: ms(r, o + 9)?,
+        owner_id: typed_opt(r, o + 10, HumanId::parse)?,
+        orphaned_at: ms_opt(r, o + 11)?,
     })
 }
 
@@ -99,6 +101,8 @@ pub fn agent(r: &PgRow, o: usize) -> Result<Agent> {
         created_at: ms(r, o + 4)?,
         updated_at: ms(r, o + 5)?,
         kill_generation: unsigned(r, o + 6)?,
+        owner_id: typed_opt(r, o + 7, HumanId::parse)?,
+        orphaned_at: ms_opt(r, o + 8)?,
     })
 }
 

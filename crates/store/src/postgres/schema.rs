@@ -211,6 +211,54 @@ ALTER TABLE join_tokens ADD COLUMN revoked_at BIGINT;
 CREATE INDEX join_tokens_unused_by_agent ON join_tokens(agent) WHERE used_at IS NULL AND revoked_at IS NULL;
 ALTER TABLE keys ADD COLUMN mac TEXT;
 "#,
+    r#"
+-- 6: humans and their sessions; owners of workflows and agents are humans (the owner emails
+-- typed in before become unverified humans), orphaned when their owner is deactivated.
+CREATE TABLE humans (
+    id             TEXT PRIMARY KEY,
+    email          TEXT NOT NULL UNIQUE,
+    display_name   TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('unverified', 'active', 'deactivated')),
+    roles          TEXT NOT NULL,
+    member_of      TEXT NOT NULL,
+    ext_issuer     TEXT,
+    ext_subject    TEXT,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL,
+    deactivated_at BIGINT,
+    CHECK ((ext_issuer IS NULL) = (ext_subject IS NULL))
+);
+CREATE UNIQUE INDEX humans_by_external ON humans(ext_issuer, ext_subject) WHERE ext_issuer IS NOT NULL;
+
+CREATE TABLE sessions (
+    id            TEXT PRIMARY KEY,
+    human         TEXT NOT NULL REFERENCES humans(id),
+    method        TEXT NOT NULL,
+    access_hash   TEXT NOT NULL,
+    refresh_hash  TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    refresh_until BIGINT NOT NULL,
+    revoked_at    BIGINT,
+    revoke_reason TEXT
+);
+CREATE INDEX sessions_by_human ON sessions(human, created_at);
+
+ALTER TABLE workflows ADD COLUMN owner_id TEXT REFERENCES humans(id);
+ALTER TABLE workflows ADD COLUMN orphaned_at BIGINT;
+ALTER TABLE agents ADD COLUMN owner_id TEXT REFERENCES humans(id);
+ALTER TABLE agents ADD COLUMN orphaned_at BIGINT;
+CREATE INDEX workflows_by_owner ON workflows(owner_id);
+CREATE INDEX agents_by_owner ON agents(owner_id);
+
+INSERT INTO humans (id, email, display_name, state, roles, member_of, created_at, updated_at)
+SELECT 'h-' || replace(gen_random_uuid()::text, '-', ''), o, '', 'unverified', '[]', '[]',
+       (extract(epoch FROM clock_timestamp()) * 1000)::bigint, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+FROM (SELECT lower(trim(owner)) AS o FROM workflows UNION SELECT lower(trim(owner)) FROM agents) owners
+WHERE o != '';
+UPDATE workflows SET owner_id = (SELECT id FROM humans WHERE email = lower(trim(workflows.owner)));
+UPDATE agents SET owner_id = (SELECT id FROM humans WHERE email = lower(trim(agents.owner)));
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

@@ -8,7 +8,7 @@
 //! read-only connections on tokio's blocking threads.
 
 pub(crate) mod rows;
-mod schema;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -270,6 +270,9 @@ impl Store for SqliteStore {
         self
     }
     fn approvals(&self) -> &dyn crate::approvals::ApprovalStore {
+        self
+    }
+    fn humans(&self) -> &dyn crate::humans::HumanStore {
         self
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {

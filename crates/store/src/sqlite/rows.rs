@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, WorkflowName};
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
 use rusqlite::Row;
@@ -50,7 +50,7 @@ macro_rules! from_str_via_parse {
 pub trait FromStrTyped: Sized {
     fn parse_typed(s: &str) -> Result<Self, remit_core::DomainError>;
 }
-from_str_via_parse!(WorkflowName, AgentName, TaskId, InstanceId, JoinTokenId);
+from_str_via_parse!(WorkflowName, AgentName, TaskId, InstanceId, JoinTokenId, HumanId, SessionId);
 
 pub(crate) fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
@@ -74,6 +74,8 @@ pub fn workflow(r: &Row<'_>) -> rusqlite::Result<Workflow> {
         state: parsed(r, 7)?,
         created_at: ms(r, 8)?,
         updated_at: ms(r, 9)?,
+        owner_id: id_opt(r, 10)?,
+        orphaned_at: ms_opt(r, 11)?,
     })
 }
 
@@ -86,6 +88,8 @@ pub fn agent(r: &Row<'_>) -> rusqlite::Result<Agent> {
         created_at: ms(r, 4)?,
         updated_at: ms(r, 5)?,
         kill_generation: r.get(6)?,
+        owner_id: id_opt(r, 7)?,
+        orphaned_at: ms_opt(r, 8)?,
     })
 }
 

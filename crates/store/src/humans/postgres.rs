@@ -1,0 +1,382 @@
+//! The humans area on PostgreSQL.
+
+use async_trait::async_trait;
+use remit_core::audit::AuditEvent;
+use remit_core::human::{External, Human, HumanState, Session};
+use remit_core::ids::{AgentName, HumanId, SessionId, WorkflowName};
+use remit_core::time::UnixMillis;
+use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+
+use super::{Deactivation, HUMAN_COLS, HumanStore, SESSION_COLS, deactivation_record, json, parse_all};
+use crate::postgres::rows::{corrupt, json as json_col, ms, ms_opt, parsed, s, so, typed};
+use crate::postgres::{PgStore, WriteCtx, map_err, pg_read};
+use crate::{Change, Result, StoreError};
+
+#[async_trait]
+impl HumanStore for PgStore {
+    async fn create(&self, h: Human, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| {
+            Box::pin(async move {
+                insert(c.conn(), &h).await?;
+                c.audit(audit)?;
+                c.changed([Change::Human(h.id.clone())]);
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn get(&self, id: &HumanId) -> Result<Option<Human>> {
+        pg_read!(self, |c| one(c, "id = $1", id.as_str(), None))
+    }
+    async fn by_email(&self, email: &str) -> Result<Option<Human>> {
+        pg_read!(self, |c| one(c, "email = $1", email, None))
+    }
+    async fn by_external(&self, issuer: &str, subject: &str) -> Result<Option<Human>> {
+        pg_read!(self, |c| one(c, "ext_issuer = $1 AND ext_subject = $2", issuer, Some(subject)))
+    }
+    async fn list(&self, state: Option<HumanState>, after: Option<String>, limit: u32) -> Result<Vec<Human>> {
+        let sql = format!(
+            "SELECT {HUMAN_COLS} FROM humans WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR email > $2) \
+             ORDER BY email LIMIT {}",
+            limit.clamp(1, crate::MAX_PAGE)
+        );
+        let rs: Result<Vec<PgRow>> = pg_read!(self, |c| async {
+            sqlx::query(&sql)
+                .bind(state.map(HumanState::as_str))
+                .bind(after.as_deref())
+                .fetch_all(c)
+                .await
+                .map_err(map_err)
+        });
+        rs?.iter().map(human).collect()
+    }
+    async fn update(&self, h: Human, read_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| {
+            Box::pin(async move {
+                update(c.conn(), &h, read_at).await?;
+                c.audit(audit)?;
+                c.changed([Change::Human(h.id.clone())]);
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn ensure(&self, placeholder: Human, audit: AuditEvent) -> Result<Human> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = format!(
+                    "INSERT INTO humans ({HUMAN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+                     ON CONFLICT (email) DO NOTHING"
+                );
+                let n = bind_human(sqlx::query(&sql), &placeholder)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                if n == 0 {
+                    return one(c.conn(), "email = $1", &placeholder.email, None)
+                        .await?
+                        .ok_or_else(|| StoreError::Internal("a human vanished while being ensured".into()));
+                }
+                c.audit(audit)?;
+                c.changed([Change::Human(placeholder.id.clone())]);
+                Ok(placeholder)
+            })
+        })
+        .await
+    }
+    async fn sign_in(&self, h: Human, read_at: Option<UnixMillis>, s: Session, audit: Vec<AuditEvent>) -> Result<()> {
+        self.write(move |c| {
+            Box::pin(async move {
+                match read_at {
+                    None => insert(c.conn(), &h).await?,
+                    Some(at) => update(c.conn(), &h, at).await?,
+                }
+                insert_session(c.conn(), &s).await?;
+                for e in audit {
+                    c.audit(e)?;
+                }
+                c.changed([Change::Human(h.id.clone()), Change::Session(s.id.clone())]);
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn deactivate(&self, id: &HumanId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Deactivation> {
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.write(move |c| Box::pin(deactivate(c, id, at, reason, audit))).await
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<(Session, Human)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM sessions s JOIN humans h ON h.id = s.human WHERE s.id = $1",
+            crate::postgres::rows::prefixed("s", SESSION_COLS),
+            crate::postgres::rows::prefixed("h", HUMAN_COLS)
+        );
+        let r: Result<Option<PgRow>> =
+            pg_read!(self, |c| async { sqlx::query(&sql).bind(id.as_str()).fetch_optional(c).await.map_err(map_err) });
+        let Some(r) = r? else { return Ok(None) };
+        Ok(Some((session_at(&r, 0)?, human_at(&r, SESSION_N)?)))
+    }
+    async fn sessions_of(&self, human: &HumanId) -> Result<Vec<Session>> {
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE human = $1 ORDER BY created_at DESC LIMIT 1000");
+        let rs: Result<Vec<PgRow>> =
+            pg_read!(self, |c| async { sqlx::query(&sql).bind(human.as_str()).fetch_all(c).await.map_err(map_err) });
+        rs?.iter().map(|r| session_at(r, 0)).collect()
+    }
+    async fn refresh(&self, next: Session, replaced_refresh_hash: &str, audit: AuditEvent) -> Result<()> {
+        let replaced = replaced_refresh_hash.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE sessions SET access_hash = $1, refresh_hash = $2, expires_at = $3 \
+                     WHERE id = $4 AND refresh_hash = $5 AND revoked_at IS NULL",
+                )
+                .bind(&next.access_hash)
+                .bind(&next.refresh_hash)
+                .bind(next.expires_at.0)
+                .bind(next.id.as_str())
+                .bind(&replaced)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "session `{}` was refreshed or revoked meanwhile",
+                        next.id
+                    )));
+                }
+                c.audit(audit)?;
+                c.changed([Change::Session(next.id.clone())]);
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session> {
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+                )
+                .bind(at.0)
+                .bind(&reason)
+                .bind(id.as_str())
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1");
+                let r = sqlx::query(&sql).bind(id.as_str()).fetch_optional(c.conn()).await.map_err(map_err)?;
+                let s = r
+                    .as_ref()
+                    .map(|r| session_at(r, 0))
+                    .transpose()?
+                    .ok_or_else(|| StoreError::not_found("session", &id))?;
+                if n == 0 {
+                    return Err(StoreError::Conflict(format!("session `{id}` is already revoked")));
+                }
+                c.audit(audit)?;
+                c.changed([Change::Session(id.clone())]);
+                Ok(s)
+            })
+        })
+        .await
+    }
+}
+
+/// Columns in a session row (where the human's start in a joined row).
+const SESSION_N: usize = 10;
+
+fn human(r: &PgRow) -> Result<Human> {
+    human_at(r, 0)
+}
+
+fn human_at(r: &PgRow, o: usize) -> Result<Human> {
+    let external = match (so(r, o + 6)?, so(r, o + 7)?) {
+        (Some(issuer), Some(subject)) => Some(External { issuer, subject }),
+        (None, None) => None,
+        _ => return Err(corrupt(o + 6, "a provider identity needs both issuer and subject")),
+    };
+    Ok(Human {
+        id: typed(r, o, HumanId::parse)?,
+        email: s(r, o + 1)?,
+        display_name: s(r, o + 2)?,
+        state: parsed(r, o + 3)?,
+        roles: json_col(r, o + 4)?,
+        groups: json_col(r, o + 5)?,
+        external,
+        created_at: ms(r, o + 8)?,
+        updated_at: ms(r, o + 9)?,
+        deactivated_at: ms_opt(r, o + 10)?,
+    })
+}
+
+fn session_at(r: &PgRow, o: usize) -> Result<Session> {
+    Ok(Session {
+        id: typed(r, o, SessionId::parse)?,
+        human: typed(r, o + 1, HumanId::parse)?,
+        method: s(r, o + 2)?,
+        access_hash: s(r, o + 3)?,
+        refresh_hash: s(r, o + 4)?,
+        created_at: ms(r, o + 5)?,
+        expires_at: ms(r, o + 6)?,
+        refresh_until: ms(r, o + 7)?,
+        revoked_at: ms_opt(r, o + 8)?,
+        revoke_reason: so(r, o + 9)?,
+    })
+}
+
+async fn one(c: &mut PgConnection, cond: &str, a: &str, b: Option<&str>) -> Result<Option<Human>> {
+    let sql = format!("SELECT {HUMAN_COLS} FROM humans WHERE {cond}");
+    let mut q = sqlx::query(&sql).bind(a);
+    if let Some(b) = b {
+        q = q.bind(b);
+    }
+    let r = q.fetch_optional(c).await.map_err(map_err)?;
+    r.as_ref().map(human).transpose()
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_human<'q>(q: Query<'q>, h: &'q Human) -> Query<'q> {
+    q.bind(h.id.as_str())
+        .bind(&h.email)
+        .bind(&h.display_name)
+        .bind(h.state.as_str())
+        .bind(json(&h.roles))
+        .bind(json(&h.groups))
+        .bind(h.external.as_ref().map(|e| e.issuer.as_str()))
+        .bind(h.external.as_ref().map(|e| e.subject.as_str()))
+        .bind(h.created_at.0)
+        .bind(h.updated_at.0)
+        .bind(h.deactivated_at.map(|t| t.0))
+}
+
+async fn insert(c: &mut PgConnection, h: &Human) -> Result<()> {
+    let sql = format!("INSERT INTO humans ({HUMAN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
+    bind_human(sqlx::query(&sql), h).execute(c).await.map_err(|e| match map_err(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("a human with the email `{}` already exists", h.email)),
+        e => e,
+    })?;
+    Ok(())
+}
+
+async fn update(c: &mut PgConnection, h: &Human, read_at: UnixMillis) -> Result<()> {
+    if h.state == HumanState::Deactivated {
+        return Err(StoreError::Internal("deactivating a human is `deactivate`, not `update`".into()));
+    }
+    let n = sqlx::query(
+        "UPDATE humans SET email = $1, display_name = $2, state = $3, roles = $4, member_of = $5, ext_issuer = $6, \
+         ext_subject = $7, updated_at = $8 WHERE id = $9 AND updated_at = $10 AND state != 'deactivated'",
+    )
+    .bind(&h.email)
+    .bind(&h.display_name)
+    .bind(h.state.as_str())
+    .bind(json(&h.roles))
+    .bind(json(&h.groups))
+    .bind(h.external.as_ref().map(|e| e.issuer.as_str()))
+    .bind(h.external.as_ref().map(|e| e.subject.as_str()))
+    .bind(h.updated_at.0)
+    .bind(h.id.as_str())
+    .bind(read_at.0)
+    .execute(&mut *c)
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return match one(c, "id = $1", h.id.as_str(), None).await? {
+            None => Err(StoreError::not_found("human", &h.id)),
+            Some(_) => Err(StoreError::Conflict(format!("human `{}` changed meanwhile or is deactivated", h.id))),
+        };
+    }
+    Ok(())
+}
+
+async fn insert_session(c: &mut PgConnection, s: &Session) -> Result<()> {
+    let n = sqlx::query(
+        "INSERT INTO sessions (id, human, method, access_hash, refresh_hash, created_at, expires_at, refresh_until) \
+         SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint \
+         WHERE EXISTS (SELECT 1 FROM humans WHERE id = $2 AND state = 'active')",
+    )
+    .bind(s.id.as_str())
+    .bind(s.human.as_str())
+    .bind(&s.method)
+    .bind(&s.access_hash)
+    .bind(&s.refresh_hash)
+    .bind(s.created_at.0)
+    .bind(s.expires_at.0)
+    .bind(s.refresh_until.0)
+    .execute(c)
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("human `{}` is not active", s.human)));
+    }
+    Ok(())
+}
+
+async fn names(
+    c: &mut PgConnection,
+    sql: &str,
+    at: UnixMillis,
+    id: &HumanId,
+    reason: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut q = sqlx::query_scalar::<_, String>(sql).bind(at.0).bind(id.as_str());
+    if let Some(r) = reason {
+        q = q.bind(r);
+    }
+    let mut v = q.fetch_all(c).await.map_err(map_err)?;
+    v.sort();
+    Ok(v)
+}
+
+async fn deactivate(
+    ctx: &mut WriteCtx,
+    id: HumanId,
+    at: UnixMillis,
+    reason: String,
+    audit: AuditEvent,
+) -> Result<Deactivation> {
+    let n = sqlx::query(
+        "UPDATE humans SET state = 'deactivated', deactivated_at = $1, updated_at = $1 \
+         WHERE id = $2 AND state != 'deactivated'",
+    )
+    .bind(at.0)
+    .bind(id.as_str())
+    .execute(ctx.conn())
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    let human =
+        one(ctx.conn(), "id = $1", id.as_str(), None).await?.ok_or_else(|| StoreError::not_found("human", &id))?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("human `{id}` is already deactivated")));
+    }
+    let sessions = names(
+        ctx.conn(),
+        "UPDATE sessions SET revoked_at = $1, revoke_reason = $3 WHERE human = $2 AND revoked_at IS NULL RETURNING id",
+        at,
+        &id,
+        Some(&reason),
+    )
+    .await?;
+    let orphan =
+        |t: &str| format!("UPDATE {t} SET orphaned_at = $1 WHERE owner_id = $2 AND orphaned_at IS NULL RETURNING name");
+    let workflows = names(ctx.conn(), &orphan("workflows"), at, &id, None).await?;
+    let agents = names(ctx.conn(), &orphan("agents"), at, &id, None).await?;
+    let d = Deactivation {
+        human,
+        sessions_revoked: parse_all(&sessions, SessionId::parse)?,
+        workflows_orphaned: parse_all(&workflows, WorkflowName::parse)?,
+        agents_orphaned: parse_all(&agents, AgentName::parse)?,
+    };
+    ctx.audit(deactivation_record(audit, &d))?;
+    ctx.changed([Change::Human(id.clone())]);
+    ctx.changed(d.sessions_revoked.iter().cloned().map(Change::Session));
+    Ok(d)
+}
