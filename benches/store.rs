@@ -58,6 +58,8 @@ fn bench(c: &mut Criterion) {
             .await
             .unwrap();
         let wf = Workflow {
+            owner_id: None,
+            orphaned_at: None,
             name: WorkflowName::parse("deploy").unwrap(),
             purpose: "p".into(),
             owner: "a@b.c".into(),
@@ -71,6 +73,8 @@ fn bench(c: &mut Criterion) {
         };
         store.identity().create_workflow(wf, AuditEvent::new(now, "admin", AuditAction::WorkflowCreate)).await.unwrap();
         let a = Agent {
+            owner_id: None,
+            orphaned_at: None,
             name: AgentName::parse("bot").unwrap(),
             owner: "a@b.c".into(),
             workflows: vec![WorkflowName::parse("deploy").unwrap()],
