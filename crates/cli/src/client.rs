@@ -61,17 +61,59 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
-    /// A client authenticated with the admin credential.
-    pub fn admin(g: &Global) -> Result<Self, CliError> {
+    /// A client for Remit's admin API: with `--admin-token`/`REMIT_ADMIN_TOKEN` if given (the
+    /// break-glass credential), else the signed-in human's session for this server (`remit
+    /// login`; refreshed first when it is about to expire), else the data directory's
+    /// `admin-token` file.
+    pub async fn admin(g: &Global) -> Result<Self, CliError> {
+        let operator = || g.operator.clone().or_else(|| std::env::var("USER").ok());
+        if let Some(t) = &g.admin_token {
+            return Self::new(&g.url, Some(t.clone()), operator());
+        }
+        if let Some(c) = Self::session(g).await? {
+            return Ok(c);
+        }
         let token = admin_token(g).ok_or_else(|| {
             CliError::Failed(format!(
-                "no admin credential: set REMIT_ADMIN_TOKEN or --admin-token, or point --data-dir at the directory \
-                 holding `admin-token` (looked in {})",
+                "not signed in (`remit login`) and no admin credential: set REMIT_ADMIN_TOKEN or --admin-token, or \
+                 point --data-dir at the directory holding `admin-token` (looked in {})",
                 g.data_dir.display()
             ))
         })?;
-        let operator = g.operator.clone().or_else(|| std::env::var("USER").ok());
-        Self::new(&g.url, Some(token), operator)
+        Self::new(&g.url, Some(token), operator())
+    }
+
+    /// A client with the signed-in human's session for this server, or an error saying to sign in.
+    pub async fn signed_in(g: &Global) -> Result<Self, CliError> {
+        Self::session(g)
+            .await?
+            .ok_or_else(|| CliError::Denied("not signed in to this server: run `remit login`".into()))
+    }
+
+    /// The saved session for `--url`, refreshed when it expires within a minute.
+    async fn session(g: &Global) -> Result<Option<Self>, CliError> {
+        let Some(path) = crate::session::path(g.session_file.as_deref()) else { return Ok(None) };
+        let Some(mut saved) = crate::session::load(&path) else { return Ok(None) };
+        if saved.url.trim_end_matches('/') != g.url.trim_end_matches('/') {
+            return Ok(None);
+        }
+        if saved.expires_at - crate::session::now_ms() < 60_000 {
+            let anon = Self::new(&g.url, None, None)?;
+            let body = serde_json::json!({"grant_type": "refresh_token", "refresh_token": saved.refresh_token});
+            let t = match anon.post("/v1/auth/token", &body).await {
+                Ok(t) => t,
+                Err(CliError::Denied(m)) => {
+                    crate::session::remove(&path);
+                    return Err(CliError::Denied(format!("the session has ended ({m}): run `remit login`")));
+                }
+                Err(e) => return Err(e),
+            };
+            saved.access_token = t["access_token"].as_str().unwrap_or_default().to_owned();
+            saved.refresh_token = t["refresh_token"].as_str().unwrap_or_default().to_owned();
+            saved.expires_at = crate::session::now_ms() + t["expires_in"].as_i64().unwrap_or(0) * 1000;
+            crate::session::save(&path, &saved)?;
+        }
+        Self::new(&g.url, Some(saved.access_token), None).map(Some)
     }
 
     pub fn with_bearer(&self, bearer: &str) -> Self {

@@ -14,6 +14,7 @@
 mod client;
 mod cmd;
 mod output;
+mod session;
 mod sse;
 
 use std::path::PathBuf;
@@ -44,9 +45,13 @@ pub struct Global {
     /// The admin credential (default: the `admin-token` file in the data directory).
     #[arg(long, env = "REMIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Operator name recorded in the audit log next to `admin` (default: $USER).
+    /// Operator name recorded in the audit log next to `break-glass` (default: $USER).
     #[arg(long, env = "REMIT_OPERATOR")]
     pub operator: Option<String>,
+    /// Where `remit login` keeps the session (default: ~/.config/remit/session.json). A
+    /// session for `--url` is used instead of the data directory's admin credential.
+    #[arg(long, env = "REMIT_SESSION_FILE")]
+    pub session_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +95,13 @@ pub enum Command {
     Exec(cmd::exec::Args),
     /// Seal an installation made before Remit sealed its records under the KEK (offline).
     Reseal(cmd::reseal::Args),
+    /// Sign in as a human through the server's OpenID provider (a loopback redirect: the
+    /// browser signs in, the CLI keeps the Remit session, 0600).
+    Login(cmd::login::LoginArgs),
+    /// End the saved session (on the server too) and forget it.
+    Logout,
+    /// Who the saved session belongs to, with their roles.
+    Whoami,
     /// Print this binary's version.
     Version,
     /// The server's state: version, store, keys, audit head and checkpoint age, policy version.
@@ -132,8 +144,14 @@ impl CliError {
 
 /// The global options (`--flag` and whether it takes a value), accepted anywhere on the
 /// command line but declared, and listed in help, once: on `remit` itself.
-const GLOBALS: &[(&str, bool)] =
-    &[("--json", false), ("--url", true), ("--data-dir", true), ("--admin-token", true), ("--operator", true)];
+const GLOBALS: &[(&str, bool)] = &[
+    ("--json", false),
+    ("--url", true),
+    ("--data-dir", true),
+    ("--admin-token", true),
+    ("--operator", true),
+    ("--session-file", true),
+];
 
 /// Moves global options that follow the subcommand to the front, so that `remit workflow list
 /// --json` means `remit --json workflow list`. Nothing after `--` moves (that is `exec`'s

@@ -56,6 +56,8 @@ pub enum AuditAction {
     SessionCreate,
     SessionRefresh,
     SessionRevoke,
+    AdminDeny,
+    BreakGlassUse,
 }
 
 impl AuditAction {
@@ -95,6 +97,8 @@ impl AuditAction {
             AuditAction::SessionCreate => "session.create",
             AuditAction::SessionRefresh => "session.refresh",
             AuditAction::SessionRevoke => "session.revoke",
+            AuditAction::AdminDeny => "admin.deny",
+            AuditAction::BreakGlassUse => "breakglass.use",
         }
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 /// The request context and entity set a decision is made with (Cedar's own types).
 pub use cedar_policy::{Context, Entities};
 
+pub mod admin;
 pub mod diagnostics;
 pub mod direct;
 #[cfg(feature = "testing")]

@@ -66,6 +66,10 @@ pub struct App {
     pub(crate) verified: Mutex<std::collections::HashMap<[u8; 32], Arc<remit_token::Claims>>>,
     /// The decision service: it owns the engine handle and its caches.
     pub pdp: crate::pdp::Pdp,
+    /// The OpenID providers humans sign in through (fetched lazily, on first use).
+    pub providers: crate::signin::Providers,
+    /// Remit's own authorization of its admin API.
+    pub authz: crate::authz::AdminAuthz,
     /// Where ids, secrets and nonces come from (the OS CSPRNG; seeded in tests).
     pub random: Arc<dyn Random>,
     /// Flips to true when the server begins shutting down: long-lived streams end.
@@ -102,6 +106,12 @@ impl App {
         let keys = store.keys().list().await?;
         let (keyring, audit_key, audit_public) = build_keys(&kek, &keys)?;
         let limits = cfg.core_limits();
+        let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
+        let org = match &cfg.admin_policies {
+            Some(p) => crate::authz::read_org_policies(p).map_err(StartError::Io)?,
+            None => vec![],
+        };
+        let authz = crate::authz::AdminAuthz::new(&org).map_err(StartError::Io)?;
         let last_cp = store.audit().latest_checkpoint().await?.map(|c| c.seq).unwrap_or(0);
         let metrics = Metrics::new();
         let pdp = crate::pdp::Pdp::new(
@@ -133,6 +143,8 @@ impl App {
             last_checkpoint: Mutex::new(last_cp),
             verified: Mutex::new(std::collections::HashMap::new()),
             pdp,
+            providers,
+            authz,
             random,
             stopping: tokio::sync::watch::Sender::new(false),
             cfg,

@@ -153,6 +153,74 @@ impl Default for CacheConfig {
     }
 }
 
+/// An organisation's OpenID provider that humans sign in through (`[[oidc]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// How the provider is named in URLs and in `remit login --provider` (`a-z`, `0-9`, `-`).
+    pub name: String,
+    /// The provider's issuer, exactly as its discovery document and ID tokens state it.
+    pub issuer: String,
+    /// Remit's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret (a confidential client); or
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// the environment variable holding it. Neither: a public client (PKCE only).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// ID-token signature algorithms accepted from this provider (asymmetric only).
+    #[serde(default = "default_id_token_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Scopes asked for.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// Only humans whose (verified) email is in one of these domains may sign in; empty: any.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// The ID-token claim listing the human's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Group → Remit roles (`admin`, `operator`, `approver`, `auditor`), applied at every sign-in.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn default_id_token_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// Humans' sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Lifetime of a session's access token (a refresh issues a new one).
+    #[serde(deserialize_with = "dur")]
+    pub access_ttl: Duration,
+    /// A session ends this long after sign-in, however often it is refreshed.
+    #[serde(deserialize_with = "dur")]
+    pub max_age: Duration,
+    /// A sign-in at the provider must finish within this.
+    #[serde(deserialize_with = "dur")]
+    pub sign_in_timeout: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            access_ttl: Duration::from_secs(15 * 60),
+            max_age: Duration::from_secs(12 * 3600),
+            sign_in_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,6 +251,15 @@ pub struct Config {
     pub audit: AuditConfig,
     pub cache: CacheConfig,
     pub approvals: ApprovalsConfig,
+    /// The URL browsers reach Remit at (the OpenID redirect URI is built from it); defaults
+    /// to the issuer.
+    pub public_url: Option<String>,
+    /// OpenID providers humans sign in through.
+    pub oidc: Vec<OidcProviderConfig>,
+    pub sessions: SessionsConfig,
+    /// The organisation's `forbid` policies narrowing Remit's built-in admin roles: a
+    /// `.cedar` file or a directory of them (validated at start; an invalid set refuses to start).
+    pub admin_policies: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -201,6 +278,10 @@ impl Default for Config {
             audit: AuditConfig::default(),
             cache: CacheConfig::default(),
             approvals: ApprovalsConfig::default(),
+            public_url: None,
+            oidc: vec![],
+            sessions: SessionsConfig::default(),
+            admin_policies: None,
         }
     }
 }
@@ -272,6 +353,11 @@ impl Config {
 
     pub fn issuer(&self) -> String {
         self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// Where browsers reach Remit, without a trailing `/`.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| self.issuer()).trim_end_matches('/').to_owned()
     }
 
     pub fn kek_path(&self) -> PathBuf {

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod authz;
 pub mod caller;
 pub mod config;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod pdp;
 pub mod seal;
 pub mod service;
+pub mod signin;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -144,7 +144,7 @@ async fn kill_switches_cascade() {
     // Every kill is audited with who and why.
     let (_, recs) = s.admin_get("/v1/audit?action=workflow.suspend").await;
     assert_eq!(recs[0]["reason"], "incident 7");
-    assert_eq!(recs[0]["actor"], "admin");
+    assert_eq!(recs[0]["actor"], "break-glass");
     let (_, recs) = s.admin_get(&format!("/v1/audit?task={t1}")).await;
     assert!(recs.as_array().unwrap().iter().any(|r| r["action"] == "task.revoke" && r["reason"] == "looked wrong"));
     s.stop().await;

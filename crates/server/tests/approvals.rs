@@ -122,7 +122,7 @@ async fn an_approved_call_succeeds_exactly_once() {
         assert!(!recs.as_array().map(Vec::is_empty).unwrap_or(true), "{action}: {recs}");
     }
     let (_, recs) = s.admin_get("/v1/audit?action=approval.approve&limit=100").await;
-    assert!(recs.as_array().unwrap().iter().all(|r| r["actor"] == "admin:alice@example.com"), "{recs}");
+    assert!(recs.as_array().unwrap().iter().all(|r| r["actor"] == "break-glass:alice@example.com"), "{recs}");
     let (_, v) = s.admin_post("/v1/audit/verify", json!({})).await;
     assert_eq!(v["ok"], true, "{v}");
     s.stop().await;

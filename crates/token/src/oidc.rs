@@ -54,6 +54,9 @@ pub struct IdClaims {
     pub auth_time: Option<i64>,
     #[serde(default)]
     pub acr: Option<String>,
+    /// Every claim of the token (for a groups claim under another name).
+    #[serde(skip)]
+    pub all: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why an ID token was refused. Messages never contain the token.
@@ -143,9 +146,13 @@ pub fn verify_id_token(token: &str, jwks: &JwkSet, expect: &Expect<'_>) -> Resul
         jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
         _ => IdTokenError::Malformed(e.to_string()),
     })?;
-    let claims: IdClaims =
+    let mut claims: IdClaims =
         serde_json::from_value(data.claims.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-    let extra: Extra = serde_json::from_value(data.claims).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    let extra: Extra =
+        serde_json::from_value(data.claims.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    if let serde_json::Value::Object(all) = data.claims {
+        claims.all = all;
+    }
     if claims.iss != expect.issuer {
         return Err(IdTokenError::WrongIssuer);
     }

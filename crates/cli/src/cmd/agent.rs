@@ -56,7 +56,7 @@ fn show(v: &Value) {
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     let v = match cmd {
         Cmd::Create { name, workflows, owner } => {
             let owner = match owner {

@@ -35,7 +35,7 @@ pub enum Cmd {
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     match cmd {
         Cmd::List { state } => {
             let path = if state == "all" { "/v1/approvals".to_owned() } else { format!("/v1/approvals?state={state}") };

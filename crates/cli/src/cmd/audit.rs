@@ -83,7 +83,7 @@ fn time(ms: &Value) -> String {
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     match cmd {
         Cmd::List { filter, limit } => {
             let mut q = filter.query();

@@ -22,7 +22,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let text = std::fs::read_to_string(&file).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
     let body = if v.is_array() { serde_json::json!({"entities": v}) } else { v };
-    let r = Client::admin(g)?.post("/v1/entities", &body).await?;
+    let r = Client::admin(g).await?.post("/v1/entities", &body).await?;
     if g.json {
         output::json(&r);
     } else {

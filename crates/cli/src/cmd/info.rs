@@ -20,7 +20,7 @@ pub async fn version(g: &Global) -> Result<(), CliError> {
 
 /// The server's state: version, store, keys, audit head and checkpoint age, policy version.
 pub async fn status(g: &Global) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     let v = c.get("/v1/status").await?;
     if g.json {
         output::json(&v);
@@ -56,6 +56,14 @@ pub async fn status(g: &Global) -> Result<(), CliError> {
         println!("policy:      none pushed (every decision is deny)");
     } else {
         println!("policy:      version {pv} ({} policies)", n(&v["policy"]["policies"]));
+    }
+    let bg = &v["break_glass"];
+    match bg["uses_since_start"].as_u64().unwrap_or(0) {
+        0 => println!("break-glass: not used since start"),
+        n => println!(
+            "break-glass: USED {n} time(s) since start, last at {} (the admin credential from `remit init`; every use is audited)",
+            output::s(bg, "last_used_at")
+        ),
     }
     println!("time:        {}", output::s(&v, "time"));
     Ok(())

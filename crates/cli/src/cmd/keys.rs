@@ -11,7 +11,7 @@ pub enum Cmd {
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let Cmd::Rotate = cmd;
-    let v = Client::admin(g)?.post("/v1/keys/rotate", &serde_json::json!({})).await?;
+    let v = Client::admin(g).await?.post("/v1/keys/rotate", &serde_json::json!({})).await?;
     if g.json {
         output::json(&v);
     } else {

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod info;
 pub mod init;
 pub mod keys;
+pub mod login;
 pub mod policy;
 pub mod reseal;
 pub mod serve;
@@ -35,6 +36,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decide(a) => decide::run(&g, a).await,
         Command::Exec(a) => exec::run(&g, a).await,
         Command::Reseal(a) => reseal::run(&g, a).await,
+        Command::Login(a) => login::login(&g, a).await,
+        Command::Logout => login::logout(&g).await,
+        Command::Whoami => login::whoami(&g).await,
         Command::Version => info::version(&g).await,
         Command::Status => info::status(&g).await,
         Command::Completions { shell } => info::completions(shell),

@@ -115,7 +115,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let b = bundle(&dir)?;
             // Same check the server makes, so mistakes show before the round trip.
             compile(g, &dir)?;
-            let v = Client::admin(g)?.put("/v1/policies", &b).await?;
+            let v = Client::admin(g).await?.put("/v1/policies", &b).await?;
             if g.json {
                 output::json(&v);
             } else {
@@ -123,7 +123,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             }
         }
         Cmd::Show => {
-            let v = Client::admin(g)?.get("/v1/policies").await?;
+            let v = Client::admin(g).await?.get("/v1/policies").await?;
             if g.json {
                 output::json(&v);
             } else {
@@ -155,7 +155,7 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
         }
         Cmd::Explain { request } => {
             let body = read_json(&request)?;
-            let v = Client::admin(g)?.post("/v1/decisions/explain", &body).await?;
+            let v = Client::admin(g).await?.post("/v1/decisions/explain", &body).await?;
             if g.json {
                 output::json(&v);
             } else {
@@ -244,7 +244,7 @@ fn test_offline(g: &Global, file: &std::path::Path, d: Value, policies: Option<P
 
 /// AuthZEN cases against the server (`--server`).
 async fn test_server(g: &Global, d: &Value) -> Result<(), CliError> {
-    let client = Client::admin(g)?;
+    let client = Client::admin(g).await?;
     let (mut pass, mut fail) = (0usize, Vec::new());
     for (key, path) in [
         ("evaluation", "/access/v1/evaluation"),

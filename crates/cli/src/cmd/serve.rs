@@ -66,6 +66,9 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    // Port 0 means "any free port": the default issuer (at init) and the public URL (the
+    // OpenID redirect) name the port actually bound.
+    cfg.listen = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
     let (app, created) = remit_server::bootstrap(cfg, kek.as_deref(), Arc::new(SystemClock), true)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;

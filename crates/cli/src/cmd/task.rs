@@ -88,7 +88,7 @@ pub fn show(v: &Value) {
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     let v = match cmd {
         Cmd::Start { workflow, agent, intent, ttl, sensitivity, audience } => {
             let body = json!({

@@ -88,7 +88,7 @@ fn show(v: &Value) {
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let c = Client::admin(g)?;
+    let c = Client::admin(g).await?;
     let v = match cmd {
         Cmd::Create { name, purpose, owner, max_ttl, ceiling, tools, max_depth } => {
             let body = json!({

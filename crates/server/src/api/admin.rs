@@ -31,7 +31,7 @@ pub async fn create_workflow(
     Auth(caller): Auth,
     Body(req): Body<CreateWorkflow>,
 ) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
-    caller.require_admin()?;
+    caller.require_human_or_admin()?;
     let new = NewWorkflow {
         name: parse_id(&req.name, WorkflowName::parse)?,
         purpose: req.purpose,
@@ -149,7 +149,7 @@ pub async fn create_agent(
     Auth(caller): Auth,
     Body(req): Body<CreateAgent>,
 ) -> Result<(StatusCode, Json<AgentView>), ApiError> {
-    caller.require_admin()?;
+    caller.require_human_or_admin()?;
     let name = parse_id(&req.name, AgentName::parse)?;
     let wfs = req.workflows.iter().map(|w| parse_id(w, WorkflowName::parse)).collect::<Result<Vec<_>, _>>()?;
     let agent = app.create_agent(&caller, name, req.owner, wfs).await?;

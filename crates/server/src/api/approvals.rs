@@ -65,6 +65,8 @@ pub async fn list(
             Some(ApprovalState::parse(s).ok_or_else(|| ApiError::BadRequest(format!("unknown approval state `{s}`")))?)
         }
     };
+    app.allow(&caller, remit_policy::admin::AdminAction::ApprovalRead, remit_policy::admin::AdminTarget::Installation)
+        .await?;
     let list = app.pdp.list_approvals(&caller, state, q.limit.unwrap_or(100)).await?;
     Ok(Json(ApprovalList { approvals: list.iter().map(view).collect() }))
 }
@@ -81,7 +83,9 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalView>, ApiError> {
-    let a = app.pdp.approval(&caller, &approval_id(&id)?).await?;
+    let id = approval_id(&id)?;
+    app.allow_on_approval(&caller, remit_policy::admin::AdminAction::ApprovalRead, &id).await?;
+    let a = app.pdp.approval(&caller, &id).await?;
     Ok(Json(view(&a)))
 }
 
@@ -140,7 +144,9 @@ pub async fn approve(
     Path(id): Path<String>,
     Body(b): Body<DecideBody>,
 ) -> Result<Json<ApprovalDecided>, ApiError> {
-    let a = app.pdp.decide_approval(&caller, &approval_id(&id)?, true, &b.reason).await?;
+    let id = approval_id(&id)?;
+    app.allow_on_approval(&caller, remit_policy::admin::AdminAction::ApprovalDecide, &id).await?;
+    let a = app.pdp.decide_approval(&caller, &id, true, &b.reason).await?;
     Ok(Json(ApprovalDecided { id: a.id.to_string(), state: a.state }))
 }
 
@@ -160,6 +166,8 @@ pub async fn deny(
     Path(id): Path<String>,
     Body(b): Body<DecideBody>,
 ) -> Result<Json<ApprovalDecided>, ApiError> {
-    let a = app.pdp.decide_approval(&caller, &approval_id(&id)?, false, &b.reason).await?;
+    let id = approval_id(&id)?;
+    app.allow_on_approval(&caller, remit_policy::admin::AdminAction::ApprovalDecide, &id).await?;
+    let a = app.pdp.decide_approval(&caller, &id, false, &b.reason).await?;
     Ok(Json(ApprovalDecided { id: a.id.to_string(), state: a.state }))
 }

@@ -89,7 +89,8 @@ pub async fn export(
     Auth(caller): Auth,
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_admin()?;
+    app.allow(&caller, remit_policy::admin::AdminAction::AuditRead, remit_policy::admin::AdminTarget::Installation)
+        .await?;
     let f = filter(q, remit_store::MAX_PAGE)?;
     let max = if f.limit == 0 { u32::MAX } else { f.limit };
     let pages = futures_util::stream::unfold(Some((app, caller, f, 0u32)), move |state| async move {
@@ -142,6 +143,11 @@ pub async fn verify(State(app): State<AppState>, Auth(caller): Auth) -> Result<J
               (status = 403, body = ErrorBody, description = "not the admin")),
     security(("bearer" = [])))]
 pub async fn checkpoint(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<CheckpointResult>, ApiError> {
-    caller.require_admin()?;
+    app.allow(
+        &caller,
+        remit_policy::admin::AdminAction::AuditCheckpoint,
+        remit_policy::admin::AdminTarget::Installation,
+    )
+    .await?;
     Ok(Json(CheckpointResult { checkpoint: app.checkpoint_now().await? }))
 }

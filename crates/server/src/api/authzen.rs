@@ -173,6 +173,12 @@ pub async fn explain(
     Body(body): Body<Value>,
 ) -> Result<Json<Explanation>, ApiError> {
     let ev = evaluation(&object(body)?, &Map::new())?;
+    app.allow(
+        &caller,
+        remit_policy::admin::AdminAction::DecisionExplain,
+        remit_policy::admin::AdminTarget::Installation,
+    )
+    .await?;
     let (d, engine) = app.pdp.explain(&caller, &ev).await?;
     let policies = d
         .reasons

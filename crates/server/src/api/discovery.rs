@@ -127,6 +127,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "policies", description = "Cedar policy bundles and the attribute store's entities. Admin."),
         (name = "decisions", description = "Decisions on an agent task's actions, and explained decisions."),
         (name = "approvals", description = "Approval requests opened by `@approval` policies, decided by a named human."),
+        (name = "humans", description = "Humans: signing in through an OpenID provider, Remit's own sessions, and managing humans and sessions."),
         (name = "AuthZEN", description = "OpenID AuthZEN Authorization API 1.0: evaluations, search and PDP metadata."),
     ),
     paths(
@@ -145,6 +146,9 @@ impl utoipa::Modify for BearerAuth {
         super::authzen::explain, super::approvals::list, super::approvals::get, super::approvals::approve,
         super::approvals::deny, super::approvals::watch, super::authzen::search_subject, super::authzen::search_resource,
         super::authzen::search_action, super::authzen::decide_task,
+        super::humans::providers, super::humans::login, super::humans::callback, super::humans::token,
+        super::humans::session, super::humans::logout, super::humans::list, super::humans::get,
+        super::humans::deactivate, super::humans::revoke_session,
     )
 )]
 pub struct ApiDoc;

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authzen;
 pub mod discovery;
 pub mod error;
+pub mod humans;
 pub mod oauth;
 pub mod policy;
 pub mod schema;
@@ -59,9 +60,18 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        // A browser's session cookie counts only on reads (no state change rides on a cookie).
+        let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+        let token = bearer(parts)
+            .or_else(|| safe.then(|| humans::cookie(&parts.headers, humans::SESSION_COOKIE)).flatten())
+            .ok_or_else(ApiError::unauthenticated)?;
         let operator = parts.headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
-        Ok(Auth(app.authenticate(token, operator).await?))
+        let caller = app.authenticate(token, operator).await?;
+        if let Caller::Admin { .. } = caller {
+            let route = parts.extensions.get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+            app.break_glass_used(&caller, method_label(&parts.method), route).await;
+        }
+        Ok(Auth(caller))
     }
 }
 
@@ -254,6 +264,16 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/approvals/{id}/events", get(approvals::watch))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/v1/auth/providers", get(humans::providers))
+        .route("/v1/auth/oidc/{provider}/login", get(humans::login))
+        .route("/v1/auth/oidc/callback", get(humans::callback))
+        .route("/v1/auth/token", post(humans::token))
+        .route("/v1/auth/session", get(humans::session))
+        .route("/v1/auth/logout", post(humans::logout))
+        .route("/v1/humans", get(humans::list))
+        .route("/v1/humans/{id}", get(humans::get))
+        .route("/v1/humans/{id}/deactivate", post(humans::deactivate))
+        .route("/v1/sessions/{id}/revoke", post(humans::revoke_session))
         .route("/access/v1/evaluation", post(authzen::evaluation_one))
         .route("/access/v1/evaluations", post(authzen::evaluations))
         .route("/access/v1/search/subject", post(authzen::search_subject))

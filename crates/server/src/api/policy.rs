@@ -25,6 +25,8 @@ pub async fn push(
     Auth(caller): Auth,
     Body(bundle): Body<remit_policy::Bundle>,
 ) -> Result<(StatusCode, Json<PolicyVersion>), ApiError> {
+    app.allow(&caller, remit_policy::admin::AdminAction::PolicyPush, remit_policy::admin::AdminTarget::Installation)
+        .await?;
     let version = app.pdp.push_policy(&caller, bundle).await?;
     Ok((StatusCode::CREATED, Json(PolicyVersion { version })))
 }
@@ -36,6 +38,8 @@ pub async fn push(
               (status = 403, body = ErrorBody, description = "not the admin")),
     security(("bearer" = [])))]
 pub async fn active(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<ActivePolicy>, ApiError> {
+    app.allow(&caller, remit_policy::admin::AdminAction::PolicyRead, remit_policy::admin::AdminTarget::Installation)
+        .await?;
     let Some(p) = app.pdp.active_policy(&caller).await? else {
         return Ok(Json(ActivePolicy { version: 0, created_at: None, created_by: None, bundle: Value::Null }));
     };
@@ -68,6 +72,8 @@ pub async fn push_entities(
     Auth(caller): Auth,
     Body(body): Body<EntitiesBody>,
 ) -> Result<Json<EntitiesStored>, ApiError> {
+    app.allow(&caller, remit_policy::admin::AdminAction::EntitiesPush, remit_policy::admin::AdminTarget::Installation)
+        .await?;
     let n = app.pdp.push_entities(&caller, body.entities.into_iter().map(Into::into).collect()).await?;
     Ok(Json(EntitiesStored { stored: n }))
 }

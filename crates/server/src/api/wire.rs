@@ -395,3 +395,139 @@ impl TaskDecisionRequest {
         (self.token, call)
     }
 }
+
+/// A human known to Remit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HumanView {
+    /// `h-` and 32 hex digits.
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    /// `unverified` (named as an owner, never signed in), `active` or `deactivated`.
+    pub state: String,
+    /// `admin`, `operator`, `approver`, `auditor`.
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The OpenID provider (issuer) they signed in through, if any.
+    pub issuer: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<String>,
+}
+
+impl From<remit_core::human::Human> for HumanView {
+    fn from(h: remit_core::human::Human) -> Self {
+        HumanView {
+            id: h.id.to_string(),
+            email: h.email,
+            display_name: h.display_name,
+            state: h.state.as_str().into(),
+            roles: h.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            groups: h.groups,
+            issuer: h.external.map(|e| e.issuer),
+            created_at: rfc3339(h.created_at),
+            updated_at: rfc3339(h.updated_at),
+            deactivated_at: h.deactivated_at.map(rfc3339),
+        }
+    }
+}
+
+/// A human's session (never its tokens).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// `s-` and 32 hex digits.
+    pub id: String,
+    pub human: String,
+    /// `oidc:<provider>` or `local`.
+    pub method: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: when the current access token stops working.
+    pub expires_at: String,
+    /// RFC 3339: when the session ends, however often it is refreshed.
+    pub ends_at: String,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+}
+
+impl From<remit_core::human::Session> for SessionView {
+    fn from(s: remit_core::human::Session) -> Self {
+        SessionView {
+            id: s.id.to_string(),
+            human: s.human.to_string(),
+            method: s.method,
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            ends_at: rfc3339(s.refresh_until),
+            revoked_at: s.revoked_at.map(rfc3339),
+            revoke_reason: s.revoke_reason,
+        }
+    }
+}
+
+/// A human with their sessions (newest first).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HumanDetail {
+    pub human: HumanView,
+    pub sessions: Vec<SessionView>,
+}
+
+/// The signed-in human and the session acting.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub human: HumanView,
+    pub session: SessionView,
+}
+
+/// What deactivating a human did, in one transaction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeactivationView {
+    pub human: HumanView,
+    pub sessions_revoked: Vec<String>,
+    pub workflows_orphaned: Vec<String>,
+    pub agents_orphaned: Vec<String>,
+}
+
+/// A configured OpenID provider.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderView {
+    pub name: String,
+    pub issuer: String,
+    /// Where a browser starts signing in (`GET`).
+    pub login: String,
+}
+
+/// `remit login`'s last step, or a refresh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTokenRequest {
+    /// `authorization_code` (the hand-off code from the loopback redirect, with the CLI's
+    /// PKCE verifier) or `refresh_token`.
+    pub grant_type: String,
+    pub code: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// A session's tokens: shown once, stored nowhere by Remit (only their hashes).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionTokensView {
+    /// `remit_s.…`: the bearer credential for Remit's API.
+    pub access_token: String,
+    /// `remit_r.…`: trades for new tokens once (`grant_type=refresh_token`).
+    pub refresh_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub session: String,
+}

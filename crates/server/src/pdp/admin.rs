@@ -35,7 +35,7 @@ impl Pdp {
     /// Validates `bundle` (strict) and activates it as the next version, or refuses it with
     /// Cedar's diagnostics and changes nothing.
     pub async fn push_policy(&self, caller: &Caller, bundle: Bundle) -> Result<u64, Error> {
-        caller.require_admin()?;
+        caller.require_human_or_admin()?;
         if let Err(rejected) = Engine::compile(0, &bundle) {
             return Err(Error::Invalid(rejected.to_string()));
         }
@@ -51,13 +51,13 @@ impl Pdp {
 
     /// The active bundle as stored (admin).
     pub async fn active_policy(&self, caller: &Caller) -> Result<Option<StoredPolicySet>, Error> {
-        caller.require_admin()?;
+        caller.require_human_or_admin()?;
         Ok(self.store.policy().active_set().await?)
     }
 
     /// Inserts or replaces attribute-store entities.
     pub async fn push_entities(&self, caller: &Caller, list: Vec<EntityPush>) -> Result<usize, Error> {
-        caller.require_admin()?;
+        caller.require_human_or_admin()?;
         if list.len() > MAX_ENTITIES_PER_PUSH {
             return Err(Error::Invalid(format!("at most {MAX_ENTITIES_PER_PUSH} entities per push")));
         }

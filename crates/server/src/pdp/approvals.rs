@@ -145,7 +145,7 @@ impl Pdp {
         state: Option<ApprovalState>,
         limit: u32,
     ) -> Result<Vec<Approval>, Error> {
-        caller.require_admin()?;
+        caller.require_human_or_admin()?;
         Ok(self.store.approvals().list(state, limit).await?)
     }
 
@@ -157,6 +157,8 @@ impl Pdp {
         let a = self.store.approvals().get(id).await?.ok_or_else(not_found)?;
         let visible = match caller {
             Caller::Admin { .. } => true,
+            // Allowed by Remit's own policy before this is reached.
+            Caller::Human { .. } => true,
             Caller::Task { id: me, .. } => a.task.as_ref() == Some(me),
             Caller::Instance { id: me, spiffe_id, .. } => {
                 a.requested_by == *spiffe_id
@@ -183,12 +185,19 @@ impl Pdp {
         approve: bool,
         reason: &str,
     ) -> Result<Approval, Error> {
-        let Caller::Admin { operator: Some(human) } = caller else {
-            return Err(Error::Denied(
-                "approvals are decided by a named human: the admin credential with x-remit-operator (--operator)"
-                    .into(),
-            ));
+        // A signed-in human (whose right to decide Remit's own policy checked before this), or
+        // the break-glass credential naming its operator.
+        let human = match caller {
+            Caller::Human { human, .. } => human.email.clone(),
+            Caller::Admin { operator: Some(o) } => o.clone(),
+            _ => {
+                return Err(Error::Denied(
+                    "approvals are decided by a signed-in human (or the break-glass credential naming its operator)"
+                        .into(),
+                ));
+            }
         };
+        let human = &human;
         if reason.trim().is_empty() {
             return Err(Error::Invalid("a reason is required".into()));
         }
@@ -199,10 +208,16 @@ impl Pdp {
             .await?
             .ok_or_else(|| Error::NotFound(format!("approval `{id}` not found")))?;
         // One normalised form on both sides: letter case does not make another person.
-        if human_identity(&a.requested_by) == human_identity(&caller.actor()) {
+        let own = match caller {
+            Caller::Human { human: h, .. } => a.requested_by.starts_with(&format!("human:{}/", h.id)),
+            _ => human_identity(&a.requested_by) == human_identity(&caller.actor()),
+        };
+        if own {
             return Err(Error::Denied("a request cannot be decided by the one who made it".into()));
         }
-        self.may_approve(human, &a).await?;
+        if let Caller::Admin { .. } = caller {
+            self.may_approve(human, &a).await?;
+        }
         let now = self.clock.now();
         // Approving a call of a task that can no longer make it would be a grant nobody can
         // use (or, worse, one that outlives a kill): refuse; denying it is always fine.

@@ -223,7 +223,7 @@ impl Pdp {
     /// is this explanation's own `access.explain`. Returns the decision with the engine that
     /// made it, so the policy text shown is from the version that decided.
     pub async fn explain(&self, caller: &Caller, ev: &Evaluation) -> Result<(Decision, Arc<Engine>), Error> {
-        caller.require_admin()?;
+        caller.require_human_or_admin()?;
         let engine = self.engine();
         self.check_caller_facts(caller, &engine, std::slice::from_ref(ev))?;
         let d = self.decide_one(&engine, ev, None).await?;

@@ -5,6 +5,7 @@ use remit_core::audit::{AuditAction, AuditEvent};
 use remit_core::ids::{AgentName, HumanId, JoinTokenId, WorkflowName};
 use remit_core::model::{Agent, AgentState, JoinToken, Kill, KillReport, KillTarget, Workflow, WorkflowState};
 use remit_core::rules::{self, NewWorkflow};
+use remit_policy::admin::AdminAction;
 use remit_store::KeyPurpose;
 
 use super::Caller;
@@ -30,7 +31,7 @@ fn check_reason(reason: &str) -> Result<(), Error> {
 
 impl App {
     pub async fn create_workflow(&self, caller: &Caller, req: NewWorkflow) -> Result<Workflow, Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::WorkflowCreate, remit_policy::admin::AdminTarget::Installation).await?;
         let mut wf = rules::new_workflow(req, &self.limits, self.clock.now())?;
         // The owner's human record: this id if Remit does not know them yet (see the store).
         wf.owner_id = Some(HumanId::from_random(self.random.bytes16()));
@@ -45,7 +46,7 @@ impl App {
     }
 
     pub async fn workflow(&self, caller: &Caller, name: &WorkflowName) -> Result<Workflow, Error> {
-        caller.require_admin()?;
+        self.allow_on_workflow(caller, AdminAction::WorkflowRead, name).await?;
         self.store
             .identity()
             .workflow(name)
@@ -54,7 +55,7 @@ impl App {
     }
 
     pub async fn list_workflows(&self, caller: &Caller) -> Result<Vec<Workflow>, Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::WorkflowRead, remit_policy::admin::AdminTarget::Installation).await?;
         Ok(self.store.identity().list_workflows().await?)
     }
 
@@ -69,7 +70,7 @@ impl App {
     }
 
     pub async fn resume_workflow(&self, caller: &Caller, name: &WorkflowName, reason: &str) -> Result<Workflow, Error> {
-        caller.require_admin()?;
+        self.allow_on_workflow(caller, AdminAction::WorkflowResume, name).await?;
         check_reason(reason)?;
         let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowResume)
             .workflow(name)
@@ -87,7 +88,7 @@ impl App {
         tools: Vec<String>,
         reason: &str,
     ) -> Result<Workflow, Error> {
-        caller.require_admin()?;
+        self.allow_on_workflow(caller, AdminAction::WorkflowUpdate, name).await?;
         check_reason(reason)?;
         rules::check_tools(&tools, &self.limits)?;
         let before = self.workflow(caller, name).await?;
@@ -106,7 +107,7 @@ impl App {
         owner: String,
         workflows: Vec<WorkflowName>,
     ) -> Result<Agent, Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::AgentCreate, remit_policy::admin::AdminTarget::Installation).await?;
         rules::check_owner(&owner, &self.limits)?;
         let now = self.clock.now();
         let agent = Agent {
@@ -129,12 +130,12 @@ impl App {
     }
 
     pub async fn agent(&self, caller: &Caller, name: &AgentName) -> Result<Agent, Error> {
-        caller.require_admin()?;
+        self.allow_on_agent(caller, AdminAction::AgentRead, name).await?;
         self.store.identity().agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent `{name}` not found")))
     }
 
     pub async fn list_agents(&self, caller: &Caller) -> Result<Vec<Agent>, Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::AgentRead, remit_policy::admin::AdminTarget::Installation).await?;
         Ok(self.store.identity().list_agents().await?)
     }
 
@@ -144,7 +145,7 @@ impl App {
     }
 
     pub async fn enable_agent(&self, caller: &Caller, name: &AgentName, reason: &str) -> Result<Agent, Error> {
-        caller.require_admin()?;
+        self.allow_on_agent(caller, AdminAction::AgentEnable, name).await?;
         check_reason(reason)?;
         let audit =
             AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::AgentEnable).agent(name).reason(reason);
@@ -158,7 +159,7 @@ impl App {
         agent: &AgentName,
         ttl_secs: Option<u64>,
     ) -> Result<IssuedJoinToken, Error> {
-        caller.require_admin()?;
+        self.allow_on_agent(caller, AdminAction::AgentJoinToken, agent).await?;
         let max = self.cfg.limits.max_join_token_ttl.as_secs();
         let ttl = ttl_secs.unwrap_or(600);
         if ttl == 0 || ttl > max {
@@ -188,7 +189,16 @@ impl App {
 
     /// Pulls a kill switch on any target; the store applies the cascade atomically.
     pub async fn kill(&self, caller: &Caller, target: KillTarget, reason: &str) -> Result<KillReport, Error> {
-        caller.require_admin()?;
+        match &target {
+            KillTarget::Workflow(w) => self.allow_on_workflow(caller, AdminAction::WorkflowSuspend, w).await?,
+            KillTarget::Agent(a) => self.allow_on_agent(caller, AdminAction::AgentDisable, a).await?,
+            KillTarget::Instance(_) => {
+                self.allow(caller, AdminAction::InstanceRevoke, remit_policy::admin::AdminTarget::Installation).await?
+            }
+            KillTarget::Task(_) => {
+                self.allow(caller, AdminAction::TaskRevoke, remit_policy::admin::AdminTarget::Installation).await?
+            }
+        }
         check_reason(reason)?;
         let kind = match &target {
             KillTarget::Task(_) => "task",
@@ -208,7 +218,7 @@ impl App {
     /// Rotates the JWT signing key. Tokens signed by the old key stay valid until they
     /// expire: the old key is published until the longest token it could have signed is dead.
     pub async fn rotate_keys(&self, caller: &Caller) -> Result<(String, u64), Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::KeysRotate, remit_policy::admin::AdminTarget::Installation).await?;
         let now = self.clock.now();
         let key = new_stored_key(self.kek(), KeyPurpose::Jwt, now).map_err(Error::Internal)?;
         let kid = key.kid.clone();

@@ -12,7 +12,8 @@ const VERIFY_PAGE: u32 = 5000;
 
 impl App {
     pub async fn list_audit(&self, caller: &Caller, filter: AuditFilter) -> Result<Vec<AuditRecord>, Error> {
-        caller.require_admin()?;
+        self.allow(caller, remit_policy::admin::AdminAction::AuditRead, remit_policy::admin::AdminTarget::Installation)
+            .await?;
         Ok(self.store.audit().list(filter).await?)
     }
 
@@ -20,7 +21,8 @@ impl App {
     /// names the first broken record. Records and checkpoints are both streamed in `seq`
     /// order, a page at a time: memory stays flat however long the log.
     pub async fn verify_audit(&self, caller: &Caller) -> Result<Result<VerifyReport, ChainBreak>, Error> {
-        caller.require_admin()?;
+        self.allow(caller, remit_policy::admin::AdminAction::AuditRead, remit_policy::admin::AdminTarget::Installation)
+            .await?;
         let audit = self.store.audit();
         let mut v = match ChainVerifier::new(&[], |_| true) {
             Ok(v) => v,

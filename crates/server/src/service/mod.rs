@@ -6,6 +6,8 @@ pub mod admin;
 pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
+pub mod humans;
+pub mod signin;
 pub mod status;
 pub mod tasks;
 pub mod tokens;
@@ -77,6 +79,9 @@ impl App {
     /// live task token (for its own task's decisions, approvals and state), either token with
     /// an audience that includes Remit's own.
     pub async fn authenticate(&self, bearer: &str, operator: Option<&str>) -> Result<Caller, Error> {
+        if bearer.starts_with(signin::ACCESS_PREFIX) {
+            return self.authenticate_session(bearer).await;
+        }
         if bearer.starts_with(ADMIN_TOKEN_PREFIX) {
             return if self.is_admin_credential(bearer) {
                 Ok(Caller::Admin { operator: clean_operator(operator) })

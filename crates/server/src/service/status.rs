@@ -20,6 +20,16 @@ pub struct Status {
     pub keys: KeysStatus,
     pub audit: AuditStatus,
     pub policy: PolicyStatus,
+    pub break_glass: BreakGlassStatus,
+}
+
+/// Uses of the break-glass credential (the admin credential from `remit init`) by this server.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BreakGlassStatus {
+    /// Requests made with it since this server started.
+    pub uses_since_start: u64,
+    /// The last one (RFC 3339).
+    pub last_used_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -61,7 +71,12 @@ pub struct PolicyStatus {
 
 impl App {
     pub async fn status(&self, caller: &Caller) -> Result<Status, Error> {
-        caller.require_admin()?;
+        self.allow(
+            caller,
+            remit_policy::admin::AdminAction::StatusRead,
+            remit_policy::admin::AdminTarget::Installation,
+        )
+        .await?;
         let now = self.clock.now();
         let (head_seq, _) = self.store.audit().head().await?;
         let cp = self.store.audit().latest_checkpoint().await?;
@@ -91,6 +106,13 @@ impl App {
                 unsigned_records: head_seq.saturating_sub(cp.as_ref().map(|c| c.seq).unwrap_or(0)),
             },
             policy: PolicyStatus { version: engine.version(), policies: engine.len() },
+            break_glass: BreakGlassStatus {
+                uses_since_start: self.authz.break_glass_uses.load(std::sync::atomic::Ordering::Relaxed),
+                last_used_at: match self.authz.break_glass_last.load(std::sync::atomic::Ordering::Relaxed) {
+                    0 => None,
+                    ms => Some(remit_core::time::UnixMillis(i64::try_from(ms).unwrap_or(i64::MAX)).to_rfc3339()),
+                },
+            },
         })
     }
 }

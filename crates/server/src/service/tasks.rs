@@ -9,6 +9,8 @@ use remit_store::{StoreError, TaskFilter};
 use remit_token::{Claims, RemitClaims, SvidKind, jwt};
 use subtle::ConstantTimeEq;
 
+use remit_policy::admin::{AdminAction, AdminTarget};
+
 use super::Caller;
 use super::admin::hex;
 use crate::app::App;
@@ -127,6 +129,7 @@ impl App {
             Caller::Task { .. } => {
                 return Err(Error::Denied("a task cannot start tasks with its own token".into()));
             }
+            Caller::Human { .. } => return Err(Error::Denied("humans start tasks through an agent".into())),
             Caller::Admin { .. } => {
                 let a = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` is required".into()))?;
                 let ctx = self.store.identity().start_context(&req.workflow, &a, None).await?;
@@ -212,6 +215,10 @@ impl App {
         let t = self.store.identity().task(id).await?.ok_or_else(not_found)?;
         match caller {
             Caller::Admin { .. } => Ok(t),
+            Caller::Human { .. } => {
+                self.allow(caller, AdminAction::TaskRead, AdminTarget::Installation).await?;
+                Ok(t)
+            }
             Caller::Instance { id: me, .. } if t.instance.as_ref() == Some(me) => Ok(t),
             Caller::Task { id: me, .. } if *me == t.id => Ok(t),
             Caller::Instance { .. } | Caller::Task { .. } => Err(not_found()),
@@ -219,7 +226,10 @@ impl App {
     }
 
     pub async fn list_tasks(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, Error> {
-        caller.require_not_task()?;
+        match caller {
+            Caller::Human { .. } => self.allow(caller, AdminAction::TaskRead, AdminTarget::Installation).await?,
+            _ => caller.require_not_task()?,
+        }
         if let Caller::Instance { id, .. } = caller {
             filter.instance = Some(id.clone());
         }
@@ -229,6 +239,9 @@ impl App {
     /// Completes a task (admin, the instance that started it, or the task itself); its subtree
     /// ends with it.
     pub async fn complete_task(&self, caller: &Caller, id: &TaskId) -> Result<KillReport, Error> {
+        if let Caller::Human { .. } = caller {
+            self.allow(caller, AdminAction::TaskRevoke, AdminTarget::Installation).await?;
+        }
         let t = self.task(caller, id).await?;
         let now = self.clock.now();
         rules::end_task(&t, TaskState::Completed, now)?;
@@ -237,7 +250,7 @@ impl App {
 
     /// Kill switch: revokes a task and everything issued under it.
     pub async fn revoke_task(&self, caller: &Caller, id: &TaskId, reason: &str) -> Result<KillReport, Error> {
-        caller.require_admin()?;
+        self.allow(caller, AdminAction::TaskRevoke, AdminTarget::Installation).await?;
         let t = self.task(caller, id).await?;
         rules::end_task(&t, TaskState::Revoked, self.clock.now())?;
         self.kill(caller, KillTarget::Task(id.clone()), reason).await

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod oidc;
+pub mod signin;
 
 use std::sync::Arc;
 
