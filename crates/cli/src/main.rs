@@ -95,6 +95,14 @@ pub enum Command {
     Exec(cmd::exec::Args),
     /// Seal an installation made before Remit sealed its records under the KEK (offline).
     Reseal(cmd::reseal::Args),
+    /// Humans known to Remit and their sessions.
+    #[command(subcommand)]
+    Human(cmd::human::Cmd),
+    /// Sessions of humans.
+    #[command(subcommand)]
+    Session(cmd::human::SessionCmd),
+    /// Workflows and agents whose owner was deactivated, until someone takes them over.
+    Orphans,
     /// Sign in as a human through the server's OpenID provider (a loopback redirect: the
     /// browser signs in, the CLI keeps the Remit session, 0600).
     Login(cmd::login::LoginArgs),

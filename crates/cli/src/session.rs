@@ -66,3 +66,22 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// A secret from `REMIT_PASSWORD`, else the first line of standard input (never an argument,
+/// which other users could read in the process list).
+pub fn read_secret(what: &str) -> Result<String, CliError> {
+    if let Ok(p) = std::env::var("REMIT_PASSWORD")
+        && !p.is_empty()
+    {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Failed(format!("cannot read the {what} from standard input: {e}")))?;
+    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+    if line.is_empty() {
+        return Err(CliError::Failed(format!("no {what}: give it on standard input or in REMIT_PASSWORD")));
+    }
+    Ok(line)
+}

@@ -134,6 +134,12 @@ scopes = ["openid", "email", "profile", "groups"]
         "the record names her and her session: {out}"
     );
 
+    let (code, out, err) = remit(&url, &session, &elsewhere, &["human", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alice@example.com") && out.contains("active"), "{out}");
+    let (code, out, err) = remit(&url, &session, &elsewhere, &["orphans"]);
+    assert_eq!((code, out.trim()), (0, "nothing is orphaned"), "{err}");
+
     // Bob has no role: the same command is refused (exit 3), and the refusal is recorded.
     let bob_session = dir.path().join("bob.json");
     let (code, _) = login(&url, &bob_session, &op, "bob").await;
@@ -158,4 +164,71 @@ scopes = ["openid", "email", "profile", "groups"]
     assert_ne!(code, 0, "no session and no admin credential: {err}");
     drop(server);
     op.stop().await;
+}
+
+/// Runs the CLI with `stdin` as its standard input.
+fn remit_stdin(
+    url: &str,
+    session: &std::path::Path,
+    data: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--url", url])
+        .args(args)
+        .env("REMIT_SESSION_FILE", session)
+        .env("REMIT_DATA_DIR", data)
+        .env_remove("REMIT_ADMIN_TOKEN")
+        .env_remove("REMIT_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_local_human_is_created_and_signs_in_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::serve(&data, &[], &[]);
+    let url = server.url.clone();
+    let session = dir.path().join("session.json");
+    let elsewhere = dir.path().join("no-admin-here");
+    // The admin (break-glass, from the data directory) creates her; the password comes on stdin.
+    let (code, out, err) = remit_stdin(
+        &url,
+        &session,
+        &data,
+        &["human", "create", "dana@example.com", "--role", "auditor"],
+        "correct horse battery\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dana@example.com"), "{out}");
+    let (code, _, err) =
+        remit_stdin(&url, &session, &elsewhere, &["login", "--local", "dana@example.com"], "wrong password!!\n");
+    assert_eq!(code, 3, "{err}");
+    let (code, out, err) =
+        remit_stdin(&url, &session, &elsewhere, &["login", "--local", "dana@example.com"], "correct horse battery\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("signed in as dana@example.com") && out.contains("roles:   auditor"), "{out}");
+    let (code, _, err) = remit(&url, &session, &elsewhere, &["audit", "list"]);
+    assert_eq!(code, 0, "an auditor reads the log: {err}");
+    let (code, _, err) = remit(
+        &url,
+        &session,
+        &elsewhere,
+        &["workflow", "create", "w", "--purpose", "p", "--owner", "dana@example.com"],
+    );
+    assert_eq!(code, 3, "an auditor creates nothing: {err}");
+    drop(server);
 }

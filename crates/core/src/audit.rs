@@ -58,6 +58,9 @@ pub enum AuditAction {
     SessionRevoke,
     AdminDeny,
     BreakGlassUse,
+    GroupWrite,
+    GroupDelete,
+    AgentUpdate,
 }
 
 impl AuditAction {
@@ -99,6 +102,9 @@ impl AuditAction {
             AuditAction::SessionRevoke => "session.revoke",
             AuditAction::AdminDeny => "admin.deny",
             AuditAction::BreakGlassUse => "breakglass.use",
+            AuditAction::GroupWrite => "group.write",
+            AuditAction::GroupDelete => "group.delete",
+            AuditAction::AgentUpdate => "agent.update",
         }
     }
 }

@@ -335,6 +335,66 @@ pub fn actor(human: &HumanId, session: &SessionId) -> String {
     format!("human:{human}/session:{session}")
 }
 
+/// A local human's credential (for setups without an identity provider): an argon2id hash of
+/// their password, their TOTP secret (sealed under the KEK) once enrolled, and the failed
+/// attempts that lock the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCredential {
+    pub human: HumanId,
+    /// The PHC string (`$argon2id$…`).
+    pub password_hash: String,
+    /// The sealed TOTP secret, and whether the human confirmed it with a code (only then is a
+    /// code required at sign-in).
+    pub totp: Option<(Vec<u8>, bool)>,
+    /// The last TOTP step a code was accepted for (a code works once).
+    pub last_totp_step: Option<u64>,
+    /// Failed sign-ins since the last success.
+    pub failures: u32,
+    pub locked_until: Option<UnixMillis>,
+    pub updated_at: UnixMillis,
+}
+
+/// How many failures lock an account, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    pub max_failures: u32,
+    pub lock_secs: u64,
+}
+
+/// Whether the account refuses sign-ins now.
+pub fn locked(c: &LocalCredential, now: UnixMillis) -> bool {
+    c.locked_until.is_some_and(|t| now < t)
+}
+
+/// The credential after a failed sign-in: one more failure, locked for `lock_secs` once they
+/// reach `max_failures` (and the count starts again after the lock).
+pub fn after_failure(c: &LocalCredential, l: Lockout, now: UnixMillis) -> LocalCredential {
+    let failures = c.failures.saturating_add(1);
+    let (failures, locked_until) =
+        if failures >= l.max_failures { (0, Some(now.plus_secs(l.lock_secs))) } else { (failures, c.locked_until) };
+    LocalCredential { failures, locked_until, updated_at: now, ..c.clone() }
+}
+
+/// The credential after a successful sign-in (with the TOTP step used, if any).
+pub fn after_success(c: &LocalCredential, totp_step: Option<u64>, now: UnixMillis) -> LocalCredential {
+    LocalCredential {
+        failures: 0,
+        locked_until: None,
+        last_totp_step: totp_step.or(c.last_totp_step),
+        updated_at: now,
+        ..c.clone()
+    }
+}
+
+/// Refuses a password shorter than 12 characters, longer than 1024 bytes, or with control
+/// characters.
+pub fn check_password(p: &str) -> Result<(), DomainError> {
+    if p.chars().count() < 12 || p.len() > 1024 || p.chars().any(char::is_control) {
+        return Err(DomainError::invalid("password", "must be 12 to 1024 characters, without control characters"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -394,6 +454,27 @@ mod tests {
             sign_in(Some(&linked), Some(&other), &facts("1", "bob@example.com", true), id(2), T),
             Err(DomainError::EmailTaken(_))
         ));
+    }
+
+    #[test]
+    fn failures_lock_an_account_for_a_while() {
+        let c = LocalCredential {
+            human: id(1),
+            password_hash: "x".into(),
+            totp: None,
+            last_totp_step: None,
+            failures: 0,
+            locked_until: None,
+            updated_at: T,
+        };
+        let l = Lockout { max_failures: 3, lock_secs: 60 };
+        let c1 = after_failure(&after_failure(&c, l, T), l, T);
+        assert_eq!((c1.failures, locked(&c1, T)), (2, false));
+        let c3 = after_failure(&c1, l, T);
+        assert!(locked(&c3, T) && locked(&c3, T.plus_secs(59)) && !locked(&c3, T.plus_secs(60)));
+        let ok = after_success(&c3, Some(7), T.plus_secs(61));
+        assert_eq!((ok.failures, ok.locked_until, ok.last_totp_step), (0, None, Some(7)));
+        assert!(check_password("short").is_err() && check_password("long enough pass").is_ok());
     }
 
     #[test]

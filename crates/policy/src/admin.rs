@@ -36,7 +36,7 @@ namespace Remit {
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
          "instance.revoke" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
-  action "workflow.create", "workflow.update", "agent.create", "agent.join_token", "policy.push",
+  action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
          "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start" in [manage]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "approval.decide"
@@ -100,6 +100,7 @@ pub enum AdminAction {
     WorkflowCreate,
     WorkflowUpdate,
     AgentCreate,
+    AgentUpdate,
     AgentJoinToken,
     PolicyPush,
     EntitiesPush,
@@ -132,6 +133,7 @@ impl AdminAction {
             WorkflowCreate => "workflow.create",
             WorkflowUpdate => "workflow.update",
             AgentCreate => "agent.create",
+            AgentUpdate => "agent.update",
             AgentJoinToken => "agent.join_token",
             PolicyPush => "policy.push",
             EntitiesPush => "entities.push",

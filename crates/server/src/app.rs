@@ -49,6 +49,8 @@ pub struct App {
     admin_hash: [u8; 32],
     /// SHA-256 of the read-only metrics scrape credential, once `serve` set one.
     metrics_hash: std::sync::OnceLock<[u8; 32]>,
+    /// SHA-256 of the SCIM credential (the identity provider's), once `serve` set one.
+    scim_hash: std::sync::OnceLock<[u8; 32]>,
     kek: Kek,
     /// The JWT signing key and the retired keys still accepted; swapped whole on rotation.
     keyring: RwLock<Arc<Keyring>>,
@@ -135,6 +137,7 @@ impl App {
             metrics,
             admin_hash,
             metrics_hash: std::sync::OnceLock::new(),
+            scim_hash: std::sync::OnceLock::new(),
             kek,
             keyring: RwLock::new(Arc::new(keyring)),
             audit_key: Arc::new(audit_key),
@@ -210,6 +213,19 @@ impl App {
     /// Sets the read-only credential `/metrics` also accepts (once; later calls are ignored).
     pub fn set_metrics_credential(&self, token: &str) {
         let _ = self.metrics_hash.set(remit_token::sha256(token.as_bytes()));
+    }
+
+    pub fn set_scim_credential(&self, token: &str) {
+        let _ = self.scim_hash.set(remit_token::sha256(token.as_bytes()));
+    }
+
+    /// Constant-time check of a presented SCIM credential.
+    pub fn is_scim_credential(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        match self.scim_hash.get() {
+            Some(want) => bool::from(remit_token::sha256(presented.as_bytes()).ct_eq(want)),
+            None => false,
+        }
     }
 
     /// Constant-time check of a presented metrics scrape credential.

@@ -32,27 +32,42 @@ pub const MIN_METRICS_TOKEN_LEN: usize = 32;
 /// `env` (`REMIT_METRICS_TOKEN`, so replicas can share one), else the `metrics-token` file in
 /// the data directory, created (0600) on first use.
 pub fn metrics_credential(data_dir: &Path, env: Option<&str>) -> Result<String, StartError> {
+    credential(data_dir, METRICS_TOKEN_FILE, METRICS_TOKEN_PREFIX, "REMIT_METRICS_TOKEN", env)
+}
+
+/// The file holding the SCIM credential in the data directory.
+pub const SCIM_TOKEN_FILE: &str = "scim-token";
+const SCIM_TOKEN_PREFIX: &str = "remit_scim_";
+
+/// The credential the organisation's identity provider provisions humans with at `/scim/v2`
+/// (it opens nothing else): `env` (`REMIT_SCIM_TOKEN`, shared by replicas), else the
+/// `scim-token` file in the data directory, created (0600) on first use.
+pub fn scim_credential(data_dir: &Path, env: Option<&str>) -> Result<String, StartError> {
+    credential(data_dir, SCIM_TOKEN_FILE, SCIM_TOKEN_PREFIX, "REMIT_SCIM_TOKEN", env)
+}
+
+/// A single-purpose bearer credential: from `env` (at least 32 characters), else `file` in
+/// the data directory, made (0600, `prefix` + 32 random bytes) when missing.
+fn credential(data_dir: &Path, file: &str, prefix: &str, var: &str, env: Option<&str>) -> Result<String, StartError> {
     if let Some(t) = env.map(str::trim).filter(|t| !t.is_empty()) {
         if t.len() < MIN_METRICS_TOKEN_LEN {
-            return Err(StartError::Keys(format!(
-                "REMIT_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LEN} characters"
-            )));
+            return Err(StartError::Keys(format!("{var} must be at least {MIN_METRICS_TOKEN_LEN} characters")));
         }
         return Ok(t.to_owned());
     }
-    let path = data_dir.join(METRICS_TOKEN_FILE);
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= MIN_METRICS_TOKEN_LEN => Ok(t.trim().to_owned()),
-        Ok(_) => Err(StartError::Keys(format!("{} holds no valid metrics credential", path.display()))),
+        Ok(_) => Err(StartError::Keys(format!("{} holds no valid credential", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A replica on PostgreSQL may have a data directory nobody created yet.
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StartError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
-            let token = format!("{METRICS_TOKEN_PREFIX}{}", b64e(&remit_token::random::<32>()));
+            let token = format!("{prefix}{}", b64e(&remit_token::random::<32>()));
             match write_secret_file(&path, &format!("{token}\n")) {
                 Ok(()) => Ok(token),
                 // Another process sharing the directory made it first: use theirs.
-                Err(_) if path.exists() => metrics_credential(data_dir, None),
+                Err(_) if path.exists() => credential(data_dir, file, prefix, var, None),
                 Err(e) => Err(e),
             }
         }

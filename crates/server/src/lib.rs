@@ -24,6 +24,7 @@ pub mod init;
 pub mod listen;
 pub mod metrics;
 pub mod pdp;
+pub mod scim;
 pub mod seal;
 pub mod service;
 pub mod signin;

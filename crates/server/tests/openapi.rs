@@ -26,24 +26,7 @@ fn repo() -> PathBuf {
 
 /// The test venv's interpreter.
 fn python() -> String {
-    if let Ok(p) = std::env::var("REMIT_TEST_PYTHON")
-        && !p.trim().is_empty()
-    {
-        return p.trim().to_owned();
-    }
-    let script = repo().join("scripts/python-env.sh");
-    let out = std::process::Command::new(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; set REMIT_TEST_PYTHON", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (set REMIT_TEST_PYTHON):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(!p.is_empty(), "{} printed no interpreter", script.display());
-    p
+    common::python()
 }
 
 /// Runs `code` with `args` under the test venv's Python; returns (success, stdout + stderr).
@@ -640,6 +623,23 @@ async fn real_responses_match_their_declared_schemas() {
     let path = format!("/v1/humans/{bob}/deactivate");
     assert_eq!(x.call("POST", "/v1/humans/{id}/deactivate", &path, a, why.clone()).await.0, 200);
     assert_eq!(x.call("POST", "/v1/humans/{id}/deactivate", &path, a, why.clone()).await.0, 409);
+    let (st, o) = x.call("GET", "/v1/orphans", "/v1/orphans", a, None).await;
+    assert_eq!((st, o["agents"][0]["name"].clone()), (200, json!("deploy-bot")), "bob owned it: {o}");
+    let owner = Some(json!({"owner": "carol@example.com", "reason": "bob left"}));
+    let p = "/v1/agents/deploy-bot/owner";
+    assert_eq!(x.call("PUT", "/v1/agents/{name}/owner", p, a, owner.clone()).await.0, 200);
+    let p = "/v1/workflows/deploy/owner";
+    assert_eq!(x.call("PUT", "/v1/workflows/{name}/owner", p, a, owner).await.0, 200);
+    let local = Some(json!({"email": "dana@example.com", "roles": ["auditor"], "password": "correct horse battery"}));
+    assert_eq!(x.call("POST", "/v1/humans", "/v1/humans", a, local).await.0, 201);
+    let creds = Some(json!({"email": "dana@example.com", "password": "correct horse battery"}));
+    let (st, t) = x.call("POST", "/v1/auth/local", "/v1/auth/local", None, creds).await;
+    assert_eq!(st, 200, "{t}");
+    let dana = t["access_token"].as_str().unwrap().to_owned();
+    let (st, _) = x.call("POST", "/v1/auth/totp", "/v1/auth/totp", Some(&dana), None).await;
+    assert_eq!(st, 200);
+    let bad = Some(json!({"code": "00000"}));
+    assert_eq!(x.call("POST", "/v1/auth/totp/confirm", "/v1/auth/totp/confirm", Some(&dana), bad).await.0, 400);
     let path = "/v1/sessions/s-00000000000000000000000000000000/revoke";
     assert_eq!(x.call("POST", "/v1/sessions/{id}/revoke", path, a, why).await.0, 404);
 

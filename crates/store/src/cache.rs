@@ -298,6 +298,9 @@ impl Store for CachingStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self.inner.humans()
     }
+    fn scim(&self) -> &dyn crate::scim::ScimStore {
+        self.inner.scim()
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.out.subscribe()
     }

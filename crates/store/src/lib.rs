@@ -6,6 +6,7 @@
 //! - [`policy`]: policy bundles and the attribute store (entities).
 //! - [`approvals`]: approval requests.
 //! - [`humans`]: humans and their sessions.
+//! - [`scim`]: the SCIM resources an identity provider provisions (Users are humans).
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
 //! as `impl <Area>Store for SqliteStore / PgStore`) and its conformance cases. [`Store`]
@@ -42,15 +43,17 @@ pub mod identity;
 pub mod keys;
 pub mod policy;
 pub mod postgres;
+pub mod scim;
 pub mod sqlite;
 
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
 pub use change::{CHANGE_FEED_CAPACITY, Change, CommitHook, Feed};
 pub use humans::{Deactivation, HumanStore};
-pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, StartContext, TaskFilter, TaskSnapshot};
+pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskFilter, TaskSnapshot};
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
+pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
 
 /// Largest page any list call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -86,6 +89,7 @@ pub trait Store: Send + Sync + 'static {
     fn policy(&self) -> &dyn PolicyStore;
     fn approvals(&self) -> &dyn ApprovalStore;
     fn humans(&self) -> &dyn HumanStore;
+    fn scim(&self) -> &dyn ScimStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

@@ -87,7 +87,8 @@ async fn a_kill_on_one_replica_reaches_the_others() {
 async fn a_newer_schema_is_refused_and_an_older_one_upgraded() {
     let db = TempDb::create().await.unwrap();
     // A database made by the previous version: every migration but the newest applied.
-    let previous = &schema::MIGRATIONS[..schema::MIGRATIONS.len() - 1];
+    // (5: the last schema before humans, so the owner emails below become humans on upgrade.)
+    let previous = &schema::MIGRATIONS[..5];
     let old = PgStore::connect_migrating(&db.url, PgOptions::default(), Arc::new(SystemClock), previous).await.unwrap();
     // It holds rows written by that version (in that version's columns).
     for sql in [

@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod keyring;
 pub mod keys;
 pub mod oidc;
+pub mod totp;
 
 pub use jwt::{Claims, RemitClaims, SvidKind, TokenError};
 pub use keyring::Keyring;

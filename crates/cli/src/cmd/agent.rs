@@ -7,6 +7,17 @@ use crate::{CliError, Global, output};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
+    /// Give the agent a new owner (e.g. take over an orphan whose owner left).
+    SetOwner {
+        /// The agent's name.
+        name: String,
+        /// The new owner's email.
+        #[arg(long)]
+        owner: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Register an agent.
     Create {
         /// The agent's name (e.g. `deploy-bot`).
@@ -101,6 +112,13 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let v = c.post(&format!("/v1/agents/{name}/disable"), &json!({ "reason": reason })).await?;
             if !g.json {
                 output::kill_report(&format!("Disabled agent {name}"), &v);
+            }
+            v
+        }
+        Cmd::SetOwner { name, owner, reason } => {
+            let v = c.put(&format!("/v1/agents/{name}/owner"), &json!({ "owner": owner, "reason": reason })).await?;
+            if !g.json {
+                println!("agent {name} is now owned by {}", output::s(&v, "owner"));
             }
             v
         }

@@ -21,6 +21,13 @@ pub struct LoginArgs {
     /// Print the sign-in URL without trying to open a browser.
     #[arg(long)]
     pub no_browser: bool,
+    /// Sign in as a local human (no identity provider) with this email; the password is read
+    /// from standard input (or REMIT_PASSWORD).
+    #[arg(long, value_name = "EMAIL", conflicts_with = "provider")]
+    pub local: Option<String>,
+    /// With --local: the authenticator's current code, once a second factor is enrolled.
+    #[arg(long, requires = "local")]
+    pub code: Option<String>,
     /// How long to wait for the sign-in in the browser (e.g. 5m).
     #[arg(long, default_value = "5m", value_parser = parse_secs)]
     pub timeout: u64,
@@ -33,6 +40,11 @@ fn session_path(g: &Global) -> Result<std::path::PathBuf, CliError> {
 
 pub async fn login(g: &Global, a: LoginArgs) -> Result<(), CliError> {
     let c = Client::new(&g.url, None, None)?;
+    if let Some(email) = &a.local {
+        let password = session::read_secret("password")?;
+        let t = c.post("/v1/auth/local", &json!({"email": email, "password": password, "code": a.code})).await?;
+        return keep(g, &c, &t).await;
+    }
     let providers = c.get("/v1/auth/providers").await?;
     let names: Vec<String> =
         providers.as_array().into_iter().flatten().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect();
@@ -85,14 +97,19 @@ pub async fn login(g: &Global, a: LoginArgs) -> Result<(), CliError> {
     let t = c
         .post("/v1/auth/token", &json!({"grant_type": "authorization_code", "code": code, "code_verifier": verifier}))
         .await?;
-    let access = output::s(&t, "access_token").to_owned();
+    keep(g, &c, &t).await
+}
+
+/// Saves a session's tokens (0600) and says who signed in.
+async fn keep(g: &Global, c: &Client, t: &Value) -> Result<(), CliError> {
+    let access = output::s(t, "access_token").to_owned();
     let me = c.with_bearer(&access).get("/v1/auth/session").await?;
     let saved = Saved {
         url: g.url.clone(),
         access_token: access,
-        refresh_token: output::s(&t, "refresh_token").to_owned(),
+        refresh_token: output::s(t, "refresh_token").to_owned(),
         expires_at: session::now_ms() + t["expires_in"].as_i64().unwrap_or(0) * 1000,
-        session: output::s(&t, "session").to_owned(),
+        session: output::s(t, "session").to_owned(),
         email: output::s(&me["human"], "email").to_owned(),
     };
     let path = session_path(g)?;

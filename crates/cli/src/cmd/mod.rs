@@ -6,6 +6,7 @@ pub mod audit;
 pub mod decide;
 pub mod entities;
 pub mod exec;
+pub mod human;
 pub mod info;
 pub mod init;
 pub mod keys;
@@ -36,6 +37,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Decide(a) => decide::run(&g, a).await,
         Command::Exec(a) => exec::run(&g, a).await,
         Command::Reseal(a) => reseal::run(&g, a).await,
+        Command::Human(c) => human::run(&g, c).await,
+        Command::Session(c) => human::session(&g, c).await,
+        Command::Orphans => human::orphans(&g).await,
         Command::Login(a) => login::login(&g, a).await,
         Command::Logout => login::logout(&g).await,
         Command::Whoami => login::whoami(&g).await,

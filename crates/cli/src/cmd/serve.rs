@@ -76,6 +76,10 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         remit_server::init::metrics_credential(&app.cfg.data_dir, std::env::var("REMIT_METRICS_TOKEN").ok().as_deref())
             .map_err(|e| CliError::Failed(e.to_string()))?;
     app.set_metrics_credential(&scrape);
+    let scim =
+        remit_server::init::scim_credential(&app.cfg.data_dir, std::env::var("REMIT_SCIM_TOKEN").ok().as_deref())
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    app.set_scim_credential(&scim);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(c) = &created {
         tracing::info!(

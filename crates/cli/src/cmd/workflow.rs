@@ -7,6 +7,17 @@ use crate::{CliError, Global, output};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
+    /// Give the workflow a new owner (e.g. take over an orphan whose owner left).
+    SetOwner {
+        /// The workflow's name.
+        name: String,
+        /// The new owner's email.
+        #[arg(long)]
+        owner: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Create a workflow.
     Create {
         /// The workflow's name (letters, digits, `-`, `_`, `.`).
@@ -137,6 +148,13 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             if !g.json {
                 println!("Updated the tools of workflow {name}");
                 show(&v);
+            }
+            v
+        }
+        Cmd::SetOwner { name, owner, reason } => {
+            let v = c.put(&format!("/v1/workflows/{name}/owner"), &json!({ "owner": owner, "reason": reason })).await?;
+            if !g.json {
+                println!("workflow {name} is now owned by {}", output::s(&v, "owner"));
             }
             v
         }

@@ -295,3 +295,62 @@ pub async fn status(
 ) -> Result<Json<crate::service::status::Status>, ApiError> {
     Ok(Json(app.status(&caller).await?))
 }
+
+/// Gives a workflow a new owner, taking it out of the orphans.
+#[utoipa::path(put, path = "/v1/workflows/{name}/owner", tag = "workflows and agents",
+    params(("name" = String, Path, description = "the workflow's name")),
+    request_body = SetOwner,
+    responses((status = 200, body = WorkflowView, description = "the workflow with its new owner"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow"),
+              (status = 409, body = ErrorBody, description = "the new owner is deactivated")),
+    security(("bearer" = [])))]
+pub async fn set_workflow_owner(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<SetOwner>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    app.set_owner(&caller, remit_store::Owned::Workflow(name.clone()), &b.owner, &b.reason).await?;
+    Ok(Json(app.workflow(&caller, &name).await?.into()))
+}
+
+/// Gives an agent a new owner, taking it out of the orphans.
+#[utoipa::path(put, path = "/v1/agents/{name}/owner", tag = "workflows and agents",
+    params(("name" = String, Path, description = "the agent's name")),
+    request_body = SetOwner,
+    responses((status = 200, body = AgentView, description = "the agent with its new owner"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such agent"),
+              (status = 409, body = ErrorBody, description = "the new owner is deactivated")),
+    security(("bearer" = [])))]
+pub async fn set_agent_owner(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<SetOwner>,
+) -> Result<Json<AgentView>, ApiError> {
+    let name = parse_id(&name, AgentName::parse)?;
+    app.set_owner(&caller, remit_store::Owned::Agent(name.clone()), &b.owner, &b.reason).await?;
+    Ok(Json(app.agent(&caller, &name).await?.into()))
+}
+
+/// Workflows and agents whose owner was deactivated (by an admin or SCIM) and nobody has
+/// taken over yet.
+#[utoipa::path(get, path = "/v1/orphans", tag = "workflows and agents",
+    responses((status = 200, body = Orphans, description = "the orphaned workflows and agents"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed")),
+    security(("bearer" = [])))]
+pub async fn orphans(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Orphans>, ApiError> {
+    let (wfs, ags) = app.orphans(&caller).await?;
+    Ok(Json(Orphans {
+        workflows: wfs.into_iter().map(Into::into).collect(),
+        agents: ags.into_iter().map(Into::into).collect(),
+    }))
+}

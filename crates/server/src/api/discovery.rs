@@ -149,6 +149,8 @@ impl utoipa::Modify for BearerAuth {
         super::humans::providers, super::humans::login, super::humans::callback, super::humans::token,
         super::humans::session, super::humans::logout, super::humans::list, super::humans::get,
         super::humans::deactivate, super::humans::revoke_session,
+        super::admin::set_workflow_owner, super::admin::set_agent_owner, super::admin::orphans,
+        super::humans::create_local, super::humans::local_sign_in, super::humans::enroll_totp, super::humans::confirm_totp,
     )
 )]
 pub struct ApiDoc;

@@ -319,3 +319,69 @@ pub async fn revoke_session(
 ) -> Result<Json<SessionView>, ApiError> {
     Ok(Json(app.revoke_session(&caller, &parse_id(&id, SessionId::parse)?, &r.reason).await?.into()))
 }
+
+/// Creates a local human (for setups without an identity provider) with a password.
+#[utoipa::path(post, path = "/v1/humans", tag = "humans", request_body = CreateLocalHuman,
+    responses((status = 201, body = HumanView, description = "the new human"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 409, body = ErrorBody, description = "a human with that email exists")),
+    security(("bearer" = [])))]
+pub async fn create_local(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(b): Body<CreateLocalHuman>,
+) -> Result<(StatusCode, Json<HumanView>), ApiError> {
+    let roles = b
+        .roles
+        .iter()
+        .map(|r| r.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let h = app.create_local_human(&caller, &b.email, &b.display_name, roles, &b.password).await?;
+    Ok((StatusCode::CREATED, Json(h.into())))
+}
+
+/// A local human signs in with their password (and a code once a second factor is enrolled).
+/// Every refusal reads the same; five in a row lock the account for 15 minutes.
+#[utoipa::path(post, path = "/v1/auth/local", tag = "humans", request_body = LocalSignIn,
+    responses((status = 200, body = SessionTokensView, description = "the session's tokens"),
+              (status = 400, body = ErrorBody, description = "a malformed request"),
+              (status = 401, body = ErrorBody, description = "wrong email, password or code, or the account is locked")))]
+pub async fn local_sign_in(State(app): State<AppState>, Body(b): Body<LocalSignIn>) -> Result<Response, ApiError> {
+    let (_, t) = app.local_sign_in(&b.email, &b.password, b.code.as_deref()).await?;
+    let mut resp = Json(tokens_view(&app, t)).into_response();
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Starts enrolling a second factor (TOTP) for the signed-in local human.
+#[utoipa::path(post, path = "/v1/auth/totp", tag = "humans",
+    responses((status = 200, body = TotpEnrolmentView, description = "the secret, shown once"),
+              (status = 401, body = ErrorBody, description = "no valid session"),
+              (status = 403, body = ErrorBody, description = "not a human's session"),
+              (status = 409, body = ErrorBody, description = "already enrolled, or not a local human")),
+    security(("bearer" = [])))]
+pub async fn enroll_totp(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    let e = app.enroll_totp(&caller).await?;
+    let mut resp = Json(TotpEnrolmentView { secret: e.secret, uri: e.uri }).into_response();
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Confirms the second factor with a first code: from now on, signing in needs one.
+#[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "humans", request_body = TotpCode,
+    responses((status = 204, description = "enrolled"),
+              (status = 400, body = ErrorBody, description = "the code does not match"),
+              (status = 401, body = ErrorBody, description = "no valid session"),
+              (status = 403, body = ErrorBody, description = "not a human's session"),
+              (status = 409, body = ErrorBody, description = "no enrolment waiting")),
+    security(("bearer" = [])))]
+pub async fn confirm_totp(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(b): Body<TotpCode>,
+) -> Result<StatusCode, ApiError> {
+    app.confirm_totp(&caller, &b.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -12,6 +12,7 @@ pub mod humans;
 pub mod oauth;
 pub mod policy;
 pub mod schema;
+pub mod scim;
 pub mod tasks;
 pub mod wire;
 
@@ -239,6 +240,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/workflows/{name}/suspend", post(admin::suspend_workflow))
         .route("/v1/workflows/{name}/resume", post(admin::resume_workflow))
         .route("/v1/workflows/{name}/tools", put(admin::set_workflow_tools))
+        .route("/v1/workflows/{name}/owner", put(admin::set_workflow_owner))
+        .route("/v1/agents/{name}/owner", put(admin::set_agent_owner))
+        .route("/v1/orphans", get(admin::orphans))
         .route("/v1/agents", get(admin::list_agents).post(admin::create_agent))
         .route("/v1/agents/{name}", get(admin::get_agent))
         .route("/v1/agents/{name}/disable", post(admin::disable_agent))
@@ -270,7 +274,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/auth/token", post(humans::token))
         .route("/v1/auth/session", get(humans::session))
         .route("/v1/auth/logout", post(humans::logout))
-        .route("/v1/humans", get(humans::list))
+        .route("/v1/humans", get(humans::list).post(humans::create_local))
+        .route("/v1/auth/local", post(humans::local_sign_in))
+        .route("/v1/auth/totp", post(humans::enroll_totp))
+        .route("/v1/auth/totp/confirm", post(humans::confirm_totp))
         .route("/v1/humans/{id}", get(humans::get))
         .route("/v1/humans/{id}/deactivate", post(humans::deactivate))
         .route("/v1/sessions/{id}/revoke", post(humans::revoke_session))
@@ -280,6 +287,7 @@ pub fn router(app: AppState) -> Router {
         .route("/access/v1/search/resource", post(authzen::search_resource))
         .route("/access/v1/search/action", post(authzen::search_action))
         .route("/.well-known/authzen-configuration", get(authzen::configuration))
+        .nest("/scim/v2", scim::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), head_limits))

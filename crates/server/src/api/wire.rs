@@ -531,3 +531,60 @@ pub struct SessionTokensView {
     pub expires_at: String,
     pub session: String,
 }
+
+/// A new owner for a workflow or agent.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetOwner {
+    /// The new owner's email (a human known to Remit, or made one, unverified).
+    pub owner: String,
+    /// Why (recorded in the audit log).
+    pub reason: String,
+}
+
+/// Workflows and agents whose owner was deactivated, until someone takes them over.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Orphans {
+    pub workflows: Vec<WorkflowView>,
+    pub agents: Vec<AgentView>,
+}
+
+/// A local human (no identity provider), made by an admin.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLocalHuman {
+    pub email: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// `admin`, `operator`, `approver`, `auditor`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// 12 to 1024 characters; stored only as an argon2id hash.
+    pub password: String,
+}
+
+/// A local human signing in.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSignIn {
+    pub email: String,
+    pub password: String,
+    /// The authenticator's 6-digit code, once a second factor is enrolled.
+    pub code: Option<String>,
+}
+
+/// A second factor to enrol: shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrolmentView {
+    /// Base32, for typing into an authenticator app.
+    pub secret: String,
+    /// `otpauth://totp/…` (RFC 6238, SHA-1, 6 digits, 30 s), for a QR code.
+    pub uri: String,
+}
+
+/// A code from the authenticator.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    pub code: String,
+}

@@ -6,7 +6,7 @@ use remit_core::ids::{AgentName, HumanId, JoinTokenId, WorkflowName};
 use remit_core::model::{Agent, AgentState, JoinToken, Kill, KillReport, KillTarget, Workflow, WorkflowState};
 use remit_core::rules::{self, NewWorkflow};
 use remit_policy::admin::AdminAction;
-use remit_store::KeyPurpose;
+use remit_store::{KeyPurpose, Owned};
 
 use super::Caller;
 use crate::app::{App, new_stored_key};
@@ -249,4 +249,43 @@ impl App {
 
 pub(crate) fn hex(b: &[u8]) -> String {
     hex::encode(b)
+}
+
+impl App {
+    /// Gives a workflow or agent a new owner (a human by email; unverified until they sign in
+    /// or are provisioned), clearing its orphan mark.
+    pub async fn set_owner(&self, caller: &Caller, target: Owned, owner: &str, reason: &str) -> Result<(), Error> {
+        let action = match &target {
+            Owned::Workflow(w) => {
+                self.allow_on_workflow(caller, AdminAction::WorkflowUpdate, w).await?;
+                AuditAction::WorkflowUpdate
+            }
+            Owned::Agent(a) => {
+                self.allow_on_agent(caller, AdminAction::AgentUpdate, a).await?;
+                AuditAction::AgentUpdate
+            }
+        };
+        check_reason(reason)?;
+        rules::check_owner(owner, &self.limits)?;
+        let owner = rules::human_identity(owner);
+        let now = self.clock.now();
+        let mut audit =
+            AuditEvent::new(now, caller.actor(), action).reason(reason).detail([("owner", owner.clone().into())]);
+        audit = match &target {
+            Owned::Workflow(w) => audit.workflow(w),
+            Owned::Agent(a) => audit.agent(a),
+        };
+        let proposed = HumanId::from_random(self.random.bytes16());
+        Ok(self.store.identity().set_owner(target, &owner, proposed, audit).await?)
+    }
+
+    /// Workflows and agents whose owner was deactivated and nobody has taken over.
+    pub async fn orphans(&self, caller: &Caller) -> Result<(Vec<Workflow>, Vec<Agent>), Error> {
+        self.allow(caller, AdminAction::WorkflowRead, remit_policy::admin::AdminTarget::Installation).await?;
+        self.allow(caller, AdminAction::AgentRead, remit_policy::admin::AdminTarget::Installation).await?;
+        let wfs =
+            self.store.identity().list_workflows().await?.into_iter().filter(|w| w.orphaned_at.is_some()).collect();
+        let ags = self.store.identity().list_agents().await?.into_iter().filter(|a| a.orphaned_at.is_some()).collect();
+        Ok((wfs, ags))
+    }
 }

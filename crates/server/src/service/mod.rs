@@ -7,6 +7,8 @@ pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
 pub mod humans;
+pub mod local;
+pub mod scim;
 pub mod signin;
 pub mod status;
 pub mod tasks;

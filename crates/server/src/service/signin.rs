@@ -263,6 +263,20 @@ impl App {
         (s, t)
     }
 
+    /// A new session for a human who proved who they are some other way (a local password).
+    pub(crate) async fn start_session(&self, h: &Human, method: &str) -> Result<SessionTokens, Error> {
+        let now = self.clock.now();
+        let (session, tokens) = self.new_session(h, method);
+        let bumped = Human { updated_at: remit_core::time::UnixMillis(now.0.max(h.updated_at.0 + 1)), ..h.clone() };
+        let audit = vec![AuditEvent::new(now, human::actor(&h.id, &session.id), AuditAction::SessionCreate).detail([
+            ("method", method.into()),
+            ("human", h.id.to_string().into()),
+            ("email", h.email.clone().into()),
+        ])];
+        self.store.humans().sign_in(bumped, Some(h.updated_at), session, audit).await?;
+        Ok(tokens)
+    }
+
     /// `remit login`'s last step: the hand-off code and the CLI's PKCE verifier.
     pub fn redeem_login(&self, code: &str, verifier: &str) -> Result<SessionTokens, Error> {
         let h = flow::redeem_handoff(self.kek(), code, verifier, self.clock.now().secs())?;

@@ -1,5 +1,5 @@
 //! A real Remit server on 127.0.0.1:0 over a real SQLite file, for integration tests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod oidc;
 pub mod signin;
@@ -207,4 +207,20 @@ pub fn bundle_from_dir(dir: &std::path::Path) -> remit_policy::Bundle {
         }
     }
     b
+}
+
+/// The shared test venv's interpreter: `REMIT_TEST_PYTHON` (`scripts/test.sh` sets it), else
+/// what `scripts/python-env.sh` builds.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("REMIT_TEST_PYTHON")
+        && !p.trim().is_empty()
+    {
+        return p.trim().to_owned();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-env.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; set REMIT_TEST_PYTHON", script.display()));
+    assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -40,6 +40,8 @@ macro_rules! conformance_tests {
             approvals::approvals_are_single_use, approvals::one_approval_one_use_under_concurrency,
             humans::humans_round_trip, humans::sign_in_and_sessions,
             humans::deactivation_revokes_sessions_and_orphans_what_they_own, humans::one_refresh_wins_under_concurrency,
+            humans::local_credentials_are_compare_and_set,
+            scim::users_are_humans_and_deleting_one_deactivates_it, scim::groups_carry_their_members_and_lists_page,
             conformance::failed_writes_leave_no_trace, conformance::concurrent_writes_keep_one_chain,
             conformance::changes_are_published);
     };

@@ -238,6 +238,48 @@ pub async fn deactivation_revokes_sessions_and_orphans_what_they_own(store: Arc<
     let bot3 = s.identity().agent(&crate::conformance::agent_name("bot3")).await.unwrap().unwrap();
     assert_eq!(bot3.owner_id, Some(erin.id), "one human per email");
 
+    // Someone takes the orphan over: linked to them, no longer orphaned.
+    let carol = HumanId::from_random(rnd());
+    s.identity()
+        .set_owner(
+            crate::Owned::Workflow(wf_name("deploy")),
+            "carol@example.com",
+            carol.clone(),
+            ev(AuditAction::WorkflowUpdate),
+        )
+        .await
+        .unwrap();
+    let deploy = s.identity().workflow(&wf_name("deploy")).await.unwrap().unwrap();
+    assert_eq!(
+        (deploy.owner.as_str(), deploy.owner_id.as_ref(), deploy.orphaned_at),
+        ("carol@example.com", Some(&carol), None)
+    );
+    assert!(
+        matches!(
+            s.identity()
+                .set_owner(
+                    crate::Owned::Workflow(wf_name("deploy")),
+                    &alice.email,
+                    HumanId::from_random(rnd()),
+                    ev(AuditAction::WorkflowUpdate)
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a deactivated human takes nothing over"
+    );
+    assert!(matches!(
+        s.identity()
+            .set_owner(
+                crate::Owned::Workflow(wf_name("nope")),
+                "carol@example.com",
+                carol.clone(),
+                ev(AuditAction::WorkflowUpdate)
+            )
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+
     // The audit record names what it revoked and orphaned.
     let filter = crate::AuditFilter { action: Some("human.deactivate".into()), limit: 10, ..Default::default() };
     let recs = s.audit().list(filter).await.unwrap();
@@ -269,4 +311,40 @@ pub async fn one_refresh_wins_under_concurrency(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(ok, 1);
+}
+
+pub async fn local_credentials_are_compare_and_set(store: Arc<dyn Store>) {
+    use remit_core::human::LocalCredential;
+    let s = &*store;
+    install(s).await;
+    let h = human("local@example.com", HumanState::Active);
+    let c = LocalCredential {
+        human: h.id.clone(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        totp: None,
+        last_totp_step: None,
+        failures: 0,
+        locked_until: None,
+        updated_at: now(),
+    };
+    s.humans().create_local(h.clone(), c.clone(), ev(AuditAction::HumanCreate)).await.unwrap();
+    assert_eq!(s.humans().get(&h.id).await.unwrap(), Some(h.clone()));
+    assert_eq!(s.humans().local_credential(&h.id).await.unwrap(), Some(c.clone()));
+    let t1 = remit_core::time::UnixMillis(c.updated_at.0 + 1);
+    let next = LocalCredential {
+        totp: Some((vec![1, 2, 3], true)),
+        last_totp_step: Some(9),
+        failures: 2,
+        updated_at: t1,
+        ..c.clone()
+    };
+    s.humans().put_local_credential(next.clone(), c.updated_at, Some(ev(AuditAction::SessionCreate))).await.unwrap();
+    assert_eq!(s.humans().local_credential(&h.id).await.unwrap(), Some(next.clone()));
+    // A write from a stale read loses.
+    assert!(matches!(
+        s.humans().put_local_credential(c.clone(), c.updated_at, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.humans().local_credential(&HumanId::from_random(rnd())).await.unwrap(), None);
+    verify_chain(s).await;
 }

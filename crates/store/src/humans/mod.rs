@@ -18,7 +18,7 @@ pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
-use remit_core::human::{Human, HumanState, Session};
+use remit_core::human::{Human, HumanState, LocalCredential, Session};
 use remit_core::ids::{AgentName, HumanId, SessionId, WorkflowName};
 use remit_core::time::UnixMillis;
 
@@ -27,6 +27,9 @@ use crate::Result;
 /// Columns of a human row, in the order the row readers expect.
 pub(crate) const HUMAN_COLS: &str =
     "id, email, display_name, state, roles, member_of, ext_issuer, ext_subject, created_at, updated_at, deactivated_at";
+/// Columns of a local credential row.
+pub(crate) const LOCAL_COLS: &str =
+    "human, password_hash, totp, totp_confirmed, last_totp_step, failures, locked_until, updated_at";
 /// Columns of a session row.
 pub(crate) const SESSION_COLS: &str =
     "id, human, method, access_hash, refresh_hash, created_at, expires_at, refresh_until, revoked_at, revoke_reason";
@@ -73,6 +76,18 @@ pub trait HumanStore: Send + Sync {
     /// Applies a refresh ([`remit_core::human::refresh`]) if the session still holds
     /// `replaced_refresh_hash` and is not revoked; `Conflict` otherwise (the secret was used).
     async fn refresh(&self, next: Session, replaced_refresh_hash: &str, audit: AuditEvent) -> Result<()>;
+    /// Stores a new local human and their credential, in one transaction.
+    async fn create_local(&self, h: Human, c: LocalCredential, audit: AuditEvent) -> Result<()>;
+    /// A local human's credential.
+    async fn local_credential(&self, human: &HumanId) -> Result<Option<LocalCredential>>;
+    /// Writes a credential if nobody changed it since it was read at `read_at` (its
+    /// `updated_at` then); `audit`, if any, in the same transaction. `Conflict` otherwise.
+    async fn put_local_credential(
+        &self,
+        c: LocalCredential,
+        read_at: UnixMillis,
+        audit: Option<AuditEvent>,
+    ) -> Result<()>;
     /// Revokes one session; `NotFound`, or `Conflict` if it was already revoked.
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session>;
 }

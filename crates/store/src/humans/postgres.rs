@@ -2,13 +2,13 @@
 
 use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
-use remit_core::human::{External, Human, HumanState, Session};
+use remit_core::human::{External, Human, HumanState, LocalCredential, Session};
 use remit_core::ids::{AgentName, HumanId, SessionId, WorkflowName};
 use remit_core::time::UnixMillis;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
-use super::{Deactivation, HUMAN_COLS, HumanStore, SESSION_COLS, deactivation_record, json, parse_all};
+use super::{Deactivation, HUMAN_COLS, HumanStore, LOCAL_COLS, SESSION_COLS, deactivation_record, json, parse_all};
 use crate::postgres::rows::{corrupt, json as json_col, ms, ms_opt, parsed, s, so, typed};
 use crate::postgres::{PgStore, WriteCtx, map_err, pg_read};
 use crate::{Change, Result, StoreError};
@@ -154,6 +154,42 @@ impl HumanStore for PgStore {
         })
         .await
     }
+    async fn create_local(&self, h: Human, c: LocalCredential, audit: AuditEvent) -> Result<()> {
+        self.write(move |ctx| {
+            Box::pin(async move {
+                insert(ctx.conn(), &h).await?;
+                put_local(ctx.conn(), &c, None).await?;
+                ctx.audit(audit)?;
+                ctx.changed([Change::Human(h.id.clone())]);
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn local_credential(&self, human: &HumanId) -> Result<Option<LocalCredential>> {
+        let sql = format!("SELECT {LOCAL_COLS} FROM local_credentials WHERE human = $1");
+        let r: Result<Option<PgRow>> = pg_read!(self, |c| async {
+            sqlx::query(&sql).bind(human.as_str()).fetch_optional(c).await.map_err(map_err)
+        });
+        r?.as_ref().map(local_row).transpose()
+    }
+    async fn put_local_credential(
+        &self,
+        c: LocalCredential,
+        read_at: UnixMillis,
+        audit: Option<AuditEvent>,
+    ) -> Result<()> {
+        self.write(move |ctx| {
+            Box::pin(async move {
+                put_local(ctx.conn(), &c, Some(read_at)).await?;
+                if let Some(a) = audit {
+                    ctx.audit(a)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.write(move |c| {
@@ -229,7 +265,7 @@ fn session_at(r: &PgRow, o: usize) -> Result<Session> {
     })
 }
 
-async fn one(c: &mut PgConnection, cond: &str, a: &str, b: Option<&str>) -> Result<Option<Human>> {
+pub(crate) async fn one(c: &mut PgConnection, cond: &str, a: &str, b: Option<&str>) -> Result<Option<Human>> {
     let sql = format!("SELECT {HUMAN_COLS} FROM humans WHERE {cond}");
     let mut q = sqlx::query(&sql).bind(a);
     if let Some(b) = b {
@@ -255,7 +291,7 @@ fn bind_human<'q>(q: Query<'q>, h: &'q Human) -> Query<'q> {
         .bind(h.deactivated_at.map(|t| t.0))
 }
 
-async fn insert(c: &mut PgConnection, h: &Human) -> Result<()> {
+pub(crate) async fn insert(c: &mut PgConnection, h: &Human) -> Result<()> {
     let sql = format!("INSERT INTO humans ({HUMAN_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
     bind_human(sqlx::query(&sql), h).execute(c).await.map_err(|e| match map_err(e) {
         StoreError::Conflict(_) => StoreError::Conflict(format!("a human with the email `{}` already exists", h.email)),
@@ -264,7 +300,7 @@ async fn insert(c: &mut PgConnection, h: &Human) -> Result<()> {
     Ok(())
 }
 
-async fn update(c: &mut PgConnection, h: &Human, read_at: UnixMillis) -> Result<()> {
+pub(crate) async fn update(c: &mut PgConnection, h: &Human, read_at: UnixMillis) -> Result<()> {
     if h.state == HumanState::Deactivated {
         return Err(StoreError::Internal("deactivating a human is `deactivate`, not `update`".into()));
     }
@@ -335,7 +371,7 @@ async fn names(
     Ok(v)
 }
 
-async fn deactivate(
+pub(crate) async fn deactivate(
     ctx: &mut WriteCtx,
     id: HumanId,
     at: UnixMillis,
@@ -379,4 +415,75 @@ async fn deactivate(
     ctx.changed([Change::Human(id.clone())]);
     ctx.changed(d.sessions_revoked.iter().cloned().map(Change::Session));
     Ok(d)
+}
+
+/// Brings a deactivated human back (an IdP re-enabling them); their old sessions stay revoked.
+pub(crate) async fn reactivate(c: &mut PgConnection, id: &HumanId, at: UnixMillis) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE humans SET state = 'active', deactivated_at = NULL, updated_at = $1 \
+         WHERE id = $2 AND state = 'deactivated'",
+    )
+    .bind(at.0)
+    .bind(id.as_str())
+    .execute(c)
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("human `{id}` is not deactivated")));
+    }
+    Ok(())
+}
+
+fn local_row(r: &PgRow) -> Result<LocalCredential> {
+    use sqlx::Row;
+    let totp: Option<Vec<u8>> = r.try_get(2).map_err(map_err)?;
+    let confirmed: bool = r.try_get(3).map_err(map_err)?;
+    let step: Option<i64> = r.try_get(4).map_err(map_err)?;
+    Ok(LocalCredential {
+        human: typed(r, 0, HumanId::parse)?,
+        password_hash: s(r, 1)?,
+        totp: totp.map(|t| (t, confirmed)),
+        last_totp_step: step.map(|v| u64::try_from(v).map_err(|_| corrupt(4, "negative step"))).transpose()?,
+        failures: crate::postgres::rows::unsigned(r, 5)?,
+        locked_until: ms_opt(r, 6)?,
+        updated_at: ms(r, 7)?,
+    })
+}
+
+async fn put_local(c: &mut PgConnection, l: &LocalCredential, read_at: Option<UnixMillis>) -> Result<()> {
+    let (totp, confirmed) = match &l.totp {
+        Some((t, ok)) => (Some(t.clone()), *ok),
+        None => (None, false),
+    };
+    let step = l.last_totp_step.map(crate::postgres::i64_of).transpose()?;
+    let q = match read_at {
+        None => sqlx::query(
+            "INSERT INTO local_credentials (human, password_hash, totp, totp_confirmed, last_totp_step, failures, \
+             locked_until, updated_at) SELECT $1::text, $2::text, $3::bytea, $4::boolean, $5::bigint, $6::bigint, \
+             $7::bigint, $8::bigint WHERE $9::bigint IS NULL",
+        ),
+        Some(_) => sqlx::query(
+            "UPDATE local_credentials SET password_hash = $2, totp = $3, totp_confirmed = $4, last_totp_step = $5, \
+             failures = $6, locked_until = $7, updated_at = $8 WHERE human = $1 AND updated_at = $9",
+        ),
+    };
+    let n = q
+        .bind(l.human.as_str())
+        .bind(&l.password_hash)
+        .bind(totp)
+        .bind(confirmed)
+        .bind(step)
+        .bind(i64::from(l.failures))
+        .bind(l.locked_until.map(|t| t.0))
+        .bind(l.updated_at.0)
+        .bind(read_at.map(|t| t.0))
+        .execute(c)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("the credential of `{}` changed meanwhile", l.human)));
+    }
+    Ok(())
 }

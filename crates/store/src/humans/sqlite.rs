@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
-use remit_core::human::{External, Human, HumanState, Session};
+use remit_core::human::{External, Human, HumanState, LocalCredential, Session};
 use remit_core::ids::{AgentName, HumanId, SessionId, WorkflowName};
 use remit_core::time::UnixMillis;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Deactivation, HUMAN_COLS, HumanStore, SESSION_COLS, deactivation_record, json, parse_all};
+use super::{Deactivation, HUMAN_COLS, HumanStore, LOCAL_COLS, SESSION_COLS, deactivation_record, json, parse_all};
 use crate::sqlite::rows::{bad, id, json as json_col, ms, ms_opt, parsed};
 use crate::sqlite::{SqliteStore, WriteCtx, map_err};
 use crate::{Change, Result, StoreError};
@@ -129,6 +129,41 @@ impl HumanStore for SqliteStore {
         })
         .await
     }
+    async fn create_local(&self, h: Human, c: LocalCredential, audit: AuditEvent) -> Result<()> {
+        self.write(move |ctx| {
+            insert(ctx.conn, &h)?;
+            put_local(ctx.conn, &c, None)?;
+            ctx.audit(audit)?;
+            ctx.changed([Change::Human(h.id.clone())]);
+            Ok(())
+        })
+        .await
+    }
+    async fn local_credential(&self, human: &HumanId) -> Result<Option<LocalCredential>> {
+        let human = human.clone();
+        self.read(move |c| {
+            let sql = format!("SELECT {LOCAL_COLS} FROM local_credentials WHERE human = ?1");
+            c.prepare_cached(&sql)
+                .and_then(|mut s| s.query_row([human.as_str()], local_row).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+    async fn put_local_credential(
+        &self,
+        c: LocalCredential,
+        read_at: UnixMillis,
+        audit: Option<AuditEvent>,
+    ) -> Result<()> {
+        self.write(move |ctx| {
+            put_local(ctx.conn, &c, Some(read_at))?;
+            if let Some(a) = audit {
+                ctx.audit(a)?;
+            }
+            Ok(())
+        })
+        .await
+    }
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.write(move |c| {
@@ -188,7 +223,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-fn one(c: &Connection, cond: &str, p: impl rusqlite::Params) -> Result<Option<Human>> {
+pub(crate) fn one(c: &Connection, cond: &str, p: impl rusqlite::Params) -> Result<Option<Human>> {
     let sql = format!("SELECT {HUMAN_COLS} FROM humans WHERE {cond}");
     c.prepare_cached(&sql).and_then(|mut s| s.query_row(p, human).optional()).map_err(map_err)
 }
@@ -198,7 +233,7 @@ fn session(c: &Connection, id: &SessionId) -> Result<Option<Session>> {
     c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], session_row).optional()).map_err(map_err)
 }
 
-fn insert(c: &Connection, h: &Human) -> Result<()> {
+pub(crate) fn insert(c: &Connection, h: &Human) -> Result<()> {
     c.execute(
         "INSERT INTO humans (id, email, display_name, state, roles, member_of, ext_issuer, ext_subject, created_at, \
          updated_at, deactivated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
@@ -223,7 +258,7 @@ fn insert(c: &Connection, h: &Human) -> Result<()> {
     Ok(())
 }
 
-fn update(c: &Connection, h: &Human, read_at: UnixMillis) -> Result<()> {
+pub(crate) fn update(c: &Connection, h: &Human, read_at: UnixMillis) -> Result<()> {
     if h.state == HumanState::Deactivated {
         return Err(StoreError::Internal("deactivating a human is `deactivate`, not `update`".into()));
     }
@@ -277,7 +312,7 @@ fn insert_session(c: &Connection, s: &Session) -> Result<()> {
     Ok(())
 }
 
-fn deactivate(
+pub(crate) fn deactivate(
     ctx: &mut WriteCtx<'_>,
     id: &HumanId,
     at: UnixMillis,
@@ -324,4 +359,76 @@ fn deactivate(
     ctx.changed([Change::Human(id.clone())]);
     ctx.changed(d.sessions_revoked.iter().cloned().map(Change::Session));
     Ok(d)
+}
+
+/// Brings a deactivated human back (an IdP re-enabling them); their old sessions stay revoked.
+pub(crate) fn reactivate(c: &Connection, id: &HumanId, at: UnixMillis) -> Result<()> {
+    let n = c
+        .execute(
+            "UPDATE humans SET state = 'active', deactivated_at = NULL, updated_at = ?1 \
+             WHERE id = ?2 AND state = 'deactivated'",
+            params![at.0, id.as_str()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("human `{id}` is not deactivated")));
+    }
+    Ok(())
+}
+
+fn local_row(r: &Row<'_>) -> rusqlite::Result<LocalCredential> {
+    let totp: Option<Vec<u8>> = r.get(2)?;
+    let confirmed: bool = r.get(3)?;
+    Ok(LocalCredential {
+        human: id(r, 0)?,
+        password_hash: r.get(1)?,
+        totp: totp.map(|t| (t, confirmed)),
+        last_totp_step: r.get(4)?,
+        failures: r.get(5)?,
+        locked_until: ms_opt(r, 6)?,
+        updated_at: ms(r, 7)?,
+    })
+}
+
+/// Inserts (`read_at` `None`) or replaces a credential unchanged since `read_at`.
+fn put_local(c: &Connection, l: &LocalCredential, read_at: Option<UnixMillis>) -> Result<()> {
+    let (totp, confirmed) = match &l.totp {
+        Some((t, ok)) => (Some(t.as_slice()), *ok),
+        None => (None, false),
+    };
+    let n = match read_at {
+        None => c.execute(
+            &format!("INSERT INTO local_credentials ({LOCAL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
+            params![
+                l.human.as_str(),
+                l.password_hash,
+                totp,
+                confirmed,
+                l.last_totp_step,
+                l.failures,
+                l.locked_until.map(|t| t.0),
+                l.updated_at.0
+            ],
+        ),
+        Some(at) => c.execute(
+            "UPDATE local_credentials SET password_hash = ?2, totp = ?3, totp_confirmed = ?4, last_totp_step = ?5, \
+             failures = ?6, locked_until = ?7, updated_at = ?8 WHERE human = ?1 AND updated_at = ?9",
+            params![
+                l.human.as_str(),
+                l.password_hash,
+                totp,
+                confirmed,
+                l.last_totp_step,
+                l.failures,
+                l.locked_until.map(|t| t.0),
+                l.updated_at.0,
+                at.0
+            ],
+        ),
+    }
+    .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("the credential of `{}` changed meanwhile", l.human)));
+    }
+    Ok(())
 }

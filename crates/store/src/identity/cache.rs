@@ -52,6 +52,15 @@ impl IdentityStore for CachingIdentity {
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
         self.backend().set_workflow_tools(name, tools, audit).await
     }
+    async fn set_owner(
+        &self,
+        target: super::Owned,
+        owner: &str,
+        proposed: remit_core::ids::HumanId,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        self.backend().set_owner(target, owner, proposed, audit).await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.backend().create_agent(agent, audit).await
     }

@@ -17,15 +17,36 @@ pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
-use remit_core::ids::{AgentName, InstanceId, JoinTokenId, TaskId, WorkflowName};
+use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{
     Agent, AgentState, Instance, JoinToken, Kill, KillReport, Task, TaskState, Workflow, WorkflowState,
 };
 use remit_core::time::UnixMillis;
 
-#[allow(unused_imports)]
 use crate::Change;
 use crate::{Result, StoreError};
+
+/// What can be owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owned {
+    Workflow(WorkflowName),
+    Agent(AgentName),
+}
+
+impl Owned {
+    pub(crate) fn table(&self) -> (&'static str, &str, &'static str) {
+        match self {
+            Owned::Workflow(w) => ("workflows", w.as_str(), "workflow"),
+            Owned::Agent(a) => ("agents", a.as_str(), "agent"),
+        }
+    }
+    pub(crate) fn change(&self) -> Change {
+        match self {
+            Owned::Workflow(w) => Change::Workflow(w.clone()),
+            Owned::Agent(a) => Change::Agent(a.clone()),
+        }
+    }
+}
 
 /// Most distinct tools recorded for one task (the `tools_used` a decision sees).
 pub const MAX_TOOLS_PER_TASK: i64 = 256;
@@ -97,6 +118,10 @@ pub trait IdentityStore: Send + Sync {
     /// Replaces a workflow's allowed tools (announced as `Change::Workflow`, so the next
     /// decision of any of its tasks, on any replica, sees the new list).
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()>;
+    /// Gives a workflow or agent a new owner (linked as [`IdentityStore::create_workflow`]
+    /// says, `proposed` inserted as an unverified human when nobody holds the email) and
+    /// clears its orphan mark. `NotFound`, or `Conflict` for a deactivated owner.
+    async fn set_owner(&self, target: Owned, owner: &str, proposed: HumanId, audit: AuditEvent) -> Result<()>;
     /// Stores a new agent; its owner is linked as [`IdentityStore::create_workflow`] says.
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()>;
     async fn agent(&self, name: &AgentName) -> Result<Option<Agent>>;

@@ -42,6 +42,32 @@ impl IdentityStore for PgStore {
         let n = name.clone();
         self.write(move |c| Box::pin(set_workflow_tools(c, n, tools, audit))).await
     }
+    async fn set_owner(&self, target: super::Owned, owner: &str, proposed: HumanId, audit: AuditEvent) -> Result<()> {
+        let owner = owner.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let (table, name, kind) = target.table();
+                let n = sqlx::query(&format!(
+                    "UPDATE {table} SET owner = $1, orphaned_at = NULL, updated_at = $2 WHERE name = $3"
+                ))
+                .bind(&owner)
+                .bind(audit.time.0)
+                .bind(name)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::not_found(kind, name));
+                }
+                link_owner(c.conn(), table, name, &owner, Some(&proposed), audit.time).await?;
+                c.audit(audit)?;
+                c.changed([target.change()]);
+                Ok(())
+            })
+        })
+        .await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.write(move |c| Box::pin(create_agent(c, agent, audit))).await
     }

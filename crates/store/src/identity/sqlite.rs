@@ -42,6 +42,27 @@ impl IdentityStore for SqliteStore {
         let n = name.clone();
         self.write(move |c| set_workflow_tools(c, &n, &tools, audit)).await
     }
+    async fn set_owner(&self, target: super::Owned, owner: &str, proposed: HumanId, audit: AuditEvent) -> Result<()> {
+        let owner = owner.to_owned();
+        self.write(move |c| {
+            let (table, name, kind) = target.table();
+            let n = c
+                .conn
+                .execute(
+                    &format!("UPDATE {table} SET owner = ?1, orphaned_at = NULL, updated_at = ?2 WHERE name = ?3"),
+                    params![owner, audit.time.0, name],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::not_found(kind, name));
+            }
+            link_owner(c.conn, table, name, &owner, Some(&proposed), audit.time)?;
+            c.audit(audit)?;
+            c.changed([target.change()]);
+            Ok(())
+        })
+        .await
+    }
     async fn create_agent(&self, agent: Agent, audit: AuditEvent) -> Result<()> {
         self.write(move |c| create_agent(c, agent, audit)).await
     }

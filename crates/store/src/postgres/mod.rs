@@ -472,6 +472,9 @@ impl Store for PgStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self
     }
+    fn scim(&self) -> &dyn crate::scim::ScimStore {
+        self
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.feed.subscribe()
     }

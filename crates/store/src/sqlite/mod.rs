@@ -275,6 +275,9 @@ impl Store for SqliteStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self
     }
+    fn scim(&self) -> &dyn crate::scim::ScimStore {
+        self
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.feed.subscribe()
     }

@@ -238,6 +238,36 @@ WHERE o != '';
 UPDATE workflows SET owner_id = (SELECT id FROM humans WHERE email = lower(trim(workflows.owner)));
 UPDATE agents SET owner_id = (SELECT id FROM humans WHERE email = lower(trim(agents.owner)));
 "#,
+    r#"
+-- 7: SCIM 2.0 resources an identity provider provisions (a User is its human, by id).
+CREATE TABLE scim_resources (
+    id          TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('User', 'Group')),
+    name        TEXT NOT NULL,
+    external_id TEXT,
+    resource    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    deleted_at  INTEGER,
+    PRIMARY KEY (kind, id)
+) STRICT;
+CREATE UNIQUE INDEX scim_live_names ON scim_resources(kind, lower(name)) WHERE deleted_at IS NULL;
+"#,
+    r#"
+-- 8: local humans (no identity provider): an argon2id password hash, a sealed TOTP secret,
+-- and the failures that lock the account.
+CREATE TABLE local_credentials (
+    human          TEXT PRIMARY KEY REFERENCES humans(id),
+    password_hash  TEXT NOT NULL,
+    totp           BLOB,
+    totp_confirmed INTEGER NOT NULL DEFAULT 0,
+    last_totp_step INTEGER,
+    failures       INTEGER NOT NULL,
+    locked_until   INTEGER,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
