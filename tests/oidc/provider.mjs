@@ -549,6 +549,15 @@ server.on('request', (req, res) => {
   } catch {
     return sendJson(res, 400, { error: 'invalid_request', error_description: 'bad request target' });
   }
+  // DELETE /_harness/accounts/<sub>: the account leaves the organisation. Its sessions and
+  // refresh tokens stay, but every later refresh_token grant for it fails with invalid_grant
+  // (the OP finds no account), as at a real IdP after offboarding.
+  const gone = /^\/_harness\/accounts\/([^/]+)$/.exec(pathname);
+  if (gone && req.method === 'DELETE') {
+    const existed = accounts.delete(decodeURIComponent(gone[1]));
+    res.writeHead(existed ? 204 : 404).end();
+    return;
+  }
   if (pathname === '/_harness/tamper') {
     return handleTamper(req, res).catch((e) => {
       log(`tamper: ${e.stack ?? e}`);

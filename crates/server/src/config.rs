@@ -209,6 +209,10 @@ pub struct SessionsConfig {
     /// A sign-in at the provider must finish within this.
     #[serde(deserialize_with = "dur")]
     pub sign_in_timeout: Duration,
+    /// How often every live session kept with a provider refresh token (`offline_access`) is
+    /// renewed at its provider, deactivating whoever it no longer vouches for; `0s`: never.
+    #[serde(deserialize_with = "dur")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for SessionsConfig {
@@ -217,6 +221,7 @@ impl Default for SessionsConfig {
             access_ttl: Duration::from_secs(15 * 60),
             max_age: Duration::from_secs(12 * 3600),
             sign_in_timeout: Duration::from_secs(10 * 60),
+            reconcile_interval: Duration::from_secs(3600),
         }
     }
 }

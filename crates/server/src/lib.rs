@@ -73,6 +73,29 @@ pub async fn serve_on(
             tracing::warn!(error = %e, "final audit checkpoint failed");
         }
     });
+    // Offboarding at the providers: renew every kept sign-in now and then.
+    let rc_app = app.clone();
+    let mut rc_stop = conn_stop.clone();
+    let reconciler = tokio::spawn(async move {
+        let every = rc_app.cfg.sessions.reconcile_interval;
+        if every.is_zero() || rc_app.providers.all().iter().all(|p| !p.offline()) {
+            return;
+        }
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = rc_stop.changed() => return,
+            }
+            match rc_app.reconcile_providers().await {
+                Ok((checked, gone)) => {
+                    tracing::info!(checked, deactivated = gone, "reconciled sign-ins with the providers")
+                }
+                Err(e) => tracing::warn!(error = %e, "reconciling sign-ins with the providers failed"),
+            }
+        }
+    });
     // Keys rotated or a policy pushed (here or on another replica): reload them.
     let mut changes = app.store.subscribe();
     let keys_app = app.clone();
@@ -139,6 +162,7 @@ pub async fn serve_on(
     }
     let _ = checkpointer.await;
     key_follower.abort();
+    reconciler.abort();
     Ok(())
 }
 

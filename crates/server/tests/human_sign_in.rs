@@ -244,3 +244,59 @@ async fn a_provider_that_is_down_delays_nothing_but_its_own_sign_ins() {
     assert_eq!(st, 200);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_renewal_at_the_provider_deactivates_the_human() {
+    let op = provider().await;
+    let (s, _dir) = remit(&op, |p| p.scopes.push("offline_access".into())).await;
+    s.setup().await; // `deploy`, owned by alice
+    let t = cli_sign_in(&s, &op, "alice").await;
+    let bob = cli_sign_in(&s, &op, "bob").await;
+    // While the provider vouches for her, a refresh renews the sign-in there first.
+    let refresh = |rt: Value| {
+        let s = &s;
+        async move {
+            s.call("POST", "/v1/auth/token", None, Some(json!({"grant_type": "refresh_token", "refresh_token": rt})))
+                .await
+        }
+    };
+    let (st, t2) = refresh(t["refresh_token"].clone()).await;
+    assert_eq!(st, 200, "{t2}\n{}", op.logs());
+    // She leaves the organisation: the provider refuses the next renewal (invalid_grant) …
+    let gone = op.http.delete(op.url("/_harness/accounts/alice")).send().await.unwrap();
+    assert_eq!(gone.status(), 204);
+    let (st, e) = refresh(t2["refresh_token"].clone()).await;
+    assert_eq!(st, 401, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("invalid_grant"), "{e}");
+    // … and Remit deactivates her: sessions revoked, her workflow orphaned, recorded.
+    let (_, me) = s.call("GET", "/v1/auth/session", Some(t2["access_token"].as_str().unwrap()), None).await;
+    assert_eq!(me["error"], "unauthenticated", "{me}");
+    let (_, wf) = s.admin_get("/v1/workflows/deploy").await;
+    assert!(wf["orphaned_at"].is_string(), "{wf}");
+    let (_, recs) = s.admin_get("/v1/audit?action=human.deactivate").await;
+    assert_eq!(recs[0]["actor"], "oidc:corp", "{recs}");
+    // Bob is still vouched for.
+    assert_eq!(refresh(bob["refresh_token"].clone()).await.0, 200);
+    s.stop().await;
+    op.stop().await;
+}
+
+/// The periodic reconciliation (`[sessions] reconcile_interval`) finds who left without them
+/// refreshing anything: the sweep the server runs on its timer, run here directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciliation_deactivates_whom_the_provider_no_longer_vouches_for() {
+    let op = provider().await;
+    let (s, _dir) = remit(&op, |p| p.scopes.push("offline_access".into())).await;
+    let alice = cli_sign_in(&s, &op, "alice").await;
+    cli_sign_in(&s, &op, "alice").await; // a second session: still one check for her
+    let bob = cli_sign_in(&s, &op, "bob").await;
+    assert_eq!(s.app.reconcile_providers().await.unwrap(), (2, 0), "both still vouched for");
+    assert_eq!(op.http.delete(op.url("/_harness/accounts/alice")).send().await.unwrap().status(), 204);
+    assert_eq!(s.app.reconcile_providers().await.unwrap(), (2, 1));
+    assert_eq!(s.call("GET", "/v1/auth/session", Some(alice["access_token"].as_str().unwrap()), None).await.0, 401);
+    assert_eq!(s.call("GET", "/v1/auth/session", Some(bob["access_token"].as_str().unwrap()), None).await.0, 200);
+    // Her sessions are gone, so the next sweep has only bob to ask.
+    assert_eq!(s.app.reconcile_providers().await.unwrap(), (1, 0));
+    s.stop().await;
+    op.stop().await;
+}

@@ -110,6 +110,10 @@ impl App {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &flow::s256(&verifier))
             .append_pair("code_challenge_method", "S256");
+        if p.offline() {
+            // OpenID Connect Core §11: `offline_access` is granted only with consent asked for.
+            url.query_pairs_mut().append_pair("prompt", "consent");
+        }
         Ok(Started { authorize_url: url.into(), binding })
     }
 
@@ -121,7 +125,7 @@ impl App {
         let p =
             self.providers.get(&st.provider).ok_or_else(|| Error::Invalid("the sign-in's provider is gone".into()))?;
         let method = format!("oidc:{}", p.cfg.name);
-        let id_token = match p.exchange_code(code, &st.verifier, &self.redirect_uri()).await {
+        let (id_token, idp_refresh) = match p.exchange_code(code, &st.verifier, &self.redirect_uri()).await {
             Ok(t) => t,
             Err(e) => return Err(self.refuse_sign_in(&method, e, None).await),
         };
@@ -191,7 +195,17 @@ impl App {
             ("groups", signed.human.groups.clone().into()),
             ("roles", signed.human.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().into()),
         ]));
+        let sid = session.id.clone();
         self.store.humans().sign_in(signed.human.clone(), read_at, session, audit).await?;
+        if let Some(rt) = idp_refresh.filter(|_| p.offline()) {
+            // Fail closed: a session whose renewal at the provider cannot be kept does not start.
+            if let Err(e) = self.keep_idp_refresh(&sid, &p.cfg.name, &rt).await {
+                let revoke = AuditEvent::new(now, "remit", AuditAction::SessionRevoke)
+                    .reason("the provider's refresh token could not be kept");
+                let _ = self.store.humans().revoke_session(&sid, now, "sign-in incomplete", revoke).await;
+                return Err(e);
+            }
+        }
         let cli_redirect = match &st.cli {
             None => None,
             Some(c) => {
@@ -220,6 +234,83 @@ impl App {
         let e = Error::Denied(format!("the identity provider answered `{error}`"));
         self.refuse_sign_in(&format!("oidc:{}", st.provider), e, None).await;
         Ok(())
+    }
+
+    fn idp_key(&self) -> Result<remit_token::Kek, Error> {
+        remit_token::Kek::from_bytes(&self.kek().mac("remit-idp-refresh-v1", &[]))
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    async fn keep_idp_refresh(&self, session: &SessionId, provider: &str, token: &str) -> Result<(), Error> {
+        let sealed = self.idp_key()?.seal(session.as_str(), token.as_bytes());
+        Ok(self.store.humans().put_idp_refresh(session, provider, sealed, self.clock.now()).await?)
+    }
+
+    /// Before a Remit session of an OIDC sign-in is refreshed, the provider renews the sign-in:
+    /// `invalid_grant` there deactivates the human (sessions revoked, what they own orphaned);
+    /// a provider that cannot be asked means no refresh now (fail closed), nothing more.
+    async fn renew_at_provider(&self, h: &Human, session: &SessionId) -> Result<(), Error> {
+        let Some((provider, sealed)) = self.store.humans().idp_refresh(session).await? else { return Ok(()) };
+        let p = self.providers.get(&provider).ok_or_else(|| {
+            Error::Unauthenticated(format!("the provider `{provider}` of this session is no longer configured"))
+        })?;
+        let token = self
+            .idp_key()?
+            .open(session.as_str(), &sealed)
+            .map_err(|_| Error::Internal("a provider refresh token does not open".into()))?;
+        let token =
+            String::from_utf8(token).map_err(|_| Error::Internal("a provider refresh token is not text".into()))?;
+        match p.refresh(&token).await? {
+            crate::signin::Renewal::Renewed(next) => {
+                if let Some(next) = next {
+                    self.keep_idp_refresh(session, &provider, &next).await?;
+                }
+                Ok(())
+            }
+            crate::signin::Renewal::Refused => {
+                let now = self.clock.now();
+                let why = format!("the identity provider `{provider}` refused to renew the sign-in (invalid_grant)");
+                let audit = AuditEvent::new(now, format!("oidc:{provider}"), AuditAction::HumanDeactivate)
+                    .reason(why.clone())
+                    .detail([("human", h.id.to_string().into())]);
+                match self.store.humans().deactivate(&h.id, now, &why, audit).await {
+                    Ok(_) | Err(remit_store::StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Err(Error::Unauthenticated(format!("{why}: the human is deactivated")))
+            }
+        }
+    }
+
+    /// The periodic reconciliation: every live session holding a provider refresh token is
+    /// renewed at its provider (one per human per sweep), so someone the provider no longer
+    /// vouches for is deactivated even if they never refresh. Returns how many humans were
+    /// checked and how many were deactivated.
+    pub async fn reconcile_providers(&self) -> Result<(usize, usize), Error> {
+        let now = self.clock.now();
+        let (mut checked, mut gone) = (std::collections::HashSet::new(), 0);
+        let mut after = None;
+        loop {
+            let page = self.store.humans().idp_sessions(now, after.clone(), 500).await?;
+            let Some((last, _)) = page.last().cloned() else { break };
+            for (session, human) in page {
+                if !checked.insert(human.clone()) {
+                    continue;
+                }
+                let Some(h) = self.store.humans().get(&human).await? else { continue };
+                if h.state == remit_core::human::HumanState::Deactivated {
+                    continue;
+                }
+                match self.renew_at_provider(&h, &session).await {
+                    Ok(()) => {}
+                    Err(Error::Unauthenticated(m)) if m.contains("invalid_grant") => gone += 1,
+                    // An unreachable provider is retried at the next sweep.
+                    Err(e) => tracing::warn!(error = %e, human = %h.id, "reconciliation could not ask the provider"),
+                }
+            }
+            after = Some(last);
+        }
+        Ok((checked.len(), gone))
     }
 
     /// Records a refused sign-in (after the provider answered: a garbage callback is refused
@@ -313,6 +404,9 @@ impl App {
         let (s, h) = self.store.humans().session(&id).await?.ok_or_else(refused)?;
         let now = self.clock.now();
         let current = bool::from(hash(secret).as_bytes().ct_eq(s.refresh_hash.as_bytes()));
+        if current && s.revoked_at.is_none() && h.state != remit_core::human::HumanState::Deactivated {
+            self.renew_at_provider(&h, &id).await?;
+        }
         let (access, refresh) = (self.secret(), self.secret());
         let ttl = self.cfg.sessions.access_ttl.as_secs();
         let actor = human::actor(&h.id, &id);

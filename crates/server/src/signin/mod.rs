@@ -158,6 +158,16 @@ struct Discovery {
 #[derive(Deserialize)]
 struct TokenResponse {
     id_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// What the provider said to a refresh of a sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still good (with the rotated refresh token, if the provider rotates them).
+    Renewed(Option<String>),
+    /// `invalid_grant`: the provider no longer vouches for this human.
+    Refused,
 }
 
 #[derive(Deserialize)]
@@ -222,21 +232,60 @@ impl Provider {
         }
     }
 
-    /// Trades an authorization code (with its PKCE verifier) for the provider's ID token.
-    pub async fn exchange_code(&self, code: &str, verifier: &str, redirect_uri: &str) -> Result<String, Error> {
-        let meta = self.meta().await?;
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier),
-        ];
-        let mut req = self.http.post(&meta.token_endpoint).header("accept", "application/json");
+    /// Whether sign-ins ask for a refresh token (`offline_access`), which Remit then renews at
+    /// every refresh of the Remit session.
+    pub fn offline(&self) -> bool {
+        self.cfg.scopes.iter().any(|s| s == "offline_access")
+    }
+
+    fn token_request(&self, endpoint: &str, mut form: Vec<(&'static str, String)>) -> reqwest::RequestBuilder {
+        let req = self.http.post(endpoint).header("accept", "application/json");
         match &self.secret {
-            Some(s) => req = req.basic_auth(form_encode(&self.cfg.client_id), Some(form_encode(s))),
-            None => form.push(("client_id", &self.cfg.client_id)),
+            Some(s) => req.basic_auth(form_encode(&self.cfg.client_id), Some(form_encode(s))).form(&form),
+            None => {
+                form.push(("client_id", self.cfg.client_id.clone()));
+                req.form(&form)
+            }
         }
-        let (status, body) = self.read(req.form(&form)).await?;
+    }
+
+    /// Renews a sign-in with the provider's refresh token: `Refused` on `invalid_grant` (the
+    /// provider no longer vouches for them), an error when the provider cannot be asked.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Renewal, Error> {
+        let meta = self.meta().await?;
+        let req = self.token_request(
+            &meta.token_endpoint,
+            vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh_token.into())],
+        );
+        let (status, body) = self.read(req).await?;
+        if status == 200 {
+            let t: TokenResponse = serde_json::from_slice(&body)
+                .map_err(|e| unavailable(&self.cfg.name, format!("its token response is not valid: {e}")))?;
+            return Ok(Renewal::Renewed(t.refresh_token));
+        }
+        let code = serde_json::from_slice::<TokenError>(&body).map(|e| e.error).unwrap_or_default();
+        if status == 400 && code == "invalid_grant" {
+            return Ok(Renewal::Refused);
+        }
+        Err(unavailable(&self.cfg.name, format!("its token endpoint answered {status} {code}")))
+    }
+
+    /// Trades an authorization code (with its PKCE verifier) for the provider's ID token and,
+    /// when asked for, its refresh token.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<(String, Option<String>), Error> {
+        let meta = self.meta().await?;
+        let form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect_uri.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ];
+        let (status, body) = self.read(self.token_request(&meta.token_endpoint, form)).await?;
         if status != 200 {
             // The provider's error code only (its description may echo input).
             let code = serde_json::from_slice::<TokenError>(&body).map(|e| e.error).unwrap_or_default();
@@ -244,7 +293,8 @@ impl Provider {
         }
         let t: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| unavailable(&self.cfg.name, format!("its token response is not valid: {e}")))?;
-        t.id_token.ok_or_else(|| Error::Denied("the identity provider returned no ID token".into()))
+        let id = t.id_token.ok_or_else(|| Error::Denied("the identity provider returned no ID token".into()))?;
+        Ok((id, t.refresh_token))
     }
 
     /// Verifies an ID token for this sign-in, re-reading the JWKS once if it names a key the

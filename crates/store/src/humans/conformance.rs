@@ -131,6 +131,15 @@ pub async fn sign_in_and_sessions(store: Arc<dyn Store>) {
     assert!(matches!(hs.refresh(replay, "r1", ev(AuditAction::SessionRefresh)).await, Err(StoreError::Conflict(_))));
     assert_eq!(hs.session(&s1.id).await.unwrap().unwrap().0.refresh_hash, "r2");
 
+    // The identity provider's refresh token rides along, replaced on every renewal.
+    assert_eq!(hs.idp_refresh(&s1.id).await.unwrap(), None);
+    hs.put_idp_refresh(&s1.id, "corp", vec![1, 2], now()).await.unwrap();
+    hs.put_idp_refresh(&s1.id, "corp", vec![3, 4], now()).await.unwrap();
+    assert_eq!(hs.idp_refresh(&s1.id).await.unwrap(), Some(("corp".to_owned(), vec![3, 4])));
+    assert_eq!(hs.idp_sessions(now(), None, 10).await.unwrap(), vec![(s1.id.clone(), alice.id.clone())]);
+    assert!(hs.idp_sessions(now(), Some(s1.id.clone()), 10).await.unwrap().is_empty(), "paged by id");
+    assert!(hs.idp_sessions(s1.refresh_until, None, 10).await.unwrap().is_empty(), "ended sessions are not swept");
+
     // Revocation: once, and a revoked session never refreshes.
     let revoked = hs.revoke_session(&s1.id, now(), "signed out", ev(AuditAction::SessionRevoke)).await.unwrap();
     assert!(revoked.revoked_at.is_some());

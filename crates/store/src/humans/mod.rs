@@ -88,6 +88,19 @@ pub trait HumanStore: Send + Sync {
         read_at: UnixMillis,
         audit: Option<AuditEvent>,
     ) -> Result<()>;
+    /// Keeps (replaces) the identity provider's sealed refresh token of a session.
+    async fn put_idp_refresh(&self, session: &SessionId, provider: &str, sealed: Vec<u8>, at: UnixMillis)
+    -> Result<()>;
+    /// Live sessions (not revoked, not past their end at `now`) holding a provider refresh
+    /// token, with their human, at most `limit`, after `after` (paging by session id).
+    async fn idp_sessions(
+        &self,
+        now: UnixMillis,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<(SessionId, HumanId)>>;
+    /// The provider and sealed refresh token kept for a session.
+    async fn idp_refresh(&self, session: &SessionId) -> Result<Option<(String, Vec<u8>)>>;
     /// Revokes one session; `NotFound`, or `Conflict` if it was already revoked.
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session>;
 }

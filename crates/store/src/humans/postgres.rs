@@ -190,6 +190,64 @@ impl HumanStore for PgStore {
         })
         .await
     }
+    async fn put_idp_refresh(
+        &self,
+        session: &SessionId,
+        provider: &str,
+        sealed: Vec<u8>,
+        at: UnixMillis,
+    ) -> Result<()> {
+        let (session, provider) = (session.clone(), provider.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO session_idp_tokens (session, provider, sealed, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (session) DO UPDATE SET provider = excluded.provider, sealed = excluded.sealed, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(session.as_str())
+                .bind(&provider)
+                .bind(&sealed)
+                .bind(at.0)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+    async fn idp_sessions(
+        &self,
+        now: UnixMillis,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<(SessionId, HumanId)>> {
+        let sql = format!(
+            "SELECT s.id, s.human FROM sessions s JOIN session_idp_tokens t ON t.session = s.id \
+             WHERE s.revoked_at IS NULL AND s.refresh_until > $1 AND ($2::text IS NULL OR s.id > $2) ORDER BY s.id LIMIT {}",
+            limit.clamp(1, crate::MAX_PAGE)
+        );
+        let rs: Result<Vec<PgRow>> = pg_read!(self, |c| async {
+            sqlx::query(&sql)
+                .bind(now.0)
+                .bind(after.as_ref().map(SessionId::as_str))
+                .fetch_all(c)
+                .await
+                .map_err(map_err)
+        });
+        rs?.iter().map(|r| Ok((typed(r, 0, SessionId::parse)?, typed(r, 1, HumanId::parse)?))).collect()
+    }
+    async fn idp_refresh(&self, session: &SessionId) -> Result<Option<(String, Vec<u8>)>> {
+        let r: Result<Option<(String, Vec<u8>)>> = pg_read!(self, |c| async {
+            sqlx::query_as("SELECT provider, sealed FROM session_idp_tokens WHERE session = $1")
+                .bind(session.as_str())
+                .fetch_optional(c)
+                .await
+                .map_err(map_err)
+        });
+        r
+    }
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.write(move |c| {

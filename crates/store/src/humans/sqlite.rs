@@ -164,6 +164,56 @@ impl HumanStore for SqliteStore {
         })
         .await
     }
+    async fn put_idp_refresh(
+        &self,
+        session: &SessionId,
+        provider: &str,
+        sealed: Vec<u8>,
+        at: UnixMillis,
+    ) -> Result<()> {
+        let (session, provider) = (session.clone(), provider.to_owned());
+        self.write(move |c| {
+            c.conn
+                .execute(
+                    "INSERT INTO session_idp_tokens (session, provider, sealed, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (session) DO UPDATE SET provider = excluded.provider, sealed = excluded.sealed, \
+                     updated_at = excluded.updated_at",
+                    params![session.as_str(), provider, sealed, at.0],
+                )
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+    async fn idp_sessions(
+        &self,
+        now: UnixMillis,
+        after: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<(SessionId, HumanId)>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT s.id, s.human FROM sessions s JOIN session_idp_tokens t ON t.session = s.id \
+                 WHERE s.revoked_at IS NULL AND s.refresh_until > ?1 AND (?2 IS NULL OR s.id > ?2) ORDER BY s.id LIMIT {}",
+                limit.clamp(1, crate::MAX_PAGE)
+            );
+            let mut st = c.prepare(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(params![now.0, after.as_ref().map(SessionId::as_str)], |r| Ok((id(r, 0)?, id(r, 1)?)))
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+    async fn idp_refresh(&self, session: &SessionId) -> Result<Option<(String, Vec<u8>)>> {
+        let session = session.clone();
+        self.read(move |c| {
+            c.prepare_cached("SELECT provider, sealed FROM session_idp_tokens WHERE session = ?1")
+                .and_then(|mut s| s.query_row([session.as_str()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
     async fn revoke_session(&self, id: &SessionId, at: UnixMillis, reason: &str, audit: AuditEvent) -> Result<Session> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.write(move |c| {

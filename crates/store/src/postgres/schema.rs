@@ -289,6 +289,16 @@ CREATE TABLE local_credentials (
     updated_at     BIGINT NOT NULL
 );
 "#,
+    r#"
+-- 9: the identity provider's refresh token of an OIDC session (sealed under the KEK), so a
+-- Remit refresh first renews the sign-in at the provider.
+CREATE TABLE session_idp_tokens (
+    session    TEXT PRIMARY KEY REFERENCES sessions(id),
+    provider   TEXT NOT NULL,
+    sealed     BYTEA NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

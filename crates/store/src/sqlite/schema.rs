@@ -268,6 +268,16 @@ CREATE TABLE local_credentials (
     updated_at     INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- 9: the identity provider's refresh token of an OIDC session (sealed under the KEK), so a
+-- Remit refresh first renews the sign-in at the provider.
+CREATE TABLE session_idp_tokens (
+    session    TEXT PRIMARY KEY REFERENCES sessions(id),
+    provider   TEXT NOT NULL,
+    sealed     BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
