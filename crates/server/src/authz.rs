@@ -6,8 +6,8 @@
 //! - The **break-glass** credential from `remit init`: allowed, outside the policy (so a bad
 //!   rule can never lock everyone out), and every use is visible: its records' actor is
 //!   `break-glass`, so everything it changes or decides is flagged; its first use in each
-//!   minute (reads included) writes a `breakglass.use` record naming the route and how often
-//!   it was used in the minute before; every use logs a warning; `remit status` counts them.
+//!   minute (reads included) writes a `breakglass.use` record and a log warning naming the
+//!   route and how often it was used in the minute before; `remit status` counts every use.
 //! - Agent instances and tasks: never (they have their own operations).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,10 +173,10 @@ impl App {
         self.authz.break_glass_last.store(u64::try_from(self.clock.now().0).unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Notes one request made with the break-glass credential: a warning in the log, and the
-    /// first use of each minute is recorded with the count of the minute before.
+    /// Notes one request made with the break-glass credential: counted (for `remit status`),
+    /// and its first use of each minute is recorded, with the count of the minute before, and
+    /// logged as a warning (once a minute, so a busy caller cannot flood the log).
     pub async fn break_glass_used(&self, caller: &Caller, method: &str, route: &str) {
-        tracing::warn!(method, route, actor = %caller.actor(), "break-glass credential used");
         self.note_break_glass();
         let now = self.clock.now().0;
         let previous = {
@@ -189,6 +189,7 @@ impl App {
             *w = (now, 1);
             previous
         };
+        tracing::warn!(method, route, actor = %caller.actor(), uses_in_previous_minute = previous, "break-glass credential used");
         let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::BreakGlassUse).detail([
             ("method", method.into()),
             ("route", route.into()),
