@@ -218,7 +218,7 @@ fn the_example_agent_reads_then_writes_once_a_human_approved() {
         "read JIRA-101: allow (by triage.jira-read)".to_owned(),
         format!("write JIRA-101: waiting for a human to approve {id}"),
         format!("remit --operator {OWNER} approval approve {id} --reason"),
-        format!("write JIRA-101: request {id} approved by {OWNER}: ok"),
+        format!("write JIRA-101: request {id} approved by break-glass:{OWNER}: ok"),
         "write JIRA-101: allow (by triage.jira-write)".to_owned(),
     ] {
         assert!(out.contains(&line), "missing `{line}`\n{shown}");

@@ -107,7 +107,7 @@ async fn a_task_asks_waits_for_the_human_and_retries() {
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
     let states: Vec<&str> = got.iter().filter_map(|e| e["state"].as_str()).collect();
     assert_eq!(states, ["pending", "approved"], "{got:?}");
-    assert_eq!(got[1]["decided_by"], "alice@example.com");
+    assert_eq!(got[1]["decided_by"], "break-glass:alice@example.com", "a name given with break-glass says so");
     assert_eq!(got[1]["reason"], "ticket OPS-7 checked");
 
     // The retry with the approval is allowed, once.

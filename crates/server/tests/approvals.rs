@@ -95,7 +95,7 @@ async fn an_approved_call_succeeds_exactly_once() {
     // ... and never again.
     assert_eq!(evaluate(&s, delete("t1", Some(&id))).await, json!({"decision": false}));
     let (_, a) = s.admin_get(&format!("/v1/approvals/{id}")).await;
-    assert_eq!((a["state"].as_str(), a["decided_by"].as_str()), (Some("used"), Some("alice@example.com")));
+    assert_eq!((a["state"].as_str(), a["decided_by"].as_str()), (Some("used"), Some("break-glass:alice@example.com")));
 
     // A denied approval denies.
     let v = evaluate(&s, delete("t3", None)).await;

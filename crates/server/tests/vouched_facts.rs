@@ -52,7 +52,7 @@ async fn letter_case_does_not_make_another_approver() {
             .await;
     assert_eq!(st, 200);
     let (_, a) = s.admin_get(&format!("/v1/approvals/{id}")).await;
-    assert_eq!(a["decided_by"], "bob@example.com", "one normalised form is recorded: {a}");
+    assert_eq!(a["decided_by"], "break-glass:bob@example.com", "one normalised form is recorded: {a}");
     s.stop().await;
 }
 

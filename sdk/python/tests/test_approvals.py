@@ -57,7 +57,8 @@ def test_approval_required_then_pending_then_approved_once(r: Remit, admin: Admi
 
     admin.approve(aid, "JIRA-101 checked")
     a = r.approval(aid)
-    assert (a.state, a.approved, a.decided_by, a.reason) == ("approved", True, OWNER, "JIRA-101 checked")
+    # Decided with the break-glass credential naming its operator: the record says so.
+    assert (a.state, a.approved, a.decided_by, a.reason) == ("approved", True, f"break-glass:{OWNER}", "JIRA-101 checked")
     # A different call does not get to use it.
     other = r.decide(tool="jira.write", context={"target": "JIRA-102"}, approval=aid)
     assert other.outcome == DENY
@@ -90,7 +91,7 @@ def test_decide_waits_for_the_human_and_retries(r: Remit, admin: Admin) -> None:
     assert d.approval_state is not None
     assert (d.approval_state.state, d.approval_state.decided_by, d.approval_state.reason) == (
         "approved",
-        OWNER,
+        f"break-glass:{OWNER}",
         "looks right",
     )
     # The approval was for that one call: the same call again opens a new request.
@@ -117,7 +118,7 @@ def test_a_human_denies(r: Remit, admin: Admin) -> None:
     assert (d.outcome, d.allowed) == (DENY, False)
     assert d.approval_state is not None and d.approval_state.state == "denied"
     assert d.approval_state.reason == "not during the freeze"
-    assert d.errors and f"was denied by {OWNER}: not during the freeze" in d.errors[0]
+    assert d.errors and f"was denied by break-glass:{OWNER}: not during the freeze" in d.errors[0]
     with pytest.raises(Denied) as e:
         r.require(tool="jira.write", context=TARGET, wait=True, wait_timeout=60, on_wait=waiting)
     assert "denied" in str(e.value)

@@ -238,7 +238,13 @@ impl Pdp {
             .task_opt(a.task.as_ref().map(TaskId::as_str))
             .workflow_opt(a.workflow.as_ref().map(WorkflowName::as_str))
             .agent_opt(agent.as_deref());
-        let verdict = Verdict { approve, by: human.clone(), reason: reason.to_owned(), at: now };
+        // A signed-in human is named by their verified email; a name given with the break-glass
+        // credential is only what its holder said, and the decision says so.
+        let by = match caller {
+            Caller::Human { .. } => human.clone(),
+            _ => format!("break-glass:{}", remit_core::rules::human_identity(human)),
+        };
+        let verdict = Verdict { approve, by, reason: reason.to_owned(), at: now };
         Ok(self.store.approvals().decide(id, verdict, audit).await?)
     }
 
