@@ -1,6 +1,7 @@
 //! Three replicas on loopback ports sharing one real PostgreSQL database: any replica serves
 //! the whole API, a kill through one is honoured by the others, keys rotated on one are used
-//! by all, and concurrent writes through all three keep one audit chain.
+//! by all, concurrent writes through all three keep one audit chain, and a human's session
+//! revoked through one is refused by the others at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -266,5 +267,46 @@ async fn an_agent_waiting_on_one_replica_hears_the_approval_given_on_another() {
     assert_eq!(v["outcome"], "allow", "{v}");
     for s in [a, b, c] {
         s.stop().await;
+    }
+}
+
+/// A human's session is read from the shared store on every use: revoking it (signing out,
+/// or an admin deactivating the human) through one replica holds on the others at once, with
+/// no wait for a notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_by_every_replica_at_once() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, c) = three(&db).await;
+    let pw = "correct horse battery staple";
+    let new = json!({"email": "dana@example.com", "roles": ["auditor"], "password": pw});
+    let (st, dana) = a.admin_post("/v1/humans", new).await;
+    assert_eq!(st, 201, "{dana}");
+    let sign_in = |s: &TestServer| {
+        let url = s.url.clone();
+        let http = s.http.clone();
+        async move {
+            let r =
+                http.post(format!("{url}/v1/auth/local")).json(&json!({"email": "dana@example.com", "password": pw}));
+            let v: serde_json::Value = r.send().await.unwrap().json().await.unwrap();
+            v["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    // Signed in through B; the session works on all three.
+    let t1 = sign_in(&b).await;
+    let t2 = sign_in(&c).await;
+    for s in [&a, &b, &c] {
+        assert_eq!(s.call("GET", "/v1/auth/session", Some(&t1), None).await.0, 200);
+    }
+    // Signed out through C: refused by A and B at the very next request.
+    assert_eq!(c.call("POST", "/v1/auth/logout", Some(&t1), None).await.0, 200);
+    for s in [&a, &b] {
+        assert_eq!(s.call("GET", "/v1/auth/session", Some(&t1), None).await.0, 401);
+    }
+    // Deactivated through A: her other session is refused by B and C at once.
+    let id = dana["id"].as_str().unwrap();
+    let (st, _) = a.admin_post(&format!("/v1/humans/{id}/deactivate"), json!({"reason": "left"})).await;
+    assert_eq!(st, 200);
+    for s in [&b, &c] {
+        assert_eq!(s.call("GET", "/v1/audit?limit=1", Some(&t2), None).await.0, 401);
     }
 }
