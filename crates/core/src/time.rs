@@ -20,6 +20,11 @@ impl UnixMillis {
     pub fn from_secs(s: i64) -> Self {
         UnixMillis(s.saturating_mul(1000))
     }
+    /// This time, or just after `prev` if that is not earlier: the `updated_at` of a write
+    /// that must differ from the one it compare-and-sets on, whatever the clock says.
+    pub fn after(self, prev: UnixMillis) -> Self {
+        self.max(UnixMillis(prev.0.saturating_add(1)))
+    }
     pub fn plus_secs(self, s: u64) -> Self {
         UnixMillis(self.0.saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)))
     }

@@ -109,6 +109,12 @@ impl Kek {
         out
     }
 
+    /// A key of its own for one purpose (sealing sign-in states, TOTP secrets, …), derived
+    /// from the KEK, so no two purposes ever open each other's values.
+    pub fn derive(&self, purpose: &str) -> Result<Kek, KeyError> {
+        Kek::from_bytes(&self.mac(purpose, &[]))
+    }
+
     /// Checks a MAC made by [`Kek::mac`], in constant time.
     pub fn verify_mac(&self, domain: &str, fields: &[&[u8]], tag: &[u8]) -> bool {
         use subtle::ConstantTimeEq;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{AppState, Path, Query, bearer_of};
 use crate::scim::{Kind, SEARCH_SCHEMA, ScimError, attr_list};
-use crate::service::scim::etag_version;
+use crate::service::scim::{Update, etag_version};
 
 const SCIM_JSON: &str = "application/scim+json";
 
@@ -143,15 +143,26 @@ async fn read(
     Ok(scim_response(StatusCode::OK, &v, Some(version)))
 }
 
+async fn update(
+    app: AppState,
+    headers: HeaderMap,
+    endpoint: String,
+    id: String,
+    body: Bytes,
+    how: Update,
+) -> Result<Response, ScimError> {
+    authorize(&app, &headers)?;
+    let (v, version) = app.scim_update(kind_of(&endpoint)?, &id, &body_json(&body)?, if_match(&headers)?, how).await?;
+    Ok(scim_response(StatusCode::OK, &v, Some(version)))
+}
+
 async fn replace(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path((endpoint, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    authorize(&app, &headers)?;
-    let (v, version) = app.scim_replace(kind_of(&endpoint)?, &id, &body_json(&body)?, if_match(&headers)?).await?;
-    Ok(scim_response(StatusCode::OK, &v, Some(version)))
+    update(app, headers, endpoint, id, body, Update::Replace).await
 }
 
 async fn patch(
@@ -160,9 +171,7 @@ async fn patch(
     Path((endpoint, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ScimError> {
-    authorize(&app, &headers)?;
-    let (v, version) = app.scim_patch(kind_of(&endpoint)?, &id, &body_json(&body)?, if_match(&headers)?).await?;
-    Ok(scim_response(StatusCode::OK, &v, Some(version)))
+    update(app, headers, endpoint, id, body, Update::Patch).await
 }
 
 async fn delete(

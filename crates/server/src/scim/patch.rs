@@ -123,7 +123,7 @@ pub fn apply(
         };
         let value = op.get("value").filter(|v| !v.is_null());
         match op.get("path").and_then(Value::as_str).filter(|p| !p.trim().is_empty()) {
-            Some(p) => one(kind, attrs, external, kind_of, parse_path(kind, p)?, value)?,
+            Some(p) => one(attrs, external, kind_of, parse_path(kind, p)?, value)?,
             None => {
                 if kind_of == OpKind::Remove {
                     return Err(ScimError::bad("noTarget", "`remove` needs a `path`"));
@@ -140,7 +140,7 @@ pub fn apply(
                     }
                     // Names this resource does not declare are ignored, as on POST.
                     let Ok(path) = parse_path(kind, k) else { continue };
-                    one(kind, attrs, external, kind_of, path, Some(v))?;
+                    one(attrs, external, kind_of, path, Some(v))?;
                 }
             }
         }
@@ -154,7 +154,6 @@ pub fn apply(
 }
 
 fn one(
-    kind: Kind,
     attrs: &mut Map<String, Value>,
     external: &mut Option<String>,
     op: OpKind,
@@ -173,7 +172,6 @@ fn one(
     if a.mutability == "readOnly" {
         return Err(ScimError::bad("mutability", format!("`{}` is read-only", a.name)));
     }
-    let _ = kind;
     match (op, path.filter, path.sub) {
         // The whole attribute.
         (OpKind::Remove, None, None) => {

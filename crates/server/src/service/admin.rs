@@ -19,7 +19,7 @@ pub struct IssuedJoinToken {
     pub token: String,
 }
 
-fn check_reason(reason: &str) -> Result<(), Error> {
+pub(crate) fn check_reason(reason: &str) -> Result<(), Error> {
     if reason.trim().is_empty() {
         return Err(Error::Invalid("a reason is required".into()));
     }

@@ -7,15 +7,9 @@ use remit_core::ids::{HumanId, SessionId};
 use remit_store::Deactivation;
 
 use super::Caller;
+use super::admin::check_reason;
 use crate::app::App;
 use crate::error::Error;
-
-fn check_reason(reason: &str) -> Result<(), Error> {
-    if reason.trim().is_empty() || reason.len() > 1024 || reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Error::Invalid("a reason of at most 1024 bytes of printable text is required".into()));
-    }
-    Ok(())
-}
 
 impl App {
     /// Humans ordered by email, after `after`, at most `limit` (1-1000).

@@ -75,7 +75,7 @@ pub struct TotpEnrolment {
 
 impl App {
     fn totp_key(&self) -> Result<remit_token::Kek, Error> {
-        remit_token::Kek::from_bytes(&self.kek().mac(TOTP_PURPOSE, &[])).map_err(|e| Error::Internal(e.to_string()))
+        self.kek().derive(TOTP_PURPOSE).map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// An admin creates a local human with a password.
@@ -170,7 +170,7 @@ impl App {
             let _ = self.store.humans().put_local_credential(next, c.updated_at, Some(audit)).await;
             return Err(refused());
         }
-        let next = human::after_success(&c, step, remit_core::time::UnixMillis(now.0.max(c.updated_at.0 + 1)));
+        let next = human::after_success(&c, step, now.after(c.updated_at));
         self.store.humans().put_local_credential(next, c.updated_at, None).await.map_err(|_| refused())?;
         let tokens = self.start_session(&h, "local").await?;
         Ok((h, tokens))
@@ -188,11 +188,7 @@ impl App {
         let secret: [u8; 20] = self.random.bytes32()[..20].try_into().map_err(|_| Error::Internal("secret".into()))?;
         let sealed = self.totp_key()?.seal(TOTP_PURPOSE, &secret);
         let now = self.clock.now();
-        let next = LocalCredential {
-            totp: Some((sealed, false)),
-            updated_at: remit_core::time::UnixMillis(now.0.max(c.updated_at.0 + 1)),
-            ..c.clone()
-        };
+        let next = LocalCredential { totp: Some((sealed, false)), updated_at: now.after(c.updated_at), ..c.clone() };
         self.store.humans().put_local_credential(next, c.updated_at, None).await?;
         let b32 = totp::base32(&secret);
         let label =
@@ -222,7 +218,7 @@ impl App {
         let next = LocalCredential {
             totp: Some((sealed.clone(), true)),
             last_totp_step: Some(step),
-            updated_at: remit_core::time::UnixMillis(now.0.max(c.updated_at.0 + 1)),
+            updated_at: now.after(c.updated_at),
             ..c.clone()
         };
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::HumanUpdate)

@@ -49,6 +49,13 @@ fn attrs_of(r: &ScimResource) -> Result<Map<String, Value>, ScimError> {
     }
 }
 
+/// How a write changes a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    Replace,
+    Patch,
+}
+
 /// Parses `W/"<n>"` (or `"<n>"`).
 pub fn etag_version(tag: &str) -> Option<u64> {
     tag.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
@@ -142,32 +149,25 @@ impl App {
         self.scim_get(kind, &id, &[], &[]).await
     }
 
-    /// PUT: replaces a resource's attributes (compare-and-set on `If-Match` when given).
-    pub async fn scim_replace(
+    /// PUT (`Update::Replace`: the body is the new attributes) or PATCH (`Update::Patch`:
+    /// operations on the current ones, RFC 7644 §3.5.2); compare-and-set on `If-Match` when given.
+    pub async fn scim_update(
         &self,
         kind: Kind,
         id: &str,
         body: &Value,
         if_match: Option<u64>,
+        how: Update,
     ) -> Result<(Value, u64), ScimError> {
         let cur = self.scim_current(kind, id, if_match).await?;
-        let (attrs, external) = scim::read_body(kind, body)?;
-        self.scim_write(kind, cur, attrs, external, if_match.is_some()).await?;
-        self.scim_get(kind, id, &[], &[]).await
-    }
-
-    /// PATCH: applies operations to a resource (RFC 7644 §3.5.2).
-    pub async fn scim_patch(
-        &self,
-        kind: Kind,
-        id: &str,
-        body: &Value,
-        if_match: Option<u64>,
-    ) -> Result<(Value, u64), ScimError> {
-        let cur = self.scim_current(kind, id, if_match).await?;
-        let mut attrs = attrs_of(&cur)?;
-        let mut external = cur.external_id.clone();
-        scim::patch::apply(kind, &mut attrs, &mut external, body)?;
+        let (attrs, external) = match how {
+            Update::Replace => scim::read_body(kind, body)?,
+            Update::Patch => {
+                let (mut attrs, mut external) = (attrs_of(&cur)?, cur.external_id.clone());
+                scim::patch::apply(kind, &mut attrs, &mut external, body)?;
+                (attrs, external)
+            }
+        };
         self.scim_write(kind, cur, attrs, external, if_match.is_some()).await?;
         self.scim_get(kind, id, &[], &[]).await
     }
@@ -240,7 +240,7 @@ impl App {
         let active = scim::active(&attrs);
         let invalid = |e: remit_core::DomainError| ScimError::bad("invalidValue", e.to_string());
         let taken = |detail: String| ScimError { status: 409, scim_type: Some("uniqueness"), detail };
-        let later = |h: &Human| now.max(remit_core::time::UnixMillis(h.updated_at.0 + 1));
+        let later = |h: &Human| now.after(h.updated_at);
         // The human this User is (found or new), and what the write does to them.
         let (human, existing) = match &cur {
             None => {

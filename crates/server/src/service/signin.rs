@@ -237,8 +237,7 @@ impl App {
     }
 
     fn idp_key(&self) -> Result<remit_token::Kek, Error> {
-        remit_token::Kek::from_bytes(&self.kek().mac("remit-idp-refresh-v1", &[]))
-            .map_err(|e| Error::Internal(e.to_string()))
+        self.kek().derive("remit-idp-refresh-v1").map_err(|e| Error::Internal(e.to_string()))
     }
 
     async fn keep_idp_refresh(&self, session: &SessionId, provider: &str, token: &str) -> Result<(), Error> {
@@ -358,7 +357,7 @@ impl App {
     pub(crate) async fn start_session(&self, h: &Human, method: &str) -> Result<SessionTokens, Error> {
         let now = self.clock.now();
         let (session, tokens) = self.new_session(h, method);
-        let bumped = Human { updated_at: remit_core::time::UnixMillis(now.0.max(h.updated_at.0 + 1)), ..h.clone() };
+        let bumped = Human { updated_at: now.after(h.updated_at), ..h.clone() };
         let audit = vec![AuditEvent::new(now, human::actor(&h.id, &session.id), AuditAction::SessionCreate).detail([
             ("method", method.into()),
             ("human", h.id.to_string().into()),

@@ -62,7 +62,7 @@ pub struct Handoff {
 }
 
 fn purpose_key(kek: &Kek, purpose: &str) -> Result<Kek, Error> {
-    Kek::from_bytes(&kek.mac(purpose, &[])).map_err(|e| Error::Internal(format!("deriving a sealing key: {e}")))
+    kek.derive(purpose).map_err(|e| Error::Internal(format!("deriving a sealing key: {e}")))
 }
 
 /// Seals `value` for `purpose`, as URL-safe text.

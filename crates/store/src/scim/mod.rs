@@ -139,5 +139,5 @@ pub(crate) fn with_group(h: &Human, add: Option<&str>, remove: Option<&str>, at:
     }
     groups.sort();
     groups.dedup();
-    Human { groups, updated_at: at.max(UnixMillis(h.updated_at.0 + 1)), ..h.clone() }
+    Human { groups, updated_at: at.after(h.updated_at), ..h.clone() }
 }
