@@ -29,7 +29,12 @@ fn claims() -> Claims {
             task: Some("t-0123456789abcdef0123456789abcdef".into()),
             intent_hash: Some("a".repeat(64)),
             sensitivity: Some("internal".into()),
+            tool: None,
+            on_behalf_of: None,
         },
+        scope: None,
+        act: None,
+        cnf: None,
     }
 }
 

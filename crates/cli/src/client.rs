@@ -146,7 +146,12 @@ impl Client {
             return Ok(resp);
         }
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let msg = body.get("message").and_then(Value::as_str).unwrap_or("request failed").to_owned();
+        // Remit's errors carry `message`; the OAuth endpoints' carry `error` and `error_description`.
+        let msg = match (body.get("message"), body.get("error_description")) {
+            (Some(Value::String(m)), _) => m.clone(),
+            (_, Some(Value::String(d))) => format!("{}: {d}", body["error"].as_str().unwrap_or("error")),
+            _ => "request failed".to_owned(),
+        };
         let msg = match body.get("error_id").and_then(Value::as_str) {
             Some(id) => format!("{msg} (error id {id})"),
             None => msg,
@@ -178,6 +183,16 @@ impl Client {
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CliError> {
         self.json(self.send(self.request(Method::POST, path).form(form)).await?).await
+    }
+
+    /// Posts a form and returns the status and JSON body whatever the status (the OAuth
+    /// endpoints answer errors in their own shape).
+    pub async fn post_form_raw(&self, path: &str, form: &[(&str, &str)]) -> Result<(StatusCode, Value), CliError> {
+        let resp = self.request(Method::POST, path).form(form).send().await.map_err(|e| {
+            CliError::Unavailable(format!("cannot reach the remit server at {}: {}", self.base, root_cause(&e)))
+        })?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
     async fn json(&self, resp: reqwest::Response) -> Result<Value, CliError> {

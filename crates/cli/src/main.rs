@@ -69,9 +69,12 @@ pub enum Command {
     /// Tasks: one unit of work with its own short-lived identity.
     #[command(subcommand)]
     Task(cmd::task::Cmd),
-    /// Inspect tokens.
+    /// Inspect tokens; trade a task token for a per-tool credential.
     #[command(subcommand)]
     Token(cmd::token::Cmd),
+    /// Registered tools: what per-tool credentials are for.
+    #[command(subcommand)]
+    Tool(cmd::tool::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

@@ -61,6 +61,9 @@ pub enum AuditAction {
     GroupWrite,
     GroupDelete,
     AgentUpdate,
+    ToolCreate,
+    ToolDisable,
+    TokenExchange,
 }
 
 impl AuditAction {
@@ -105,6 +108,9 @@ impl AuditAction {
             AuditAction::GroupWrite => "group.write",
             AuditAction::GroupDelete => "group.delete",
             AuditAction::AgentUpdate => "agent.update",
+            AuditAction::ToolCreate => "tool.create",
+            AuditAction::ToolDisable => "tool.disable",
+            AuditAction::TokenExchange => "token.exchange",
         }
     }
 }

@@ -125,11 +125,22 @@ name_type!(
     AgentName,
     "agent name"
 );
+name_type!(
+    /// The name of a registered tool (e.g. `tickets`): what a per-tool credential is for.
+    ToolName,
+    "tool name"
+);
 random_id_type!(
     /// A request for a human to approve one exact call (`a-` and 32 hex digits).
     ApprovalId,
     "a-",
     "approval id"
+);
+random_id_type!(
+    /// A per-tool credential obtained by token exchange (its token's `jti`).
+    CredentialId,
+    "c-",
+    "credential id"
 );
 random_id_type!(
     /// One task of a workflow.

@@ -14,6 +14,7 @@
 //! - [`approval`]: the approval lifecycle and the proof a used approval yields.
 //! - [`cascade`]: what a kill switch revokes, and the records that say so.
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
+//! - [`tool`]: registered tools and the per-tool credentials tasks obtain by token exchange.
 
 pub mod approval;
 pub mod audit;
@@ -25,5 +26,6 @@ pub mod model;
 pub mod random;
 pub mod rules;
 pub mod time;
+pub mod tool;
 
 pub use error::DomainError;

@@ -58,7 +58,7 @@ pub struct NewWorkflow {
     pub max_delegation_depth: Option<u32>,
 }
 
-fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> Result<(), DomainError> {
+pub(crate) fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> Result<(), DomainError> {
     if required && s.trim().is_empty() {
         return Err(DomainError::invalid(what, "must not be empty"));
     }

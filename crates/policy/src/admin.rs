@@ -31,13 +31,14 @@ namespace Remit {
 
   action read, kill_switch, manage;
   action "workflow.read", "agent.read", "task.read", "audit.read", "approval.read", "policy.read",
-         "human.read", "status.read", "decision.explain" in [read]
+         "human.read", "status.read", "decision.explain", "tool.read" in [read]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
-         "instance.revoke" in [kill_switch]
+         "instance.revoke", "tool.disable" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
-         "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start" in [manage]
+         "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start",
+         "tool.create" in [manage]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "approval.decide"
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
@@ -109,6 +110,9 @@ pub enum AdminAction {
     AuditCheckpoint,
     TaskStart,
     ApprovalDecide,
+    ToolRead,
+    ToolCreate,
+    ToolDisable,
 }
 
 impl AdminAction {
@@ -142,6 +146,9 @@ impl AdminAction {
             AuditCheckpoint => "audit.checkpoint",
             TaskStart => "task.start",
             ApprovalDecide => "approval.decide",
+            ToolRead => "tool.read",
+            ToolCreate => "tool.create",
+            ToolDisable => "tool.disable",
         }
     }
 }

@@ -39,6 +39,30 @@ impl Error {
     }
 }
 
+/// An OAuth 2.0 token endpoint error (RFC 6749 §5.2, RFC 8693 §2.2.2): a registered `error`
+/// code and a description; or, with `service` set, a failure of Remit itself (the store is
+/// down, a bug) that is answered as any other such failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: &'static str,
+    pub description: String,
+    /// Approval requests that must be decided before the scopes asked for are granted.
+    pub approvals: Vec<String>,
+    pub service: Option<Error>,
+}
+
+impl OAuthError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError { code, description: description.into(), approvals: vec![], service: None }
+    }
+}
+
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        OAuthError { code: "server_error", description: String::new(), approvals: vec![], service: Some(e) }
+    }
+}
+
 impl From<DomainError> for Error {
     fn from(e: DomainError) -> Self {
         match e {

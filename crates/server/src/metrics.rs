@@ -31,6 +31,7 @@ pub struct Metrics {
     pub introspections: Family<ResultLabel, Counter>,
     pub decisions: Family<ResultLabel, Counter>,
     pub kills: Family<ResultLabel, Counter>,
+    pub exchanges: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -44,13 +45,15 @@ impl Metrics {
         let introspections = Family::<ResultLabel, Counter>::default();
         let decisions = Family::<ResultLabel, Counter>::default();
         let kills = Family::<ResultLabel, Counter>::default();
+        let exchanges = Family::<ResultLabel, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_seconds.clone());
         registry.register("tokens_issued", "JWT-SVIDs issued, by kind", tokens_issued.clone());
         registry.register("introspections", "Introspection answers, by result", introspections.clone());
         registry.register("decisions", "Policy decisions, by outcome", decisions.clone());
         registry.register("kills", "Kill switches pulled, by target kind", kills.clone());
-        Metrics { registry, http_requests, http_seconds, tokens_issued, introspections, decisions, kills }
+        registry.register("token_exchanges", "RFC 8693 token exchanges: issued, refused or error", exchanges.clone());
+        Metrics { registry, http_requests, http_seconds, tokens_issued, introspections, decisions, kills, exchanges }
     }
 
     pub fn label(v: &str) -> ResultLabel {

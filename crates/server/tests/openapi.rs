@@ -164,7 +164,9 @@ async fn the_document_is_valid_typed_and_complete() {
                 }
             } else if status.starts_with('4') || status.starts_with('5') {
                 let schema = &r["content"]["application/json"]["schema"]["$ref"];
-                if schema != "#/components/schemas/ErrorBody" {
+                // The token endpoint answers errors in OAuth's own shape (RFC 6749 §5.2).
+                let oauth = path == "/oauth2/token" && schema == "#/components/schemas/OAuthErrorBody";
+                if schema != "#/components/schemas/ErrorBody" && !oauth {
                     problems.push(format!("{here} {status}: not an ErrorBody ({r})"));
                 }
             }
@@ -334,6 +336,15 @@ impl Samples<'_> {
         v
     }
 
+    /// Posts a form with any fields, unauthenticated (the token endpoint).
+    async fn form_fields(&mut self, path: &str, fields: &[(&str, String)]) -> (u16, Value) {
+        let resp = self.s.http.post(format!("{}{path}", self.s.url)).form(fields).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap();
+        self.push("post", path, status, "application/json", v.clone());
+        (status, v)
+    }
+
     /// The first `data:` of an SSE stream (then the stream is dropped).
     async fn first_event(&mut self, template: &str, path: &str, bearer: &str) {
         let mut resp = self.s.http.get(format!("{}{path}", self.s.url)).bearer_auth(bearer).send().await.unwrap();
@@ -354,6 +365,10 @@ impl Samples<'_> {
 const TASK_POLICIES: &str = r#"
 @id("read")
 permit (principal is Task, action == Action::"call_tool", resource == Tool::"jira.read")
+when { principal in Workflow::"deploy" };
+
+@id("tickets")
+permit (principal is Task, action == Action::"call_tool", resource == Tool::"tickets")
 when { principal in Workflow::"deploy" };
 
 @id("write")
@@ -558,6 +573,37 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!((st, v["state"].as_str()), (200, Some("denied")), "{v}");
     assert_eq!(x.call("GET", "/v1/approvals/{id}", &approval_path, a, None).await.0, 200);
     assert_eq!(x.call("GET", "/v1/approvals", "/v1/approvals", a, None).await.0, 200);
+
+    // Tools and the token exchange (its errors are OAuth's own shape).
+    let tool = json!({"name": "tickets", "audience": "https://tickets.example", "scopes": ["call_tool", "admin"],
+                      "owner": "carol@example.com"});
+    assert_eq!(x.call("POST", "/v1/tools", "/v1/tools", a, Some(tool.clone())).await.0, 201);
+    assert_eq!(x.call("POST", "/v1/tools", "/v1/tools", a, Some(tool)).await.0, 409);
+    assert_eq!(x.call("GET", "/v1/tools", "/v1/tools", a, None).await.0, 200);
+    assert_eq!(x.call("GET", "/v1/tools/{name}", "/v1/tools/tickets", a, None).await.0, 200);
+    assert_eq!(x.call("GET", "/v1/tools/{name}", "/v1/tools/nope", a, None).await.0, 404);
+    assert_eq!(
+        x.call("GET", "/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server", None, None)
+            .await
+            .0,
+        200
+    );
+    let exchange = |scope: &'static str| {
+        vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+            ("subject_token", tt.clone()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+            ("audience", "tickets".to_owned()),
+            ("scope", scope.to_owned()),
+        ]
+    };
+    let (st, v) = x.form_fields("/oauth2/token", &exchange("call_tool")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(x.form_fields("/oauth2/token", &exchange("admin")).await.0, 400);
+    assert_eq!(x.form_fields("/oauth2/token", &exchange("bad\\")).await.0, 400);
+    let why = Some(json!({"reason": "drill"}));
+    assert_eq!(x.call("POST", "/v1/tools/{name}/disable", "/v1/tools/tickets/disable", a, why.clone()).await.0, 200);
+    assert_eq!(x.call("POST", "/v1/tools/{name}/disable", "/v1/tools/tickets/disable", a, why).await.0, 409);
 
     // Kill switches and the task lifecycle.
     let kill = Some(json!({"reason": "drill"}));

@@ -298,6 +298,9 @@ impl Store for CachingStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self.inner.humans()
     }
+    fn tools(&self) -> &dyn crate::tools::ToolStore {
+        self.inner.tools()
+    }
     fn scim(&self) -> &dyn crate::scim::ScimStore {
         self.inner.scim()
     }

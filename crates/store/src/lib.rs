@@ -7,6 +7,7 @@
 //! - [`approvals`]: approval requests.
 //! - [`humans`]: humans and their sessions.
 //! - [`scim`]: the SCIM resources an identity provider provisions (Users are humans).
+//! - [`tools`]: registered tools and the per-tool credentials issued by token exchange.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
 //! as `impl <Area>Store for SqliteStore / PgStore`) and its conformance cases. [`Store`]
@@ -45,6 +46,7 @@ pub mod policy;
 pub mod postgres;
 pub mod scim;
 pub mod sqlite;
+pub mod tools;
 
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
@@ -54,6 +56,7 @@ pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskF
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
 pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
+pub use tools::ToolStore;
 
 /// Largest page any list call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -90,6 +93,7 @@ pub trait Store: Send + Sync + 'static {
     fn approvals(&self) -> &dyn ApprovalStore;
     fn humans(&self) -> &dyn HumanStore;
     fn scim(&self) -> &dyn ScimStore;
+    fn tools(&self) -> &dyn ToolStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

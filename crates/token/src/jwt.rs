@@ -23,6 +23,8 @@ pub const REMIT_CLAIM: &str = "https://remit.dev/claims";
 pub enum SvidKind {
     Task,
     Instance,
+    /// A per-tool credential from token exchange (RFC 8693): `aud` is one tool, never Remit.
+    Tool,
 }
 
 /// Remit's own claims, under [`REMIT_CLAIM`].
@@ -40,6 +42,45 @@ pub struct RemitClaims {
     pub intent_hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<String>,
+    /// For a per-tool credential: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The email of the human whose grant the authority comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// RFC 8693 §4.1 `act`: the acting party, with the prior actors nested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// Nests `chain` (outermost = the current actor first) as RFC 8693 §4.1 says; `None` for
+    /// an empty chain.
+    pub fn nest(chain: &[String]) -> Option<Actor> {
+        chain.iter().rev().fold(None, |inner, sub| Some(Actor { sub: sub.clone(), act: inner.map(Box::new) }))
+    }
+
+    /// The chain back out, outermost first.
+    pub fn flatten(&self) -> Vec<String> {
+        let mut out = vec![self.sub.clone()];
+        let mut cur = &self.act;
+        while let Some(a) = cur {
+            out.push(a.sub.clone());
+            cur = &a.act;
+        }
+        out
+    }
+}
+
+/// RFC 7800 confirmation: the RFC 7638 thumbprint of the key a token is bound to (RFC 9449).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// The claims of a JWT-SVID.
@@ -53,6 +94,15 @@ pub struct Claims {
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// Space-separated scopes (per-tool credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The acting party chain (per-tool credentials whose subject is not the actor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// The key the token is bound to (DPoP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     #[serde(rename = "https://remit.dev/claims")]
     pub remit: RemitClaims,
 }
@@ -216,8 +266,24 @@ mod tests {
                 task: Some("t".into()),
                 intent_hash: None,
                 sensitivity: None,
+                tool: None,
+                on_behalf_of: None,
             },
+            scope: None,
+            act: None,
+            cnf: None,
         }
+    }
+
+    #[test]
+    fn actor_chains_nest_outermost_first() {
+        assert_eq!(Actor::nest(&[]), None);
+        let a = Actor::nest(&["c".into(), "b".into(), "a".into()]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"sub": "c", "act": {"sub": "b", "act": {"sub": "a"}}})
+        );
+        assert_eq!(a.flatten(), vec!["c", "b", "a"]);
     }
 
     fn ring() -> (Keyring, Arc<SigningKey>) {

@@ -14,7 +14,7 @@ pub mod keys;
 pub mod oidc;
 pub mod totp;
 
-pub use jwt::{Claims, RemitClaims, SvidKind, TokenError};
+pub use jwt::{Actor, Claims, Confirmation, RemitClaims, SvidKind, TokenError};
 pub use keyring::Keyring;
 pub use keys::{Kek, KeyError, SigningKey};
 

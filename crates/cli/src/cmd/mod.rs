@@ -16,6 +16,7 @@ pub mod reseal;
 pub mod serve;
 pub mod task;
 pub mod token;
+pub mod tool;
 pub mod workflow;
 
 use crate::{Cli, CliError, Command};
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Agent(c) => agent::run(&g, c).await,
         Command::Task(c) => task::run(&g, c).await,
         Command::Token(c) => token::run(&g, c).await,
+        Command::Tool(c) => tool::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

@@ -1,6 +1,7 @@
 //! `remit token verify`: checks a token's signature against the server's published JWKS and
 //! its `iss` against the announced issuer (as any relying party would), and asks the server
-//! whether it is still active.
+//! whether it is still active. `remit token exchange`: trades the task's token for a
+//! credential for one tool (RFC 8693, at the server's token endpoint).
 
 use std::io::Read;
 
@@ -21,10 +22,87 @@ pub enum Cmd {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// Trade the task's token for a credential for one tool; prints the credential (with
+    /// `--json`, the whole token response). Exit 7 if a human must approve a scope first
+    /// (the approval ids are printed; retry with `--approval`).
+    Exchange {
+        /// The tool: its name or audience URI.
+        #[arg(long)]
+        tool: String,
+        /// A scope wanted (repeatable; default: every scope the tool accepts).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// An approved request for one of the scopes (repeatable).
+        #[arg(long = "approval")]
+        approvals: Vec<String>,
+        /// The task token to trade.
+        #[arg(long, env = "REMIT_TASK_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+}
+
+async fn exchange(
+    g: &Global,
+    tool: String,
+    scopes: Vec<String>,
+    approvals: Vec<String>,
+    token: String,
+) -> Result<(), CliError> {
+    let anon = Client::new(&g.url, None, None)?;
+    let scope = scopes.join(" ");
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", &token),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("audience", &tool),
+    ];
+    if !scope.is_empty() {
+        form.push(("scope", &scope));
+    }
+    for a in &approvals {
+        form.push(("approval", a));
+    }
+    let (status, v) = anon.post_form_raw("/oauth2/token", &form).await?;
+    if status.is_success() {
+        if g.json {
+            output::json(&v);
+        } else {
+            eprintln!(
+                "{} credential for {tool}: scope `{}`, expires in {}s",
+                output::s(&v, "token_type"),
+                output::s(&v, "scope"),
+                v["expires_in"]
+            );
+            println!("{}", output::s(&v, "access_token"));
+        }
+        return Ok(());
+    }
+    let ids: Vec<&str> =
+        v["approval_ids"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_str).collect();
+    let msg = format!("{}: {}", output::s(&v, "error"), output::s(&v, "error_description"));
+    if !ids.is_empty() {
+        if g.json {
+            output::json(&v);
+        } else {
+            eprintln!("{msg}");
+            for id in ids {
+                println!("{id}");
+            }
+        }
+        return Err(CliError::Exit(7));
+    }
+    Err(match status.as_u16() {
+        400 | 401 | 403 => CliError::Denied(msg),
+        503 => CliError::Unavailable(msg),
+        _ => CliError::Failed(format!("{msg} (HTTP {})", status.as_u16())),
+    })
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
-    let Cmd::Verify { token, audience } = cmd;
+    let (token, audience) = match cmd {
+        Cmd::Verify { token, audience } => (token, audience),
+        Cmd::Exchange { tool, scopes, approvals, token } => return exchange(g, tool, scopes, approvals, token).await,
+    };
     let token = if token == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| CliError::Failed(e.to_string()))?;

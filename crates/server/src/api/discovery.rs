@@ -53,9 +53,24 @@ pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoRespo
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, body = OpenIdConfiguration, description = "discovery document")))]
 pub async fn openid_configuration(State(app): State<AppState>) -> Json<OpenIdConfiguration> {
+    Json(metadata(&app))
+}
+
+/// RFC 8414 authorization server metadata: the same document as the OpenID-style one (its
+/// `issuer` is the issuer of every token), naming the token endpoint and its one grant.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, body = OpenIdConfiguration, description = "RFC 8414 metadata")))]
+pub async fn authorization_server(State(app): State<AppState>) -> Json<OpenIdConfiguration> {
+    Json(metadata(&app))
+}
+
+fn metadata(app: &AppState) -> OpenIdConfiguration {
     let iss = app.issuer.clone();
     let one = |s: &str| vec![s.to_owned()];
-    Json(OpenIdConfiguration {
+    OpenIdConfiguration {
+        token_endpoint: format!("{iss}/oauth2/token"),
+        grant_types_supported: one(crate::service::exchange::GRANT_TOKEN_EXCHANGE),
+        token_endpoint_auth_methods_supported: one("none"),
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
         introspection_endpoint: format!("{iss}/oauth2/introspect"),
         revocation_endpoint: format!("{iss}/oauth2/revoke"),
@@ -67,7 +82,7 @@ pub async fn openid_configuration(State(app): State<AppState>) -> Json<OpenIdCon
         spiffe_trust_domain: app.trust_domain.as_str().to_owned(),
         spiffe_bundle_endpoint: format!("{iss}/.well-known/spiffe-bundle"),
         issuer: iss,
-    })
+    }
 }
 
 /// This API's OpenAPI 3.1 document.
@@ -119,7 +134,8 @@ impl utoipa::Modify for BearerAuth {
     tags(
         (name = "operations", description = "Liveness, readiness, metrics, the server's status and key rotation."),
         (name = "discovery", description = "Anonymous documents: the JWK Set, the SPIFFE bundle, OpenID-style discovery and this OpenAPI document."),
-        (name = "OAuth", description = "RFC 7662 token introspection and RFC 7009 token revocation."),
+        (name = "OAuth", description = "RFC 8693 token exchange for per-tool credentials, RFC 7662 token introspection and RFC 7009 token revocation."),
+        (name = "tools", description = "Registered tools: the APIs tasks obtain per-tool credentials for."),
         (name = "workflows and agents", description = "Workflows, agents and their join tokens, with their kill switches. Admin."),
         (name = "instances", description = "Agent instances: joining with a join token, renewing, revoking."),
         (name = "tasks", description = "The task lifecycle: start, list, show, complete, revoke, watch."),
@@ -151,6 +167,8 @@ impl utoipa::Modify for BearerAuth {
         super::humans::deactivate, super::humans::revoke_session,
         super::admin::set_workflow_owner, super::admin::set_agent_owner, super::admin::orphans,
         super::humans::create_local, super::humans::local_sign_in, super::humans::enroll_totp, super::humans::confirm_totp,
+        super::oauth::token, authorization_server, super::tools::create, super::tools::list, super::tools::get,
+        super::tools::disable,
     )
 )]
 pub struct ApiDoc;

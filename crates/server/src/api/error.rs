@@ -36,6 +36,30 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// An OAuth token endpoint error, answered in RFC 6749 §5.2's shape.
+    #[error("{}", .0.description)]
+    OAuth(crate::error::OAuthError),
+}
+
+/// The body of an OAuth token endpoint error (RFC 6749 §5.2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_target`, `invalid_scope`, `unsupported_grant_type`.
+    #[schema(example = "invalid_target")]
+    pub error: &'static str,
+    pub error_description: String,
+    /// The approval requests a human must decide before the scopes are granted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approval_ids: Vec<String>,
+}
+
+impl From<crate::error::OAuthError> for ApiError {
+    fn from(e: crate::error::OAuthError) -> Self {
+        match e.service {
+            Some(s) => s.into(),
+            None => ApiError::OAuth(e),
+        }
+    }
 }
 
 /// The JSON body of every error response.
@@ -69,6 +93,8 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OAuth(e) if e.code == "invalid_client" => StatusCode::UNAUTHORIZED,
+            ApiError::OAuth(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -86,6 +112,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::OAuth(e) => e.code,
         }
     }
 
@@ -97,6 +124,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let ApiError::OAuth(e) = self {
+            let body = OAuthErrorBody { error: e.code, error_description: e.description, approval_ids: e.approvals };
+            return (status, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response();
+        }
         let body = match &self {
             ApiError::Internal(detail) => {
                 let id = hex_id();

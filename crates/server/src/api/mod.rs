@@ -14,6 +14,7 @@ pub mod policy;
 pub mod schema;
 pub mod scim;
 pub mod tasks;
+pub mod tools;
 pub mod wire;
 
 use std::sync::Arc;
@@ -232,6 +233,11 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(discovery::metrics))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server))
+        .route("/v1/tools", get(tools::list).post(tools::create))
+        .route("/v1/tools/{name}", get(tools::get))
+        .route("/v1/tools/{name}/disable", post(tools::disable))
         .route("/v1/join", post(tasks::join))
         .route("/v1/instances/renew", post(tasks::renew_instance))
         .route("/v1/instances/{id}/revoke", post(admin::revoke_instance))

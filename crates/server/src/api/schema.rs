@@ -72,6 +72,12 @@ pub struct OpenIdConfiguration {
     /// The issuer (`iss` of every token), this server's public URL.
     pub issuer: String,
     pub jwks_uri: String,
+    /// The token endpoint (RFC 8693 token exchange).
+    pub token_endpoint: String,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    pub grant_types_supported: Vec<String>,
+    /// `none`: the subject token is the authority.
+    pub token_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
@@ -129,16 +135,41 @@ pub struct Introspection {
     pub iat: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// `jwt-svid`.
+    /// `jwt-svid` for an instance or task token; `Bearer` or `DPoP` for a per-tool credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
     /// Same as `sub`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
-    /// Remit's claims (kind, agent, instance, workflow, task, intent hash, sensitivity).
+    /// A per-tool credential's scopes, space-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A per-tool credential's actor chain (RFC 8693 §4.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub act: Option<serde_json::Value>,
+    /// The key a DPoP-bound credential is bound to: `{"jkt": "<RFC 7638 thumbprint>"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cnf: Option<serde_json::Value>,
+    /// Remit's claims (kind, agent, instance, workflow, task, intent hash, sensitivity, tool).
     #[serde(rename = "https://remit.dev/claims", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<RemitClaimsDoc>)]
     pub remit: Option<remit_token::jwt::RemitClaims>,
+}
+
+/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// `urn:ietf:params:oauth:token-type:access_token`.
+    pub issued_token_type: String,
+    /// `Bearer`, or `DPoP` for a token bound to the caller's key.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// The scopes granted, space-separated (fewer than asked when the policy narrowed them).
+    pub scope: String,
 }
 
 /// An RFC 7009 revocation response: always the empty object.

@@ -391,6 +391,7 @@ impl TaskDecisionRequest {
             resource: self.resource.into(),
             context: self.context,
             approval: self.approval,
+            no_approval_request: false,
         };
         (self.token, call)
     }

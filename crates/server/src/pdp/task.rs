@@ -26,6 +26,9 @@ pub struct TaskCall {
     pub context: Value,
     /// On the retry of a call that needed approval: the approved request's id.
     pub approval: Option<String>,
+    /// Answer "approval required" without opening a request (a token exchange that asked
+    /// for no scope in particular drops such scopes instead of paging a human).
+    pub no_approval_request: bool,
 }
 
 impl TaskCall {
@@ -116,7 +119,9 @@ impl Pdp {
                             req.context.clone(),
                             &req.entities,
                         );
-                        if answer.decision.outcome == Outcome::ApprovalRequired {
+                        if answer.decision.outcome == Outcome::ApprovalRequired
+                            && !(call.no_approval_request && call.approval.is_none())
+                        {
                             let bound_call = canonical(&json!({
                                 "task": t.id.as_str(),
                                 "action": {"name": call.action.name, "properties": call.action.properties},

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
+pub mod exchange;
 pub mod humans;
 pub mod local;
 pub mod scim;
@@ -13,6 +14,7 @@ pub mod signin;
 pub mod status;
 pub mod tasks;
 pub mod tokens;
+pub mod tools;
 pub mod watch;
 
 pub use crate::caller::{Caller, clean_operator};

@@ -97,7 +97,12 @@ impl App {
                 task: None,
                 intent_hash: None,
                 sensitivity: None,
+                tool: None,
+                on_behalf_of: None,
             },
+            scope: None,
+            act: None,
+            cnf: None,
         };
         self.metrics.tokens_issued.get_or_create(&Metrics::label("instance")).inc();
         jwt::mint(self.keyring().signer(), &claims)
@@ -186,7 +191,12 @@ impl App {
                 task: Some(task.id.to_string()),
                 intent_hash: Some(task.intent_hash.clone()),
                 sensitivity: Some(task.sensitivity.as_str().to_owned()),
+                tool: None,
+                on_behalf_of: None,
             },
+            scope: None,
+            act: None,
+            cnf: None,
         };
         let token = jwt::mint(self.keyring().signer(), &claims);
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)

@@ -1,10 +1,14 @@
-//! RFC 7662 introspection and RFC 7009 revocation of Remit-issued tokens.
+//! RFC 7662 introspection and RFC 7009 revocation of Remit-issued tokens: instance and task
+//! JWT-SVIDs, and the per-tool credentials of token exchange (live while their row is
+//! unrevoked, their tool active and their task live).
 
-use remit_core::ids::Subject;
+use remit_core::audit::{AuditAction, AuditEvent};
+use remit_core::ids::{CredentialId, Subject};
 use remit_core::model::{Kill, KillTarget};
 use remit_core::rules::{self, Liveness};
+use remit_core::tool::{Tool, credential_liveness};
 use remit_store::StoreError;
-use remit_token::Claims;
+use remit_token::{Claims, SvidKind};
 
 use crate::app::App;
 use crate::error::Error;
@@ -20,8 +24,17 @@ pub struct Introspection {
 impl App {
     /// Is this token active right now? Signature, expiry, and every kill switch that
     /// covers it (task, instance, agent, workflow) are checked against the store.
-    pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
-        let r = self.introspect_inner(token).await;
+    /// A tool introspecting (`for_tool`) sees only credentials issued for it; every other
+    /// token is inactive to it.
+    pub async fn introspect(&self, token: &str, for_tool: Option<&Tool>) -> Result<Introspection, Error> {
+        let r = match self.introspect_inner(token).await {
+            Ok(Introspection { claims: Some(c), .. })
+                if for_tool.is_some_and(|t| c.remit.kind != SvidKind::Tool || !c.aud.contains(&t.audience)) =>
+            {
+                Ok(Introspection { claims: None, inactive_reason: "not this tool's credential" })
+            }
+            r => r,
+        };
         let label = match &r {
             Ok(i) if i.claims.is_some() => "active",
             Ok(_) => "inactive",
@@ -38,6 +51,12 @@ impl App {
             Err(_) => return inactive("invalid or expired"),
         };
         let now = self.clock.now();
+        if claims.remit.kind == SvidKind::Tool {
+            return match self.credential_live(&claims).await? {
+                Liveness::Active => Ok(Introspection { claims: Some(claims), inactive_reason: "" }),
+                Liveness::Inactive(why) => inactive(why),
+            };
+        }
         let live = match self.subject_of(&claims) {
             None => return inactive("foreign subject"),
             Some(Subject::Task { workflow, task }) => {
@@ -67,10 +86,47 @@ impl App {
         }
     }
 
+    /// A per-tool credential's liveness: its row (unrevoked, unexpired, matching the token),
+    /// its tool (still active) and its task (live, with its workflow, agent and instance).
+    async fn credential_live(&self, claims: &Claims) -> Result<Liveness, Error> {
+        let Ok(id) = CredentialId::parse(&claims.jti) else { return Ok(Liveness::Inactive("unknown credential")) };
+        let Some(cred) = self.store.tools().credential(&id).await? else {
+            return Ok(Liveness::Inactive("unknown credential"));
+        };
+        if claims.remit.task.as_deref() != Some(cred.task.as_str())
+            || claims.remit.tool.as_deref() != Some(cred.tool.as_str())
+        {
+            return Ok(Liveness::Inactive("claims do not match the credential"));
+        }
+        let now = self.clock.now();
+        let tool = self.store.tools().tool(&cred.tool).await?;
+        if let Liveness::Inactive(why) = credential_liveness(&cred, tool.as_ref(), now) {
+            return Ok(Liveness::Inactive(why));
+        }
+        let Some(snap) = self.store.identity().task_snapshot(&cred.task).await? else {
+            return Ok(Liveness::Inactive("unknown task"));
+        };
+        Ok(rules::task_liveness(&snap.task, &snap.workflow, &snap.agent, snap.instance.as_ref(), now))
+    }
+
     /// Revokes the identity behind a presented token. Per RFC 7009 the answer is the same
     /// whether or not the token was valid; possession of a token is the authority to end it.
+    /// A per-tool credential ends alone (its task goes on); a task or instance token ends
+    /// its identity and everything under it.
     pub async fn revoke_token(&self, token: &str) -> Result<(), Error> {
         let Ok(claims) = self.verify_jwt(token, None, None).await else { return Ok(()) };
+        if claims.remit.kind == SvidKind::Tool {
+            let Ok(id) = CredentialId::parse(&claims.jti) else { return Ok(()) };
+            let now = self.clock.now();
+            let mut audit = AuditEvent::new(now, claims.sub.clone(), AuditAction::TokenRevoke)
+                .reason("revoked by its holder (RFC 7009)")
+                .detail([("jti", id.as_str().into()), ("tool", claims.remit.tool.clone().into())]);
+            if let Some(t) = claims.remit.task.as_deref().and_then(|t| remit_core::ids::TaskId::parse(t).ok()) {
+                audit = audit.task(&t);
+            }
+            self.store.tools().revoke_credential(&id, now, audit).await?;
+            return Ok(());
+        }
         let target = match self.subject_of(&claims) {
             Some(Subject::Task { task, .. }) => KillTarget::Task(task),
             Some(Subject::Instance { instance, .. }) => KillTarget::Instance(instance),

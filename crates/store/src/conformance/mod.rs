@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             humans::deactivation_revokes_sessions_and_orphans_what_they_own, humans::one_refresh_wins_under_concurrency,
             humans::local_credentials_are_compare_and_set,
             scim::users_are_humans_and_deleting_one_deactivates_it, scim::groups_carry_their_members_and_lists_page,
+            tools::tools_are_unique_and_disable_once, tools::credentials_need_a_live_task_and_revoke_once,
             conformance::failed_writes_leave_no_trace, conformance::concurrent_writes_keep_one_chain,
             conformance::changes_are_published);
     };

@@ -858,7 +858,7 @@ fn parse_all<T>(v: &[String], parse: fn(&str) -> std::result::Result<T, remit_co
 
 /// Links a new workflow or agent to the human holding its owner's email, inserting the
 /// proposed (unverified) human when there is none; a deactivated human owns nothing new.
-async fn link_owner(
+pub(crate) async fn link_owner(
     c: &mut PgConnection,
     table: &str,
     name: &str,

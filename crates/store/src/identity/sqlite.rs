@@ -188,7 +188,7 @@ fn create_workflow(ctx: &mut WriteCtx<'_>, w: Workflow, audit: AuditEvent) -> Re
 
 /// Links a new workflow or agent to the human holding its owner's email, inserting the
 /// proposed (unverified) human when there is none; a deactivated human owns nothing new.
-fn link_owner(
+pub(crate) fn link_owner(
     c: &Connection,
     table: &str,
     name: &str,

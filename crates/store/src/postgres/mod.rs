@@ -472,6 +472,9 @@ impl Store for PgStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self
     }
+    fn tools(&self) -> &dyn crate::tools::ToolStore {
+        self
+    }
     fn scim(&self) -> &dyn crate::scim::ScimStore {
         self
     }

@@ -299,6 +299,35 @@ CREATE TABLE session_idp_tokens (
     updated_at BIGINT NOT NULL
 );
 "#,
+    r#"
+-- 10: registered tools and the per-tool credentials issued by token exchange (never the
+-- token: what it said, so introspection and revocation can find it).
+CREATE TABLE tools (
+    name           TEXT PRIMARY KEY,
+    audience       TEXT NOT NULL UNIQUE,
+    scopes         TEXT NOT NULL,
+    max_ttl_secs   BIGINT NOT NULL,
+    classification TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    owner_id       TEXT REFERENCES humans(id),
+    orphaned_at    BIGINT,
+    state          TEXT NOT NULL,
+    secret_hash    TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
+CREATE TABLE credentials (
+    id         TEXT PRIMARY KEY,
+    task       TEXT NOT NULL REFERENCES tasks(id),
+    tool       TEXT NOT NULL REFERENCES tools(name),
+    scopes     TEXT NOT NULL,
+    jkt        TEXT,
+    issued_at  BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE INDEX credentials_task ON credentials(task);
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

@@ -275,6 +275,9 @@ impl Store for SqliteStore {
     fn humans(&self) -> &dyn crate::humans::HumanStore {
         self
     }
+    fn tools(&self) -> &dyn crate::tools::ToolStore {
+        self
+    }
     fn scim(&self) -> &dyn crate::scim::ScimStore {
         self
     }

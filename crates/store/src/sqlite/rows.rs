@@ -5,7 +5,9 @@
 
 use std::str::FromStr;
 
-use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, WorkflowName};
+use remit_core::ids::{
+    AgentName, CredentialId, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, ToolName, WorkflowName,
+};
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
 use rusqlite::Row;
@@ -50,7 +52,17 @@ macro_rules! from_str_via_parse {
 pub trait FromStrTyped: Sized {
     fn parse_typed(s: &str) -> Result<Self, remit_core::DomainError>;
 }
-from_str_via_parse!(WorkflowName, AgentName, TaskId, InstanceId, JoinTokenId, HumanId, SessionId);
+from_str_via_parse!(
+    WorkflowName,
+    AgentName,
+    TaskId,
+    InstanceId,
+    JoinTokenId,
+    HumanId,
+    SessionId,
+    ToolName,
+    CredentialId
+);
 
 pub(crate) fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;

@@ -278,6 +278,35 @@ CREATE TABLE session_idp_tokens (
     updated_at INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- 10: registered tools and the per-tool credentials issued by token exchange (never the
+-- token: what it said, so introspection and revocation can find it).
+CREATE TABLE tools (
+    name           TEXT PRIMARY KEY,
+    audience       TEXT NOT NULL UNIQUE,
+    scopes         TEXT NOT NULL,
+    max_ttl_secs   INTEGER NOT NULL,
+    classification TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    owner_id       TEXT REFERENCES humans(id),
+    orphaned_at    INTEGER,
+    state          TEXT NOT NULL,
+    secret_hash    TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+CREATE TABLE credentials (
+    id         TEXT PRIMARY KEY,
+    task       TEXT NOT NULL REFERENCES tasks(id),
+    tool       TEXT NOT NULL REFERENCES tools(name),
+    scopes     TEXT NOT NULL,
+    jkt        TEXT,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+CREATE INDEX credentials_task ON credentials(task);
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

@@ -1,0 +1,105 @@
+//! `remit tool create|list|show|disable`: the registered tools tasks obtain per-tool
+//! credentials for (`remit token exchange`).
+
+use serde_json::{Value, json};
+
+use crate::client::{Client, parse_secs};
+use crate::{CliError, Global, output};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Register a tool. Prints its introspection secret once.
+    Create {
+        /// The tool's name (e.g. `tickets`): policies see it as `Tool::"<name>"`.
+        name: String,
+        /// The `aud` of its credentials: an absolute URI (e.g. `https://tickets.example/api`).
+        #[arg(long)]
+        audience: String,
+        /// A scope it accepts (repeatable, at least one); each is decided as the Cedar action
+        /// of the same name.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The longest credential it accepts (default 5m, at most 1h).
+        #[arg(long, value_parser = parse_secs, allow_hyphen_values = true)]
+        max_ttl: Option<u64>,
+        /// The most sensitive data behind it: public, internal (default), confidential, restricted.
+        #[arg(long)]
+        classification: Option<String>,
+        /// Email of the human who answers for it.
+        #[arg(long)]
+        owner: String,
+    },
+    /// List tools.
+    List,
+    /// Show one tool.
+    Show {
+        /// The tool's name.
+        name: String,
+    },
+    /// Kill switch: disable a tool; every credential issued for it turns inactive at once.
+    Disable {
+        /// The tool's name.
+        name: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn show(v: &Value) {
+    output::fields(v, &["name", "state", "audience", "scopes", "max_ttl_seconds", "classification", "owner"]);
+}
+
+pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
+    let c = Client::admin(g).await?;
+    let v = match cmd {
+        Cmd::Create { name, audience, scopes, max_ttl, classification, owner } => {
+            let body = json!({"name": name, "audience": audience, "scopes": scopes, "max_ttl_seconds": max_ttl,
+                              "classification": classification, "owner": owner});
+            let v = c.post("/v1/tools", &body).await?;
+            if !g.json {
+                println!("Registered tool {}", output::s(&v["tool"], "name"));
+                show(&v["tool"]);
+                println!("Introspection secret (shown once; the tool's only credential for /oauth2/introspect):");
+                println!("{}", output::s(&v, "introspection_secret"));
+            }
+            v
+        }
+        Cmd::List => {
+            let v = c.get("/v1/tools").await?;
+            if !g.json {
+                let rows = v.as_array().into_iter().flatten().map(|t| {
+                    let scopes: Vec<&str> =
+                        t["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    vec![
+                        output::s(t, "name").into(),
+                        output::s(t, "state").into(),
+                        output::s(t, "audience").into(),
+                        scopes.join(","),
+                        output::s(t, "classification").into(),
+                    ]
+                });
+                output::table(&["name", "state", "audience", "scopes", "classification"], rows.collect());
+            }
+            v
+        }
+        Cmd::Show { name } => {
+            let v = c.get(&format!("/v1/tools/{name}")).await?;
+            if !g.json {
+                show(&v);
+            }
+            v
+        }
+        Cmd::Disable { name, reason } => {
+            let v = c.post(&format!("/v1/tools/{name}/disable"), &json!({ "reason": reason })).await?;
+            if !g.json {
+                println!("Disabled tool {name}: its credentials are inactive");
+            }
+            v
+        }
+    };
+    if g.json {
+        output::json(&v);
+    }
+    Ok(())
+}

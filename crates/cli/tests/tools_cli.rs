@@ -1,0 +1,108 @@
+//! `remit tool` and `remit token exchange` through the real binary against the real server:
+//! an operator registers a tool, a task trades its token for a credential for it, a scope that
+//! needs approval waits for a human (exit 7 with the approval id), and disabling the tool
+//! makes its credentials inactive (`remit token verify`, exit 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+mod common;
+
+use common::BIN;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn a_task_trades_its_token_for_a_tool_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = common::serve(&data, &[], &[]);
+    let run = |args: &[&str], env: &[(&str, &str)]| -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).env_remove("REMIT_TASK_TOKEN");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let ok = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    ok(run(&["workflow", "create", "triage", "--purpose", "triage", "--owner", "alice@example.com"], &[]));
+    ok(run(&["agent", "create", "bot", "--workflow", "triage"], &[]));
+    let t = ok(run(
+        &[
+            "--json",
+            "tool",
+            "create",
+            "tickets",
+            "--audience",
+            "https://tickets.example/api",
+            "--scope",
+            "read",
+            "--scope",
+            "write",
+            "--max-ttl",
+            "2m",
+            "--owner",
+            "carol@example.com",
+        ],
+        &[],
+    ));
+    assert!(t["introspection_secret"].as_str().unwrap().starts_with("remit_tool.tickets."));
+    let listed = ok(run(&["--json", "tool", "list"], &[]));
+    assert_eq!(listed[0]["scopes"], serde_json::json!(["read", "write"]));
+    let pol = dir.path().join("policies");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(
+        pol.join("tools.cedarschema"),
+        "action read, write appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
+    )
+    .unwrap();
+    std::fs::write(
+        pol.join("tools.cedar"),
+        "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");\n\
+         @approval(\"writes need a human\")\n\
+         permit (principal, action == Action::\"write\", resource == Tool::\"tickets\");\n",
+    )
+    .unwrap();
+    ok(run(&["policy", "push", pol.to_str().unwrap()], &[]));
+    let task =
+        ok(run(&["--json", "task", "start", "--workflow", "triage", "--agent", "bot", "--intent", "triage"], &[]));
+    let tok = task["token"].as_str().unwrap().to_owned();
+    let env = [("REMIT_TASK_TOKEN", tok.as_str())];
+
+    // Every scope the policy grants outright: read.
+    let o = run(&["--json", "token", "exchange", "--tool", "tickets"], &env);
+    let v = ok(o);
+    assert_eq!((v["scope"].as_str(), v["token_type"].as_str()), (Some("read"), Some("Bearer")), "{v}");
+    let cred = v["access_token"].as_str().unwrap().to_owned();
+    // A relying party's check: the JWKS, the announced issuer, the tool's audience, active.
+    let o = run(&["token", "verify", &cred, "--audience", "https://tickets.example/api"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("status:    active"), "{}", text(&o));
+
+    // write needs a human: exit 7 and the approval id on stdout.
+    let o = run(&["token", "exchange", "--tool", "tickets", "--scope", "write"], &env);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(id.starts_with("a-"), "{}", text(&o));
+    ok(run(&["--operator", "alice@example.com", "approval", "approve", &id, "--reason", "CHG-1"], &[]));
+    let o = run(
+        &["token", "exchange", "--tool", "https://tickets.example/api", "--scope", "write", "--approval", &id],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // A scope the tool does not take.
+    let o = run(&["token", "exchange", "--tool", "tickets", "--scope", "admin"], &env);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("invalid_scope"), "{}", text(&o));
+
+    // The tool's kill switch: its credentials are inactive at once.
+    ok(run(&["tool", "disable", "tickets", "--reason", "breach"], &[]));
+    let o = run(&["token", "verify", &cred, "--audience", "https://tickets.example/api"], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+}
