@@ -33,6 +33,7 @@ fn task(n: u64) -> Task {
         expires_at: now.plus_secs(600),
         ended_at: None,
         end_reason: None,
+        delegation: Default::default(),
     }
 }
 
@@ -67,6 +68,7 @@ fn bench(c: &mut Criterion) {
             allowed_tools: vec![],
             max_task_ttl_secs: 900,
             max_delegation_depth: 3,
+            trust: Default::default(),
             state: WorkflowState::Active,
             created_at: now,
             updated_at: now,

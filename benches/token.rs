@@ -31,6 +31,7 @@ fn claims() -> Claims {
             sensitivity: Some("internal".into()),
             tool: None,
             on_behalf_of: None,
+            resource_prefix: None,
         },
         scope: None,
         act: None,

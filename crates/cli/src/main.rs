@@ -75,6 +75,9 @@ pub enum Command {
     /// Registered tools: what per-tool credentials are for.
     #[command(subcommand)]
     Tool(cmd::tool::Cmd),
+    /// Grants: a signed-in human delegates to an agent (confirmed in a second step).
+    #[command(subcommand)]
+    Grant(cmd::grant::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

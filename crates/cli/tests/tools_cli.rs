@@ -106,3 +106,104 @@ fn a_task_trades_its_token_for_a_tool_credential() {
     let o = run(&["token", "verify", &cred, "--audience", "https://tickets.example/api"], &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
+
+#[test]
+fn a_supervisor_runs_a_worker_as_a_child_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = common::serve(&data, &[], &[]);
+    let run = |args: &[&str], env: &[(&str, &str)]| -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).env_remove("REMIT_TASK_TOKEN");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let ok = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    ok(run(
+        &[
+            "workflow",
+            "create",
+            "ops",
+            "--purpose",
+            "ops",
+            "--owner",
+            "alice@example.com",
+            "--max-depth",
+            "2",
+            "--delegate",
+            "sup=worker",
+        ],
+        &[],
+    ));
+    ok(run(&["agent", "create", "sup", "--workflow", "ops"], &[]));
+    ok(run(&["agent", "create", "worker", "--workflow", "ops"], &[]));
+    let root = ok(run(
+        &["--json", "task", "start", "--workflow", "ops", "--agent", "sup", "--intent", "run", "--ttl", "10m"],
+        &[],
+    ));
+    let root_tok = root["token"].as_str().unwrap().to_owned();
+    let root_id = root["task"]["id"].as_str().unwrap().to_owned();
+    // The worker runs under `remit exec --parent`: its own child identity, narrowed.
+    let o = run(
+        &[
+            "--json",
+            "exec",
+            "--parent",
+            "--agent",
+            "worker",
+            "--intent",
+            "one ticket",
+            "--allow-tool",
+            "tickets",
+            "--max-calls",
+            "5",
+            "--no-delegate",
+            "--local-demo",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$REMIT_TASK_ID\"",
+        ],
+        &[("REMIT_TASK_TOKEN", &root_tok)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let child_id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(child_id.starts_with("t-") && child_id != root_id, "{}", text(&o));
+    let child = ok(run(&["--json", "task", "show", &child_id], &[]));
+    assert_eq!(child["parent"], root_id.as_str());
+    assert_eq!(child["agent"], "worker");
+    assert_eq!(child["delegation_depth"], 1);
+    assert_eq!(child["authority"]["tools"], serde_json::json!(["tickets"]));
+    assert_eq!(child["authority"]["may_delegate"], false);
+    assert_eq!(child["state"], "completed", "exec completes the child when the command exits");
+    // A wider request is refused, naming the attribute (exit 3).
+    let o = run(
+        &["exec", "--parent", "--agent", "worker", "--intent", "x", "--ttl", "1h", "--local-demo", "--", "true"],
+        &[("REMIT_TASK_TOKEN", &root_tok)],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("`ttl`"), "{}", text(&o));
+    // The admin can start a child too (`task start --parent`).
+    let c = ok(run(
+        &[
+            "--json",
+            "task",
+            "start",
+            "--parent",
+            &root_id,
+            "--agent",
+            "worker",
+            "--intent",
+            "y",
+            "--allow-scope",
+            "read",
+        ],
+        &[],
+    ));
+    assert_eq!(c["task"]["authority"]["scopes"], serde_json::json!(["read"]));
+}

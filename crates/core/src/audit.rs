@@ -64,6 +64,9 @@ pub enum AuditAction {
     ToolCreate,
     ToolDisable,
     TokenExchange,
+    GrantCreate,
+    GrantConfirm,
+    GrantRevoke,
 }
 
 impl AuditAction {
@@ -111,6 +114,9 @@ impl AuditAction {
             AuditAction::ToolCreate => "tool.create",
             AuditAction::ToolDisable => "tool.disable",
             AuditAction::TokenExchange => "token.exchange",
+            AuditAction::GrantCreate => "grant.create",
+            AuditAction::GrantConfirm => "grant.confirm",
+            AuditAction::GrantRevoke => "grant.revoke",
         }
     }
 }

@@ -137,6 +137,12 @@ random_id_type!(
     "approval id"
 );
 random_id_type!(
+    /// A human's grant of authority to an agent (`g-` and 32 hex digits).
+    GrantId,
+    "g-",
+    "grant id"
+);
+random_id_type!(
     /// A per-tool credential obtained by token exchange (its token's `jti`).
     CredentialId,
     "c-",

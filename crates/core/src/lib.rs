@@ -13,13 +13,17 @@
 //! - [`audit`]: audit events, the canonical encoding and the hash chain verifier.
 //! - [`approval`]: the approval lifecycle and the proof a used approval yields.
 //! - [`cascade`]: what a kill switch revokes, and the records that say so.
+//! - [`delegation`]: supervisor → worker delegation that only narrows, and the workflow's trust rules.
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
+//! - [`grant`]: human → agent grants, confirmed in a second step, ended with their human.
 //! - [`tool`]: registered tools and the per-tool credentials tasks obtain by token exchange.
 
 pub mod approval;
 pub mod audit;
 pub mod cascade;
+pub mod delegation;
 pub mod error;
+pub mod grant;
 pub mod human;
 pub mod ids;
 pub mod model;

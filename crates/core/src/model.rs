@@ -109,6 +109,10 @@ pub struct Workflow {
     pub allowed_tools: Vec<String>,
     pub max_task_ttl_secs: u64,
     pub max_delegation_depth: u32,
+    /// Transitive-trust rules: which agent may delegate to which, whether workers may
+    /// delegate further.
+    #[serde(default)]
+    pub trust: crate::delegation::TrustRules,
     pub state: WorkflowState,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
@@ -187,6 +191,9 @@ pub struct Task {
     pub expires_at: UnixMillis,
     pub ended_at: Option<UnixMillis>,
     pub end_reason: Option<String>,
+    /// Its depth, ancestors and the authority it holds (narrowed at every hop).
+    #[serde(default)]
+    pub delegation: crate::delegation::Delegation,
 }
 
 /// What a kill switch is aimed at. Cascades, all applied in one transaction:

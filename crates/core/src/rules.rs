@@ -56,6 +56,8 @@ pub struct NewWorkflow {
     pub allowed_tools: Vec<String>,
     pub max_task_ttl_secs: Option<u64>,
     pub max_delegation_depth: Option<u32>,
+    /// Which agent may delegate to which (none: no agent-to-agent delegation).
+    pub trust: crate::delegation::TrustRules,
 }
 
 pub(crate) fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> Result<(), DomainError> {
@@ -87,6 +89,7 @@ pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Resul
     check_text("purpose", &req.purpose, limits.max_text_len, true)?;
     check_owner(&req.owner, limits)?;
     check_tools(&req.allowed_tools, limits)?;
+    req.trust.check()?;
     let max_ttl = req.max_task_ttl_secs.unwrap_or(DEFAULT_WORKFLOW_MAX_TTL_SECS.min(limits.hard_max_task_ttl_secs));
     if max_ttl == 0 {
         return Err(DomainError::invalid("max task ttl", "must be at least one second"));
@@ -108,6 +111,7 @@ pub fn new_workflow(req: NewWorkflow, limits: &Limits, now: UnixMillis) -> Resul
         allowed_tools: req.allowed_tools,
         max_task_ttl_secs: max_ttl,
         max_delegation_depth: depth,
+        trust: req.trust,
         state: WorkflowState::Active,
         created_at: now,
         updated_at: now,
@@ -138,6 +142,9 @@ pub struct StartTask {
     pub ttl_secs: Option<u64>,
     pub audience: Vec<String>,
     pub parent: Option<TaskId>,
+    /// The task's place in its delegation tree (a root task: the default); for a child, what
+    /// [`crate::delegation::child`] decided.
+    pub delegation: crate::delegation::Delegation,
 }
 
 /// SHA-256 of the intent text, lowercase hex.
@@ -214,6 +221,7 @@ pub fn start_task(
         expires_at,
         ended_at: None,
         end_reason: None,
+        delegation: req.delegation,
     })
 }
 
@@ -314,6 +322,7 @@ mod tests {
                 allowed_tools: vec![],
                 max_task_ttl_secs: Some(600),
                 max_delegation_depth: None,
+                trust: Default::default(),
             },
             &Limits::default(),
             UnixMillis(0),
@@ -343,6 +352,7 @@ mod tests {
             ttl_secs: ttl,
             audience: vec!["tools".into()],
             parent: None,
+            delegation: Default::default(),
         }
     }
 
@@ -361,6 +371,7 @@ mod tests {
             allowed_tools: vec![],
             max_task_ttl_secs: None,
             max_delegation_depth: None,
+            trust: Default::default(),
         };
         assert_eq!(new_workflow(req.clone(), &Limits::default(), UnixMillis(0)).unwrap().owner, "alice@example.com");
         req.owner = "not an email".into();

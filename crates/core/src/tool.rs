@@ -299,6 +299,7 @@ mod tests {
             expires_at: UnixMillis(0).plus_secs(exp_secs),
             ended_at: None,
             end_reason: None,
+            delegation: Default::default(),
         }
     }
 

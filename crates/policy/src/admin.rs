@@ -31,14 +31,14 @@ namespace Remit {
 
   action read, kill_switch, manage;
   action "workflow.read", "agent.read", "task.read", "audit.read", "approval.read", "policy.read",
-         "human.read", "status.read", "decision.explain", "tool.read" in [read]
+         "human.read", "status.read", "decision.explain", "tool.read", "grant.read" in [read]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
-         "instance.revoke", "tool.disable" in [kill_switch]
+         "instance.revoke", "tool.disable", "grant.revoke" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
          "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start",
-         "tool.create" in [manage]
+         "tool.create", "grant.create" in [manage]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "approval.decide"
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
@@ -64,7 +64,8 @@ when { principal.roles.contains("approver") };
 @id("owner:workflow")
 permit (
   principal,
-  action in [Remit::Action::"workflow.read", Remit::Action::"workflow.suspend", Remit::Action::"workflow.resume"],
+  action in [Remit::Action::"workflow.read", Remit::Action::"workflow.suspend", Remit::Action::"workflow.resume",
+             Remit::Action::"grant.create", Remit::Action::"grant.read", Remit::Action::"grant.revoke"],
   resource is Remit::Workflow
 ) when { resource.owners.contains(principal) };
 
@@ -113,6 +114,9 @@ pub enum AdminAction {
     ToolRead,
     ToolCreate,
     ToolDisable,
+    GrantRead,
+    GrantCreate,
+    GrantRevoke,
 }
 
 impl AdminAction {
@@ -149,6 +153,9 @@ impl AdminAction {
             ToolRead => "tool.read",
             ToolCreate => "tool.create",
             ToolDisable => "tool.disable",
+            GrantRead => "grant.read",
+            GrantCreate => "grant.create",
+            GrantRevoke => "grant.revoke",
         }
     }
 }

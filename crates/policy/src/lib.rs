@@ -56,7 +56,10 @@ type TaskContext = {
   agent: String,
   instance?: String,
   delegation_depth: Long,
+  // The agents of the tasks above this one: as a set (for `contains`) and in order, root
+  // first, joined by `>` (for `like "supervisor>*"`).
   delegation_chain: Set<String>,
+  delegation_path: String,
   // The tool this call uses (the resource when it is a Tool, else the PEP's `tool`) and
   // the tools this task was allowed to use before it.
   tool?: String,
@@ -87,6 +90,7 @@ pub const TASK_CONTEXT_FACTS: &[&str] = &[
     "instance",
     "delegation_depth",
     "delegation_chain",
+    "delegation_path",
     "tools_used",
 ];
 

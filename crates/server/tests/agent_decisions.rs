@@ -242,7 +242,9 @@ async fn a_task_token_reaches_only_its_own_task() {
     let ev = json!({"subject": {"type": "User", "id": "u"}, "action": {"name": "read"}, "resource": {"type": "Doc", "id": "d"}});
     for (method, path, body) in [
         ("GET", "/v1/tasks", None),
-        ("POST", "/v1/tasks", Some(json!({"workflow": "deploy", "intent": "x", "audience": ["remit"]}))),
+        // A child task for another agent: the workflow's trust rules name nobody, so no
+        // agent-to-agent delegation at all.
+        ("POST", "/v1/tasks", Some(json!({"agent": "deploy-bot", "intent": "x", "audience": ["remit"]}))),
         ("GET", "/v1/approvals", None),
         ("GET", "/v1/workflows", None),
         ("GET", "/v1/audit", None),

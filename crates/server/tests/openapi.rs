@@ -686,6 +686,28 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(st, 200);
     let bad = Some(json!({"code": "00000"}));
     assert_eq!(x.call("POST", "/v1/auth/totp/confirm", "/v1/auth/totp/confirm", Some(&dana), bad).await.0, 400);
+    // Trust rules and grants (a signed-in admin human proposes, confirms, revokes).
+    let trust = Some(json!({"trust": {"delegations": [{"from": "deploy-bot", "to": ["*"]}]}, "reason": "workers"}));
+    assert_eq!(x.call("PUT", "/v1/workflows/{name}/trust", "/v1/workflows/deploy/trust", a, trust).await.0, 200);
+    let erin = Some(json!({"email": "erin@example.com", "roles": ["admin"], "password": "correct horse battery"}));
+    assert_eq!(x.call("POST", "/v1/humans", "/v1/humans", a, erin).await.0, 201);
+    let creds = Some(json!({"email": "erin@example.com", "password": "correct horse battery"}));
+    let (_, t) = x.call("POST", "/v1/auth/local", "/v1/auth/local", None, creds).await;
+    let erin = t["access_token"].as_str().unwrap().to_owned();
+    let e = Some(erin.as_str());
+    let g = Some(json!({"agent": "deploy-bot", "workflow": "deploy", "ttl_seconds": 600, "tools": ["jira.read"]}));
+    let (st, p) = x.call("POST", "/v1/grants", "/v1/grants", e, g).await;
+    assert_eq!(st, 201, "{p}");
+    let gid = p["grant"]["id"].as_str().unwrap().to_owned();
+    let code = Some(json!({"code": p["confirmation_code"]}));
+    let cp = format!("/v1/grants/{gid}/confirm");
+    assert_eq!(x.call("POST", "/v1/grants/{id}/confirm", &cp, e, Some(json!({"code": "nope"}))).await.0, 403);
+    assert_eq!(x.call("POST", "/v1/grants/{id}/confirm", &cp, e, code).await.0, 200);
+    assert_eq!(x.call("GET", "/v1/grants", "/v1/grants?all=true", e, None).await.0, 200);
+    assert_eq!(x.call("GET", "/v1/grants/{id}", &format!("/v1/grants/{gid}"), e, None).await.0, 200);
+    let rp = format!("/v1/grants/{gid}/revoke");
+    assert_eq!(x.call("POST", "/v1/grants/{id}/revoke", &rp, e, Some(json!({"reason": "done"}))).await.0, 200);
+    assert_eq!(x.call("POST", "/v1/grants/{id}/revoke", &rp, e, Some(json!({"reason": "done"}))).await.0, 409);
     let path = "/v1/sessions/s-00000000000000000000000000000000/revoke";
     assert_eq!(x.call("POST", "/v1/sessions/{id}/revoke", path, a, why).await.0, 404);
 

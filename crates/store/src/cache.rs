@@ -301,6 +301,9 @@ impl Store for CachingStore {
     fn tools(&self) -> &dyn crate::tools::ToolStore {
         self.inner.tools()
     }
+    fn grants(&self) -> &dyn crate::grants::GrantStore {
+        self.inner.grants()
+    }
     fn scim(&self) -> &dyn crate::scim::ScimStore {
         self.inner.scim()
     }

@@ -7,6 +7,7 @@
 //! - [`approvals`]: approval requests.
 //! - [`humans`]: humans and their sessions.
 //! - [`scim`]: the SCIM resources an identity provider provisions (Users are humans).
+//! - [`grants`]: humans' grants of authority to agents (revoked with every task under them).
 //! - [`tools`]: registered tools and the per-tool credentials issued by token exchange.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
@@ -38,6 +39,7 @@ pub mod cache_property;
 mod change;
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod grants;
 pub(crate) mod hex;
 pub mod humans;
 pub mod identity;
@@ -51,6 +53,7 @@ pub mod tools;
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
 pub use change::{CHANGE_FEED_CAPACITY, Change, CommitHook, Feed};
+pub use grants::{GrantStore, Revocation};
 pub use humans::{Deactivation, HumanStore};
 pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskFilter, TaskSnapshot};
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
@@ -94,6 +97,7 @@ pub trait Store: Send + Sync + 'static {
     fn humans(&self) -> &dyn HumanStore;
     fn scim(&self) -> &dyn ScimStore;
     fn tools(&self) -> &dyn ToolStore;
+    fn grants(&self) -> &dyn GrantStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

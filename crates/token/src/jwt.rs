@@ -45,9 +45,13 @@ pub struct RemitClaims {
     /// For a per-tool credential: the tool's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
-    /// The email of the human whose grant the authority comes from.
+    /// The human (`h-…`) whose grant the authority comes from: "on behalf of".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// For a per-tool credential of a task held to a resource prefix: the prefix, for the
+    /// tool to enforce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_prefix: Option<String>,
 }
 
 /// RFC 8693 §4.1 `act`: the acting party, with the prior actors nested.
@@ -268,6 +272,7 @@ mod tests {
                 sensitivity: None,
                 tool: None,
                 on_behalf_of: None,
+                resource_prefix: None,
             },
             scope: None,
             act: None,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod decide;
 pub mod entities;
 pub mod exec;
+pub mod grant;
 pub mod human;
 pub mod info;
 pub mod init;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Task(c) => task::run(&g, c).await,
         Command::Token(c) => token::run(&g, c).await,
         Command::Tool(c) => tool::run(&g, c).await,
+        Command::Grant(c) => grant::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

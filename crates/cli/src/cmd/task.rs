@@ -5,16 +5,62 @@ use serde_json::{Value, json};
 use crate::client::{Client, parse_secs};
 use crate::{CliError, Global, output};
 
+/// How a child task is narrowed from its parent (each absent: the parent's).
+#[derive(clap::Args, Debug, Default)]
+pub struct Narrow {
+    /// A tool the child may use (repeatable; ⊆ the parent's).
+    #[arg(long = "allow-tool")]
+    pub allow_tools: Vec<String>,
+    /// A scope / action the child may use (repeatable; ⊆ the parent's).
+    #[arg(long = "allow-scope")]
+    pub allow_scopes: Vec<String>,
+    /// Resources the child's calls must be under (within the parent's prefix).
+    #[arg(long)]
+    pub resource_prefix: Option<String>,
+    /// The most allowed calls the child may make (≤ the parent's).
+    #[arg(long)]
+    pub max_calls: Option<u64>,
+    /// The child may not delegate further.
+    #[arg(long)]
+    pub no_delegate: bool,
+}
+
+impl Narrow {
+    /// Adds the narrowing fields to a start-task body.
+    pub fn add_to(&self, body: &mut serde_json::Value) {
+        if !self.allow_tools.is_empty() {
+            body["tools"] = json!(self.allow_tools);
+        }
+        if !self.allow_scopes.is_empty() {
+            body["scopes"] = json!(self.allow_scopes);
+        }
+        if let Some(p) = &self.resource_prefix {
+            body["resource_prefix"] = json!(p);
+        }
+        if let Some(m) = self.max_calls {
+            body["max_calls"] = json!(m);
+        }
+        if self.no_delegate {
+            body["may_delegate"] = json!(false);
+        }
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
     /// Start a task for an agent (admin) and print its id and token.
     Start {
-        /// The workflow the task belongs to.
-        #[arg(long)]
-        workflow: String,
-        /// The agent that runs it (must be registered for the workflow).
+        /// The workflow the task belongs to (a child's is its parent's).
+        #[arg(long, required_unless_present = "parent")]
+        workflow: Option<String>,
+        /// The agent that runs it (must be registered for the workflow); for a child, the worker.
         #[arg(long)]
         agent: String,
+        /// Start a child of this task: its authority is the parent's, narrowed (see below).
+        #[arg(long)]
+        parent: Option<String>,
+        #[command(flatten)]
+        narrow: Narrow,
         /// What the task is for.
         #[arg(long)]
         intent: String,
@@ -90,11 +136,12 @@ pub fn show(v: &Value) {
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::Start { workflow, agent, intent, ttl, sensitivity, audience } => {
-            let body = json!({
+        Cmd::Start { workflow, agent, parent, narrow, intent, ttl, sensitivity, audience } => {
+            let mut body = json!({
                 "workflow": workflow, "agent": agent, "intent": intent, "ttl_seconds": ttl,
-                "sensitivity": sensitivity, "audience": audience,
+                "sensitivity": sensitivity, "audience": audience, "parent": parent,
             });
+            narrow.add_to(&mut body);
             let v = c.post("/v1/tasks", &body).await?;
             if !g.json {
                 println!(

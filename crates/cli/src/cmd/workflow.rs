@@ -40,6 +40,26 @@ pub enum Cmd {
         /// Deepest delegation chain it allows (default 0, at most 16).
         #[arg(long)]
         max_depth: Option<u32>,
+        /// Who may start child tasks for whom: `FROM=TO[,TO…]` (agent names or `*`; repeatable).
+        #[arg(long = "delegate", value_name = "FROM=TO,…")]
+        delegate: Vec<String>,
+        /// Child tasks may delegate further (within the depth).
+        #[arg(long)]
+        workers_may_delegate: bool,
+    },
+    /// Replace a workflow's trust rules (who may start child tasks for whom).
+    SetTrust {
+        /// The workflow's name.
+        name: String,
+        /// `FROM=TO[,TO…]` (agent names or `*`; repeatable; none: no delegation).
+        #[arg(long = "delegate", value_name = "FROM=TO,…")]
+        delegate: Vec<String>,
+        /// Child tasks may delegate further (within the depth).
+        #[arg(long)]
+        workers_may_delegate: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
     },
     /// List workflows.
     List,
@@ -98,13 +118,37 @@ fn show(v: &Value) {
     );
 }
 
+/// Trust rules from `FROM=TO,TO` arguments.
+fn trust(delegate: &[String], workers_may_delegate: bool) -> Result<Value, CliError> {
+    let rules = delegate
+        .iter()
+        .map(|d| {
+            let (from, to) = d
+                .split_once('=')
+                .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+                .ok_or_else(|| CliError::Failed(format!("--delegate `{d}`: expected FROM=TO[,TO…]")))?;
+            Ok(json!({"from": from, "to": to.split(',').collect::<Vec<_>>()}))
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    Ok(json!({"delegations": rules, "workers_may_delegate": workers_may_delegate}))
+}
+
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::Create { name, purpose, owner, max_ttl, ceiling, tools, max_depth } => {
+        Cmd::SetTrust { name, delegate, workers_may_delegate, reason } => {
+            let body = json!({"trust": trust(&delegate, workers_may_delegate)?, "reason": reason});
+            let v = c.put(&format!("/v1/workflows/{name}/trust"), &body).await?;
+            if !g.json {
+                println!("workflow {name}: trust rules replaced");
+            }
+            v
+        }
+        Cmd::Create { name, purpose, owner, max_ttl, ceiling, tools, max_depth, delegate, workers_may_delegate } => {
             let body = json!({
                 "name": name, "purpose": purpose, "owner": owner, "ceiling": ceiling,
                 "allowed_tools": tools, "max_task_ttl_seconds": max_ttl, "max_delegation_depth": max_depth,
+                "trust": trust(&delegate, workers_may_delegate)?,
             });
             let v = c.post("/v1/workflows", &body).await?;
             if !g.json {

@@ -40,6 +40,7 @@ pub async fn create_workflow(
         allowed_tools: req.allowed_tools,
         max_task_ttl_secs: req.max_task_ttl_seconds,
         max_delegation_depth: req.max_delegation_depth,
+        trust: req.trust.map(Into::into).unwrap_or_default(),
     };
     let wf = app.create_workflow(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(wf.into())))
@@ -133,6 +134,27 @@ pub async fn set_workflow_tools(
 ) -> Result<Json<WorkflowView>, ApiError> {
     let name = parse_id(&name, WorkflowName::parse)?;
     Ok(Json(app.set_workflow_tools(&caller, &name, b.tools, &b.reason).await?.into()))
+}
+
+/// Replaces a workflow's transitive-trust rules: which agent may start child tasks for which,
+/// and whether workers may delegate further. Needs `workflow.update`.
+#[utoipa::path(put, path = "/v1/workflows/{name}/trust", tag = "workflows and agents",
+    params(("name" = String, Path, description = "the workflow's name")),
+    request_body = SetTrust,
+    responses((status = 200, body = WorkflowView, description = "the workflow with its new rules"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
+pub async fn set_workflow_trust(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<SetTrust>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let name = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.set_workflow_trust(&caller, &name, b.trust.into(), &b.reason).await?.into()))
 }
 
 /// Registers an agent. Admin.

@@ -136,6 +136,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "discovery", description = "Anonymous documents: the JWK Set, the SPIFFE bundle, OpenID-style discovery and this OpenAPI document."),
         (name = "OAuth", description = "RFC 8693 token exchange for per-tool credentials, RFC 7662 token introspection and RFC 7009 token revocation."),
         (name = "tools", description = "Registered tools: the APIs tasks obtain per-tool credentials for."),
+        (name = "grants", description = "Human → agent grants: proposed, confirmed in a second step, revoked with every task under them."),
         (name = "workflows and agents", description = "Workflows, agents and their join tokens, with their kill switches. Admin."),
         (name = "instances", description = "Agent instances: joining with a join token, renewing, revoking."),
         (name = "tasks", description = "The task lifecycle: start, list, show, complete, revoke, watch."),
@@ -152,7 +153,7 @@ impl utoipa::Modify for BearerAuth {
         super::tasks::join, super::tasks::renew_instance, super::tasks::start_task, super::tasks::list_tasks,
         super::tasks::get_task, super::tasks::complete_task, super::tasks::revoke_task, super::tasks::watch_task,
         super::admin::create_workflow, super::admin::list_workflows, super::admin::get_workflow,
-        super::admin::suspend_workflow, super::admin::resume_workflow, super::admin::set_workflow_tools,
+        super::admin::suspend_workflow, super::admin::resume_workflow, super::admin::set_workflow_tools, super::admin::set_workflow_trust,
         super::admin::create_agent, super::admin::list_agents, super::admin::get_agent,
         super::admin::disable_agent, super::admin::enable_agent, super::admin::create_join_token,
         super::admin::revoke_instance, super::admin::rotate_keys, super::admin::status,
@@ -168,7 +169,8 @@ impl utoipa::Modify for BearerAuth {
         super::admin::set_workflow_owner, super::admin::set_agent_owner, super::admin::orphans,
         super::humans::create_local, super::humans::local_sign_in, super::humans::enroll_totp, super::humans::confirm_totp,
         super::oauth::token, authorization_server, super::tools::create, super::tools::list, super::tools::get,
-        super::tools::disable,
+        super::tools::disable, super::grants::propose, super::grants::confirm, super::grants::revoke,
+        super::grants::list, super::grants::get,
     )
 )]
 pub struct ApiDoc;

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authzen;
 pub mod discovery;
 pub mod error;
+pub mod grants;
 pub mod humans;
 pub mod oauth;
 pub mod policy;
@@ -238,6 +239,10 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tools", get(tools::list).post(tools::create))
         .route("/v1/tools/{name}", get(tools::get))
         .route("/v1/tools/{name}/disable", post(tools::disable))
+        .route("/v1/grants", get(grants::list).post(grants::propose))
+        .route("/v1/grants/{id}", get(grants::get))
+        .route("/v1/grants/{id}/confirm", post(grants::confirm))
+        .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/v1/join", post(tasks::join))
         .route("/v1/instances/renew", post(tasks::renew_instance))
         .route("/v1/instances/{id}/revoke", post(admin::revoke_instance))
@@ -246,6 +251,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/workflows/{name}/suspend", post(admin::suspend_workflow))
         .route("/v1/workflows/{name}/resume", post(admin::resume_workflow))
         .route("/v1/workflows/{name}/tools", put(admin::set_workflow_tools))
+        .route("/v1/workflows/{name}/trust", put(admin::set_workflow_trust))
         .route("/v1/workflows/{name}/owner", put(admin::set_workflow_owner))
         .route("/v1/agents/{name}/owner", put(admin::set_agent_owner))
         .route("/v1/orphans", get(admin::orphans))

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use remit_core::ids::{AgentName, TaskId, WorkflowName};
-use remit_core::model::{Sensitivity, TaskState};
+use remit_core::model::TaskState;
 use remit_store::TaskFilter;
 use serde::Deserialize;
 
@@ -65,16 +65,28 @@ pub async fn start_task(
     Body(req): Body<StartTaskBody>,
 ) -> Result<(StatusCode, Json<StartedTask>), ApiError> {
     let sensitivity = match req.sensitivity.as_deref() {
-        Some(s) => s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string()))?,
-        None => Sensitivity::default(),
+        Some(s) => Some(s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string()))?),
+        None => None,
     };
+    let set = |v: Option<Vec<String>>| v.map(|v| v.into_iter().collect());
     let r = StartTaskRequest {
-        workflow: parse_id(&req.workflow, WorkflowName::parse)?,
+        workflow: req.workflow.as_deref().map(|w| parse_id(w, WorkflowName::parse)).transpose()?,
         agent: req.agent.as_deref().map(|a| parse_id(a, AgentName::parse)).transpose()?,
         intent: req.intent,
         sensitivity,
         ttl_secs: req.ttl_seconds,
         audience: req.audience,
+        parent: req.parent.as_deref().map(|p| parse_id(p, TaskId::parse)).transpose()?,
+        grant: req.grant.as_deref().map(|g| parse_id(g, remit_core::ids::GrantId::parse)).transpose()?,
+        narrow: remit_core::delegation::ChildRequest {
+            tools: set(req.tools),
+            scopes: set(req.scopes),
+            resource_prefix: req.resource_prefix,
+            max_calls: req.max_calls,
+            may_delegate: req.may_delegate,
+            ttl_secs: None,
+            sensitivity: None,
+        },
     };
     let issued = app.start_task(&caller, r).await?;
     let expires_at = rfc3339(issued.subject.expires_at);

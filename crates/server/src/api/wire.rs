@@ -33,6 +33,62 @@ pub struct CreateWorkflow {
     /// How deep tasks may delegate to sub-tasks.
     #[serde(default)]
     pub max_delegation_depth: Option<u32>,
+    /// Which agent may delegate to which (default: none may).
+    #[serde(default)]
+    pub trust: Option<TrustRulesBody>,
+}
+
+/// A workflow's transitive-trust rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRulesBody {
+    /// Who may start child tasks for whom: `{"from": "sup", "to": ["worker"]}` (`*` for any
+    /// agent). No rule: no agent-to-agent delegation.
+    #[serde(default)]
+    pub delegations: Vec<DelegationRuleBody>,
+    /// Whether a delegate (a child task) may delegate further (default false).
+    #[serde(default)]
+    pub workers_may_delegate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationRuleBody {
+    /// An agent name, or `*`.
+    pub from: String,
+    /// Agent names, or `*`.
+    pub to: Vec<String>,
+}
+
+impl From<TrustRulesBody> for remit_core::delegation::TrustRules {
+    fn from(b: TrustRulesBody) -> Self {
+        remit_core::delegation::TrustRules {
+            delegations: b
+                .delegations
+                .into_iter()
+                .map(|r| remit_core::delegation::DelegationRule { from: r.from, to: r.to })
+                .collect(),
+            workers_may_delegate: b.workers_may_delegate,
+        }
+    }
+}
+
+impl From<remit_core::delegation::TrustRules> for TrustRulesBody {
+    fn from(t: remit_core::delegation::TrustRules) -> Self {
+        TrustRulesBody {
+            delegations: t.delegations.into_iter().map(|r| DelegationRuleBody { from: r.from, to: r.to }).collect(),
+            workers_may_delegate: t.workers_may_delegate,
+        }
+    }
+}
+
+/// A workflow's new trust rules.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTrust {
+    pub trust: TrustRulesBody,
+    /// Why (recorded in the audit log).
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -52,6 +108,8 @@ pub struct WorkflowView {
     pub allowed_tools: Vec<String>,
     pub max_task_ttl_seconds: u64,
     pub max_delegation_depth: u32,
+    /// Which agent may delegate to which.
+    pub trust: TrustRulesBody,
     /// `active` or `suspended`.
     pub state: String,
     /// RFC 3339.
@@ -72,6 +130,7 @@ impl From<Workflow> for WorkflowView {
             allowed_tools: w.allowed_tools,
             max_task_ttl_seconds: w.max_task_ttl_secs,
             max_delegation_depth: w.max_delegation_depth,
+            trust: w.trust.into(),
             state: w.state.to_string(),
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
@@ -202,10 +261,37 @@ pub struct InstanceIdentity {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTaskBody {
-    pub workflow: String,
-    /// Required when the admin credential starts the task; an instance starts tasks as its own agent.
+    /// Required for a root task; a child belongs to its parent's workflow.
+    #[serde(default)]
+    pub workflow: Option<String>,
+    /// Required when the admin credential starts the task, and for a child (the worker
+    /// agent); an instance starts root tasks as its own agent.
     #[serde(default)]
     pub agent: Option<String>,
+    /// Start a child of this task (a supervisor's task token starts children of itself; its
+    /// instance or the admin name the parent). The child's authority is the parent's,
+    /// narrowed by the fields below; asking for more is a 403 naming the attribute.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The tools the child may use (⊆ the parent's).
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// The scopes / actions the child may use (⊆ the parent's).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Resources the child's calls must name a resource under (within the parent's prefix).
+    #[serde(default)]
+    pub resource_prefix: Option<String>,
+    /// The most allowed calls the child may make (≤ the parent's).
+    #[serde(default)]
+    pub max_calls: Option<u64>,
+    /// Whether the child may delegate further (never when the parent may not).
+    #[serde(default)]
+    pub may_delegate: Option<bool>,
+    /// Start a root task under this confirmed human grant (`g-…`): the grant's authority, on
+    /// the human's behalf, never past the grant's end.
+    #[serde(default)]
+    pub grant: Option<String>,
     /// What the task is for; stored, and its SHA-256 goes into the token.
     pub intent: String,
     /// public | internal | confidential | restricted (default internal)
@@ -247,6 +333,14 @@ pub struct TaskView {
     /// RFC 3339, once it ended.
     pub ended_at: Option<String>,
     pub end_reason: Option<String>,
+    /// How many delegation hops from its root (0 for a root task).
+    pub delegation_depth: u32,
+    /// Its ancestors' task ids, root first.
+    pub delegation_chain: Vec<String>,
+    /// What it may use beyond its workflow's rules: `tools`, `scopes`, `resource_prefix`,
+    /// `max_calls` (absent: not narrowed), `may_delegate`.
+    #[schema(value_type = Object)]
+    pub authority: serde_json::Value,
 }
 
 impl TaskView {
@@ -268,6 +362,9 @@ impl TaskView {
             expires_at: rfc3339(t.expires_at),
             ended_at: t.ended_at.map(rfc3339),
             end_reason: t.end_reason,
+            delegation_depth: t.delegation.depth,
+            delegation_chain: t.delegation.chain.iter().map(|h| h.task.to_string()).collect(),
+            authority: serde_json::to_value(&t.delegation.authority).unwrap_or_default(),
         }
     }
 }

@@ -13,13 +13,22 @@ pub fn rank(s: Sensitivity) -> i64 {
     s as i64
 }
 
-/// How the authority a task acts with was delegated to it: the hops between the root of the
-/// chain and this task (none yet: every task acts on its own authority until delegation
-/// lands; the offline tester can describe a chain).
+/// How the authority a task acts with was delegated to it: its depth and the agents of its
+/// ancestors, root first (the offline tester describes them; the server reads them from the
+/// task's stored delegation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delegation {
     pub depth: u32,
     pub chain: Vec<String>,
+}
+
+impl Delegation {
+    pub fn of(t: &remit_core::model::Task) -> Self {
+        Delegation {
+            depth: t.delegation.depth,
+            chain: t.delegation.chain.iter().map(|h| h.agent.to_string()).collect(),
+        }
+    }
 }
 
 /// The task context (`TaskContext` in the base schema): the PEP's facts (already stripped
@@ -46,6 +55,7 @@ pub fn task_context(
         "agent": t.agent.as_str(),
         "delegation_depth": delegation.depth,
         "delegation_chain": delegation.chain,
+        "delegation_path": delegation.chain.join(">"),
         "tools_used": tools_used,
     });
     if let Value::Object(m) = remit {
@@ -137,6 +147,21 @@ pub fn refusal(snap: &TaskSnapshot, tool: Option<&str>, now: UnixMillis) -> Opti
         }
         _ => None,
     }
+}
+
+/// Why a call is outside what was delegated to the task, if it is: a tool, an action or a
+/// resource its delegation does not hold (the resource a prefix applies to is the resource's
+/// id, or for a tool call the PEP's `target`).
+pub fn undelegated(
+    snap: &TaskSnapshot,
+    action: &str,
+    resource_type: &str,
+    resource_id: Option<&str>,
+    tool: Option<&str>,
+    pep: &Map<String, Value>,
+) -> Option<String> {
+    let resource = if resource_type == "Tool" { pep.get("target").and_then(Value::as_str) } else { resource_id };
+    snap.task.delegation.authority.admits(action, tool, resource).err()
 }
 
 /// Why a call is refused because its tool would be one too many for the task: a task holds

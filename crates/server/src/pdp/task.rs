@@ -88,7 +88,17 @@ impl Pdp {
             None => answer.decision.errors.push("the token is not a valid task token".into()),
             Some((snap, spiffe_id)) => {
                 answer.task = Some(snap.task.id.to_string());
-                if let Some(why) = facts::refusal(snap, tool.as_deref(), now) {
+                let action = call.action.name.as_deref().unwrap_or_default();
+                if let Some(why) = facts::refusal(snap, tool.as_deref(), now).or_else(|| {
+                    facts::undelegated(
+                        snap,
+                        action,
+                        &resource_type,
+                        call.resource.id.as_deref(),
+                        tool.as_deref(),
+                        &pep_ctx,
+                    )
+                }) {
                     answer.decision.errors.push(why);
                 } else {
                     let t = &snap.task;
@@ -103,7 +113,7 @@ impl Pdp {
                             &tools_used,
                             tool.as_deref(),
                             pep_ctx.clone(),
-                            &facts::Delegation::default(),
+                            &facts::Delegation::of(t),
                             now,
                         );
                         let mut ents = BTreeMap::new();
@@ -175,6 +185,26 @@ impl Pdp {
             if let Some(i) = &t.instance {
                 e = e.with_detail_field("instance", i.as_str().into());
             }
+        }
+        // A task whose delegation limits its calls: the allowed call is counted with its record,
+        // and one past the limit is a deny after all.
+        let limit = snap.as_ref().and_then(|(s, _)| s.task.delegation.authority.max_calls).filter(|_| d.allowed());
+        if let (Some(max), Some((snap, _))) = (limit, &snap) {
+            let t = tool.as_deref().filter(|_| record_tool);
+            if self.store.identity().record_call(&snap.task.id, t, max, now, e.clone()).await? {
+                answer.tool = t.map(str::to_owned);
+                self.count(v);
+                return Ok(answer);
+            }
+            answer.decision =
+                Pdp::deny(&self.engine(), vec![format!("the task has made the {max} calls it was delegated")]);
+            let denied = e
+                .outcome(AuditOutcome::Denied)
+                .with_detail_field("decision", answer.verdict().as_str().into())
+                .with_detail_field("errors", answer.decision.errors.clone().into());
+            self.count(answer.verdict());
+            self.store.audit().append(vec![denied]).await?;
+            return Ok(answer);
         }
         self.count(v);
         match (&snap, &tool) {

@@ -100,6 +100,30 @@ impl App {
         self.workflow(caller, name).await
     }
 
+    /// Replaces a workflow's transitive-trust rules (which agent may delegate to which); the
+    /// next child task started in it, on every replica, is checked against them.
+    pub async fn set_workflow_trust(
+        &self,
+        caller: &Caller,
+        name: &WorkflowName,
+        trust: remit_core::delegation::TrustRules,
+        reason: &str,
+    ) -> Result<Workflow, Error> {
+        self.allow_on_workflow(caller, AdminAction::WorkflowUpdate, name).await?;
+        check_reason(reason)?;
+        trust.check()?;
+        let before = self.workflow(caller, name).await?;
+        let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::WorkflowUpdate)
+            .workflow(name)
+            .reason(reason)
+            .detail([
+                ("trust", serde_json::to_value(&trust).unwrap_or_default()),
+                ("was", serde_json::to_value(&before.trust).unwrap_or_default()),
+            ]);
+        self.store.identity().set_workflow_trust(name, trust, audit).await?;
+        self.workflow(caller, name).await
+    }
+
     pub async fn create_agent(
         &self,
         caller: &Caller,

@@ -12,7 +12,7 @@
 //! audit record, and it is live only while its task is.
 
 use remit_core::audit::{AuditAction, AuditEvent};
-use remit_core::ids::{CredentialId, Subject, ToolName};
+use remit_core::ids::{CredentialId, SpiffeId, Subject, ToolName};
 use remit_core::rules::{self, Liveness};
 use remit_core::tool::{self, Allowance, Credential, ExchangeError, Tool};
 use remit_store::{StoreError, TaskSnapshot};
@@ -126,7 +126,12 @@ impl App {
             }
         };
         let now = self.clock.now();
-        let allowance = Allowance { workflow_tools: &snap.workflow.allowed_tools, tools: None, scopes: None };
+        let authority = &snap.task.delegation.authority;
+        let allowance = Allowance {
+            workflow_tools: &snap.workflow.allowed_tools,
+            tools: authority.tools.as_ref(),
+            scopes: authority.scopes.as_ref(),
+        };
         let (scopes, exp) =
             tool::exchange(&snap.task, &tool, requested.as_deref(), &allowance, now).map_err(|e| match e {
                 ExchangeError::UnknownScope { .. } | ExchangeError::ScopeNotDelegated(_) => {
@@ -235,12 +240,19 @@ impl App {
         let mut granted = Vec::new();
         let mut pending = Vec::new();
         let mut refused = Vec::new();
+        // A task held to a resource prefix gets a credential for what lies under it: the
+        // policy is asked about that (the prefix as the call's `target`), and the credential
+        // carries it for the tool to enforce.
+        let context = match &snap.task.delegation.authority.resource_prefix {
+            Some(p) => serde_json::json!({ "target": p }),
+            None => Value::Null,
+        };
         for scope in scopes {
             let approval = self.approval_for(approvals, snap, tool, scope).await?;
             let call = TaskCall {
                 action: ActionRef { name: Some(scope.clone()), properties: None },
                 resource: Party { etype: Some("Tool".into()), id: Some(tool.name.to_string()), properties: Map::new() },
-                context: Value::Null,
+                context: context.clone(),
                 approval,
                 // Asked for by name: a scope that needs approval opens a request. Not asked
                 // for (the default of every scope): it is left out without paging anyone.
@@ -305,6 +317,26 @@ impl App {
         Ok(None)
     }
 
+    /// RFC 8693 §4.1: `sub` is where the authority comes from — the root task of the
+    /// delegation chain — and `act` the acting chain, outermost the current task, each prior
+    /// hop nested inside (absent for a root task acting on its own authority).
+    fn principal_and_actors(&self, t: &remit_core::model::Task, own: &str) -> (String, Option<Actor>) {
+        let spiffe = |id: &remit_core::ids::TaskId| SpiffeId::task(&self.trust_domain, &t.workflow, id).to_string();
+        let chain = &t.delegation.chain;
+        // Under a human's grant the authority is theirs: `sub` is the human, and every task
+        // of the chain, the root included, is an actor.
+        if let Some(h) = &t.delegation.on_behalf_of {
+            let actors: Vec<String> =
+                std::iter::once(own.to_owned()).chain(chain.iter().rev().map(|h| spiffe(&h.task))).collect();
+            return (h.to_string(), Actor::nest(&actors));
+        }
+        let Some(root) = chain.first() else { return (own.to_owned(), None) };
+        // Outermost first: this task, then its ancestors from the nearest up to the root's child.
+        let actors: Vec<String> =
+            std::iter::once(own.to_owned()).chain(chain.iter().skip(1).rev().map(|h| spiffe(&h.task))).collect();
+        (spiffe(&root.task), Actor::nest(&actors))
+    }
+
     /// Mints the credential and records it with its audit record.
     #[allow(clippy::too_many_arguments)]
     async fn issue(
@@ -321,9 +353,7 @@ impl App {
         let t = &snap.task;
         let id = CredentialId::from_random(self.random.bytes16());
         let scope = scopes.join(" ");
-        // The authority comes from the task itself (no delegation yet): it is the subject and
-        // there is no separate actor.
-        let (sub, act): (String, Option<Actor>) = (subject.sub.clone(), None);
+        let (sub, act) = self.principal_and_actors(t, &subject.sub);
         let claims = Claims {
             iss: self.issuer.clone(),
             sub,
@@ -343,7 +373,8 @@ impl App {
                 intent_hash: Some(t.intent_hash.clone()),
                 sensitivity: Some(t.sensitivity.as_str().to_owned()),
                 tool: Some(tool.name.to_string()),
-                on_behalf_of: None,
+                on_behalf_of: t.delegation.on_behalf_of.as_ref().map(ToString::to_string),
+                resource_prefix: t.delegation.authority.resource_prefix.clone(),
             },
         };
         let token = jwt::mint(self.keyring().signer(), &claims);

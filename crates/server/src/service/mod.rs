@@ -7,6 +7,7 @@ pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
 pub mod exchange;
+pub mod grants;
 pub mod humans;
 pub mod local;
 pub mod scim;

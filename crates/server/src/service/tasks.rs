@@ -2,6 +2,7 @@
 //! starting, completing, revoking and reading tasks.
 
 use remit_core::audit::{AuditAction, AuditEvent, Outcome};
+use remit_core::delegation::{self, ChildRequest};
 use remit_core::ids::{AgentName, JoinTokenId, SpiffeId, TaskId, WorkflowName};
 use remit_core::model::{Instance, InstanceState, KillReport, KillTarget, Sensitivity, Task, TaskState};
 use remit_core::rules::{self, StartTask};
@@ -26,13 +27,22 @@ pub struct Issued<T> {
 
 /// What a caller asks for when starting a task (already parsed from the wire).
 pub struct StartTaskRequest {
-    pub workflow: WorkflowName,
-    /// Required for admin callers; an instance may only start tasks as its own agent.
+    /// Required for a root task; a child's is its parent's.
+    pub workflow: Option<WorkflowName>,
+    /// Required for admin callers and for a child (the worker agent); an instance may only
+    /// start root tasks as its own agent.
     pub agent: Option<AgentName>,
     pub intent: String,
-    pub sensitivity: Sensitivity,
+    /// Default `internal` for a root task, the parent's for a child.
+    pub sensitivity: Option<Sensitivity>,
     pub ttl_secs: Option<u64>,
     pub audience: Vec<String>,
+    /// Start a child of this task (a task token starts children of itself only).
+    pub parent: Option<TaskId>,
+    /// What the child may use, narrowed from its parent's.
+    pub narrow: ChildRequest,
+    /// Start a root task under this human's grant (the grant's agent and workflow only).
+    pub grant: Option<remit_core::ids::GrantId>,
 }
 
 const BAD_JOIN: &str = "join token is invalid, expired or already used";
@@ -99,6 +109,7 @@ impl App {
                 sensitivity: None,
                 tool: None,
                 on_behalf_of: None,
+                resource_prefix: None,
             },
             scope: None,
             act: None,
@@ -130,14 +141,16 @@ impl App {
 
     /// Starts a task and issues its JWT-SVID.
     pub async fn start_task(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, Error> {
+        if req.parent.is_some() || matches!(caller, Caller::Task { .. }) {
+            return self.start_child(caller, req).await;
+        }
+        let workflow = req.workflow.clone().ok_or_else(|| Error::Invalid("`workflow` is required".into()))?;
         let (wf, agent, instance) = match caller {
-            Caller::Task { .. } => {
-                return Err(Error::Denied("a task cannot start tasks with its own token".into()));
-            }
+            Caller::Task { .. } => return Err(Error::Internal("a task's start is a child's".into())),
             Caller::Human { .. } => return Err(Error::Denied("humans start tasks through an agent".into())),
             Caller::Admin { .. } => {
                 let a = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` is required".into()))?;
-                let ctx = self.store.identity().start_context(&req.workflow, &a, None).await?;
+                let ctx = self.store.identity().start_context(&workflow, &a, None).await?;
                 (ctx.workflow, ctx.agent.ok_or_else(|| Error::NotFound(format!("agent `{a}` not found")))?, None)
             }
             Caller::Instance { agent, snapshot, .. } => {
@@ -145,36 +158,147 @@ impl App {
                     return Err(Error::Denied("an instance can only start tasks as its own agent".into()));
                 }
                 let (inst, ag) = &**snapshot;
-                (self.store.identity().workflow(&req.workflow).await?, ag.clone(), Some(inst.clone()))
+                (self.store.identity().workflow(&workflow).await?, ag.clone(), Some(inst.clone()))
             }
         };
-        let wf = wf.ok_or_else(|| Error::NotFound(format!("workflow `{}` not found", req.workflow)))?;
-        let now = self.clock.now();
+        let wf = wf.ok_or_else(|| Error::NotFound(format!("workflow `{workflow}` not found")))?;
+        // Under a human's grant: the grant's authority, on their behalf, never past its end.
+        let (mut delegation, expires_by): (remit_core::delegation::Delegation, _) = match &req.grant {
+            None => (Default::default(), None),
+            Some(_) if !matches!(caller, Caller::Instance { .. }) => {
+                return Err(Error::Denied("a grant is used by an instance of the agent it was given to".into()));
+            }
+            Some(id) => {
+                let g = self.grant_of(id).await?;
+                match remit_core::grant::task_delegation(&g, &agent.name, &workflow, self.clock.now()) {
+                    Ok((d, by)) => (d, Some(by)),
+                    Err(e) => return Err(Error::Denied(e.to_string())),
+                }
+            }
+        };
+        // A root task may take less than it could (least privilege from the start); never more.
+        delegation.authority =
+            remit_core::delegation::narrow(&delegation.authority, &req.narrow).map_err(|w| match w {
+                remit_core::delegation::Widen::Invalid(m) => Error::Invalid(m),
+                w => Error::Denied(w.to_string()),
+            })?;
         let start = StartTask {
-            workflow: req.workflow,
+            workflow,
             intent: req.intent,
-            sensitivity: req.sensitivity,
+            sensitivity: req.sensitivity.unwrap_or_default(),
             ttl_secs: req.ttl_secs,
             audience: req.audience,
             parent: None,
+            delegation,
         };
-        let id = TaskId::from_random(self.random_id());
-        let task = match rules::start_task(start, &wf, &agent, instance.as_ref(), &self.limits, id, caller.actor(), now)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                let err = Error::from(e.clone());
-                if matches!(err, Error::Denied(_)) {
-                    let denied = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
-                        .workflow(&wf.name)
-                        .agent(&agent.name)
-                        .outcome(Outcome::Denied)
-                        .reason(e.to_string());
-                    self.store.audit().append(vec![denied]).await?;
+        self.issue_task(caller, start, &wf, &agent, instance.as_ref(), expires_by).await
+    }
+
+    /// Starts a child of a live task for a worker agent: its authority is the parent's,
+    /// narrowed ([`delegation::child`]); a widening is refused naming the attribute, and
+    /// audited.
+    async fn start_child(&self, caller: &Caller, req: StartTaskRequest) -> Result<Issued<Task>, Error> {
+        let parent = match (caller, &req.parent) {
+            (Caller::Task { id, snapshot, .. }, p) => {
+                if p.as_ref().is_some_and(|p| p != id) {
+                    return Err(Error::Denied("a task starts children of itself only".into()));
                 }
-                return Err(err);
+                (**snapshot).clone()
+            }
+            (Caller::Human { .. }, _) => return Err(Error::Denied("humans start tasks through an agent".into())),
+            (_, None) => return Err(Error::Invalid("`parent` is required".into())),
+            (Caller::Instance { id: me, .. }, Some(p)) => {
+                let snap = self.store.identity().task_snapshot(p).await?;
+                match snap {
+                    Some(s) if s.task.instance.as_ref() == Some(me) => s,
+                    _ => return Err(Error::NotFound(format!("task `{p}` not found"))),
+                }
+            }
+            (Caller::Admin { .. }, Some(p)) => self
+                .store
+                .identity()
+                .task_snapshot(p)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("task `{p}` not found")))?,
+        };
+        let now = self.clock.now();
+        if let remit_core::rules::Liveness::Inactive(why) =
+            rules::task_liveness(&parent.task, &parent.workflow, &parent.agent, parent.instance.as_ref(), now)
+        {
+            return Err(Error::Conflict(format!("the parent task can no longer delegate: {why}")));
+        }
+        if req.workflow.as_ref().is_some_and(|w| *w != parent.task.workflow) {
+            return Err(Error::Invalid("a child task belongs to its parent's workflow".into()));
+        }
+        let child_agent = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` (the worker) is required".into()))?;
+        let ctx = self.store.identity().start_context(&parent.task.workflow, &child_agent, None).await?;
+        let wf =
+            ctx.workflow.ok_or_else(|| Error::NotFound(format!("workflow `{}` not found", parent.task.workflow)))?;
+        let agent = ctx.agent.ok_or_else(|| Error::NotFound(format!("agent `{child_agent}` not found")))?;
+        let narrow = ChildRequest { ttl_secs: req.ttl_secs, sensitivity: req.sensitivity, ..req.narrow };
+        let child = match delegation::child(&parent.task, &wf, &wf.trust, &child_agent, &narrow, now) {
+            Ok(c) => c,
+            Err(w) => {
+                let denied = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
+                    .workflow(&wf.name)
+                    .agent(&child_agent)
+                    .outcome(Outcome::Denied)
+                    .reason(w.to_string())
+                    .detail([("parent", parent.task.id.as_str().into())]);
+                self.store.audit().append(vec![denied]).await?;
+                return Err(match w {
+                    remit_core::delegation::Widen::Invalid(m) => Error::Invalid(m),
+                    w => Error::Denied(w.to_string()),
+                });
             }
         };
+        let remaining = u64::try_from((child.expires_by.0 - now.0).max(0) / 1000).unwrap_or(0);
+        let ttl = req.ttl_secs.unwrap_or_else(|| self.limits.default_task_ttl_secs.min(remaining));
+        let start = StartTask {
+            workflow: wf.name.clone(),
+            intent: req.intent,
+            sensitivity: child.sensitivity,
+            ttl_secs: Some(ttl.min(remaining).max(1)),
+            audience: req.audience,
+            parent: Some(parent.task.id.clone()),
+            delegation: child.delegation,
+        };
+        self.issue_task(caller, start, &wf, &agent, None, Some(child.expires_by)).await
+    }
+
+    /// Decides a task start, mints its token and stores it with its audit record.
+    async fn issue_task(
+        &self,
+        caller: &Caller,
+        start: StartTask,
+        wf: &remit_core::model::Workflow,
+        agent: &remit_core::model::Agent,
+        instance: Option<&Instance>,
+        expires_by: Option<remit_core::time::UnixMillis>,
+    ) -> Result<Issued<Task>, Error> {
+        let now = self.clock.now();
+        let id = TaskId::from_random(self.random_id());
+        let task =
+            match rules::start_task(start, wf, agent, instance, &self.limits, id, caller.actor(), now).map(|mut t| {
+                if let Some(by) = expires_by {
+                    t.expires_at = t.expires_at.min(by);
+                }
+                t
+            }) {
+                Ok(t) => t,
+                Err(e) => {
+                    let err = Error::from(e.clone());
+                    if matches!(err, Error::Denied(_)) {
+                        let denied = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
+                            .workflow(&wf.name)
+                            .agent(&agent.name)
+                            .outcome(Outcome::Denied)
+                            .reason(e.to_string());
+                        self.store.audit().append(vec![denied]).await?;
+                    }
+                    return Err(err);
+                }
+            };
         let spiffe = SpiffeId::task(&self.trust_domain, &task.workflow, &task.id);
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -192,7 +316,8 @@ impl App {
                 intent_hash: Some(task.intent_hash.clone()),
                 sensitivity: Some(task.sensitivity.as_str().to_owned()),
                 tool: None,
-                on_behalf_of: None,
+                on_behalf_of: task.delegation.on_behalf_of.as_ref().map(ToString::to_string),
+                resource_prefix: None,
             },
             scope: None,
             act: None,
@@ -210,6 +335,23 @@ impl App {
                 ("sensitivity", task.sensitivity.as_str().into()),
                 ("expires_at_ms", task.expires_at.0.into()),
             ]);
+        let audit = match (&task.delegation.grant, &task.delegation.on_behalf_of) {
+            (Some(g), Some(h)) => {
+                audit.with_detail_field("grant", g.as_str().into()).with_detail_field("on_behalf_of", h.as_str().into())
+            }
+            _ => audit,
+        };
+        let audit = match &task.parent {
+            None => audit,
+            Some(p) => audit
+                .with_detail_field("parent", p.as_str().into())
+                .with_detail_field("delegation_depth", task.delegation.depth.into())
+                .with_detail_field(
+                    "delegation_chain",
+                    task.delegation.chain.iter().map(|h| h.task.to_string()).collect::<Vec<_>>().into(),
+                )
+                .with_detail_field("authority", serde_json::to_value(&task.delegation.authority).unwrap_or_default()),
+        };
         self.store.identity().create_task(task.clone(), audit).await.map_err(|e| match e {
             StoreError::Conflict(m) => Error::Denied(m),
             other => other.into(),

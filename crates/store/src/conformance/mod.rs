@@ -34,7 +34,7 @@ macro_rules! conformance_tests {
             identity::kill_agent_cascades, identity::kill_instance_cascades, identity::kill_task_revokes_subtree,
             identity::end_task_is_compare_and_set, identity::renew_instance_only_while_active,
             identity::concurrent_starts_on_live_and_killed_workflows, identity::tool_uses_per_task,
-            identity::cascades_have_no_depth_limit,
+            identity::cascades_have_no_depth_limit, identity::delegation_round_trips_and_kills_end_exactly_the_subtree,
             audit::checkpoints_and_filters, audit::checkpoints_page_in_order,
             policy::policy_versions_and_entities,
             approvals::approvals_are_single_use, approvals::one_approval_one_use_under_concurrency,
@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             humans::deactivation_revokes_sessions_and_orphans_what_they_own, humans::one_refresh_wins_under_concurrency,
             humans::local_credentials_are_compare_and_set,
             scim::users_are_humans_and_deleting_one_deactivates_it, scim::groups_carry_their_members_and_lists_page,
+            grants::grants_confirm_once_and_revoke_their_tasks,
             tools::tools_are_unique_and_disable_once, tools::credentials_need_a_live_task_and_revoke_once,
             conformance::failed_writes_leave_no_trace, conformance::concurrent_writes_keep_one_chain,
             conformance::changes_are_published);
@@ -85,6 +86,7 @@ pub(crate) fn workflow(name: &str) -> Workflow {
         allowed_tools: vec!["git".into(), "kubectl".into()],
         max_task_ttl_secs: 900,
         max_delegation_depth: 3,
+        trust: Default::default(),
         state: WorkflowState::Active,
         created_at: now(),
         updated_at: now(),
@@ -144,6 +146,7 @@ pub fn task(wf: &str, agent: &str, inst: Option<&InstanceId>, parent: Option<&Ta
         expires_at: now().plus_secs(600),
         ended_at: None,
         end_reason: None,
+        delegation: Default::default(),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Deactivation {
     pub sessions_revoked: Vec<SessionId>,
     pub workflows_orphaned: Vec<WorkflowName>,
     pub agents_orphaned: Vec<AgentName>,
+    /// Their grants, revoked with every task started under them.
+    pub grants_revoked: Vec<remit_core::ids::GrantId>,
+    pub tasks_revoked: Vec<remit_core::ids::TaskId>,
 }
 
 /// Humans and sessions.

@@ -463,11 +463,19 @@ pub(crate) async fn deactivate(
         |t: &str| format!("UPDATE {t} SET orphaned_at = $1 WHERE owner_id = $2 AND orphaned_at IS NULL RETURNING name");
     let workflows = names(ctx.conn(), &orphan("workflows"), at, &id, None).await?;
     let agents = names(ctx.conn(), &orphan("agents"), at, &id, None).await?;
+    let r = crate::grants::Revocation {
+        actor: audit.actor.clone(),
+        reason: format!("its human was deactivated: {reason}"),
+        at,
+    };
+    let (grants, killed) = crate::grants::postgres::revoke_where(ctx, "human = $1", id.as_str(), &r).await?;
     let d = Deactivation {
         human,
         sessions_revoked: parse_all(&sessions, SessionId::parse)?,
         workflows_orphaned: parse_all(&workflows, WorkflowName::parse)?,
         agents_orphaned: parse_all(&agents, AgentName::parse)?,
+        grants_revoked: grants,
+        tasks_revoked: killed.tasks_revoked,
     };
     ctx.audit(deactivation_record(audit, &d))?;
     ctx.changed([Change::Human(id.clone())]);

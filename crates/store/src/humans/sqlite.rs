@@ -399,11 +399,19 @@ pub(crate) fn deactivate(
         )
     };
     let (workflows, agents) = (orphan("workflows")?, orphan("agents")?);
+    let r = crate::grants::Revocation {
+        actor: audit.actor.clone(),
+        reason: format!("its human was deactivated: {reason}"),
+        at,
+    };
+    let (grants, killed) = crate::grants::sqlite::revoke_where(ctx, "human = ?1", id.as_str(), &r)?;
     let d = Deactivation {
         human,
         sessions_revoked: parse_all(&sessions, SessionId::parse)?,
         workflows_orphaned: parse_all(&workflows, WorkflowName::parse)?,
         agents_orphaned: parse_all(&agents, AgentName::parse)?,
+        grants_revoked: grants,
+        tasks_revoked: killed.tasks_revoked,
     };
     ctx.audit(deactivation_record(audit, &d))?;
     ctx.changed([Change::Human(id.clone())]);

@@ -52,6 +52,14 @@ impl IdentityStore for CachingIdentity {
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
         self.backend().set_workflow_tools(name, tools, audit).await
     }
+    async fn set_workflow_trust(
+        &self,
+        name: &WorkflowName,
+        trust: remit_core::delegation::TrustRules,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        self.backend().set_workflow_trust(name, trust, audit).await
+    }
     async fn set_owner(
         &self,
         target: super::Owned,
@@ -161,6 +169,16 @@ impl IdentityStore for CachingIdentity {
     }
     async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
         self.backend().record_tool_use(task, tool, at, audit).await
+    }
+    async fn record_call(
+        &self,
+        task: &TaskId,
+        tool: Option<&str>,
+        max_calls: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<bool> {
+        self.backend().record_call(task, tool, max_calls, at, audit).await
     }
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
         self.backend().tools_used(task).await

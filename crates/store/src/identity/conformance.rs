@@ -558,3 +558,73 @@ pub async fn cascades_have_no_depth_limit(store: Arc<dyn Store>) {
     }
     verify_chain(s).await;
 }
+
+/// A task's delegation and a workflow's trust rules round-trip; over random delegation trees,
+/// killing any node revokes exactly its subtree (a seeded generator, so a failure replays).
+pub async fn delegation_round_trips_and_kills_end_exactly_the_subtree(store: Arc<dyn Store>) {
+    use remit_core::delegation::{Authority, DelegationRule, Hop, TrustRules};
+    let s = &*store;
+    fixture(s).await;
+    let trust = TrustRules {
+        delegations: vec![DelegationRule { from: "bot".into(), to: vec!["*".into()] }],
+        workers_may_delegate: true,
+    };
+    s.identity().set_workflow_trust(&wf_name("deploy"), trust.clone(), ev(AuditAction::WorkflowUpdate)).await.unwrap();
+    assert_eq!(s.identity().workflow(&wf_name("deploy")).await.unwrap().unwrap().trust, trust);
+    assert!(matches!(
+        s.identity().set_workflow_trust(&wf_name("nope"), trust, ev(AuditAction::WorkflowUpdate)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let mut seed: u64 = 0x5eed_0bad_cafe;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(seed >> 33).unwrap() % n
+    };
+    for _round in 0..4 {
+        // A random tree of 24 tasks, each child's delegation naming its ancestors.
+        let root = task("deploy", "bot", None, None);
+        s.identity().create_task(root.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+        let mut nodes = vec![root];
+        for _ in 0..23 {
+            let parent = nodes[next(nodes.len())].clone();
+            let mut t = task("deploy", "bot", None, Some(&parent.id));
+            let mut chain = parent.delegation.chain.clone();
+            chain.push(Hop { task: parent.id.clone(), agent: parent.agent.clone() });
+            t.delegation.depth = parent.delegation.depth + 1;
+            t.delegation.chain = chain;
+            t.delegation.authority = Authority { max_calls: Some(3), ..Authority::default() };
+            s.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+            nodes.push(t);
+        }
+        // max_calls is counted once per allowed call, never past the limit.
+        let last = &nodes[nodes.len() - 1];
+        for i in 0..5 {
+            let ok = s
+                .identity()
+                .record_call(&last.id, Some("jira"), 3, now(), ev(AuditAction::AccessEvaluate))
+                .await
+                .unwrap();
+            assert_eq!(ok, i < 3, "call {i}");
+        }
+        assert_eq!(s.identity().tools_used(&last.id).await.unwrap(), vec!["jira".to_owned()]);
+        let back = s.identity().task(&last.id).await.unwrap().unwrap();
+        assert_eq!(back.delegation, nodes[nodes.len() - 1].delegation);
+        // Kill one node: exactly it and every node whose chain names it end.
+        let victim = nodes[next(nodes.len())].clone();
+        let kill =
+            Kill { target: KillTarget::Task(victim.id.clone()), actor: "admin".into(), reason: "r".into(), at: now() };
+        let rep = s.identity().kill(kill).await.unwrap();
+        let got: HashSet<TaskId> = rep.tasks_revoked.into_iter().collect();
+        let want: HashSet<TaskId> = nodes
+            .iter()
+            .filter(|n| n.id == victim.id || n.delegation.chain.iter().any(|h| h.task == victim.id))
+            .map(|n| n.id.clone())
+            .collect();
+        assert_eq!(got, want);
+        for n in &nodes {
+            let st = s.identity().task(&n.id).await.unwrap().unwrap().state;
+            assert_eq!(st == TaskState::Revoked, want.contains(&n.id), "{}", n.id);
+        }
+    }
+    verify_chain(s).await;
+}

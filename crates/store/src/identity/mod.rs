@@ -52,14 +52,14 @@ impl Owned {
 pub const MAX_TOOLS_PER_TASK: i64 = 256;
 
 pub(crate) const WORKFLOW_COLS: &str = "name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
-     max_delegation_depth, state, created_at, updated_at, owner_id, orphaned_at";
+     max_delegation_depth, state, created_at, updated_at, owner_id, orphaned_at, trust";
 pub(crate) const AGENT_COLS: &str =
     "name, owner, workflows, state, created_at, updated_at, kill_generation, owner_id, orphaned_at";
 pub(crate) const JOIN_COLS: &str =
     "id, agent, secret_hash, created_at, expires_at, used_at, used_by, agent_generation, revoked_at";
 pub(crate) const INSTANCE_COLS: &str = "id, agent, state, created_at, expires_at, revoked_at, revoke_reason";
 pub(crate) const TASK_COLS: &str = "id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
-     state, started_by, created_at, expires_at, ended_at, end_reason";
+     state, started_by, created_at, expires_at, ended_at, end_reason, delegation";
 /// The columns a kill cascade reads of each task.
 pub(crate) const NODE_COLS: &str = "id, parent, workflow, agent, state, expires_at";
 /// Ids per statement when a cascade walks the tree (SQLite's parameter limit is 32766).
@@ -118,6 +118,14 @@ pub trait IdentityStore: Send + Sync {
     /// Replaces a workflow's allowed tools (announced as `Change::Workflow`, so the next
     /// decision of any of its tasks, on any replica, sees the new list).
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()>;
+    /// Replaces a workflow's transitive-trust rules (announced as `Change::Workflow`; they
+    /// are read when a child task starts).
+    async fn set_workflow_trust(
+        &self,
+        name: &WorkflowName,
+        trust: remit_core::delegation::TrustRules,
+        audit: AuditEvent,
+    ) -> Result<()>;
     /// Gives a workflow or agent a new owner (linked as [`IdentityStore::create_workflow`]
     /// says, `proposed` inserted as an unverified human when nobody holds the email) and
     /// clears its orphan mark. `NotFound`, or `Conflict` for a deactivated owner.
@@ -176,6 +184,18 @@ pub trait IdentityStore: Send + Sync {
     /// Records that `task` was allowed to use `tool` (with the decision's audit record, in one
     /// transaction); at most [`MAX_TOOLS_PER_TASK`] distinct tools per task are kept.
     async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()>;
+    /// Counts one allowed call of a task limited to `max_calls` (its delegation's
+    /// `max_calls`) and records it as [`IdentityStore::record_tool_use`] does (or just its audit
+    /// record without a tool), in one transaction. `Ok(false)`, with nothing written, when the
+    /// task has used them all.
+    async fn record_call(
+        &self,
+        task: &TaskId,
+        tool: Option<&str>,
+        max_calls: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<bool>;
     /// The tools `task` was allowed to use, sorted.
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>>;
 }

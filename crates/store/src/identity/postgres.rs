@@ -40,7 +40,16 @@ impl IdentityStore for PgStore {
     }
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
         let n = name.clone();
-        self.write(move |c| Box::pin(set_workflow_tools(c, n, tools, audit))).await
+        self.write(move |c| Box::pin(set_workflow_json(c, n, "allowed_tools", json(&tools), audit))).await
+    }
+    async fn set_workflow_trust(
+        &self,
+        name: &WorkflowName,
+        trust: remit_core::delegation::TrustRules,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let n = name.clone();
+        self.write(move |c| Box::pin(set_workflow_json(c, n, "trust", json(&trust), audit))).await
     }
     async fn set_owner(&self, target: super::Owned, owner: &str, proposed: HumanId, audit: AuditEvent) -> Result<()> {
         let owner = owner.to_owned();
@@ -143,6 +152,39 @@ impl IdentityStore for PgStore {
         let (task, tool) = (task.to_string(), tool.to_owned());
         self.write(move |c| Box::pin(record_tool_use(c, task, tool, at, audit))).await
     }
+    async fn record_call(
+        &self,
+        task: &TaskId,
+        tool: Option<&str>,
+        max_calls: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<bool> {
+        let (task, tool) = (task.to_string(), tool.map(str::to_owned));
+        let max = i64::try_from(max_calls).unwrap_or(i64::MAX);
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE tasks SET calls = calls + 1 WHERE id = $1 AND calls < $2")
+                    .bind(&task)
+                    .bind(max)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                if n == 0 {
+                    return Ok(false);
+                }
+                match tool {
+                    Some(t) => record_tool_use(c, task, t, at, audit).await?,
+                    None => {
+                        c.audit(audit)?;
+                    }
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
         let task = task.to_string();
         pg_read!(self, |c| tools_used(c, &task))
@@ -160,7 +202,7 @@ fn conflict(msg: impl Into<String>) -> StoreError {
 async fn create_workflow(ctx: &mut WriteCtx, w: Workflow, audit: AuditEvent) -> Result<()> {
     let n = sqlx::query(
         "INSERT INTO workflows (name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
-         max_delegation_depth, state, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+         max_delegation_depth, state, created_at, updated_at, trust) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
          ON CONFLICT (name) DO NOTHING",
     )
     .bind(w.name.as_str())
@@ -173,6 +215,7 @@ async fn create_workflow(ctx: &mut WriteCtx, w: Workflow, audit: AuditEvent) -> 
     .bind(w.state.as_str())
     .bind(w.created_at.0)
     .bind(w.updated_at.0)
+    .bind(json(&w.trust))
     .execute(ctx.conn())
     .await
     .map_err(map_err)?
@@ -224,14 +267,16 @@ async fn set_workflow_state(
     Ok(())
 }
 
-async fn set_workflow_tools(
+/// Replaces one of a workflow's JSON columns (`allowed_tools`, `trust`: fixed names).
+async fn set_workflow_json(
     ctx: &mut WriteCtx,
     name: WorkflowName,
-    tools: Vec<String>,
+    col: &'static str,
+    value: String,
     audit: AuditEvent,
 ) -> Result<()> {
-    let n = sqlx::query("UPDATE workflows SET allowed_tools = $1, updated_at = $2 WHERE name = $3")
-        .bind(json(&tools))
+    let n = sqlx::query(&format!("UPDATE workflows SET {col} = $1, updated_at = $2 WHERE name = $3"))
+        .bind(value)
         .bind(audit.time.0)
         .bind(name.as_str())
         .execute(ctx.conn())
@@ -436,9 +481,9 @@ async fn start_context(
 async fn create_task(ctx: &mut WriteCtx, t: Task, audit: AuditEvent) -> Result<()> {
     let n = sqlx::query(
         "INSERT INTO tasks (id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
-         state, started_by, created_at, expires_at) \
+         state, started_by, delegation, created_at, expires_at) \
          SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, \
-         $11::text, $12::bigint, $13::bigint \
+         $11::text, $14::text, $12::bigint, $13::bigint \
          WHERE EXISTS (SELECT 1 FROM workflows WHERE name = $2 AND state = 'active') \
          AND EXISTS (SELECT 1 FROM agents WHERE name = $3 AND state = 'enabled') \
          AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM instances WHERE id = $4 AND state = 'active' AND agent = $3)) \
@@ -457,6 +502,7 @@ async fn create_task(ctx: &mut WriteCtx, t: Task, audit: AuditEvent) -> Result<(
     .bind(&t.started_by)
     .bind(t.created_at.0)
     .bind(t.expires_at.0)
+    .bind(json(&t.delegation))
     .execute(ctx.conn())
     .await
     .map_err(map_err)?
@@ -481,7 +527,7 @@ pub(crate) struct NewTask {
 /// to one savepoint-guarded insert per task so one bad task cannot fail the others.
 pub(crate) async fn create_tasks(ctx: &mut WriteCtx, tasks: Vec<&NewTask>) -> Result<Vec<Result<()>>> {
     let n = tasks.len();
-    let mut cols: [Vec<Option<String>>; 11] = Default::default();
+    let mut cols: [Vec<Option<String>>; 12] = Default::default();
     let (mut created, mut expires) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for NewTask { task: t, .. } in &tasks {
         let vals = [
@@ -496,6 +542,7 @@ pub(crate) async fn create_tasks(ctx: &mut WriteCtx, tasks: Vec<&NewTask>) -> Re
             Some(json(&t.audience)),
             Some(t.state.as_str().to_owned()),
             Some(t.started_by.clone()),
+            Some(json(&t.delegation)),
         ];
         for (col, v) in cols.iter_mut().zip(vals) {
             col.push(v);
@@ -506,11 +553,11 @@ pub(crate) async fn create_tasks(ctx: &mut WriteCtx, tasks: Vec<&NewTask>) -> Re
     sqlx::query("SAVEPOINT bulk_tasks").execute(ctx.conn()).await.map_err(map_err)?;
     let mut q = sqlx::query_scalar::<_, String>(
         "INSERT INTO tasks (id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
-         state, started_by, created_at, expires_at) \
+         state, started_by, delegation, created_at, expires_at) \
          SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]) \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[]) \
          AS u(id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, state, started_by, \
-         created_at, expires_at) \
+         delegation, created_at, expires_at) \
          WHERE EXISTS (SELECT 1 FROM workflows w WHERE w.name = u.workflow AND w.state = 'active') \
          AND EXISTS (SELECT 1 FROM agents a WHERE a.name = u.agent AND a.state = 'enabled') \
          AND (u.instance IS NULL OR EXISTS (SELECT 1 FROM instances i \
@@ -760,7 +807,7 @@ async fn end_task(
     apply(ctx, &kill, plan).await
 }
 
-async fn kill_switch(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {
+pub(crate) async fn kill_switch(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {
     let (found, pre) = match &k.target {
         KillTarget::Task(id) => {
             let roots = nodes_where(ctx.conn(), "id", &[id.to_string()], "").await?;

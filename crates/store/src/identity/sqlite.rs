@@ -40,7 +40,16 @@ impl IdentityStore for SqliteStore {
     }
     async fn set_workflow_tools(&self, name: &WorkflowName, tools: Vec<String>, audit: AuditEvent) -> Result<()> {
         let n = name.clone();
-        self.write(move |c| set_workflow_tools(c, &n, &tools, audit)).await
+        self.write(move |c| set_workflow_json(c, &n, "allowed_tools", json(&tools), audit)).await
+    }
+    async fn set_workflow_trust(
+        &self,
+        name: &WorkflowName,
+        trust: remit_core::delegation::TrustRules,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let n = name.clone();
+        self.write(move |c| set_workflow_json(c, &n, "trust", json(&trust), audit)).await
     }
     async fn set_owner(&self, target: super::Owned, owner: &str, proposed: HumanId, audit: AuditEvent) -> Result<()> {
         let owner = owner.to_owned();
@@ -143,6 +152,34 @@ impl IdentityStore for SqliteStore {
         let (task, tool) = (task.to_string(), tool.to_owned());
         self.write(move |c| record_tool_use(c, &task, &tool, at, audit)).await
     }
+    async fn record_call(
+        &self,
+        task: &TaskId,
+        tool: Option<&str>,
+        max_calls: u64,
+        at: UnixMillis,
+        audit: AuditEvent,
+    ) -> Result<bool> {
+        let (task, tool) = (task.to_string(), tool.map(str::to_owned));
+        let max = i64::try_from(max_calls).unwrap_or(i64::MAX);
+        self.write(move |c| {
+            let n = c
+                .conn
+                .execute("UPDATE tasks SET calls = calls + 1 WHERE id = ?1 AND calls < ?2", params![task, max])
+                .map_err(map_err)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            match tool {
+                Some(t) => record_tool_use(c, &task, &t, at, audit)?,
+                None => {
+                    c.audit(audit)?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
         let task = task.to_string();
         self.read(move |c| tools_used(c, &task)).await
@@ -162,7 +199,7 @@ fn create_workflow(ctx: &mut WriteCtx<'_>, w: Workflow, audit: AuditEvent) -> Re
         .conn
         .execute(
             "INSERT INTO workflows (name, purpose, owner, ceiling, allowed_tools, max_task_ttl_secs, \
-             max_delegation_depth, state, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+             max_delegation_depth, state, created_at, updated_at, trust) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11) \
              ON CONFLICT (name) DO NOTHING",
             params![
                 w.name.as_str(),
@@ -174,7 +211,8 @@ fn create_workflow(ctx: &mut WriteCtx<'_>, w: Workflow, audit: AuditEvent) -> Re
                 w.max_delegation_depth,
                 w.state.as_str(),
                 w.created_at.0,
-                w.updated_at.0
+                w.updated_at.0,
+                json(&w.trust)
             ],
         )
         .map_err(map_err)?;
@@ -250,12 +288,19 @@ fn set_workflow_state(
     Ok(())
 }
 
-fn set_workflow_tools(ctx: &mut WriteCtx<'_>, name: &WorkflowName, tools: &[String], audit: AuditEvent) -> Result<()> {
+/// Replaces one of a workflow's JSON columns (`allowed_tools`, `trust`: fixed names).
+fn set_workflow_json(
+    ctx: &mut WriteCtx<'_>,
+    name: &WorkflowName,
+    col: &'static str,
+    value: String,
+    audit: AuditEvent,
+) -> Result<()> {
     let n = ctx
         .conn
         .execute(
-            "UPDATE workflows SET allowed_tools = ?1, updated_at = ?2 WHERE name = ?3",
-            params![json(&tools), audit.time.0, name.as_str()],
+            &format!("UPDATE workflows SET {col} = ?1, updated_at = ?2 WHERE name = ?3"),
+            params![value, audit.time.0, name.as_str()],
         )
         .map_err(map_err)?;
     if n == 0 {
@@ -438,7 +483,7 @@ fn create_task(ctx: &mut WriteCtx<'_>, t: Task, audit: AuditEvent) -> Result<()>
     ctx.conn
         .prepare_cached(
             "INSERT INTO tasks (id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
-             state, started_by, created_at, expires_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+             state, started_by, created_at, expires_at, delegation) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -454,7 +499,8 @@ fn create_task(ctx: &mut WriteCtx<'_>, t: Task, audit: AuditEvent) -> Result<()>
                 t.state.as_str(),
                 t.started_by,
                 t.created_at.0,
-                t.expires_at.0
+                t.expires_at.0,
+                json(&t.delegation)
             ])
         })
         .map_err(map_err)?;
@@ -638,7 +684,7 @@ fn end_task(
     apply(ctx, &kill, plan)
 }
 
-fn kill_switch(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
+pub(crate) fn kill_switch(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {
     let (found, pre) = match &k.target {
         KillTarget::Task(id) => {
             let roots = nodes_where(ctx.conn, "id", &[id.to_string()], "")?;

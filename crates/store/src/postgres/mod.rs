@@ -475,6 +475,9 @@ impl Store for PgStore {
     fn tools(&self) -> &dyn crate::tools::ToolStore {
         self
     }
+    fn grants(&self) -> &dyn crate::grants::GrantStore {
+        self
+    }
     fn scim(&self) -> &dyn crate::scim::ScimStore {
         self
     }

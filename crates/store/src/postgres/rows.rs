@@ -19,9 +19,9 @@ pub fn prefixed(alias: &str, cols: &str) -> String {
     cols.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
 }
 
-pub const WORKFLOW_N: usize = 12;
+pub const WORKFLOW_N: usize = 13;
 pub const AGENT_N: usize = 9;
-pub const TASK_N: usize = 15;
+pub const TASK_N: usize = 16;
 
 pub(crate) fn corrupt(i: usize, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {i}: {e}"))
@@ -89,6 +89,7 @@ pub fn workflow(r: &PgRow, o: usize) -> Result<Workflow> {
         updated_at: ms(r, o + 9)?,
         owner_id: typed_opt(r, o + 10, HumanId::parse)?,
         orphaned_at: ms_opt(r, o + 11)?,
+        trust: json(r, o + 12)?,
     })
 }
 
@@ -149,6 +150,7 @@ pub fn task(r: &PgRow, o: usize) -> Result<Task> {
         expires_at: ms(r, o + 12)?,
         ended_at: ms_opt(r, o + 13)?,
         end_reason: so(r, o + 14)?,
+        delegation: json(r, o + 15)?,
     })
 }
 

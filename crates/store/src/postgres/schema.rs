@@ -328,6 +328,33 @@ CREATE TABLE credentials (
 );
 CREATE INDEX credentials_task ON credentials(task);
 "#,
+    r#"
+-- 11: delegation. A task's place in its delegation tree (depth, ancestors, the authority it
+-- holds), and a workflow's transitive-trust rules; both JSON, both defaulting to "none".
+ALTER TABLE tasks ADD COLUMN delegation TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE workflows ADD COLUMN trust TEXT NOT NULL DEFAULT '{}';
+-- The allowed calls of a task whose delegation limits them (max_calls).
+ALTER TABLE tasks ADD COLUMN calls BIGINT NOT NULL DEFAULT 0;
+-- Humans' grants to agents; a task started under one names it in its delegation.
+CREATE TABLE grants (
+    id                TEXT PRIMARY KEY,
+    human             TEXT NOT NULL REFERENCES humans(id),
+    human_email       TEXT NOT NULL,
+    agent             TEXT NOT NULL,
+    workflow          TEXT NOT NULL,
+    authority         TEXT NOT NULL,
+    max_depth         BIGINT NOT NULL,
+    state             TEXT NOT NULL,
+    confirmation_hash TEXT NOT NULL,
+    created_at        BIGINT NOT NULL,
+    expires_at        BIGINT NOT NULL,
+    confirmed_at      BIGINT,
+    revoked_at        BIGINT
+);
+CREATE INDEX grants_human ON grants(human);
+ALTER TABLE tasks ADD COLUMN grant_id TEXT GENERATED ALWAYS AS ((delegation::jsonb)->>'grant') STORED;
+CREATE INDEX tasks_grant ON tasks(grant_id) WHERE grant_id IS NOT NULL;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

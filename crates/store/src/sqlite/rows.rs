@@ -6,7 +6,7 @@
 use std::str::FromStr;
 
 use remit_core::ids::{
-    AgentName, CredentialId, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, ToolName, WorkflowName,
+    AgentName, CredentialId, GrantId, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, ToolName, WorkflowName,
 };
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
@@ -53,6 +53,7 @@ pub trait FromStrTyped: Sized {
     fn parse_typed(s: &str) -> Result<Self, remit_core::DomainError>;
 }
 from_str_via_parse!(
+    GrantId,
     WorkflowName,
     AgentName,
     TaskId,
@@ -88,6 +89,7 @@ pub fn workflow(r: &Row<'_>) -> rusqlite::Result<Workflow> {
         updated_at: ms(r, 9)?,
         owner_id: id_opt(r, 10)?,
         orphaned_at: ms_opt(r, 11)?,
+        trust: json(r, 12)?,
     })
 }
 
@@ -148,6 +150,7 @@ pub fn task(r: &Row<'_>) -> rusqlite::Result<Task> {
         expires_at: ms(r, 12)?,
         ended_at: ms_opt(r, 13)?,
         end_reason: r.get(14)?,
+        delegation: json(r, 15)?,
     })
 }
 

@@ -34,9 +34,27 @@ pub const EXIT_TASK_ENDED: u8 = 6;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The workflow the task belongs to.
+    /// The workflow the task belongs to (with `--parent`: the parent's).
+    #[arg(long, required_unless_present = "parent")]
+    pub workflow: Option<String>,
+    /// Run the command as a **child** of the task this runs in (a supervisor handing work to
+    /// a worker agent): the child is started with the parent's task token
+    /// (`REMIT_TASK_TOKEN`), for `--agent`, with the parent's authority narrowed by the
+    /// `--allow-*`, `--resource-prefix`, `--max-calls` and `--no-delegate` options.
+    #[arg(long, requires = "agent")]
+    pub parent: bool,
+    /// With `--parent`: the worker agent the child task is for.
     #[arg(long)]
-    pub workflow: String,
+    pub agent: Option<String>,
+    /// With `--parent`: the parent's task token.
+    #[arg(long = "parent-token", env = "REMIT_TASK_TOKEN", hide_env_values = true)]
+    pub parent_token: Option<String>,
+    #[command(flatten)]
+    pub narrow: crate::cmd::task::Narrow,
+    /// Start the task under this human's confirmed grant (`g-…`): on their behalf, with the
+    /// grant's authority, ending when the grant does.
+    #[arg(long, conflicts_with = "parent")]
+    pub grant: Option<String>,
     /// What the task is for (recorded; its hash goes into the token).
     #[arg(long)]
     pub intent: String,
@@ -123,6 +141,14 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     // killing this process with a live task behind it.
     let signals = child::Signals::install()?;
     let anon = Client::new(&g.url, None, None)?;
+    if a.parent {
+        let parent = a.parent_token.clone().ok_or_else(|| {
+            CliError::Failed(
+                "remit exec --parent runs inside a task: REMIT_TASK_TOKEN (or --parent-token) is required".into(),
+            )
+        })?;
+        return run_task(g, &a, &target, &anon.with_bearer(&parent), signals).await;
+    }
     let (instance_token, joined) = match (a.instance_token.clone(), a.join_token.clone()) {
         (Some(t), _) => (t, false),
         (None, Some(jt)) => {
@@ -168,12 +194,25 @@ async fn run_task(
     inst: &Client,
     signals: child::Signals,
 ) -> Result<(), CliError> {
-    let body = json!({
+    let mut body = json!({
         "workflow": a.workflow, "intent": a.intent, "ttl_seconds": a.ttl,
-        "sensitivity": a.sensitivity, "audience": a.audience,
+        "sensitivity": a.sensitivity, "audience": a.audience, "grant": a.grant,
     });
+    if a.parent {
+        body["agent"] = json!(a.agent);
+        a.narrow.add_to(&mut body);
+    }
     let started = inst.post("/v1/tasks", &body).await?;
     let token = started["token"].as_str().unwrap_or_default().to_owned();
+    // A child is watched and completed with its own token (its parent's token is the
+    // supervisor's, not the child's instance).
+    let own;
+    let inst = if a.parent {
+        own = inst.with_bearer(&token);
+        &own
+    } else {
+        inst
+    };
     let task_id = started["task"]["id"].as_str().unwrap_or_default().to_owned();
     let spiffe = started["spiffe_id"].as_str().unwrap_or_default().to_owned();
     let expires = started["expires_at"].as_str().unwrap_or("-");
