@@ -1,5 +1,7 @@
 //! SQLite store: durable task starts (task row + audit record) one at a time versus
-//! concurrently (group commit), on a real file with `synchronous=FULL`.
+//! concurrently (group commit), on a real file with `synchronous=FULL`; and the kill switch on
+//! a supervisor with 10,000 descendants (100 workers with 99 children each), one transaction
+//! that revokes the whole subtree with its audit records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -113,6 +115,58 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+    });
+    g.finish();
+
+    // A supervisor, 100 workers, 99 children each: 10,000 descendants.
+    let tree = || {
+        rt.block_on(async {
+            let root = task(next());
+            store.identity().create_task(root.clone(), ev()).await.unwrap();
+            let mut workers = Vec::new();
+            let mut hs = Vec::new();
+            for _ in 0..100 {
+                let mut w = task(next());
+                w.parent = Some(root.id.clone());
+                workers.push(w.id.clone());
+                let s = store.clone();
+                hs.push(tokio::spawn(async move { s.identity().create_task(w, ev()).await }));
+            }
+            for h in hs.drain(..) {
+                h.await.unwrap().unwrap();
+            }
+            for w in &workers {
+                for _ in 0..99 {
+                    let mut t = task(next());
+                    t.parent = Some(w.clone());
+                    let s = store.clone();
+                    hs.push(tokio::spawn(async move { s.identity().create_task(t, ev()).await }));
+                }
+            }
+            for h in hs {
+                h.await.unwrap().unwrap();
+            }
+            root.id
+        })
+    };
+    let mut g = c.benchmark_group("kill_supervisor");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(100));
+    g.bench_function("subtree_10000_sqlite", |b| {
+        b.iter_batched(
+            tree,
+            |root| {
+                let k = remit_core::model::Kill {
+                    target: remit_core::model::KillTarget::Task(root),
+                    actor: "admin".into(),
+                    reason: "bench".into(),
+                    at: SystemClock.now(),
+                };
+                let rep = rt.block_on(store.identity().kill(k)).unwrap();
+                assert_eq!(rep.tasks_revoked.len(), 10_001);
+            },
+            criterion::BatchSize::PerIteration,
+        );
     });
     g.finish();
 }

@@ -66,6 +66,34 @@ fn bench(c: &mut Criterion) {
     let v = Validation { now: 1_800_000_000, leeway: 30, audience: Some("tools"), issuer: &c0.iss, kind: None };
     g.bench_function("jwt_verify", |b| b.iter(|| jwt::verify(&ring, black_box(&token), v).unwrap()));
     g.finish();
+
+    // A DPoP-bound presentation: the proof (its own ES256 signature, JWK, claims) verified
+    // beside the token, versus the bearer token alone.
+    let url = "http://127.0.0.1:7878/v1/decisions";
+    let p = raw.public_key().as_ref().to_vec();
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": remit_token::b64e(&p[1..33]), "y": remit_token::b64e(&p[33..65])});
+    let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+    let claims = serde_json::json!({"jti": "bench", "htm": "POST", "htu": url, "iat": 1_800_000_000,
+                                    "ath": remit_token::dpop::token_hash(&token)});
+    let input = format!(
+        "{}.{}",
+        remit_token::b64e(header.to_string().as_bytes()),
+        remit_token::b64e(claims.to_string().as_bytes())
+    );
+    let proof_sig = raw.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+    let proof = format!("{input}.{}", remit_token::b64e(proof_sig.as_ref()));
+    let expect =
+        remit_token::dpop::Expect { method: "POST", url, now: 1_800_000_000, window: 30, access_token: Some(&token) };
+    assert!(remit_token::dpop::verify(&proof, expect).is_ok());
+    let mut g = c.benchmark_group("dpop");
+    g.bench_function("bearer_verify", |b| b.iter(|| jwt::verify(&ring, black_box(&token), v).unwrap()));
+    g.bench_function("bound_verify", |b| {
+        b.iter(|| {
+            jwt::verify(&ring, black_box(&token), v).unwrap();
+            remit_token::dpop::verify(black_box(&proof), expect).unwrap()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -67,6 +67,8 @@ pub enum AuditAction {
     GrantCreate,
     GrantConfirm,
     GrantRevoke,
+    TokenPresent,
+    TokenMisuse,
 }
 
 impl AuditAction {
@@ -117,6 +119,8 @@ impl AuditAction {
             AuditAction::GrantCreate => "grant.create",
             AuditAction::GrantConfirm => "grant.confirm",
             AuditAction::GrantRevoke => "grant.revoke",
+            AuditAction::TokenPresent => "token.present",
+            AuditAction::TokenMisuse => "security.token_misuse",
         }
     }
 }

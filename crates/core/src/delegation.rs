@@ -112,6 +112,10 @@ pub struct TrustRules {
     /// Whether a task that is itself a delegate (depth ≥ 1) may start children.
     #[serde(default)]
     pub workers_may_delegate: bool,
+    /// Every task token of the workflow must be DPoP-bound (RFC 9449): a task started without
+    /// a proof is refused.
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// `from` (an agent, or `*`) may delegate to `to` (agents, or `*`).

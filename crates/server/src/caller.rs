@@ -19,9 +19,16 @@ pub enum Caller {
     Instance { id: InstanceId, agent: AgentName, spiffe_id: String, snapshot: Box<InstanceSnapshot> },
     /// A live task, by its own task token (audience including Remit's): it may ask about its
     /// own actions, read and wait for its own approval requests, watch and complete itself.
-    Task { id: TaskId, spiffe_id: String, snapshot: Box<TaskSnapshot> },
+    Task { id: TaskId, spiffe_id: String, snapshot: Box<TaskSnapshot>, binding: Option<Box<Binding>> },
     /// A signed-in human, by the access token of one of their live sessions.
     Human { human: Box<Human>, session: SessionId },
+}
+
+/// A sender-constrained (DPoP) token's `jti` and the thumbprint of the key it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub jti: String,
+    pub jkt: String,
 }
 
 /// The instance and agent records read when an instance authenticated.

@@ -59,7 +59,7 @@ pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskF
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
 pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
-pub use tools::ToolStore;
+pub use tools::{Presentation as TokenPresentation, ToolStore};
 
 /// Largest page any list call returns.
 pub const MAX_PAGE: u32 = 10_000;

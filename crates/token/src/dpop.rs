@@ -113,9 +113,8 @@ pub fn verify(proof: &str, e: Expect<'_>) -> Result<Proof, DpopError> {
     if proof.split('.').count() != 3 {
         return Err(DpopError::Malformed("not three dot-separated parts"));
     }
-    let header: Header = b64d(h64)
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(DpopError::Malformed("header is not JSON"))?;
+    let header: Header =
+        b64d(h64).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(DpopError::Malformed("header is not JSON"))?;
     if header.typ.as_deref() != Some("dpop+jwt") {
         return Err(DpopError::Type);
     }
@@ -200,7 +199,8 @@ mod tests {
     #[test]
     fn a_proof_verifies_and_names_its_key() {
         let (k, jwk) = key();
-        let c = serde_json::json!({"jti": "j1", "htm": "POST", "htu": "https://remit.example/oauth2/token", "iat": 1000});
+        let c =
+            serde_json::json!({"jti": "j1", "htm": "POST", "htu": "https://remit.example/oauth2/token", "iat": 1000});
         let p = verify(&proof(&k, &jwk, c, "dpop+jwt"), expect(None)).unwrap();
         assert_eq!(p.jkt, thumbprint(&jwk).unwrap());
         assert_eq!(p.jti, "j1");
@@ -209,7 +209,8 @@ mod tests {
     #[test]
     fn every_check_refuses() {
         let (k, jwk) = key();
-        let ok = serde_json::json!({"jti": "j1", "htm": "POST", "htu": "https://remit.example/oauth2/token", "iat": 1000});
+        let ok =
+            serde_json::json!({"jti": "j1", "htm": "POST", "htu": "https://remit.example/oauth2/token", "iat": 1000});
         let with = |f: &dyn Fn(&mut Value)| {
             let mut c = ok.clone();
             f(&mut c);
@@ -217,7 +218,10 @@ mod tests {
         };
         assert_eq!(verify(&proof(&k, &jwk, ok.clone(), "JWT"), expect(None)), Err(DpopError::Type));
         assert_eq!(verify(&with(&|c| c["htm"] = "GET".into()), expect(None)), Err(DpopError::Target));
-        assert_eq!(verify(&with(&|c| c["htu"] = "https://evil/oauth2/token".into()), expect(None)), Err(DpopError::Target));
+        assert_eq!(
+            verify(&with(&|c| c["htu"] = "https://evil/oauth2/token".into()), expect(None)),
+            Err(DpopError::Target)
+        );
         assert_eq!(verify(&with(&|c| c["iat"] = 1100.into()), expect(None)), Err(DpopError::Time));
         assert_eq!(verify(&with(&|_| {}), expect(Some("tok"))), Err(DpopError::TokenHash));
         let ath = token_hash("tok");
@@ -225,7 +229,10 @@ mod tests {
         // A private key in the header, another key's signature, garbage.
         let mut leaked = jwk.clone();
         leaked["d"] = "AAAA".into();
-        assert_eq!(verify(&proof(&k, &leaked, ok.clone(), "dpop+jwt"), expect(None)), Err(DpopError::Key));
+        let good = proof(&k, &jwk, ok.clone(), "dpop+jwt");
+        let h = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": leaked});
+        let with_d = format!("{}.{}", b64e(h.to_string().as_bytes()), good.split_once('.').unwrap().1);
+        assert_eq!(verify(&with_d, expect(None)), Err(DpopError::Key));
         let (_, other) = key();
         assert_eq!(verify(&proof(&k, &other, ok.clone(), "dpop+jwt"), expect(None)), Err(DpopError::Signature));
         let p = proof(&k, &jwk, ok, "dpop+jwt");

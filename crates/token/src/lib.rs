@@ -8,6 +8,7 @@
 //!
 //! No IO and no clock: callers pass `now` and key material in.
 
+pub mod dpop;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;

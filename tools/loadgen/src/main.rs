@@ -37,7 +37,8 @@ struct Args {
     max_seconds: u64,
     /// `start-task`, `introspect`, `evaluate` (one AuthZEN evaluation per request over a
     /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`),
-    /// `decide-task` (task-token decisions over `--tasks` live tasks), or `propagation`
+    /// `decide-task` (task-token decisions over `--tasks` live tasks), `exchange` (RFC 8693 token
+    /// exchange of one task token for a registered tool), or `propagation`
     /// (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
@@ -145,8 +146,18 @@ async fn main() -> Result<(), String> {
     let sample = post(&http, &format!("{base}/v1/tasks"), &inst_token, body.clone()).await?;
     let sample_token = sample["token"].as_str().ok_or("no task token")?.to_owned();
 
-    if ["evaluate", "evaluations", "decide-task"].contains(&a.scenario.as_str()) {
+    if ["evaluate", "evaluations", "decide-task", "exchange"].contains(&a.scenario.as_str()) {
         setup_policy(&http, &base, &a.admin_token).await?;
+    }
+    // `exchange`: a registered tool and a task meant for Remit trading its token for it.
+    let mut exchange_token = String::new();
+    if a.scenario == "exchange" {
+        let tool = json!({"name": run, "audience": format!("https://load.example/{run}"), "scopes": ["call_tool"],
+                          "owner": "load@example.com"});
+        post(&http, &format!("{base}/v1/tools"), &a.admin_token, tool).await?;
+        let b = json!({"workflow": run, "intent": "load test exchange", "audience": ["remit"], "ttl_seconds": 900});
+        let t = post(&http, &format!("{base}/v1/tasks"), &inst_token, b).await?;
+        exchange_token = t["token"].as_str().ok_or("no task token")?.to_owned();
     }
     // Live tasks for `decide-task`, started before the clock runs.
     let mut pool: Vec<String> = Vec::new();
@@ -184,6 +195,7 @@ async fn main() -> Result<(), String> {
         let (issued, errors, total, scenario) = (issued.clone(), errors.clone(), a.requests, a.scenario.clone());
         let batch = a.batch;
         let pool = pool.clone();
+        let (exchange_token, tool) = (exchange_token.clone(), run.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while issued.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
@@ -216,6 +228,20 @@ async fn main() -> Result<(), String> {
                     post(&http, &format!("{base}/v1/decisions"), &admin, body)
                         .await
                         .is_ok_and(|v| v["decision"].is_boolean() && v["errors"].as_array().is_some_and(Vec::is_empty))
+                } else if scenario == "exchange" {
+                    let form = [
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                        ("subject_token", exchange_token.as_str()),
+                        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                        ("audience", tool.as_str()),
+                        ("scope", "call_tool"),
+                    ];
+                    match http.post(format!("{base}/oauth2/token")).form(&form).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            r.json::<Value>().await.is_ok_and(|v| v["access_token"].is_string())
+                        }
+                        _ => false,
+                    }
                 } else if scenario == "introspect" {
                     http.post(format!("{base}/oauth2/introspect"))
                         .bearer_auth(&admin)

@@ -46,6 +46,9 @@ pub enum Cmd {
         /// Child tasks may delegate further (within the depth).
         #[arg(long)]
         workers_may_delegate: bool,
+        /// Every task token must be DPoP-bound (RFC 9449).
+        #[arg(long)]
+        require_dpop: bool,
     },
     /// Replace a workflow's trust rules (who may start child tasks for whom).
     SetTrust {
@@ -57,6 +60,9 @@ pub enum Cmd {
         /// Child tasks may delegate further (within the depth).
         #[arg(long)]
         workers_may_delegate: bool,
+        /// Every task token must be DPoP-bound (RFC 9449).
+        #[arg(long)]
+        require_dpop: bool,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
@@ -119,7 +125,7 @@ fn show(v: &Value) {
 }
 
 /// Trust rules from `FROM=TO,TO` arguments.
-fn trust(delegate: &[String], workers_may_delegate: bool) -> Result<Value, CliError> {
+fn trust(delegate: &[String], workers_may_delegate: bool, require_dpop: bool) -> Result<Value, CliError> {
     let rules = delegate
         .iter()
         .map(|d| {
@@ -130,25 +136,36 @@ fn trust(delegate: &[String], workers_may_delegate: bool) -> Result<Value, CliEr
             Ok(json!({"from": from, "to": to.split(',').collect::<Vec<_>>()}))
         })
         .collect::<Result<Vec<_>, CliError>>()?;
-    Ok(json!({"delegations": rules, "workers_may_delegate": workers_may_delegate}))
+    Ok(json!({"delegations": rules, "workers_may_delegate": workers_may_delegate, "require_dpop": require_dpop}))
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::SetTrust { name, delegate, workers_may_delegate, reason } => {
-            let body = json!({"trust": trust(&delegate, workers_may_delegate)?, "reason": reason});
+        Cmd::SetTrust { name, delegate, workers_may_delegate, require_dpop, reason } => {
+            let body = json!({"trust": trust(&delegate, workers_may_delegate, require_dpop)?, "reason": reason});
             let v = c.put(&format!("/v1/workflows/{name}/trust"), &body).await?;
             if !g.json {
                 println!("workflow {name}: trust rules replaced");
             }
             v
         }
-        Cmd::Create { name, purpose, owner, max_ttl, ceiling, tools, max_depth, delegate, workers_may_delegate } => {
+        Cmd::Create {
+            name,
+            purpose,
+            owner,
+            max_ttl,
+            ceiling,
+            tools,
+            max_depth,
+            delegate,
+            workers_may_delegate,
+            require_dpop,
+        } => {
             let body = json!({
                 "name": name, "purpose": purpose, "owner": owner, "ceiling": ceiling,
                 "allowed_tools": tools, "max_task_ttl_seconds": max_ttl, "max_delegation_depth": max_depth,
-                "trust": trust(&delegate, workers_may_delegate)?,
+                "trust": trust(&delegate, workers_may_delegate, require_dpop)?,
             });
             let v = c.post("/v1/workflows", &body).await?;
             if !g.json {

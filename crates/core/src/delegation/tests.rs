@@ -63,6 +63,7 @@ fn everyone() -> TrustRules {
     TrustRules {
         delegations: vec![DelegationRule { from: "*".into(), to: vec!["*".into()] }],
         workers_may_delegate: true,
+        require_dpop: false,
     }
 }
 
@@ -113,6 +114,7 @@ fn a_child_narrows_and_names_its_chain() {
     let sup_only = TrustRules {
         delegations: vec![DelegationRule { from: "sup".into(), to: vec!["worker".into()] }],
         workers_may_delegate: true,
+        require_dpop: false,
     };
     assert!(matches!(
         child(&root, &wf(3), &sup_only, &agent("helper"), &ChildRequest::default(), UnixMillis(0)),

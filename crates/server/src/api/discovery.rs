@@ -71,6 +71,7 @@ fn metadata(app: &AppState) -> OpenIdConfiguration {
         token_endpoint: format!("{iss}/oauth2/token"),
         grant_types_supported: one(crate::service::exchange::GRANT_TOKEN_EXCHANGE),
         token_endpoint_auth_methods_supported: one("none"),
+        dpop_signing_alg_values_supported: remit_token::dpop::ALGORITHMS.iter().map(|a| (*a).to_owned()).collect(),
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
         introspection_endpoint: format!("{iss}/oauth2/introspect"),
         revocation_endpoint: format!("{iss}/oauth2/revoke"),

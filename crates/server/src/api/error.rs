@@ -36,6 +36,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// A DPoP-bound token without a valid proof (401 with `WWW-Authenticate: DPoP`).
+    #[error("{0}")]
+    DpopRequired(String),
     /// An OAuth token endpoint error, answered in RFC 6749 §5.2's shape.
     #[error("{}", .0.description)]
     OAuth(crate::error::OAuthError),
@@ -67,7 +70,8 @@ impl From<crate::error::OAuthError> for ApiError {
 pub struct ErrorBody {
     /// A stable machine-readable code: `bad_request`, `unauthenticated`, `denied`,
     /// `not_found`, `conflict`, `method_not_allowed`, `request_timeout`, `payload_too_large`,
-    /// `uri_too_long`, `headers_too_large`, `unavailable` or `internal`.
+    /// `uri_too_long`, `headers_too_large`, `unavailable`, `internal`, or `invalid_dpop_proof`
+    /// (a DPoP-bound token without a valid proof, with `WWW-Authenticate: DPoP`).
     #[schema(example = "bad_request")]
     pub error: &'static str,
     /// What went wrong, for a human (a bad request names the field). Never carries a token,
@@ -93,6 +97,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DpopRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::OAuth(e) if e.code == "invalid_client" => StatusCode::UNAUTHORIZED,
             ApiError::OAuth(_) => StatusCode::BAD_REQUEST,
         }
@@ -112,6 +117,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::DpopRequired(_) => "invalid_dpop_proof",
             ApiError::OAuth(e) => e.code,
         }
     }
@@ -137,7 +143,10 @@ impl IntoResponse for ApiError {
             other => ErrorBody { error: other.code(), message: other.to_string(), error_id: None },
         };
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if let ApiError::DpopRequired(_) = &self {
+            let v = r#"DPoP error="invalid_dpop_proof", algs="ES256 ES384 EdDSA RS256 PS256""#;
+            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static(v));
+        } else if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {

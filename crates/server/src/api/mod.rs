@@ -52,11 +52,27 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     bearer_of(&parts.headers)
 }
 
-/// [`bearer`] from a header map.
+/// [`bearer`] from a header map: the token of `Authorization: Bearer …` or `DPoP …`.
 pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    credential_of(headers).map(|(_, t)| t)
+}
+
+/// The token of the `Authorization` header and whether its scheme is `DPoP` (RFC 9449 §7.1).
+pub fn credential_of(headers: &axum::http::HeaderMap) -> Option<(bool, &str)> {
     let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    (dpop || scheme.eq_ignore_ascii_case("bearer")).then(|| (dpop, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// The request's one `DPoP` proof header, if any; more than one is an error.
+pub fn dpop_header(headers: &axum::http::HeaderMap) -> Result<Option<&str>, remit_token::dpop::DpopError> {
+    let mut all = headers.get_all("dpop").iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(remit_token::dpop::DpopError::Malformed("more than one DPoP header"));
+    }
+    first.map(|v| v.to_str().map_err(|_| remit_token::dpop::DpopError::Malformed("not ASCII"))).transpose()
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -70,6 +86,25 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(ApiError::unauthenticated)?;
         let operator = parts.headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
         let caller = app.authenticate(token, operator).await?;
+        // A sender-constrained task token: the DPoP scheme and a fresh proof from its key.
+        if let Caller::Task { binding: Some(b), spiffe_id, .. } = &caller {
+            let bad = |m: String| ApiError::DpopRequired(m);
+            if !credential_of(&parts.headers).is_some_and(|(dpop, _)| dpop) {
+                return Err(bad("this token is DPoP-bound: send it as `Authorization: DPoP …` with a proof".into()));
+            }
+            let proof = dpop_header(&parts.headers)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad("this token is DPoP-bound: a `DPoP` proof header is required".into()))?;
+            let p = app
+                .dpop_proof(proof, parts.method.as_str(), parts.uri.path(), Some(token))
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            let bound = crate::service::dpop::Bound { jti: &b.jti, jkt: &b.jkt, audience: "remit", subject: spiffe_id };
+            app.check_binding(&bound, &p).await.map_err(|e| match e {
+                crate::error::Error::Unauthenticated(m) => bad(m),
+                other => other.into(),
+            })?;
+        }
         if let Caller::Admin { .. } = caller {
             let route = parts.extensions.get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
             app.break_glass_used(&caller, method_label(&parts.method), route).await;

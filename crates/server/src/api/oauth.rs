@@ -109,7 +109,10 @@ impl axum::extract::FromRequestParts<AppState> for IntrospectAuth {
 /// URI), with the `scope`s the policy grants (each decided as the Cedar action of the same
 /// name on `Tool::"<name>"`). Optional: `actor_token` (the instance token running the task),
 /// `requested_token_type`, and Remit's `approval` (repeatable; an approved request for a scope
-/// that needed one). No client authentication: the subject token is the authority. Errors
+/// that needed one). No client authentication: the subject token is the authority. With a
+/// `DPoP` proof header (RFC 9449) the credential is bound to the proof's key (`token_type:
+/// DPoP`, `cnf.jkt`); a DPoP-bound subject token needs a proof from its own key
+/// (`invalid_dpop_proof` otherwise). Errors
 /// follow RFC 6749 §5.2 (`invalid_request`, `invalid_target`, `invalid_scope`,
 /// `unsupported_grant_type`).
 #[utoipa::path(post, path = "/oauth2/token", tag = "OAuth", operation_id = "token_exchange",
@@ -129,7 +132,10 @@ pub async fn token(
     if !form_type {
         return Err(OAuthError::new("invalid_request", "the body must be `application/x-www-form-urlencoded`").into());
     }
-    let req = parse_exchange(&body)?;
+    let mut req = parse_exchange(&body)?;
+    req.dpop_proof = super::dpop_header(&headers)
+        .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?
+        .map(str::to_owned);
     let issued = app.exchange(req).await?;
     let body = TokenResponse {
         access_token: issued.token,

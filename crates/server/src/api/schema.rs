@@ -78,6 +78,8 @@ pub struct OpenIdConfiguration {
     pub grant_types_supported: Vec<String>,
     /// `none`: the subject token is the authority.
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9449: the algorithms accepted for DPoP proofs.
+    pub dpop_signing_alg_values_supported: Vec<String>,
     pub introspection_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,

@@ -62,8 +62,28 @@ pub async fn renew_instance(
 pub async fn start_task(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    headers: axum::http::HeaderMap,
     Body(req): Body<StartTaskBody>,
 ) -> Result<(StatusCode, Json<StartedTask>), ApiError> {
+    // A `DPoP` proof (RFC 9449, with `ath` of the caller's token) binds the task token to its
+    // key. A bound task starting a child already proved its key (once: the proof is spent), and
+    // the child is bound to the same key.
+    let bound_caller = match &caller {
+        crate::service::Caller::Task { binding: Some(b), .. } => Some(b.jkt.clone()),
+        _ => None,
+    };
+    let bind = match super::dpop_header(&headers).map_err(|e| ApiError::DpopRequired(e.to_string()))? {
+        _ if bound_caller.is_some() => bound_caller,
+        None => None,
+        Some(proof) => {
+            let bearer = super::bearer_of(&headers).unwrap_or_default();
+            let p = app
+                .dpop_proof(proof, "POST", "/v1/tasks", Some(bearer))
+                .await
+                .map_err(|e| ApiError::DpopRequired(e.to_string()))?;
+            Some(p.jkt)
+        }
+    };
     let sensitivity = match req.sensitivity.as_deref() {
         Some(s) => Some(s.parse().map_err(|e: remit_core::DomainError| ApiError::BadRequest(e.to_string()))?),
         None => None,
@@ -78,6 +98,7 @@ pub async fn start_task(
         audience: req.audience,
         parent: req.parent.as_deref().map(|p| parse_id(p, TaskId::parse)).transpose()?,
         grant: req.grant.as_deref().map(|g| parse_id(g, remit_core::ids::GrantId::parse)).transpose()?,
+        bind,
         narrow: remit_core::delegation::ChildRequest {
             tools: set(req.tools),
             scopes: set(req.scopes),

@@ -49,6 +49,9 @@ pub struct TrustRulesBody {
     /// Whether a delegate (a child task) may delegate further (default false).
     #[serde(default)]
     pub workers_may_delegate: bool,
+    /// Every task token must be DPoP-bound (started with a `DPoP` proof header).
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -69,6 +72,7 @@ impl From<TrustRulesBody> for remit_core::delegation::TrustRules {
                 .map(|r| remit_core::delegation::DelegationRule { from: r.from, to: r.to })
                 .collect(),
             workers_may_delegate: b.workers_may_delegate,
+            require_dpop: b.require_dpop,
         }
     }
 }
@@ -78,6 +82,7 @@ impl From<remit_core::delegation::TrustRules> for TrustRulesBody {
         TrustRulesBody {
             delegations: t.delegations.into_iter().map(|r| DelegationRuleBody { from: r.from, to: r.to }).collect(),
             workers_may_delegate: t.workers_may_delegate,
+            require_dpop: t.require_dpop,
         }
     }
 }

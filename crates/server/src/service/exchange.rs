@@ -43,8 +43,8 @@ pub struct ExchangeRequest {
     pub requested_token_type: Option<String>,
     /// Remit's extension: approval requests a human approved for scopes of this exchange.
     pub approvals: Vec<String>,
-    /// The thumbprint of the DPoP key the caller proved possession of, if any.
-    pub dpop_jkt: Option<String>,
+    /// The request's `DPoP` proof (RFC 9449), if any: the credential is bound to its key.
+    pub dpop_proof: Option<String>,
 }
 
 /// What was issued.
@@ -112,6 +112,31 @@ impl App {
         // The subject: a live task's own token, meant for Remit. A per-tool credential is of
         // another kind and is refused here, so a credential never buys another one.
         let (claims, snap) = self.subject_task(subject).await?;
+        // DPoP: a proof binds the credential to its key; a bound subject token needs a proof
+        // from its own key.
+        let bad_proof = |e: String| OAuthError::new("invalid_dpop_proof", e);
+        let proof = match &req.dpop_proof {
+            Some(p) => {
+                Some(self.dpop_proof(p, "POST", "/oauth2/token", None).await.map_err(|e| bad_proof(e.to_string()))?)
+            }
+            None => None,
+        };
+        if let Some(cnf) = &claims.cnf {
+            let p = proof.as_ref().ok_or_else(|| {
+                bad_proof("the subject token is DPoP-bound: a DPoP proof from its key is required".into())
+            })?;
+            let b = crate::service::dpop::Bound {
+                jti: &claims.jti,
+                jkt: &cnf.jkt,
+                audience: "token-endpoint",
+                subject: &claims.sub,
+            };
+            self.check_binding(&b, p).await.map_err(|e| match e {
+                Error::Unauthenticated(m) => bad_proof(m),
+                other => other.into(),
+            })?;
+        }
+        let dpop_jkt = proof.map(|p| p.jkt);
         if let Some(actor) = &req.actor_token {
             self.check_actor(actor, &snap).await?;
         }
@@ -144,7 +169,7 @@ impl App {
         let explicit = requested.is_some();
         let granted = self.decide_scopes(&snap, &claims.sub, &tool, &scopes, &req.approvals, explicit).await?;
         let narrowed = granted.len() < scopes.len();
-        self.issue(&snap, &claims, &tool, granted, narrowed, exp, req.dpop_jkt).await
+        self.issue(&snap, &claims, &tool, granted, narrowed, exp, dpop_jkt).await
     }
 
     /// The live task behind a subject token.
@@ -236,6 +261,7 @@ impl App {
             id: snap.task.id.clone(),
             spiffe_id: spiffe_id.to_owned(),
             snapshot: Box::new(snap.clone()),
+            binding: None,
         };
         let mut granted = Vec::new();
         let mut pending = Vec::new();

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
+pub mod dpop;
 pub mod exchange;
 pub mod grants;
 pub mod humans;
@@ -121,7 +122,10 @@ impl App {
                             now,
                         ) == Liveness::Active =>
                     {
-                        Ok(Caller::Task { id: task, spiffe_id: claims.sub, snapshot: Box::new(s) })
+                        let binding = claims
+                            .cnf
+                            .map(|c| Box::new(crate::caller::Binding { jti: claims.jti.clone(), jkt: c.jkt }));
+                        Ok(Caller::Task { id: task, spiffe_id: claims.sub, snapshot: Box::new(s), binding })
                     }
                     _ => Err(Error::Unauthenticated("the task token is no longer active".into())),
                 }

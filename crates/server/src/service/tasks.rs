@@ -43,6 +43,15 @@ pub struct StartTaskRequest {
     pub narrow: ChildRequest,
     /// Start a root task under this human's grant (the grant's agent and workflow only).
     pub grant: Option<remit_core::ids::GrantId>,
+    /// Bind the task token to this DPoP key (RFC 7638 thumbprint), from a verified proof.
+    pub bind: Option<String>,
+}
+
+/// What a new task's token is held to beyond its own rules: a deadline it may not pass (its
+/// parent's or its grant's) and the DPoP key it is bound to.
+struct Bounds {
+    expires_by: Option<remit_core::time::UnixMillis>,
+    bind: Option<String>,
 }
 
 const BAD_JOIN: &str = "join token is invalid, expired or already used";
@@ -191,7 +200,7 @@ impl App {
             parent: None,
             delegation,
         };
-        self.issue_task(caller, start, &wf, &agent, instance.as_ref(), expires_by).await
+        self.issue_task(caller, start, &wf, &agent, instance.as_ref(), Bounds { expires_by, bind: req.bind }).await
     }
 
     /// Starts a child of a live task for a worker agent: its authority is the parent's,
@@ -263,7 +272,8 @@ impl App {
             parent: Some(parent.task.id.clone()),
             delegation: child.delegation,
         };
-        self.issue_task(caller, start, &wf, &agent, None, Some(child.expires_by)).await
+        let bounds = Bounds { expires_by: Some(child.expires_by), bind: req.bind };
+        self.issue_task(caller, start, &wf, &agent, None, bounds).await
     }
 
     /// Decides a task start, mints its token and stores it with its audit record.
@@ -274,9 +284,16 @@ impl App {
         wf: &remit_core::model::Workflow,
         agent: &remit_core::model::Agent,
         instance: Option<&Instance>,
-        expires_by: Option<remit_core::time::UnixMillis>,
+        limits: Bounds,
     ) -> Result<Issued<Task>, Error> {
+        let Bounds { expires_by, bind } = limits;
         let now = self.clock.now();
+        if wf.trust.require_dpop && bind.is_none() {
+            return Err(Error::Denied(format!(
+                "workflow `{}` requires DPoP: start its tasks with a `DPoP` proof header (RFC 9449)",
+                wf.name
+            )));
+        }
         let id = TaskId::from_random(self.random_id());
         let task =
             match rules::start_task(start, wf, agent, instance, &self.limits, id, caller.actor(), now).map(|mut t| {
@@ -321,7 +338,7 @@ impl App {
             },
             scope: None,
             act: None,
-            cnf: None,
+            cnf: bind.clone().map(|jkt| remit_token::Confirmation { jkt }),
         };
         let token = jwt::mint(self.keyring().signer(), &claims);
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
@@ -334,6 +351,7 @@ impl App {
                 ("intent_hash", task.intent_hash.clone().into()),
                 ("sensitivity", task.sensitivity.as_str().into()),
                 ("expires_at_ms", task.expires_at.0.into()),
+                ("jkt", bind.clone().into()),
             ]);
         let audit = match (&task.delegation.grant, &task.delegation.on_behalf_of) {
             (Some(g), Some(h)) => {

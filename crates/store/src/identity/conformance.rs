@@ -568,6 +568,7 @@ pub async fn delegation_round_trips_and_kills_end_exactly_the_subtree(store: Arc
     let trust = TrustRules {
         delegations: vec![DelegationRule { from: "bot".into(), to: vec!["*".into()] }],
         workers_may_delegate: true,
+        require_dpop: false,
     };
     s.identity().set_workflow_trust(&wf_name("deploy"), trust.clone(), ev(AuditAction::WorkflowUpdate)).await.unwrap();
     assert_eq!(s.identity().workflow(&wf_name("deploy")).await.unwrap().unwrap().trust, trust);

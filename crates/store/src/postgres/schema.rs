@@ -354,6 +354,22 @@ CREATE TABLE grants (
 CREATE INDEX grants_human ON grants(human);
 ALTER TABLE tasks ADD COLUMN grant_id TEXT GENERATED ALWAYS AS ((delegation::jsonb)->>'grant') STORED;
 CREATE INDEX tasks_grant ON tasks(grant_id) WHERE grant_id IS NOT NULL;
+-- DPoP: the proofs seen (replay cache shared by replicas; rows expire) and the presentations
+-- of sender-constrained tokens (token jti, key thumbprint, audience).
+CREATE TABLE dpop_proofs (
+    key        TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+CREATE TABLE presentations (
+    jti      TEXT NOT NULL,
+    jkt      TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    first_at BIGINT NOT NULL,
+    last_at  BIGINT NOT NULL,
+    uses     BIGINT NOT NULL,
+    PRIMARY KEY (jti, jkt, audience)
+);
 "#,
 ];
 

@@ -333,6 +333,22 @@ CREATE TABLE grants (
 CREATE INDEX grants_human ON grants(human);
 ALTER TABLE tasks ADD COLUMN grant_id TEXT GENERATED ALWAYS AS (json_extract(delegation, '$.grant')) VIRTUAL;
 CREATE INDEX tasks_grant ON tasks(grant_id) WHERE grant_id IS NOT NULL;
+-- DPoP: the proofs seen (replay cache shared by replicas; rows expire) and the presentations
+-- of sender-constrained tokens (token jti, key thumbprint, audience).
+CREATE TABLE dpop_proofs (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+CREATE TABLE presentations (
+    jti      TEXT NOT NULL,
+    jkt      TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    first_at INTEGER NOT NULL,
+    last_at  INTEGER NOT NULL,
+    uses     INTEGER NOT NULL,
+    PRIMARY KEY (jti, jkt, audience)
+) STRICT;
 "#,
 ];
 

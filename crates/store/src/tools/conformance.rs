@@ -116,3 +116,21 @@ pub async fn credentials_need_a_live_task_and_revoke_once(store: Arc<dyn Store>)
     ));
     verify_chain(s).await;
 }
+
+pub async fn dpop_proofs_are_single_use_and_presentations_recorded(store: Arc<dyn Store>) {
+    let s = &*store;
+    fixture(s).await;
+    let t0 = now();
+    assert!(s.tools().use_proof("k1", t0, t0.plus_secs(60)).await.unwrap());
+    assert!(!s.tools().use_proof("k1", t0, t0.plus_secs(60)).await.unwrap(), "a replay");
+    assert!(s.tools().use_proof("k2", t0, t0.plus_secs(60)).await.unwrap());
+    // Past its expiry a proof is forgotten (its `iat` window has closed long before).
+    let later = t0.plus_secs(120);
+    assert!(s.tools().use_proof("k1", later, later.plus_secs(60)).await.unwrap());
+    let p = crate::tools::Presentation { jti: "j".into(), jkt: "thumb".into(), audience: "remit".into(), at: t0 };
+    let before = crate::conformance::verify_chain(s).await;
+    for _ in 0..3 {
+        s.tools().record_presentation(p.clone(), ev(AuditAction::TokenPresent)).await.unwrap();
+    }
+    assert_eq!(crate::conformance::verify_chain(s).await, before + 1, "audited the first time only");
+}

@@ -41,4 +41,20 @@ pub trait ToolStore: Send + Sync {
     async fn credential(&self, id: &CredentialId) -> Result<Option<Credential>>;
     /// Revokes one credential; `Ok(false)` when it was already revoked or is unknown.
     async fn revoke_credential(&self, id: &CredentialId, at: UnixMillis, audit: AuditEvent) -> Result<bool>;
+    /// Remembers a DPoP proof by `key` (a hash of its key thumbprint and `jti`) until
+    /// `expires_at`, forgetting proofs past theirs; `Ok(false)` if it was seen before (a
+    /// replay), on any replica. Not audited: a cache of proofs, not a change of state.
+    async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool>;
+    /// Records that a token (`jti`) was presented with a DPoP key (`jkt`) at `audience`: the
+    /// first time with its audit record, later times only counted.
+    async fn record_presentation(&self, p: Presentation, audit: AuditEvent) -> Result<()>;
+}
+
+/// One presentation of a token Remit saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presentation {
+    pub jti: String,
+    pub jkt: String,
+    pub audience: String,
+    pub at: UnixMillis,
 }

@@ -134,6 +134,64 @@ impl ToolStore for PgStore {
         r?.as_ref().map(credential_row).transpose()
     }
 
+    async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM dpop_proofs WHERE expires_at < $1")
+                    .bind(at.0)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?;
+                let n = sqlx::query(
+                    "INSERT INTO dpop_proofs (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&key)
+                .bind(expires_at.0)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    async fn record_presentation(&self, p: super::Presentation, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE presentations SET last_at = $4, uses = uses + 1 WHERE jti = $1 AND jkt = $2 AND audience = $3",
+                )
+                .bind(&p.jti)
+                .bind(&p.jkt)
+                .bind(&p.audience)
+                .bind(p.at.0)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if n == 0 {
+                    sqlx::query(
+                        "INSERT INTO presentations (jti, jkt, audience, first_at, last_at, uses) VALUES ($1,$2,$3,$4,$4,1) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&p.jti)
+                    .bind(&p.jkt)
+                    .bind(&p.audience)
+                    .bind(p.at.0)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?;
+                    c.audit(audit)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn revoke_credential(&self, id: &CredentialId, at: UnixMillis, audit: AuditEvent) -> Result<bool> {
         let id = id.clone();
         self.write(move |c| {

@@ -135,6 +135,45 @@ impl ToolStore for SqliteStore {
         .await
     }
 
+    async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.conn.execute("DELETE FROM dpop_proofs WHERE expires_at < ?1", [at.0]).map_err(map_err)?;
+            let n = c
+                .conn
+                .execute(
+                    "INSERT INTO dpop_proofs (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                    params![key, expires_at.0],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_presentation(&self, p: super::Presentation, audit: AuditEvent) -> Result<()> {
+        self.write(move |c| {
+            let n = c
+                .conn
+                .execute(
+                    "UPDATE presentations SET last_at = ?4, uses = uses + 1 WHERE jti = ?1 AND jkt = ?2 AND audience = ?3",
+                    params![p.jti, p.jkt, p.audience, p.at.0],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                c.conn
+                    .execute(
+                        "INSERT INTO presentations (jti, jkt, audience, first_at, last_at, uses) VALUES (?1,?2,?3,?4,?4,1)",
+                        params![p.jti, p.jkt, p.audience, p.at.0],
+                    )
+                    .map_err(map_err)?;
+                c.audit(audit)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn revoke_credential(&self, cid: &CredentialId, at: UnixMillis, audit: AuditEvent) -> Result<bool> {
         let cid = cid.clone();
         self.write(move |c| {
