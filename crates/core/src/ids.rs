@@ -24,23 +24,33 @@ fn is_name(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+fn is_tool_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b.iter().all(|c| inner(c) || matches!(c, b'-' | b'.' | b'_'))
+        && inner(&b[0])
+        && inner(&b[b.len() - 1])
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        name_type!($(#[$doc])* $name, $what, is_name, "`{}` must be 1-63 characters of a-z, 0-9 and `-`, not starting or ending with `-`");
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $valid:ident, $rule:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Parses and validates a name: 1-63 of `a-z`, `0-9`, `-`, not starting or ending in `-`.
+            /// Parses and validates a name (see the type's rule).
             pub fn parse(s: &str) -> Result<Self, DomainError> {
-                if is_name(s) {
+                if $valid(s) {
                     Ok(Self(s.to_owned()))
                 } else {
-                    Err(DomainError::invalid(
-                        $what,
-                        format!("`{}` must be 1-63 characters of a-z, 0-9 and `-`, not starting or ending with `-`", truncate_for_error(s)),
-                    ))
+                    Err(DomainError::invalid($what, format!($rule, truncate_for_error(s))))
                 }
             }
             pub fn as_str(&self) -> &str {
@@ -126,9 +136,13 @@ name_type!(
     "agent name"
 );
 name_type!(
-    /// The name of a registered tool (e.g. `tickets`): what a per-tool credential is for.
+    /// The name of a registered tool (e.g. `tickets`, `jira.read`): what a per-tool credential
+    /// is for, and the id policies see (`Tool::"jira.read"`). Not a SPIFFE path segment, so
+    /// `.` and `_` are allowed too.
     ToolName,
-    "tool name"
+    "tool name",
+    is_tool_name,
+    "`{}` must be 1-63 characters of a-z, 0-9, `-`, `.` and `_`, starting and ending with a letter or digit"
 );
 random_id_type!(
     /// A request for a human to approve one exact call (`a-` and 32 hex digits).

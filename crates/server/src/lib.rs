@@ -68,6 +68,13 @@ pub async fn serve_on(
             if let Err(e) = cp_app.checkpoint_now().await {
                 tracing::warn!(error = %e, "audit checkpoint failed");
             }
+            // Per-tool credentials an hour past their expiry: their rows go (bounded growth).
+            let before = remit_core::time::UnixMillis(cp_app.clock.now().0 - 3_600_000);
+            match cp_app.store.tools().prune_credentials(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned expired per-tool credentials"),
+                Err(e) => tracing::warn!(error = %e, "pruning expired credentials failed"),
+            }
         }
         if let Err(e) = cp_app.checkpoint_now().await {
             tracing::warn!(error = %e, "final audit checkpoint failed");

@@ -143,4 +143,12 @@ async fn deactivating_the_human_ends_everything_derived_from_their_grants() {
     assert!(!s.active(&cred).await);
     let (_, g) = s.admin_get(&format!("/v1/grants/{gid}")).await;
     assert_eq!(g["state"], "revoked");
+    // What ann owned is orphaned with her — the tool too — until someone takes it over.
+    let (_, o) = s.admin_get("/v1/orphans").await;
+    assert_eq!(o["tools"][0]["name"], "tickets", "{o}");
+    assert_eq!(o["workflows"][0]["name"], "ops", "{o}");
+    let body = json!({"owner": "carol@example.com", "reason": "ann left"});
+    let (st, t) = s.call("PUT", "/v1/tools/tickets/owner", Some(&s.admin.clone()), Some(body)).await;
+    assert_eq!((st, t["owner"].as_str()), (200, Some("carol@example.com")), "{t}");
+    assert!(s.admin_get("/v1/orphans").await.1["tools"].as_array().unwrap().is_empty());
 }

@@ -601,6 +601,8 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(x.form_fields("/oauth2/token", &exchange("admin")).await.0, 400);
     assert_eq!(x.form_fields("/oauth2/token", &exchange("bad\\")).await.0, 400);
+    let owner = Some(json!({"owner": "dave@example.com", "reason": "handover"}));
+    assert_eq!(x.call("PUT", "/v1/tools/{name}/owner", "/v1/tools/tickets/owner", a, owner).await.0, 200);
     let why = Some(json!({"reason": "drill"}));
     assert_eq!(x.call("POST", "/v1/tools/{name}/disable", "/v1/tools/tickets/disable", a, why.clone()).await.0, 200);
     assert_eq!(x.call("POST", "/v1/tools/{name}/disable", "/v1/tools/tickets/disable", a, why).await.0, 409);

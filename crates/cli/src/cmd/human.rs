@@ -188,11 +188,14 @@ pub async fn orphans(g: &Global) -> Result<(), CliError> {
     };
     let mut all = rows("workflows");
     all.extend(rows("agents"));
+    all.extend(rows("tools"));
     if all.is_empty() {
         println!("nothing is orphaned");
     } else {
         output::table(&["KIND", "NAME", "FORMER OWNER", "ORPHANED AT"], all);
-        println!("take one over with `remit workflow set-owner NAME --owner EMAIL --reason …` (or `agent set-owner`)");
+        println!(
+            "take one over with `remit workflow set-owner NAME --owner EMAIL --reason …` (or `agent set-owner`, `tool set-owner`)"
+        );
     }
     Ok(())
 }

@@ -29,6 +29,17 @@ pub enum Cmd {
         #[arg(long)]
         owner: String,
     },
+    /// Give the tool a new owner (e.g. take over an orphan whose owner left).
+    SetOwner {
+        /// The tool's name.
+        name: String,
+        /// The new owner's email.
+        #[arg(long)]
+        owner: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// List tools.
     List,
     /// Show one tool.
@@ -80,6 +91,13 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                     ]
                 });
                 output::table(&["name", "state", "audience", "scopes", "classification"], rows.collect());
+            }
+            v
+        }
+        Cmd::SetOwner { name, owner, reason } => {
+            let v = c.put(&format!("/v1/tools/{name}/owner"), &json!({ "owner": owner, "reason": reason })).await?;
+            if !g.json {
+                println!("tool {name} is now owned by {}", output::s(&v, "owner"));
             }
             v
         }

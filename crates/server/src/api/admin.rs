@@ -370,9 +370,10 @@ pub async fn set_agent_owner(
               (status = 403, body = ErrorBody, description = "not allowed")),
     security(("bearer" = [])))]
 pub async fn orphans(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Orphans>, ApiError> {
-    let (wfs, ags) = app.orphans(&caller).await?;
+    let o = app.orphans(&caller).await?;
     Ok(Json(Orphans {
-        workflows: wfs.into_iter().map(Into::into).collect(),
-        agents: ags.into_iter().map(Into::into).collect(),
+        workflows: o.workflows.into_iter().map(Into::into).collect(),
+        agents: o.agents.into_iter().map(Into::into).collect(),
+        tools: o.tools.into_iter().map(Into::into).collect(),
     }))
 }

@@ -170,7 +170,7 @@ impl utoipa::Modify for BearerAuth {
         super::admin::set_workflow_owner, super::admin::set_agent_owner, super::admin::orphans,
         super::humans::create_local, super::humans::local_sign_in, super::humans::enroll_totp, super::humans::confirm_totp,
         super::oauth::token, authorization_server, super::tools::create, super::tools::list, super::tools::get,
-        super::tools::disable, super::grants::propose, super::grants::confirm, super::grants::revoke,
+        super::tools::disable, super::tools::set_owner, super::grants::propose, super::grants::confirm, super::grants::revoke,
         super::grants::list, super::grants::get,
     )
 )]

@@ -274,6 +274,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tools", get(tools::list).post(tools::create))
         .route("/v1/tools/{name}", get(tools::get))
         .route("/v1/tools/{name}/disable", post(tools::disable))
+        .route("/v1/tools/{name}/owner", put(tools::set_owner))
         .route("/v1/grants", get(grants::list).post(grants::propose))
         .route("/v1/grants/{id}", get(grants::get))
         .route("/v1/grants/{id}/confirm", post(grants::confirm))

@@ -44,6 +44,9 @@ pub struct ToolView {
     pub classification: String,
     pub owner: String,
     pub owner_id: Option<String>,
+    /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphaned_at: Option<String>,
     /// `active` or `disabled`.
     pub state: String,
     /// RFC 3339.
@@ -62,6 +65,7 @@ impl From<Tool> for ToolView {
             classification: t.classification.to_string(),
             owner: t.owner,
             owner_id: t.owner_id.map(|h| h.to_string()),
+            orphaned_at: t.orphaned_at.map(rfc3339),
             state: t.state.as_str().into(),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
@@ -135,6 +139,29 @@ pub async fn get(
 ) -> Result<Json<ToolView>, ApiError> {
     caller.require_human_or_admin()?;
     let name = parse_id(&name, ToolName::parse)?;
+    Ok(Json(app.tool(&caller, &name).await?.into()))
+}
+
+/// Gives a tool a new owner, taking it out of the orphans. Needs `tool.create`.
+#[utoipa::path(put, path = "/v1/tools/{name}/owner", tag = "tools", operation_id = "set_tool_owner",
+    params(("name" = String, Path, description = "tool name")),
+    request_body = super::wire::SetOwner,
+    responses((status = 200, body = ToolView, description = "the tool with its new owner"),
+              (status = 400, body = ErrorBody, description = "invalid request (the message names the field)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such tool"),
+              (status = 409, body = ErrorBody, description = "the new owner is deactivated")),
+    security(("bearer" = [])))]
+pub async fn set_owner(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<super::wire::SetOwner>,
+) -> Result<Json<ToolView>, ApiError> {
+    caller.require_human_or_admin()?;
+    let name = parse_id(&name, ToolName::parse)?;
+    app.set_owner(&caller, remit_store::Owned::Tool(name.clone()), &b.owner, &b.reason).await?;
     Ok(Json(app.tool(&caller, &name).await?.into()))
 }
 

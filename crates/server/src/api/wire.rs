@@ -650,6 +650,7 @@ pub struct SetOwner {
 pub struct Orphans {
     pub workflows: Vec<WorkflowView>,
     pub agents: Vec<AgentView>,
+    pub tools: Vec<super::tools::ToolView>,
 }
 
 /// A local human (no identity provider), made by an admin.

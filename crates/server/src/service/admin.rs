@@ -288,6 +288,10 @@ impl App {
                 self.allow_on_agent(caller, AdminAction::AgentUpdate, a).await?;
                 AuditAction::AgentUpdate
             }
+            Owned::Tool(_) => {
+                self.allow(caller, AdminAction::ToolCreate, remit_policy::admin::AdminTarget::Installation).await?;
+                AuditAction::ToolCreate
+            }
         };
         check_reason(reason)?;
         rules::check_owner(owner, &self.limits)?;
@@ -298,18 +302,31 @@ impl App {
         audit = match &target {
             Owned::Workflow(w) => audit.workflow(w),
             Owned::Agent(a) => audit.agent(a),
+            Owned::Tool(t) => audit.with_detail_field("tool", t.as_str().into()),
         };
         let proposed = HumanId::from_random(self.random.bytes16());
         Ok(self.store.identity().set_owner(target, &owner, proposed, audit).await?)
     }
 
     /// Workflows and agents whose owner was deactivated and nobody has taken over.
-    pub async fn orphans(&self, caller: &Caller) -> Result<(Vec<Workflow>, Vec<Agent>), Error> {
+    pub async fn orphans(&self, caller: &Caller) -> Result<Orphaned, Error> {
         self.allow(caller, AdminAction::WorkflowRead, remit_policy::admin::AdminTarget::Installation).await?;
         self.allow(caller, AdminAction::AgentRead, remit_policy::admin::AdminTarget::Installation).await?;
-        let wfs =
+        self.allow(caller, AdminAction::ToolRead, remit_policy::admin::AdminTarget::Installation).await?;
+        let workflows =
             self.store.identity().list_workflows().await?.into_iter().filter(|w| w.orphaned_at.is_some()).collect();
-        let ags = self.store.identity().list_agents().await?.into_iter().filter(|a| a.orphaned_at.is_some()).collect();
-        Ok((wfs, ags))
+        let agents =
+            self.store.identity().list_agents().await?.into_iter().filter(|a| a.orphaned_at.is_some()).collect();
+        let tools = self.store.tools().list_tools().await?.into_iter().filter(|t| t.orphaned_at.is_some()).collect();
+        Ok(Orphaned { workflows, agents, tools })
     }
 }
+
+/// What a deactivated human left without an owner.
+pub struct Orphaned {
+    pub workflows: Vec<Workflow>,
+    pub agents: Vec<Agent>,
+    pub tools: Vec<remit_core::tool::Tool>,
+}
+
+impl App {}

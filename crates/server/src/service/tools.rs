@@ -73,7 +73,8 @@ impl App {
     /// The active tool whose introspection secret this is, if any (constant-time compare).
     pub async fn tool_by_secret(&self, presented: &str) -> Result<Option<Tool>, Error> {
         let Some(rest) = presented.strip_prefix(TOOL_SECRET_PREFIX) else { return Ok(None) };
-        let Some((name, _)) = rest.split_once('.') else { return Ok(None) };
+        // The secret is base64url (no `.`); a tool's name may hold dots.
+        let Some((name, _)) = rest.rsplit_once('.') else { return Ok(None) };
         let Ok(name) = ToolName::parse(name) else { return Ok(None) };
         let Some(t) = self.store.tools().tool(&name).await? else { return Ok(None) };
         let hash = hex(&remit_token::sha256(presented.as_bytes()));

@@ -41,6 +41,7 @@ pub struct Deactivation {
     pub sessions_revoked: Vec<SessionId>,
     pub workflows_orphaned: Vec<WorkflowName>,
     pub agents_orphaned: Vec<AgentName>,
+    pub tools_orphaned: Vec<remit_core::ids::ToolName>,
     /// Their grants, revoked with every task started under them.
     pub grants_revoked: Vec<remit_core::ids::GrantId>,
     pub tasks_revoked: Vec<remit_core::ids::TaskId>,
@@ -115,6 +116,9 @@ pub(crate) fn deactivation_record(audit: AuditEvent, d: &Deactivation) -> AuditE
         .with_detail_field("sessions_revoked", names(d.sessions_revoked.iter().map(ToString::to_string).collect()))
         .with_detail_field("workflows_orphaned", names(d.workflows_orphaned.iter().map(ToString::to_string).collect()))
         .with_detail_field("agents_orphaned", names(d.agents_orphaned.iter().map(ToString::to_string).collect()))
+        .with_detail_field("tools_orphaned", names(d.tools_orphaned.iter().map(ToString::to_string).collect()))
+        .with_detail_field("grants_revoked", names(d.grants_revoked.iter().map(ToString::to_string).collect()))
+        .with_detail_field("tasks_revoked", names(d.tasks_revoked.iter().map(ToString::to_string).collect()))
 }
 
 /// Roles and groups as stored (JSON arrays).

@@ -463,6 +463,7 @@ pub(crate) async fn deactivate(
         |t: &str| format!("UPDATE {t} SET orphaned_at = $1 WHERE owner_id = $2 AND orphaned_at IS NULL RETURNING name");
     let workflows = names(ctx.conn(), &orphan("workflows"), at, &id, None).await?;
     let agents = names(ctx.conn(), &orphan("agents"), at, &id, None).await?;
+    let tools = names(ctx.conn(), &orphan("tools"), at, &id, None).await?;
     let r = crate::grants::Revocation {
         actor: audit.actor.clone(),
         reason: format!("its human was deactivated: {reason}"),
@@ -474,6 +475,7 @@ pub(crate) async fn deactivate(
         sessions_revoked: parse_all(&sessions, SessionId::parse)?,
         workflows_orphaned: parse_all(&workflows, WorkflowName::parse)?,
         agents_orphaned: parse_all(&agents, AgentName::parse)?,
+        tools_orphaned: parse_all(&tools, remit_core::ids::ToolName::parse)?,
         grants_revoked: grants,
         tasks_revoked: killed.tasks_revoked,
     };

@@ -398,7 +398,7 @@ pub(crate) fn deactivate(
             &[&at.0, &id.as_str()],
         )
     };
-    let (workflows, agents) = (orphan("workflows")?, orphan("agents")?);
+    let (workflows, agents, tools) = (orphan("workflows")?, orphan("agents")?, orphan("tools")?);
     let r = crate::grants::Revocation {
         actor: audit.actor.clone(),
         reason: format!("its human was deactivated: {reason}"),
@@ -410,6 +410,7 @@ pub(crate) fn deactivate(
         sessions_revoked: parse_all(&sessions, SessionId::parse)?,
         workflows_orphaned: parse_all(&workflows, WorkflowName::parse)?,
         agents_orphaned: parse_all(&agents, AgentName::parse)?,
+        tools_orphaned: parse_all(&tools, remit_core::ids::ToolName::parse)?,
         grants_revoked: grants,
         tasks_revoked: killed.tasks_revoked,
     };

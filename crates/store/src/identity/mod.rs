@@ -31,6 +31,7 @@ use crate::{Result, StoreError};
 pub enum Owned {
     Workflow(WorkflowName),
     Agent(AgentName),
+    Tool(remit_core::ids::ToolName),
 }
 
 impl Owned {
@@ -38,12 +39,15 @@ impl Owned {
         match self {
             Owned::Workflow(w) => ("workflows", w.as_str(), "workflow"),
             Owned::Agent(a) => ("agents", a.as_str(), "agent"),
+            Owned::Tool(t) => ("tools", t.as_str(), "tool"),
         }
     }
-    pub(crate) fn change(&self) -> Change {
+    /// What a new owner invalidates in caches (tools are not cached).
+    pub(crate) fn change(&self) -> Option<Change> {
         match self {
-            Owned::Workflow(w) => Change::Workflow(w.clone()),
-            Owned::Agent(a) => Change::Agent(a.clone()),
+            Owned::Workflow(w) => Some(Change::Workflow(w.clone())),
+            Owned::Agent(a) => Some(Change::Agent(a.clone())),
+            Owned::Tool(_) => None,
         }
     }
 }

@@ -71,7 +71,7 @@ impl IdentityStore for PgStore {
                 }
                 link_owner(c.conn(), table, name, &owner, Some(&proposed), audit.time).await?;
                 c.audit(audit)?;
-                c.changed([target.change()]);
+                c.changed(target.change());
                 Ok(())
             })
         })

@@ -67,7 +67,7 @@ impl IdentityStore for SqliteStore {
             }
             link_owner(c.conn, table, name, &owner, Some(&proposed), audit.time)?;
             c.audit(audit)?;
-            c.changed([target.change()]);
+            c.changed(target.change());
             Ok(())
         })
         .await

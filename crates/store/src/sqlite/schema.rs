@@ -306,6 +306,7 @@ CREATE TABLE credentials (
     revoked_at INTEGER
 ) STRICT;
 CREATE INDEX credentials_task ON credentials(task);
+CREATE INDEX credentials_expiry ON credentials(expires_at);
 "#,
     r#"
 -- 11: delegation. A task's place in its delegation tree (depth, ancestors, the authority it

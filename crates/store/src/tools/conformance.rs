@@ -20,6 +20,7 @@ pub(crate) fn tool(name: &str, audience: &str) -> Tool {
         classification: Sensitivity::Internal,
         owner: "carol@example.com".into(),
         owner_id: Some(HumanId::from_random(rnd())),
+        orphaned_at: None,
         state: ToolState::Active,
         created_at: now(),
         updated_at: now(),
@@ -104,6 +105,10 @@ pub async fn credentials_need_a_live_task_and_revoke_once(store: Arc<dyn Store>)
     ));
     let t2 = task("deploy", "bot", Some(&inst.id), None);
     s.identity().create_task(t2.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    // Expired credentials are pruned; live ones stay.
+    assert_eq!(s.tools().prune_credentials(now().plus_secs(30)).await.unwrap(), 0, "it expires in 60 s");
+    assert_eq!(s.tools().prune_credentials(now().plus_secs(3600)).await.unwrap(), 1);
+    assert!(s.tools().credential(&c.id).await.unwrap().is_none());
     let name = ToolName::parse("tickets").unwrap();
     s.tools()
         .set_tool_state(&name, ToolState::Active, ToolState::Disabled, ev(AuditAction::ToolDisable))

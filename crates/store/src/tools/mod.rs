@@ -19,8 +19,7 @@ use remit_core::tool::{Credential, Tool, ToolState};
 
 use crate::Result;
 
-pub(crate) const TOOL_COLS: &str =
-    "name, audience, scopes, max_ttl_secs, classification, owner, owner_id, state, created_at, updated_at, secret_hash";
+pub(crate) const TOOL_COLS: &str = "name, audience, scopes, max_ttl_secs, classification, owner, owner_id, state, created_at, updated_at, secret_hash, orphaned_at";
 pub(crate) const CREDENTIAL_COLS: &str = "id, task, tool, scopes, jkt, issued_at, expires_at, revoked_at";
 
 /// Registered tools and the credentials issued for them.
@@ -45,6 +44,10 @@ pub trait ToolStore: Send + Sync {
     /// `expires_at`, forgetting proofs past theirs; `Ok(false)` if it was seen before (a
     /// replay), on any replica. Not audited: a cache of proofs, not a change of state.
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool>;
+    /// Deletes credential rows that expired before `before` (introspection answers "unknown",
+    /// i.e. inactive, for them as it did once they expired; their issuance stays in the audit
+    /// log). Returns how many went. Not audited: nothing live changes.
+    async fn prune_credentials(&self, before: UnixMillis) -> Result<u64>;
     /// Records that a token (`jti`) was presented with a DPoP key (`jkt`) at `audience`: the
     /// first time with its audit record, later times only counted.
     async fn record_presentation(&self, p: Presentation, audit: AuditEvent) -> Result<()>;

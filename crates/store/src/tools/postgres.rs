@@ -134,6 +134,21 @@ impl ToolStore for PgStore {
         r?.as_ref().map(credential_row).transpose()
     }
 
+    async fn prune_credentials(&self, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM credentials WHERE expires_at < $1")
+                    .bind(before.0)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                Ok(n)
+            })
+        })
+        .await
+    }
+
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
         let key = key.to_owned();
         self.write(move |c| {
@@ -234,6 +249,7 @@ fn tool_row(r: &PgRow) -> Result<Tool> {
         created_at: ms(r, 8)?,
         updated_at: ms(r, 9)?,
         secret_hash: s(r, 10)?,
+        orphaned_at: ms_opt(r, 11)?,
     })
 }
 

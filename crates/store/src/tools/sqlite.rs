@@ -135,6 +135,14 @@ impl ToolStore for SqliteStore {
         .await
     }
 
+    async fn prune_credentials(&self, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| {
+            let n = c.conn.execute("DELETE FROM credentials WHERE expires_at < ?1", [before.0]).map_err(map_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
         let key = key.to_owned();
         self.write(move |c| {
@@ -213,6 +221,7 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<Tool> {
         created_at: ms(r, 8)?,
         updated_at: ms(r, 9)?,
         secret_hash: r.get(10)?,
+        orphaned_at: ms_opt(r, 11)?,
     })
 }
 

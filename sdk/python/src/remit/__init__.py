@@ -13,6 +13,7 @@ Standard library only; Python 3.9+. See README.md for the whole API.
 
 from .client import DEFAULT_URL, Remit, Resource
 from .errors import (
+    ApprovalRequired,
     ConfigurationError,
     Conflict,
     Denied,
@@ -31,6 +32,7 @@ from .types import (
     PENDING,
     ApprovalRef,
     ApprovalState,
+    Credential,
     Decision,
     Task,
     TaskStatus,
@@ -45,7 +47,9 @@ __all__ = [
     "DENY",
     "PENDING",
     "ApprovalRef",
+    "ApprovalRequired",
     "ApprovalState",
+    "Credential",
     "ConfigurationError",
     "Conflict",
     "Decision",

@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple, Union
 
-from .errors import ConfigurationError, RemitError, Timeout, Unavailable, error_for_status
+from .errors import ApprovalRequired, ConfigurationError, RemitError, Timeout, Unavailable, error_for_status
 
 __all__ = ["Endpoint", "Transport", "SseEvent", "USER_AGENT"]
 
@@ -83,6 +83,16 @@ class SseEvent:
     data: str
 
 
+def _approval_ids(raw: bytes) -> Tuple[str, ...]:
+    """The approval requests an OAuth error names (Remit's `approval_ids`), if any."""
+    try:
+        v = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return ()
+    ids = v.get("approval_ids") if isinstance(v, Mapping) else None
+    return tuple(str(i) for i in ids) if isinstance(ids, list) else ()
+
+
 def _retry_after(value: Optional[str]) -> Optional[float]:
     if value is None:
         return None
@@ -126,10 +136,10 @@ class Transport:
             text = text.replace(self._token, "[token]")
         return text
 
-    def _headers(self, accept: str, has_body: bool) -> Dict[str, str]:
+    def _headers(self, accept: str, content_type: Optional[str]) -> Dict[str, str]:
         h = {"Authorization": f"Bearer {self._token}", "Accept": accept, "User-Agent": USER_AGENT}
-        if has_body:
-            h["Content-Type"] = "application/json"
+        if content_type is not None:
+            h["Content-Type"] = content_type
         return h
 
     def _unreachable(self, exc: BaseException, waited: Optional[float]) -> RemitError:
@@ -144,7 +154,8 @@ class Transport:
             v = json.loads(body.decode("utf-8"))
             if isinstance(v, Mapping):
                 code = str(v.get("error") or code)
-                message = str(v.get("message") or "")
+                # Remit's errors say `message`; the OAuth endpoints' (RFC 6749 §5.2) `error_description`.
+                message = str(v.get("message") or v.get("error_description") or "")
                 if v.get("error_id"):
                     message = f"{message or 'internal error'} (error id {v['error_id']})"
         except (ValueError, UnicodeDecodeError):
@@ -153,13 +164,18 @@ class Transport:
         return error_for_status(resp.status, code, message, retry_after=_retry_after(resp.getheader("Retry-After")))
 
     def _open(
-        self, method: str, path: str, body: Optional[bytes], accept: str, timeout: Optional[float]
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes],
+        accept: str,
+        timeout: Optional[float],
+        content_type: str = "application/json",
     ) -> Tuple[Connection, http.client.HTTPResponse]:
         conn = self._connect(timeout)
         try:
-            conn.request(
-                method, self.endpoint.prefix + path, body=body, headers=self._headers(accept, body is not None)
-            )
+            headers = self._headers(accept, content_type if body is not None else None)
+            conn.request(method, self.endpoint.prefix + path, body=body, headers=headers)
             return conn, conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
@@ -170,14 +186,28 @@ class Transport:
     def call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         """One JSON request; the answer's JSON object, or the mapped error."""
         data = json.dumps(body).encode("utf-8") if body is not None else None
-        conn, resp = self._open(method, path, data, "application/json", self.timeout)
+        return self._json_answer(method, path, data, "application/json")
+
+    def form(self, path: str, fields: List[Tuple[str, str]]) -> Dict[str, Any]:
+        """One ``application/x-www-form-urlencoded`` POST (the OAuth endpoints); the answer's
+        JSON object, or the mapped error (an error naming approval requests raises
+        :class:`~remit.errors.ApprovalRequired`)."""
+        data = urllib.parse.urlencode(fields).encode("ascii")
+        return self._json_answer("POST", path, data, "application/x-www-form-urlencoded")
+
+    def _json_answer(self, method: str, path: str, data: Optional[bytes], content_type: str) -> Dict[str, Any]:
+        conn, resp = self._open(method, path, data, "application/json", self.timeout, content_type)
         try:
             try:
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc, self.timeout) from None
             if not 200 <= resp.status < 300:
-                raise self._error(resp, raw)
+                err = self._error(resp, raw)
+                ids = _approval_ids(raw)
+                if ids:
+                    raise ApprovalRequired(err.message, status=resp.status, code=err.code, approval_ids=ids)
+                raise err
             if not raw.strip():
                 return {}
             try:

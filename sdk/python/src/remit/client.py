@@ -15,12 +15,12 @@ import ssl
 import time
 from contextlib import closing
 from dataclasses import replace
-from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 from ._http import Transport
-from .errors import ConfigurationError, Denied, RemitError, Unauthenticated, Unavailable
-from .types import DENY, PENDING, ApprovalState, Decision, Task, TaskStatus
+from .errors import ApprovalRequired, ConfigurationError, Denied, RemitError, Unauthenticated, Unavailable
+from .types import DENY, PENDING, ApprovalState, Credential, Decision, Task, TaskStatus
 
 __all__ = ["Remit", "DEFAULT_URL", "Resource"]
 
@@ -131,6 +131,66 @@ class Remit:
     def task_id(self) -> Optional[str]:
         """The task this client acts for, when known."""
         return self._task_id
+
+    # ------------------------------------------------------------------ per-tool credentials
+
+    def credential(
+        self,
+        tool: str,
+        scopes: Optional[Sequence[str]] = None,
+        *,
+        approvals: Sequence[str] = (),
+        wait: bool = False,
+        timeout: Optional[float] = 900.0,
+    ) -> Credential:
+        """Trades this task's token for a credential for one tool (RFC 8693 token exchange).
+
+        Args:
+            tool: the tool's name (or audience URI).
+            scopes: the scopes wanted (each decided by the policy); all the tool accepts that
+                the policy grants outright when not given.
+            approvals: approval requests a human approved for scopes that needed one.
+            wait: when a scope needs a human, wait for the decision(s) on the approval's event
+                stream, then ask again presenting them.
+            timeout: how long ``wait`` waits for the humans.
+
+        Raises:
+            ApprovalRequired: a scope needs approval (``approval_ids`` name the requests), and
+                ``wait`` is off or a human denied it.
+            InvalidRequest: refused (``code`` is the OAuth error: ``invalid_target``,
+                ``invalid_scope``, ``invalid_request``; ``message`` says why).
+        """
+        fields = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", self._http._token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("audience", tool),
+        ]
+        if scopes:
+            fields.append(("scope", " ".join(scopes)))
+        try:
+            v = self._http.form("/oauth2/token", fields + [("approval", a) for a in approvals])
+        except ApprovalRequired as e:
+            if not wait:
+                raise
+            for a in e.approval_ids:
+                state = self.wait_for_approval(a, timeout=timeout)
+                if not state.approved:
+                    raise
+            return self.credential(tool, scopes, approvals=tuple(approvals) + e.approval_ids, timeout=timeout)
+        expires_in = v.get("expires_in")
+        expires = None
+        if isinstance(expires_in, int):
+            from datetime import datetime, timedelta, timezone
+
+            expires = datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+        return Credential(
+            access_token=str(v.get("access_token", "")),
+            token_type=str(v.get("token_type", "Bearer")),
+            tool=tool,
+            scopes=tuple(str(v.get("scope", "")).split()),
+            expires_at=expires,
+        )
 
     # ------------------------------------------------------------------ decisions
 

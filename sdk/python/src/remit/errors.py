@@ -14,13 +14,14 @@ No message, ``str()`` or ``repr()`` of these exceptions ever contains a token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 if TYPE_CHECKING:
     from .types import Decision
 
 __all__ = [
     "RemitError",
+    "ApprovalRequired",
     "ConfigurationError",
     "InvalidRequest",
     "Unauthenticated",
@@ -60,6 +61,19 @@ class RemitError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class ApprovalRequired(RemitError):
+    """A credential's scope needs a human's approval first (400 ``invalid_scope`` naming the
+    requests): ``approval_ids`` are the requests to wait for (:meth:`remit.Remit.wait_for_approval`)
+    and present again (``approvals=``)."""
+
+    approval_ids: Tuple[str, ...]
+
+    def __init__(self, message: str, *, status: Optional[int] = None, code: str = "error",
+                 approval_ids: Tuple[str, ...] = ()) -> None:
+        super().__init__(message, status=status, code=code)
+        self.approval_ids = approval_ids
 
 
 class ConfigurationError(RemitError, ValueError):

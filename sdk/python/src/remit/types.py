@@ -266,3 +266,27 @@ class TaskStatus:
             reason=_opt_str(v.get("reason")),
             raw=dict(v),
         )
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A credential for one tool, from RFC 8693 token exchange (:meth:`remit.Remit.credential`).
+
+    Attributes:
+        access_token: the token to send the tool (in no ``repr``).
+        token_type: ``Bearer`` (or ``DPoP`` when bound to a key).
+        tool: the tool it is for.
+        scopes: what the policy granted (fewer than asked when it narrowed them).
+        expires_at: when it stops working (never after the task's end).
+    """
+
+    access_token: str = field(repr=False)
+    token_type: str
+    tool: str
+    scopes: Tuple[str, ...]
+    expires_at: Optional[datetime] = None
+
+    @property
+    def authorization(self) -> str:
+        """The ``Authorization`` header value to send the tool."""
+        return f"{self.token_type} {self.access_token}"
