@@ -74,6 +74,15 @@ out["wrong_ath"] = get(f"DPoP {tok}", key.proof("GET", path, "another token"))[0
 out["wrong_url"] = get(f"DPoP {tok}", key.proof("GET", "/v1/tasks", tok))[0]
 out["stale"] = get(f"DPoP {tok}", key.proof("GET", path, tok, iat=time.time() - 600))[0]
 
+# A copy of the bound token in a body (a gateway asking on its behalf) is not enough, and
+# an instance cannot start an unbound child of the bound task.
+r = requests.post(f"{base}/v1/decisions", headers={"Authorization": f"Bearer {instance}"},
+                  json={"token": tok, "action": {"name": "read"}, "resource": {"type": "Tool", "id": "tickets"}})
+out["body_token"] = r.status_code
+r = requests.post(f"{base}/v1/tasks", headers={"Authorization": f"Bearer {instance}"},
+                  json={"parent": tid, "agent": "deploy-bot", "intent": "x", "audience": ["remit"]})
+out["unbound_child"] = [r.status_code, "DPoP" in r.json().get("message", "")]
+
 # The token endpoint: a bound subject token needs a proof from its key; the credential is
 # bound to it too.
 form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": tok,

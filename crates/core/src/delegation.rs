@@ -101,6 +101,10 @@ pub struct Delegation {
     /// A depth the chain may not pass beyond the workflow's own (a grant's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth: Option<u32>,
+    /// The DPoP key (RFC 7638 thumbprint) the task's token is bound to: its children are
+    /// started only with a proof from the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// A workflow's transitive-trust rules: which agent may delegate to which, and whether a
@@ -268,6 +272,7 @@ pub fn child(
             on_behalf_of: parent_delegation.on_behalf_of.clone(),
             grant: parent_delegation.grant.clone(),
             max_depth: parent_delegation.max_depth,
+            jkt: None,
         },
         expires_by: parent.expires_at,
         sensitivity,

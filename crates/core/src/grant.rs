@@ -218,6 +218,7 @@ pub fn task_delegation(
         on_behalf_of: Some(g.human.clone()),
         grant: Some(g.id.clone()),
         max_depth: Some(g.max_depth),
+        jkt: None,
     };
     Ok((d, g.expires_at))
 }

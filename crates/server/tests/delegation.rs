@@ -118,6 +118,9 @@ async fn a_worker_gets_a_narrower_delegation_and_is_refused_a_wider_one() {
     let (st, v) = start(&s, &root_tok, worker(json!({"ttl_seconds": 3600}))).await;
     assert_eq!(st, 403);
     assert!(v["message"].as_str().unwrap().contains("`ttl`"), "{v}");
+    let (st, v) = start(&s, &root_tok, worker(json!({"audience": ["remit", "https://payments.example"]}))).await;
+    assert_eq!(st, 403);
+    assert!(v["message"].as_str().unwrap().contains("`audience`"), "{v}");
     let (st, v) = start(&s, &root_tok, worker(json!({"sensitivity": "restricted"}))).await;
     assert_eq!(st, 403);
     assert!(v["message"].as_str().unwrap().contains("`sensitivity`"), "{v}");

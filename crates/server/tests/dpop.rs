@@ -45,6 +45,8 @@ async fn bound_tokens_need_their_key_and_a_fresh_proof() {
     for k in ["other_key", "wrong_ath", "wrong_url", "stale"] {
         assert_eq!(r[k], 401, "{k}: {r}");
     }
+    assert_eq!(r["body_token"], 403, "a bound token in a body: {r}");
+    assert_eq!(r["unbound_child"], json!([403, true]), "{r}");
     assert_eq!(r["exchange_no_proof"], json!([400, "invalid_dpop_proof"]));
     assert_eq!(r["exchange_other_key"], json!([400, "invalid_dpop_proof"]));
     assert_eq!(r["exchange"], json!([200, "DPoP"]), "{r}");

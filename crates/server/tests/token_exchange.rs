@@ -234,6 +234,10 @@ async fn the_rfc_error_cases() {
     assert_eq!(st, 200, "resource and audience naming the same tool: {v}");
     let (_, v) = exchange(&s, &tok, "wiki", None).await;
     assert_eq!(err(&v), "invalid_target", "wiki is confidential, the task internal: {v}");
+    // A task token is never for a tool's audience: the tool gets its own kind of credential.
+    let body = json!({"workflow": "deploy", "intent": "x", "audience": [AUD]});
+    let (st, v) = s.call("POST", "/v1/tasks", Some(&inst), Some(body)).await;
+    assert_eq!(st, 400, "{v}");
     // The scope.
     assert_eq!(err(&exchange(&s, &tok, "tickets", Some("admin")).await.1), "invalid_scope");
     assert_eq!(err(&exchange(&s, &tok, "tickets", Some("bad\"scope")).await.1), "invalid_scope");

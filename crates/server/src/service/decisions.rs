@@ -37,6 +37,13 @@ impl App {
             .ok()
             .and_then(|c| self.subject_of(&c).map(|s| (c, s)));
         let snap = match verified {
+            // A sender-constrained token is accepted only from its holder, with its proof (as
+            // the bearer, through `Auth`); a copy handed over in a body is not enough.
+            Some((claims, Subject::Task { .. })) if claims.cnf.is_some() => {
+                return Err(Error::Denied(
+                    "a DPoP-bound task token is accepted only from its holder, with a proof, as the bearer".into(),
+                ));
+            }
             Some((claims, Subject::Task { task, .. })) if claims.remit.task.as_deref() == Some(task.as_str()) => {
                 if let Caller::Task { id, .. } = caller
                     && *id != task

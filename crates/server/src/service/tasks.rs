@@ -239,6 +239,26 @@ impl App {
         if req.workflow.as_ref().is_some_and(|w| *w != parent.task.workflow) {
             return Err(Error::Invalid("a child task belongs to its parent's workflow".into()));
         }
+        // A bound parent's children are bound to the same key: whoever starts one (the task
+        // itself, its instance, the admin) proves possession of it.
+        if let Some(j) = &parent.task.delegation.jkt
+            && req.bind.as_ref() != Some(j)
+        {
+            return Err(Error::Denied(
+                "the parent task's token is DPoP-bound: start its children with a DPoP proof from the same key".into(),
+            ));
+        }
+        // A child's token is for no audience its parent's was not.
+        if let Some(a) = req.audience.iter().find(|a| !parent.task.audience.contains(a)) {
+            let why = format!("delegation would widen `audience`: `{}` is not among the parent's", a);
+            let denied = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
+                .workflow(&parent.task.workflow)
+                .outcome(Outcome::Denied)
+                .reason(why.clone())
+                .detail([("parent", parent.task.id.as_str().into())]);
+            self.store.audit().append(vec![denied]).await?;
+            return Err(Error::Denied(why));
+        }
         let child_agent = req.agent.clone().ok_or_else(|| Error::Invalid("`agent` (the worker) is required".into()))?;
         let ctx = self.store.identity().start_context(&parent.task.workflow, &child_agent, None).await?;
         let wf =
@@ -288,6 +308,18 @@ impl App {
     ) -> Result<Issued<Task>, Error> {
         let Bounds { expires_by, bind } = limits;
         let now = self.clock.now();
+        // A task token is never for a registered tool's audience: a tool gets a credential of
+        // its own kind by token exchange (decided, scoped, on record), not the task's token.
+        for a in &start.audience {
+            if self.store.tools().tool_by_audience(a).await?.is_some() {
+                return Err(Error::Invalid(format!(
+                    "audience `{}` is a registered tool's: obtain a credential for it by token exchange",
+                    remit_core::ids::truncate_for_error(a)
+                )));
+            }
+        }
+        let mut start = start;
+        start.delegation.jkt = bind.clone();
         if wf.trust.require_dpop && bind.is_none() {
             return Err(Error::Denied(format!(
                 "workflow `{}` requires DPoP: start its tasks with a `DPoP` proof header (RFC 9449)",

@@ -69,6 +69,10 @@ pub async fn grants_confirm_once_and_revoke_their_tasks(store: Arc<dyn Store>) {
         s.grants().revoke(&g.id, revocation(), ev(AuditAction::GrantRevoke)).await,
         Err(StoreError::Conflict(_))
     ));
+    // A task under a revoked grant is refused inside the write (a start racing the revocation).
+    let mut late = task("deploy", "bot", Some(&inst.id), None);
+    late.delegation.grant = Some(g.id.clone());
+    assert!(matches!(s.identity().create_task(late, ev(AuditAction::TaskStart)).await, Err(StoreError::Conflict(_))));
     let ghost = GrantId::from_random(rnd());
     assert!(matches!(
         s.grants().revoke(&ghost, revocation(), ev(AuditAction::GrantRevoke)).await,

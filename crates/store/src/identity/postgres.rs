@@ -487,7 +487,9 @@ async fn create_task(ctx: &mut WriteCtx, t: Task, audit: AuditEvent) -> Result<(
          WHERE EXISTS (SELECT 1 FROM workflows WHERE name = $2 AND state = 'active') \
          AND EXISTS (SELECT 1 FROM agents WHERE name = $3 AND state = 'enabled') \
          AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM instances WHERE id = $4 AND state = 'active' AND agent = $3)) \
-         AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM tasks WHERE id = $5 AND state = 'active'))",
+         AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM tasks WHERE id = $5 AND state = 'active')) \
+         AND (($14::jsonb->>'grant') IS NULL OR EXISTS (SELECT 1 FROM grants g \
+              WHERE g.id = ($14::jsonb->>'grant') AND g.state = 'active' AND g.expires_at > $12))",
     )
     .bind(t.id.as_str())
     .bind(t.workflow.as_str())
@@ -563,6 +565,8 @@ pub(crate) async fn create_tasks(ctx: &mut WriteCtx, tasks: Vec<&NewTask>) -> Re
          AND (u.instance IS NULL OR EXISTS (SELECT 1 FROM instances i \
               WHERE i.id = u.instance AND i.state = 'active' AND i.agent = u.agent)) \
          AND (u.parent IS NULL OR EXISTS (SELECT 1 FROM tasks p WHERE p.id = u.parent AND p.state = 'active')) \
+         AND ((u.delegation::jsonb->>'grant') IS NULL OR EXISTS (SELECT 1 FROM grants g \
+              WHERE g.id = (u.delegation::jsonb->>'grant') AND g.state = 'active' AND g.expires_at > u.created_at)) \
          RETURNING id",
     );
     for col in cols {

@@ -463,7 +463,8 @@ fn create_task(ctx: &mut WriteCtx<'_>, t: Task, audit: AuditEvent) -> Result<()>
             "SELECT EXISTS (SELECT 1 FROM workflows WHERE name = ?1 AND state = 'active') \
              AND EXISTS (SELECT 1 FROM agents WHERE name = ?2 AND state = 'enabled') \
              AND (?3 IS NULL OR EXISTS (SELECT 1 FROM instances WHERE id = ?3 AND state = 'active' AND agent = ?2)) \
-             AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tasks WHERE id = ?4 AND state = 'active'))",
+             AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tasks WHERE id = ?4 AND state = 'active')) \
+             AND (?5 IS NULL OR EXISTS (SELECT 1 FROM grants WHERE id = ?5 AND state = 'active' AND expires_at > ?6))",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -471,14 +472,16 @@ fn create_task(ctx: &mut WriteCtx<'_>, t: Task, audit: AuditEvent) -> Result<()>
                     t.workflow.as_str(),
                     t.agent.as_str(),
                     t.instance.as_ref().map(|i| i.as_str()),
-                    t.parent.as_ref().map(|p| p.as_str())
+                    t.parent.as_ref().map(|p| p.as_str()),
+                    t.delegation.grant.as_ref().map(|g| g.as_str()),
+                    t.created_at.0
                 ],
                 |r| r.get(0),
             )
         })
         .map_err(map_err)?;
     if !live {
-        return Err(conflict("workflow, agent, instance or parent task is no longer active"));
+        return Err(conflict("workflow, agent, instance, parent task or grant is no longer active"));
     }
     ctx.conn
         .prepare_cached(

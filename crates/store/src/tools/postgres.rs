@@ -188,7 +188,7 @@ impl ToolStore for PgStore {
                 .map_err(map_err)?
                 .rows_affected();
                 if n == 0 {
-                    sqlx::query(
+                    let n = sqlx::query(
                         "INSERT INTO presentations (jti, jkt, audience, first_at, last_at, uses) VALUES ($1,$2,$3,$4,$4,1) \
                          ON CONFLICT DO NOTHING",
                     )
@@ -198,8 +198,11 @@ impl ToolStore for PgStore {
                     .bind(p.at.0)
                     .execute(c.conn())
                     .await
-                    .map_err(map_err)?;
-                    c.audit(audit)?;
+                    .map_err(map_err)?
+                    .rows_affected();
+                    if n == 1 {
+                        c.audit(audit)?;
+                    }
                 }
                 Ok(())
             })
