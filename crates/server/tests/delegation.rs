@@ -176,22 +176,25 @@ async fn a_worker_gets_a_narrower_delegation_and_is_refused_a_wider_one() {
     let (st, v) = exchange(&s, &child_tok, "tickets", "write").await;
     assert_eq!((st, v["error"].as_str()), (400, Some("invalid_scope")), "{v}");
     assert_eq!(exchange(&s, &child_tok, "wiki", "read").await.1["error"], "invalid_target");
-    // Decisions see the real depth, chain and path, and the per-hop constraints (the exchange
-    // above was the first of the child's 3 calls).
-    let d = decide(&s, &child_tok, "tickets", "proj/7").await;
-    assert_eq!(d["decision"], true, "{d}");
-    assert_eq!(decide(&s, &child_tok, "wiki", "proj/7").await["decision"], false, "wiki was not delegated");
-    assert_eq!(decide(&s, &child_tok, "tickets", "other/1").await["decision"], false, "outside the prefix");
-    assert_eq!(decide(&s, &child_tok, "tickets", "proj/8").await["decision"], true);
-    let d = decide(&s, &child_tok, "tickets", "proj/9").await;
-    assert_eq!(d["decision"], false, "a fourth call past max_calls=3: {d}");
-
+    // The grandchild's credential nests the whole acting chain.
     let (st, v) = exchange(&s, &gtok, "tickets", "read").await;
     assert_eq!(st, 200, "{v}");
     let gc = claims(v["access_token"].as_str().unwrap());
     assert!(gc["act"]["sub"].as_str().unwrap().ends_with(&format!("/task/{}", g["task"]["id"].as_str().unwrap())));
     assert!(gc["act"]["act"]["sub"].as_str().unwrap().ends_with(&format!("/task/{child_id}")), "{gc}");
     let gcred = v["access_token"].as_str().unwrap().to_owned();
+
+    // Decisions see the real depth, chain and path, and the per-hop constraints. The budget is
+    // shared down the subtree: the child's 3 calls were given to it and its grandchild, and the
+    // two exchanges above spent two of them.
+    let d = decide(&s, &child_tok, "tickets", "proj/7").await;
+    assert_eq!(d["decision"], true, "{d}");
+    assert_eq!(decide(&s, &child_tok, "wiki", "proj/7").await["decision"], false, "wiki was not delegated");
+    assert_eq!(decide(&s, &child_tok, "tickets", "other/1").await["decision"], false, "outside the prefix");
+    let d = decide(&s, &child_tok, "tickets", "proj/8").await;
+    assert_eq!(d["decision"], false, "a fourth call in the child's subtree, past max_calls=3: {d}");
+    let d = decide(&s, &gtok, "tickets", "proj/a/1").await;
+    assert_eq!(d["decision"], false, "the grandchild's own budget of 2 is bounded by its parent's: {d}");
 
     // Killing the supervisor's task ends exactly its subtree: child, grandchild, credentials.
     let (_, other) = root(&s, &inst).await;

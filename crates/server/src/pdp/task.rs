@@ -191,13 +191,15 @@ impl Pdp {
         let limit = snap.as_ref().and_then(|(s, _)| s.task.delegation.authority.max_calls).filter(|_| d.allowed());
         if let (Some(max), Some((snap, _))) = (limit, &snap) {
             let t = tool.as_deref().filter(|_| record_tool);
-            if self.store.identity().record_call(&snap.task.id, t, max, now, e.clone()).await? {
+            if self.store.identity().record_call(&snap.task.id, t, now, e.clone()).await? {
                 answer.tool = t.map(str::to_owned);
                 self.count(v);
                 return Ok(answer);
             }
-            answer.decision =
-                Pdp::deny(&self.engine(), vec![format!("the task has made the {max} calls it was delegated")]);
+            answer.decision = Pdp::deny(
+                &self.engine(),
+                vec![format!("a call budget is spent (this task's {max}, an ancestor's or its grant's)")],
+            );
             let denied = e
                 .outcome(AuditOutcome::Denied)
                 .with_detail_field("decision", answer.verdict().as_str().into())

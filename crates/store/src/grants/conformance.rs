@@ -79,6 +79,24 @@ pub async fn grants_confirm_once_and_revoke_their_tasks(store: Arc<dyn Store>) {
         Err(StoreError::NotFound { .. })
     ));
 
+    // A grant's call budget is shared by every task under it.
+    let mut g3 = grant(&h.id);
+    g3.authority.max_calls = Some(2);
+    s.grants().create(g3.clone(), ev(AuditAction::GrantCreate)).await.unwrap();
+    s.grants().confirm(&g3.id, now(), ev(AuditAction::GrantConfirm)).await.unwrap();
+    let mut a = task("deploy", "bot", Some(&inst.id), None);
+    let mut b = task("deploy", "bot", Some(&inst.id), None);
+    for t in [&mut a, &mut b] {
+        t.delegation.grant = Some(g3.id.clone());
+        t.delegation.authority.max_calls = Some(2);
+        s.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    }
+    let call = |id: remit_core::ids::TaskId| async move {
+        s.identity().record_call(&id, None, now(), ev(AuditAction::AccessEvaluate)).await.unwrap()
+    };
+    assert!(call(a.id.clone()).await && call(b.id.clone()).await);
+    assert!(!call(a.id.clone()).await, "two tasks under the grant spent its 2 calls");
+    s.grants().revoke(&g3.id, revocation(), ev(AuditAction::GrantRevoke)).await.unwrap();
     // Deactivating the human revokes the rest of their grants with their tasks, at once.
     let g2 = grant(&h.id);
     s.grants().create(g2.clone(), ev(AuditAction::GrantCreate)).await.unwrap();

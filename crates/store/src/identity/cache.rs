@@ -170,15 +170,8 @@ impl IdentityStore for CachingIdentity {
     async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()> {
         self.backend().record_tool_use(task, tool, at, audit).await
     }
-    async fn record_call(
-        &self,
-        task: &TaskId,
-        tool: Option<&str>,
-        max_calls: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<bool> {
-        self.backend().record_call(task, tool, max_calls, at, audit).await
+    async fn record_call(&self, task: &TaskId, tool: Option<&str>, at: UnixMillis, audit: AuditEvent) -> Result<bool> {
+        self.backend().record_call(task, tool, at, audit).await
     }
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>> {
         self.backend().tools_used(task).await

@@ -576,6 +576,26 @@ pub async fn delegation_round_trips_and_kills_end_exactly_the_subtree(store: Arc
         s.identity().set_workflow_trust(&wf_name("nope"), trust, ev(AuditAction::WorkflowUpdate)).await,
         Err(StoreError::NotFound { .. })
     ));
+    // Budgets are shared down a subtree: a root given 3 calls and its child given 3 make 3
+    // calls between them, whoever makes them.
+    {
+        let mut root = task("deploy", "bot", None, None);
+        root.delegation.authority = Authority { max_calls: Some(3), ..Authority::default() };
+        let mut child = task("deploy", "bot", None, Some(&root.id));
+        child.delegation.depth = 1;
+        child.delegation.chain = vec![Hop { task: root.id.clone(), agent: root.agent.clone() }];
+        child.delegation.authority = Authority { max_calls: Some(3), ..Authority::default() };
+        for t in [&root, &child] {
+            s.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+        }
+        let call = |id: TaskId| async move {
+            s.identity().record_call(&id, None, now(), ev(AuditAction::AccessEvaluate)).await.unwrap()
+        };
+        assert!(call(child.id.clone()).await && call(child.id.clone()).await);
+        assert!(call(root.id.clone()).await, "the root's third");
+        assert!(!call(child.id.clone()).await, "the root's budget is spent for its subtree");
+        assert!(!call(root.id.clone()).await);
+    }
     let mut seed: u64 = 0x5eed_0bad_cafe;
     let mut next = |n: usize| {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -600,11 +620,8 @@ pub async fn delegation_round_trips_and_kills_end_exactly_the_subtree(store: Arc
         // max_calls is counted once per allowed call, never past the limit.
         let last = &nodes[nodes.len() - 1];
         for i in 0..5 {
-            let ok = s
-                .identity()
-                .record_call(&last.id, Some("jira"), 3, now(), ev(AuditAction::AccessEvaluate))
-                .await
-                .unwrap();
+            let ok =
+                s.identity().record_call(&last.id, Some("jira"), now(), ev(AuditAction::AccessEvaluate)).await.unwrap();
             assert_eq!(ok, i < 3, "call {i}");
         }
         assert_eq!(s.identity().tools_used(&last.id).await.unwrap(), vec!["jira".to_owned()]);

@@ -188,18 +188,13 @@ pub trait IdentityStore: Send + Sync {
     /// Records that `task` was allowed to use `tool` (with the decision's audit record, in one
     /// transaction); at most [`MAX_TOOLS_PER_TASK`] distinct tools per task are kept.
     async fn record_tool_use(&self, task: &TaskId, tool: &str, at: UnixMillis, audit: AuditEvent) -> Result<()>;
-    /// Counts one allowed call of a task limited to `max_calls` (its delegation's
-    /// `max_calls`) and records it as [`IdentityStore::record_tool_use`] does (or just its audit
-    /// record without a tool), in one transaction. `Ok(false)`, with nothing written, when the
-    /// task has used them all.
-    async fn record_call(
-        &self,
-        task: &TaskId,
-        tool: Option<&str>,
-        max_calls: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<bool>;
+    /// Counts one allowed call of a task held to a call budget (its delegation's
+    /// `max_calls`) against **every** budget above it — its own, each ancestor's that has one,
+    /// and its grant's — and records it as [`IdentityStore::record_tool_use`] does (or just its
+    /// audit record without a tool), in one transaction. `Ok(false)`, with nothing written,
+    /// when any of those budgets is spent: a subtree never makes more calls than its root was
+    /// given, nor the tasks under a grant more than the grant.
+    async fn record_call(&self, task: &TaskId, tool: Option<&str>, at: UnixMillis, audit: AuditEvent) -> Result<bool>;
     /// The tools `task` was allowed to use, sorted.
     async fn tools_used(&self, task: &TaskId) -> Result<Vec<String>>;
 }

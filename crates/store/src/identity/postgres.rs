@@ -152,26 +152,11 @@ impl IdentityStore for PgStore {
         let (task, tool) = (task.to_string(), tool.to_owned());
         self.write(move |c| Box::pin(record_tool_use(c, task, tool, at, audit))).await
     }
-    async fn record_call(
-        &self,
-        task: &TaskId,
-        tool: Option<&str>,
-        max_calls: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<bool> {
+    async fn record_call(&self, task: &TaskId, tool: Option<&str>, at: UnixMillis, audit: AuditEvent) -> Result<bool> {
         let (task, tool) = (task.to_string(), tool.map(str::to_owned));
-        let max = i64::try_from(max_calls).unwrap_or(i64::MAX);
         self.write(move |c| {
             Box::pin(async move {
-                let n = sqlx::query("UPDATE tasks SET calls = calls + 1 WHERE id = $1 AND calls < $2")
-                    .bind(&task)
-                    .bind(max)
-                    .execute(c.conn())
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                if n == 0 {
+                if !charge_calls(c.conn(), &task).await? {
                     return Ok(false);
                 }
                 match tool {
@@ -189,6 +174,63 @@ impl IdentityStore for PgStore {
         let task = task.to_string();
         pg_read!(self, |c| tools_used(c, &task))
     }
+}
+
+/// Charges one call to every budget above `task` (see `IdentityStore::record_call`); `false`,
+/// with nothing written, when one is spent. Rows are locked (`FOR UPDATE`) so replicas racing
+/// on one budget are serialized.
+async fn charge_calls(c: &mut PgConnection, task: &str) -> Result<bool> {
+    async fn delegation(c: &mut PgConnection, id: &str) -> Result<Option<(i64, remit_core::delegation::Delegation)>> {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT calls, delegation FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(map_err)?;
+        row.map(|(n, d)| {
+            Ok((n, serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("delegation: {e}")))?))
+        })
+        .transpose()
+    }
+    let Some((_, own)) = delegation(c, task).await? else { return Ok(false) };
+    let mut charged = Vec::new();
+    for id in std::iter::once(task.to_owned()).chain(own.chain.iter().map(|h| h.task.to_string())) {
+        let Some((calls, d)) = delegation(c, &id).await? else { continue };
+        if let Some(max) = d.authority.max_calls {
+            if calls >= i64::try_from(max).unwrap_or(i64::MAX) {
+                return Ok(false);
+            }
+            charged.push(id);
+        }
+    }
+    if let Some(g) = &own.grant {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT calls, authority FROM grants WHERE id = $1 FOR UPDATE")
+            .bind(g.as_str())
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(map_err)?;
+        if let Some((calls, a)) = row {
+            let a: remit_core::delegation::Authority =
+                serde_json::from_str(&a).map_err(|e| StoreError::Corrupt(format!("grant authority: {e}")))?;
+            if let Some(max) = a.max_calls {
+                if calls >= i64::try_from(max).unwrap_or(i64::MAX) {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE grants SET calls = calls + 1 WHERE id = $1")
+                    .bind(g.as_str())
+                    .execute(&mut *c)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+    }
+    for id in charged {
+        sqlx::query("UPDATE tasks SET calls = calls + 1 WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *c)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(true)
 }
 
 fn json(v: &impl serde::Serialize) -> String {

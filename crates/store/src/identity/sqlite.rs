@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use remit_core::audit::{AuditAction, AuditEvent};
 use remit_core::cascade::{self, Found, TaskNode};
+use remit_core::delegation::Delegation;
 use remit_core::ids::{AgentName, HumanId, InstanceId, JoinTokenId, TaskId, WorkflowName};
 use remit_core::model::{
     Agent, AgentState, Instance, JoinToken, Kill, KillReport, KillTarget, Task, TaskState, Workflow, WorkflowState,
@@ -152,22 +153,10 @@ impl IdentityStore for SqliteStore {
         let (task, tool) = (task.to_string(), tool.to_owned());
         self.write(move |c| record_tool_use(c, &task, &tool, at, audit)).await
     }
-    async fn record_call(
-        &self,
-        task: &TaskId,
-        tool: Option<&str>,
-        max_calls: u64,
-        at: UnixMillis,
-        audit: AuditEvent,
-    ) -> Result<bool> {
+    async fn record_call(&self, task: &TaskId, tool: Option<&str>, at: UnixMillis, audit: AuditEvent) -> Result<bool> {
         let (task, tool) = (task.to_string(), tool.map(str::to_owned));
-        let max = i64::try_from(max_calls).unwrap_or(i64::MAX);
         self.write(move |c| {
-            let n = c
-                .conn
-                .execute("UPDATE tasks SET calls = calls + 1 WHERE id = ?1 AND calls < ?2", params![task, max])
-                .map_err(map_err)?;
-            if n == 0 {
+            if !charge_calls(c.conn, &task)? {
                 return Ok(false);
             }
             match tool {
@@ -184,6 +173,54 @@ impl IdentityStore for SqliteStore {
         let task = task.to_string();
         self.read(move |c| tools_used(c, &task)).await
     }
+}
+
+/// Charges one call to every budget above `task` (see `IdentityStore::record_call`); `false`,
+/// with nothing written, when one is spent.
+fn charge_calls(c: &Connection, task: &str) -> Result<bool> {
+    let delegation = |id: &str| -> Result<Option<(i64, Delegation)>> {
+        let row: Option<(i64, String)> = c
+            .query_row("SELECT calls, delegation FROM tasks WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(map_err)?;
+        row.map(|(n, d)| {
+            Ok((n, serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("delegation: {e}")))?))
+        })
+        .transpose()
+    };
+    let Some((_, own)) = delegation(task)? else { return Ok(false) };
+    let mut charged = Vec::new();
+    for id in std::iter::once(task.to_owned()).chain(own.chain.iter().map(|h| h.task.to_string())) {
+        let Some((calls, d)) = delegation(&id)? else { continue };
+        if let Some(max) = d.authority.max_calls {
+            if calls >= i64::try_from(max).unwrap_or(i64::MAX) {
+                return Ok(false);
+            }
+            charged.push(id);
+        }
+    }
+    if let Some(g) = &own.grant {
+        let row: Option<(i64, String)> = c
+            .query_row("SELECT calls, authority FROM grants WHERE id = ?1", [g.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(map_err)?;
+        if let Some((calls, a)) = row {
+            let a: remit_core::delegation::Authority =
+                serde_json::from_str(&a).map_err(|e| StoreError::Corrupt(format!("grant authority: {e}")))?;
+            if let Some(max) = a.max_calls {
+                if calls >= i64::try_from(max).unwrap_or(i64::MAX) {
+                    return Ok(false);
+                }
+                c.execute("UPDATE grants SET calls = calls + 1 WHERE id = ?1", [g.as_str()]).map_err(map_err)?;
+            }
+        }
+    }
+    for id in charged {
+        c.execute("UPDATE tasks SET calls = calls + 1 WHERE id = ?1", [&id]).map_err(map_err)?;
+    }
+    Ok(true)
 }
 
 fn json(v: &impl serde::Serialize) -> String {

@@ -372,6 +372,10 @@ CREATE TABLE presentations (
     PRIMARY KEY (jti, jkt, audience)
 );
 "#,
+    r#"
+-- 12: a grant's call budget is shared by every task under it (counted here).
+ALTER TABLE grants ADD COLUMN calls BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

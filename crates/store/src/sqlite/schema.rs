@@ -351,6 +351,10 @@ CREATE TABLE presentations (
     PRIMARY KEY (jti, jkt, audience)
 ) STRICT;
 "#,
+    r#"
+-- 12: a grant's call budget is shared by every task under it (counted here).
+ALTER TABLE grants ADD COLUMN calls INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
