@@ -75,6 +75,11 @@ pub async fn serve_on(
                 Ok(n) => tracing::info!(pruned = n, "pruned expired per-tool credentials"),
                 Err(e) => tracing::warn!(error = %e, "pruning expired credentials failed"),
             }
+            // Presentations of bound tokens not seen for 30 days (the first stays audited).
+            let before = remit_core::time::UnixMillis(cp_app.clock.now().0 - 30 * 86_400_000);
+            if let Err(e) = cp_app.store.tools().prune_presentations(before).await {
+                tracing::warn!(error = %e, "pruning old presentations failed");
+            }
         }
         if let Err(e) = cp_app.checkpoint_now().await {
             tracing::warn!(error = %e, "final audit checkpoint failed");

@@ -138,4 +138,7 @@ pub async fn dpop_proofs_are_single_use_and_presentations_recorded(store: Arc<dy
         s.tools().record_presentation(p.clone(), ev(AuditAction::TokenPresent)).await.unwrap();
     }
     assert_eq!(crate::conformance::verify_chain(s).await, before + 1, "audited the first time only");
+    // Presentations not seen for long are pruned.
+    assert_eq!(s.tools().prune_presentations(t0).await.unwrap(), 0);
+    assert_eq!(s.tools().prune_presentations(t0.plus_secs(1)).await.unwrap(), 1);
 }

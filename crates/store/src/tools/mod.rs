@@ -48,6 +48,9 @@ pub trait ToolStore: Send + Sync {
     /// i.e. inactive, for them as it did once they expired; their issuance stays in the audit
     /// log). Returns how many went. Not audited: nothing live changes.
     async fn prune_credentials(&self, before: UnixMillis) -> Result<u64>;
+    /// Deletes presentation rows last seen before `before` (their first sighting stays in the
+    /// audit log). Returns how many went.
+    async fn prune_presentations(&self, before: UnixMillis) -> Result<u64>;
     /// Records that a token (`jti`) was presented with a DPoP key (`jkt`) at `audience`: the
     /// first time with its audit record, later times only counted.
     async fn record_presentation(&self, p: Presentation, audit: AuditEvent) -> Result<()>;

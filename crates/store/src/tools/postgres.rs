@@ -149,6 +149,21 @@ impl ToolStore for PgStore {
         .await
     }
 
+    async fn prune_presentations(&self, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("DELETE FROM presentations WHERE last_at < $1")
+                    .bind(before.0)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                Ok(n)
+            })
+        })
+        .await
+    }
+
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
         let key = key.to_owned();
         self.write(move |c| {

@@ -143,6 +143,14 @@ impl ToolStore for SqliteStore {
         .await
     }
 
+    async fn prune_presentations(&self, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| {
+            let n = c.conn.execute("DELETE FROM presentations WHERE last_at < ?1", [before.0]).map_err(map_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
         let key = key.to_owned();
         self.write(move |c| {
