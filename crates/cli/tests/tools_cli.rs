@@ -14,23 +14,29 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Runs the CLI against the server at `url` with the data directory `data` (and no task
+/// token unless `env` gives one).
+fn run_cli(url: &str, data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env("REMIT_URL", url).env("REMIT_DATA_DIR", data).env_remove("REMIT_TASK_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// The JSON a successful command printed (asserting it succeeded).
+fn ok(o: Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 #[test]
 fn a_task_trades_its_token_for_a_tool_credential() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let s = common::serve(&data, &[], &[]);
-    let run = |args: &[&str], env: &[(&str, &str)]| -> Output {
-        let mut c = Command::new(BIN);
-        c.args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).env_remove("REMIT_TASK_TOKEN");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
-    let ok = |o: Output| -> serde_json::Value {
-        assert!(o.status.success(), "{}", text(&o));
-        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-    };
+    let run = |args: &[&str], env: &[(&str, &str)]| run_cli(&s.url, &data, args, env);
     ok(run(&["workflow", "create", "triage", "--purpose", "triage", "--owner", "alice@example.com"], &[]));
     ok(run(&["agent", "create", "bot", "--workflow", "triage"], &[]));
     let t = ok(run(
@@ -112,18 +118,7 @@ fn a_supervisor_runs_a_worker_as_a_child_task() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let s = common::serve(&data, &[], &[]);
-    let run = |args: &[&str], env: &[(&str, &str)]| -> Output {
-        let mut c = Command::new(BIN);
-        c.args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).env_remove("REMIT_TASK_TOKEN");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
-    let ok = |o: Output| -> serde_json::Value {
-        assert!(o.status.success(), "{}", text(&o));
-        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-    };
+    let run = |args: &[&str], env: &[(&str, &str)]| run_cli(&s.url, &data, args, env);
     ok(run(
         &[
             "workflow",

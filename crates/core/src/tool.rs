@@ -106,10 +106,16 @@ pub fn check_scope(s: &str) -> Result<(), DomainError> {
 }
 
 /// An audience is an absolute `https://`, `http://` or `urn:`/`spiffe://` URI without spaces.
+/// Whether `a` has the shape a tool's audience must have (an absolute URI); only such an
+/// audience can be a registered tool's.
+pub fn is_tool_audience(a: &str) -> bool {
+    ["https://", "http://", "urn:", "spiffe://"].iter().any(|p| a.starts_with(p) && a.len() > p.len())
+        && !a.chars().any(char::is_whitespace)
+}
+
 fn check_audience(a: &str) -> Result<(), DomainError> {
     check_text("audience", a, MAX_AUDIENCE_LEN, true)?;
-    let scheme_ok = ["https://", "http://", "urn:", "spiffe://"].iter().any(|p| a.starts_with(p) && a.len() > p.len());
-    if !scheme_ok || a.chars().any(char::is_whitespace) {
+    if !is_tool_audience(a) {
         return Err(DomainError::invalid("audience", "must be an absolute URI (`https://…`, `urn:…`, `spiffe://…`)"));
     }
     Ok(())

@@ -310,7 +310,8 @@ impl App {
         let now = self.clock.now();
         // A task token is never for a registered tool's audience: a tool gets a credential of
         // its own kind by token exchange (decided, scoped, on record), not the task's token.
-        for a in &start.audience {
+        // (Only a URI can be one: `remit`-style audiences cost no store read on this hot path.)
+        for a in start.audience.iter().filter(|a| remit_core::tool::is_tool_audience(a)) {
             if self.store.tools().tool_by_audience(a).await?.is_some() {
                 return Err(Error::Invalid(format!(
                     "audience `{}` is a registered tool's: obtain a credential for it by token exchange",

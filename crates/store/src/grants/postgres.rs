@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use super::{GRANT_COLS, GrantStore, Revocation};
-use crate::identity::postgres::kill_switch;
+use crate::identity::postgres_kills::kill_switch;
 use crate::postgres::rows::{corrupt, json, ms, ms_opt, s, typed, unsigned};
 use crate::postgres::{PgStore, WriteCtx, map_err, pg_read};
 use crate::{Result, StoreError};

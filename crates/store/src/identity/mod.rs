@@ -13,6 +13,7 @@ pub(crate) mod cache;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub(crate) mod postgres;
+pub(crate) mod postgres_kills;
 pub(crate) mod sqlite;
 
 use async_trait::async_trait;

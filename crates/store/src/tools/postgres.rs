@@ -135,33 +135,11 @@ impl ToolStore for PgStore {
     }
 
     async fn prune_credentials(&self, before: UnixMillis) -> Result<u64> {
-        self.write(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM credentials WHERE expires_at < $1")
-                    .bind(before.0)
-                    .execute(c.conn())
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                Ok(n)
-            })
-        })
-        .await
+        self.delete_before("DELETE FROM credentials WHERE expires_at < $1", before).await
     }
 
     async fn prune_presentations(&self, before: UnixMillis) -> Result<u64> {
-        self.write(move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM presentations WHERE last_at < $1")
-                    .bind(before.0)
-                    .execute(c.conn())
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected();
-                Ok(n)
-            })
-        })
-        .await
+        self.delete_before("DELETE FROM presentations WHERE last_at < $1", before).await
     }
 
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
@@ -241,6 +219,18 @@ impl ToolStore for PgStore {
                 }
                 c.audit(audit)?;
                 Ok(true)
+            })
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// Runs a fixed `DELETE … WHERE <time> < $1` (pruning); how many rows went.
+    async fn delete_before(&self, sql: &'static str, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(sql).bind(before.0).execute(c.conn()).await.map_err(map_err)?.rows_affected())
             })
         })
         .await

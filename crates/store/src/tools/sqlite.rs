@@ -136,19 +136,11 @@ impl ToolStore for SqliteStore {
     }
 
     async fn prune_credentials(&self, before: UnixMillis) -> Result<u64> {
-        self.write(move |c| {
-            let n = c.conn.execute("DELETE FROM credentials WHERE expires_at < ?1", [before.0]).map_err(map_err)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
+        self.delete_before("DELETE FROM credentials WHERE expires_at < ?1", before).await
     }
 
     async fn prune_presentations(&self, before: UnixMillis) -> Result<u64> {
-        self.write(move |c| {
-            let n = c.conn.execute("DELETE FROM presentations WHERE last_at < ?1", [before.0]).map_err(map_err)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
+        self.delete_before("DELETE FROM presentations WHERE last_at < ?1", before).await
     }
 
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool> {
@@ -207,6 +199,13 @@ impl ToolStore for SqliteStore {
             Ok(true)
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs a fixed `DELETE … WHERE <time> < ?1` (pruning); how many rows went.
+    async fn delete_before(&self, sql: &'static str, before: UnixMillis) -> Result<u64> {
+        self.write(move |c| Ok(u64::try_from(c.conn.execute(sql, [before.0]).map_err(map_err)?).unwrap_or(0))).await
     }
 }
 
