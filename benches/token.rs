@@ -1,5 +1,6 @@
 //! JWT-SVID mint and verify, each beside the raw ES256 operation on the same bytes, in one
-//! run, so the overhead Remit adds (JSON, base64, header checks) reads off directly.
+//! run, so the overhead Remit adds (JSON, base64, header checks) reads off directly; and
+//! X.509-SVID issuance beside a raw P-256 key generation plus one ECDSA signature.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -91,6 +92,36 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             jwt::verify(&ring, black_box(&token), v).unwrap();
             remit_token::dpop::verify(black_box(&proof), expect).unwrap()
+        })
+    });
+    g.finish();
+
+    // X.509-SVID issuance (a fresh P-256 key, an rcgen certificate signed by the CA) beside
+    // its raw parts: generating a P-256 key and one ECDSA signature.
+    let ca_key = remit_token::SigningKey::generate().unwrap();
+    let now = remit_core::time::UnixMillis(1_800_000_000_000);
+    let ca_cert = remit_token::x509::self_signed_ca(&ca_key, "spiffe://bench.local", now, 86_400, [7; 16]).unwrap();
+    let chain = vec![ca_cert];
+    let ca = remit_token::x509::Ca { key: &ca_key, chain: &chain };
+    let asn1 = EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    let mut g = c.benchmark_group("x509_svid");
+    g.bench_function("raw_keygen_and_sign", |b| {
+        b.iter(|| {
+            let k = EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+            black_box(k.public_key());
+            asn1.sign(&SystemRandom::new(), black_box(&signing_input)).unwrap()
+        })
+    });
+    g.bench_function("issue", |b| {
+        b.iter(|| {
+            remit_token::x509::issue_leaf(
+                &ca,
+                black_box("spiffe://bench.local/agent/a/instance/i-1"),
+                now,
+                3600,
+                [9; 16],
+            )
+            .unwrap()
         })
     });
     g.finish();

@@ -181,6 +181,10 @@ impl Client {
         self.json(self.send(self.request(Method::PUT, path).json(body)).await?).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.json(self.send(self.request(Method::DELETE, path)).await?).await
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, CliError> {
         self.json(self.send(self.request(Method::POST, path).form(form)).await?).await
     }

@@ -78,6 +78,10 @@ pub enum Command {
     /// Grants: a signed-in human delegates to an agent (confirmed in a second step).
     #[command(subcommand)]
     Grant(cmd::grant::Cmd),
+    /// Workload registration entries: which agent a process on this host is (SPIFFE
+    /// Workload API attestation, no secret to hand out).
+    #[command(subcommand)]
+    Entry(cmd::entry::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

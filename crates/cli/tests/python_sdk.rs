@@ -20,32 +20,9 @@ use serde_json::Value;
 
 mod common;
 
-use common::{BIN, Server};
+use common::{BIN, Server, python, repo};
 
 const OWNER: &str = "alice@example.com";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
-}
-
-/// The Python to run the SDK with: `REMIT_TEST_PYTHON`, else the shared venv's.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("REMIT_TEST_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let script = repo().join("scripts/python-env.sh");
-    let o = Command::new(&script).stderr(Stdio::inherit()).output().unwrap_or_else(|e| {
-        panic!("cannot run {}: {e}; set REMIT_TEST_PYTHON to a Python with pytest and the SDK", script.display())
-    });
-    let path = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    assert!(
-        o.status.success() && !path.is_empty(),
-        "{} failed ({}): set REMIT_TEST_PYTHON to a Python with pytest and the SDK (`pip install ./sdk/python`)",
-        script.display(),
-        o.status
-    );
-    PathBuf::from(path)
-}
 
 /// Reads a pipe to the end in a thread (so a chatty child never blocks on a full pipe).
 fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {

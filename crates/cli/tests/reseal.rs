@@ -40,7 +40,8 @@ fn an_unsealed_installation_starts_only_after_reseal() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plan["written"], false);
-    assert_eq!(plan["keys"].as_array().unwrap().len(), 2);
+    // The JWT key, the audit key and the X.509 CA.
+    assert_eq!(plan["keys"].as_array().unwrap().len(), 3);
     assert!(String::from_utf8_lossy(&serve(&[]).stderr).contains("remit reseal"));
     // With --yes, the server starts and announces the sealed issuer.
     let o = Command::new(BIN)

@@ -69,6 +69,9 @@ pub enum AuditAction {
     GrantRevoke,
     TokenPresent,
     TokenMisuse,
+    EntryCreate,
+    EntryDelete,
+    WorkloadAttest,
 }
 
 impl AuditAction {
@@ -121,6 +124,9 @@ impl AuditAction {
             AuditAction::GrantRevoke => "grant.revoke",
             AuditAction::TokenPresent => "token.present",
             AuditAction::TokenMisuse => "security.token_misuse",
+            AuditAction::EntryCreate => "entry.create",
+            AuditAction::EntryDelete => "entry.delete",
+            AuditAction::WorkloadAttest => "workload.attest",
         }
     }
 }

@@ -157,6 +157,12 @@ random_id_type!(
     "grant id"
 );
 random_id_type!(
+    /// A workload registration entry: selectors that name an agent (`re-` and 32 hex digits).
+    EntryId,
+    "re-",
+    "registration entry id"
+);
+random_id_type!(
     /// A per-tool credential obtained by token exchange (its token's `jti`).
     CredentialId,
     "c-",

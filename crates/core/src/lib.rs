@@ -17,6 +17,8 @@
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
 //! - [`grant`]: human → agent grants, confirmed in a second step, ended with their human.
 //! - [`tool`]: registered tools and the per-tool credentials tasks obtain by token exchange.
+//! - [`workload`]: workload attestation selectors and registration entries (which agent a
+//!   process or an external platform token is).
 
 pub mod approval;
 pub mod audit;
@@ -31,5 +33,6 @@ pub mod random;
 pub mod rules;
 pub mod time;
 pub mod tool;
+pub mod workload;
 
 pub use error::DomainError;

@@ -167,6 +167,9 @@ pub struct Instance {
     pub expires_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
     pub revoke_reason: Option<String>,
+    /// The one workflow it may start tasks in (set by the registration entry that attested
+    /// it); `None`: any workflow its agent may.
+    pub workflow: Option<WorkflowName>,
 }
 
 /// One unit of work of one workflow, with its own identity.

@@ -179,6 +179,12 @@ pub fn start_task(
     {
         return Err(DomainError::InstanceInactive(inst.id.to_string()));
     }
+    // An instance attested through an entry held to one workflow starts tasks there only.
+    if let Some(held) = instance.and_then(|i| i.workflow.as_ref())
+        && *held != wf.name
+    {
+        return Err(DomainError::AgentNotInWorkflow { agent: agent.name.to_string(), workflow: wf.name.to_string() });
+    }
     check_text("intent", &req.intent, limits.max_intent_len, true)?;
     if req.audience.is_empty() {
         return Err(DomainError::invalid("audience", "at least one audience is required"));
@@ -431,6 +437,7 @@ mod tests {
             expires_at: UnixMillis(10_000_000),
             revoked_at: None,
             revoke_reason: None,
+            workflow: None,
         };
         let now = UnixMillis(2000);
         assert_eq!(task_liveness(&t, &wf(), &agent(), Some(&inst), now), Liveness::Active);
@@ -463,6 +470,7 @@ mod tests {
             expires_at: UnixMillis(61_000),
             revoked_at: None,
             revoke_reason: None,
+            workflow: None,
         };
         let t = start_task(
             req(Some(600)),

@@ -54,6 +54,8 @@ pub struct App {
     kek: Kek,
     /// The JWT signing key and the retired keys still accepted; swapped whole on rotation.
     keyring: RwLock<Arc<Keyring>>,
+    /// The trust domain's X.509 CA (`None` only until [`App::ensure_x509_ca`] has run).
+    pub(crate) x509: RwLock<Option<Arc<crate::service::x509::X509Authority>>>,
     /// Signs audit checkpoints.
     audit_key: Arc<SigningKey>,
     /// Public audit keys by kid, for verifying checkpoints.
@@ -106,7 +108,7 @@ impl App {
         let admin_hash =
             hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
         let keys = store.keys().list().await?;
-        let (keyring, audit_key, audit_public) = build_keys(&kek, &keys)?;
+        let (keyring, audit_key, audit_public, x509) = build_keys(&kek, &keys)?;
         let limits = cfg.core_limits();
         let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
         let org = match &cfg.admin_policies {
@@ -140,6 +142,7 @@ impl App {
             scim_hash: std::sync::OnceLock::new(),
             kek,
             keyring: RwLock::new(Arc::new(keyring)),
+            x509: RwLock::new(x509.map(Arc::new)),
             audit_key: Arc::new(audit_key),
             audit_public: RwLock::new(audit_public),
             last_key_reload: Mutex::new(None),
@@ -172,7 +175,7 @@ impl App {
     /// stay as they were.
     pub async fn reload_keys(&self) -> Result<(), Error> {
         let keys = self.store.keys().list().await?;
-        let (ring, _, audit_public) = build_keys(&self.kek, &keys).map_err(|e| {
+        let (ring, _, audit_public, x509) = build_keys(&self.kek, &keys).map_err(|e| {
             tracing::error!(error = %e, "refusing the stored key set; keeping the keys in use");
             Error::Internal(e.to_string())
         })?;
@@ -181,6 +184,9 @@ impl App {
         }
         if let Ok(mut a) = self.audit_public.write() {
             *a = audit_public;
+        }
+        if let Ok(mut x) = self.x509.write() {
+            *x = x509.map(Arc::new);
         }
         Ok(())
     }
@@ -283,8 +289,11 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     hex::decode(s).ok()?.try_into().ok()
 }
 
-/// Opens the active JWT and audit keys and collects every still-published public key.
-fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<(Keyring, SigningKey, Vec<VerifyingKey>), StartError> {
+/// What [`build_keys`] opens: the JWT keyring, the audit signer and verifiers, the X.509 CA.
+type BuiltKeys = (Keyring, SigningKey, Vec<VerifyingKey>, Option<crate::service::x509::X509Authority>);
+
+/// Opens the active JWT, audit and X.509 CA keys and collects every still-published public key.
+fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<BuiltKeys, StartError> {
     let active = |p: KeyPurpose| {
         keys.iter()
             .filter(|k| k.purpose == p && k.retire_after.is_none())
@@ -311,9 +320,14 @@ fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<(Keyring, SigningKey, Vec
             KeyPurpose::Jwt if k.kid != jwt.kid => retired.push(vk),
             KeyPurpose::Jwt => {}
             KeyPurpose::Audit => audit_public.push(vk),
+            KeyPurpose::X509 => {}
         }
     }
-    Ok((Keyring::new(signer, retired), audit, audit_public))
+    let x509 = crate::service::x509::build_authority(keys, |k| {
+        opened.remove(&k.kid).ok_or_else(|| format!("key `{}` is listed twice", k.kid))
+    })
+    .map_err(StartError::Keys)?;
+    Ok((Keyring::new(signer, retired), audit, audit_public, x509))
 }
 
 /// Generates a new key of `purpose`, sealed for storage.
@@ -327,6 +341,7 @@ pub fn new_stored_key(kek: &Kek, purpose: KeyPurpose, now: remit_core::time::Uni
         created_at: now,
         retire_after: None,
         mac: None,
+        cert: None,
     };
     stored.mac = Some(crate::seal::key_mac(kek, &stored));
     Ok(stored)

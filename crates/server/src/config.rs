@@ -196,6 +196,39 @@ fn default_groups_claim() -> String {
     "groups".into()
 }
 
+/// The SPIFFE Workload API and the X.509-SVIDs it hands out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadConfig {
+    /// The Workload API's Unix socket: a path, or `off`. Default `<data_dir>/workload.sock`.
+    /// Created world-connectable (0777): callers are told apart by attestation, not by who
+    /// may open the socket; the directory around it decides who can reach it at all.
+    pub socket: Option<String>,
+    /// Lifetime of an X.509-SVID; it is rotated (and pushed down the stream) at half-life.
+    #[serde(deserialize_with = "dur")]
+    pub x509_svid_ttl: Duration,
+    /// Lifetime of a JWT-SVID fetched from the socket.
+    #[serde(deserialize_with = "dur")]
+    pub jwt_svid_ttl: Duration,
+    /// Lifetime of the trust domain's self-signed X.509 CA certificate.
+    #[serde(deserialize_with = "dur")]
+    pub ca_ttl: Duration,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            socket: None,
+            x509_svid_ttl: Duration::from_secs(3600),
+            jwt_svid_ttl: Duration::from_secs(300),
+            ca_ttl: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
+
+/// The Workload API socket's default name inside the data directory.
+pub const WORKLOAD_SOCKET_FILE: &str = "workload.sock";
+
 /// Humans' sessions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -265,6 +298,7 @@ pub struct Config {
     /// The organisation's `forbid` policies narrowing Remit's built-in admin roles: a
     /// `.cedar` file or a directory of them (validated at start; an invalid set refuses to start).
     pub admin_policies: Option<PathBuf>,
+    pub workload: WorkloadConfig,
 }
 
 impl Default for Config {
@@ -287,6 +321,7 @@ impl Default for Config {
             oidc: vec![],
             sessions: SessionsConfig::default(),
             admin_policies: None,
+            workload: WorkloadConfig::default(),
         }
     }
 }
@@ -346,6 +381,9 @@ impl Config {
         if let Some(v) = env("REMIT_ADMIN_LISTEN") {
             cfg.admin_listen = Some(v);
         }
+        if let Some(v) = env("REMIT_WORKLOAD_SOCKET") {
+            cfg.workload.socket = Some(v);
+        }
         if let Some(v) = env("REMIT_LOG_FORMAT") {
             cfg.log_format = v;
         }
@@ -388,6 +426,15 @@ impl Config {
             return Err(bad(format!("`{v}` is not a loopback address; the admin listener is for this machine only")));
         }
         Ok(Some(AdminListen::Tcp(addr)))
+    }
+
+    /// Where the Workload API listens, if anywhere.
+    pub fn workload_socket(&self) -> Option<PathBuf> {
+        match self.workload.socket.as_deref() {
+            None => Some(self.data_dir.join(WORKLOAD_SOCKET_FILE)),
+            Some("off") => None,
+            Some(p) => Some(PathBuf::from(p.strip_prefix("unix://").unwrap_or(p))),
+        }
     }
 
     /// Which backend `store` names.

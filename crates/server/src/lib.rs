@@ -13,6 +13,7 @@
 //! - [`error`]: the service layer's errors (no HTTP vocabulary); `api::error` maps them to
 //!   statuses in one place.
 //! - [`seal`]: what Remit trusts from its database proves itself under the KEK.
+//! - [`workload`]: the SPIFFE Workload API on a Unix socket, with Unix attestation.
 
 pub mod api;
 pub mod app;
@@ -28,6 +29,7 @@ pub mod scim;
 pub mod seal;
 pub mod service;
 pub mod signin;
+pub mod workload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,7 +46,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let admin = listen::bind_admin(&app.cfg).await?;
-    serve_on(app, listen::Listeners { public: listener, admin }, shutdown).await
+    let workload = workload::bind(&app)?;
+    serve_on(app, listen::Listeners { public: listener, admin, workload }, shutdown).await
 }
 
 /// Serves `app` on `listeners` until `shutdown` resolves, then drains in-flight requests.
@@ -56,6 +59,7 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let conn_stop = stop_rx.clone();
+    let workload_stop = stop_rx.clone();
     let cp_app = app.clone();
     let checkpointer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(cp_app.cfg.audit.checkpoint_interval);
@@ -165,12 +169,16 @@ pub async fn serve_on(
             drop(file);
         }),
     });
+    let workload = listeners.workload.map(|l| tokio::spawn(workload::serve(app.clone(), l, workload_stop)));
     shutdown.await;
     app.begin_shutdown();
     let _ = stop_tx.send(true);
     let _ = public.await;
     if let Some(a) = admin {
         let _ = a.await;
+    }
+    if let Some(w) = workload {
+        let _ = w.await;
     }
     let _ = checkpointer.await;
     key_follower.abort();
@@ -223,6 +231,7 @@ pub async fn bootstrap(
         return Err(app::StartError::NotInitialized);
     };
     let app = App::new(cfg, store, clock, Arc::new(remit_token::OsRandom), kek).await?;
+    app.ensure_x509_ca().await.map_err(|e| app::StartError::Keys(format!("creating the X.509 CA: {e}")))?;
     if let Err(e) = app.pdp.reload_policy().await {
         // Deny everything rather than refuse to start: identity and kill switches still work.
         tracing::error!(error = %e, "the active policy bundle could not be loaded; every decision is deny");

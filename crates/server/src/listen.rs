@@ -44,6 +44,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: Option<AdminListener>,
+    /// The SPIFFE Workload API's Unix socket.
+    pub workload: Option<crate::workload::WorkloadListener>,
 }
 
 /// The admin listener, bound.
@@ -94,7 +96,7 @@ pub async fn bind_admin(cfg: &Config) -> std::io::Result<Option<AdminListener>> 
 
 /// Binds a Unix socket readable and writable by the owner only. A stale socket file from a
 /// previous run is replaced; a live one (another server answering) is an error.
-fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+pub(crate) fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub decisions: Family<ResultLabel, Counter>,
     pub kills: Family<ResultLabel, Counter>,
     pub exchanges: Family<ResultLabel, Counter>,
+    pub attestations: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -46,14 +47,30 @@ impl Metrics {
         let decisions = Family::<ResultLabel, Counter>::default();
         let kills = Family::<ResultLabel, Counter>::default();
         let exchanges = Family::<ResultLabel, Counter>::default();
+        let attestations = Family::<ResultLabel, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_seconds.clone());
-        registry.register("tokens_issued", "JWT-SVIDs issued, by kind", tokens_issued.clone());
+        registry.register(
+            "tokens_issued",
+            "SVIDs issued, by kind (instance, task, tool, jwt-svid, x509-svid)",
+            tokens_issued.clone(),
+        );
         registry.register("introspections", "Introspection answers, by result", introspections.clone());
         registry.register("decisions", "Policy decisions, by outcome", decisions.clone());
         registry.register("kills", "Kill switches pulled, by target kind", kills.clone());
         registry.register("token_exchanges", "RFC 8693 token exchanges: issued, refused or error", exchanges.clone());
-        Metrics { registry, http_requests, http_seconds, tokens_issued, introspections, decisions, kills, exchanges }
+        registry.register("workload_attestations", "Workload API callers: attested or refused", attestations.clone());
+        Metrics {
+            registry,
+            http_requests,
+            http_seconds,
+            tokens_issued,
+            introspections,
+            decisions,
+            kills,
+            exchanges,
+            attestations,
+        }
     }
 
     pub fn label(v: &str) -> ResultLabel {

@@ -54,20 +54,30 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     hex::decode(s).ok()
 }
 
-fn key_fields(k: &StoredKey) -> [Vec<u8>; 5] {
-    [
+/// The MAC'd fields of a key row; an X.509 CA's certificate chain is a sixth field (rows
+/// without one keep the five-field MAC they were sealed with).
+fn key_fields(k: &StoredKey) -> Vec<Vec<u8>> {
+    let mut f = vec![
         k.kid.as_bytes().to_vec(),
         k.purpose.as_str().as_bytes().to_vec(),
         k.public.clone(),
         k.created_at.0.to_string().into_bytes(),
         k.retire_after.map(|t| t.0.to_string()).unwrap_or_default().into_bytes(),
-    ]
+    ];
+    if let Some(cert) = &k.cert {
+        f.push(cert.clone());
+    }
+    f
+}
+
+fn field_refs(f: &[Vec<u8>]) -> Vec<&[u8]> {
+    f.iter().map(Vec::as_slice).collect()
 }
 
 /// The MAC a key row must carry.
 pub fn key_mac(kek: &Kek, k: &StoredKey) -> String {
     let f = key_fields(k);
-    hex(&kek.mac(KEY_DOMAIN, &f.each_ref().map(Vec::as_slice)))
+    hex(&kek.mac(KEY_DOMAIN, &field_refs(&f)))
 }
 
 /// Checks one key row: its MAC, and that its sealed private half opens under the KEK and is
@@ -75,7 +85,7 @@ pub fn key_mac(kek: &Kek, k: &StoredKey) -> String {
 pub fn open_key(kek: &Kek, k: &StoredKey) -> Result<SigningKey, SealError> {
     let tag = k.mac.as_deref().ok_or_else(|| SealError::KeyUnsealed(k.kid.clone()))?;
     let f = key_fields(k);
-    let tag_ok = unhex(tag).is_some_and(|t| kek.verify_mac(KEY_DOMAIN, &f.each_ref().map(Vec::as_slice), &t));
+    let tag_ok = unhex(tag).is_some_and(|t| kek.verify_mac(KEY_DOMAIN, &field_refs(&f), &t));
     if !tag_ok {
         return Err(SealError::KeyForged(k.kid.clone(), "its MAC does not match"));
     }
@@ -181,6 +191,7 @@ mod tests {
             created_at: UnixMillis(5),
             retire_after: None,
             mac: None,
+            cert: None,
         };
         k.mac = Some(key_mac(kek, &k));
         k

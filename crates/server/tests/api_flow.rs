@@ -54,6 +54,11 @@ async fn discovery_documents() {
     assert_eq!(bundle["keys"][0]["use"], "jwt-svid");
     assert!(bundle["keys"][0]["kid"].is_string());
     assert_eq!(bundle["spiffe_sequence"], 1);
+    // The X.509 CA, with its certificate, for X.509-SVID validators.
+    let x509: Vec<&serde_json::Value> =
+        bundle["keys"].as_array().unwrap().iter().filter(|k| k["use"] == "x509-svid").collect();
+    assert_eq!(x509.len(), 1, "{bundle}");
+    assert!(x509[0]["x5c"][0].as_str().is_some_and(|c| c.starts_with("MII")), "{bundle}");
     assert!(bundle["spiffe_refresh_hint"].as_u64().unwrap() > 0);
     let (st, api) = s.call("GET", "/openapi.json", None, None).await;
     assert_eq!(st, 200);

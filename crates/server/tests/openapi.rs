@@ -574,6 +574,21 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("GET", "/v1/approvals/{id}", &approval_path, a, None).await.0, 200);
     assert_eq!(x.call("GET", "/v1/approvals", "/v1/approvals", a, None).await.0, 200);
 
+    // Workload registration entries.
+    let entry = json!({"selectors": ["unix:uid:1000", "unix:path:/usr/local/bin/deploy-bot"], "agent": "deploy-bot",
+                       "hint": "internal"});
+    let (st, e) = x.call("POST", "/v1/entries", "/v1/entries", a, Some(entry.clone())).await;
+    assert_eq!(st, 201, "{e}");
+    assert_eq!(x.call("POST", "/v1/entries", "/v1/entries", a, Some(entry)).await.0, 409);
+    let bad = json!({"selectors": ["unix:uid:-1"], "agent": "deploy-bot"});
+    assert_eq!(x.call("POST", "/v1/entries", "/v1/entries", a, Some(bad)).await.0, 400);
+    let ghost = json!({"selectors": ["unix:uid:7"], "agent": "ghost"});
+    assert_eq!(x.call("POST", "/v1/entries", "/v1/entries", a, Some(ghost)).await.0, 404);
+    assert_eq!(x.call("GET", "/v1/entries", "/v1/entries", a, None).await.0, 200);
+    let ep = format!("/v1/entries/{}", e["id"].as_str().unwrap());
+    assert_eq!(x.call("DELETE", "/v1/entries/{id}", &ep, a, None).await.0, 200);
+    assert_eq!(x.call("DELETE", "/v1/entries/{id}", &ep, a, None).await.0, 404);
+
     // Tools and the token exchange (its errors are OAuth's own shape).
     let tool = json!({"name": "tickets", "audience": "https://tickets.example", "scopes": ["call_tool", "admin"],
                       "owner": "carol@example.com"});

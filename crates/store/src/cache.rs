@@ -301,6 +301,9 @@ impl Store for CachingStore {
     fn tools(&self) -> &dyn crate::tools::ToolStore {
         self.inner.tools()
     }
+    fn workload(&self) -> &dyn crate::workload::WorkloadStore {
+        self.inner.workload()
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self.inner.grants()
     }

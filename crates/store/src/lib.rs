@@ -9,6 +9,7 @@
 //! - [`scim`]: the SCIM resources an identity provider provisions (Users are humans).
 //! - [`grants`]: humans' grants of authority to agents (revoked with every task under them).
 //! - [`tools`]: registered tools and the per-tool credentials issued by token exchange.
+//! - [`workload`]: registration entries (attested selectors → agent) and attested instances.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
 //! as `impl <Area>Store for SqliteStore / PgStore`) and its conformance cases. [`Store`]
@@ -49,6 +50,7 @@ pub mod postgres;
 pub mod scim;
 pub mod sqlite;
 pub mod tools;
+pub mod workload;
 
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
@@ -60,6 +62,7 @@ pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKe
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
 pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
 pub use tools::{Presentation as TokenPresentation, ToolStore};
+pub use workload::WorkloadStore;
 
 /// Largest page any list call returns.
 pub const MAX_PAGE: u32 = 10_000;
@@ -98,6 +101,7 @@ pub trait Store: Send + Sync + 'static {
     fn scim(&self) -> &dyn ScimStore;
     fn tools(&self) -> &dyn ToolStore;
     fn grants(&self) -> &dyn GrantStore;
+    fn workload(&self) -> &dyn WorkloadStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

@@ -215,6 +215,11 @@ impl SigningKey {
         let sig = self.pair.sign(&SystemRandom::new(), msg).expect("ecdsa signing");
         sig.as_ref().to_vec()
     }
+    /// The private key as PKCS#8 DER, for a signer that needs another signature encoding
+    /// (X.509 wants ASN.1 ECDSA signatures). Never stored or sent unsealed.
+    pub(crate) fn pkcs8(&self) -> Result<Vec<u8>, KeyError> {
+        Ok(self.pair.to_pkcs8v1().map_err(|_| KeyError::Malformed)?.as_ref().to_vec())
+    }
     /// The private key sealed under `kek` (bound to its kid), for storage.
     pub fn seal(&self, kek: &Kek) -> Result<Vec<u8>, KeyError> {
         let der = self.pair.to_pkcs8v1().map_err(|_| KeyError::Malformed)?;

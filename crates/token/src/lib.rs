@@ -5,6 +5,7 @@
 //! - [`jwt`]: minting and strict verification of compact JWS tokens (only `ES256`, only the
 //!   `alg`/`kid`/`typ` header, known `kid`, `exp`/`iat`/`aud` checked).
 //! - [`keyring`]: the set of keys a server signs and verifies with, JWKS and SPIFFE bundles.
+//! - [`x509`]: the trust domain's X.509 CA and the X.509-SVIDs it signs.
 //!
 //! No IO and no clock: callers pass `now` and key material in.
 
@@ -14,6 +15,7 @@ pub mod keyring;
 pub mod keys;
 pub mod oidc;
 pub mod totp;
+pub mod x509;
 
 pub use jwt::{Actor, Claims, Confirmation, RemitClaims, SvidKind, TokenError};
 pub use keyring::Keyring;

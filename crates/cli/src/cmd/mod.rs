@@ -5,6 +5,7 @@ pub mod approval;
 pub mod audit;
 pub mod decide;
 pub mod entities;
+pub mod entry;
 pub mod exec;
 pub mod grant;
 pub mod human;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(c) => token::run(&g, c).await,
         Command::Tool(c) => tool::run(&g, c).await,
         Command::Grant(c) => grant::run(&g, c).await,
+        Command::Entry(c) => entry::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

@@ -97,16 +97,23 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Failed(format!("cannot bind the admin listener: {e}")))?;
     let admin_at = admin.as_ref().map(|a| a.describe());
+    let workload = remit_server::workload::bind(&app)
+        .map_err(|e| CliError::Failed(format!("cannot bind the Workload API socket: {e}")))?;
+    let workload_at = workload.as_ref().map(|w| w.endpoint());
     let url = format!("http://{addr}");
     if tty {
         if let Some(a) = &admin_at {
             println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
         }
+        if let Some(w) = &workload_at {
+            println!("SPIFFE Workload API: SPIFFE_ENDPOINT_SOCKET={w}");
+        }
         println!("Remit listening on {url} (data in {})", g.data_dir.display());
     }
     tracing::info!(%url, admin_url = admin_at.as_deref().unwrap_or("off"), trust_domain = %app.trust_domain,
+                   spiffe_endpoint_socket = workload_at.as_deref().unwrap_or("off"),
                    store = %store_display, "remit serving");
-    let listeners = remit_server::listen::Listeners { public: listener, admin };
+    let listeners = remit_server::listen::Listeners { public: listener, admin, workload };
     remit_server::serve_on(app, listeners, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_remit");
@@ -71,4 +71,28 @@ pub fn serve_under(shell: Option<&str>, data: &Path, args: &[&str], env: &[(&str
     };
     std::thread::spawn(move || for _ in lines {});
     Server { child, url, admin_url, banner }
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+}
+
+/// The Python to run the SDK with: `REMIT_TEST_PYTHON`, else the shared venv's.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("REMIT_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let script = repo().join("scripts/python-env.sh");
+    let o = Command::new(&script).stderr(Stdio::inherit()).output().unwrap_or_else(|e| {
+        panic!("cannot run {}: {e}; set REMIT_TEST_PYTHON to a Python with pytest and the SDK", script.display())
+    });
+    let path = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(
+        o.status.success() && !path.is_empty(),
+        "{} failed ({}): set REMIT_TEST_PYTHON to a Python with pytest and the SDK (`pip install ./sdk/python`)",
+        script.display(),
+        o.status
+    );
+    PathBuf::from(path)
 }

@@ -292,15 +292,32 @@ pub async fn revoke_instance(
     Ok(Json(app.kill(&caller, KillTarget::Instance(id), &r.reason).await?.into()))
 }
 
-/// Rotates the JWT signing key; the old key stays published until its tokens expire. Admin.
-#[utoipa::path(post, path = "/v1/keys/rotate", tag = "operations",
+/// Which key `/v1/keys/rotate` rotates.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RotateQuery {
+    /// `jwt` (default): the JWT-SVID signing key; `x509`: the trust domain's X.509 CA.
+    pub purpose: Option<String>,
+}
+
+/// Rotates the JWT signing key (or, with `purpose=x509`, the X.509 CA); the old key stays
+/// published until what it signed has expired. Admin.
+#[utoipa::path(post, path = "/v1/keys/rotate", tag = "operations", params(RotateQuery),
     responses((status = 200, body = RotatedKeys, description = "the new signing key and bundle sequence"),
               (status = 401, body = ErrorBody, description = "no valid bearer credential"),
               (status = 403, body = ErrorBody, description = "not the admin"),
               (status = 409, body = ErrorBody, description = "the signing key changed meanwhile; retry")),
     security(("bearer" = [])))]
-pub async fn rotate_keys(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<RotatedKeys>, ApiError> {
-    let (kid, seq) = app.rotate_keys(&caller).await?;
+pub async fn rotate_keys(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    super::Query(q): super::Query<RotateQuery>,
+) -> Result<Json<RotatedKeys>, ApiError> {
+    let (kid, seq) = match q.purpose.as_deref() {
+        None | Some("jwt") => app.rotate_keys(&caller).await?,
+        Some("x509") => app.rotate_x509_ca(&caller).await?,
+        Some(p) => return Err(ApiError::BadRequest(format!("purpose: `{p}` is not `jwt` or `x509`"))),
+    };
     Ok(Json(RotatedKeys { kid, bundle_sequence: seq }))
 }
 

@@ -12,7 +12,7 @@ use super::schema::{HealthStatus, JwkSetDoc, OpenIdConfiguration, SpiffeBundleDo
 use crate::api::error::{ApiError, ErrorBody};
 
 /// How often bundle consumers should re-fetch (seconds).
-const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
+pub(crate) const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -37,16 +37,24 @@ pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(app.keyring().jwks()))
 }
 
-/// The SPIFFE trust bundle (JWKs with `use: jwt-svid`, `spiffe_sequence`, `spiffe_refresh_hint`).
+/// The SPIFFE trust bundle: JWKs with `use: jwt-svid` (the JWT-SVID keys) and `use: x509-svid`
+/// (the X.509 CA certificates, in `x5c`), `spiffe_sequence`, `spiffe_refresh_hint`. Served
+/// over HTTPS when TLS is configured: the SPIFFE bundle endpoint's `https_web` profile.
 #[utoipa::path(get, path = "/.well-known/spiffe-bundle", tag = "discovery",
     responses((status = 200, body = SpiffeBundleDoc, description = "SPIFFE bundle (cacheable for 60 s)"),
               (status = 503, body = ErrorBody, description = "the store does not answer")))]
 pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let seq = app.bundle_sequence().await?;
-    Ok((
-        [(header::CACHE_CONTROL, "public, max-age=60")],
-        Json(app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS)),
-    ))
+    let mut doc = app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS);
+    if let (Ok(ca), Some(keys)) = (app.x509_authority(), doc["keys"].as_array_mut()) {
+        use base64::Engine;
+        for (k, cert) in &ca.published {
+            let mut jwk = serde_json::to_value(k.jwk("x509-svid")).unwrap_or_default();
+            jwk["x5c"] = serde_json::json!([base64::engine::general_purpose::STANDARD.encode(cert)]);
+            keys.push(jwk);
+        }
+    }
+    Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(doc)))
 }
 
 /// OpenID-style discovery of the issuer, its keys and its token endpoints.
@@ -142,6 +150,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "instances", description = "Agent instances: joining with a join token, renewing, revoking."),
         (name = "tasks", description = "The task lifecycle: start, list, show, complete, revoke, watch."),
         (name = "audit", description = "The hash-chained audit log: list, export, verify, checkpoint. Admin."),
+        (name = "workloads", description = "SPIFFE workload registration entries: attested selectors that name an agent. Admin."),
         (name = "policies", description = "Cedar policy bundles and the attribute store's entities. Admin."),
         (name = "decisions", description = "Decisions on an agent task's actions, and explained decisions."),
         (name = "approvals", description = "Approval requests opened by `@approval` policies, decided by a named human."),
@@ -171,7 +180,7 @@ impl utoipa::Modify for BearerAuth {
         super::humans::create_local, super::humans::local_sign_in, super::humans::enroll_totp, super::humans::confirm_totp,
         super::oauth::token, authorization_server, super::tools::create, super::tools::list, super::tools::get,
         super::tools::disable, super::tools::set_owner, super::grants::propose, super::grants::confirm, super::grants::revoke,
-        super::grants::list, super::grants::get,
+        super::grants::list, super::grants::get, super::entries::create, super::entries::list, super::entries::delete,
     )
 )]
 pub struct ApiDoc;

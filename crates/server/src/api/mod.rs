@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authzen;
 pub mod discovery;
+pub mod entries;
 pub mod error;
 pub mod grants;
 pub mod humans;
@@ -26,7 +27,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower::ServiceBuilder;
@@ -271,6 +272,8 @@ pub fn router(app: AppState) -> Router {
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/oauth2/token", post(oauth::token))
         .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server))
+        .route("/v1/entries", get(entries::list).post(entries::create))
+        .route("/v1/entries/{id}", delete(entries::delete))
         .route("/v1/tools", get(tools::list).post(tools::create))
         .route("/v1/tools/{name}", get(tools::get))
         .route("/v1/tools/{name}/disable", post(tools::disable))

@@ -42,12 +42,15 @@ pub struct JwkDoc {
     pub y: String,
     /// The key id (the `kid` of the JWTs it verifies).
     pub kid: String,
-    /// `sig` in the JWK Set, `jwt-svid` in the SPIFFE bundle.
+    /// `sig` in the JWK Set; `jwt-svid` or `x509-svid` in the SPIFFE bundle.
     #[serde(rename = "use")]
     pub use_: String,
     /// `ES256` (in the JWK Set only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
+    /// An `x509-svid` key's CA certificate (one standard-base64 DER element).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
 }
 
 /// An RFC 7517 JWK Set: the current signing key and the retired keys still accepted.
@@ -56,7 +59,7 @@ pub struct JwkSetDoc {
     pub keys: Vec<JwkDoc>,
 }
 
-/// A SPIFFE trust bundle for JWT-SVIDs.
+/// A SPIFFE trust bundle: JWT-SVID keys and the X.509 CA certificates.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SpiffeBundleDoc {
     pub keys: Vec<JwkDoc>,

@@ -304,6 +304,7 @@ fn snapshot(spec: &TaskSpec, n: usize, now: UnixMillis) -> Result<TaskSnapshot, 
         expires_at: UnixMillis(expires_at.0.saturating_add(1)),
         revoked_at: None,
         revoke_reason: None,
+        workflow: None,
     });
     let task = Task {
         id: TaskId::from_random(seed(0x7, n)),

@@ -18,6 +18,8 @@ pub mod tasks;
 pub mod tokens;
 pub mod tools;
 pub mod watch;
+pub mod workload;
+pub mod x509;
 
 pub use crate::caller::{Caller, clean_operator};
 pub use crate::error::Error;

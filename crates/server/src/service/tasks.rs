@@ -86,6 +86,7 @@ impl App {
             expires_at: now.plus_secs(self.cfg.limits.instance_ttl.as_secs()),
             revoked_at: None,
             revoke_reason: None,
+            workflow: None,
         };
         let spiffe = SpiffeId::instance(&self.trust_domain, &inst.agent, &inst.id);
         let audit = AuditEvent::new(now, &actor, AuditAction::InstanceJoin)

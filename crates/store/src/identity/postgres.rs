@@ -450,16 +450,24 @@ async fn redeem_join_token(ctx: &mut WriteCtx, id: JoinTokenId, inst: Instance, 
     if n == 0 {
         return Err(conflict("join token is used, expired or revoked, or its agent is disabled"));
     }
-    sqlx::query("INSERT INTO instances (id, agent, state, created_at, expires_at) VALUES ($1,$2,$3,$4,$5)")
-        .bind(inst.id.as_str())
-        .bind(inst.agent.as_str())
-        .bind(inst.state.as_str())
-        .bind(inst.created_at.0)
-        .bind(inst.expires_at.0)
-        .execute(ctx.conn())
-        .await
-        .map_err(map_err)?;
+    insert_instance(ctx.conn(), &inst).await?;
     ctx.audit(audit)?;
+    Ok(())
+}
+
+pub(crate) async fn insert_instance(c: &mut PgConnection, inst: &Instance) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow) VALUES ($1,$2,$3,$4,$5,$6)",
+    )
+    .bind(inst.id.as_str())
+    .bind(inst.agent.as_str())
+    .bind(inst.state.as_str())
+    .bind(inst.created_at.0)
+    .bind(inst.expires_at.0)
+    .bind(inst.workflow.as_ref().map(|w| w.as_str()))
+    .execute(c)
+    .await
+    .map_err(map_err)?;
     Ok(())
 }
 

@@ -430,10 +430,17 @@ fn join_token(c: &Connection, id: &JoinTokenId) -> Result<Option<JoinToken>> {
     c.prepare_cached(&sql).and_then(|mut s| s.query_row([id.as_str()], rows::join_token).optional()).map_err(map_err)
 }
 
-fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
+pub(crate) fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
     c.execute(
-        "INSERT INTO instances (id, agent, state, created_at, expires_at) VALUES (?1,?2,?3,?4,?5)",
-        params![i.id.as_str(), i.agent.as_str(), i.state.as_str(), i.created_at.0, i.expires_at.0],
+        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow) VALUES (?1,?2,?3,?4,?5,?6)",
+        params![
+            i.id.as_str(),
+            i.agent.as_str(),
+            i.state.as_str(),
+            i.created_at.0,
+            i.expires_at.0,
+            i.workflow.as_ref().map(|w| w.as_str())
+        ],
     )
     .map_err(map_err)?;
     Ok(())

@@ -18,7 +18,7 @@ use crate::Change;
 use crate::Result;
 
 /// Columns of a key row, in the order the row readers expect.
-pub(crate) const KEY_COLS: &str = "kid, purpose, sealed, public, created_at, retire_after, mac";
+pub(crate) const KEY_COLS: &str = "kid, purpose, sealed, public, created_at, retire_after, mac, cert";
 
 /// What a key is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,8 @@ pub enum KeyPurpose {
     Jwt,
     /// Signs audit checkpoints.
     Audit,
+    /// The trust domain's X.509 CA: signs X.509-SVIDs.
+    X509,
 }
 
 impl KeyPurpose {
@@ -35,6 +37,15 @@ impl KeyPurpose {
         match self {
             KeyPurpose::Jwt => "jwt",
             KeyPurpose::Audit => "audit",
+            KeyPurpose::X509 => "x509",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jwt" => Some(KeyPurpose::Jwt),
+            "audit" => Some(KeyPurpose::Audit),
+            "x509" => Some(KeyPurpose::X509),
+            _ => None,
         }
     }
 }
@@ -54,6 +65,9 @@ pub struct StoredKey {
     /// Hex MAC under the KEK over the row (see `remit-server`'s key loading); `None` only in
     /// rows written before Remit sealed its records, which are refused until resealed.
     pub mac: Option<String>,
+    /// An X.509 CA key's certificate chain (its own certificate first, then any upstream
+    /// intermediates), concatenated DER; `None` for other purposes. Covered by the MAC.
+    pub cert: Option<Vec<u8>>,
 }
 
 /// The active key of a purpose being rotated out: until when it stays trusted, and the MAC
@@ -102,6 +116,10 @@ pub trait KeyStore: Send + Sync {
     /// still be the active one, else `Conflict`) is kept for verification until its
     /// `retire_after`. Bumps the bundle sequence and returns it.
     async fn rotate(&self, new: StoredKey, old: RetiringKey, audit: AuditEvent) -> Result<u64>;
+    /// Adds the first active key of a purpose an installation made by an earlier Remit lacks
+    /// (its X.509 CA); `Conflict` if one is active already (another replica added it). Bumps
+    /// the bundle sequence and returns it.
+    async fn add(&self, new: StoredKey, audit: AuditEvent) -> Result<u64>;
     /// Writes integrity seals on an installation made before Remit sealed its records.
     async fn reseal(&self, seal: Reseal, audit: AuditEvent) -> Result<()>;
     /// Increments on every change to the published key set.

@@ -29,6 +29,9 @@ impl KeyStore for PgStore {
     async fn reseal(&self, seal: Reseal, audit: AuditEvent) -> Result<()> {
         self.write(move |c| Box::pin(reseal(c, seal, audit))).await
     }
+    async fn add(&self, new: StoredKey, audit: AuditEvent) -> Result<u64> {
+        self.write(move |c| Box::pin(add_key(c, new, audit))).await
+    }
     async fn bundle_sequence(&self) -> Result<u64> {
         pg_read!(self, |c| bundle_sequence(c))
     }
@@ -39,10 +42,9 @@ fn conflict(msg: impl Into<String>) -> StoreError {
 }
 
 fn key_row(r: &PgRow) -> Result<StoredKey> {
-    let purpose = match s(r, 1)?.as_str() {
-        "jwt" => KeyPurpose::Jwt,
-        "audit" => KeyPurpose::Audit,
-        other => return Err(corrupt(1, format!("unknown key purpose `{other}`"))),
+    let purpose = s(r, 1)?;
+    let Some(purpose) = KeyPurpose::parse(&purpose) else {
+        return Err(corrupt(1, format!("unknown key purpose `{purpose}`")));
     };
     Ok(StoredKey {
         kid: s(r, 0)?,
@@ -52,6 +54,7 @@ fn key_row(r: &PgRow) -> Result<StoredKey> {
         created_at: ms(r, 4)?,
         retire_after: ms_opt(r, 5)?,
         mac: so(r, 6)?,
+        cert: r.try_get(7).map_err(map_err)?,
     })
 }
 
@@ -89,8 +92,8 @@ async fn put_meta(c: &mut PgConnection, k: &str, v: &str) -> Result<()> {
 
 async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
     sqlx::query(
-        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac, cert) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&k.kid)
     .bind(k.purpose.as_str())
@@ -99,6 +102,7 @@ async fn insert_key(c: &mut PgConnection, k: &StoredKey) -> Result<()> {
     .bind(k.created_at.0)
     .bind(k.retire_after.map(|t| t.0))
     .bind(&k.mac)
+    .bind(&k.cert)
     .execute(c)
     .await
     .map_err(map_err)?;
@@ -159,6 +163,19 @@ async fn rotate_key(ctx: &mut WriteCtx, new: StoredKey, old: RetiringKey, audit:
         return Err(conflict(format!("key `{}` is no longer the active {} key", old.kid, new.purpose.as_str())));
     }
     insert_key(ctx.conn(), &new).await?;
+    let seq = bundle_sequence(ctx.conn()).await? + 1;
+    put_meta(ctx.conn(), "bundle_sequence", &seq.to_string()).await?;
+    ctx.audit(audit)?;
+    ctx.changed([Change::Keys]);
+    Ok(seq)
+}
+
+/// The partial unique index `keys_one_active` keeps a racing replica's second key out.
+async fn add_key(ctx: &mut WriteCtx, new: StoredKey, audit: AuditEvent) -> Result<u64> {
+    insert_key(ctx.conn(), &new).await.map_err(|e| match e {
+        StoreError::Conflict(_) => conflict(format!("an active {} key exists", new.purpose.as_str())),
+        e => e,
+    })?;
     let seq = bundle_sequence(ctx.conn()).await? + 1;
     put_meta(ctx.conn(), "bundle_sequence", &seq.to_string()).await?;
     ctx.audit(audit)?;

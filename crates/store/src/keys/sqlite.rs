@@ -28,6 +28,9 @@ impl KeyStore for SqliteStore {
     async fn reseal(&self, seal: Reseal, audit: AuditEvent) -> Result<()> {
         self.write(move |c| reseal(c, seal, audit)).await
     }
+    async fn add(&self, new: StoredKey, audit: AuditEvent) -> Result<u64> {
+        self.write(move |c| add_key(c, new, audit)).await
+    }
     async fn bundle_sequence(&self) -> Result<u64> {
         self.read(bundle_sequence).await
     }
@@ -39,10 +42,8 @@ fn conflict(msg: impl Into<String>) -> StoreError {
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
     let purpose: String = r.get(1)?;
-    let purpose = match purpose.as_str() {
-        "jwt" => KeyPurpose::Jwt,
-        "audit" => KeyPurpose::Audit,
-        other => return Err(bad(1, format!("unknown key purpose `{other}`"))),
+    let Some(purpose) = KeyPurpose::parse(&purpose) else {
+        return Err(bad(1, format!("unknown key purpose `{purpose}`")));
     };
     Ok(StoredKey {
         kid: r.get(0)?,
@@ -52,6 +53,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<StoredKey> {
         created_at: ms(r, 4)?,
         retire_after: ms_opt(r, 5)?,
         mac: r.get(6)?,
+        cert: r.get(7)?,
     })
 }
 
@@ -83,9 +85,18 @@ fn put_meta(c: &Connection, k: &str, v: &str) -> Result<()> {
 
 fn insert_key(c: &Connection, k: &StoredKey) -> Result<()> {
     c.execute(
-        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![k.kid, k.purpose.as_str(), k.sealed, k.public, k.created_at.0, k.retire_after.map(|t| t.0), k.mac],
+        "INSERT INTO keys (kid, purpose, sealed, public, created_at, retire_after, mac, cert) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            k.kid,
+            k.purpose.as_str(),
+            k.sealed,
+            k.public,
+            k.created_at.0,
+            k.retire_after.map(|t| t.0),
+            k.mac,
+            k.cert
+        ],
     )
     .map_err(map_err)?;
     Ok(())
@@ -142,6 +153,19 @@ fn rotate_key(ctx: &mut WriteCtx<'_>, new: StoredKey, old: RetiringKey, audit: A
         return Err(conflict(format!("key `{}` is no longer the active {} key", old.kid, new.purpose.as_str())));
     }
     insert_key(ctx.conn, &new)?;
+    let seq = bundle_sequence(ctx.conn)? + 1;
+    put_meta(ctx.conn, "bundle_sequence", &seq.to_string())?;
+    ctx.audit(audit)?;
+    ctx.changed([Change::Keys]);
+    Ok(seq)
+}
+
+fn add_key(ctx: &mut WriteCtx<'_>, new: StoredKey, audit: AuditEvent) -> Result<u64> {
+    // The partial unique index `keys_one_active` refuses a second active key of a purpose.
+    insert_key(ctx.conn, &new).map_err(|e| match e {
+        StoreError::Conflict(_) => conflict(format!("an active {} key exists", new.purpose.as_str())),
+        e => e,
+    })?;
     let seq = bundle_sequence(ctx.conn)? + 1;
     put_meta(ctx.conn, "bundle_sequence", &seq.to_string())?;
     ctx.audit(audit)?;

@@ -130,6 +130,7 @@ pub fn instance(r: &PgRow, o: usize) -> Result<Instance> {
         expires_at: ms(r, o + 4)?,
         revoked_at: ms_opt(r, o + 5)?,
         revoke_reason: so(r, o + 6)?,
+        workflow: so(r, o + 7)?.map(|w| WorkflowName::parse(&w)).transpose().map_err(|e| corrupt(o + 7, e))?,
     })
 }
 

@@ -376,6 +376,25 @@ CREATE TABLE presentations (
 -- 12: a grant's call budget is shared by every task under it (counted here).
 ALTER TABLE grants ADD COLUMN calls BIGINT NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- 13: the SPIFFE Workload API. The trust domain's X.509 CA is a key of purpose `x509` with
+-- its certificate chain; at most one key of a purpose is active. Registration entries map
+-- attested selectors to an agent; an attested instance may be held to one workflow.
+ALTER TABLE keys DROP CONSTRAINT keys_purpose_check;
+ALTER TABLE keys ADD CONSTRAINT keys_purpose_check CHECK (purpose IN ('jwt', 'audit', 'x509'));
+ALTER TABLE keys ADD COLUMN cert BYTEA;
+CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE retire_after IS NULL;
+CREATE TABLE registration_entries (
+    id         TEXT PRIMARY KEY,
+    selectors  TEXT NOT NULL UNIQUE,
+    agent      TEXT NOT NULL REFERENCES agents(name),
+    workflow   TEXT REFERENCES workflows(name),
+    hint       TEXT,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+ALTER TABLE instances ADD COLUMN workflow TEXT;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

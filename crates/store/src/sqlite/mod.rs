@@ -278,6 +278,9 @@ impl Store for SqliteStore {
     fn tools(&self) -> &dyn crate::tools::ToolStore {
         self
     }
+    fn workload(&self) -> &dyn crate::workload::WorkloadStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

@@ -6,7 +6,8 @@
 use std::str::FromStr;
 
 use remit_core::ids::{
-    AgentName, CredentialId, GrantId, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, ToolName, WorkflowName,
+    AgentName, CredentialId, EntryId, GrantId, HumanId, InstanceId, JoinTokenId, SessionId, TaskId, ToolName,
+    WorkflowName,
 };
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
@@ -62,7 +63,8 @@ from_str_via_parse!(
     HumanId,
     SessionId,
     ToolName,
-    CredentialId
+    CredentialId,
+    EntryId
 );
 
 pub(crate) fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
@@ -130,6 +132,7 @@ pub fn instance(r: &Row<'_>) -> rusqlite::Result<Instance> {
         expires_at: ms(r, 4)?,
         revoked_at: ms_opt(r, 5)?,
         revoke_reason: r.get(6)?,
+        workflow: id_opt(r, 7)?,
     })
 }
 

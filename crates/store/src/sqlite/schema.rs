@@ -355,6 +355,36 @@ CREATE TABLE presentations (
 -- 12: a grant's call budget is shared by every task under it (counted here).
 ALTER TABLE grants ADD COLUMN calls INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- 13: the SPIFFE Workload API. The trust domain's X.509 CA is a key of purpose `x509` with
+-- its certificate chain; at most one key of a purpose is active. Registration entries map
+-- attested selectors to an agent; an attested instance may be held to one workflow.
+CREATE TABLE keys_13 (
+    kid          TEXT PRIMARY KEY,
+    purpose      TEXT NOT NULL CHECK (purpose IN ('jwt', 'audit', 'x509')),
+    sealed       BLOB NOT NULL,
+    public       BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    retire_after INTEGER,
+    mac          TEXT,
+    cert         BLOB
+) STRICT;
+INSERT INTO keys_13 (kid, purpose, sealed, public, created_at, retire_after, mac)
+    SELECT kid, purpose, sealed, public, created_at, retire_after, mac FROM keys;
+DROP TABLE keys;
+ALTER TABLE keys_13 RENAME TO keys;
+CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE retire_after IS NULL;
+CREATE TABLE registration_entries (
+    id         TEXT PRIMARY KEY,
+    selectors  TEXT NOT NULL UNIQUE,
+    agent      TEXT NOT NULL REFERENCES agents(name),
+    workflow   TEXT REFERENCES workflows(name),
+    hint       TEXT,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL
+) STRICT;
+ALTER TABLE instances ADD COLUMN workflow TEXT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

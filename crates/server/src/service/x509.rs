@@ -1,0 +1,174 @@
+//! The trust domain's X.509 CA: created on first start (an installation made before Remit
+//! issued X.509-SVIDs gets one then), loaded with the other keys (its row MAC'd under the KEK
+//! together with its certificate chain), rotated with overlap, and used to issue
+//! X.509-SVIDs and to publish the X.509 bundle.
+
+use std::sync::Arc;
+
+use remit_core::audit::{AuditAction, AuditEvent};
+use remit_store::{KeyPurpose, StoreError, StoredKey};
+use remit_token::SigningKey;
+use remit_token::keys::VerifyingKey;
+use remit_token::x509::{self, Ca, Leaf};
+
+use super::Caller;
+use crate::app::App;
+use crate::error::Error;
+
+/// The CA in use and what the X.509 bundle publishes.
+pub struct X509Authority {
+    /// Signs new leaves.
+    pub key: SigningKey,
+    /// What a leaf's chain carries after the leaf: the active CA's certificate and any
+    /// upstream intermediates (never the root).
+    pub chain: Vec<Vec<u8>>,
+    /// The trust anchors of every published CA (active and retiring): the X.509 bundle.
+    pub roots: Vec<Vec<u8>>,
+    /// The published CAs' public keys with their certificate (the bundle endpoint's `x5c`).
+    pub published: Vec<(VerifyingKey, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for X509Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "X509Authority({}, {} published)", self.key.kid(), self.published.len())
+    }
+}
+
+/// A CA key row's chain, split: `(served chain, trust anchor)`. A self-signed CA is its own
+/// anchor; an upstream-signed one stores `[ca, intermediates…, root]`.
+fn split_chain(k: &StoredKey) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
+    let der = k.cert.as_deref().ok_or_else(|| format!("X.509 CA key `{}` has no certificate", k.kid))?;
+    let mut certs = x509::split_concatenated(der).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))?;
+    let root = certs.last().cloned().ok_or_else(|| format!("X.509 CA key `{}` has no certificate", k.kid))?;
+    if certs.len() > 1 {
+        certs.pop();
+    }
+    Ok((certs, root))
+}
+
+/// Builds the authority from the opened X.509 CA keys (`None` when there is no active one).
+pub(crate) fn build_authority(
+    keys: &[StoredKey],
+    mut opened: impl FnMut(&StoredKey) -> Result<SigningKey, String>,
+) -> Result<Option<X509Authority>, String> {
+    let cas: Vec<&StoredKey> = keys.iter().filter(|k| k.purpose == KeyPurpose::X509).collect();
+    let Some(active) = cas.iter().filter(|k| k.retire_after.is_none()).max_by_key(|k| k.created_at) else {
+        return Ok(None);
+    };
+    let (chain, _) = split_chain(active)?;
+    let mut roots = Vec::new();
+    let mut published = Vec::new();
+    for k in &cas {
+        let (c, root) = split_chain(k)?;
+        let vk = VerifyingKey::from_public(&k.public).map_err(|e| format!("key `{}`: {e}", k.kid))?;
+        roots.push(root);
+        published.push((vk, c[0].clone()));
+    }
+    Ok(Some(X509Authority { key: opened(active)?, chain, roots, published }))
+}
+
+/// A new self-signed CA for `td`, sealed and MAC'd for storage (init and rotation).
+pub fn new_ca_key(
+    kek: &remit_token::Kek,
+    td: &remit_core::ids::TrustDomain,
+    now: remit_core::time::UnixMillis,
+    ttl_secs: u64,
+    serial: [u8; 16],
+) -> Result<StoredKey, String> {
+    let k = SigningKey::generate().map_err(|e| e.to_string())?;
+    let cert = x509::self_signed_ca(&k, &format!("spiffe://{td}"), now, ttl_secs, serial).map_err(|e| e.to_string())?;
+    let mut stored = StoredKey {
+        kid: k.kid().to_owned(),
+        purpose: KeyPurpose::X509,
+        sealed: k.seal(kek).map_err(|e| e.to_string())?,
+        public: k.verifying.public.clone(),
+        created_at: now,
+        retire_after: None,
+        mac: None,
+        cert: Some(cert),
+    };
+    stored.mac = Some(crate::seal::key_mac(kek, &stored));
+    Ok(stored)
+}
+
+impl App {
+    /// The X.509 CA in use.
+    pub fn x509_authority(&self) -> Result<Arc<X509Authority>, Error> {
+        let g = self.x509.read().map_err(|_| Error::Internal("x509 lock poisoned".into()))?;
+        g.clone().ok_or_else(|| Error::Unavailable("this installation has no X.509 CA yet".into()))
+    }
+
+    /// Creates the X.509 CA if the store has none (first start of a new installation, or of
+    /// one made before X.509-SVIDs). Another replica doing the same first is fine.
+    pub async fn ensure_x509_ca(&self) -> Result<(), Error> {
+        if self.x509.read().map(|g| g.is_some()).unwrap_or(false) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let key = self.new_ca_key(now)?;
+        let audit = AuditEvent::new(now, "remit", AuditAction::KeyRotate)
+            .reason("created the trust domain's X.509 CA")
+            .detail([("new_kid", key.kid.clone().into()), ("purpose", "x509".into())]);
+        match self.store.keys().add(key, audit).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.reload_keys().await
+    }
+
+    fn new_ca_key(&self, now: remit_core::time::UnixMillis) -> Result<StoredKey, Error> {
+        let ttl = self.cfg.workload.ca_ttl.as_secs();
+        new_ca_key(self.kek(), &self.trust_domain, now, ttl, self.random.bytes16()).map_err(Error::Internal)
+    }
+
+    /// Rotates the X.509 CA: a new self-signed CA signs from now on; the old one stays in the
+    /// bundle until every leaf it signed has expired.
+    pub async fn rotate_x509_ca(&self, caller: &Caller) -> Result<(String, u64), Error> {
+        self.allow(
+            caller,
+            remit_policy::admin::AdminAction::KeysRotate,
+            remit_policy::admin::AdminTarget::Installation,
+        )
+        .await?;
+        let now = self.clock.now();
+        let key = self.new_ca_key(now)?;
+        let kid = key.kid.clone();
+        let old = self.x509_authority()?.key.kid().to_owned();
+        let retire_after = now.plus_secs((self.cfg.workload.x509_svid_ttl + self.cfg.limits.clock_skew).as_secs());
+        let mut retiring = self
+            .store
+            .keys()
+            .list()
+            .await?
+            .into_iter()
+            .find(|k| k.kid == old && k.purpose == KeyPurpose::X509 && k.retire_after.is_none())
+            .ok_or_else(|| Error::Conflict("the X.509 CA changed meanwhile; retry".into()))?;
+        retiring.retire_after = Some(retire_after);
+        let old_row = remit_store::RetiringKey {
+            kid: old.clone(),
+            retire_after,
+            mac: crate::seal::key_mac(self.kek(), &retiring),
+        };
+        let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate).detail([
+            ("new_kid", kid.clone().into()),
+            ("old_kid", old.into()),
+            ("purpose", "x509".into()),
+        ]);
+        let seq = self.store.keys().rotate(key, old_row, audit).await?;
+        self.reload_keys().await?;
+        Ok((kid, seq))
+    }
+
+    /// Issues an X.509-SVID for `spiffe_id`, valid for the configured TTL but never past
+    /// `not_after` (the instance's end) nor its CA's.
+    pub fn issue_x509_svid(&self, spiffe_id: &str, not_after: remit_core::time::UnixMillis) -> Result<Leaf, Error> {
+        let ca = self.x509_authority()?;
+        let now = self.clock.now();
+        let ttl = (self.cfg.workload.x509_svid_ttl.as_secs() as i64).min((not_after.0 - now.0) / 1000).max(1);
+        let leaf =
+            x509::issue_leaf(&Ca { key: &ca.key, chain: &ca.chain }, spiffe_id, now, ttl as u64, self.random.bytes16())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+        self.metrics.tokens_issued.get_or_create(&crate::metrics::Metrics::label("x509-svid")).inc();
+        Ok(leaf)
+    }
+}
