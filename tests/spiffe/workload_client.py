@@ -224,6 +224,26 @@ def cmd_jwt(args) -> None:
     jsvid = new_client().fetch_jwt_svid({args.audience})
     emit({"spiffe_id": str(jsvid.spiffe_id), "token": jsvid.token})
 
+def cmd_write_svid(args) -> None:
+    """Writes this process's X.509-SVID (chain PEM), its key (PKCS#8 PEM) and the bundle to
+    --dir, as spiffe-helper does, prints them, then keeps running (the identity lives as long
+    as this process) until stdin closes or the deadline passes."""
+    from cryptography.hazmat.primitives import serialization
+    ctx = new_client().fetch_x509_context()
+    svid = ctx.default_svid
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)
+    paths = {n: os.path.join(args.dir, n) for n in ("svid.pem", "key.pem", "bundle.pem")}
+    bundle = ctx.x509_bundle_set.get_bundle_for_trust_domain(svid.spiffe_id.trust_domain)
+    with open(paths["svid.pem"], "wb") as f:
+        f.write(b"".join(pem(c) for c in svid.cert_chain))
+    with open(paths["key.pem"], "wb") as f:
+        f.write(svid.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    with open(paths["bundle.pem"], "wb") as f:
+        f.write(b"".join(pem(c) for c in bundle.x509_authorities))
+    emit({"spiffe_id": str(svid.spiffe_id), **paths})
+    sys.stdin.read()
+
 def cmd_start_task(args) -> None:
     """Uses a JWT-SVID for Remit's audience on Remit's API while this process (the attested
     one) still runs: starts a task, prints the status and the answer."""
@@ -361,6 +381,8 @@ COMMANDS = {  # name: (function, help, [(flag, argparse options)])
     "fetch": (cmd_fetch, "X.509 context, JWT-SVID, bundles, validation, leaf analysis",
               [("--audience", REQUIRED)]),
     "jwt": (cmd_jwt, "fetch a JWT-SVID", [("--audience", REQUIRED)]),
+    "write-svid": (cmd_write_svid, "write the X.509-SVID, key and bundle as PEM, then hold",
+                   [("--dir", REQUIRED)]),
     "start-task": (cmd_start_task, "start a task on Remit's API with a JWT-SVID",
                    [("--url", REQUIRED), ("--workflow", REQUIRED)]),
     "validate": (cmd_validate, "validate a JWT-SVID via the Workload API",

@@ -36,6 +36,20 @@ impl Client {
 
     fn build(b: reqwest::ClientBuilder, unix: Option<&std::path::PathBuf>) -> Result<reqwest::Client, CliError> {
         let mut b = b.user_agent(concat!("remit-cli/", env!("CARGO_PKG_VERSION")));
+        let tls_err = |what: &str, e: &dyn std::fmt::Display| CliError::Failed(format!("{what}: {e}"));
+        // A CA to trust besides the system's (a self-signed server: `<data-dir>/tls.crt`).
+        if let Ok(path) = std::env::var("REMIT_TLS_CA") {
+            let pem = std::fs::read(&path).map_err(|e| tls_err(&format!("REMIT_TLS_CA {path}"), &e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls_err("REMIT_TLS_CA", &e))?;
+            b = b.tls_certs_merge(certs);
+        }
+        // A client certificate (an X.509-SVID, e.g. written by spiffe-helper): mutual TLS
+        // authenticates the agent instance without a bearer token.
+        if let (Ok(cert), Ok(key)) = (std::env::var("REMIT_TLS_CLIENT_CERT"), std::env::var("REMIT_TLS_CLIENT_KEY")) {
+            let mut pem = std::fs::read(&key).map_err(|e| tls_err(&format!("REMIT_TLS_CLIENT_KEY {key}"), &e))?;
+            pem.extend(std::fs::read(&cert).map_err(|e| tls_err(&format!("REMIT_TLS_CLIENT_CERT {cert}"), &e))?);
+            b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| tls_err("client certificate", &e))?);
+        }
         if let Some(p) = unix {
             b = b.unix_socket(p.clone());
         }

@@ -226,6 +226,17 @@ impl Default for WorkloadConfig {
     }
 }
 
+/// Native TLS on the public listener (both files, or neither: plain HTTP).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (relative paths are under the data directory);
+    /// re-read when it changes.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1); re-read when it changes.
+    pub key: Option<PathBuf>,
+}
+
 /// The Workload API socket's default name inside the data directory.
 pub const WORKLOAD_SOCKET_FILE: &str = "workload.sock";
 
@@ -299,6 +310,7 @@ pub struct Config {
     /// `.cedar` file or a directory of them (validated at start; an invalid set refuses to start).
     pub admin_policies: Option<PathBuf>,
     pub workload: WorkloadConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -322,6 +334,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             admin_policies: None,
             workload: WorkloadConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -381,6 +394,12 @@ impl Config {
         if let Some(v) = env("REMIT_ADMIN_LISTEN") {
             cfg.admin_listen = Some(v);
         }
+        if let Some(v) = env("REMIT_TLS_CERT") {
+            cfg.tls.cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("REMIT_TLS_KEY") {
+            cfg.tls.key = Some(PathBuf::from(v));
+        }
         if let Some(v) = env("REMIT_WORKLOAD_SOCKET") {
             cfg.workload.socket = Some(v);
         }
@@ -395,7 +414,26 @@ impl Config {
     }
 
     pub fn issuer(&self) -> String {
-        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.issuer.clone().unwrap_or_else(|| format!("{}://{}", self.scheme(), self.listen))
+    }
+
+    /// `https` when the public listener speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.cert.is_some() || self.tls.key.is_some() { "https" } else { "http" }
+    }
+
+    /// The TLS certificate and key files (relative paths under the data directory), if TLS is
+    /// configured; one without the other is an error.
+    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        let under = |p: &PathBuf| if p.is_absolute() { p.clone() } else { self.data_dir.join(p) };
+        match (&self.tls.cert, &self.tls.key) {
+            (None, None) => Ok(None),
+            (Some(c), Some(k)) => Ok(Some((under(c), under(k)))),
+            _ => Err(ConfigError::Value {
+                key: "tls",
+                message: "set both `cert` and `key` (or neither, for plain HTTP)".into(),
+            }),
+        }
     }
 
     /// Where browsers reach Remit, without a trailing `/`.

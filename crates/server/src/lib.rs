@@ -13,6 +13,7 @@
 //! - [`error`]: the service layer's errors (no HTTP vocabulary); `api::error` maps them to
 //!   statuses in one place.
 //! - [`seal`]: what Remit trusts from its database proves itself under the KEK.
+//! - [`tls`]: native TLS on the public listener (rustls), with X.509-SVID client certificates.
 //! - [`workload`]: the SPIFFE Workload API on a Unix socket, with Unix attestation.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod scim;
 pub mod seal;
 pub mod service;
 pub mod signin;
+pub mod tls;
 pub mod workload;
 
 use std::future::Future;
@@ -47,7 +49,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let admin = listen::bind_admin(&app.cfg).await?;
     let workload = workload::bind(&app)?;
-    serve_on(app, listen::Listeners { public: listener, admin, workload }, shutdown).await
+    let tls = tls::from_config(&app)?;
+    serve_on(app, listen::Listeners { public: listener, admin, workload, tls }, shutdown).await
 }
 
 /// Serves `app` on `listeners` until `shutdown` resolves, then drains in-flight requests.
@@ -150,22 +153,26 @@ pub async fn serve_on(
             "connection cap lowered to stay below the open-file limit"
         );
     }
+    let tls_reloader = listeners.tls.clone().map(|t| tokio::spawn(tls::follow(app.clone(), t)));
     let public = tokio::spawn(listen::accept_loop(
         "public",
         listeners.public,
         router.clone(),
         settings.clone(),
-        cap,
-        (limits.max_connections_per_peer, limits.trusted_proxies.clone()),
+        listen::Admission {
+            max_connections: cap,
+            per_peer: (limits.max_connections_per_peer, limits.trusted_proxies.clone()),
+            tls: listeners.tls,
+        },
         conn_stop.clone(),
     ));
     let admin_cap = listen::ADMIN_MAX_CONNECTIONS;
     let admin = listeners.admin.map(|a| match a {
         listen::AdminListener::Tcp(l) => {
-            tokio::spawn(listen::accept_loop("admin", l, router, settings, admin_cap, (0, vec![]), conn_stop))
+            tokio::spawn(listen::accept_loop("admin", l, router, settings, admin_only(admin_cap), conn_stop))
         }
         listen::AdminListener::Unix(l, file) => tokio::spawn(async move {
-            listen::accept_loop("admin", l, router, settings, admin_cap, (0, vec![]), conn_stop).await;
+            listen::accept_loop("admin", l, router, settings, admin_only(admin_cap), conn_stop).await;
             drop(file);
         }),
     });
@@ -182,8 +189,16 @@ pub async fn serve_on(
     }
     let _ = checkpointer.await;
     key_follower.abort();
+    if let Some(t) = tls_reloader {
+        t.abort();
+    }
     reconciler.abort();
     Ok(())
+}
+
+/// The admin listener's admission: its own small cap, no per-peer cap, no TLS (local only).
+fn admin_only(cap: usize) -> listen::Admission {
+    listen::Admission { max_connections: cap, per_peer: (0, vec![]), tls: None }
 }
 
 /// Opens (and migrates) the configured backend.

@@ -29,6 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt;
 
 use crate::config::{AdminListen, Config};
 
@@ -46,6 +47,8 @@ pub struct Listeners {
     pub admin: Option<AdminListener>,
     /// The SPIFFE Workload API's Unix socket.
     pub workload: Option<crate::workload::WorkloadListener>,
+    /// TLS on the public listener; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// The admin listener, bound.
@@ -188,6 +191,14 @@ impl PeerCap {
     }
 }
 
+/// What one listener admits and how: its connection cap, the per-peer cap with its exempt
+/// peers, and TLS (`None`: plain).
+pub(crate) struct Admission {
+    pub max_connections: usize,
+    pub per_peer: (usize, Vec<IpAddr>),
+    pub tls: Option<Arc<crate::tls::Tls>>,
+}
+
 /// Accepts connections on one listener until `stop` flips, serving each with `router`.
 /// Returns once every connection has finished (or the drain timeout passed).
 pub(crate) async fn accept_loop<L: Acceptor>(
@@ -195,10 +206,10 @@ pub(crate) async fn accept_loop<L: Acceptor>(
     listener: L,
     router: axum::Router,
     settings: ConnSettings,
-    max_connections: usize,
-    per_peer: (usize, Vec<IpAddr>),
+    admission: Admission,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Admission { max_connections, per_peer, tls } = admission;
     let permits = Arc::new(Semaphore::new(max_connections));
     let peers = Arc::new(PeerCap { max: per_peer.0, exempt: per_peer.1, open: Mutex::new(HashMap::new()) });
     let graceful = GracefulShutdown::new();
@@ -233,17 +244,29 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         };
         let mut stream = tokio_io_timeout::TimeoutStream::new(io);
         stream.set_write_timeout(Some(settings.write_timeout));
-        let io = TokioIo::new(Box::pin(stream));
-        let svc = TowerToHyperService::new(router.clone());
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(settings.max_buf_size)
-            .keep_alive(true)
-            .serve_connection(io, svc);
-        let fut = graceful.watch(conn);
+        let (router, settings, tls, watcher) = (router.clone(), settings.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = fut.await {
+            // The TLS handshake runs here, on the connection's task, under the head deadline.
+            let (io, svid): (BoxIo, _) = match tls {
+                None => (Box::pin(stream), None),
+                Some(t) => match crate::tls::accept(&t, Box::pin(stream), settings.header_read_timeout).await {
+                    Some((s, svid)) => (Box::pin(s), svid),
+                    None => return,
+                },
+            };
+            let router = router.map_request(move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                if let Some(s) = &svid {
+                    r.extensions_mut().insert(s.clone());
+                }
+                r
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_read_timeout)
+                .max_buf_size(settings.max_buf_size)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(slot);
@@ -254,6 +277,11 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         tracing::warn!(listener = name, "connections still open after the drain timeout; closing them");
     }
 }
+
+/// A connection's byte stream, plain or TLS.
+trait IoStream: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> IoStream for T {}
+type BoxIo = std::pin::Pin<Box<dyn IoStream>>;
 
 /// A listener whose connections `accept_loop` can serve.
 pub(crate) trait Acceptor: Send + 'static {

@@ -16,6 +16,11 @@ pub struct Args {
     /// database; its schema is created). Also `REMIT_STORE`.
     #[arg(long)]
     pub store: Option<String>,
+    /// Also make a self-signed TLS certificate for local use (`tls.crt`, `tls.key` in the data
+    /// directory, for localhost, 127.0.0.1 and ::1) and serve HTTPS with it: `[tls]` is added
+    /// to remit.toml. Clients trust it with `REMIT_TLS_CA=<data-dir>/tls.crt`.
+    #[arg(long)]
+    pub tls_self_signed: bool,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
@@ -25,6 +30,9 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     }
     if let Some(s) = a.store {
         cfg.store = s;
+    }
+    if a.tls_self_signed {
+        enable_self_signed_tls(&mut cfg)?;
     }
     // Not while a server uses this store.
     let _lock = remit_server::init::lock_store(&cfg).map_err(|e| CliError::Failed(e.to_string()))?;
@@ -46,6 +54,25 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     } else {
         print_created(&c);
     }
+    Ok(())
+}
+
+/// Writes a self-signed pair into the data directory and `[tls]` into remit.toml (before the
+/// installation's issuer, `https://…`, is sealed).
+fn enable_self_signed_tls(cfg: &mut remit_server::config::Config) -> Result<(), CliError> {
+    let fail = |e: String| CliError::Failed(format!("TLS: {e}"));
+    let conf = cfg.data_dir.join(remit_server::config::CONFIG_FILE);
+    let existing = std::fs::read_to_string(&conf).unwrap_or_default();
+    if cfg.tls.cert.is_some() || existing.lines().any(|l| l.trim() == "[tls]") {
+        return Err(fail(format!("{} already configures TLS", conf.display())));
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| fail(e.to_string()))?;
+    let pair = remit_server::tls::self_signed(&[]).map_err(fail)?;
+    let (c, k) = remit_server::tls::write_pair(&cfg.data_dir, &pair).map_err(|e| fail(e.to_string()))?;
+    let section = "\n[tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n";
+    std::fs::write(&conf, format!("{existing}{section}")).map_err(|e| fail(e.to_string()))?;
+    cfg.tls.cert = Some(c);
+    cfg.tls.key = Some(k);
     Ok(())
 }
 

@@ -100,7 +100,8 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     let workload = remit_server::workload::bind(&app)
         .map_err(|e| CliError::Failed(format!("cannot bind the Workload API socket: {e}")))?;
     let workload_at = workload.as_ref().map(|w| w.endpoint());
-    let url = format!("http://{addr}");
+    let tls = remit_server::tls::from_config(&app).map_err(|e| CliError::Failed(format!("TLS: {e}")))?;
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     if tty {
         if let Some(a) = &admin_at {
             println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
@@ -108,12 +109,13 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
         if let Some(w) = &workload_at {
             println!("SPIFFE Workload API: SPIFFE_ENDPOINT_SOCKET={w}");
         }
-        println!("Remit listening on {url} (data in {})", g.data_dir.display());
+        let how = if tls.is_some() { "TLS" } else { "plain HTTP: no [tls] configured" };
+        println!("Remit listening on {url} ({how}; data in {})", g.data_dir.display());
     }
-    tracing::info!(%url, admin_url = admin_at.as_deref().unwrap_or("off"), trust_domain = %app.trust_domain,
+    tracing::info!(%url, tls = tls.is_some(), admin_url = admin_at.as_deref().unwrap_or("off"), trust_domain = %app.trust_domain,
                    spiffe_endpoint_socket = workload_at.as_deref().unwrap_or("off"),
                    store = %store_display, "remit serving");
-    let listeners = remit_server::listen::Listeners { public: listener, admin, workload };
+    let listeners = remit_server::listen::Listeners { public: listener, admin, workload, tls };
     remit_server::serve_on(app, listeners, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
 }
 

@@ -82,9 +82,14 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         // A browser's session cookie counts only on reads (no state change rides on a cookie).
         let safe = matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
-        let token = bearer(parts)
-            .or_else(|| safe.then(|| humans::cookie(&parts.headers, humans::SESSION_COOKIE)).flatten())
-            .ok_or_else(ApiError::unauthenticated)?;
+        let token =
+            bearer(parts).or_else(|| safe.then(|| humans::cookie(&parts.headers, humans::SESSION_COOKIE)).flatten());
+        // Without a bearer credential, the X.509-SVID the TLS connection was authenticated
+        // with (mutual TLS) is the instance's credential.
+        let Some(token) = token else {
+            let svid = parts.extensions.get::<crate::tls::PeerSvid>().ok_or_else(ApiError::unauthenticated)?;
+            return Ok(Auth(app.authenticate_svid(&svid.0).await?));
+        };
         let operator = parts.headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
         let caller = app.authenticate(token, operator).await?;
         // A sender-constrained task token: the DPoP scheme and a fresh proof from its key.

@@ -69,6 +69,42 @@ impl App {
         Ok(claims)
     }
 
+    /// A live instance as the caller (its token or X.509-SVID already verified).
+    async fn instance_caller(
+        &self,
+        agent: remit_core::ids::AgentName,
+        instance: remit_core::ids::InstanceId,
+        spiffe_id: String,
+    ) -> Result<Caller, Error> {
+        let inst = self.store.identity().instance(&instance).await?;
+        let ag = self.store.identity().agent(&agent).await?;
+        match (inst, ag) {
+            (Some(i), Some(a))
+                if i.agent == agent
+                    && remit_core::rules::instance_liveness(&i, &a, self.clock.now()) == Liveness::Active =>
+            {
+                Ok(Caller::Instance { id: instance, agent, spiffe_id, snapshot: Box::new((i, a)) })
+            }
+            _ => Err(Error::Unauthenticated("the instance is no longer active".into())),
+        }
+    }
+
+    /// Authenticates the X.509-SVID a mutual-TLS client presented (its chain to this trust
+    /// domain's CA already verified in the handshake): an agent instance of this trust domain,
+    /// if still live. Revoking the instance refuses its certificate at once, however long the
+    /// certificate itself is valid.
+    pub async fn authenticate_svid(&self, spiffe_id: &str) -> Result<Caller, Error> {
+        let refused = || Error::Unauthenticated("an X.509-SVID authenticates a live agent instance only".into());
+        let id = SpiffeId::parse(spiffe_id).map_err(|_| refused())?;
+        if id.trust_domain() != self.trust_domain.as_str() {
+            return Err(refused());
+        }
+        match id.subject() {
+            Some(Subject::Instance { agent, instance }) => self.instance_caller(agent, instance, id.to_string()).await,
+            _ => Err(refused()),
+        }
+    }
+
     /// Parses and checks a token's subject against our trust domain.
     pub fn subject_of(&self, claims: &Claims) -> Option<Subject> {
         let id = SpiffeId::parse(&claims.sub).ok()?;
@@ -100,19 +136,7 @@ impl App {
         let claims = self.verify_jwt(bearer, Some(&self.cfg.audience), None).await?;
         let now = self.clock.now();
         match self.subject_of(&claims) {
-            Some(Subject::Instance { agent, instance }) => {
-                let inst = self.store.identity().instance(&instance).await?;
-                let ag = self.store.identity().agent(&agent).await?;
-                match (inst, ag) {
-                    (Some(i), Some(a))
-                        if i.agent == agent
-                            && remit_core::rules::instance_liveness(&i, &a, now) == Liveness::Active =>
-                    {
-                        Ok(Caller::Instance { id: instance, agent, spiffe_id: claims.sub, snapshot: Box::new((i, a)) })
-                    }
-                    _ => Err(Error::Unauthenticated("the instance token is no longer active".into())),
-                }
-            }
+            Some(Subject::Instance { agent, instance }) => self.instance_caller(agent, instance, claims.sub).await,
             Some(Subject::Task { task, .. }) if claims.remit.task.as_deref() == Some(task.as_str()) => {
                 match self.store.identity().task_snapshot(&task).await? {
                     Some(s)
