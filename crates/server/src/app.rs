@@ -72,6 +72,9 @@ pub struct App {
     pub pdp: crate::pdp::Pdp,
     /// The OpenID providers humans sign in through (fetched lazily, on first use).
     pub providers: crate::signin::Providers,
+    /// The platforms whose tokens attest workloads (`jwt-bearer`), fetched lazily like the
+    /// sign-in providers.
+    pub workload_issuers: crate::signin::Providers,
     /// Remit's own authorization of its admin API.
     pub authz: crate::authz::AdminAuthz,
     /// Where ids, secrets and nonces come from (the OS CSPRNG; seeded in tests).
@@ -111,6 +114,7 @@ impl App {
         let (keyring, audit_key, audit_public, x509) = build_keys(&kek, &keys)?;
         let limits = cfg.core_limits();
         let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
+        let workload_issuers = crate::service::federation::issuers(&cfg.workload_issuers)?;
         let org = match &cfg.admin_policies {
             Some(p) => crate::authz::read_org_policies(p).map_err(StartError::Io)?,
             None => vec![],
@@ -150,6 +154,7 @@ impl App {
             verified: Mutex::new(std::collections::HashMap::new()),
             pdp,
             providers,
+            workload_issuers,
             authz,
             random,
             stopping: tokio::sync::watch::Sender::new(false),

@@ -226,6 +226,31 @@ impl Default for WorkloadConfig {
     }
 }
 
+/// A platform whose tokens attest workloads that do not share a host with Remit (Kubernetes
+/// service-account tokens, a CI system's OIDC tokens), through the RFC 7523 `jwt-bearer`
+/// grant at `/oauth2/token`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIssuerConfig {
+    /// The selectors' prefix: `oidc:<name>:<claim>:<value>` (`a-z`, `0-9`, `-`).
+    pub name: String,
+    /// The issuer, exactly as its tokens state it; its discovery document names the JWKS.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for Remit (e.g. what the projected service-account
+    /// token was requested for).
+    pub audience: String,
+    /// Signature algorithms accepted (asymmetric only).
+    #[serde(default = "default_workload_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The claims that become selectors (string, number or boolean values); `sub` always does.
+    #[serde(default)]
+    pub claims: Vec<String>,
+}
+
+fn default_workload_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
 /// Native TLS on the public listener (both files, or neither: plain HTTP).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -311,6 +336,8 @@ pub struct Config {
     pub admin_policies: Option<PathBuf>,
     pub workload: WorkloadConfig,
     pub tls: TlsConfig,
+    /// Platforms whose tokens attest workloads (`[[workload_issuers]]`).
+    pub workload_issuers: Vec<WorkloadIssuerConfig>,
 }
 
 impl Default for Config {
@@ -335,6 +362,7 @@ impl Default for Config {
             admin_policies: None,
             workload: WorkloadConfig::default(),
             tls: TlsConfig::default(),
+            workload_issuers: vec![],
         }
     }
 }

@@ -263,7 +263,7 @@ async fn the_rfc_error_cases() {
     let (_, meta) = s.call("GET", "/.well-known/oauth-authorization-server", None, None).await;
     assert_eq!(meta["token_endpoint"], format!("{}/oauth2/token", s.url));
     assert_eq!(meta["issuer"], s.url);
-    assert_eq!(meta["grant_types_supported"], json!([GRANT]));
+    assert_eq!(meta["grant_types_supported"], json!([GRANT, "urn:ietf:params:oauth:grant-type:jwt-bearer"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

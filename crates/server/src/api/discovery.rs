@@ -77,7 +77,10 @@ fn metadata(app: &AppState) -> OpenIdConfiguration {
     let one = |s: &str| vec![s.to_owned()];
     OpenIdConfiguration {
         token_endpoint: format!("{iss}/oauth2/token"),
-        grant_types_supported: one(crate::service::exchange::GRANT_TOKEN_EXCHANGE),
+        grant_types_supported: vec![
+            crate::service::exchange::GRANT_TOKEN_EXCHANGE.to_owned(),
+            crate::service::federation::GRANT_JWT_BEARER.to_owned(),
+        ],
         token_endpoint_auth_methods_supported: one("none"),
         dpop_signing_alg_values_supported: remit_token::dpop::ALGORITHMS.iter().map(|a| (*a).to_owned()).collect(),
         jwks_uri: format!("{iss}/.well-known/jwks.json"),

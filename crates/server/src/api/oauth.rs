@@ -14,6 +14,7 @@ use crate::api::error::{ApiError, ErrorBody, OAuthErrorBody};
 use crate::error::OAuthError;
 use crate::service::Caller;
 use crate::service::exchange::{ExchangeRequest, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS};
+use crate::service::federation::GRANT_JWT_BEARER;
 use crate::service::tools::TOOL_SECRET_PREFIX;
 use remit_token::SvidKind;
 
@@ -132,7 +133,23 @@ pub async fn token(
     if !form_type {
         return Err(OAuthError::new("invalid_request", "the body must be `application/x-www-form-urlencoded`").into());
     }
-    let mut req = parse_exchange(&body)?;
+    let mut req = match parse_token_form(&body)? {
+        TokenRequest::Exchange(r) => *r,
+        TokenRequest::JwtBearer { assertion } => {
+            let f = app.jwt_bearer(&assertion).await?;
+            let body = TokenResponse {
+                access_token: f.token,
+                issued_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+                token_type: "Bearer".into(),
+                expires_in: i64::try_from(f.expires_in).unwrap_or(i64::MAX),
+                scope: None,
+                spiffe_id: Some(f.spiffe_id),
+            };
+            return Ok(
+                ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
+            );
+        }
+    };
     req.dpop_proof = super::dpop_header(&headers)
         .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?
         .map(str::to_owned);
@@ -142,9 +159,19 @@ pub async fn token(
         issued_token_type: TOKEN_TYPE_ACCESS.into(),
         token_type: if issued.bound { "DPoP" } else { "Bearer" }.into(),
         expires_in: issued.expires_in,
-        scope: issued.scope,
+        scope: Some(issued.scope),
+        spiffe_id: None,
     };
-    Ok(([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)))
+    Ok(([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response())
+}
+
+/// A parsed token request: one of the two grants.
+enum TokenRequest {
+    Exchange(Box<ExchangeRequest>),
+    /// RFC 7523: a platform's token attesting a workload (`[[workload_issuers]]`).
+    JwtBearer {
+        assertion: String,
+    },
 }
 
 /// The form of a token request, described for the OpenAPI document (parsed by hand so a
@@ -173,9 +200,10 @@ pub struct TokenExchangeForm {
 
 /// Parses the form; a parameter other than `audience`, `resource` and `approval` may appear
 /// once (RFC 6749 §3.2), and an unknown one is ignored (RFC 6749 §3.2).
-fn parse_exchange(body: &[u8]) -> Result<ExchangeRequest, OAuthError> {
+fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
     let mut req = ExchangeRequest::default();
     let mut grant: Option<String> = None;
+    let mut assertion: Option<String> = None;
     let mut seen = std::collections::BTreeSet::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         let (k, v) = (k.into_owned(), v.into_owned());
@@ -194,6 +222,7 @@ fn parse_exchange(body: &[u8]) -> Result<ExchangeRequest, OAuthError> {
             "audience" => req.audience.push(v),
             "resource" => req.resource.push(v),
             "approval" => req.approvals.push(v),
+            "assertion" => assertion = Some(v),
             _ => {}
         }
     }
@@ -202,10 +231,14 @@ fn parse_exchange(body: &[u8]) -> Result<ExchangeRequest, OAuthError> {
     }
     match grant.as_deref() {
         None => Err(OAuthError::new("invalid_request", "`grant_type` is required")),
-        Some(GRANT_TOKEN_EXCHANGE) => Ok(req),
-        Some(_) => {
-            Err(OAuthError::new("unsupported_grant_type", format!("the only grant is `{GRANT_TOKEN_EXCHANGE}`")))
-        }
+        Some(GRANT_TOKEN_EXCHANGE) => Ok(TokenRequest::Exchange(Box::new(req))),
+        Some(GRANT_JWT_BEARER) => Ok(TokenRequest::JwtBearer {
+            assertion: assertion.ok_or_else(|| OAuthError::new("invalid_request", "`assertion` is required"))?,
+        }),
+        Some(_) => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("the grants are `{GRANT_TOKEN_EXCHANGE}` and `{GRANT_JWT_BEARER}`"),
+        )),
     }
 }
 

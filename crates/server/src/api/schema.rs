@@ -167,14 +167,20 @@ pub struct Introspection {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
-    /// `urn:ietf:params:oauth:token-type:access_token`.
+    /// `urn:ietf:params:oauth:token-type:access_token` (token exchange) or
+    /// `urn:ietf:params:oauth:token-type:jwt` (an instance's JWT-SVID, from `jwt-bearer`).
     pub issued_token_type: String,
     /// `Bearer`, or `DPoP` for a token bound to the caller's key.
     pub token_type: String,
     /// Seconds until it expires.
     pub expires_in: i64,
-    /// The scopes granted, space-separated (fewer than asked when the policy narrowed them).
-    pub scope: String,
+    /// The scopes granted, space-separated (fewer than asked when the policy narrowed them);
+    /// token exchange only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The instance's SPIFFE ID (`jwt-bearer` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
 }
 
 /// An RFC 7009 revocation response: always the empty object.

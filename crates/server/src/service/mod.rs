@@ -8,6 +8,7 @@ pub mod audit;
 pub mod decisions;
 pub mod dpop;
 pub mod exchange;
+pub mod federation;
 pub mod grants;
 pub mod humans;
 pub mod local;

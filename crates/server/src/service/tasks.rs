@@ -101,7 +101,7 @@ impl App {
         Ok(Issued { subject: inst, spiffe_id: spiffe.to_string(), token })
     }
 
-    fn mint_instance_token(&self, inst: &Instance, spiffe: &SpiffeId) -> String {
+    pub(crate) fn mint_instance_token(&self, inst: &Instance, spiffe: &SpiffeId) -> String {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: spiffe.to_string(),

@@ -147,10 +147,14 @@ pub struct Provider {
     last_jwks_refresh: Mutex<Option<Instant>>,
 }
 
+/// A discovery document. A workload issuer's (Kubernetes') names only its issuer and JWKS;
+/// a sign-in provider without the endpoints fails when they are needed.
 #[derive(Deserialize)]
 struct Discovery {
     issuer: String,
+    #[serde(default)]
     authorization_endpoint: String,
+    #[serde(default)]
     token_endpoint: String,
     jwks_uri: String,
 }
@@ -317,6 +321,29 @@ impl Provider {
             r => r,
         }
         .map_err(|e| Error::Unauthenticated(format!("sign-in refused: {e}")))
+    }
+
+    /// Verifies a platform token presented as a `jwt-bearer` assertion (for a workload
+    /// issuer: `client_id` holds the audience it was configured with), re-reading the JWKS
+    /// once for a key the cached one lacks.
+    pub async fn verify_assertion(&self, token: &str, now: i64, leeway: u64) -> Result<IdClaims, Error> {
+        let expect = Expect {
+            issuer: &self.cfg.issuer,
+            client_id: &self.cfg.client_id,
+            nonce: "",
+            algorithms: &self.algorithms,
+            now,
+            leeway,
+        };
+        let meta = self.meta().await?;
+        match remit_token::oidc::verify_assertion(token, &meta.jwks, &expect) {
+            Err(IdTokenError::UnknownKey(_)) if self.may_refresh_jwks() => {
+                let meta = self.fetch_meta().await?;
+                remit_token::oidc::verify_assertion(token, &meta.jwks, &expect)
+            }
+            r => r,
+        }
+        .map_err(|e| Error::Unauthenticated(e.to_string()))
     }
 
     fn may_refresh_jwks(&self) -> bool {
