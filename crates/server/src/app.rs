@@ -75,6 +75,8 @@ pub struct App {
     /// The platforms whose tokens attest workloads (`jwt-bearer`), fetched lazily like the
     /// sign-in providers.
     pub workload_issuers: crate::signin::Providers,
+    /// Federated trust domains' bundles (`[[federation]]`), kept fresh by `bundles::follow`.
+    pub bundles: Arc<crate::bundles::Bundles>,
     /// Remit's own authorization of its admin API.
     pub authz: crate::authz::AdminAuthz,
     /// Where ids, secrets and nonces come from (the OS CSPRNG; seeded in tests).
@@ -115,6 +117,7 @@ impl App {
         let limits = cfg.core_limits();
         let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
         let workload_issuers = crate::service::federation::issuers(&cfg.workload_issuers)?;
+        let bundles = Arc::new(crate::bundles::Bundles::from_config(&cfg.federation, &trust_domain)?);
         let org = match &cfg.admin_policies {
             Some(p) => crate::authz::read_org_policies(p).map_err(StartError::Io)?,
             None => vec![],
@@ -155,6 +158,7 @@ impl App {
             pdp,
             providers,
             workload_issuers,
+            bundles,
             authz,
             random,
             stopping: tokio::sync::watch::Sender::new(false),

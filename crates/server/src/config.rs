@@ -251,6 +251,21 @@ fn default_workload_algorithms() -> Vec<String> {
     vec!["RS256".into(), "ES256".into()]
 }
 
+/// A federated trust domain: its SPIFFE bundle is fetched from its bundle endpoint (the
+/// `https_web` profile) and trusted for its SVIDs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// The foreign trust domain (`partner.example`).
+    pub trust_domain: String,
+    /// Its bundle endpoint, `https://…` (`http://` on loopback only).
+    pub bundle_endpoint: String,
+    /// A PEM CA file to verify the endpoint's TLS certificate with, instead of the system's
+    /// roots (a private web PKI).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Native TLS on the public listener (both files, or neither: plain HTTP).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -338,6 +353,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Platforms whose tokens attest workloads (`[[workload_issuers]]`).
     pub workload_issuers: Vec<WorkloadIssuerConfig>,
+    /// Federated trust domains (`[[federation]]`).
+    pub federation: Vec<FederationConfig>,
 }
 
 impl Default for Config {
@@ -363,6 +380,7 @@ impl Default for Config {
             workload: WorkloadConfig::default(),
             tls: TlsConfig::default(),
             workload_issuers: vec![],
+            federation: vec![],
         }
     }
 }

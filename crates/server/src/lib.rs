@@ -10,6 +10,7 @@
 //!   approvals), which owns its engine handle and caches.
 //! - [`api`]: axum handlers, one file per area, and the middleware stack.
 //! - [`listen`]: the public and admin listeners, connection caps and timeouts.
+//! - [`bundles`]: federated trust domains' SPIFFE bundles, fetched and kept fresh.
 //! - [`error`]: the service layer's errors (no HTTP vocabulary); `api::error` maps them to
 //!   statuses in one place.
 //! - [`seal`]: what Remit trusts from its database proves itself under the KEK.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod authz;
+pub mod bundles;
 pub mod caller;
 pub mod config;
 pub mod error;
@@ -154,6 +156,7 @@ pub async fn serve_on(
         );
     }
     let tls_reloader = listeners.tls.clone().map(|t| tokio::spawn(tls::follow(app.clone(), t)));
+    let bundle_follower = tokio::spawn(bundles::follow(app.bundles.clone()));
     let public = tokio::spawn(listen::accept_loop(
         "public",
         listeners.public,
@@ -192,6 +195,7 @@ pub async fn serve_on(
     if let Some(t) = tls_reloader {
         t.abort();
     }
+    bundle_follower.abort();
     reconciler.abort();
     Ok(())
 }

@@ -202,3 +202,73 @@ fn verify(token: &str, jwks: &JwkSet, expect: &Expect<'_>, kind: Kind) -> Result
     }
     Ok(claims)
 }
+
+/// The JWT-SVID algorithms (SPIFFE JWT-SVID §3: RS, ES and PS with SHA-256/384/512).
+const JWT_SVID_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+/// Validates a JWT-SVID of a *federated* trust domain against that domain's JWT bundle
+/// (SPIFFE JWT-SVID §5): an allowed algorithm, a `kid` the bundle holds with a fitting key, the
+/// signature, a `sub` that is a SPIFFE ID of `trust_domain`, `aud` containing `audience`, and
+/// `exp` (with `leeway`). Returns the SPIFFE ID and every claim.
+pub fn verify_jwt_svid(
+    token: &str,
+    jwks: &JwkSet,
+    trust_domain: &str,
+    audience: &str,
+    now: i64,
+    leeway: u64,
+) -> Result<(String, serde_json::Map<String, serde_json::Value>), IdTokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    let alg = header.alg;
+    if !JWT_SVID_ALGORITHMS.contains(&alg) {
+        return Err(IdTokenError::AlgorithmNotAllowed(format!("{alg:?}")));
+    }
+    if !matches!(header.typ.as_deref(), None | Some("JWT") | Some("JOSE")) {
+        return Err(IdTokenError::Malformed("`typ` must be JWT or JOSE".into()));
+    }
+    let kid = header.kid.ok_or(IdTokenError::NoKeyId)?;
+    let jwk = jwks.find(&kid).ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?;
+    if !fits(&jwk.algorithm, alg) {
+        return Err(IdTokenError::KeyMismatch(kid));
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::KeyMismatch(kid.clone()))?;
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
+        _ => IdTokenError::Malformed(e.to_string()),
+    })?;
+    let serde_json::Value::Object(claims) = data.claims else {
+        return Err(IdTokenError::Malformed("the claims are not an object".into()));
+    };
+    let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default();
+    let id = remit_core::ids::SpiffeId::parse(sub)
+        .map_err(|_| IdTokenError::Malformed("`sub` is not a SPIFFE ID".into()))?;
+    if id.trust_domain() != trust_domain || id.path().is_empty() {
+        return Err(IdTokenError::WrongIssuer);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => a == audience,
+        Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(audience)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(IdTokenError::WrongAudience);
+    }
+    let exp = claims.get("exp").and_then(|e| e.as_i64()).ok_or_else(|| IdTokenError::Malformed("no `exp`".into()))?;
+    if exp.saturating_add(i64::try_from(leeway).unwrap_or(i64::MAX / 2)) <= now {
+        return Err(IdTokenError::Expired);
+    }
+    Ok((sub.to_owned(), claims))
+}

@@ -102,6 +102,7 @@ async fn drive<T, F>(
 {
     let mut changes = app.store.subscribe();
     let mut stopping = app.stopping.subscribe();
+    let mut federated = app.bundles.version();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     recheck.reset();
     let mut send = true;
@@ -137,6 +138,11 @@ async fn drive<T, F>(
                 true
             }
             _ = recheck.tick() => true,
+            r = federated.changed() => {
+                // A federated bundle changed (the follower never stops while we run).
+                send = r.is_ok();
+                false
+            }
             r = stopping.changed() => {
                 let stop = r.is_err() || *stopping.borrow();
                 if stop {
@@ -159,17 +165,27 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("internal error")
 }
 
-/// The X.509 bundle: this trust domain's CA certificates (concatenated DER).
-fn x509_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
-    let ca = app.x509_authority().map_err(internal)?;
-    Ok(HashMap::from([(format!("spiffe://{}", app.trust_domain), ca.roots.concat())]))
+/// Federated trust domains' X.509 bundles (concatenated DER), by trust-domain ID.
+fn federated_x509(app: &App) -> HashMap<String, Vec<u8>> {
+    app.bundles.all().into_iter().map(|(td, b)| (format!("spiffe://{td}"), b.x509.concat())).collect()
 }
 
-/// The JWT bundle: this trust domain's JWK Set (`use: jwt-svid`).
+/// The X.509 bundles: this trust domain's CA certificates and every federated domain's.
+fn x509_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
+    let ca = app.x509_authority().map_err(internal)?;
+    let mut all = federated_x509(app);
+    all.insert(format!("spiffe://{}", app.trust_domain), ca.roots.concat());
+    Ok(all)
+}
+
+/// The JWT bundles: this trust domain's JWK Set (`use: jwt-svid`) and every federated one.
 fn jwt_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
     let doc = app.keyring().spiffe_bundle(0, crate::api::discovery::BUNDLE_REFRESH_HINT_SECS);
     let keys = serde_json::json!({ "keys": doc["keys"] });
-    Ok(HashMap::from([(format!("spiffe://{}", app.trust_domain), serde_json::to_vec(&keys).map_err(internal)?)]))
+    let mut all: HashMap<String, Vec<u8>> =
+        app.bundles.all().into_iter().map(|(td, b)| (format!("spiffe://{td}"), b.jwks_json.clone())).collect();
+    all.insert(format!("spiffe://{}", app.trust_domain), serde_json::to_vec(&keys).map_err(internal)?);
+    Ok(all)
 }
 
 /// A fresh X.509-SVID message, and when to rotate it (half its life).
@@ -187,7 +203,16 @@ fn x509_message(app: &App, s: &Session) -> Result<(X509svidResponse, Option<Unix
         bundle: ca.roots.concat(),
         hint: s.hint.clone().unwrap_or_default(),
     };
-    Ok((X509svidResponse { svids: vec![svid], crl: vec![], federated_bundles: HashMap::new() }, Some(rotate)))
+    let federated_bundles = federated_x509(app);
+    Ok((X509svidResponse { svids: vec![svid], crl: vec![], federated_bundles }, Some(rotate)))
+}
+
+/// The trust domain of a JWT's `sub`, read before any verification (only to pick the keys).
+fn token_trust_domain(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let v: serde_json::Value = serde_json::from_slice(&remit_token::b64d(payload)?).ok()?;
+    let id = remit_core::ids::SpiffeId::parse(v.get("sub")?.as_str()?).ok()?;
+    Some(id.trust_domain().to_owned())
 }
 
 /// Struct form of JSON claims for `ValidateJWTSVIDResponse`.
@@ -311,6 +336,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("svid must be specified (at most 16 KiB)"));
         }
         let invalid = || Status::invalid_argument("the JWT-SVID is not valid for this audience");
+        // Its (unverified) trust domain says whose keys verify it: ours, a federated
+        // domain's, or nobody's.
+        let td = token_trust_domain(&r.svid).ok_or_else(invalid)?;
+        if td != self.app.trust_domain.as_str() {
+            let fed = self.app.bundles.get(&td).ok_or_else(invalid)?;
+            let now = self.app.clock.now().secs();
+            let leeway = self.app.cfg.limits.clock_skew.as_secs();
+            let (id, claims) = remit_token::oidc::verify_jwt_svid(&r.svid, &fed.jwks, &td, &r.audience, now, leeway)
+                .map_err(|_| invalid())?;
+            return Ok(Response::new(ValidateJwtsvidResponse {
+                spiffe_id: id,
+                claims: Some(to_struct(serde_json::Value::Object(claims))),
+            }));
+        }
         let i = self.app.introspect(&r.svid, None).await.map_err(internal)?;
         let claims = i.claims.ok_or_else(invalid)?;
         if !claims.aud.contains(&r.audience) {
