@@ -147,6 +147,20 @@ fn a_registered_process_gets_its_svids_from_the_socket_with_no_token() {
     let (code, started) = client(&socket, &["start-task", "--url", &s.url, "--workflow", "deploy"]);
     assert_eq!((code, started["status"].as_u64()), (0, Some(201)), "{started}");
     assert_eq!(started["body"]["task"]["agent"], "deploy-bot");
+    // No JWT-SVID for a registered tool's audience: tools get credentials by token exchange.
+    run(&[
+        "tool",
+        "create",
+        "tickets",
+        "--audience",
+        "https://tickets.example/api",
+        "--scope",
+        "read",
+        "--owner",
+        "ops@example.com",
+    ]);
+    let (code, v) = client(&socket, &["jwt", "--audience", "https://tickets.example/api"]);
+    assert_eq!((code, v["error"].as_str()), (3, Some("INVALID_ARGUMENT")), "{v}");
     // The stream rotates the X.509-SVID before it expires: three SVIDs within one TTL and a half.
     let (code, w) = client(&socket, &["--timeout", "30", "watch", "--count", "3"]);
     assert_eq!(code, 0, "{w}");

@@ -170,6 +170,9 @@ pub struct Instance {
     /// The one workflow it may start tasks in (set by the registration entry that attested
     /// it); `None`: any workflow its agent may.
     pub workflow: Option<WorkflowName>,
+    /// Renewals never extend it past this (an instance attested by a platform token lives no
+    /// longer than the token); `None`: renewable without limit.
+    pub renew_until: Option<UnixMillis>,
 }
 
 /// One unit of work of one workflow, with its own identity.

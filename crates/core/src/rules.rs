@@ -438,6 +438,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             workflow: None,
+            renew_until: None,
         };
         let now = UnixMillis(2000);
         assert_eq!(task_liveness(&t, &wf(), &agent(), Some(&inst), now), Liveness::Active);
@@ -471,6 +472,7 @@ mod tests {
             revoked_at: None,
             revoke_reason: None,
             workflow: None,
+            renew_until: None,
         };
         let t = start_task(
             req(Some(600)),

@@ -142,6 +142,16 @@ impl Entry {
         if kinds.len() > 1 {
             return Err(DomainError::invalid("entry", "an entry's selectors are all `unix:` or all `oidc:`"));
         }
+        // A process can connect and then `exec` another program before it is attested, so
+        // an executable's path or hash alone never names an agent: a Unix user or group must.
+        let unix = kinds.contains("unix");
+        let has_user = selectors.iter().any(|s| s.0.starts_with("unix:uid:") || s.0.starts_with("unix:gid:"));
+        if unix && !has_user {
+            return Err(DomainError::invalid(
+                "entry",
+                "a `unix:` entry needs `unix:uid` or `unix:gid` (an executable's path or hash alone names nobody)",
+            ));
+        }
         if let Some(h) = hint
             && (h.is_empty() || h.len() > MAX_HINT_LEN || h.chars().any(char::is_control))
         {
@@ -239,5 +249,7 @@ mod tests {
         assert!(Entry::validate(&sel(&["unix:uid:1", "oidc:ci:sub:x"]), None).is_err());
         assert!(Entry::validate(&sel(&["unix:uid:1"]), Some("")).is_err());
         assert!(Entry::validate(&sel(&["unix:uid:1"]), Some("internal")).is_ok());
+        assert!(Entry::validate(&sel(&["unix:path:/opt/bot"]), None).is_err(), "a path alone names nobody");
+        assert!(Entry::validate(&sel(&["unix:gid:5", "unix:path:/opt/bot"]), None).is_ok());
     }
 }

@@ -77,6 +77,12 @@ pub async fn serve_on(
             if let Err(e) = cp_app.checkpoint_now().await {
                 tracing::warn!(error = %e, "audit checkpoint failed");
             }
+            // The X.509 CA renews itself well before it expires.
+            match cp_app.rotate_x509_ca_if_due().await {
+                Ok(true) => tracing::info!("rotated the X.509 CA (two thirds of its life passed)"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "checking the X.509 CA's age failed"),
+            }
             // Per-tool credentials an hour past their expiry: their rows go (bounded growth).
             let before = remit_core::time::UnixMillis(cp_app.clock.now().0 - 3_600_000);
             match cp_app.store.tools().prune_credentials(before).await {

@@ -82,6 +82,18 @@ async fn a_platform_token_attests_a_workload_and_anything_else_is_invalid_grant(
     assert!(task.starts_with("t-"));
     let i = s.introspect(&instance).await;
     assert_eq!(i["active"], true, "{i}");
+    // An assertion is used once.
+    let (st, r) = grant(&s, &token).await;
+    assert_eq!((st, r["error"].as_str()), (400, Some("invalid_grant")), "a replay: {r}");
+    // Renewing never takes the instance past the platform token's expiry.
+    let token_exp = jsonwebtoken::dangerous::insecure_decode::<Value>(&token).unwrap().claims["exp"].as_i64().unwrap();
+    let (st, renewed) = s.call("POST", "/v1/instances/renew", Some(&instance), None).await;
+    assert_eq!(st, 200, "{renewed}");
+    let renewed_exp =
+        jsonwebtoken::dangerous::insecure_decode::<Value>(renewed["token"].as_str().unwrap()).unwrap().claims["exp"]
+            .as_i64()
+            .unwrap();
+    assert!(renewed_exp <= token_exp, "renewed to {renewed_exp}, past the assertion's {token_exp}");
     assert!(
         i["exp"].as_i64().unwrap()
             <= jsonwebtoken::dangerous::insecure_decode::<Value>(&token).unwrap().claims["exp"].as_i64().unwrap(),
@@ -118,7 +130,7 @@ async fn a_platform_token_attests_a_workload_and_anything_else_is_invalid_grant(
     assert_eq!(ok.len(), 1, "{records:?}");
     assert!(ok[0]["detail"].as_str().unwrap().contains("oidc:ci:sub:alice"));
     let denied = records.iter().filter(|r| r["outcome"] == "denied").count();
-    assert_eq!(denied, 6, "{records:?}");
+    assert_eq!(denied, 7, "{records:?}");
     assert!(
         records.iter().any(|r| r["outcome"] == "denied" && r["detail"].as_str().unwrap().contains("oidc:ci:sub:bob"))
     );

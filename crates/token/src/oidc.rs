@@ -136,6 +136,26 @@ pub fn verify_assertion(token: &str, jwks: &JwkSet, expect: &Expect<'_>) -> Resu
     verify(token, jwks, expect, Kind::Assertion)
 }
 
+/// Finds `kid` in `jwks`, checks its key type (and its stated `alg`, if any) fits `alg`, and
+/// verifies the signature with every claim check off; returns the claims.
+fn signed_claims(token: &str, jwks: &JwkSet, alg: Algorithm, kid: String) -> Result<serde_json::Value, IdTokenError> {
+    let jwk = jwks.find(&kid).ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?;
+    let stated = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+    if !fits(&jwk.algorithm, alg) || stated.is_some_and(|s| s != format!("{alg:?}")) {
+        return Err(IdTokenError::KeyMismatch(kid));
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::KeyMismatch(kid.clone()))?;
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
+        _ => IdTokenError::Malformed(e.to_string()),
+    })?;
+    Ok(data.claims)
+}
+
 #[derive(PartialEq, Eq)]
 enum Kind {
     IdToken,
@@ -149,27 +169,13 @@ fn verify(token: &str, jwks: &JwkSet, expect: &Expect<'_>, kind: Kind) -> Result
         return Err(IdTokenError::AlgorithmNotAllowed(format!("{alg:?}")));
     }
     let kid = header.kid.ok_or(IdTokenError::NoKeyId)?;
-    let jwk = jwks.find(&kid).ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?;
-    let stated = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
-    if !fits(&jwk.algorithm, alg) || stated.is_some_and(|s| s != format!("{alg:?}")) {
-        return Err(IdTokenError::KeyMismatch(kid));
-    }
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::KeyMismatch(kid.clone()))?;
-    // The signature first, with every claim check off: the claims are checked below, each
-    // with its own error, and only on a token whose signature holds.
-    let mut v = Validation::new(alg);
-    v.validate_exp = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
-        _ => IdTokenError::Malformed(e.to_string()),
-    })?;
+    // The signature first: the claims are checked below, each with its own error, and only
+    // on a token whose signature holds.
+    let data = signed_claims(token, jwks, alg, kid)?;
     let mut claims: IdClaims =
-        serde_json::from_value(data.claims.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-    let extra: Extra =
-        serde_json::from_value(data.claims.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
-    if let serde_json::Value::Object(all) = data.claims {
+        serde_json::from_value(data.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    let extra: Extra = serde_json::from_value(data.clone()).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    if let serde_json::Value::Object(all) = data {
         claims.all = all;
     }
     if claims.iss != expect.issuer {
@@ -236,20 +242,8 @@ pub fn verify_jwt_svid(
         return Err(IdTokenError::Malformed("`typ` must be JWT or JOSE".into()));
     }
     let kid = header.kid.ok_or(IdTokenError::NoKeyId)?;
-    let jwk = jwks.find(&kid).ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?;
-    if !fits(&jwk.algorithm, alg) {
-        return Err(IdTokenError::KeyMismatch(kid));
-    }
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::KeyMismatch(kid.clone()))?;
-    let mut v = Validation::new(alg);
-    v.validate_exp = false;
-    v.validate_aud = false;
-    v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => IdTokenError::BadSignature,
-        _ => IdTokenError::Malformed(e.to_string()),
-    })?;
-    let serde_json::Value::Object(claims) = data.claims else {
+    let data = signed_claims(token, jwks, alg, kid)?;
+    let serde_json::Value::Object(claims) = data else {
         return Err(IdTokenError::Malformed("the claims are not an object".into()));
     };
     let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or_default();

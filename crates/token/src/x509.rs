@@ -81,7 +81,8 @@ pub fn self_signed_ca(
     let mut p = CertificateParams::default();
     p.distinguished_name = name("Remit", &format!("{trust_domain_id} CA"));
     p.subject_alt_names = vec![uri(trust_domain_id)?];
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    // It signs leaves only, never another CA.
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p.serial_number = Some(serial(random));
     p.not_before = datetime(UnixMillis(now.0.saturating_sub(BACKDATE_MS)))?;
@@ -156,8 +157,14 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
 
 /// A certificate's `notAfter`.
 pub fn not_after(der: &[u8]) -> Result<UnixMillis, X509Error> {
-    let t = parse(der)?.validity().not_after.timestamp();
-    Ok(UnixMillis(t.saturating_mul(1000)))
+    Ok(validity(der)?.1)
+}
+
+/// A certificate's `notBefore` and `notAfter`.
+pub fn validity(der: &[u8]) -> Result<(UnixMillis, UnixMillis), X509Error> {
+    let v = parse(der)?.validity().clone();
+    let ms = |t: i64| UnixMillis(t.saturating_mul(1000));
+    Ok((ms(v.not_before.timestamp()), ms(v.not_after.timestamp())))
 }
 
 /// Splits concatenated DER certificates (a bundle or chain as the Workload API carries them).

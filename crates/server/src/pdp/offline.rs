@@ -305,6 +305,7 @@ fn snapshot(spec: &TaskSpec, n: usize, now: UnixMillis) -> Result<TaskSnapshot, 
         revoked_at: None,
         revoke_reason: None,
         workflow: None,
+        renew_until: None,
     });
     let task = Task {
         id: TaskId::from_random(seed(0x7, n)),

@@ -6,7 +6,10 @@
 //! against that issuer's JWKS (asymmetric algorithms only; `aud` must hold the configured
 //! audience; `exp`, `iat`, `sub`); its `sub` and the configured claims become selectors
 //! `oidc:<issuer>:<claim>:<value>`, and the most specific registration entry names the agent.
-//! The instance lives until the instance TTL or the assertion's expiry, whichever is first.
+//! The instance lives until the instance TTL or the assertion's expiry, whichever is first,
+//! and renewals never take it past the assertion's expiry. An assertion is used once: its
+//! `jti` (or, without one, its `sub` and `iat`) is remembered until it expires, shared by
+//! replicas; a replay is `invalid_grant`. A future `nbf` is refused.
 //! Every attestation and refusal is audited with its selectors; a refused caller gets
 //! `invalid_grant` and learns nothing about which entries exist.
 
@@ -64,9 +67,7 @@ pub struct Federated {
 
 /// The unverified `iss` of a compact JWS (to pick the issuer whose keys verify it).
 fn peek_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let v: serde_json::Value = serde_json::from_slice(&remit_token::b64d(payload)?).ok()?;
-    v.get("iss")?.as_str().map(str::to_owned)
+    remit_token::jwt::unverified_claims(token)?.get("iss")?.as_str().map(str::to_owned)
 }
 
 fn invalid_grant() -> OAuthError {
@@ -97,6 +98,28 @@ impl App {
                 return Err(invalid_grant());
             }
         };
+        let not_yet = claims
+            .all
+            .get("nbf")
+            .and_then(|n| n.as_i64())
+            .is_some_and(|nbf| nbf.saturating_sub(i64::try_from(leeway).unwrap_or(i64::MAX / 2)) > now.secs());
+        if not_yet {
+            self.federation_refused(Some(&name), &BTreeSet::new(), "the assertion is not valid yet (nbf)").await;
+            return Err(invalid_grant());
+        }
+        // Once per assertion: by its claims (`jti`), never its bytes.
+        let once = match claims.all.get("jti").and_then(|j| j.as_str()) {
+            Some(jti) => format!("jwt-bearer:{name}:jti:{jti}"),
+            None => format!("jwt-bearer:{name}:sub:{}:iat:{}", claims.sub, claims.iat),
+        };
+        let key = hex::encode(remit_token::sha256(once.as_bytes()));
+        let forget_at = UnixMillis(claims.exp.saturating_add(i64::try_from(leeway).unwrap_or(0)).saturating_mul(1000));
+        let first =
+            self.store.tools().use_proof(&key, now, forget_at).await.map_err(|e| OAuthError::from(Error::from(e)))?;
+        if !first {
+            self.federation_refused(Some(&name), &BTreeSet::new(), "the assertion was already used").await;
+            return Err(invalid_grant());
+        }
         let wanted =
             self.cfg.workload_issuers.iter().find(|c| c.name == name).map(|c| c.claims.clone()).unwrap_or_default();
         let mut selectors = BTreeSet::new();
@@ -130,6 +153,7 @@ impl App {
             revoked_at: None,
             revoke_reason: None,
             workflow: entry.workflow.clone(),
+            renew_until: Some(until),
         };
         let spiffe = SpiffeId::instance(&self.trust_domain, &inst.agent, &inst.id);
         let sels: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();

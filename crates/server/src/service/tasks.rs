@@ -87,6 +87,7 @@ impl App {
             revoked_at: None,
             revoke_reason: None,
             workflow: None,
+            renew_until: None,
         };
         let spiffe = SpiffeId::instance(&self.trust_domain, &inst.agent, &inst.id);
         let audit = AuditEvent::new(now, &actor, AuditAction::InstanceJoin)

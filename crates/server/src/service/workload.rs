@@ -36,6 +36,20 @@ impl App {
         {
             return Err(Error::Invalid(format!("workflow: agent `{}` is not in workflow `{w}`", agent.name)));
         }
+        // Entries overlap when one's selectors are a subset of the other's: the more specific
+        // one takes the other's processes. Taking another agent's processes needs the right
+        // to register that agent's workloads too.
+        for other in self.store.workload().entries().await? {
+            let overlaps = other.selectors.is_subset(&req.selectors) || req.selectors.is_subset(&other.selectors);
+            if overlaps && other.agent != req.agent {
+                self.allow_on_agent(caller, AdminAction::AgentJoinToken, &other.agent).await.map_err(|_| {
+                    Error::Denied(format!(
+                        "these selectors overlap entry `{}` of agent `{}`, which you may not register workloads for",
+                        other.id, other.agent
+                    ))
+                })?;
+            }
+        }
         let now = self.clock.now();
         let e = Entry {
             id: EntryId::from_random(self.random_id()),

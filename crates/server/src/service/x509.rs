@@ -19,8 +19,7 @@ use crate::error::Error;
 pub struct X509Authority {
     /// Signs new leaves.
     pub key: SigningKey,
-    /// What a leaf's chain carries after the leaf: the active CA's certificate and any
-    /// upstream intermediates (never the root).
+    /// What a leaf's chain carries after the leaf: the active CA's certificate.
     pub chain: Vec<Vec<u8>>,
     /// The trust anchors of every published CA (active and retiring): the X.509 bundle.
     pub roots: Vec<Vec<u8>>,
@@ -34,16 +33,15 @@ impl std::fmt::Debug for X509Authority {
     }
 }
 
-/// A CA key row's chain, split: `(served chain, trust anchor)`. A self-signed CA is its own
-/// anchor; an upstream-signed one stores `[ca, intermediates…, root]`.
-fn split_chain(k: &StoredKey) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
+/// A CA key row's certificate: one self-signed certificate, its own trust anchor. (An
+/// intermediate under an operator's upstream CA is not built yet; such a row is refused.)
+fn ca_cert(k: &StoredKey) -> Result<Vec<u8>, String> {
     let der = k.cert.as_deref().ok_or_else(|| format!("X.509 CA key `{}` has no certificate", k.kid))?;
-    let mut certs = x509::split_concatenated(der).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))?;
-    let root = certs.last().cloned().ok_or_else(|| format!("X.509 CA key `{}` has no certificate", k.kid))?;
-    if certs.len() > 1 {
-        certs.pop();
+    let certs = x509::split_concatenated(der).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))?;
+    match <[Vec<u8>; 1]>::try_from(certs) {
+        Ok([cert]) => Ok(cert),
+        Err(_) => Err(format!("X.509 CA key `{}` must hold exactly one certificate", k.kid)),
     }
-    Ok((certs, root))
 }
 
 /// Builds the authority from the opened X.509 CA keys (`None` when there is no active one).
@@ -55,14 +53,14 @@ pub(crate) fn build_authority(
     let Some(active) = cas.iter().filter(|k| k.retire_after.is_none()).max_by_key(|k| k.created_at) else {
         return Ok(None);
     };
-    let (chain, _) = split_chain(active)?;
+    let chain = vec![ca_cert(active)?];
     let mut roots = Vec::new();
     let mut published = Vec::new();
     for k in &cas {
-        let (c, root) = split_chain(k)?;
+        let cert = ca_cert(k)?;
         let vk = VerifyingKey::from_public(&k.public).map_err(|e| format!("key `{}`: {e}", k.kid))?;
-        roots.push(root);
-        published.push((vk, c[0].clone()));
+        roots.push(cert.clone());
+        published.push((vk, cert));
     }
     Ok(Some(X509Authority { key: opened(active)?, chain, roots, published }))
 }
@@ -130,6 +128,28 @@ impl App {
             remit_policy::admin::AdminTarget::Installation,
         )
         .await?;
+        self.rotate_ca_as(&caller.actor(), None).await
+    }
+
+    /// Rotates the CA by itself once two thirds of its certificate's life have passed (so it
+    /// never expires under running workloads); another replica doing it first is fine.
+    /// Returns whether this call rotated it.
+    pub async fn rotate_x509_ca_if_due(&self) -> Result<bool, Error> {
+        let ca = self.x509_authority()?;
+        let Some(cert) = ca.chain.first() else { return Ok(false) };
+        let (from, until) = x509::validity(cert).map_err(|e| Error::Internal(e.to_string()))?;
+        let now = self.clock.now();
+        if now.0 < from.0 + (until.0 - from.0) * 2 / 3 {
+            return Ok(false);
+        }
+        match self.rotate_ca_as("remit", Some("two thirds of the CA certificate's life passed")).await {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn rotate_ca_as(&self, actor: &str, reason: Option<&str>) -> Result<(String, u64), Error> {
         let now = self.clock.now();
         let key = self.new_ca_key(now)?;
         let kid = key.kid.clone();
@@ -149,11 +169,14 @@ impl App {
             retire_after,
             mac: crate::seal::key_mac(self.kek(), &retiring),
         };
-        let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate).detail([
+        let mut audit = AuditEvent::new(now, actor, AuditAction::KeyRotate).detail([
             ("new_kid", kid.clone().into()),
             ("old_kid", old.into()),
             ("purpose", "x509".into()),
         ]);
+        if let Some(r) = reason {
+            audit = audit.reason(r);
+        }
         let seq = self.store.keys().rotate(key, old_row, audit).await?;
         self.reload_keys().await?;
         Ok((kid, seq))

@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::PeerInfo;
-use super::attest::Peer;
 use super::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use super::proto::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
@@ -66,12 +65,8 @@ impl WorkloadApi {
     }
 
     async fn session<T>(&self, req: &Request<T>) -> Result<Arc<Session>, Status> {
-        let info = req.extensions().get::<PeerInfo>().copied();
-        let Some(PeerInfo { cred: Some(c), accepted_ticks }) = info else {
-            return Err(Status::permission_denied(REFUSED));
-        };
-        let peer = Peer { uid: c.uid(), gid: c.gid(), pid: c.pid().unwrap_or(0), accepted_ticks };
-        let r = self.sessions.identify(&self.app, peer).await.map_err(|_| Status::permission_denied(REFUSED));
+        let info = req.extensions().get::<PeerInfo>().cloned().ok_or_else(|| Status::permission_denied(REFUSED))?;
+        let r = self.sessions.identify(&self.app, &info).await.map_err(|_| Status::permission_denied(REFUSED));
         let label = if r.is_ok() { "attested" } else { "refused" };
         self.app.metrics.attestations.get_or_create(&Metrics::label(label)).inc();
         r
@@ -105,6 +100,8 @@ async fn drive<T, F>(
     let mut federated = app.bundles.version();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     recheck.reset();
+    // While the change feed is down (or we fell behind it), re-check on a timer.
+    let mut polling = false;
     let mut send = true;
     let mut refresh_at: Option<UnixMillis> = None;
     loop {
@@ -128,8 +125,10 @@ async fn drive<T, F>(
             c = changes.recv() => match c {
                 Ok(Change::Keys) => { send = true; false }
                 Ok(Change::Instance(i)) => i == s.instance,
-                Ok(Change::Agent(_) | Change::FeedLost) => true,
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => { send = true; true }
+                Ok(Change::Agent(a)) => a == s.agent,
+                Ok(Change::FeedLost) => { polling = true; true }
+                Ok(Change::Resync) => { polling = false; send = true; true }
+                Err(RecvError::Lagged(_)) => { send = true; true }
                 Ok(_) => false,
                 Err(RecvError::Closed) => return,
             },
@@ -137,7 +136,7 @@ async fn drive<T, F>(
                 send = true;
                 true
             }
-            _ = recheck.tick() => true,
+            _ = recheck.tick() => polling,
             r = federated.changed() => {
                 // A federated bundle changed (the follower never stops while we run).
                 send = r.is_ok();
@@ -188,13 +187,22 @@ fn jwt_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
     Ok(all)
 }
 
+/// Soonest a stream re-issues an X.509-SVID (however short-lived the last one was).
+const MIN_ROTATION: Duration = Duration::from_secs(1);
+
 /// A fresh X.509-SVID message, and when to rotate it (half its life).
 fn x509_message(app: &App, s: &Session) -> Result<(X509svidResponse, Option<UnixMillis>), Status> {
     let not_after = s.expires_at.lock().map(|e| *e).map_err(internal)?;
     let leaf =
         app.issue_x509_svid(s.spiffe_id.as_str(), not_after.max(app.clock.now().plus_secs(60))).map_err(internal)?;
     let now = app.clock.now();
-    let rotate = UnixMillis(now.0 + (leaf.not_after.0 - now.0) / 2);
+    if leaf.not_after <= now {
+        // The CA itself has expired: nothing valid can be handed out.
+        tracing::error!("the X.509 CA has expired; rotate it (`remit keys rotate --x509`)");
+        return Err(Status::unavailable("no valid X.509-SVID can be issued now"));
+    }
+    let min = now.0 + MIN_ROTATION.as_millis() as i64;
+    let rotate = UnixMillis((now.0 + (leaf.not_after.0 - now.0) / 2).max(min));
     let ca = app.x509_authority().map_err(internal)?;
     let svid = X509svid {
         spiffe_id: s.spiffe_id.to_string(),
@@ -209,8 +217,7 @@ fn x509_message(app: &App, s: &Session) -> Result<(X509svidResponse, Option<Unix
 
 /// The trust domain of a JWT's `sub`, read before any verification (only to pick the keys).
 fn token_trust_domain(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let v: serde_json::Value = serde_json::from_slice(&remit_token::b64d(payload)?).ok()?;
+    let v = remit_token::jwt::unverified_claims(token)?;
     let id = remit_core::ids::SpiffeId::parse(v.get("sub")?.as_str()?).ok()?;
     Some(id.trust_domain().to_owned())
 }
@@ -278,6 +285,17 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         if !r.spiffe_id.is_empty() && r.spiffe_id != s.spiffe_id.as_str() {
             return Err(Status::permission_denied(REFUSED));
+        }
+        // A tool gets a credential by token exchange (decided, scoped, on record), never a
+        // JWT-SVID minted for its audience.
+        for a in &r.audience {
+            if remit_core::tool::is_tool_audience(a)
+                && self.app.store.tools().tool_by_audience(a).await.map_err(internal)?.is_some()
+            {
+                return Err(Status::invalid_argument(format!(
+                    "`{a}` is a registered tool's audience: get its credential by token exchange"
+                )));
+            }
         }
         let now = self.app.clock.now();
         let inst_end = s.expires_at.lock().map(|e| *e).map_err(internal)?;
@@ -352,7 +370,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let i = self.app.introspect(&r.svid, None).await.map_err(internal)?;
         let claims = i.claims.ok_or_else(invalid)?;
-        if !claims.aud.contains(&r.audience) {
+        // An instance's or a task's bearer JWT-SVID; not a tool's credential (its tool
+        // introspects it) and not a DPoP-bound token (its holder must prove its key).
+        let bearer_svid = matches!(claims.remit.kind, remit_token::SvidKind::Instance | remit_token::SvidKind::Task);
+        if !bearer_svid || claims.cnf.is_some() || !claims.aud.contains(&r.audience) {
             return Err(invalid());
         }
         let json = serde_json::to_value(&claims).map_err(internal)?;

@@ -128,7 +128,8 @@ pub fn attest(peer: &Peer, digests: &Digests) -> Result<Attested, AttestError> {
     }
     let before = start_ticks(pid).ok_or(AttestError::Gone)?;
     // A process that started after the connection was accepted reuses the caller's pid.
-    if before > peer.accepted_ticks.saturating_add(USER_HZ) {
+    // (One tick of slack: the accept time is read from `/proc/uptime`, rounded down.)
+    if before > peer.accepted_ticks.saturating_add(1) {
         return Err(AttestError::Replaced);
     }
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));

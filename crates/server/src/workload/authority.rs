@@ -15,16 +15,24 @@
 //!   kept; blocks are re-split to the peer's frame size. Every other frame passes unchanged.
 //! - server → client: copied as is.
 //!
-//! Limits: frames above [`MAX_FRAME`] and header blocks above [`MAX_BLOCK`] close the
-//! connection; a block that does not decode closes it (h2 would answer COMPRESSION_ERROR).
+//! Limits: the preface must arrive within [`PREFACE_DEADLINE`]; frames above [`MAX_FRAME`]
+//! (what the server advertises), header blocks above [`MAX_BLOCK`] and header lists that
+//! decode to more than [`MAX_HEADER_LIST`] bytes (an HPACK "bomb": one indexed byte can stand
+//! for a 4 KiB table entry) close the connection; a block that does not decode closes it (h2
+//! would answer COMPRESSION_ERROR).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Largest frame accepted from a client (the server advertises 16 KiB).
-pub const MAX_FRAME: usize = 1 << 20;
+/// Largest frame accepted from a client: what the server advertises (HTTP/2's default).
+pub const MAX_FRAME: usize = 16_384;
 /// Largest header block (all its frames) accepted.
 pub const MAX_BLOCK: usize = 64 * 1024;
+/// Most bytes a header list may decode to (names and values plus 32 each, as HTTP/2 counts
+/// them; the server advertises 16 KiB).
+pub const MAX_HEADER_LIST: usize = 16 * 1024;
+/// How long a client has to send the HTTP/2 connection preface.
+pub const PREFACE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Frame size the rewritten header blocks are split to (HTTP/2's default maximum).
 const OUT_FRAME: usize = 16_384;
 /// The dynamic table size the server allows (HTTP/2's default `SETTINGS_HEADER_TABLE_SIZE`;
@@ -78,7 +86,24 @@ fn encode(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 
 /// Decodes a header block, fixes `:authority`, re-encodes it.
 fn rewrite(decoder: &mut loona_hpack::Decoder<'_>, block: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut headers = decoder.decode(block).map_err(|_| bad("undecodable header block"))?;
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut total = 0usize;
+    let mut too_big = false;
+    // Every header is decoded (the client's dynamic table must stay in step) but kept only
+    // while the list is within its cap.
+    decoder
+        .decode_with_cb(block, |name, value| {
+            total = total.saturating_add(name.len() + value.len() + 32);
+            if total > MAX_HEADER_LIST {
+                too_big = true;
+            } else {
+                headers.push((name.into_owned(), value.into_owned()));
+            }
+        })
+        .map_err(|_| bad("undecodable header block"))?;
+    if too_big {
+        return Err(bad("header list too large"));
+    }
     for (name, value) in headers.iter_mut() {
         if name.as_slice() == b":authority" && !valid_authority(value) {
             *value = b"localhost".to_vec();
@@ -116,7 +141,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut preface = [0u8; 24];
-    from.read_exact(&mut preface).await?;
+    tokio::time::timeout(PREFACE_DEADLINE, from.read_exact(&mut preface))
+        .await
+        .map_err(|_| bad("no HTTP/2 preface in time"))??;
     if &preface != PREFACE {
         return Err(bad("not an HTTP/2 connection"));
     }
@@ -144,6 +171,9 @@ where
         }
         let mut block =
             p.get(..p.len().checked_sub(pad).ok_or(bad("bad padding"))?).ok_or(bad("bad padding"))?.to_vec();
+        if block.len() > MAX_BLOCK {
+            return Err(bad("header block too large"));
+        }
         let mut end = flags & END_HEADERS != 0;
         while !end {
             let Some((h, more)) = frame(&mut from).await? else { return Err(bad("truncated header block")) };
@@ -193,6 +223,11 @@ mod tests {
         let first = enc.encode(h.clone());
         let second = enc.encode(h);
         let mut dec = loona_hpack::Decoder::new();
+        // A few bytes that decode to a huge list (indexed copies of one big entry).
+        let big = vec![b'a'; 4000];
+        let mut bomb = loona_hpack::Encoder::new().encode(vec![(&b"x-big"[..], &big[..])]);
+        bomb.extend(std::iter::repeat_n(0xbe, 100));
+        assert!(rewrite(&mut loona_hpack::Decoder::new(), &bomb).is_err());
         for block in [first, second] {
             let out = rewrite(&mut dec, &block).unwrap();
             let got = loona_hpack::Decoder::new().decode(&out).unwrap();

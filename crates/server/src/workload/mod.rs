@@ -72,21 +72,88 @@ pub fn bind(app: &App) -> std::io::Result<Option<WorkloadListener>> {
 }
 
 /// One accepted connection as tonic sees it: the server end of a pipe whose other end the
-/// [`authority`] shim feeds from the socket. It holds a slot of the cap and knows its peer.
+/// [`authority`] shim feeds from the socket. It holds a slot of the cap (and of its user's)
+/// and knows its peer.
 pub struct Conn {
     io: DuplexStream,
     _permit: OwnedSemaphorePermit,
+    _user_slot: Option<UserSlot>,
     info: PeerInfo,
+}
+
+/// Connections one Unix user may hold at once: a user who opens many cannot take every slot.
+pub const MAX_CONNECTIONS_PER_USER: usize = 64;
+/// Attestations (reading `/proc`, hashing an executable) run at once.
+const MAX_ATTESTING: usize = 8;
+
+/// Open connections per uid.
+#[derive(Default)]
+struct PerUser(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+
+/// One connection counted against its user; released on drop.
+struct UserSlot(Arc<PerUser>, u32);
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = (self.0).0.lock()
+            && let Some(n) = m.get_mut(&self.1)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl PerUser {
+    fn admit(self: &Arc<Self>, uid: u32) -> Option<UserSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot(self.clone(), uid))
+    }
 }
 
 /// Buffer of the pipe between the socket and tonic.
 const PIPE_BYTES: usize = 64 * 1024;
 
 impl Conn {
-    /// Wraps an accepted socket: the shim copies the client's bytes in (rewriting invalid
-    /// `:authority` values) and the server's bytes out.
-    fn new(sock: UnixStream, permit: OwnedSemaphorePermit) -> Conn {
-        let info = PeerInfo { cred: sock.peer_cred().ok(), accepted_ticks: attest::uptime_ticks() };
+    /// Wraps an accepted socket: its attestation starts at once, before any of the client's
+    /// bytes are read (the RPCs wait for it); the shim copies the client's bytes in (rewriting
+    /// invalid `:authority` values) and the server's bytes out.
+    fn new(
+        sock: UnixStream,
+        permit: OwnedSemaphorePermit,
+        user_slot: Option<UserSlot>,
+        attesting: &Arc<Semaphore>,
+        digests: &Arc<attest::Digests>,
+    ) -> Conn {
+        let cred = sock.peer_cred().ok();
+        let accepted_ticks = attest::uptime_ticks();
+        let (tx, rx) = watch::channel(None);
+        let peer = cred.map(|c| attest::Peer { uid: c.uid(), gid: c.gid(), pid: c.pid().unwrap_or(0), accepted_ticks });
+        let (attesting, digests) = (attesting.clone(), digests.clone());
+        tokio::spawn(async move {
+            let result = match peer {
+                None => Err(attest::AttestError::NoPeer),
+                Some(p) => match attesting.acquire_owned().await {
+                    Ok(slot) => tokio::task::spawn_blocking(move || {
+                        let r = attest::attest(&p, &digests);
+                        drop(slot);
+                        r
+                    })
+                    .await
+                    .unwrap_or(Err(attest::AttestError::NoPeer)),
+                    Err(_) => Err(attest::AttestError::NoPeer),
+                },
+            };
+            let _ = tx.send(Some(Arc::new(result)));
+        });
+        let info = PeerInfo { peer, attested: rx };
         let (server, shim) = tokio::io::duplex(PIPE_BYTES);
         let (sock_r, mut sock_w) = sock.into_split();
         let (shim_r, shim_w) = tokio::io::split(shim);
@@ -103,21 +170,25 @@ impl Conn {
             let _ = sock_w.shutdown().await;
             up.abort();
         });
-        Conn { io: server, _permit: permit, info }
+        Conn { io: server, _permit: permit, _user_slot: user_slot, info }
     }
 }
 
-/// What tonic hands each call about its connection.
-#[derive(Debug, Clone, Copy)]
+/// The attestation of a connection's peer, once it is done.
+pub type Attestation = Option<Arc<Result<attest::Attested, attest::AttestError>>>;
+
+/// What tonic hands each call about its connection: the kernel's view of the peer and its
+/// attestation, made when the connection was accepted.
+#[derive(Debug, Clone)]
 pub struct PeerInfo {
-    pub cred: Option<tokio::net::unix::UCred>,
-    pub accepted_ticks: u64,
+    pub peer: Option<attest::Peer>,
+    pub attested: watch::Receiver<Attestation>,
 }
 
 impl Connected for Conn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
-        self.info
+        self.info.clone()
     }
 }
 
@@ -141,7 +212,11 @@ impl AsyncWrite for Conn {
 
 /// Serves the Workload API on `l` until `stop` flips, and sweeps exited processes.
 pub async fn serve(app: Arc<App>, l: WorkloadListener, mut stop: watch::Receiver<bool>) {
-    let sessions = Arc::new(sessions::Sessions::default());
+    let sessions = Arc::new(sessions::Sessions::new(Some(app.cfg.data_dir.join(sessions::LEDGER_FILE))));
+    let ended = sessions.recover(&app).await;
+    if ended > 0 {
+        tracing::info!(ended, "ended the instances a previous run attested; their processes attest again");
+    }
     let sweeper = {
         let (app, sessions, mut stop) = (app.clone(), sessions.clone(), stop.clone());
         tokio::spawn(async move {
@@ -160,7 +235,7 @@ pub async fn serve(app: Arc<App>, l: WorkloadListener, mut stop: watch::Receiver
     };
     let cap = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let listener = l.listener;
-    let incoming = async_stream_of(listener, cap);
+    let incoming = async_stream_of(listener, cap, Arc::new(Semaphore::new(MAX_ATTESTING)), sessions.digests());
     let svc = proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::with_interceptor(
         api::WorkloadApi::new(app.clone(), sessions),
         api::require_header,
@@ -188,17 +263,34 @@ pub async fn serve(app: Arc<App>, l: WorkloadListener, mut stop: watch::Receiver
 fn async_stream_of(
     listener: UnixListener,
     cap: Arc<Semaphore>,
+    attesting: Arc<Semaphore>,
+    digests: Arc<attest::Digests>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Conn>> {
-    futures_util::stream::unfold((listener, cap), |(listener, cap)| async move {
-        let permit = match cap.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return None,
-        };
-        let r = listener.accept().await.map(|(io, _)| Conn::new(io, permit));
-        if r.is_err() {
-            // Out of descriptors, say: back off instead of spinning on the error.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let users = Arc::new(PerUser::default());
+    futures_util::stream::unfold((listener, cap, users), move |(listener, cap, users)| {
+        let (attesting, digests) = (attesting.clone(), digests.clone());
+        async move {
+            let permit = match cap.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return None,
+            };
+            let r = match listener.accept().await {
+                Ok((io, _)) => {
+                    let uid = io.peer_cred().ok().map(|c| c.uid());
+                    match uid.map(|u| users.admit(u)) {
+                        // Over its user's cap: closed at once (tonic skips the error).
+                        Some(None) => Err(std::io::Error::other("the user's connection cap is reached")),
+                        Some(slot) => Ok(Conn::new(io, permit, slot, &attesting, &digests)),
+                        None => Ok(Conn::new(io, permit, None, &attesting, &digests)),
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning on the error.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(e)
+                }
+            };
+            Some((r, (listener, cap, users)))
         }
-        Some((r, (listener, cap)))
     })
 }

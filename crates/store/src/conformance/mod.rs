@@ -128,6 +128,7 @@ pub(crate) fn instance(agent: &str) -> Instance {
         revoked_at: None,
         revoke_reason: None,
         workflow: None,
+        renew_until: None,
     }
 }
 

@@ -62,7 +62,8 @@ pub(crate) const AGENT_COLS: &str =
     "name, owner, workflows, state, created_at, updated_at, kill_generation, owner_id, orphaned_at";
 pub(crate) const JOIN_COLS: &str =
     "id, agent, secret_hash, created_at, expires_at, used_at, used_by, agent_generation, revoked_at";
-pub(crate) const INSTANCE_COLS: &str = "id, agent, state, created_at, expires_at, revoked_at, revoke_reason, workflow";
+pub(crate) const INSTANCE_COLS: &str =
+    "id, agent, state, created_at, expires_at, revoked_at, revoke_reason, workflow, renew_until";
 pub(crate) const TASK_COLS: &str = "id, workflow, agent, instance, parent, intent, intent_hash, sensitivity, audience, \
      state, started_by, created_at, expires_at, ended_at, end_reason, delegation";
 /// The columns a kill cascade reads of each task.

@@ -457,7 +457,8 @@ async fn redeem_join_token(ctx: &mut WriteCtx, id: JoinTokenId, inst: Instance, 
 
 pub(crate) async fn insert_instance(c: &mut PgConnection, inst: &Instance) -> Result<()> {
     sqlx::query(
-        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow) VALUES ($1,$2,$3,$4,$5,$6)",
+        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow, renew_until) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7)",
     )
     .bind(inst.id.as_str())
     .bind(inst.agent.as_str())
@@ -465,6 +466,7 @@ pub(crate) async fn insert_instance(c: &mut PgConnection, inst: &Instance) -> Re
     .bind(inst.created_at.0)
     .bind(inst.expires_at.0)
     .bind(inst.workflow.as_ref().map(|w| w.as_str()))
+    .bind(inst.renew_until.map(|t| t.0))
     .execute(c)
     .await
     .map_err(map_err)?;
@@ -479,7 +481,8 @@ pub(super) async fn instance(c: &mut PgConnection, id: &InstanceId) -> Result<Op
 
 async fn renew_instance(ctx: &mut WriteCtx, id: InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
     let n = sqlx::query(
-        "UPDATE instances SET expires_at = $1 WHERE id = $2 AND state = 'active' AND expires_at > $3 \
+        "UPDATE instances SET expires_at = LEAST($1, COALESCE(renew_until, $1)) WHERE id = $2 AND state = 'active' \
+         AND expires_at > $3 \
          AND EXISTS (SELECT 1 FROM agents WHERE name = instances.agent AND state = 'enabled')",
     )
     .bind(expires_at.0)

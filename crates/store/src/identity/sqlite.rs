@@ -432,14 +432,16 @@ fn join_token(c: &Connection, id: &JoinTokenId) -> Result<Option<JoinToken>> {
 
 pub(crate) fn insert_instance(c: &Connection, i: &Instance) -> Result<()> {
     c.execute(
-        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow) VALUES (?1,?2,?3,?4,?5,?6)",
+        "INSERT INTO instances (id, agent, state, created_at, expires_at, workflow, renew_until) \
+         VALUES (?1,?2,?3,?4,?5,?6,?7)",
         params![
             i.id.as_str(),
             i.agent.as_str(),
             i.state.as_str(),
             i.created_at.0,
             i.expires_at.0,
-            i.workflow.as_ref().map(|w| w.as_str())
+            i.workflow.as_ref().map(|w| w.as_str()),
+            i.renew_until.map(|t| t.0)
         ],
     )
     .map_err(map_err)?;
@@ -474,7 +476,7 @@ fn renew_instance(ctx: &mut WriteCtx<'_>, id: &InstanceId, expires_at: UnixMilli
     let n = ctx
         .conn
         .execute(
-            "UPDATE instances SET expires_at = ?1 WHERE id = ?2 AND state = 'active' AND expires_at > ?3 \
+            "UPDATE instances SET expires_at = MIN(?1, COALESCE(renew_until, ?1)) WHERE id = ?2 AND state = 'active' AND expires_at > ?3 \
              AND EXISTS (SELECT 1 FROM agents WHERE name = instances.agent AND state = 'enabled')",
             params![expires_at.0, id.as_str(), audit.time.0],
         )

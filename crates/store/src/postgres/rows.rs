@@ -131,6 +131,7 @@ pub fn instance(r: &PgRow, o: usize) -> Result<Instance> {
         revoked_at: ms_opt(r, o + 5)?,
         revoke_reason: so(r, o + 6)?,
         workflow: so(r, o + 7)?.map(|w| WorkflowName::parse(&w)).transpose().map_err(|e| corrupt(o + 7, e))?,
+        renew_until: ms_opt(r, o + 8)?,
     })
 }
 

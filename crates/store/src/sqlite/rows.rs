@@ -133,6 +133,7 @@ pub fn instance(r: &Row<'_>) -> rusqlite::Result<Instance> {
         revoked_at: ms_opt(r, 5)?,
         revoke_reason: r.get(6)?,
         workflow: id_opt(r, 7)?,
+        renew_until: ms_opt(r, 8)?,
     })
 }
 

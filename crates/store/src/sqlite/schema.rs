@@ -376,7 +376,9 @@ ALTER TABLE keys_13 RENAME TO keys;
 CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE retire_after IS NULL;
 CREATE TABLE registration_entries (
     id         TEXT PRIMARY KEY,
-    selectors  TEXT NOT NULL UNIQUE,
+    selectors  TEXT NOT NULL,
+    -- SHA-256 of the canonical selector set: unique, and short enough for any index.
+    selectors_hash TEXT NOT NULL UNIQUE,
     agent      TEXT NOT NULL REFERENCES agents(name),
     workflow   TEXT REFERENCES workflows(name),
     hint       TEXT,
@@ -384,6 +386,7 @@ CREATE TABLE registration_entries (
     created_by TEXT NOT NULL
 ) STRICT;
 ALTER TABLE instances ADD COLUMN workflow TEXT;
+ALTER TABLE instances ADD COLUMN renew_until INTEGER;
 "#,
 ];
 

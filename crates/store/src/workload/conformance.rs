@@ -51,6 +51,15 @@ pub async fn entries_are_unique_and_instances_need_an_enabled_agent(store: Arc<d
     i.workflow = Some(wf_name("deploy"));
     w.attest_instance(i.clone(), ev(AuditAction::WorkloadAttest)).await.unwrap();
     assert_eq!(s.identity().instance(&i.id).await.unwrap().unwrap(), i);
+    // One attested by a platform token is never renewed past the token's expiry.
+    let mut capped = instance("bot");
+    capped.id = InstanceId::from_random(rnd());
+    let cap = now().plus_secs(120);
+    capped.renew_until = Some(cap);
+    w.attest_instance(capped.clone(), ev(AuditAction::WorkloadAttest)).await.unwrap();
+    s.identity().renew_instance(&capped.id, now().plus_secs(3600), ev(AuditAction::InstanceRenew)).await.unwrap();
+    let got = s.identity().instance(&capped.id).await.unwrap().unwrap();
+    assert_eq!(got.expires_at, cap);
     // Not once its agent is disabled.
     let kill =
         Kill { target: KillTarget::Agent(agent_name("bot")), actor: "admin".into(), reason: "x".into(), at: now() };

@@ -29,6 +29,13 @@ pub(crate) fn selectors_text(e: &Entry) -> String {
     serde_json::to_string(&e.selectors).unwrap_or_default()
 }
 
+/// SHA-256 (hex) of [`selectors_text`]: what makes an entry's selector set unique (short
+/// enough for any index, whatever the selectors' length).
+pub(crate) fn selectors_hash(e: &Entry) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(selectors_text(e).as_bytes()))
+}
+
 #[async_trait]
 pub trait WorkloadStore: Send + Sync {
     /// Stores an entry; `Conflict` if an entry has the same selector set, if its agent does

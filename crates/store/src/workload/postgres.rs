@@ -7,7 +7,7 @@ use remit_core::model::Instance;
 use remit_core::workload::Entry;
 use sqlx::postgres::PgRow;
 
-use super::{ENTRY_COLS, MAX_ENTRIES, WorkloadStore, selectors_text};
+use super::{ENTRY_COLS, MAX_ENTRIES, WorkloadStore, selectors_hash, selectors_text};
 use crate::identity::postgres::insert_instance;
 use crate::postgres::rows::{corrupt, json, ms, s, so, typed};
 use crate::postgres::{PgStore, map_err, pg_read};
@@ -31,13 +31,15 @@ impl WorkloadStore for PgStore {
                     return Err(StoreError::Conflict(format!("at most {MAX_ENTRIES} registration entries")));
                 }
                 let n = sqlx::query(
-                    "INSERT INTO registration_entries (id, selectors, agent, workflow, hint, created_at, created_by) \
-                     SELECT $1,$2,$3,$4,$5,$6,$7 WHERE EXISTS (SELECT 1 FROM agents WHERE name = $3) \
-                     AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM workflows WHERE name = $4)) \
-                     ON CONFLICT (selectors) DO NOTHING",
+                    "INSERT INTO registration_entries (id, selectors, selectors_hash, agent, workflow, hint, created_at, \
+                     created_by) \
+                     SELECT $1,$2,$3,$4,$5,$6,$7,$8 WHERE EXISTS (SELECT 1 FROM agents WHERE name = $4) \
+                     AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM workflows WHERE name = $5)) \
+                     ON CONFLICT (selectors_hash) DO NOTHING",
                 )
                 .bind(e.id.as_str())
                 .bind(selectors_text(&e))
+                .bind(selectors_hash(&e))
                 .bind(e.agent.as_str())
                 .bind(e.workflow.as_ref().map(|w| w.as_str()))
                 .bind(&e.hint)

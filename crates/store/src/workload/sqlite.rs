@@ -7,7 +7,7 @@ use remit_core::model::Instance;
 use remit_core::workload::Entry;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{ENTRY_COLS, MAX_ENTRIES, WorkloadStore, selectors_text};
+use super::{ENTRY_COLS, MAX_ENTRIES, WorkloadStore, selectors_hash, selectors_text};
 use crate::identity::sqlite::insert_instance;
 use crate::sqlite::rows::{id, id_opt, json, ms};
 use crate::sqlite::{SqliteStore, map_err};
@@ -25,13 +25,15 @@ impl WorkloadStore for SqliteStore {
             let n = c
                 .conn
                 .execute(
-                    "INSERT INTO registration_entries (id, selectors, agent, workflow, hint, created_at, created_by) \
-                     SELECT ?1,?2,?3,?4,?5,?6,?7 WHERE EXISTS (SELECT 1 FROM agents WHERE name = ?3) \
-                     AND (?4 IS NULL OR EXISTS (SELECT 1 FROM workflows WHERE name = ?4)) \
-                     ON CONFLICT (selectors) DO NOTHING",
+                    "INSERT INTO registration_entries (id, selectors, selectors_hash, agent, workflow, hint, created_at, \
+                     created_by) \
+                     SELECT ?1,?2,?3,?4,?5,?6,?7,?8 WHERE EXISTS (SELECT 1 FROM agents WHERE name = ?4) \
+                     AND (?5 IS NULL OR EXISTS (SELECT 1 FROM workflows WHERE name = ?5)) \
+                     ON CONFLICT (selectors_hash) DO NOTHING",
                     params![
                         e.id.as_str(),
                         selectors_text(&e),
+                        selectors_hash(&e),
                         e.agent.as_str(),
                         e.workflow.as_ref().map(|w| w.as_str()),
                         e.hint,
