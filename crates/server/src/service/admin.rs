@@ -249,25 +249,34 @@ impl App {
         let longest = self.cfg.limits.hard_max_task_ttl.max(self.cfg.limits.instance_ttl) + self.cfg.limits.clock_skew;
         let retire_after = now.plus_secs(longest.as_secs());
         let old = self.keyring().signer().kid().to_owned();
-        let mut retiring = self
-            .store
-            .keys()
-            .list()
-            .await?
-            .into_iter()
-            .find(|k| k.kid == old && k.purpose == KeyPurpose::Jwt && k.retire_after.is_none())
-            .ok_or_else(|| Error::Conflict("the signing key changed meanwhile; retry".into()))?;
-        retiring.retire_after = Some(retire_after);
-        let old_row = remit_store::RetiringKey {
-            kid: old.clone(),
-            retire_after,
-            mac: crate::seal::key_mac(self.kek(), &retiring),
-        };
+        let old_row = self.retiring(&old, KeyPurpose::Jwt, retire_after).await?;
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::KeyRotate)
             .detail([("new_kid", kid.clone().into()), ("old_kid", old.into())]);
         let seq = self.store.keys().rotate(key, old_row, audit).await?;
         self.reload_keys().await?;
         Ok((kid, seq))
+    }
+}
+
+impl App {
+    /// The active key `kid` of `purpose`, re-sealed to stay trusted until `retire_after`
+    /// (what a rotation hands the store); `Conflict` if it is no longer the active one.
+    pub(crate) async fn retiring(
+        &self,
+        kid: &str,
+        purpose: KeyPurpose,
+        retire_after: remit_core::time::UnixMillis,
+    ) -> Result<remit_store::RetiringKey, Error> {
+        let mut row = self
+            .store
+            .keys()
+            .list()
+            .await?
+            .into_iter()
+            .find(|k| k.kid == kid && k.purpose == purpose && k.retire_after.is_none())
+            .ok_or_else(|| Error::Conflict(format!("the active {} key changed meanwhile; retry", purpose.as_str())))?;
+        row.retire_after = Some(retire_after);
+        Ok(remit_store::RetiringKey { kid: kid.to_owned(), retire_after, mac: crate::seal::key_mac(self.kek(), &row) })
     }
 }
 

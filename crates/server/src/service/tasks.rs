@@ -103,17 +103,31 @@ impl App {
     }
 
     pub(crate) fn mint_instance_token(&self, inst: &Instance, spiffe: &SpiffeId) -> String {
+        self.metrics.tokens_issued.get_or_create(&Metrics::label("instance")).inc();
+        self.mint_instance_svid(&inst.agent, &inst.id, spiffe, vec![self.cfg.audience.clone()], inst.expires_at)
+    }
+
+    /// An instance's JWT-SVID for `aud` until `exp` (Remit's own audience: its credential
+    /// on this API; another: what the Workload API's `FetchJWTSVID` hands out).
+    pub(crate) fn mint_instance_svid(
+        &self,
+        agent: &AgentName,
+        instance: &remit_core::ids::InstanceId,
+        spiffe: &SpiffeId,
+        aud: Vec<String>,
+        exp: remit_core::time::UnixMillis,
+    ) -> String {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: spiffe.to_string(),
-            aud: vec![self.cfg.audience.clone()],
-            exp: inst.expires_at.secs(),
+            aud,
+            exp: exp.secs(),
             iat: self.clock.now().secs(),
             jti: self.new_jti(),
             remit: RemitClaims {
                 kind: SvidKind::Instance,
-                agent: inst.agent.to_string(),
-                instance: Some(inst.id.to_string()),
+                agent: agent.to_string(),
+                instance: Some(instance.to_string()),
                 workflow: None,
                 task: None,
                 intent_hash: None,
@@ -126,7 +140,6 @@ impl App {
             act: None,
             cnf: None,
         };
-        self.metrics.tokens_issued.get_or_create(&Metrics::label("instance")).inc();
         jwt::mint(self.keyring().signer(), &claims)
     }
 

@@ -155,20 +155,7 @@ impl App {
         let kid = key.kid.clone();
         let old = self.x509_authority()?.key.kid().to_owned();
         let retire_after = now.plus_secs((self.cfg.workload.x509_svid_ttl + self.cfg.limits.clock_skew).as_secs());
-        let mut retiring = self
-            .store
-            .keys()
-            .list()
-            .await?
-            .into_iter()
-            .find(|k| k.kid == old && k.purpose == KeyPurpose::X509 && k.retire_after.is_none())
-            .ok_or_else(|| Error::Conflict("the X.509 CA changed meanwhile; retry".into()))?;
-        retiring.retire_after = Some(retire_after);
-        let old_row = remit_store::RetiringKey {
-            kid: old.clone(),
-            retire_after,
-            mac: crate::seal::key_mac(self.kek(), &retiring),
-        };
+        let old_row = self.retiring(&old, KeyPurpose::X509, retire_after).await?;
         let mut audit = AuditEvent::new(now, actor, AuditAction::KeyRotate).detail([
             ("new_kid", kid.clone().into()),
             ("old_kid", old.into()),

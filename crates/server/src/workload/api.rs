@@ -17,7 +17,6 @@ use std::time::Duration;
 use futures_util::Stream;
 use remit_core::time::UnixMillis;
 use remit_store::Change;
-use remit_token::{Claims, RemitClaims, SvidKind, jwt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -300,37 +299,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let now = self.app.clock.now();
         let inst_end = s.expires_at.lock().map(|e| *e).map_err(internal)?;
         let exp = now.plus_secs(self.app.cfg.workload.jwt_svid_ttl.as_secs()).min(inst_end);
-        let agent = s.spiffe_id.subject().and_then(|sub| match sub {
-            remit_core::ids::Subject::Instance { agent, .. } => Some(agent.to_string()),
-            _ => None,
-        });
-        let claims = Claims {
-            iss: self.app.issuer.clone(),
-            sub: s.spiffe_id.to_string(),
-            aud: r.audience,
-            exp: exp.secs(),
-            iat: now.secs(),
-            jti: self.app.new_jti(),
-            remit: RemitClaims {
-                kind: SvidKind::Instance,
-                agent: agent.unwrap_or_default(),
-                instance: Some(s.instance.to_string()),
-                workflow: None,
-                task: None,
-                intent_hash: None,
-                sensitivity: None,
-                tool: None,
-                on_behalf_of: None,
-                resource_prefix: None,
-            },
-            scope: None,
-            act: None,
-            cnf: None,
-        };
         self.app.metrics.tokens_issued.get_or_create(&Metrics::label("jwt-svid")).inc();
-        let svid = jwt::mint(self.app.keyring().signer(), &claims);
+        let svid = self.app.mint_instance_svid(&s.agent, &s.instance, &s.spiffe_id, r.audience, exp);
         let hint = s.hint.clone().unwrap_or_default();
-        Ok(Response::new(JwtsvidResponse { svids: vec![Jwtsvid { spiffe_id: claims.sub, svid, hint }] }))
+        Ok(Response::new(JwtsvidResponse { svids: vec![Jwtsvid { spiffe_id: s.spiffe_id.to_string(), svid, hint }] }))
     }
 
     async fn fetch_jwt_bundles(
