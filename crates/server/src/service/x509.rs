@@ -15,21 +15,45 @@ use super::Caller;
 use crate::app::App;
 use crate::error::Error;
 
-/// The CA in use and what the X.509 bundle publishes.
-pub struct X509Authority {
-    /// Signs new leaves.
+/// How long a new CA is published before it signs: one bundle refresh hint plus the bundle
+/// endpoint's cache lifetime, so relying parties (federated partners, mTLS verifiers) trust it
+/// before they meet an SVID it signed.
+pub const CA_PREPARE: std::time::Duration =
+    std::time::Duration::from_secs(crate::api::discovery::BUNDLE_REFRESH_HINT_SECS + 60);
+
+/// One published CA.
+pub struct CaKey {
     pub key: SigningKey,
-    /// What a leaf's chain carries after the leaf: the active CA's certificate.
-    pub chain: Vec<Vec<u8>>,
-    /// The trust anchors of every published CA (active and retiring): the X.509 bundle.
+    pub cert: Vec<u8>,
+    /// When it starts signing (its row's `created_at`; later than its rotation while the new
+    /// CA is only published).
+    pub signs_from: remit_core::time::UnixMillis,
+}
+
+/// The CAs the X.509 bundle publishes, and which of them signs.
+pub struct X509Authority {
+    /// Newest first.
+    cas: Vec<CaKey>,
+    /// The trust anchors of every published CA (signing, retiring and prepared): the bundle.
     pub roots: Vec<Vec<u8>>,
     /// The published CAs' public keys with their certificate (the bundle endpoint's `x5c`).
     pub published: Vec<(VerifyingKey, Vec<u8>)>,
 }
 
+impl X509Authority {
+    /// The CA that signs at `now`: the newest whose time has come.
+    pub fn signer(&self, now: remit_core::time::UnixMillis) -> Option<&CaKey> {
+        self.cas.iter().find(|c| c.signs_from <= now).or(self.cas.last())
+    }
+    /// The newest CA (a prepared one, during a rotation).
+    pub fn newest(&self) -> Option<&CaKey> {
+        self.cas.first()
+    }
+}
+
 impl std::fmt::Debug for X509Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "X509Authority({}, {} published)", self.key.kid(), self.published.len())
+        write!(f, "X509Authority({} published)", self.published.len())
     }
 }
 
@@ -44,25 +68,27 @@ fn ca_cert(k: &StoredKey) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Builds the authority from the opened X.509 CA keys (`None` when there is no active one).
+/// Builds the authority from the X.509 CA keys, each opened (`None` when there is none).
 pub(crate) fn build_authority(
     keys: &[StoredKey],
     mut opened: impl FnMut(&StoredKey) -> Result<SigningKey, String>,
 ) -> Result<Option<X509Authority>, String> {
-    let cas: Vec<&StoredKey> = keys.iter().filter(|k| k.purpose == KeyPurpose::X509).collect();
-    let Some(active) = cas.iter().filter(|k| k.retire_after.is_none()).max_by_key(|k| k.created_at) else {
+    let mut rows: Vec<&StoredKey> = keys.iter().filter(|k| k.purpose == KeyPurpose::X509).collect();
+    if rows.is_empty() {
         return Ok(None);
-    };
-    let chain = vec![ca_cert(active)?];
+    }
+    rows.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+    let mut cas = Vec::new();
     let mut roots = Vec::new();
     let mut published = Vec::new();
-    for k in &cas {
+    for k in rows {
         let cert = ca_cert(k)?;
         let vk = VerifyingKey::from_public(&k.public).map_err(|e| format!("key `{}`: {e}", k.kid))?;
         roots.push(cert.clone());
-        published.push((vk, cert));
+        published.push((vk, cert.clone()));
+        cas.push(CaKey { key: opened(k)?, cert, signs_from: k.created_at });
     }
-    Ok(Some(X509Authority { key: opened(active)?, chain, roots, published }))
+    Ok(Some(X509Authority { cas, roots, published }))
 }
 
 /// A new self-signed CA for `td`, sealed and MAC'd for storage (init and rotation).
@@ -119,8 +145,9 @@ impl App {
         new_ca_key(self.kek(), &self.trust_domain, now, ttl, self.random.bytes16()).map_err(Error::Internal)
     }
 
-    /// Rotates the X.509 CA: a new self-signed CA signs from now on; the old one stays in the
-    /// bundle until every leaf it signed has expired.
+    /// Rotates the X.509 CA: a new self-signed CA is published at once and signs after
+    /// [`CA_PREPARE`]; the old one signs until then and stays in the bundle until every leaf
+    /// it signed has expired.
     pub async fn rotate_x509_ca(&self, caller: &Caller) -> Result<(String, u64), Error> {
         self.allow(
             caller,
@@ -136,9 +163,12 @@ impl App {
     /// Returns whether this call rotated it.
     pub async fn rotate_x509_ca_if_due(&self) -> Result<bool, Error> {
         let ca = self.x509_authority()?;
-        let Some(cert) = ca.chain.first() else { return Ok(false) };
-        let (from, until) = x509::validity(cert).map_err(|e| Error::Internal(e.to_string()))?;
         let now = self.clock.now();
+        let Some(newest) = ca.newest() else { return Ok(false) };
+        if newest.signs_from > now {
+            return Ok(false); // a rotation is under way
+        }
+        let (from, until) = x509::validity(&newest.cert).map_err(|e| Error::Internal(e.to_string()))?;
         if now.0 < from.0 + (until.0 - from.0) * 2 / 3 {
             return Ok(false);
         }
@@ -151,11 +181,23 @@ impl App {
 
     async fn rotate_ca_as(&self, actor: &str, reason: Option<&str>) -> Result<(String, u64), Error> {
         let now = self.clock.now();
-        let key = self.new_ca_key(now)?;
+        let ca = self.x509_authority()?;
+        let newest = ca.newest().ok_or_else(|| Error::Unavailable("no X.509 CA".into()))?;
+        if newest.signs_from > now {
+            return Err(Error::Conflict(
+                "a CA rotation is under way (the new CA is published, not yet signing)".into(),
+            ));
+        }
+        let old = newest.key.kid().to_owned();
+        // Published now, signing only after CA_PREPARE; the old CA signs meanwhile and stays
+        // published until the last leaf it signed has expired.
+        let mut key = self.new_ca_key(now)?;
+        let signs_from = now.plus_secs(CA_PREPARE.as_secs());
+        key.created_at = signs_from;
+        key.mac = Some(crate::seal::key_mac(self.kek(), &key));
         let kid = key.kid.clone();
-        let old = self.x509_authority()?.key.kid().to_owned();
-        let retire_after = now.plus_secs((self.cfg.workload.x509_svid_ttl + self.cfg.limits.clock_skew).as_secs());
-        let old_row = self.retiring(&old, KeyPurpose::X509, retire_after).await?;
+        let lasts = CA_PREPARE + self.cfg.workload.x509_svid_ttl + self.cfg.limits.clock_skew;
+        let old_row = self.retiring(&old, KeyPurpose::X509, now.plus_secs(lasts.as_secs())).await?;
         let mut audit = AuditEvent::new(now, actor, AuditAction::KeyRotate).detail([
             ("new_kid", kid.clone().into()),
             ("old_kid", old.into()),
@@ -174,10 +216,17 @@ impl App {
     pub fn issue_x509_svid(&self, spiffe_id: &str, not_after: remit_core::time::UnixMillis) -> Result<Leaf, Error> {
         let ca = self.x509_authority()?;
         let now = self.clock.now();
+        let signer = ca.signer(now).ok_or_else(|| Error::Unavailable("no X.509 CA".into()))?;
         let ttl = (self.cfg.workload.x509_svid_ttl.as_secs() as i64).min((not_after.0 - now.0) / 1000).max(1);
-        let leaf =
-            x509::issue_leaf(&Ca { key: &ca.key, chain: &ca.chain }, spiffe_id, now, ttl as u64, self.random.bytes16())
-                .map_err(|e| Error::Internal(e.to_string()))?;
+        let chain = [signer.cert.clone()];
+        let leaf = x509::issue_leaf(
+            &Ca { key: &signer.key, chain: &chain },
+            spiffe_id,
+            now,
+            ttl as u64,
+            self.random.bytes16(),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
         self.metrics.tokens_issued.get_or_create(&crate::metrics::Metrics::label("x509-svid")).inc();
         Ok(leaf)
     }
