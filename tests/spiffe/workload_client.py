@@ -416,7 +416,10 @@ def main(argv=None) -> None:
     _deadline = time.monotonic() + args.timeout
 
     def watchdog():
-        emit({"error": "TIMEOUT", "detail": f"no result within {args.timeout} s"})
+        try:
+            emit({"error": "TIMEOUT", "detail": f"no result within {args.timeout} s"})
+        except OSError:
+            pass  # nobody reads our output any more (a holder's parent went away): exit anyway
         os._exit(EXIT_OTHER)
 
     timer = threading.Timer(args.timeout, watchdog)
