@@ -12,7 +12,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{BIN, python, register_python_agent, repo};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -26,28 +26,6 @@ fn init(data: &Path, td: &str, tls: bool) {
     }
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-}
-
-/// Registers the test's Python as agent `bot` of workflow `w` on the server at `url`.
-fn register(url: &str, data: &Path, ca: Option<&Path>) {
-    let code = "import hashlib,os,sys; p=os.path.realpath(sys.executable); \
-                print(hashlib.sha256(open(p,'rb').read()).hexdigest())";
-    let hash = String::from_utf8(Command::new(python()).args(["-c", code]).output().unwrap().stdout).unwrap();
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
-    let (uid_sel, hash_sel) = (format!("unix:uid:{}", uid.trim()), format!("unix:sha256:{}", hash.trim()));
-    for args in [
-        vec!["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"],
-        vec!["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"],
-        vec!["entry", "create", "--agent", "bot", "--selector", &uid_sel, "--selector", &hash_sel],
-    ] {
-        let mut c = Command::new(BIN);
-        c.args(&args).env("REMIT_URL", url).env("REMIT_DATA_DIR", data);
-        if let Some(ca) = ca {
-            c.env("REMIT_TLS_CA", ca);
-        }
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-    }
 }
 
 fn client(data: &Path, args: &[&str]) -> (i32, Value) {
@@ -79,9 +57,9 @@ fn a_federated_domains_jwt_svid_validates_and_an_unfederated_ones_does_not() {
     std::fs::write(b.join("remit.toml"), federation).unwrap();
     init(&b, "remit.local", false);
     let sb = common::serve(&b, &[], &[]);
-    register(&sa.url, &a, Some(&a.join("tls.crt")));
-    register(&sb.url, &b, None);
-    register(&sc.url, &c, None);
+    register_python_agent(&sa.url, &a, Some(&a.join("tls.crt")));
+    register_python_agent(&sb.url, &b, None);
+    register_python_agent(&sc.url, &c, None);
 
     let (code, ta) = client(&a, &["jwt", "--audience", "b-service"]);
     assert_eq!(code, 0, "{ta}");

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{python, repo};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -158,19 +158,7 @@ fn two_processes_do_mutual_tls_with_their_svids_over_rustls() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let s = common::serve(&data, &[], &[]);
-    let code = "import hashlib,os,sys; p=os.path.realpath(sys.executable); \
-                print(hashlib.sha256(open(p,'rb').read()).hexdigest())";
-    let hash = String::from_utf8(Command::new(python()).args(["-c", code]).output().unwrap().stdout).unwrap();
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
-    let (uid_sel, hash_sel) = (format!("unix:uid:{}", uid.trim()), format!("unix:sha256:{}", hash.trim()));
-    for args in [
-        vec!["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"],
-        vec!["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"],
-        vec!["entry", "create", "--agent", "bot", "--selector", &uid_sel, "--selector", &hash_sel],
-    ] {
-        let o = Command::new(BIN).args(&args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
+    common::register_python_agent(&s.url, &data, None);
     let socket = format!("unix://{}", data.join("workload.sock").display());
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     let (mut ha, id_a) = holder(&socket, &dir_a);

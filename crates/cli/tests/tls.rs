@@ -92,20 +92,8 @@ fn remit_speaks_tls_reloads_its_certificate_and_takes_an_svid_as_a_client_certif
 
     // A process registered with the Workload API writes its X.509-SVID (as spiffe-helper does)
     // and keeps running; its certificate authenticates it as the agent instance.
-    let code = "import hashlib,os,sys; p=os.path.realpath(sys.executable); \
-                print(hashlib.sha256(open(p,'rb').read()).hexdigest())";
-    let hash = String::from_utf8(Command::new(python()).args(["-c", code]).output().unwrap().stdout).unwrap();
-    let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap();
-    let entry = [
-        "entry",
-        "create",
-        "--agent",
-        "deploy-bot",
-        "--selector",
-        &format!("unix:uid:{}", uid.trim()),
-        "--selector",
-        &format!("unix:sha256:{}", hash.trim()),
-    ];
+    let [uid_sel, hash_sel] = common::python_selectors();
+    let entry = ["entry", "create", "--agent", "deploy-bot", "--selector", &uid_sel, "--selector", &hash_sel];
     ok(cli(&s.url, &data, &entry, Some(&ca_path)));
     let svid_dir = dir.path().join("svid");
     std::fs::create_dir_all(&svid_dir).unwrap();

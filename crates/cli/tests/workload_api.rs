@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{BIN, python, python_exe, repo, uid};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -51,20 +51,6 @@ fn client(socket: &str, args: &[&str]) -> (i32, Value) {
     let last = out.lines().last().unwrap_or("null");
     let v = serde_json::from_str(last).unwrap_or_else(|_| panic!("no JSON from the client: {}", text(&o)));
     (o.status.code().unwrap_or(-1), v)
-}
-
-/// The executable the Python process runs as (what `/proc/<pid>/exe` names), and its hash.
-fn python_exe() -> (String, String) {
-    let code = "import hashlib,os,sys; p=os.path.realpath(sys.executable); \
-                print(p, hashlib.sha256(open(p,'rb').read()).hexdigest())";
-    let o = Command::new(python()).args(["-c", code]).output().unwrap();
-    let s = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    let (path, hash) = s.split_once(' ').unwrap();
-    (path.to_owned(), hash.to_owned())
-}
-
-fn uid() -> String {
-    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap().trim().to_owned()
 }
 
 #[test]

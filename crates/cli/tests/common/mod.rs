@@ -96,3 +96,42 @@ pub fn python() -> PathBuf {
     );
     PathBuf::from(path)
 }
+
+/// The executable the test's Python runs as (what `/proc/<pid>/exe` names), and its SHA-256.
+pub fn python_exe() -> (String, String) {
+    let code = "import hashlib,os,sys; p=os.path.realpath(sys.executable); \
+                print(p, hashlib.sha256(open(p,'rb').read()).hexdigest())";
+    let o = Command::new(python()).args(["-c", code]).output().unwrap();
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let (path, hash) = s.split_once(' ').unwrap();
+    (path.to_owned(), hash.to_owned())
+}
+
+/// This process's Unix user id.
+pub fn uid() -> String {
+    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout).unwrap().trim().to_owned()
+}
+
+/// The selectors the test's Python processes attest with: `unix:uid:…` and `unix:sha256:…`.
+pub fn python_selectors() -> [String; 2] {
+    [format!("unix:uid:{}", uid()), format!("unix:sha256:{}", python_exe().1)]
+}
+
+/// Registers the test's Python as agent `bot` of workflow `w` on the server at `url` (through
+/// the CLI; `ca`: the server's self-signed TLS certificate).
+pub fn register_python_agent(url: &str, data: &Path, ca: Option<&Path>) {
+    let [uid_sel, hash_sel] = python_selectors();
+    for args in [
+        vec!["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"],
+        vec!["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"],
+        vec!["entry", "create", "--agent", "bot", "--selector", &uid_sel, "--selector", &hash_sel],
+    ] {
+        let mut c = Command::new(BIN);
+        c.args(&args).env("REMIT_URL", url).env("REMIT_DATA_DIR", data);
+        if let Some(ca) = ca {
+            c.env("REMIT_TLS_CA", ca);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
