@@ -122,9 +122,9 @@ def raw_validate(token: str, audience: str) -> dict:
             "claims": normalize(json_format.MessageToDict(resp.claims))}
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether issuer's (ECDSA) public key verifies cert's signature."""
-    key, alg = issuer.public_key(), ec.ECDSA(cert.signature_hash_algorithm)
-    return attempt(lambda: key.verify(cert.signature, cert.tbs_certificate_bytes, alg)) == "ok"
+    """Whether cert names issuer as its issuer and issuer's key (EC or RSA) verifies its
+    signature."""
+    return attempt(lambda: cert.verify_directly_issued_by(issuer)) == "ok"
 
 def uri_sans(cert: x509.Certificate) -> list[str]:
     return [n.value for e in cert.extensions if e.oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME
@@ -149,9 +149,6 @@ def describe_leaf(svid, authorities: list) -> dict:
     eku = exts.get(ExtensionOID.EXTENDED_KEY_USAGE)
     sans = uri_sans(leaf)
 
-    def issued_by(c, i):
-        return c.issuer == i.subject and signed_by(c, i)
-
     return {
         "spiffe_id": str(svid.spiffe_id), "uri_sans": sans, "uri_san_count": len(sans),
         "basic_constraints_ca": bool(bc and bc.value.ca),
@@ -171,8 +168,8 @@ def describe_leaf(svid, authorities: list) -> dict:
         "leaf_verifies_with_bundle": any(signed_by(leaf, a) for a in authorities),
         # every chain link issued by the next, the last by (or equal to) a bundle authority
         "chain_verifies_with_bundle": all(
-            issued_by(chain[k], chain[k + 1]) for k in range(len(chain) - 1))
-        and any(issued_by(chain[-1], a) or chain[-1] == a for a in authorities),
+            signed_by(chain[k], chain[k + 1]) for k in range(len(chain) - 1))
+        and any(signed_by(chain[-1], a) or chain[-1] == a for a in authorities),
         # informational: cryptography's RFC 5280 (web-PKI-flavoured) client path validation
         "path_validation": attempt(lambda: PolicyBuilder().store(Store(authorities))
                                    .build_client_verifier().verify(leaf, chain[1:])),

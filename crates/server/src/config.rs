@@ -210,9 +210,26 @@ pub struct WorkloadConfig {
     /// Lifetime of a JWT-SVID fetched from the socket.
     #[serde(deserialize_with = "dur")]
     pub jwt_svid_ttl: Duration,
-    /// Lifetime of the trust domain's self-signed X.509 CA certificate.
+    /// Lifetime of the trust domain's X.509 CA certificate (self-signed, or signed by the
+    /// upstream CA and then never past the upstream's own expiry).
     #[serde(deserialize_with = "dur")]
     pub ca_ttl: Duration,
+    /// An operator's upstream CA that signs the trust domain's CA as an intermediate; the
+    /// bundle then holds the upstream root. Unset: a self-signed CA.
+    pub upstream_ca: Option<UpstreamCaConfig>,
+}
+
+/// The files of an upstream CA (SPIRE's `disk` upstream authority); read at start and at
+/// each CA rotation, on every replica that may rotate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamCaConfig {
+    /// PEM: the upstream CA's certificate, then its chain up to and including the
+    /// self-signed root (just the root's certificate when the upstream CA is the root).
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1; P-256, P-384, Ed25519
+    /// or RSA); readable by its owner only.
+    pub key_file: PathBuf,
 }
 
 impl Default for WorkloadConfig {
@@ -222,6 +239,7 @@ impl Default for WorkloadConfig {
             x509_svid_ttl: Duration::from_secs(3600),
             jwt_svid_ttl: Duration::from_secs(300),
             ca_ttl: Duration::from_secs(365 * 86_400),
+            upstream_ca: None,
         }
     }
 }

@@ -188,8 +188,15 @@ pub async fn initialize(
     let keys = vec![
         new_stored_key(&kek, KeyPurpose::Jwt, now).map_err(StartError::Keys)?,
         new_stored_key(&kek, KeyPurpose::Audit, now).map_err(StartError::Keys)?,
-        crate::service::x509::new_ca_key(&kek, &td, now, cfg.workload.ca_ttl.as_secs(), remit_token::random::<16>())
-            .map_err(StartError::Keys)?,
+        crate::service::x509::new_ca_key(
+            &kek,
+            &td,
+            crate::service::x509::load_upstream(cfg).map_err(StartError::Keys)?.as_ref(),
+            now,
+            cfg.workload.ca_ttl.as_secs(),
+            remit_token::random::<16>(),
+        )
+        .map_err(StartError::Keys)?,
     ];
     let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
     let token_path = cfg.data_dir.join(ADMIN_TOKEN_FILE);

@@ -79,7 +79,7 @@ pub async fn serve_on(
             }
             // The X.509 CA renews itself well before it expires.
             match cp_app.rotate_x509_ca_if_due().await {
-                Ok(true) => tracing::info!("rotated the X.509 CA (two thirds of its life passed)"),
+                Ok(true) => tracing::info!("rotated the X.509 CA (its audit record says why)"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "checking the X.509 CA's age failed"),
             }
@@ -257,6 +257,11 @@ pub async fn bootstrap(
     };
     let app = App::new(cfg, store, clock, Arc::new(remit_token::OsRandom), kek).await?;
     app.ensure_x509_ca().await.map_err(|e| app::StartError::Keys(format!("creating the X.509 CA: {e}")))?;
+    // A CA that does not chain to the configured upstream (added, replaced or removed since
+    // the last start) is replaced now, not at the first checkpoint.
+    if app.rotate_x509_ca_if_due().await.map_err(|e| app::StartError::Keys(format!("the X.509 CA: {e}")))? {
+        tracing::info!("rotated the X.509 CA (its audit record says why)");
+    }
     if let Err(e) = app.pdp.reload_policy().await {
         // Deny everything rather than refuse to start: identity and kill switches still work.
         tracing::error!(error = %e, "the active policy bundle could not be loaded; every decision is deny");

@@ -16,7 +16,7 @@
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
 use remit_core::time::UnixMillis;
 use time::OffsetDateTime;
@@ -35,6 +35,8 @@ pub enum X509Error {
     Malformed(String),
     #[error("not an X.509-SVID: {0}")]
     NotSvid(&'static str),
+    #[error("the upstream CA: {0}")]
+    Upstream(String),
 }
 
 fn generate(e: impl std::fmt::Display) -> X509Error {
@@ -69,6 +71,26 @@ fn uri(s: &str) -> Result<SanType, X509Error> {
     Ok(SanType::URI(s.try_into().map_err(generate)?))
 }
 
+/// The trust domain's CA certificate's fields: the trust domain's ID as its one URI SAN,
+/// `cA=true` with path length 0 (it signs leaves only, never another CA), key usage
+/// `keyCertSign`+`cRLSign`.
+fn ca_params(
+    trust_domain_id: &str,
+    now: UnixMillis,
+    until: UnixMillis,
+    random: [u8; 16],
+) -> Result<CertificateParams, X509Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = name("Remit", &format!("{trust_domain_id} CA"));
+    p.subject_alt_names = vec![uri(trust_domain_id)?];
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.serial_number = Some(serial(random));
+    p.not_before = datetime(UnixMillis(now.0.saturating_sub(BACKDATE_MS)))?;
+    p.not_after = datetime(until)?;
+    Ok(p)
+}
+
 /// A new self-signed CA certificate for `trust_domain_id` (`spiffe://<td>`), valid from now
 /// for `ttl_secs`.
 pub fn self_signed_ca(
@@ -78,17 +100,158 @@ pub fn self_signed_ca(
     ttl_secs: u64,
     random: [u8; 16],
 ) -> Result<Vec<u8>, X509Error> {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = name("Remit", &format!("{trust_domain_id} CA"));
-    p.subject_alt_names = vec![uri(trust_domain_id)?];
-    // It signs leaves only, never another CA.
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.serial_number = Some(serial(random));
-    p.not_before = datetime(UnixMillis(now.0.saturating_sub(BACKDATE_MS)))?;
-    p.not_after = datetime(now.plus_secs(ttl_secs))?;
+    let p = ca_params(trust_domain_id, now, now.plus_secs(ttl_secs), random)?;
     let kp = rcgen_key(key)?;
     Ok(p.self_signed(&kp).map_err(generate)?.der().to_vec())
+}
+
+/// An operator's upstream CA, which signs the trust domain's CA as an intermediate (SPIRE's
+/// `disk` upstream authority): its private key (P-256, P-384, Ed25519 or RSA; PKCS#8, SEC1
+/// or PKCS#1 PEM) and its certificate chain, its own certificate first and the self-signed
+/// root last (one certificate when it is the root itself).
+pub struct Upstream {
+    key: KeyPair,
+    chain: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({} certificates)", self.chain.len())
+    }
+}
+
+fn upstream(why: impl std::fmt::Display) -> X509Error {
+    X509Error::Upstream(why.to_string())
+}
+
+/// The certificates of a PEM text, in order (other PEM blocks are ignored).
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509Error> {
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let block = block.map_err(|e| X509Error::Malformed(e.to_string()))?;
+        if block.label == "CERTIFICATE" {
+            parse(&block.contents)?;
+            out.push(block.contents);
+        }
+    }
+    Ok(out)
+}
+
+impl Upstream {
+    /// Loads and checks an upstream CA: its first certificate is a CA certificate (with
+    /// `keyCertSign` if it states a key usage, and a path length that leaves room for one
+    /// CA below it) whose public key is the key's; each certificate is issued and signed by
+    /// the next; the last is a self-signed root.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &str) -> Result<Upstream, X509Error> {
+        let chain = pem_certificates(cert_pem)?;
+        let Some(first) = chain.first() else { return Err(upstream("its certificate file holds no CERTIFICATE")) };
+        let key = KeyPair::from_pem(key_pem).map_err(|e| upstream(format!("its key file: {e}")))?;
+        let ca = parse(first)?;
+        match ca.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {
+                if bc.value.path_len_constraint == Some(0) {
+                    return Err(upstream("its certificate's path length 0 allows no CA below it"));
+                }
+            }
+            _ => return Err(upstream("its certificate is not a CA certificate")),
+        }
+        if let Ok(Some(ku)) = ca.key_usage()
+            && !ku.value.key_cert_sign()
+        {
+            return Err(upstream("its certificate's key usage does not allow signing certificates"));
+        }
+        if *ca.public_key().subject_public_key.data != *key.der_bytes() {
+            return Err(upstream("its key is not the key of its certificate"));
+        }
+        let parsed = chain.iter().map(|c| parse(c)).collect::<Result<Vec<_>, _>>()?;
+        for pair in parsed.windows(2) {
+            if pair[0].issuer() != pair[1].subject() || pair[0].verify_signature(Some(pair[1].public_key())).is_err() {
+                return Err(upstream("each certificate in its file must be issued by the next"));
+            }
+        }
+        let root = parsed.last().ok_or_else(|| upstream("no root"))?;
+        if root.issuer() != root.subject() || root.verify_signature(None).is_err() {
+            return Err(upstream("its certificate file must end with the self-signed root"));
+        }
+        drop(parsed);
+        // The root is published in the SPIFFE bundle as a JWK.
+        anchor_jwk(chain.last().map(Vec::as_slice).unwrap_or_default(), None)?;
+        Ok(Upstream { key, chain })
+    }
+
+    /// When the upstream CA's certificate expires: the intermediate never outlives it.
+    pub fn not_after(&self) -> Result<UnixMillis, X509Error> {
+        not_after(&self.chain[0])
+    }
+
+    /// The root: the trust anchor relying parties are given.
+    pub fn root(&self) -> &[u8] {
+        self.chain.last().map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// A new CA certificate for `trust_domain_id` signed by `upstream`, valid from now for
+/// `ttl_secs` but never past the upstream CA's `notAfter`. Returns the chain from it to the
+/// root: the new certificate, the upstream chain, the root last.
+pub fn intermediate_ca(
+    key: &SigningKey,
+    trust_domain_id: &str,
+    upstream_ca: &Upstream,
+    now: UnixMillis,
+    ttl_secs: u64,
+    random: [u8; 16],
+) -> Result<Vec<Vec<u8>>, X509Error> {
+    let up_until = upstream_ca.not_after()?;
+    if up_until.0 <= now.0 {
+        return Err(upstream("its certificate has expired"));
+    }
+    let mut p = ca_params(trust_domain_id, now, UnixMillis(now.plus_secs(ttl_secs).0.min(up_until.0)), random)?;
+    p.use_authority_key_identifier_extension = true;
+    let issuer =
+        Issuer::from_ca_cert_der(&upstream_ca.chain[0].as_slice().into(), &upstream_ca.key).map_err(generate)?;
+    let cert = p.signed_by(&rcgen_key(key)?, &issuer).map_err(generate)?;
+    let mut chain = vec![cert.der().to_vec()];
+    chain.extend(upstream_ca.chain.iter().cloned());
+    Ok(chain)
+}
+
+/// A trust anchor as a SPIFFE bundle JWK (`use: x509-svid`, the certificate in `x5c`), its
+/// key parameters read from the certificate: EC (P-256, P-384, P-521) or RSA. The `kid` is
+/// `kid`, else the first 16 bytes of the certificate's SHA-256, hex.
+pub fn anchor_jwk(der: &[u8], kid: Option<&str>) -> Result<serde_json::Value, X509Error> {
+    use base64::Engine;
+    use x509_parser::public_key::PublicKey;
+    let b64u = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let cert = parse(der)?;
+    let spki = cert.public_key();
+    let mut jwk = match spki.parsed().map_err(|e| X509Error::Malformed(e.to_string()))? {
+        PublicKey::EC(point) => {
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            let (crv, n) = match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => ("P-256", 32),
+                Some("1.3.132.0.34") => ("P-384", 48),
+                Some("1.3.132.0.35") => ("P-521", 66),
+                _ => return Err(X509Error::Malformed("an EC key on an unsupported curve".into())),
+            };
+            let d = point.data();
+            if d.len() != 1 + 2 * n || d[0] != 4 {
+                return Err(X509Error::Malformed("an EC point that is not uncompressed".into()));
+            }
+            serde_json::json!({"kty": "EC", "crv": crv, "x": b64u(&d[1..1 + n]), "y": b64u(&d[1 + n..])})
+        }
+        PublicKey::RSA(rsa) => {
+            let strip = |b: &[u8]| b.iter().position(|&x| x != 0).map(|i| b[i..].to_vec()).unwrap_or_default();
+            serde_json::json!({"kty": "RSA", "n": b64u(&strip(rsa.modulus)), "e": b64u(&strip(rsa.exponent))})
+        }
+        _ => return Err(X509Error::Malformed("a trust anchor key that is neither EC nor RSA".into())),
+    };
+    jwk["kid"] = match kid {
+        Some(k) => k.into(),
+        None => hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()[..16]).into(),
+    };
+    jwk["use"] = "x509-svid".into();
+    jwk["x5c"] = serde_json::json!([base64::engine::general_purpose::STANDARD.encode(der)]);
+    Ok(jwk)
 }
 
 /// An issued X.509-SVID: its certificate chain (leaf first, then the CA's chain) and its
@@ -153,6 +316,12 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
         return Err(X509Error::Malformed("trailing bytes after the certificate".into()));
     }
     Ok(cert)
+}
+
+/// A certificate's public key as an uncompressed P-256 point (what [`SigningKey`] holds),
+/// or the SPKI's raw key bits for another kind of key.
+pub fn public_key_of(der: &[u8]) -> Result<Vec<u8>, X509Error> {
+    Ok(parse(der)?.public_key().subject_public_key.data.to_vec())
 }
 
 /// A certificate's `notAfter`.

@@ -47,11 +47,13 @@ pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoRespo
     let seq = app.bundle_sequence().await?;
     let mut doc = app.keyring().spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS);
     if let (Ok(ca), Some(keys)) = (app.x509_authority(), doc["keys"].as_array_mut()) {
-        use base64::Engine;
-        for (k, cert) in &ca.published {
-            let mut jwk = serde_json::to_value(k.jwk("x509-svid")).unwrap_or_default();
-            jwk["x5c"] = serde_json::json!([base64::engine::general_purpose::STANDARD.encode(cert)]);
-            keys.push(jwk);
+        for root in &ca.roots {
+            // A self-signed CA keeps its key's kid; an upstream root is named by its digest.
+            let kid = ca.self_signed(root).map(|c| c.key.kid());
+            // Upstream roots were checked when loaded; one with no JWK form is left out.
+            if let Ok(jwk) = remit_token::x509::anchor_jwk(root, kid) {
+                keys.push(jwk);
+            }
         }
     }
     Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(doc)))

@@ -2,13 +2,18 @@
 //! issued X.509-SVIDs gets one then), loaded with the other keys (its row MAC'd under the KEK
 //! together with its certificate chain), rotated with overlap, and used to issue
 //! X.509-SVIDs and to publish the X.509 bundle.
+//!
+//! The CA is self-signed, or an intermediate signed by an operator's upstream CA
+//! (`[workload.upstream_ca]`): then its row holds the chain up to the upstream root, leaves
+//! carry the chain without the root, and the bundle holds the root. When the configured
+//! upstream and the CA in use disagree (an upstream added, removed or replaced), the CA is
+//! rotated by itself.
 
 use std::sync::Arc;
 
 use remit_core::audit::{AuditAction, AuditEvent};
 use remit_store::{KeyPurpose, StoreError, StoredKey};
 use remit_token::SigningKey;
-use remit_token::keys::VerifyingKey;
 use remit_token::x509::{self, Ca, Leaf};
 
 use super::Caller;
@@ -24,7 +29,13 @@ pub const CA_PREPARE: std::time::Duration =
 /// One published CA.
 pub struct CaKey {
     pub key: SigningKey,
+    /// Its own certificate.
     pub cert: Vec<u8>,
+    /// What a leaf it signs carries after itself: its certificate, then any upstream
+    /// intermediates (never the root of an upstream chain).
+    pub chain: Vec<Vec<u8>>,
+    /// The trust anchor it chains to: itself when self-signed, else the upstream root.
+    pub anchor: Vec<u8>,
     /// When it starts signing (its row's `created_at`; later than its rotation while the new
     /// CA is only published).
     pub signs_from: remit_core::time::UnixMillis,
@@ -34,16 +45,19 @@ pub struct CaKey {
 pub struct X509Authority {
     /// Newest first.
     cas: Vec<CaKey>,
-    /// The trust anchors of every published CA (signing, retiring and prepared): the bundle.
+    /// The trust anchors of every published CA (signing, retiring and prepared), each once:
+    /// the bundle.
     pub roots: Vec<Vec<u8>>,
-    /// The published CAs' public keys with their certificate (the bundle endpoint's `x5c`).
-    pub published: Vec<(VerifyingKey, Vec<u8>)>,
 }
 
 impl X509Authority {
     /// The CA that signs at `now`: the newest whose time has come.
     pub fn signer(&self, now: remit_core::time::UnixMillis) -> Option<&CaKey> {
         self.cas.iter().find(|c| c.signs_from <= now).or(self.cas.last())
+    }
+    /// The self-signed CA whose certificate `root` is, if any.
+    pub fn self_signed(&self, root: &[u8]) -> Option<&CaKey> {
+        self.cas.iter().find(|c| c.cert == root && c.anchor == root)
     }
     /// The newest CA (a prepared one, during a rotation).
     pub fn newest(&self) -> Option<&CaKey> {
@@ -53,19 +67,41 @@ impl X509Authority {
 
 impl std::fmt::Debug for X509Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "X509Authority({} published)", self.published.len())
+        write!(f, "X509Authority({} CAs, {} roots)", self.cas.len(), self.roots.len())
     }
 }
 
-/// A CA key row's certificate: one self-signed certificate, its own trust anchor. (An
-/// intermediate under an operator's upstream CA is not built yet; such a row is refused.)
-fn ca_cert(k: &StoredKey) -> Result<Vec<u8>, String> {
+/// A CA key row's certificates: the CA's own first, its trust anchor last (one certificate
+/// when self-signed). Returns the chain leaves carry and the anchor.
+fn ca_certs(k: &StoredKey) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
     let der = k.cert.as_deref().ok_or_else(|| format!("X.509 CA key `{}` has no certificate", k.kid))?;
-    let certs = x509::split_concatenated(der).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))?;
-    match <[Vec<u8>; 1]>::try_from(certs) {
-        Ok([cert]) => Ok(cert),
-        Err(_) => Err(format!("X.509 CA key `{}` must hold exactly one certificate", k.kid)),
+    let mut certs = x509::split_concatenated(der).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))?;
+    let anchor = match certs.len() {
+        0 => return Err(format!("X.509 CA key `{}` holds no certificate", k.kid)),
+        1 => certs[0].clone(),
+        _ => certs.pop().unwrap_or_default(),
+    };
+    Ok((certs, anchor))
+}
+
+/// Loads and checks the configured upstream CA (`None` when there is none); relative paths
+/// are under the data directory.
+pub fn load_upstream(cfg: &crate::config::Config) -> Result<Option<x509::Upstream>, String> {
+    let Some(up) = &cfg.workload.upstream_ca else { return Ok(None) };
+    let under = |p: &std::path::PathBuf| if p.is_absolute() { p.clone() } else { cfg.data_dir.join(p) };
+    let up = crate::config::UpstreamCaConfig { cert_file: under(&up.cert_file), key_file: under(&up.key_file) };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("upstream CA file {}: {e}", p.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&up.key_file)
+            .map_err(|e| format!("upstream CA key file {}: {e}", up.key_file.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!("upstream CA key file {} is readable by others; chmod 600 it", up.key_file.display()));
+        }
     }
+    let key = String::from_utf8(read(&up.key_file)?).map_err(|_| "upstream CA key file is not PEM text".to_owned())?;
+    x509::Upstream::from_pem(&read(&up.cert_file)?, &key).map(Some).map_err(|e| e.to_string())
 }
 
 /// Builds the authority from the X.509 CA keys, each opened (`None` when there is none).
@@ -79,28 +115,39 @@ pub(crate) fn build_authority(
     }
     rows.sort_by_key(|k| std::cmp::Reverse(k.created_at));
     let mut cas = Vec::new();
-    let mut roots = Vec::new();
-    let mut published = Vec::new();
+    let mut roots: Vec<Vec<u8>> = Vec::new();
     for k in rows {
-        let cert = ca_cert(k)?;
-        let vk = VerifyingKey::from_public(&k.public).map_err(|e| format!("key `{}`: {e}", k.kid))?;
-        roots.push(cert.clone());
-        published.push((vk, cert.clone()));
-        cas.push(CaKey { key: opened(k)?, cert, signs_from: k.created_at });
+        let (chain, anchor) = ca_certs(k)?;
+        let key = opened(k)?;
+        let cert = chain[0].clone();
+        if x509::public_key_of(&cert).map_err(|e| format!("X.509 CA key `{}`: {e}", k.kid))? != key.verifying.public {
+            return Err(format!("X.509 CA key `{}`: its certificate is not its key's", k.kid));
+        }
+        if !roots.contains(&anchor) {
+            roots.push(anchor.clone());
+        }
+        cas.push(CaKey { key, cert, chain, anchor, signs_from: k.created_at });
     }
-    Ok(Some(X509Authority { cas, roots, published }))
+    Ok(Some(X509Authority { cas, roots }))
 }
 
-/// A new self-signed CA for `td`, sealed and MAC'd for storage (init and rotation).
+/// A new CA for `td` (self-signed, or signed by `upstream`), sealed and MAC'd for storage
+/// (init and rotation).
 pub fn new_ca_key(
     kek: &remit_token::Kek,
     td: &remit_core::ids::TrustDomain,
+    upstream: Option<&x509::Upstream>,
     now: remit_core::time::UnixMillis,
     ttl_secs: u64,
     serial: [u8; 16],
 ) -> Result<StoredKey, String> {
     let k = SigningKey::generate().map_err(|e| e.to_string())?;
-    let cert = x509::self_signed_ca(&k, &format!("spiffe://{td}"), now, ttl_secs, serial).map_err(|e| e.to_string())?;
+    let td_id = format!("spiffe://{td}");
+    let cert = match upstream {
+        None => x509::self_signed_ca(&k, &td_id, now, ttl_secs, serial),
+        Some(up) => x509::intermediate_ca(&k, &td_id, up, now, ttl_secs, serial).map(|c| c.concat()),
+    }
+    .map_err(|e| e.to_string())?;
     let mut stored = StoredKey {
         kid: k.kid().to_owned(),
         purpose: KeyPurpose::X509,
@@ -142,7 +189,21 @@ impl App {
 
     fn new_ca_key(&self, now: remit_core::time::UnixMillis) -> Result<StoredKey, Error> {
         let ttl = self.cfg.workload.ca_ttl.as_secs();
-        new_ca_key(self.kek(), &self.trust_domain, now, ttl, self.random.bytes16()).map_err(Error::Internal)
+        // Read again at each use: an operator renews the upstream's files in place.
+        let upstream = load_upstream(&self.cfg).map_err(Error::Unavailable)?;
+        new_ca_key(self.kek(), &self.trust_domain, upstream.as_ref(), now, ttl, self.random.bytes16())
+            .map_err(Error::Internal)
+    }
+
+    /// Why the CA in use must be replaced although it is not old: it does not chain to the
+    /// configured upstream's root (or chains to an upstream no longer configured).
+    fn ca_disagrees_with_config(&self, newest: &CaKey) -> Result<Option<&'static str>, Error> {
+        let upstream = load_upstream(&self.cfg).map_err(Error::Unavailable)?;
+        Ok(match upstream {
+            Some(up) if up.root() != newest.anchor.as_slice() => Some("the configured upstream CA changed"),
+            None if newest.anchor != newest.cert => Some("the upstream CA was removed from the configuration"),
+            _ => None,
+        })
     }
 
     /// Rotates the X.509 CA: a new self-signed CA is published at once and signs after
@@ -169,10 +230,12 @@ impl App {
             return Ok(false); // a rotation is under way
         }
         let (from, until) = x509::validity(&newest.cert).map_err(|e| Error::Internal(e.to_string()))?;
-        if now.0 < from.0 + (until.0 - from.0) * 2 / 3 {
-            return Ok(false);
-        }
-        match self.rotate_ca_as("remit", Some("two thirds of the CA certificate's life passed")).await {
+        let reason = match self.ca_disagrees_with_config(newest)? {
+            Some(why) => why,
+            None if now.0 < from.0 + (until.0 - from.0) * 2 / 3 => return Ok(false),
+            None => "two thirds of the CA certificate's life passed",
+        };
+        match self.rotate_ca_as("remit", Some(reason)).await {
             Ok(_) => Ok(true),
             Err(Error::Conflict(_)) => Ok(false),
             Err(e) => Err(e),
@@ -218,9 +281,8 @@ impl App {
         let now = self.clock.now();
         let signer = ca.signer(now).ok_or_else(|| Error::Unavailable("no X.509 CA".into()))?;
         let ttl = (self.cfg.workload.x509_svid_ttl.as_secs() as i64).min((not_after.0 - now.0) / 1000).max(1);
-        let chain = [signer.cert.clone()];
         let leaf = x509::issue_leaf(
-            &Ca { key: &signer.key, chain: &chain },
+            &Ca { key: &signer.key, chain: &signer.chain },
             spiffe_id,
             now,
             ttl as u64,
