@@ -33,6 +33,7 @@ fn claims() -> Claims {
             tool: None,
             on_behalf_of: None,
             resource_prefix: None,
+            trust_domain: None,
         },
         scope: None,
         act: None,

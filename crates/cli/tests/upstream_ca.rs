@@ -199,6 +199,33 @@ fn the_ca_is_an_intermediate_under_an_operators_upstream_ca() {
         assert_eq!(st, 201, "{v}");
         assert_eq!(v["task"]["agent"], "bot");
     });
+    // A certificate your root signed directly for the same SPIFFE ID is no SVID of Remit's:
+    // Remit's API trusts its own CA certificates, not everything under the upstream root.
+    std::fs::write(
+        up.join("foreign.cnf"),
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\nsubjectAltName=URI:{}\n",
+            written["spiffe_id"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    #[rustfmt::skip]
+    openssl(&up, &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "foreign.key", "-out", "foreign.csr", "-subj", "/O=Corp/CN=foreign"]);
+    #[rustfmt::skip]
+    openssl(&up, &["x509", "-req", "-in", "foreign.csr", "-CA", "root.pem", "-CAkey", "root.key",
+        "-set_serial", "9", "-days", "1", "-extfile", "foreign.cnf", "-out", "foreign.pem"]);
+    let mut foreign = std::fs::read(up.join("foreign.key")).unwrap();
+    foreign.extend(std::fs::read(up.join("foreign.pem")).unwrap());
+    rt.block_on(async {
+        let r = client(&tls_pem, Some(foreign))
+            .post(format!("{}/v1/tasks", s.url))
+            .json(&json!({"workflow": "w", "intent": "impostor", "audience": ["https://api.example"]}))
+            .send()
+            .await;
+        assert!(r.is_err(), "refused in the handshake: {r:?}");
+    });
     drop(holder.stdin.take());
     let _ = holder.wait();
 

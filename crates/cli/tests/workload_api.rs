@@ -59,7 +59,12 @@ fn a_registered_process_gets_its_svids_from_the_socket_with_no_token() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     // Short X.509-SVIDs, so a rotation (at half-life) happens while the test watches.
-    std::fs::write(data.join("remit.toml"), "[workload]\nx509_svid_ttl = \"6s\"\n").unwrap();
+    // A data-access trust domain of its own: its JWT bundle is served on the socket too.
+    std::fs::write(
+        data.join("remit.toml"),
+        "[workload]\nx509_svid_ttl = \"6s\"\n\n[trust_domains]\ndata = \"data.remit.local\"\n",
+    )
+    .unwrap();
     let s = common::serve(&data, &[], &[]);
     let socket = format!("unix://{}", data.join("workload.sock").display());
 
@@ -122,7 +127,7 @@ fn a_registered_process_gets_its_svids_from_the_socket_with_no_token() {
     assert!(v["not_after"].as_i64().unwrap() - v["not_before"].as_i64().unwrap() <= 6 + 30);
     // Bundles are keyed by trust-domain ID; the hint comes from the entry.
     assert_eq!(v["raw_x509_bundles_keys"], json!(["spiffe://remit.local"]));
-    assert_eq!(v["raw_jwt_bundle_keys"], json!(["spiffe://remit.local"]));
+    assert_eq!(v["raw_jwt_bundle_keys"], json!(["spiffe://data.remit.local", "spiffe://remit.local"]));
     assert_eq!(v["raw_x509_svid_hints"], json!(["internal"]));
     // The JWT-SVID validates through the socket and against the bundle.
     assert_eq!(v["validated_spiffe_id"].as_str(), Some(v["jwt_spiffe_id"].as_str().unwrap()));
@@ -144,6 +149,8 @@ fn a_registered_process_gets_its_svids_from_the_socket_with_no_token() {
         "read",
         "--owner",
         "ops@example.com",
+        "--class",
+        "data",
     ]);
     let (code, v) = client(&socket, &["jwt", "--audience", "https://tickets.example/api"]);
     assert_eq!((code, v["error"].as_str()), (3, Some("INVALID_ARGUMENT")), "{v}");

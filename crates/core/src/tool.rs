@@ -51,6 +51,45 @@ impl ToolState {
     }
 }
 
+/// What a tool gives access to. With a trust domain configured for its class, a tool's
+/// credentials are signed by that trust domain's own keys, so a credential taken from one
+/// path (say, model access) verifies nowhere on another (data access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolClass {
+    /// A model endpoint (an LLM API, an embedding service).
+    Model,
+    /// Any other tool (the default).
+    Tool,
+    /// A data store (a database, a document store, a warehouse).
+    Data,
+}
+
+impl ToolClass {
+    pub const ALL: [ToolClass; 3] = [ToolClass::Model, ToolClass::Tool, ToolClass::Data];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolClass::Model => "model",
+            ToolClass::Tool => "tool",
+            ToolClass::Data => "data",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "model" => Some(ToolClass::Model),
+            "tool" => Some(ToolClass::Tool),
+            "data" => Some(ToolClass::Data),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ToolClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A registered tool: an API or service that accepts per-tool credentials from Remit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tool {
@@ -62,6 +101,8 @@ pub struct Tool {
     pub max_ttl_secs: u64,
     /// The most sensitive data behind it.
     pub classification: Sensitivity,
+    /// What it gives access to; decides the trust domain its credentials come from.
+    pub class: ToolClass,
     pub owner: String,
     pub owner_id: Option<HumanId>,
     /// When its owner was deactivated and nobody has taken it over since.
@@ -81,6 +122,7 @@ pub struct NewTool {
     pub scopes: Vec<String>,
     pub max_ttl_secs: Option<u64>,
     pub classification: Sensitivity,
+    pub class: ToolClass,
     pub owner: String,
     /// SHA-256 (hex) of the introspection secret the server made for it.
     pub secret_hash: String,
@@ -148,6 +190,7 @@ pub fn new_tool(req: NewTool, limits: &Limits, now: UnixMillis) -> Result<Tool, 
         scopes: scopes.into_iter().collect(),
         max_ttl_secs: max_ttl,
         classification: req.classification,
+        class: req.class,
         owner: human_identity(&req.owner),
         owner_id: None,
         orphaned_at: None,
@@ -282,6 +325,7 @@ mod tests {
                 scopes: vec!["write".into(), "read".into(), "read".into()],
                 max_ttl_secs: Some(120),
                 classification: Sensitivity::Internal,
+                class: ToolClass::Tool,
                 owner: "Ops@Example.com".into(),
                 secret_hash: String::new(),
             },
@@ -324,6 +368,7 @@ mod tests {
                 scopes: vec!["read".into()],
                 max_ttl_secs: None,
                 classification: Sensitivity::Public,
+                class: ToolClass::Tool,
                 owner: "a@b".into(),
                 secret_hash: String::new(),
             };

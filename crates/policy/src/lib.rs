@@ -65,6 +65,10 @@ type TaskContext = {
   tool?: String,
   tools_used: Set<String>,
   target?: String,
+  // In a token exchange: the tool's class (`model`, `tool`, `data`) and the trust domain
+  // its credential would come from.
+  tool_class?: String,
+  trust_domain?: String,
 };
 // Remit's own action; applications declare theirs (read, write, …) in the bundle's schema.
 action call_tool appliesTo { principal: [Task], resource: [Tool, Resource], context: TaskContext };
@@ -92,6 +96,8 @@ pub const TASK_CONTEXT_FACTS: &[&str] = &[
     "delegation_chain",
     "delegation_path",
     "tools_used",
+    "tool_class",
+    "trust_domain",
 ];
 
 /// The annotation that turns a permit into "approval required".

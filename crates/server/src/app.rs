@@ -54,6 +54,11 @@ pub struct App {
     kek: Kek,
     /// The JWT signing key and the retired keys still accepted; swapped whole on rotation.
     keyring: RwLock<Arc<Keyring>>,
+    /// The trust domains of tool classes (`[trust_domains]`), fixed at start.
+    pub class_domains: std::collections::BTreeMap<remit_core::tool::ToolClass, TrustDomain>,
+    /// Each configured class's keys (signer and retired), swapped whole on rotation; a
+    /// class is absent only until [`App::ensure_class_keys`] has run.
+    pub(crate) class_keys: RwLock<Arc<crate::service::domains::ClassKeys>>,
     /// The trust domain's X.509 CA (`None` only until [`App::ensure_x509_ca`] has run).
     pub(crate) x509: RwLock<Option<Arc<crate::service::x509::X509Authority>>>,
     /// Signs audit checkpoints.
@@ -113,7 +118,12 @@ impl App {
         let admin_hash =
             hex32(&inst.admin_hash).ok_or_else(|| StartError::Keys("stored admin hash is malformed".into()))?;
         let keys = store.keys().list().await?;
-        let (keyring, audit_key, audit_public, x509) = build_keys(&kek, &keys)?;
+        let (keyring, audit_key, audit_public, x509, mut class_keys) = build_keys(&kek, &keys)?;
+        let class_domains = crate::service::domains::configured(&cfg, &trust_domain).map_err(|message| {
+            StartError::Config(crate::config::ConfigError::Value { key: "trust_domains", message })
+        })?;
+        // A class no longer configured keeps its key rows, but nothing signs or verifies with them.
+        class_keys.retain(|c, _| class_domains.contains_key(c));
         let limits = cfg.core_limits();
         let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
         let workload_issuers = crate::service::federation::issuers(&cfg.workload_issuers)?;
@@ -150,6 +160,8 @@ impl App {
             kek,
             keyring: RwLock::new(Arc::new(keyring)),
             x509: RwLock::new(x509.map(Arc::new)),
+            class_keys: RwLock::new(Arc::new(class_keys)),
+            class_domains,
             audit_key: Arc::new(audit_key),
             audit_public: RwLock::new(audit_public),
             last_key_reload: Mutex::new(None),
@@ -184,7 +196,7 @@ impl App {
     /// stay as they were.
     pub async fn reload_keys(&self) -> Result<(), Error> {
         let keys = self.store.keys().list().await?;
-        let (ring, _, audit_public, x509) = build_keys(&self.kek, &keys).map_err(|e| {
+        let (ring, _, audit_public, x509, mut class_keys) = build_keys(&self.kek, &keys).map_err(|e| {
             tracing::error!(error = %e, "refusing the stored key set; keeping the keys in use");
             Error::Internal(e.to_string())
         })?;
@@ -196,6 +208,10 @@ impl App {
         }
         if let Ok(mut x) = self.x509.write() {
             *x = x509.map(Arc::new);
+        }
+        class_keys.retain(|c, _| self.class_domains.contains_key(c));
+        if let Ok(mut c) = self.class_keys.write() {
+            *c = Arc::new(class_keys);
         }
         Ok(())
     }
@@ -298,8 +314,15 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     hex::decode(s).ok()?.try_into().ok()
 }
 
-/// What [`build_keys`] opens: the JWT keyring, the audit signer and verifiers, the X.509 CA.
-type BuiltKeys = (Keyring, SigningKey, Vec<VerifyingKey>, Option<crate::service::x509::X509Authority>);
+/// What [`build_keys`] opens: the JWT keyring, the audit signer and verifiers, the X.509 CA,
+/// the tool classes' keyrings.
+type BuiltKeys = (
+    Keyring,
+    SigningKey,
+    Vec<VerifyingKey>,
+    Option<crate::service::x509::X509Authority>,
+    crate::service::domains::ClassKeys,
+);
 
 /// Opens the active JWT, audit and X.509 CA keys and collects every still-published public key.
 fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<BuiltKeys, StartError> {
@@ -323,6 +346,7 @@ fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<BuiltKeys, StartError> {
     let audit = take(active(KeyPurpose::Audit)?)?;
     let mut retired = Vec::new();
     let mut audit_public = Vec::new();
+    let mut class_retired: std::collections::BTreeMap<_, Vec<VerifyingKey>> = Default::default();
     for k in keys {
         let vk = VerifyingKey::from_public(&k.public).map_err(|e| StartError::Keys(format!("key `{}`: {e}", k.kid)))?;
         match k.purpose {
@@ -330,13 +354,25 @@ fn build_keys(kek: &Kek, keys: &[StoredKey]) -> Result<BuiltKeys, StartError> {
             KeyPurpose::Jwt => {}
             KeyPurpose::Audit => audit_public.push(vk),
             KeyPurpose::X509 => {}
+            KeyPurpose::JwtModel | KeyPurpose::JwtTool | KeyPurpose::JwtData => {
+                if let (Some(class), Some(_)) = (k.purpose.tool_class(), k.retire_after) {
+                    class_retired.entry(class).or_default().push(vk);
+                }
+            }
+        }
+    }
+    let mut class_keys = crate::service::domains::ClassKeys::default();
+    for class in remit_core::tool::ToolClass::ALL {
+        if let Ok(active) = active(KeyPurpose::class_jwt(class)) {
+            let signer = Arc::new(take(active)?);
+            class_keys.insert(class, Arc::new(Keyring::new(signer, class_retired.remove(&class).unwrap_or_default())));
         }
     }
     let x509 = crate::service::x509::build_authority(keys, |k| {
         opened.remove(&k.kid).ok_or_else(|| format!("key `{}` is listed twice", k.kid))
     })
     .map_err(StartError::Keys)?;
-    Ok((Keyring::new(signer, retired), audit, audit_public, x509))
+    Ok((Keyring::new(signer, retired), audit, audit_public, x509, class_keys))
 }
 
 /// Generates a new key of `purpose`, sealed for storage.

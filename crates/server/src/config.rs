@@ -227,8 +227,8 @@ pub struct UpstreamCaConfig {
     /// PEM: the upstream CA's certificate, then its chain up to and including the
     /// self-signed root (just the root's certificate when the upstream CA is the root).
     pub cert_file: PathBuf,
-    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1; P-256, P-384, Ed25519
-    /// or RSA); readable by its owner only.
+    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1; P-256, P-384 or RSA, or
+    /// Ed25519 when it is not the root); readable by its owner only.
     pub key_file: PathBuf,
 }
 
@@ -373,6 +373,31 @@ pub struct Config {
     pub workload_issuers: Vec<WorkloadIssuerConfig>,
     /// Federated trust domains (`[[federation]]`).
     pub federation: Vec<FederationConfig>,
+    /// Separate trust domains for per-tool credentials, by tool class (`[trust_domains]`).
+    pub trust_domains: ClassTrustDomains,
+}
+
+/// A trust domain per tool class: a class given one has its tools' credentials signed by
+/// that trust domain's own keys (published at `/trust-domains/<td>/jwks.json`), so a
+/// credential taken from one path verifies nowhere else. A class without one uses the
+/// installation's trust domain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassTrustDomains {
+    pub model: Option<String>,
+    pub tool: Option<String>,
+    pub data: Option<String>,
+}
+
+impl ClassTrustDomains {
+    /// The configured ones, by class.
+    pub fn configured(&self) -> Vec<(remit_core::tool::ToolClass, &str)> {
+        use remit_core::tool::ToolClass;
+        [(ToolClass::Model, &self.model), (ToolClass::Tool, &self.tool), (ToolClass::Data, &self.data)]
+            .into_iter()
+            .filter_map(|(c, td)| td.as_deref().map(|td| (c, td)))
+            .collect()
+    }
 }
 
 impl Default for Config {
@@ -398,6 +423,7 @@ impl Default for Config {
             workload: WorkloadConfig::default(),
             tls: TlsConfig::default(),
             workload_issuers: vec![],
+            trust_domains: ClassTrustDomains::default(),
             federation: vec![],
         }
     }

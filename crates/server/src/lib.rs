@@ -257,10 +257,17 @@ pub async fn bootstrap(
     };
     let app = App::new(cfg, store, clock, Arc::new(remit_token::OsRandom), kek).await?;
     app.ensure_x509_ca().await.map_err(|e| app::StartError::Keys(format!("creating the X.509 CA: {e}")))?;
+    app.ensure_class_keys().await.map_err(|e| app::StartError::Keys(format!("the tool classes' keys: {e}")))?;
     // A CA that does not chain to the configured upstream (added, replaced or removed since
     // the last start) is replaced now, not at the first checkpoint.
-    if app.rotate_x509_ca_if_due().await.map_err(|e| app::StartError::Keys(format!("the X.509 CA: {e}")))? {
-        tracing::info!("rotated the X.509 CA (its audit record says why)");
+    // A malformed upstream CA configuration is (checked now, not at the first rotation).
+    crate::service::x509::load_upstream(&app.cfg).map_err(|e| app::StartError::Keys(format!("the X.509 CA: {e}")))?;
+    // Not fatal: an expiring upstream leaves the CA in use (and the rest of
+    // Remit) working; the checkpoint loop keeps trying and logging.
+    match app.rotate_x509_ca_if_due().await {
+        Ok(true) => tracing::info!("rotated the X.509 CA (its audit record says why)"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "the X.509 CA could not be rotated"),
     }
     if let Err(e) = app.pdp.reload_policy().await {
         // Deny everything rather than refuse to start: identity and kill switches still work.

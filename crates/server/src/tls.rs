@@ -127,9 +127,10 @@ pub fn from_config(app: &crate::app::App) -> std::io::Result<Option<Arc<Tls>>> {
     Ok(Some(Arc::new(tls)))
 }
 
-/// The CA certificates a client X.509-SVID must chain to.
+/// The CA certificates a client X.509-SVID must chain to: Remit's own CAs (intermediates
+/// under an upstream CA included as anchors), never an upstream root.
 fn client_roots(app: &crate::app::App) -> Vec<Vec<u8>> {
-    app.x509_authority().map(|a| a.roots.clone()).unwrap_or_default()
+    app.x509_authority().map(|a| a.ca_certificates()).unwrap_or_default()
 }
 
 /// Re-reads the pair (and the X.509 bundle) every [`RELOAD_EVERY`] until aborted.

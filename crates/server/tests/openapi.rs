@@ -384,7 +384,7 @@ when { principal has roles && principal.roles.contains("viewer") };"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_responses_match_their_declared_schemas() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.trust_domains.data = Some("data.remit.local".into())).await;
     let admin = s.admin.clone();
     let a = Some(admin.as_str());
     let mut x = Samples { s: &s, out: Vec::new() };
@@ -400,6 +400,14 @@ async fn real_responses_match_their_declared_schemas() {
         "/openapi.json",
     ] {
         assert_eq!(x.call("GET", p, p, None, None).await.0, 200, "{p}");
+    }
+    for (path, p, st) in [
+        ("/trust-domains/{trust_domain}/jwks.json", "/trust-domains/data.remit.local/jwks.json", 200),
+        ("/trust-domains/{trust_domain}/jwks.json", "/trust-domains/nowhere.example/jwks.json", 404),
+        ("/trust-domains/{trust_domain}/spiffe-bundle", "/trust-domains/data.remit.local/spiffe-bundle", 200),
+        ("/trust-domains/{trust_domain}/spiffe-bundle", "/trust-domains/remit.local/spiffe-bundle", 200),
+    ] {
+        assert_eq!(x.call("GET", path, p, None, None).await.0, st, "{p}");
     }
     let metrics = s.http.get(format!("{}/metrics", s.url)).bearer_auth(&admin).send().await.unwrap();
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));

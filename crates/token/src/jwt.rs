@@ -52,6 +52,10 @@ pub struct RemitClaims {
     /// tool to enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_prefix: Option<String>,
+    /// For a per-tool credential: the trust domain it comes from (its tool class's, or the
+    /// installation's), whose keys signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
 }
 
 /// RFC 8693 §4.1 `act`: the acting party, with the prior actors nested.
@@ -280,6 +284,7 @@ mod tests {
                 tool: None,
                 on_behalf_of: None,
                 resource_prefix: None,
+                trust_domain: None,
             },
             scope: None,
             act: None,

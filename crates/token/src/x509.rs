@@ -147,18 +147,29 @@ impl Upstream {
         let Some(first) = chain.first() else { return Err(upstream("its certificate file holds no CERTIFICATE")) };
         let key = KeyPair::from_pem(key_pem).map_err(|e| upstream(format!("its key file: {e}")))?;
         let ca = parse(first)?;
-        match ca.basic_constraints() {
-            Ok(Some(bc)) if bc.value.ca => {
-                if bc.value.path_len_constraint == Some(0) {
-                    return Err(upstream("its certificate's path length 0 allows no CA below it"));
+        // Every certificate of the chain is a CA that may sign certificates, with room for
+        // the CAs below it: the rest of the chain under it, and the trust domain's CA.
+        for (i, der) in chain.iter().enumerate() {
+            let c = parse(der)?;
+            match c.basic_constraints() {
+                Ok(Some(bc)) if bc.value.ca => {
+                    if bc.value.path_len_constraint.is_some_and(|n| (n as usize) < i + 1) {
+                        return Err(upstream(format!(
+                            "certificate {} of its file has a path length that leaves no room for the trust domain's CA",
+                            i + 1
+                        )));
+                    }
                 }
+                _ => return Err(upstream(format!("certificate {} of its file is not a CA certificate", i + 1))),
             }
-            _ => return Err(upstream("its certificate is not a CA certificate")),
-        }
-        if let Ok(Some(ku)) = ca.key_usage()
-            && !ku.value.key_cert_sign()
-        {
-            return Err(upstream("its certificate's key usage does not allow signing certificates"));
+            if let Ok(Some(ku)) = c.key_usage()
+                && !ku.value.key_cert_sign()
+            {
+                return Err(upstream(format!(
+                    "certificate {} of its file has a key usage that does not allow signing certificates",
+                    i + 1
+                )));
+            }
         }
         if *ca.public_key().subject_public_key.data != *key.der_bytes() {
             return Err(upstream("its key is not the key of its certificate"));
@@ -182,6 +193,11 @@ impl Upstream {
     /// When the upstream CA's certificate expires: the intermediate never outlives it.
     pub fn not_after(&self) -> Result<UnixMillis, X509Error> {
         not_after(&self.chain[0])
+    }
+
+    /// The upstream CA's own certificate: the issuer of the trust domain's CA.
+    pub fn certificate(&self) -> &[u8] {
+        &self.chain[0]
     }
 
     /// The root: the trust anchor relying parties are given.

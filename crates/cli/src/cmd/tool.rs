@@ -25,6 +25,10 @@ pub enum Cmd {
         /// The most sensitive data behind it: public, internal (default), confidential, restricted.
         #[arg(long)]
         classification: Option<String>,
+        /// What it gives access to: model, tool (default) or data. A class with its own trust
+        /// domain (`[trust_domains]`) has its tools' credentials signed there.
+        #[arg(long, value_parser = ["model", "tool", "data"])]
+        class: Option<String>,
         /// Email of the human who answers for it.
         #[arg(long)]
         owner: String,
@@ -58,15 +62,18 @@ pub enum Cmd {
 }
 
 fn show(v: &Value) {
-    output::fields(v, &["name", "state", "audience", "scopes", "max_ttl_seconds", "classification", "owner"]);
+    output::fields(
+        v,
+        &["name", "state", "audience", "scopes", "max_ttl_seconds", "classification", "class", "trust_domain", "owner"],
+    );
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::Create { name, audience, scopes, max_ttl, classification, owner } => {
+        Cmd::Create { name, audience, scopes, max_ttl, classification, class, owner } => {
             let body = json!({"name": name, "audience": audience, "scopes": scopes, "max_ttl_seconds": max_ttl,
-                              "classification": classification, "owner": owner});
+                              "classification": classification, "class": class, "owner": owner});
             let v = c.post("/v1/tools", &body).await?;
             if !g.json {
                 println!("Registered tool {}", output::s(&v["tool"], "name"));
@@ -88,9 +95,13 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
                         output::s(t, "audience").into(),
                         scopes.join(","),
                         output::s(t, "classification").into(),
+                        output::s(t, "trust_domain").into(),
                     ]
                 });
-                output::table(&["name", "state", "audience", "scopes", "classification"], rows.collect());
+                output::table(
+                    &["name", "state", "audience", "scopes", "classification", "trust domain"],
+                    rows.collect(),
+                );
             }
             v
         }

@@ -255,6 +255,7 @@ proptest! {
             scopes: SCOPES.iter().map(|s| (*s).to_owned()).collect(),
             max_ttl_secs: Some(max_ttl),
             classification: Sensitivity::Public,
+            class: crate::tool::ToolClass::Tool,
             owner: "a@b".into(),
             secret_hash: String::new(),
         }, &crate::rules::Limits::default(), UnixMillis(0)).unwrap();

@@ -296,7 +296,9 @@ pub async fn revoke_instance(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct RotateQuery {
-    /// `jwt` (default): the JWT-SVID signing key; `x509`: the trust domain's X.509 CA.
+    /// `jwt` (default): the JWT-SVID signing key; `x509`: the trust domain's X.509 CA;
+    /// `jwt-model`, `jwt-tool`, `jwt-data`: the signing key of that tool class's own trust
+    /// domain.
     pub purpose: Option<String>,
 }
 
@@ -316,7 +318,15 @@ pub async fn rotate_keys(
     let (kid, seq) = match q.purpose.as_deref() {
         None | Some("jwt") => app.rotate_keys(&caller).await?,
         Some("x509") => app.rotate_x509_ca(&caller).await?,
-        Some(p) => return Err(ApiError::BadRequest(format!("purpose: `{p}` is not `jwt` or `x509`"))),
+        Some(p) => match remit_store::KeyPurpose::parse(p).and_then(remit_store::KeyPurpose::tool_class) {
+            Some(class) => app.rotate_class_key(&caller, class).await?,
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "purpose: `{}` is not `jwt`, `x509`, `jwt-model`, `jwt-tool` or `jwt-data`",
+                    remit_core::ids::truncate_for_error(p)
+                )));
+            }
+        },
     };
     Ok(Json(RotatedKeys { kid, bundle_sequence: seq }))
 }
@@ -391,6 +401,6 @@ pub async fn orphans(State(app): State<AppState>, Auth(caller): Auth) -> Result<
     Ok(Json(Orphans {
         workflows: o.workflows.into_iter().map(Into::into).collect(),
         agents: o.agents.into_iter().map(Into::into).collect(),
-        tools: o.tools.into_iter().map(Into::into).collect(),
+        tools: o.tools.into_iter().map(|t| super::tools::view(&app, t)).collect(),
     }))
 }

@@ -59,6 +59,55 @@ pub async fn spiffe_bundle(State(app): State<AppState>) -> Result<impl IntoRespo
     Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(doc)))
 }
 
+/// The keyring of trust domain `td`: the installation's, or a tool class's own.
+fn ring_of(app: &AppState, td: &str) -> Result<std::sync::Arc<remit_token::Keyring>, ApiError> {
+    if td == app.trust_domain.as_str() {
+        return Ok(app.keyring());
+    }
+    let class = app.class_of_trust_domain(td).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "`{}` is not a trust domain of this installation",
+            remit_core::ids::truncate_for_error(td)
+        ))
+    })?;
+    Ok(app.credential_keyring(class)?)
+}
+
+/// The JWK Set of one of this installation's trust domains: the installation's own (as
+/// `/.well-known/jwks.json`), or a tool class's (`[trust_domains]`), whose keys sign only
+/// that class's per-tool credentials and are published nowhere else.
+#[utoipa::path(get, path = "/trust-domains/{trust_domain}/jwks.json", tag = "discovery",
+    params(("trust_domain" = String, Path, description = "e.g. `data.example.org`")),
+    responses((status = 200, body = JwkSetDoc, description = "RFC 7517 JWK Set (cacheable for 60 s)"),
+              (status = 404, body = ErrorBody, description = "not a trust domain of this installation")))]
+pub async fn trust_domain_jwks(
+    State(app): State<AppState>,
+    super::Path(td): super::Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ring = ring_of(&app, &td)?;
+    Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(ring.jwks())))
+}
+
+/// The SPIFFE bundle of one of this installation's trust domains: the installation's own
+/// (as `/.well-known/spiffe-bundle`, with its X.509 CA), or a tool class's (JWT keys only).
+#[utoipa::path(get, path = "/trust-domains/{trust_domain}/spiffe-bundle", tag = "discovery",
+    params(("trust_domain" = String, Path, description = "e.g. `data.example.org`")),
+    responses((status = 200, body = SpiffeBundleDoc, description = "SPIFFE bundle (cacheable for 60 s)"),
+              (status = 404, body = ErrorBody, description = "not a trust domain of this installation"),
+              (status = 503, body = ErrorBody, description = "the store does not answer")))]
+pub async fn trust_domain_bundle(
+    State(app): State<AppState>,
+    super::Path(td): super::Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    if td == app.trust_domain.as_str() {
+        return Ok(spiffe_bundle(State(app)).await?.into_response());
+    }
+    let ring = ring_of(&app, &td)?;
+    let seq = app.bundle_sequence().await?;
+    let doc = ring.spiffe_bundle(seq, BUNDLE_REFRESH_HINT_SECS);
+    Ok(([(header::CACHE_CONTROL, "public, max-age=60")], Json(doc)).into_response())
+}
+
 /// OpenID-style discovery of the issuer, its keys and its token endpoints.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, body = OpenIdConfiguration, description = "discovery document")))]
@@ -163,7 +212,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "AuthZEN", description = "OpenID AuthZEN Authorization API 1.0: evaluations, search and PDP metadata."),
     ),
     paths(
-        healthz, readyz, jwks, spiffe_bundle, openid_configuration, openapi, metrics,
+        healthz, readyz, jwks, spiffe_bundle, trust_domain_jwks, trust_domain_bundle, openid_configuration, openapi, metrics,
         super::oauth::introspect, super::oauth::revoke,
         super::tasks::join, super::tasks::renew_instance, super::tasks::start_task, super::tasks::list_tasks,
         super::tasks::get_task, super::tasks::complete_task, super::tasks::revoke_task, super::tasks::watch_task,

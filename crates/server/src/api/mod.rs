@@ -271,6 +271,8 @@ pub fn router(app: AppState) -> Router {
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
         .route("/.well-known/spiffe-bundle", get(discovery::spiffe_bundle))
+        .route("/trust-domains/{trust_domain}/jwks.json", get(discovery::trust_domain_jwks))
+        .route("/trust-domains/{trust_domain}/spiffe-bundle", get(discovery::trust_domain_bundle))
         .route("/openapi.json", get(discovery::openapi))
         .route("/metrics", get(discovery::metrics))
         .route("/oauth2/introspect", post(oauth::introspect))

@@ -31,6 +31,10 @@ pub struct CreateTool {
     /// `restricted`. A task below it gets no credential for it.
     #[serde(default)]
     pub classification: Option<String>,
+    /// What it gives access to: `model`, `tool` (default) or `data`; with a trust domain
+    /// configured for the class, its credentials are signed in that trust domain.
+    #[serde(default)]
+    pub class: Option<String>,
     /// The email of the human who answers for it.
     pub owner: String,
 }
@@ -42,6 +46,10 @@ pub struct ToolView {
     pub scopes: Vec<String>,
     pub max_ttl_seconds: u64,
     pub classification: String,
+    /// `model`, `tool` or `data`.
+    pub class: String,
+    /// The trust domain its credentials come from.
+    pub trust_domain: String,
     pub owner: String,
     pub owner_id: Option<String>,
     /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
@@ -55,14 +63,22 @@ pub struct ToolView {
     pub updated_at: String,
 }
 
-impl From<Tool> for ToolView {
-    fn from(t: Tool) -> Self {
+/// A tool as the API shows it, with the trust domain its credentials come from.
+pub fn view(app: &crate::app::App, t: Tool) -> ToolView {
+    let td = app.class_trust_domain(t.class).to_string();
+    ToolView::new(t, &td)
+}
+
+impl ToolView {
+    pub fn new(t: Tool, trust_domain: &str) -> Self {
         ToolView {
             name: t.name.to_string(),
             audience: t.audience,
             scopes: t.scopes,
             max_ttl_seconds: t.max_ttl_secs,
             classification: t.classification.to_string(),
+            class: t.class.to_string(),
+            trust_domain: trust_domain.to_owned(),
             owner: t.owner,
             owner_id: t.owner_id.map(|h| h.to_string()),
             orphaned_at: t.orphaned_at.map(rfc3339),
@@ -106,11 +122,16 @@ pub async fn create(
         scopes: req.scopes,
         max_ttl_secs: req.max_ttl_seconds,
         classification,
+        class: match req.class.as_deref() {
+            None => remit_core::tool::ToolClass::Tool,
+            Some(c) => remit_core::tool::ToolClass::parse(c)
+                .ok_or_else(|| ApiError::BadRequest(format!("class: `{c}` is not `model`, `tool` or `data`")))?,
+        },
         owner: req.owner,
         secret_hash: String::new(),
     };
     let (tool, secret) = app.create_tool(&caller, new).await?;
-    Ok((StatusCode::CREATED, Json(CreatedTool { tool: tool.into(), introspection_secret: secret })))
+    Ok((StatusCode::CREATED, Json(CreatedTool { tool: view(&app, tool), introspection_secret: secret })))
 }
 
 /// Lists tools. Needs `tool.read`.
@@ -121,7 +142,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<ToolView>>, ApiError> {
     caller.require_human_or_admin()?;
-    Ok(Json(app.list_tools(&caller).await?.into_iter().map(Into::into).collect()))
+    Ok(Json(app.list_tools(&caller).await?.into_iter().map(|t| view(&app, t)).collect()))
 }
 
 /// Shows one tool. Needs `tool.read`.
@@ -139,7 +160,7 @@ pub async fn get(
 ) -> Result<Json<ToolView>, ApiError> {
     caller.require_human_or_admin()?;
     let name = parse_id(&name, ToolName::parse)?;
-    Ok(Json(app.tool(&caller, &name).await?.into()))
+    Ok(Json(view(&app, app.tool(&caller, &name).await?)))
 }
 
 /// Gives a tool a new owner, taking it out of the orphans. Needs `tool.create`.
@@ -162,7 +183,7 @@ pub async fn set_owner(
     caller.require_human_or_admin()?;
     let name = parse_id(&name, ToolName::parse)?;
     app.set_owner(&caller, remit_store::Owned::Tool(name.clone()), &b.owner, &b.reason).await?;
-    Ok(Json(app.tool(&caller, &name).await?.into()))
+    Ok(Json(view(&app, app.tool(&caller, &name).await?)))
 }
 
 /// Disables a tool: no new credential for it, and every credential issued for it is inactive
@@ -184,5 +205,5 @@ pub async fn disable(
 ) -> Result<Json<ToolView>, ApiError> {
     caller.require_human_or_admin()?;
     let name = parse_id(&name, ToolName::parse)?;
-    Ok(Json(app.disable_tool(&caller, &name, &req.reason).await?.into()))
+    Ok(Json(view(&app, app.disable_tool(&caller, &name, &req.reason).await?)))
 }

@@ -494,6 +494,7 @@ impl TaskDecisionRequest {
             context: self.context,
             approval: self.approval,
             no_approval_request: false,
+            issuing: None,
         };
         (self.token, call)
     }

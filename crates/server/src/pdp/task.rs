@@ -29,6 +29,9 @@ pub struct TaskCall {
     /// Answer "approval required" without opening a request (a token exchange that asked
     /// for no scope in particular drops such scopes instead of paging a human).
     pub no_approval_request: bool,
+    /// In a token exchange, what Remit vouches for about the credential asked for: the tool's
+    /// class and the trust domain it would come from (`tool_class`, `trust_domain`).
+    pub issuing: Option<(remit_core::tool::ToolClass, String)>,
 }
 
 impl TaskCall {
@@ -108,7 +111,7 @@ impl Pdp {
                     if let Some(why) = facts::tool_cap(&tools_used, tool.as_deref()) {
                         answer.decision.errors.push(why);
                     } else {
-                        let ctx = facts::task_context(
+                        let mut ctx = facts::task_context(
                             snap,
                             &tools_used,
                             tool.as_deref(),
@@ -116,6 +119,10 @@ impl Pdp {
                             &facts::Delegation::of(t),
                             now,
                         );
+                        if let Some((class, td)) = &call.issuing {
+                            ctx.insert("tool_class".into(), class.as_str().into());
+                            ctx.insert("trust_domain".into(), td.as_str().into());
+                        }
                         let mut ents = BTreeMap::new();
                         let resource = self.load_entity(&resource_type, &call.resource, &mut ents).await?;
                         let action = call.action.name.as_deref().unwrap_or_default();

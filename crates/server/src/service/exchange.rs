@@ -283,6 +283,7 @@ impl App {
                 // Asked for by name: a scope that needs approval opens a request. Not asked
                 // for (the default of every scope): it is left out without paging anyone.
                 no_approval_request: !explicit,
+                issuing: Some((tool.class, self.class_trust_domain(tool.class).to_string())),
             };
             let answer = self.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id.to_owned()))).await?;
             match answer.verdict() {
@@ -401,9 +402,11 @@ impl App {
                 tool: Some(tool.name.to_string()),
                 on_behalf_of: t.delegation.on_behalf_of.as_ref().map(ToString::to_string),
                 resource_prefix: t.delegation.authority.resource_prefix.clone(),
+                trust_domain: Some(self.class_trust_domain(tool.class).to_string()),
             },
         };
-        let token = jwt::mint(self.keyring().signer(), &claims);
+        // Signed in the tool class's trust domain (its own keys when it has one).
+        let token = jwt::mint(self.credential_keyring(tool.class)?.signer(), &claims);
         let cred = Credential {
             id: id.clone(),
             task: t.id.clone(),
@@ -426,6 +429,7 @@ impl App {
                 ("narrowed", narrowed.into()),
                 ("expires_at_ms", exp.0.into()),
                 ("jkt", jkt.clone().into()),
+                ("trust_domain", self.class_trust_domain(tool.class).as_str().into()),
             ]);
         match self.store.tools().issue_credential(cred, audit).await {
             Ok(()) => {}

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod approval_watch;
 pub mod audit;
 pub mod decisions;
+pub mod domains;
 pub mod dpop;
 pub mod exchange;
 pub mod federation;
@@ -38,19 +39,23 @@ use crate::init::ADMIN_TOKEN_PREFIX;
 impl App {
     /// Verifies a JWT-SVID's signature and times; re-reads keys once if the kid is unknown
     /// (another replica may have rotated).
+    pub(crate) fn validation<'a>(&'a self, audience: Option<&'a str>, kind: Option<SvidKind>) -> Validation<'a> {
+        Validation {
+            now: self.clock.now().secs(),
+            leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
+            audience,
+            issuer: &self.issuer,
+            kind,
+        }
+    }
+
     pub async fn verify_jwt(
         &self,
         token: &str,
         audience: Option<&str>,
         kind: Option<SvidKind>,
     ) -> Result<Claims, TokenError> {
-        let v = Validation {
-            now: self.clock.now().secs(),
-            leeway: i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30),
-            audience,
-            issuer: &self.issuer,
-            kind,
-        };
+        let v = self.validation(audience, kind);
         let key = remit_token::sha256(token.as_bytes());
         let cached = self.verified.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some(c) = cached {

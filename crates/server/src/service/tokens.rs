@@ -46,16 +46,19 @@ impl App {
 
     async fn introspect_inner(&self, token: &str) -> Result<Introspection, Error> {
         let inactive = |why| Ok(Introspection { claims: None, inactive_reason: why });
-        let claims = match self.verify_jwt(token, None, None).await {
+        let (claims, signed_by) = match self.verify_any_jwt(token).await {
             Ok(c) => c,
             Err(_) => return inactive("invalid or expired"),
         };
         let now = self.clock.now();
         if claims.remit.kind == SvidKind::Tool {
-            return match self.credential_live(&claims).await? {
+            return match self.credential_live(&claims, signed_by).await? {
                 Liveness::Active => Ok(Introspection { claims: Some(claims), inactive_reason: "" }),
                 Liveness::Inactive(why) => inactive(why),
             };
+        }
+        if signed_by.is_some() {
+            return inactive("signed in a tool class's trust domain");
         }
         let live = match self.subject_of(&claims) {
             None => return inactive("foreign subject"),
@@ -88,7 +91,11 @@ impl App {
 
     /// A per-tool credential's liveness: its row (unrevoked, unexpired, matching the token),
     /// its tool (still active) and its task (live, with its workflow, agent and instance).
-    async fn credential_live(&self, claims: &Claims) -> Result<Liveness, Error> {
+    async fn credential_live(
+        &self,
+        claims: &Claims,
+        signed_by: Option<remit_core::tool::ToolClass>,
+    ) -> Result<Liveness, Error> {
         let Ok(id) = CredentialId::parse(&claims.jti) else { return Ok(Liveness::Inactive("unknown credential")) };
         let Some(cred) = self.store.tools().credential(&id).await? else {
             return Ok(Liveness::Inactive("unknown credential"));
@@ -100,6 +107,10 @@ impl App {
         }
         let now = self.clock.now();
         let tool = self.store.tools().tool(&cred.tool).await?;
+        // Signed in its tool class's current trust domain, and naming it.
+        if !self.class_signature_fits(claims, signed_by, tool.as_ref().map(|t| t.class)) {
+            return Ok(Liveness::Inactive("not signed in its tool class's trust domain"));
+        }
         if let Liveness::Inactive(why) = credential_liveness(&cred, tool.as_ref(), now) {
             return Ok(Liveness::Inactive(why));
         }
@@ -114,7 +125,7 @@ impl App {
     /// A per-tool credential ends alone (its task goes on); a task or instance token ends
     /// its identity and everything under it.
     pub async fn revoke_token(&self, token: &str) -> Result<(), Error> {
-        let Ok(claims) = self.verify_jwt(token, None, None).await else { return Ok(()) };
+        let Ok((claims, signed_by)) = self.verify_any_jwt(token).await else { return Ok(()) };
         if claims.remit.kind == SvidKind::Tool {
             let Ok(id) = CredentialId::parse(&claims.jti) else { return Ok(()) };
             let now = self.clock.now();
@@ -126,6 +137,9 @@ impl App {
             }
             self.store.tools().revoke_credential(&id, now, audit).await?;
             return Ok(());
+        }
+        if signed_by.is_some() {
+            return Ok(()); // a class key signs per-tool credentials only
         }
         let target = match self.subject_of(&claims) {
             Some(Subject::Task { task, .. }) => KillTarget::Task(task),

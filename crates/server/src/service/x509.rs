@@ -55,6 +55,13 @@ impl X509Authority {
     pub fn signer(&self, now: remit_core::time::UnixMillis) -> Option<&CaKey> {
         self.cas.iter().find(|c| c.signs_from <= now).or(self.cas.last())
     }
+    /// Every published CA's own certificate (signing, retiring and prepared): the trust
+    /// anchors for client certificates on Remit's API. Not the upstream root: that would
+    /// trust every other CA under the operator's PKI.
+    pub fn ca_certificates(&self) -> Vec<Vec<u8>> {
+        self.cas.iter().map(|c| c.cert.clone()).collect()
+    }
+
     /// The self-signed CA whose certificate `root` is, if any.
     pub fn self_signed(&self, root: &[u8]) -> Option<&CaKey> {
         self.cas.iter().find(|c| c.cert == root && c.anchor == root)
@@ -199,8 +206,13 @@ impl App {
     /// configured upstream's root (or chains to an upstream no longer configured).
     fn ca_disagrees_with_config(&self, newest: &CaKey) -> Result<Option<&'static str>, Error> {
         let upstream = load_upstream(&self.cfg).map_err(Error::Unavailable)?;
+        // The CA's issuer: the next certificate of its chain, or its anchor when the upstream
+        // CA is the root itself.
+        let issuer = newest.chain.get(1).unwrap_or(&newest.anchor);
         Ok(match upstream {
-            Some(up) if up.root() != newest.anchor.as_slice() => Some("the configured upstream CA changed"),
+            Some(up) if up.root() != newest.anchor.as_slice() || up.certificate() != issuer.as_slice() => {
+                Some("the configured upstream CA changed")
+            }
             None if newest.anchor != newest.cert => Some("the upstream CA was removed from the configuration"),
             _ => None,
         })
@@ -255,6 +267,20 @@ impl App {
         // Published now, signing only after CA_PREPARE; the old CA signs meanwhile and stays
         // published until the last leaf it signed has expired.
         let mut key = self.new_ca_key(now)?;
+        // A CA capped by an upstream about to expire would barely sign (or not at all): keep
+        // the one in use and say what to do.
+        let shortest = CA_PREPARE + self.cfg.workload.x509_svid_ttl + self.cfg.limits.clock_skew;
+        let cert = key.cert.as_deref().unwrap_or_default();
+        let until = x509::split_concatenated(cert)
+            .ok()
+            .and_then(|c| c.first().and_then(|c| x509::not_after(c).ok()))
+            .ok_or_else(|| Error::Internal("the new CA has no readable certificate".into()))?;
+        if until.0 < now.plus_secs(shortest.as_secs()).0 {
+            return Err(Error::Unavailable(
+                "the upstream CA's certificate expires too soon to sign a new CA; renew it (the CA in use stays)"
+                    .into(),
+            ));
+        }
         let signs_from = now.plus_secs(CA_PREPARE.as_secs());
         key.created_at = signs_from;
         key.mac = Some(crate::seal::key_mac(self.kek(), &key));

@@ -176,13 +176,19 @@ fn x509_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
     Ok(all)
 }
 
-/// The JWT bundles: this trust domain's JWK Set (`use: jwt-svid`) and every federated one.
+/// The JWT bundles: this trust domain's JWK Set (`use: jwt-svid`), each tool class's own
+/// trust domain's, and every federated one.
 fn jwt_bundles(app: &App) -> Result<HashMap<String, Vec<u8>>, Status> {
-    let doc = app.keyring().spiffe_bundle(0, crate::api::discovery::BUNDLE_REFRESH_HINT_SECS);
-    let keys = serde_json::json!({ "keys": doc["keys"] });
+    let jwks = |ring: &remit_token::Keyring| {
+        let doc = ring.spiffe_bundle(0, crate::api::discovery::BUNDLE_REFRESH_HINT_SECS);
+        serde_json::to_vec(&serde_json::json!({ "keys": doc["keys"] })).map_err(internal)
+    };
     let mut all: HashMap<String, Vec<u8>> =
         app.bundles.all().into_iter().map(|(td, b)| (format!("spiffe://{td}"), b.jwks_json.clone())).collect();
-    all.insert(format!("spiffe://{}", app.trust_domain), serde_json::to_vec(&keys).map_err(internal)?);
+    all.insert(format!("spiffe://{}", app.trust_domain), jwks(&app.keyring())?);
+    for (class, ring) in app.class_keys().iter() {
+        all.insert(format!("spiffe://{}", app.class_trust_domain(*class)), jwks(ring)?);
+    }
     Ok(all)
 }
 

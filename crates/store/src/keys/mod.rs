@@ -30,6 +30,15 @@ pub enum KeyPurpose {
     Audit,
     /// The trust domain's X.509 CA: signs X.509-SVIDs.
     X509,
+    /// Signs the credentials of model-access tools, in that class's own trust domain.
+    #[serde(rename = "jwt-model")]
+    JwtModel,
+    /// Signs the credentials of other tools, in that class's own trust domain.
+    #[serde(rename = "jwt-tool")]
+    JwtTool,
+    /// Signs the credentials of data-access tools, in that class's own trust domain.
+    #[serde(rename = "jwt-data")]
+    JwtData,
 }
 
 impl KeyPurpose {
@@ -38,6 +47,26 @@ impl KeyPurpose {
             KeyPurpose::Jwt => "jwt",
             KeyPurpose::Audit => "audit",
             KeyPurpose::X509 => "x509",
+            KeyPurpose::JwtModel => "jwt-model",
+            KeyPurpose::JwtTool => "jwt-tool",
+            KeyPurpose::JwtData => "jwt-data",
+        }
+    }
+    /// The key signing credentials of tools of `class` in the class's own trust domain.
+    pub fn class_jwt(class: remit_core::tool::ToolClass) -> Self {
+        match class {
+            remit_core::tool::ToolClass::Model => KeyPurpose::JwtModel,
+            remit_core::tool::ToolClass::Tool => KeyPurpose::JwtTool,
+            remit_core::tool::ToolClass::Data => KeyPurpose::JwtData,
+        }
+    }
+    /// The tool class whose trust domain this key signs for, if it is such a key.
+    pub fn tool_class(self) -> Option<remit_core::tool::ToolClass> {
+        match self {
+            KeyPurpose::JwtModel => Some(remit_core::tool::ToolClass::Model),
+            KeyPurpose::JwtTool => Some(remit_core::tool::ToolClass::Tool),
+            KeyPurpose::JwtData => Some(remit_core::tool::ToolClass::Data),
+            _ => None,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -45,6 +74,9 @@ impl KeyPurpose {
             "jwt" => Some(KeyPurpose::Jwt),
             "audit" => Some(KeyPurpose::Audit),
             "x509" => Some(KeyPurpose::X509),
+            "jwt-model" => Some(KeyPurpose::JwtModel),
+            "jwt-tool" => Some(KeyPurpose::JwtTool),
+            "jwt-data" => Some(KeyPurpose::JwtData),
             _ => None,
         }
     }

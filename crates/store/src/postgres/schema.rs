@@ -398,6 +398,14 @@ CREATE TABLE registration_entries (
 ALTER TABLE instances ADD COLUMN workflow TEXT;
 ALTER TABLE instances ADD COLUMN renew_until BIGINT;
 "#,
+    r#"
+-- 14: separate trust domains for model, tool and data access: a tool's class, and each
+-- class's own JWT signing key (`jwt-<class>`).
+ALTER TABLE tools ADD COLUMN class TEXT NOT NULL DEFAULT 'tool' CHECK (class IN ('model', 'tool', 'data'));
+ALTER TABLE keys DROP CONSTRAINT keys_purpose_check;
+ALTER TABLE keys ADD CONSTRAINT keys_purpose_check
+    CHECK (purpose IN ('jwt', 'audit', 'x509', 'jwt-model', 'jwt-tool', 'jwt-data'));
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

@@ -388,6 +388,27 @@ CREATE TABLE registration_entries (
 ALTER TABLE instances ADD COLUMN workflow TEXT;
 ALTER TABLE instances ADD COLUMN renew_until INTEGER;
 "#,
+    r#"
+-- 14: separate trust domains for model, tool and data access: a tool's class, and each
+-- class's own JWT signing key (`jwt-<class>`).
+ALTER TABLE tools ADD COLUMN class TEXT NOT NULL DEFAULT 'tool' CHECK (class IN ('model', 'tool', 'data'));
+CREATE TABLE keys_14 (
+    kid          TEXT PRIMARY KEY,
+    purpose      TEXT NOT NULL
+                 CHECK (purpose IN ('jwt', 'audit', 'x509', 'jwt-model', 'jwt-tool', 'jwt-data')),
+    sealed       BLOB NOT NULL,
+    public       BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    retire_after INTEGER,
+    mac          TEXT,
+    cert         BLOB
+) STRICT;
+INSERT INTO keys_14 (kid, purpose, sealed, public, created_at, retire_after, mac, cert)
+    SELECT kid, purpose, sealed, public, created_at, retire_after, mac, cert FROM keys;
+DROP TABLE keys;
+ALTER TABLE keys_14 RENAME TO keys;
+CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE retire_after IS NULL;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

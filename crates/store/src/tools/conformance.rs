@@ -6,7 +6,7 @@ use std::sync::Arc;
 use remit_core::audit::AuditAction;
 use remit_core::ids::{CredentialId, HumanId, ToolName};
 use remit_core::model::{KillTarget, Sensitivity};
-use remit_core::tool::{Credential, Tool, ToolState};
+use remit_core::tool::{Credential, Tool, ToolClass, ToolState};
 
 use crate::conformance::{ev, fixture, now, rnd, task, verify_chain};
 use crate::{Store, StoreError};
@@ -18,6 +18,7 @@ pub(crate) fn tool(name: &str, audience: &str) -> Tool {
         scopes: vec!["read".into(), "write".into()],
         max_ttl_secs: 120,
         classification: Sensitivity::Internal,
+        class: ToolClass::Data,
         owner: "carol@example.com".into(),
         owner_id: Some(HumanId::from_random(rnd())),
         orphaned_at: None,

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
 use remit_core::ids::{CredentialId, HumanId, TaskId, ToolName};
 use remit_core::time::UnixMillis;
-use remit_core::tool::{Credential, Tool, ToolState};
+use remit_core::tool::{Credential, Tool, ToolClass, ToolState};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -25,7 +25,7 @@ impl ToolStore for PgStore {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO tools (name, audience, scopes, max_ttl_secs, classification, owner, state, \
-                     created_at, updated_at, secret_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                     created_at, updated_at, secret_hash, class) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                 )
                 .bind(t.name.as_str())
                 .bind(&t.audience)
@@ -37,6 +37,7 @@ impl ToolStore for PgStore {
                 .bind(t.created_at.0)
                 .bind(t.updated_at.0)
                 .bind(&t.secret_hash)
+                .bind(t.class.as_str())
                 .execute(c.conn())
                 .await
                 .map_err(|e| match map_err(e) {
@@ -258,6 +259,10 @@ fn tool_row(r: &PgRow) -> Result<Tool> {
         updated_at: ms(r, 9)?,
         secret_hash: s(r, 10)?,
         orphaned_at: ms_opt(r, 11)?,
+        class: {
+            let c = s(r, 12)?;
+            ToolClass::parse(&c).ok_or_else(|| corrupt(12, format!("unknown tool class `{c}`")))?
+        },
     })
 }
 

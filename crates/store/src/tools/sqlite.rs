@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use remit_core::audit::AuditEvent;
 use remit_core::ids::{CredentialId, ToolName};
 use remit_core::time::UnixMillis;
-use remit_core::tool::{Credential, Tool, ToolState};
+use remit_core::tool::{Credential, Tool, ToolClass, ToolState};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{CREDENTIAL_COLS, TOOL_COLS, ToolStore};
@@ -24,7 +24,7 @@ impl ToolStore for SqliteStore {
             c.conn
                 .execute(
                     "INSERT INTO tools (name, audience, scopes, max_ttl_secs, classification, owner, state, \
-                     created_at, updated_at, secret_hash) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                     created_at, updated_at, secret_hash, class) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
                     params![
                         t.name.as_str(),
                         t.audience,
@@ -35,7 +35,8 @@ impl ToolStore for SqliteStore {
                         t.state.as_str(),
                         t.created_at.0,
                         t.updated_at.0,
-                        t.secret_hash
+                        t.secret_hash,
+                        t.class.as_str()
                     ],
                 )
                 .map_err(|e| match map_err(e) {
@@ -229,6 +230,10 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<Tool> {
         updated_at: ms(r, 9)?,
         secret_hash: r.get(10)?,
         orphaned_at: ms_opt(r, 11)?,
+        class: {
+            let c: String = r.get(12)?;
+            ToolClass::parse(&c).ok_or_else(|| bad(12, format!("unknown tool class `{c}`")))?
+        },
     })
 }
 
