@@ -82,6 +82,9 @@ pub enum Command {
     /// Workload API attestation, no secret to hand out).
     #[command(subcommand)]
     Entry(cmd::entry::Cmd),
+    /// Tools' upstream secrets (write-only) and the leak guard.
+    #[command(subcommand)]
+    Secret(cmd::secret::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

@@ -72,6 +72,9 @@ pub enum AuditAction {
     EntryCreate,
     EntryDelete,
     WorkloadAttest,
+    SecretSet,
+    SecretDelete,
+    LeakFound,
 }
 
 impl AuditAction {
@@ -127,6 +130,9 @@ impl AuditAction {
             AuditAction::EntryCreate => "entry.create",
             AuditAction::EntryDelete => "entry.delete",
             AuditAction::WorkloadAttest => "workload.attest",
+            AuditAction::SecretSet => "secret.set",
+            AuditAction::SecretDelete => "secret.delete",
+            AuditAction::LeakFound => "leak.found",
         }
     }
 }

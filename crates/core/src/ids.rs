@@ -136,6 +136,13 @@ name_type!(
     "agent name"
 );
 name_type!(
+    /// The name of one of a tool's upstream secrets (e.g. `api-key`, `client_secret`).
+    SecretName,
+    "secret name",
+    is_tool_name,
+    "`{}` must be 1-63 characters of a-z, 0-9, `-`, `.` and `_`, starting and ending with a letter or digit"
+);
+name_type!(
     /// The name of a registered tool (e.g. `tickets`, `jira.read`): what a per-tool credential
     /// is for, and the id policies see (`Tool::"jira.read"`). Not a SPIFFE path segment, so
     /// `.` and `_` are allowed too.

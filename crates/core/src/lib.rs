@@ -31,6 +31,7 @@ pub mod ids;
 pub mod model;
 pub mod random;
 pub mod rules;
+pub mod secret;
 pub mod time;
 pub mod tool;
 pub mod workload;

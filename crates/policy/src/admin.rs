@@ -31,14 +31,14 @@ namespace Remit {
 
   action read, kill_switch, manage;
   action "workflow.read", "agent.read", "task.read", "audit.read", "approval.read", "policy.read",
-         "human.read", "status.read", "decision.explain", "tool.read", "grant.read" in [read]
+         "human.read", "status.read", "decision.explain", "tool.read", "grant.read", "secret.read" in [read]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
          "instance.revoke", "tool.disable", "grant.revoke" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
          "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start",
-         "tool.create", "grant.create" in [manage]
+         "tool.create", "grant.create", "secret.write", "leak.scan" in [manage]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "approval.decide"
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
@@ -117,6 +117,9 @@ pub enum AdminAction {
     GrantRead,
     GrantCreate,
     GrantRevoke,
+    SecretRead,
+    SecretWrite,
+    LeakScan,
 }
 
 impl AdminAction {
@@ -156,6 +159,9 @@ impl AdminAction {
             GrantRead => "grant.read",
             GrantCreate => "grant.create",
             GrantRevoke => "grant.revoke",
+            SecretRead => "secret.read",
+            SecretWrite => "secret.write",
+            LeakScan => "leak.scan",
         }
     }
 }

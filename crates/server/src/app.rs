@@ -59,6 +59,8 @@ pub struct App {
     /// Each configured class's keys (signer and retired), swapped whole on rotation; a
     /// class is absent only until [`App::ensure_class_keys`] has run.
     pub(crate) class_keys: RwLock<Arc<crate::service::domains::ClassKeys>>,
+    /// The leak guard's index of stored secrets (keyed window hashes, no values).
+    pub(crate) leak_index: crate::service::secrets::LeakIndex,
     /// The trust domain's X.509 CA (`None` only until [`App::ensure_x509_ca`] has run).
     pub(crate) x509: RwLock<Option<Arc<crate::service::x509::X509Authority>>>,
     /// Signs audit checkpoints.
@@ -162,6 +164,7 @@ impl App {
             x509: RwLock::new(x509.map(Arc::new)),
             class_keys: RwLock::new(Arc::new(class_keys)),
             class_domains,
+            leak_index: Default::default(),
             audit_key: Arc::new(audit_key),
             audit_public: RwLock::new(audit_public),
             last_key_reload: Mutex::new(None),

@@ -90,6 +90,12 @@ pub async fn serve_on(
                 Ok(n) => tracing::info!(pruned = n, "pruned expired per-tool credentials"),
                 Err(e) => tracing::warn!(error = %e, "pruning expired credentials failed"),
             }
+            // Secret versions whose overlap has ended: their sealed values go.
+            match cp_app.store.secrets().prune_secrets(cp_app.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned retired secret versions"),
+                Err(e) => tracing::warn!(error = %e, "pruning retired secret versions failed"),
+            }
             // Presentations of bound tokens not seen for 30 days (the first stays audited).
             let before = remit_core::time::UnixMillis(cp_app.clock.now().0 - 30 * 86_400_000);
             if let Err(e) = cp_app.store.tools().prune_presentations(before).await {

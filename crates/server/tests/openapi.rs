@@ -605,6 +605,17 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("GET", "/v1/tools", "/v1/tools", a, None).await.0, 200);
     assert_eq!(x.call("GET", "/v1/tools/{name}", "/v1/tools/tickets", a, None).await.0, 200);
     assert_eq!(x.call("GET", "/v1/tools/{name}", "/v1/tools/nope", a, None).await.0, 404);
+    // Its secrets (write-only) and the leak guard.
+    let sp = "/v1/tools/{tool}/secrets/{name}";
+    let secret = json!({"value": "tk_live_0123456789abcdef", "overlap_seconds": 60});
+    assert_eq!(x.call("PUT", sp, "/v1/tools/tickets/secrets/api-key", a, Some(secret.clone())).await.0, 201);
+    assert_eq!(x.call("PUT", sp, "/v1/tools/nope/secrets/api-key", a, Some(secret)).await.0, 404);
+    assert_eq!(x.call("PUT", sp, "/v1/tools/tickets/secrets/api-key", a, Some(json!({}))).await.0, 400);
+    assert_eq!(x.call("GET", "/v1/tools/{tool}/secrets", "/v1/tools/tickets/secrets", a, None).await.0, 200);
+    let scan = json!({"text": "key tk_live_0123456789abcdef and AKIAIOSFODNN7EXAMPLE"});
+    assert_eq!(x.call("POST", "/v1/leak-scan", "/v1/leak-scan", a, Some(scan)).await.0, 200);
+    assert_eq!(x.call("DELETE", sp, "/v1/tools/tickets/secrets/api-key?reason=test", a, None).await.0, 200);
+    assert_eq!(x.call("DELETE", sp, "/v1/tools/tickets/secrets/api-key?reason=test", a, None).await.0, 404);
     assert_eq!(
         x.call("GET", "/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server", None, None)
             .await

@@ -304,6 +304,9 @@ impl Store for CachingStore {
     fn workload(&self) -> &dyn crate::workload::WorkloadStore {
         self.inner.workload()
     }
+    fn secrets(&self) -> &dyn crate::secrets::SecretStore {
+        self.inner.secrets()
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self.inner.grants()
     }

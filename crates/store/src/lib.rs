@@ -48,6 +48,7 @@ pub mod keys;
 pub mod policy;
 pub mod postgres;
 pub mod scim;
+pub mod secrets;
 pub mod sqlite;
 pub mod tools;
 pub mod workload;
@@ -61,6 +62,7 @@ pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskF
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
 pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
+pub use secrets::SecretStore;
 pub use tools::{Presentation as TokenPresentation, ToolStore};
 pub use workload::WorkloadStore;
 
@@ -102,6 +104,7 @@ pub trait Store: Send + Sync + 'static {
     fn tools(&self) -> &dyn ToolStore;
     fn grants(&self) -> &dyn GrantStore;
     fn workload(&self) -> &dyn WorkloadStore;
+    fn secrets(&self) -> &dyn SecretStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

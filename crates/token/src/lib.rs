@@ -10,9 +10,11 @@
 //! No IO and no clock: callers pass `now` and key material in.
 
 pub mod dpop;
+pub mod envelope;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;
+pub mod leak;
 pub mod oidc;
 pub mod totp;
 pub mod x509;

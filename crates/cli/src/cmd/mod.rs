@@ -15,6 +15,7 @@ pub mod keys;
 pub mod login;
 pub mod policy;
 pub mod reseal;
+pub mod secret;
 pub mod serve;
 pub mod task;
 pub mod token;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tool(c) => tool::run(&g, c).await,
         Command::Grant(c) => grant::run(&g, c).await,
         Command::Entry(c) => entry::run(&g, c).await,
+        Command::Secret(c) => secret::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

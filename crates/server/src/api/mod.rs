@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod policy;
 pub mod schema;
 pub mod scim;
+pub mod secrets;
 pub mod tasks;
 pub mod tools;
 pub mod wire;
@@ -285,6 +286,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tools/{name}", get(tools::get))
         .route("/v1/tools/{name}/disable", post(tools::disable))
         .route("/v1/tools/{name}/owner", put(tools::set_owner))
+        .route("/v1/tools/{tool}/secrets", get(secrets::list))
+        .route("/v1/tools/{tool}/secrets/{name}", put(secrets::set).delete(secrets::delete))
+        .route("/v1/leak-scan", post(secrets::scan))
         .route("/v1/grants", get(grants::list).post(grants::propose))
         .route("/v1/grants/{id}", get(grants::get))
         .route("/v1/grants/{id}/confirm", post(grants::confirm))

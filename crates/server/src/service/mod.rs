@@ -14,6 +14,7 @@ pub mod grants;
 pub mod humans;
 pub mod local;
 pub mod scim;
+pub mod secrets;
 pub mod signin;
 pub mod status;
 pub mod tasks;

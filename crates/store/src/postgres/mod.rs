@@ -478,6 +478,9 @@ impl Store for PgStore {
     fn workload(&self) -> &dyn crate::workload::WorkloadStore {
         self
     }
+    fn secrets(&self) -> &dyn crate::secrets::SecretStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

@@ -406,6 +406,24 @@ ALTER TABLE keys DROP CONSTRAINT keys_purpose_check;
 ALTER TABLE keys ADD CONSTRAINT keys_purpose_check
     CHECK (purpose IN ('jwt', 'audit', 'x509', 'jwt-model', 'jwt-tool', 'jwt-data'));
 "#,
+    r#"
+-- 15: upstream secrets, sealed (envelope encryption) and versioned per tool; no value in clear.
+CREATE TABLE tool_secrets (
+    tool         TEXT NOT NULL REFERENCES tools(name),
+    name         TEXT NOT NULL,
+    version      BIGINT NOT NULL CHECK (version > 0),
+    fingerprint  TEXT NOT NULL,
+    length       BIGINT NOT NULL,
+    wrapped_key  BYTEA NOT NULL,
+    wrapped_by   TEXT NOT NULL,
+    ciphertext   BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    created_by   TEXT NOT NULL,
+    retire_after BIGINT,
+    PRIMARY KEY (tool, name, version)
+);
+CREATE UNIQUE INDEX tool_secrets_one_current ON tool_secrets(tool, name) WHERE retire_after IS NULL;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

@@ -281,6 +281,9 @@ impl Store for SqliteStore {
     fn workload(&self) -> &dyn crate::workload::WorkloadStore {
         self
     }
+    fn secrets(&self) -> &dyn crate::secrets::SecretStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

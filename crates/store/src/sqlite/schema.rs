@@ -409,6 +409,24 @@ DROP TABLE keys;
 ALTER TABLE keys_14 RENAME TO keys;
 CREATE UNIQUE INDEX keys_one_active ON keys(purpose) WHERE retire_after IS NULL;
 "#,
+    r#"
+-- 15: upstream secrets, sealed (envelope encryption) and versioned per tool; no value in clear.
+CREATE TABLE tool_secrets (
+    tool         TEXT NOT NULL REFERENCES tools(name),
+    name         TEXT NOT NULL,
+    version      INTEGER NOT NULL CHECK (version > 0),
+    fingerprint  TEXT NOT NULL,
+    length       INTEGER NOT NULL,
+    wrapped_key  BLOB NOT NULL,
+    wrapped_by   TEXT NOT NULL,
+    ciphertext   BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    retire_after INTEGER,
+    PRIMARY KEY (tool, name, version)
+) STRICT;
+CREATE UNIQUE INDEX tool_secrets_one_current ON tool_secrets(tool, name) WHERE retire_after IS NULL;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
