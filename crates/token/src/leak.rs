@@ -61,14 +61,43 @@ struct Indexed {
     mac: [u8; 16],
 }
 
+/// The rolling hash is already a hash: the table uses it as is.
+#[derive(Default)]
+struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Bits in the prefilter: most text positions are ruled out by one bit test.
+const FILTER_BITS: usize = 1 << 23;
+
 /// The index of stored secrets' windows.
 pub struct Index {
     key: hmac::Key,
     base: u64,
     /// `base^(WINDOW-1)`, to take the leaving byte out of the rolling hash.
     top: u64,
-    table: HashMap<u64, Vec<Window>>,
+    /// One bit per (high bits of a) window hash present in `table`.
+    filter: Vec<u64>,
+    table: HashMap<u64, Vec<Window>, std::hash::BuildHasherDefault<Identity>>,
     secrets: Vec<Indexed>,
+}
+
+fn filter_slot(h: u64) -> (usize, u64) {
+    // The high bits: the low ones of a multiplicative hash mix least.
+    let bit = (h >> 40) as usize % FILTER_BITS;
+    (bit / 64, 1u64 << (bit % 64))
 }
 
 impl std::fmt::Debug for Index {
@@ -89,7 +118,7 @@ impl Index {
     pub fn new(key: hmac::Key, seed: u64) -> Index {
         let base = seed | 1;
         let top = (1..WINDOW).fold(1u64, |acc, _| acc.wrapping_mul(base));
-        Index { key, base, top, table: HashMap::new(), secrets: Vec::new() }
+        Index { key, base, top, filter: vec![0; FILTER_BITS / 64], table: HashMap::default(), secrets: Vec::new() }
     }
 
     fn hash(&self, w: &[u8]) -> u64 {
@@ -111,7 +140,10 @@ impl Index {
         for o in offsets {
             let w = &value[o..o + WINDOW];
             let entry = Window { secret: id, offset: o as u32, mac: mac16(&self.key, w) };
-            self.table.entry(self.hash(w)).or_default().push(entry);
+            let h = self.hash(w);
+            let (word, bit) = filter_slot(h);
+            self.filter[word] |= bit;
+            self.table.entry(h).or_default().push(entry);
         }
         self.secrets.push(Indexed {
             reference: reference.to_owned(),
@@ -140,7 +172,10 @@ impl Index {
         let mut h = self.hash(&text[..WINDOW]);
         let mut p = 0;
         loop {
-            if let Some(cands) = self.table.get(&h) {
+            let (word, bit) = filter_slot(h);
+            if self.filter[word] & bit != 0
+                && let Some(cands) = self.table.get(&h)
+            {
                 self.confirm(text, p, cands, &mut found);
             }
             if p + WINDOW >= text.len() {
