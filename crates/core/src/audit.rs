@@ -75,6 +75,7 @@ pub enum AuditAction {
     SecretSet,
     SecretDelete,
     LeakFound,
+    ToolCall,
 }
 
 impl AuditAction {
@@ -133,6 +134,7 @@ impl AuditAction {
             AuditAction::SecretSet => "secret.set",
             AuditAction::SecretDelete => "secret.delete",
             AuditAction::LeakFound => "leak.found",
+            AuditAction::ToolCall => "tool.call",
         }
     }
 }

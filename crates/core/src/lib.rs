@@ -29,6 +29,7 @@ pub mod grant;
 pub mod human;
 pub mod ids;
 pub mod model;
+pub mod proxy;
 pub mod random;
 pub mod rules;
 pub mod secret;

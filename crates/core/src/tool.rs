@@ -103,6 +103,8 @@ pub struct Tool {
     pub classification: Sensitivity,
     /// What it gives access to; decides the trust domain its credentials come from.
     pub class: ToolClass,
+    /// How the injecting proxy reaches it (`None`: not callable through the proxy).
+    pub proxy: Option<crate::proxy::ProxyConfig>,
     pub owner: String,
     pub owner_id: Option<HumanId>,
     /// When its owner was deactivated and nobody has taken it over since.
@@ -123,6 +125,7 @@ pub struct NewTool {
     pub max_ttl_secs: Option<u64>,
     pub classification: Sensitivity,
     pub class: ToolClass,
+    pub proxy: Option<crate::proxy::ProxyConfig>,
     pub owner: String,
     /// SHA-256 (hex) of the introspection secret the server made for it.
     pub secret_hash: String,
@@ -177,6 +180,9 @@ pub fn new_tool(req: NewTool, limits: &Limits, now: UnixMillis) -> Result<Tool, 
         check_scope(s)?;
     }
     let scopes: BTreeSet<String> = req.scopes.into_iter().collect();
+    if let Some(p) = &req.proxy {
+        p.check(&scopes.iter().cloned().collect::<Vec<_>>())?;
+    }
     let max_ttl = req.max_ttl_secs.unwrap_or(DEFAULT_TOOL_MAX_TTL_SECS);
     if max_ttl == 0 {
         return Err(DomainError::invalid("max ttl", "must be at least one second"));
@@ -191,6 +197,7 @@ pub fn new_tool(req: NewTool, limits: &Limits, now: UnixMillis) -> Result<Tool, 
         max_ttl_secs: max_ttl,
         classification: req.classification,
         class: req.class,
+        proxy: req.proxy,
         owner: human_identity(&req.owner),
         owner_id: None,
         orphaned_at: None,
@@ -326,6 +333,7 @@ mod tests {
                 max_ttl_secs: Some(120),
                 classification: Sensitivity::Internal,
                 class: ToolClass::Tool,
+                proxy: None,
                 owner: "Ops@Example.com".into(),
                 secret_hash: String::new(),
             },
@@ -369,6 +377,7 @@ mod tests {
                 max_ttl_secs: None,
                 classification: Sensitivity::Public,
                 class: ToolClass::Tool,
+                proxy: None,
                 owner: "a@b".into(),
                 secret_hash: String::new(),
             };

@@ -375,6 +375,27 @@ pub struct Config {
     pub federation: Vec<FederationConfig>,
     /// Separate trust domains for per-tool credentials, by tool class (`[trust_domains]`).
     pub trust_domains: ClassTrustDomains,
+    /// The injecting tool proxy (`[proxy]`).
+    pub proxy: ProxyListenConfig,
+}
+
+/// The injecting tool proxy's listener (`/tools/<tool>/<path>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyListenConfig {
+    /// Where it listens (`127.0.0.1:7880`); unset: no proxy.
+    pub listen: Option<SocketAddr>,
+    /// How long an upstream may take to send anything.
+    #[serde(deserialize_with = "dur")]
+    pub upstream_timeout: Duration,
+    /// A PEM CA file to verify upstreams' TLS certificates with instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for ProxyListenConfig {
+    fn default() -> Self {
+        ProxyListenConfig { listen: None, upstream_timeout: Duration::from_secs(30), ca_file: None }
+    }
 }
 
 /// A trust domain per tool class: a class given one has its tools' credentials signed by
@@ -424,6 +445,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             workload_issuers: vec![],
             trust_domains: ClassTrustDomains::default(),
+            proxy: ProxyListenConfig::default(),
             federation: vec![],
         }
     }

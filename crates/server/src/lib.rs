@@ -28,6 +28,7 @@ pub mod init;
 pub mod listen;
 pub mod metrics;
 pub mod pdp;
+pub mod proxy;
 pub mod scim;
 pub mod seal;
 pub mod service;
@@ -52,7 +53,11 @@ pub async fn serve(
     let admin = listen::bind_admin(&app.cfg).await?;
     let workload = workload::bind(&app)?;
     let tls = tls::from_config(&app)?;
-    serve_on(app, listen::Listeners { public: listener, admin, workload, tls }, shutdown).await
+    let proxy = match app.cfg.proxy.listen {
+        Some(at) => Some(TcpListener::bind(at).await?),
+        None => None,
+    };
+    serve_on(app, listen::Listeners { public: listener, admin, workload, tls, proxy }, shutdown).await
 }
 
 /// Serves `app` on `listeners` until `shutdown` resolves, then drains in-flight requests.
@@ -65,6 +70,7 @@ pub async fn serve_on(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let conn_stop = stop_rx.clone();
     let workload_stop = stop_rx.clone();
+    let proxy_stop = stop_rx.clone();
     let cp_app = app.clone();
     let checkpointer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(cp_app.cfg.audit.checkpoint_interval);
@@ -181,6 +187,14 @@ pub async fn serve_on(
         },
         conn_stop.clone(),
     ));
+    let proxy = match listeners.proxy {
+        Some(l) => {
+            let router = proxy::router(app.clone()).map_err(std::io::Error::other)?;
+            let admission = listen::Admission { max_connections: cap, per_peer: (0, vec![]), tls: None };
+            Some(tokio::spawn(listen::accept_loop("proxy", l, router, settings.clone(), admission, proxy_stop)))
+        }
+        None => None,
+    };
     let admin_cap = listen::ADMIN_MAX_CONNECTIONS;
     let admin = listeners.admin.map(|a| match a {
         listen::AdminListener::Tcp(l) => {
@@ -201,6 +215,9 @@ pub async fn serve_on(
     }
     if let Some(w) = workload {
         let _ = w.await;
+    }
+    if let Some(p) = proxy {
+        let _ = p.await;
     }
     let _ = checkpointer.await;
     key_follower.abort();

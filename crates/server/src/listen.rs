@@ -49,6 +49,8 @@ pub struct Listeners {
     pub workload: Option<crate::workload::WorkloadListener>,
     /// TLS on the public listener; `None`: plain HTTP.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The injecting tool proxy's listener, when `[proxy] listen` is set.
+    pub proxy: Option<TcpListener>,
 }
 
 /// The admin listener, bound.

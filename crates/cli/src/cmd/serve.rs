@@ -102,6 +102,18 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     let workload_at = workload.as_ref().map(|w| w.endpoint());
     let tls = remit_server::tls::from_config(&app).map_err(|e| CliError::Failed(format!("TLS: {e}")))?;
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    let proxy = match app.cfg.proxy.listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot bind the tool proxy on {at}: {e}")))?,
+        ),
+        None => None,
+    };
+    let proxy_at = match &proxy {
+        Some(l) => Some(format!("http://{}", l.local_addr().map_err(|e| CliError::Failed(e.to_string()))?)),
+        None => None,
+    };
     if tty {
         if let Some(a) = &admin_at {
             println!("Admin listener on {a} (outside the public connection cap; use it with --url {a})");
@@ -114,8 +126,9 @@ pub async fn run(g: &Global, a: Args) -> Result<(), CliError> {
     }
     tracing::info!(%url, tls = tls.is_some(), admin_url = admin_at.as_deref().unwrap_or("off"), trust_domain = %app.trust_domain,
                    spiffe_endpoint_socket = workload_at.as_deref().unwrap_or("off"),
+                   proxy_url = proxy_at.as_deref().unwrap_or("off"),
                    store = %store_display, "remit serving");
-    let listeners = remit_server::listen::Listeners { public: listener, admin, workload, tls };
+    let listeners = remit_server::listen::Listeners { public: listener, admin, workload, tls, proxy };
     remit_server::serve_on(app, listeners, shutdown_signal()).await.map_err(|e| CliError::Failed(e.to_string()))
 }
 

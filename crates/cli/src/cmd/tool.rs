@@ -29,6 +29,11 @@ pub enum Cmd {
         /// domain (`[trust_domains]`) has its tools' credentials signed there.
         #[arg(long, value_parser = ["model", "tool", "data"])]
         class: Option<String>,
+        /// A JSON file making it callable through the injecting proxy: `{"upstream": URL,
+        /// "routes": [{"method", "path", "scope"}…], "inject": {"type": "header", "name",
+        /// "secret"}…}` (see docs/DEPLOYMENT.md).
+        #[arg(long)]
+        proxy: Option<std::path::PathBuf>,
         /// Email of the human who answers for it.
         #[arg(long)]
         owner: String,
@@ -71,9 +76,17 @@ fn show(v: &Value) {
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::Create { name, audience, scopes, max_ttl, classification, class, owner } => {
+        Cmd::Create { name, audience, scopes, max_ttl, classification, class, proxy, owner } => {
+            let proxy: Option<Value> = match proxy {
+                Some(p) => {
+                    let text =
+                        std::fs::read_to_string(&p).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
+                    Some(serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?)
+                }
+                None => None,
+            };
             let body = json!({"name": name, "audience": audience, "scopes": scopes, "max_ttl_seconds": max_ttl,
-                              "classification": classification, "class": class, "owner": owner});
+                              "classification": classification, "class": class, "proxy": proxy, "owner": owner});
             let v = c.post("/v1/tools", &body).await?;
             if !g.json {
                 println!("Registered tool {}", output::s(&v["tool"], "name"));

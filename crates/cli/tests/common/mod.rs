@@ -15,6 +15,8 @@ pub struct Server {
     pub admin_url: Option<String>,
     /// The log lines before it was listening (the first-run message among them).
     pub banner: Vec<String>,
+    /// The injecting tool proxy's URL, when `[proxy] listen` is configured.
+    pub proxy_url: Option<String>,
 }
 
 impl Drop for Server {
@@ -59,18 +61,19 @@ pub fn serve_under(shell: Option<&str>, data: &Path, args: &[&str], env: &[(&str
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut banner = Vec::new();
-    let (url, admin_url) = loop {
+    let (url, admin_url, proxy_url) = loop {
         let Some(line) = lines.next() else { panic!("server exited before listening:\n{}", banner.join("\n")) };
         let line = line.unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "remit serving" {
             let admin = v["admin_url"].as_str().filter(|a| *a != "off").map(str::to_owned);
-            break (v["url"].as_str().expect("the serving line names the url").to_owned(), admin);
+            let proxy = v["proxy_url"].as_str().filter(|a| *a != "off").map(str::to_owned);
+            break (v["url"].as_str().expect("the serving line names the url").to_owned(), admin, proxy);
         }
         banner.push(line);
     };
     std::thread::spawn(move || for _ in lines {});
-    Server { child, url, admin_url, banner }
+    Server { child, url, admin_url, banner, proxy_url }
 }
 
 /// The repository's root.

@@ -256,6 +256,7 @@ proptest! {
             max_ttl_secs: Some(max_ttl),
             classification: Sensitivity::Public,
             class: crate::tool::ToolClass::Tool,
+            proxy: None,
             owner: "a@b".into(),
             secret_hash: String::new(),
         }, &crate::rules::Limits::default(), UnixMillis(0)).unwrap();

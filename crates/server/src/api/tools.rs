@@ -35,6 +35,12 @@ pub struct CreateTool {
     /// configured for the class, its credentials are signed in that trust domain.
     #[serde(default)]
     pub class: Option<String>,
+    /// How agents call it through Remit's injecting proxy (`/tools/<name>/<path>` on the
+    /// proxy listener): its upstream URL, the routes (method, path template, scope) and where
+    /// its upstream credential goes. Absent: not callable through the proxy.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub proxy: Option<remit_core::proxy::ProxyConfig>,
     /// The email of the human who answers for it.
     pub owner: String,
 }
@@ -50,6 +56,10 @@ pub struct ToolView {
     pub class: String,
     /// The trust domain its credentials come from.
     pub trust_domain: String,
+    /// Its proxy configuration (upstream, routes, injection: the secret's name, never a value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub proxy: Option<remit_core::proxy::ProxyConfig>,
     pub owner: String,
     pub owner_id: Option<String>,
     /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
@@ -79,6 +89,7 @@ impl ToolView {
             classification: t.classification.to_string(),
             class: t.class.to_string(),
             trust_domain: trust_domain.to_owned(),
+            proxy: t.proxy,
             owner: t.owner,
             owner_id: t.owner_id.map(|h| h.to_string()),
             orphaned_at: t.orphaned_at.map(rfc3339),
@@ -127,6 +138,7 @@ pub async fn create(
             Some(c) => remit_core::tool::ToolClass::parse(c)
                 .ok_or_else(|| ApiError::BadRequest(format!("class: `{c}` is not `model`, `tool` or `data`")))?,
         },
+        proxy: req.proxy,
         owner: req.owner,
         secret_hash: String::new(),
     };

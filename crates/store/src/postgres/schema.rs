@@ -424,6 +424,10 @@ CREATE TABLE tool_secrets (
 );
 CREATE UNIQUE INDEX tool_secrets_one_current ON tool_secrets(tool, name) WHERE retire_after IS NULL;
 "#,
+    r#"
+-- 16: the injecting tool proxy: a tool's upstream, routes and credential injection (JSON).
+ALTER TABLE tools ADD COLUMN proxy TEXT;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

@@ -427,6 +427,10 @@ CREATE TABLE tool_secrets (
 ) STRICT;
 CREATE UNIQUE INDEX tool_secrets_one_current ON tool_secrets(tool, name) WHERE retire_after IS NULL;
 "#,
+    r#"
+-- 16: the injecting tool proxy: a tool's upstream, routes and credential injection (JSON).
+ALTER TABLE tools ADD COLUMN proxy TEXT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

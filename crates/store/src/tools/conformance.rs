@@ -19,6 +19,7 @@ pub(crate) fn tool(name: &str, audience: &str) -> Tool {
         max_ttl_secs: 120,
         classification: Sensitivity::Internal,
         class: ToolClass::Data,
+        proxy: None,
         owner: "carol@example.com".into(),
         owner_id: Some(HumanId::from_random(rnd())),
         orphaned_at: None,

@@ -24,7 +24,7 @@ impl ToolStore for SqliteStore {
             c.conn
                 .execute(
                     "INSERT INTO tools (name, audience, scopes, max_ttl_secs, classification, owner, state, \
-                     created_at, updated_at, secret_hash, class) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                     created_at, updated_at, secret_hash, class, proxy) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                     params![
                         t.name.as_str(),
                         t.audience,
@@ -36,7 +36,8 @@ impl ToolStore for SqliteStore {
                         t.created_at.0,
                         t.updated_at.0,
                         t.secret_hash,
-                        t.class.as_str()
+                        t.class.as_str(),
+                        t.proxy.as_ref().map(to_json)
                     ],
                 )
                 .map_err(|e| match map_err(e) {
@@ -233,6 +234,10 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<Tool> {
         class: {
             let c: String = r.get(12)?;
             ToolClass::parse(&c).ok_or_else(|| bad(12, format!("unknown tool class `{c}`")))?
+        },
+        proxy: {
+            let p: Option<String> = r.get(13)?;
+            p.map(|p| serde_json::from_str(&p).map_err(|e| bad(13, e))).transpose()?
         },
     })
 }

@@ -1,0 +1,253 @@
+//! The injecting tool proxy on the real server, against a real HTTP upstream (Python's
+//! standard-library server, echoing what it received): an agent reaches the upstream with its
+//! task token or per-tool credential and never holds the key (it is in nothing the agent
+//! received, nor in the audit log); the agent's `Authorization`, cookies and hop-by-hop
+//! headers never reach the upstream; traversal (`..`, `%2e%2e`, `//host`, encoded slashes),
+//! absolute-form targets and undeclared routes are refused before the upstream sees them;
+//! redirects are passed back, not followed; a policy deny and a killed task stop the next call;
+//! oversized bodies are cut; every call is audited with its route template.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+mod common;
+
+use common::{BIN, python, repo};
+
+const KEY: &str = "upstream-key-7d1c0b9a8f6e5d4c";
+
+struct Upstream(Child, u16);
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn upstream(log: &Path) -> Upstream {
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/proxy/upstream.py"))
+        .args(["--log", log.to_str().unwrap(), "--big", "3000000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Upstream(child, line.trim().parse().unwrap())
+}
+
+fn seen(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Sends raw request bytes (so nothing normalises the target first); returns the status.
+fn raw(proxy: &str, request: &str) -> u16 {
+    let addr = proxy.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("upstream.log");
+    let up = upstream(&log);
+    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let s = common::serve(&data, &[], &[]);
+    let proxy = s.proxy_url.clone().expect("the serving line names the proxy");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("--json").args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(t) = stdin {
+            input.write_all(t.as_bytes()).unwrap();
+        }
+        drop(input);
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
+    };
+    let cfg = json!({
+        "upstream": format!("http://127.0.0.1:{}/v2", up.1),
+        "routes": [
+            {"method": "GET", "path": "/issues/{id}", "scope": "read"},
+            {"method": "POST", "path": "/issues", "scope": "write"},
+            {"method": "GET", "path": "/redirect", "scope": "read"},
+            {"method": "GET", "path": "/big", "scope": "read"}
+        ],
+        "inject": {"type": "header", "name": "X-Api-Key", "secret": "api-key"},
+        "max_response_bytes": 1_000_000
+    });
+    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
+    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
+    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
+    #[rustfmt::skip]
+    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read", "--scope", "write",
+          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
+    run(&["secret", "set", "tickets", "api-key"], Some(KEY));
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut received = String::new(); // everything the agent got back
+    rt.block_on(async {
+        let policies = json!({"schema": "action read, write appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
+            "policies": [{"name": "p.cedar", "source": "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");"}]});
+        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    });
+    let jt = run(&["agent", "join-token", "bot"], None);
+    let (task, task_id) = rt.block_on(async {
+        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
+        let inst: Value = r.json().await.unwrap();
+        let r = http
+            .post(format!("{}/v1/tasks", s.url))
+            .bearer_auth(inst["token"].as_str().unwrap())
+            .json(&json!({"workflow": "w", "intent": "triage tickets", "audience": ["remit"], "ttl_seconds": 300}))
+            .send()
+            .await
+            .unwrap();
+        let t: Value = r.json().await.unwrap();
+        (t["token"].as_str().unwrap().to_owned(), t["task"]["id"].as_str().unwrap().to_owned())
+    });
+
+    // The call: the key reaches the upstream; the agent's own credentials and cookies do not.
+    rt.block_on(async {
+        let r = http
+            .get(format!("{proxy}/tools/tickets/issues/42?fields=title"))
+            .bearer_auth(&task)
+            .header("Cookie", "agent_session=1")
+            .header("X-Trace", "abc")
+            .header("Connection", "X-Drop-Me")
+            .header("X-Drop-Me", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("set-cookie").is_none(), "the upstream's cookies stay with the proxy");
+        received.push_str(&format!("{:?}", r.headers()));
+        let body = r.text().await.unwrap();
+        received.push_str(&body);
+    });
+    let first = seen(&log).pop().unwrap();
+    assert_eq!(
+        (first["method"].as_str(), first["path"].as_str(), first["query"].as_str()),
+        (Some("GET"), Some("/v2/issues/42"), Some("fields=title"))
+    );
+    let h = &first["headers"];
+    assert_eq!(h["x-api-key"], KEY);
+    assert_eq!(h["x-trace"], "abc");
+    for gone in ["authorization", "cookie", "x-drop-me", "dpop"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+    }
+
+    // A per-tool credential from token exchange works too (scope read only).
+    let cred = rt.block_on(async {
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", task.as_str()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("audience", "https://tickets.example"),
+            ("scope", "read"),
+        ];
+        let r = http.post(format!("{}/oauth2/token", s.url)).form(&form).send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    });
+    let status = |method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>| {
+        let http = http.clone();
+        let url = format!("{proxy}{path}");
+        let (method, token) = (reqwest::Method::from_bytes(method.as_bytes()).unwrap(), token.map(str::to_owned));
+        rt.block_on(async move {
+            let mut r = http.request(method, url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                r = r.body(b);
+            }
+            let resp = r.send().await.unwrap();
+            let st = resp.status().as_u16();
+            (st, resp.text().await.unwrap_or_default())
+        })
+    };
+    let (st, body) = status("GET", "/tools/tickets/issues/7", Some(&cred), None);
+    assert_eq!(st, 200, "{body}");
+    received.push_str(&body);
+    let before = seen(&log).len();
+    // Refused before the upstream: no token, an undeclared route, a policy deny, a credential
+    // without the route's scope, an unknown tool.
+    for (m, p, t, want) in [
+        ("GET", "/tools/tickets/issues/7", None, 401),
+        ("DELETE", "/tools/tickets/issues/7", Some(task.as_str()), 403),
+        ("GET", "/tools/tickets/admin", Some(task.as_str()), 403),
+        ("POST", "/tools/tickets/issues", Some(task.as_str()), 403),
+        ("POST", "/tools/tickets/issues", Some(cred.as_str()), 403),
+        ("GET", "/tools/nope/issues/7", Some(task.as_str()), 404),
+    ] {
+        let (st, body) = status(m, p, t, None);
+        assert_eq!(st, want, "{m} {p}: {body}");
+        received.push_str(&body);
+    }
+    // Traversal and absolute-form targets, sent byte for byte.
+    for target in [
+        "/tools/tickets/issues/../../admin",
+        "/tools/tickets/issues/%2e%2e/%2E%2E/admin",
+        "/tools/tickets//evil.example/issues/1",
+        "/tools/tickets/issues/1%2f..%2f..%2fadmin",
+        "/tools/tickets/issues/%5c..%5cadmin",
+        "http://evil.example/tools/tickets/issues/1",
+    ] {
+        let req =
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {task}\r\nConnection: close\r\n\r\n");
+        let st = raw(&proxy, &req);
+        assert!(st == 400 || st == 403, "{target}: {st}");
+    }
+    assert_eq!(seen(&log).len(), before, "nothing refused reached the upstream");
+
+    // A redirect to another host is handed back, not followed.
+    let (st, _) = status("GET", "/tools/tickets/redirect", Some(&task), None);
+    assert_eq!(st, 302);
+    assert_eq!(seen(&log).len(), before + 1);
+    // A response over the tool's limit is cut short; a request body over it is refused.
+    let (_, big) = status("GET", "/tools/tickets/big", Some(&task), None);
+    assert!(big.len() < 3_000_000, "{}", big.len());
+
+    // The audit log records each call by route template, with the secret's fingerprint.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let audit = run(&["audit", "list", "--action", "tool.call", "--limit", "100"], None);
+    let all = audit.to_string();
+    assert!(all.contains("GET /issues/{id}") && all.contains("tickets/api-key@1"), "{all}");
+    let full = run(&["audit", "list", "--limit", "1000"], None).to_string();
+    assert!(!full.contains(KEY), "the key is in the audit log");
+    assert!(!received.contains(KEY), "the agent received the key");
+
+    // Killed: the next call is refused.
+    rt.block_on(async {
+        let r = http
+            .post(format!("{}/v1/tasks/{task_id}/revoke", s.url))
+            .bearer_auth(&admin)
+            .json(&json!({"reason": "done"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    });
+    let n = seen(&log).len();
+    assert_eq!(status("GET", "/tools/tickets/issues/7", Some(&task), None).0, 401);
+    assert_eq!(status("GET", "/tools/tickets/issues/7", Some(&cred), None).0, 401);
+    assert_eq!(seen(&log).len(), n);
+}

@@ -1,0 +1,460 @@
+//! The injecting tool proxy: `/tools/<tool>/<path>` on its own listener forwards an agent's
+//! call to the tool's upstream with the upstream credential put on the wire here — the agent
+//! holds only its task token or its per-tool credential, never the secret.
+//!
+//! For each request, in order: the request-target must be a plain path (no absolute form);
+//! the tool must be registered, active and proxied; the path below `/tools/<tool>` is
+//! normalised (`remit_core::proxy::normalize`: no `.`/`..`/empty segments in any encoding, no
+//! encoded separators) and must match a declared route (method + template); the bearer must be
+//! a live task token or a live per-tool credential for this tool holding the route's scope
+//! (introspected against the store on every call, so a kill or a disabled tool stops the
+//! next call); the decision point is asked (action = the route's scope, resource =
+//! `Tool::"<tool>"`, context `target` = the normalised path, plus every fact Remit vouches
+//! for); the secret's current version is opened and injected (bearer, header, query
+//! parameter or basic auth). The agent's `Authorization`, `DPoP`, cookies, forwarding and
+//! hop-by-hop headers never reach the upstream; the upstream's scheme, host and port come from
+//! the tool only; redirects are passed back, never followed. Bodies stream both ways, cut at
+//! the tool's limits. Each call is audited (`tool.call`: method, host, route template,
+//! status, bytes both ways, duration, the secret version's fingerprint) — never bodies or
+//! credentials.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use remit_core::audit::{AuditAction, AuditEvent, Outcome};
+use remit_core::ids::{SecretName, SpiffeId, TaskId, ToolName};
+use remit_core::proxy::{self, HOP_BY_HOP, Injection, ProxyConfig, Route};
+use remit_core::tool::{Tool, ToolState};
+use remit_token::SvidKind;
+use serde_json::json;
+
+use crate::app::App;
+use crate::pdp::{ActionRef, Party, TaskCall, Verdict};
+use crate::service::Caller;
+
+/// The proxy's shared state: the app and one HTTP client for every upstream.
+#[derive(Clone)]
+pub struct Proxy {
+    app: Arc<App>,
+    client: reqwest::Client,
+}
+
+/// The proxy's router: everything goes to [`handle`].
+pub fn router(app: Arc<App>) -> Result<axum::Router, String> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(app.cfg.proxy.upstream_timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(60));
+    if let Some(ca) = &app.cfg.proxy.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("proxy CA file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("proxy CA file: {e}"))?;
+        b = b.tls_certs_only(certs);
+    }
+    let client = b.build().map_err(|e| e.to_string())?;
+    Ok(axum::Router::new().fallback(handle).with_state(Proxy { app, client }))
+}
+
+fn refuse(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": error, "error_description": description.into()}))).into_response()
+}
+
+/// A request to the proxy, checked up to the point of forwarding.
+struct Checked {
+    tool: Tool,
+    cfg: ProxyConfig,
+    route: Route,
+    segments: Vec<String>,
+    task: TaskId,
+    actor: String,
+}
+
+async fn handle(State(p): State<Proxy>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let checked = match check(&p.app, &parts.method, &parts.uri, &parts.headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    forward(&p, checked, parts, body, started).await
+}
+
+async fn check(
+    app: &App,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Checked, Response> {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid_request", "absolute-form request targets are refused"));
+    }
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/tools/")
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "not_found", "the proxy serves /tools/<tool>/<path>"))?;
+    let (name, below) = rest.split_once('/').map_or((rest, ""), |(n, b)| (n, b));
+    let name = ToolName::parse(name).map_err(|e| refuse(StatusCode::NOT_FOUND, "not_found", e.to_string()))?;
+    let internal = |e: crate::error::Error| {
+        tracing::error!(error = %e, "tool proxy");
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
+    };
+    let tool = app
+        .store
+        .tools()
+        .tool(&name)
+        .await
+        .map_err(|e| internal(e.into()))?
+        .ok_or_else(|| refuse(StatusCode::NOT_FOUND, "not_found", format!("no tool `{name}`")))?;
+    let cfg = tool.proxy.clone().ok_or_else(|| {
+        refuse(StatusCode::NOT_FOUND, "not_found", format!("tool `{name}` is not callable through the proxy"))
+    })?;
+    if tool.state != ToolState::Active {
+        return Err(refuse(StatusCode::FORBIDDEN, "access_denied", format!("tool `{name}` is disabled")));
+    }
+    let segments =
+        proxy::normalize(below).map_err(|e| refuse(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    let route = cfg.route(method.as_str(), &segments).cloned().ok_or_else(|| {
+        refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
+    })?;
+    // The bearer: a live task token, or a live credential for this tool with the route's scope.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
+    let seen = app.introspect(token, None).await.map_err(internal)?;
+    let claims =
+        seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
+    if claims.cnf.is_some() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
+        ));
+    }
+    match claims.remit.kind {
+        SvidKind::Task => {}
+        SvidKind::Tool
+            if claims.aud.contains(&tool.audience)
+                && claims.remit.tool.as_deref() == Some(name.as_str())
+                && claims.scope.as_deref().is_some_and(|s| s.split(' ').any(|x| x == route.scope)) => {}
+        SvidKind::Tool => {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("the credential is not for tool `{name}` with scope `{}`", route.scope),
+            ));
+        }
+        _ => return Err(refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a task token or a per-tool credential")),
+    }
+    let task = claims
+        .remit
+        .task
+        .as_deref()
+        .and_then(|t| TaskId::parse(t).ok())
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token names no task"))?;
+    Ok(Checked { tool, cfg, route, segments, task, actor: claims.sub })
+}
+
+/// Asks the decision point about the call for the task.
+async fn decide(app: &App, c: &Checked, approval: Option<String>) -> Result<(), Response> {
+    let internal = |e: crate::error::Error| {
+        tracing::error!(error = %e, "tool proxy decision");
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
+    };
+    let snap = app
+        .store
+        .identity()
+        .task_snapshot(&c.task)
+        .await
+        .map_err(|e| internal(e.into()))?
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "unknown task"))?;
+    let spiffe_id = SpiffeId::task(&app.trust_domain, &snap.task.workflow, &snap.task.id).to_string();
+    let caller = Caller::Task {
+        id: c.task.clone(),
+        spiffe_id: spiffe_id.clone(),
+        snapshot: Box::new(snap.clone()),
+        binding: None,
+    };
+    let target = format!("/{}", c.segments.join("/"));
+    let call = TaskCall {
+        action: ActionRef { name: Some(c.route.scope.clone()), properties: None },
+        resource: Party {
+            etype: Some("Tool".into()),
+            id: Some(c.tool.name.to_string()),
+            properties: Default::default(),
+        },
+        context: json!({ "target": target }),
+        approval,
+        no_approval_request: false,
+        issuing: None,
+    };
+    let answer = app.pdp.decide_task(&caller, call, Some((snap, spiffe_id))).await.map_err(internal)?;
+    match answer.verdict() {
+        Verdict::Allow => Ok(()),
+        Verdict::ApprovalRequired | Verdict::Pending => {
+            let id = answer.approval.map(|a| a.id).unwrap_or_default();
+            Err((
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"error": "approval_required", "approval": id,
+                                  "error_description": "a human must approve this call; retry with the `Remit-Approval` header"})),
+            )
+                .into_response())
+        }
+        Verdict::Deny => {
+            let why = answer.decision.errors.first().cloned().unwrap_or_else(|| "denied by policy".into());
+            Err(refuse(StatusCode::FORBIDDEN, "access_denied", why))
+        }
+    }
+}
+
+async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body: Body, started: Instant) -> Response {
+    let app = &p.app;
+    let approval = parts.headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Err(r) = decide(app, &c, approval).await {
+        return r;
+    }
+    if let Some(len) = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
+        && len.parse::<u64>().map_or(true, |n| n > c.cfg.max_request_bytes)
+    {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is over the tool's limit");
+    }
+    // The secret's current version, opened here and nowhere else.
+    let secret_name = match SecretName::parse(c.cfg.inject.secret()) {
+        Ok(n) => n,
+        Err(e) => return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
+    };
+    let now = app.clock.now();
+    let versions = match app.store.secrets().secret_versions(&c.tool.name, &secret_name).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "tool proxy: reading the secret");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again");
+        }
+    };
+    let Some(version) = remit_core::secret::current(&versions, now) else {
+        return refuse(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            format!("tool `{}` has no usable secret `{secret_name}`", c.tool.name),
+        );
+    };
+    let value = match app.open_secret(version) {
+        Ok(v) => v,
+        Err(_) => return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the tool's secret cannot be opened"),
+    };
+    let Ok(secret) = std::str::from_utf8(&value) else {
+        return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the tool's secret is not text");
+    };
+    // The URL: the tool's upstream, the normalised path, the agent's query (minus an injected
+    // parameter of the same name).
+    let mut url = c.cfg.upstream.trim_end_matches('/').to_owned();
+    for s in &c.segments {
+        url.push('/');
+        url.push_str(&proxy::encode_segment(s));
+    }
+    let mut query: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let mut headers = HeaderMap::new();
+    let dropped: Vec<String> = parts
+        .headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()))
+        .collect();
+    for (k, v) in &parts.headers {
+        let n = k.as_str();
+        if !HOP_BY_HOP.contains(&n) && !dropped.iter().any(|d| d == n) && n != "remit-approval" {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    let set = |headers: &mut HeaderMap, name: &str, value: String| -> Result<(), &'static str> {
+        let mut v = HeaderValue::from_str(&value).map_err(|_| "the secret cannot go in a header")?;
+        v.set_sensitive(true);
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name")?;
+        headers.remove(&n);
+        headers.insert(n, v);
+        Ok(())
+    };
+    let injected = match &c.cfg.inject {
+        Injection::Bearer { .. } => set(&mut headers, "authorization", format!("Bearer {secret}")),
+        Injection::Header { name, prefix, .. } => {
+            set(&mut headers, name, format!("{}{secret}", prefix.as_deref().unwrap_or("")))
+        }
+        Injection::Basic { username, .. } => {
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{secret}"));
+            set(&mut headers, "authorization", format!("Basic {b}"))
+        }
+        Injection::Query { name, .. } => {
+            query.retain(|(k, _)| k != name);
+            query.push((name.clone(), secret.to_owned()));
+            Ok(())
+        }
+    };
+    if let Err(why) = injected {
+        return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", why);
+    }
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish());
+    }
+    drop(query);
+    let host = proxy::split_upstream(&c.cfg.upstream).map(|(_, h, _)| h.to_owned()).unwrap_or_default();
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let limit = c.cfg.max_request_bytes;
+    let counter = sent.clone();
+    let upload = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let total = counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
+        if total > limit {
+            return Err(std::io::Error::other("the request body is over the tool's limit"));
+        }
+        Ok::<Bytes, std::io::Error>(chunk)
+    });
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let sent_req =
+        p.client.request(method, &url).headers(headers).body(reqwest::Body::wrap_stream(upload)).send().await;
+    drop(url);
+    let record = CallRecord {
+        app: p.app.clone(),
+        task: c.task.clone(),
+        actor: c.actor.clone(),
+        tool: c.tool.name.to_string(),
+        method: parts.method.to_string(),
+        host,
+        route: format!("{} {}", c.route.method, c.route.path),
+        secret: version.reference(),
+        fingerprint: version.fingerprint.clone(),
+        started,
+        sent,
+    };
+    let upstream = match sent_req {
+        Ok(r) => r,
+        Err(e) => {
+            let status = if e.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+            // Never the URL: it may carry the injected query parameter.
+            let why = if e.is_body() { "the request body was refused" } else { "the upstream did not answer" };
+            record.finish(status.as_u16(), 0, Outcome::Denied);
+            return refuse(status, "upstream_unavailable", why);
+        }
+    };
+    let status = upstream.status();
+    let mut out = Response::builder().status(status.as_u16());
+    for (k, v) in upstream.headers() {
+        let n = k.as_str();
+        // An upstream reflecting the credential in a header does not hand it to the agent.
+        let reflects = v.as_bytes().windows(secret.len().max(1)).any(|w| w == secret.as_bytes());
+        if !HOP_BY_HOP.contains(&n) && n != "set-cookie" && !reflects {
+            out = out.header(n, v.as_bytes());
+        }
+    }
+    let stream = Metered {
+        inner: Box::pin(upstream.bytes_stream()),
+        seen: 0,
+        limit: c.cfg.max_response_bytes,
+        status: status.as_u16(),
+        record: Some(record),
+    };
+    out.body(Body::from_stream(stream))
+        .unwrap_or_else(|_| refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "bad upstream response"))
+}
+
+/// What a call's audit record says, written when its response body ends.
+struct CallRecord {
+    app: Arc<App>,
+    task: TaskId,
+    actor: String,
+    tool: String,
+    method: String,
+    host: String,
+    route: String,
+    secret: String,
+    fingerprint: String,
+    started: Instant,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CallRecord {
+    fn finish(self, status: u16, received: u64, outcome: Outcome) {
+        let audit = AuditEvent::new(self.app.clock.now(), self.actor, AuditAction::ToolCall)
+            .task(&self.task)
+            .outcome(outcome)
+            .detail([
+                ("tool", self.tool.into()),
+                ("method", self.method.into()),
+                ("host", self.host.into()),
+                ("route", self.route.into()),
+                ("status", status.into()),
+                ("bytes_sent", self.sent.load(std::sync::atomic::Ordering::Relaxed).into()),
+                ("bytes_received", received.into()),
+                ("duration_ms", (self.started.elapsed().as_millis() as u64).into()),
+                ("secret", self.secret.into()),
+                ("fingerprint", self.fingerprint.into()),
+            ]);
+        let app = self.app;
+        tokio::spawn(async move {
+            if let Err(e) = app.store.audit().append(vec![audit]).await {
+                tracing::error!(error = %e, "tool proxy: auditing a call failed");
+            }
+        });
+    }
+}
+
+/// The upstream's body, counted and cut at the limit; the call is audited when it ends.
+struct Metered {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    seen: u64,
+    limit: u64,
+    status: u16,
+    record: Option<CallRecord>,
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.seen += b.len() as u64;
+                if self.seen > self.limit {
+                    self.end(Outcome::Denied);
+                    return Poll::Ready(Some(Err(std::io::Error::other("the response is over the tool's limit"))));
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.end(Outcome::Denied);
+                Poll::Ready(Some(Err(std::io::Error::other("the upstream's response broke off"))))
+            }
+            Poll::Ready(None) => {
+                self.end(Outcome::Success);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Metered {
+    fn end(&mut self, outcome: Outcome) {
+        if let Some(r) = self.record.take() {
+            r.finish(self.status, self.seen, outcome);
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // The agent went away before the end: still audited.
+        self.end(Outcome::Denied);
+    }
+}
