@@ -3,7 +3,8 @@
 Prints its port on the first line, then answers every request with a JSON echo of what it
 received (method, path, query, headers but its own credentials, body length) and appends the same to --log, one JSON
 object per line, so a test can assert what reached the upstream. `/v2/redirect` answers 302
-to another host; `/v2/big` streams --big bytes.
+to another host; `/v2/big` streams --big bytes; `/v2/reflect` quotes the key it got (header
+and body), as a careless upstream's error page would.
 
 usage: upstream.py --log FILE [--big N]
 """
@@ -39,6 +40,15 @@ class Echo(BaseHTTPRequestHandler):
             self.send_header("Location", "http://evil.example/steal")
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if u.path == "/v2/reflect":
+            # A careless upstream: its error page quotes the key it was called with.
+            out = ("error: key " + self.headers.get("X-Api-Key", "") + " is rate-limited").encode()
+            self.send_response(429)
+            self.send_header("X-Debug-Key", self.headers.get("X-Api-Key", ""))
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
             return
         if u.path == "/v2/big":
             self.send_response(200)

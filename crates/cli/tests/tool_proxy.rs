@@ -87,8 +87,11 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
             {"method": "GET", "path": "/issues/{id}", "scope": "read"},
             {"method": "POST", "path": "/issues", "scope": "write"},
             {"method": "GET", "path": "/redirect", "scope": "read"},
-            {"method": "GET", "path": "/big", "scope": "read"}
+            {"method": "GET", "path": "/big", "scope": "read"},
+            {"method": "GET", "path": "/reflect", "scope": "read"},
+            {"method": "POST", "path": "/upload", "scope": "read"}
         ],
+        "max_request_bytes": 1000,
         "inject": {"type": "header", "name": "X-Api-Key", "secret": "api-key"},
         "max_response_bytes": 1_000_000
     });
@@ -110,18 +113,19 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     });
     let jt = run(&["agent", "join-token", "bot"], None);
-    let (task, task_id) = rt.block_on(async {
+    let (task, task_id, inst) = rt.block_on(async {
         let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
         let inst: Value = r.json().await.unwrap();
+        let inst = inst["token"].as_str().unwrap().to_owned();
         let r = http
             .post(format!("{}/v1/tasks", s.url))
-            .bearer_auth(inst["token"].as_str().unwrap())
+            .bearer_auth(&inst)
             .json(&json!({"workflow": "w", "intent": "triage tickets", "audience": ["remit"], "ttl_seconds": 300}))
             .send()
             .await
             .unwrap();
         let t: Value = r.json().await.unwrap();
-        (t["token"].as_str().unwrap().to_owned(), t["task"]["id"].as_str().unwrap().to_owned())
+        (t["token"].as_str().unwrap().to_owned(), t["task"]["id"].as_str().unwrap().to_owned(), inst)
     });
 
     // The call: the key reaches the upstream; the agent's own credentials and cookies do not.
@@ -130,7 +134,9 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
             .get(format!("{proxy}/tools/tickets/issues/42?fields=title"))
             .bearer_auth(&task)
             .header("Cookie", "agent_session=1")
-            .header("X-Trace", "abc")
+            .header("X-Request-Id", "abc")
+            .header("X-HTTP-Method-Override", "DELETE")
+            .header("X-Original-URL", "/v2/admin")
             .header("Connection", "X-Drop-Me")
             .header("X-Drop-Me", "1")
             .send()
@@ -149,8 +155,8 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     );
     let h = &first["headers"];
     assert_eq!(h["x-api-key"], KEY);
-    assert_eq!(h["x-trace"], "abc");
-    for gone in ["authorization", "cookie", "x-drop-me", "dpop"] {
+    assert_eq!(h["x-request-id"], "abc");
+    for gone in ["authorization", "cookie", "x-drop-me", "dpop", "x-http-method-override", "x-original-url"] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
     }
 
@@ -223,8 +229,31 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     assert_eq!(st, 302);
     assert_eq!(seen(&log).len(), before + 1);
     // A response over the tool's limit is cut short; a request body over it is refused.
-    let (_, big) = status("GET", "/tools/tickets/big", Some(&task), None);
-    assert!(big.len() < 3_000_000, "{}", big.len());
+    let got = rt.block_on(async {
+        let r = http.get(format!("{proxy}/tools/tickets/big")).bearer_auth(&task).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.map(|b| b.len())
+    });
+    assert!(got.is_err() || got.as_ref().is_ok_and(|n| *n <= 1_000_000), "{got:?}");
+    let (st, _) = status("POST", "/tools/tickets/upload", Some(&task), Some(vec![b'x'; 5000]));
+    assert_eq!(st, 413, "a request body over the tool's limit");
+    // An upstream quoting the key: the header is dropped and the body cut before it.
+    let (headers, body) = rt.block_on(async {
+        let r = http.get(format!("{proxy}/tools/tickets/reflect")).bearer_auth(&task).send().await.unwrap();
+        let h = format!("{:?}", r.headers());
+        (h, r.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+    });
+    assert!(!headers.contains(KEY) && !body.contains(KEY), "{headers} {body}");
+    received.push_str(&headers);
+    received.push_str(&body);
+    // A task token minted for another audience is no key to the proxy.
+    let other = rt.block_on(async {
+        let b = json!({"workflow": "w", "intent": "for a partner", "audience": ["https://partner.example"], "ttl_seconds": 300});
+        let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(&inst).json(&b).send().await.unwrap();
+        let t: Value = r.json().await.unwrap();
+        t["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(status("GET", "/tools/tickets/issues/7", Some(&other), None).0, 401);
 
     // The audit log records each call by route template, with the secret's fingerprint.
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -83,6 +83,33 @@ impl Injection {
     }
 }
 
+/// The agent's headers that reach the upstream (end-to-end content negotiation, caching
+/// preconditions and tracing); everything else — method overrides, URL rewrites, credentials,
+/// forwarding — stays with the proxy.
+pub const FORWARDED: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+    "cache-control",
+    "user-agent",
+    "idempotency-key",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Query parameters some frameworks read as a method override; dropped.
+pub const METHOD_OVERRIDE_PARAMS: &[&str] = &["_method", "x-http-method-override", "_httpmethod"];
+
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Headers never taken from the agent, nor injected: hop-by-hop and the proxy's own.
@@ -199,14 +226,21 @@ impl ProxyConfig {
         Ok(())
     }
 
-    /// The route a request matches, if any.
+    /// The route a request matches, if any: of several, the most specific (the most literal
+    /// segments), so `/issues/export` is never decided as `/issues/{id}`.
     pub fn route(&self, method: &str, segments: &[String]) -> Option<&Route> {
-        self.routes.iter().find(|r| {
+        let literals = |r: &Route| r.path.split('/').filter(|s| !s.is_empty() && !s.starts_with('{')).count();
+        let matching = self.routes.iter().filter(|r| {
             r.method == method && {
                 let tpl: Vec<&str> = r.path.split('/').skip(1).filter(|s| !s.is_empty()).collect();
                 tpl.len() == segments.len()
                     && tpl.iter().zip(segments).all(|(t, s)| t.starts_with('{') || *t == s.as_str())
             }
+        });
+        // The first of the most specific, so declaration order still breaks ties.
+        matching.fold(None, |best: Option<&Route>, r| match best {
+            Some(b) if literals(b) >= literals(r) => Some(b),
+            _ => Some(r),
         })
     }
 }
@@ -238,7 +272,7 @@ pub fn normalize(raw: &str) -> Result<Vec<String>, PathError> {
             if s.is_empty() || s == "." || s == ".." {
                 return Err(PathError::DotOrEmpty);
             }
-            if s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+            if s.chars().any(|c| c == '/' || c == '\\' || c.is_control() || !c.is_ascii()) {
                 return Err(PathError::Forbidden);
             }
             Ok(s)
@@ -316,6 +350,10 @@ mod tests {
         let c = cfg();
         c.check(&["read".into(), "write".into()]).unwrap();
         assert_eq!(c.route("GET", &normalize("/issues/7").unwrap()).unwrap().scope, "read");
+        assert!(normalize("/issues/%EF%BC%8E%EF%BC%8E").is_err(), "fullwidth dots");
+        let mut c2 = c.clone();
+        c2.routes.push(Route { method: "GET".into(), path: "/issues/export".into(), scope: "write".into() });
+        assert_eq!(c2.route("GET", &normalize("/issues/export").unwrap()).unwrap().scope, "write");
         assert!(c.route("DELETE", &normalize("/issues/7").unwrap()).is_none());
         assert!(c.route("GET", &normalize("/issues/7/comments").unwrap()).is_none());
         assert!(c.route("GET", &normalize("/issues").unwrap()).is_none());

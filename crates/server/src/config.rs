@@ -506,6 +506,10 @@ impl Config {
         if let Some(v) = env("REMIT_ADMIN_LISTEN") {
             cfg.admin_listen = Some(v);
         }
+        if let Some(v) = env("REMIT_PROXY_LISTEN") {
+            cfg.proxy.listen =
+                Some(v.parse().map_err(|e| ConfigError::Value { key: "REMIT_PROXY_LISTEN", message: format!("{e}") })?);
+        }
         if let Some(v) = env("REMIT_TLS_CERT") {
             cfg.tls.cert = Some(PathBuf::from(v));
         }

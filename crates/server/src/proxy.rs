@@ -106,6 +106,22 @@ async fn check(
         tracing::error!(error = %e, "tool proxy");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
     };
+    // The bearer: a live task token, or a live credential for this tool with the route's scope.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
+    let seen = app.introspect(token, None).await.map_err(internal)?;
+    let claims =
+        seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
+    if claims.cnf.is_some() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
+        ));
+    }
     let tool = app
         .store
         .tools()
@@ -124,24 +140,9 @@ async fn check(
     let route = cfg.route(method.as_str(), &segments).cloned().ok_or_else(|| {
         refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
     })?;
-    // The bearer: a live task token, or a live credential for this tool with the route's scope.
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
-    let seen = app.introspect(token, None).await.map_err(internal)?;
-    let claims =
-        seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
-    if claims.cnf.is_some() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
-        ));
-    }
     match claims.remit.kind {
-        SvidKind::Task => {}
+        // A task token meant for Remit, not one handed to some other party for its audience.
+        SvidKind::Task if claims.aud.contains(&app.cfg.audience) => {}
         SvidKind::Tool
             if claims.aud.contains(&tool.audience)
                 && claims.remit.tool.as_deref() == Some(name.as_str())
@@ -195,7 +196,7 @@ async fn decide(app: &App, c: &Checked, approval: Option<String>) -> Result<(), 
         context: json!({ "target": target }),
         approval,
         no_approval_request: false,
-        issuing: None,
+        issuing: Some((c.tool.class, app.class_trust_domain(c.tool.class).to_string())),
     };
     let answer = app.pdp.decide_task(&caller, call, Some((snap, spiffe_id))).await.map_err(internal)?;
     match answer.verdict() {
@@ -263,6 +264,8 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     }
     let mut query: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    // Method overrides would make the upstream run another route than the one decided.
+    query.retain(|(k, _)| !proxy::METHOD_OVERRIDE_PARAMS.contains(&k.to_ascii_lowercase().as_str()));
     let mut headers = HeaderMap::new();
     let dropped: Vec<String> = parts
         .headers
@@ -273,9 +276,15 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
         .collect();
     for (k, v) in &parts.headers {
         let n = k.as_str();
-        if !HOP_BY_HOP.contains(&n) && !dropped.iter().any(|d| d == n) && n != "remit-approval" {
+        if proxy::FORWARDED.contains(&n) && !HOP_BY_HOP.contains(&n) && !dropped.iter().any(|d| d == n) {
             headers.append(k.clone(), v.clone());
         }
+    }
+    // A body only when the agent sent one, framed as the agent framed it.
+    let has_body = parts.headers.contains_key(axum::http::header::CONTENT_LENGTH)
+        || parts.headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    if let Some(len) = parts.headers.get(axum::http::header::CONTENT_LENGTH) {
+        headers.insert(axum::http::header::CONTENT_LENGTH, len.clone());
     }
     let set = |headers: &mut HeaderMap, name: &str, value: String| -> Result<(), &'static str> {
         let mut v = HeaderValue::from_str(&value).map_err(|_| "the secret cannot go in a header")?;
@@ -322,8 +331,11 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
         Ok::<Bytes, std::io::Error>(chunk)
     });
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
-    let sent_req =
-        p.client.request(method, &url).headers(headers).body(reqwest::Body::wrap_stream(upload)).send().await;
+    let mut request = p.client.request(method, &url).headers(headers);
+    if has_body {
+        request = request.body(reqwest::Body::wrap_stream(upload));
+    }
+    let sent_req = request.send().await;
     drop(url);
     let record = CallRecord {
         app: p.app.clone(),
@@ -350,16 +362,20 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     };
     let status = upstream.status();
     let mut out = Response::builder().status(status.as_u16());
+    // The forms the secret could come back in: as sent, percent-encoded, base64 (alone and as
+    // basic auth). An upstream reflecting one, in a header or the body, does not hand it over.
+    let forms = reflected_forms(&c.cfg.inject, secret);
     for (k, v) in upstream.headers() {
         let n = k.as_str();
-        // An upstream reflecting the credential in a header does not hand it to the agent.
-        let reflects = v.as_bytes().windows(secret.len().max(1)).any(|w| w == secret.as_bytes());
+        let reflects = forms.iter().any(|f| contains(v.as_bytes(), f));
         if !HOP_BY_HOP.contains(&n) && n != "set-cookie" && !reflects {
             out = out.header(n, v.as_bytes());
         }
     }
     let stream = Metered {
         inner: Box::pin(upstream.bytes_stream()),
+        tail: Vec::new(),
+        forms,
         seen: 0,
         limit: c.cfg.max_response_bytes,
         status: status.as_u16(),
@@ -410,9 +426,33 @@ impl CallRecord {
     }
 }
 
-/// The upstream's body, counted and cut at the limit; the call is audited when it ends.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The forms in which an injected secret could be reflected back.
+fn reflected_forms(inject: &Injection, secret: &str) -> Vec<zeroize::Zeroizing<Vec<u8>>> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s).into_bytes();
+    let mut forms = vec![secret.as_bytes().to_vec(), b64(secret)];
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    forms.push(encoded.into_bytes());
+    forms.push(proxy::encode_segment(secret).into_bytes());
+    if let Injection::Basic { username, .. } = inject {
+        forms.push(b64(&format!("{username}:{secret}")));
+    }
+    forms.sort();
+    forms.dedup();
+    forms.into_iter().filter(|f| f.len() >= 4).map(zeroize::Zeroizing::new).collect()
+}
+
+/// The upstream's body, counted and cut at the limit, and cut where it would reflect the
+/// secret; the call is audited when it ends.
 struct Metered {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// The last bytes seen (one shorter than the longest form), for a form across chunks.
+    tail: Vec<u8>,
+    forms: Vec<zeroize::Zeroizing<Vec<u8>>>,
     seen: u64,
     limit: u64,
     status: u16,
@@ -429,6 +469,16 @@ impl Stream for Metered {
                     self.end(Outcome::Denied);
                     return Poll::Ready(Some(Err(std::io::Error::other("the response is over the tool's limit"))));
                 }
+                let keep = self.forms.iter().map(|f| f.len()).max().unwrap_or(1).saturating_sub(1);
+                let mut window = std::mem::take(&mut self.tail);
+                window.extend_from_slice(&b);
+                if self.forms.iter().any(|f| contains(&window, f)) {
+                    tracing::warn!("tool proxy: the upstream reflected the injected credential; response cut");
+                    self.end(Outcome::Denied);
+                    return Poll::Ready(Some(Err(std::io::Error::other("the response would reveal the credential"))));
+                }
+                let from = window.len().saturating_sub(keep);
+                self.tail = window.split_off(from);
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(_))) => {

@@ -12,6 +12,8 @@
 //! `decide-task` starts `--tasks` live tasks first, then asks `POST /v1/decisions` with their
 //! tokens (tools rotate, so `tools_used` grows and "read before write" rules bite).
 
+mod proxy;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +40,8 @@ struct Args {
     /// `start-task`, `introspect`, `evaluate` (one AuthZEN evaluation per request over a
     /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`),
     /// `decide-task` (task-token decisions over `--tasks` live tasks), `exchange` (RFC 8693 token
-    /// exchange of one task token for a registered tool), or `propagation`
+    /// exchange of one task token for a registered tool), `proxy` (the same GETs straight to an
+    /// upstream this process serves and through Remit's tool proxy), or `propagation`
     /// (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
@@ -48,6 +51,9 @@ struct Args {
     /// `decide-task`: how many live tasks the decisions are spread over (started first).
     #[arg(long, default_value_t = 1000)]
     tasks: usize,
+    /// `proxy`: the tool proxy's URL (`[proxy] listen`).
+    #[arg(long)]
+    proxy_url: Option<String>,
 }
 
 /// Rules for agents' tasks, pushed with the generated set (the `decide-task` scenario).
@@ -180,6 +186,10 @@ async fn main() -> Result<(), String> {
         }
     }
     let pool = Arc::new(pool);
+    if a.scenario == "proxy" {
+        let at = a.proxy_url.as_deref().ok_or("the proxy scenario needs --proxy-url")?;
+        return proxy::run(&http, &base, at, &a.admin_token, &inst_token, &run, a.concurrency, a.requests).await;
+    }
     if a.scenario == "propagation" {
         return propagation(&http, &bases, &a.admin_token, &inst_token, &body, a.requests).await;
     }

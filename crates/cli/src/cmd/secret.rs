@@ -52,8 +52,8 @@ pub enum Cmd {
 
 /// Bytes sent per scan request (under the server's body limit once JSON-escaped), and the
 /// overlap between requests, so a secret across a boundary is still found whole.
-const CHUNK: usize = 24 * 1024;
-const OVERLAP: usize = 4 * 1024;
+const CHUNK: usize = 40 * 1024;
+const OVERLAP: usize = remit_core::secret::MAX_SECRET_BYTES + 1;
 
 fn read_value(from_file: Option<std::path::PathBuf>, from_env: Option<String>) -> Result<String, CliError> {
     let raw = match (from_file, from_env) {

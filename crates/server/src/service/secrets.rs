@@ -163,7 +163,8 @@ impl App {
         let mut findings = self.leak_index().await?.scan(text);
         findings.extend(leak::scan_formats(text));
         findings.sort_by(|a, b| (a.offset, &a.kind).cmp(&(b.offset, &b.kind)));
-        if !findings.is_empty() {
+        // Every scan is audited, misses too: a run of scans probing for a value shows.
+        {
             let found: Vec<String> = findings
                 .iter()
                 .map(|f| {
@@ -173,7 +174,13 @@ impl App {
                     )
                 })
                 .collect();
+            let outcome = if findings.is_empty() {
+                remit_core::audit::Outcome::Success
+            } else {
+                remit_core::audit::Outcome::Denied
+            };
             let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::LeakFound)
+                .outcome(outcome)
                 .detail([("findings", found.into()), ("bytes", text.len().into())]);
             self.store.audit().append(vec![audit]).await?;
         }
