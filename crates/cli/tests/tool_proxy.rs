@@ -238,10 +238,15 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     let (st, _) = status("POST", "/tools/tickets/upload", Some(&task), Some(vec![b'x'; 5000]));
     assert_eq!(st, 413, "a request body over the tool's limit");
     // An upstream quoting the key: the header is dropped and the body cut before it.
+    // (The cut may come before the response head is flushed: then the agent gets nothing.)
     let (headers, body) = rt.block_on(async {
-        let r = http.get(format!("{proxy}/tools/tickets/reflect")).bearer_auth(&task).send().await.unwrap();
-        let h = format!("{:?}", r.headers());
-        (h, r.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        match http.get(format!("{proxy}/tools/tickets/reflect")).bearer_auth(&task).send().await {
+            Ok(r) => {
+                let h = format!("{:?}", r.headers());
+                (h, r.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+            }
+            Err(_) => (String::new(), String::new()),
+        }
     });
     assert!(!headers.contains(KEY) && !body.contains(KEY), "{headers} {body}");
     received.push_str(&headers);

@@ -35,7 +35,9 @@ pub enum Cmd {
     },
     /// Delete every version of a secret.
     Delete {
+        /// The tool's name.
         tool: String,
+        /// The secret's name within the tool.
         name: String,
         /// Why (recorded in the audit log).
         #[arg(long)]
