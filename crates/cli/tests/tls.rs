@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{BIN, python, repo, tls_client as client};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -27,17 +27,6 @@ fn cli(url: &str, data: &Path, args: &[&str], ca: Option<&Path>) -> Output {
         c.env("REMIT_TLS_CA", ca);
     }
     c.output().unwrap()
-}
-
-/// A reqwest client trusting only `ca`, with an optional client certificate (PEM key + chain).
-fn client(ca: &[u8], identity: Option<Vec<u8>>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca).unwrap());
-    if let Some(id) = identity {
-        b = b.identity(reqwest::Identity::from_pem(&id).unwrap());
-    }
-    b.build().unwrap()
 }
 
 async fn start_task(c: &reqwest::Client, url: &str) -> Result<(u16, Value), reqwest::Error> {

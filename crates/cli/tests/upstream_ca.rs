@@ -11,14 +11,13 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{BIN, python, repo, tls_client as client};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -76,17 +75,6 @@ fn der_of_pem(path: &Path) -> Vec<Vec<u8>> {
             base64::engine::general_purpose::STANDARD.decode(body).unwrap()
         })
         .collect()
-}
-
-/// A reqwest client trusting only `ca`, with an optional client certificate (PEM key + chain).
-fn client(ca: &[u8], identity: Option<Vec<u8>>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca).unwrap());
-    if let Some(id) = identity {
-        b = b.identity(reqwest::Identity::from_pem(&id).unwrap());
-    }
-    b.build().unwrap()
 }
 
 fn x509_entries(bundle: &Value) -> Vec<Value> {

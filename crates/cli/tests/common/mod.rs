@@ -138,3 +138,14 @@ pub fn register_python_agent(url: &str, data: &Path, ca: Option<&Path>) {
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// A reqwest client trusting only `ca`, with an optional client certificate (PEM key + chain).
+pub fn tls_client(ca: &[u8], identity: Option<Vec<u8>>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca).unwrap());
+    if let Some(id) = identity {
+        b = b.identity(reqwest::Identity::from_pem(&id).unwrap());
+    }
+    b.build().unwrap()
+}
