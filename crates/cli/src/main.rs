@@ -85,6 +85,9 @@ pub enum Command {
     /// Tools' upstream secrets (write-only) and the leak guard.
     #[command(subcommand)]
     Secret(cmd::secret::Cmd),
+    /// Database logins made per task by tools' engines, removed with their task.
+    #[command(subcommand)]
+    Lease(cmd::lease::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

@@ -50,4 +50,7 @@ pub fn fields(v: &Value, keys: &[&str]) {
 pub fn kill_report(what: &str, v: &Value) {
     let n = |k: &str| v.get(k).and_then(Value::as_array).map(Vec::len).unwrap_or(0);
     println!("{what}: {} task(s) and {} instance(s) revoked", n("tasks_revoked"), n("instances_revoked"));
+    if let Some(l) = v.get("leases_pending").and_then(Value::as_u64).filter(|l| *l > 0) {
+        println!("{l} database login(s) being removed in the background (`remit lease list --state revoking`)");
+    }
 }

@@ -76,6 +76,11 @@ pub enum AuditAction {
     SecretDelete,
     LeakFound,
     ToolCall,
+    LeaseCreate,
+    LeaseRevokeRequest,
+    LeaseRevoke,
+    LeaseStuck,
+    LeaseEnv,
 }
 
 impl AuditAction {
@@ -135,6 +140,11 @@ impl AuditAction {
             AuditAction::SecretDelete => "secret.delete",
             AuditAction::LeakFound => "leak.found",
             AuditAction::ToolCall => "tool.call",
+            AuditAction::LeaseCreate => "lease.create",
+            AuditAction::LeaseRevokeRequest => "lease.revoke_request",
+            AuditAction::LeaseRevoke => "lease.revoke",
+            AuditAction::LeaseStuck => "lease.stuck",
+            AuditAction::LeaseEnv => "lease.env",
         }
     }
 }

@@ -146,6 +146,7 @@ pub fn plan(kill: &Kill, found: &Found) -> Result<Plan, KillError> {
         tasks_revoked: tasks.iter().map(|t| t.id.clone()).collect(),
         instances_revoked: instances,
         join_tokens_revoked: tokens,
+        leases_pending: 0,
     };
     match &kill.target {
         KillTarget::Agent(name) => audit.push(base(AuditAction::AgentDisable).agent(name).detail([

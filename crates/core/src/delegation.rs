@@ -120,6 +120,10 @@ pub struct TrustRules {
     /// a proof is refused.
     #[serde(default)]
     pub require_dpop: bool,
+    /// Tools whose dynamic logins `remit exec` may put into a child's environment (its
+    /// connection URL as an environment variable); none by default, each such login audited.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub env_credentials: BTreeSet<String>,
 }
 
 /// `from` (an agent, or `*`) may delegate to `to` (agents, or `*`).
@@ -151,6 +155,12 @@ impl TrustRules {
                     )));
                 }
             }
+        }
+        if self.env_credentials.len() > MAX_LIST {
+            return Err(bad(format!("at most {MAX_LIST} env-credential tools")));
+        }
+        for t in &self.env_credentials {
+            crate::ids::ToolName::parse(t)?;
         }
         Ok(())
     }

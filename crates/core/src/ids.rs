@@ -170,6 +170,13 @@ random_id_type!(
     "registration entry id"
 );
 random_id_type!(
+    /// A credential a dynamic engine made for one task (a database login) and its revocation
+    /// (`l-` and 32 hex digits).
+    LeaseId,
+    "l-",
+    "lease id"
+);
+random_id_type!(
     /// A per-tool credential obtained by token exchange (its token's `jti`).
     CredentialId,
     "c-",

@@ -16,6 +16,7 @@
 //! - [`delegation`]: supervisor → worker delegation that only narrows, and the workflow's trust rules.
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
 //! - [`grant`]: human → agent grants, confirmed in a second step, ended with their human.
+//! - [`lease`]: logins a dynamic engine makes for one task, and the rules of their revocation.
 //! - [`tool`]: registered tools and the per-tool credentials tasks obtain by token exchange.
 //! - [`workload`]: workload attestation selectors and registration entries (which agent a
 //!   process or an external platform token is).
@@ -28,6 +29,7 @@ pub mod error;
 pub mod grant;
 pub mod human;
 pub mod ids;
+pub mod lease;
 pub mod model;
 pub mod proxy;
 pub mod random;

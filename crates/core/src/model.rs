@@ -232,4 +232,8 @@ pub struct KillReport {
     /// Unused join tokens of a killed agent.
     #[serde(default)]
     pub join_tokens_revoked: Vec<JoinTokenId>,
+    /// Leases (logins made by dynamic engines) of the ended tasks now waiting for their
+    /// engine to remove them: revocation runs in the background.
+    #[serde(default)]
+    pub leases_pending: u64,
 }

@@ -105,6 +105,8 @@ pub struct Tool {
     pub class: ToolClass,
     /// How the injecting proxy reaches it (`None`: not callable through the proxy).
     pub proxy: Option<crate::proxy::ProxyConfig>,
+    /// How Remit makes a login per task for it (`None`: no dynamic credentials).
+    pub database: Option<crate::lease::DatabaseConfig>,
     pub owner: String,
     pub owner_id: Option<HumanId>,
     /// When its owner was deactivated and nobody has taken it over since.
@@ -126,6 +128,7 @@ pub struct NewTool {
     pub classification: Sensitivity,
     pub class: ToolClass,
     pub proxy: Option<crate::proxy::ProxyConfig>,
+    pub database: Option<crate::lease::DatabaseConfig>,
     pub owner: String,
     /// SHA-256 (hex) of the introspection secret the server made for it.
     pub secret_hash: String,
@@ -183,6 +186,9 @@ pub fn new_tool(req: NewTool, limits: &Limits, now: UnixMillis) -> Result<Tool, 
     if let Some(p) = &req.proxy {
         p.check(&scopes.iter().cloned().collect::<Vec<_>>())?;
     }
+    if let Some(d) = &req.database {
+        d.check(&scopes.iter().cloned().collect::<Vec<_>>())?;
+    }
     let max_ttl = req.max_ttl_secs.unwrap_or(DEFAULT_TOOL_MAX_TTL_SECS);
     if max_ttl == 0 {
         return Err(DomainError::invalid("max ttl", "must be at least one second"));
@@ -198,6 +204,7 @@ pub fn new_tool(req: NewTool, limits: &Limits, now: UnixMillis) -> Result<Tool, 
         classification: req.classification,
         class: req.class,
         proxy: req.proxy,
+        database: req.database,
         owner: human_identity(&req.owner),
         owner_id: None,
         orphaned_at: None,
@@ -334,6 +341,7 @@ mod tests {
                 classification: Sensitivity::Internal,
                 class: ToolClass::Tool,
                 proxy: None,
+                database: None,
                 owner: "Ops@Example.com".into(),
                 secret_hash: String::new(),
             },
@@ -378,6 +386,7 @@ mod tests {
                 classification: Sensitivity::Public,
                 class: ToolClass::Tool,
                 proxy: None,
+                database: None,
                 owner: "a@b".into(),
                 secret_hash: String::new(),
             };

@@ -31,10 +31,10 @@ namespace Remit {
 
   action read, kill_switch, manage;
   action "workflow.read", "agent.read", "task.read", "audit.read", "approval.read", "policy.read",
-         "human.read", "status.read", "decision.explain", "tool.read", "grant.read", "secret.read" in [read]
+         "human.read", "status.read", "decision.explain", "tool.read", "grant.read", "secret.read", "lease.read" in [read]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
-         "instance.revoke", "tool.disable", "grant.revoke" in [kill_switch]
+         "instance.revoke", "tool.disable", "grant.revoke", "lease.revoke" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
          "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start",
@@ -120,6 +120,8 @@ pub enum AdminAction {
     SecretRead,
     SecretWrite,
     LeakScan,
+    LeaseRead,
+    LeaseRevoke,
 }
 
 impl AdminAction {
@@ -162,6 +164,8 @@ impl AdminAction {
             SecretRead => "secret.read",
             SecretWrite => "secret.write",
             LeakScan => "leak.scan",
+            LeaseRead => "lease.read",
+            LeaseRevoke => "lease.revoke",
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct App {
     pub(crate) class_keys: RwLock<Arc<crate::service::domains::ClassKeys>>,
     /// The leak guard's index of stored secrets (keyed window hashes, no values).
     pub(crate) leak_index: crate::service::secrets::LeakIndex,
+    /// The dynamic credential engines (they pool admin connections per tool).
+    pub(crate) engines: crate::engines::Engines,
+    /// Wakes background lease revocation (a kill here marked leases revoking).
+    pub(crate) lease_wake: tokio::sync::Notify,
     /// The trust domain's X.509 CA (`None` only until [`App::ensure_x509_ca`] has run).
     pub(crate) x509: RwLock<Option<Arc<crate::service::x509::X509Authority>>>,
     /// Signs audit checkpoints.
@@ -165,6 +169,8 @@ impl App {
             class_keys: RwLock::new(Arc::new(class_keys)),
             class_domains,
             leak_index: Default::default(),
+            engines: crate::engines::Engines::new(cfg.leases.connect_timeout),
+            lease_wake: tokio::sync::Notify::new(),
             audit_key: Arc::new(audit_key),
             audit_public: RwLock::new(audit_public),
             last_key_reload: Mutex::new(None),

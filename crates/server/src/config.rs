@@ -377,6 +377,53 @@ pub struct Config {
     pub trust_domains: ClassTrustDomains,
     /// The injecting tool proxy (`[proxy]`).
     pub proxy: ProxyListenConfig,
+    /// Background revocation of dynamic credentials (`[leases]`).
+    pub leases: LeasesConfig,
+}
+
+/// How dynamic credentials (leases) are revoked in the background: bounded batches, a claim
+/// that lapses if this replica dies mid-batch, and a pause between full batches so a big kill
+/// never floods the upstream database or stalls the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasesConfig {
+    /// Most leases one batch revokes.
+    pub batch: u32,
+    /// How often due work (expiries, retries) is looked for when nothing wakes the revoker.
+    #[serde(deserialize_with = "dur")]
+    pub interval: Duration,
+    /// Pause between two full batches.
+    #[serde(deserialize_with = "dur")]
+    pub batch_pause: Duration,
+    /// How long a claimed batch is hidden from other replicas (and, after a crash, from this
+    /// one) before it is due again.
+    #[serde(deserialize_with = "dur")]
+    pub claim: Duration,
+    /// The wait after a lease's first failed revocation; it doubles with each failure, up to
+    /// five minutes.
+    #[serde(deserialize_with = "dur")]
+    pub backoff: Duration,
+    /// How long an engine waits for a connection to its database before the attempt fails.
+    #[serde(deserialize_with = "dur")]
+    pub connect_timeout: Duration,
+    /// How long revoked leases are kept before their rows are pruned (the audit log keeps
+    /// their history).
+    #[serde(deserialize_with = "dur")]
+    pub retention: Duration,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            batch: 100,
+            interval: Duration::from_secs(1),
+            batch_pause: Duration::from_millis(0),
+            claim: Duration::from_secs(60),
+            backoff: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 /// The injecting tool proxy's listener (`/tools/<tool>/<path>`).
@@ -446,6 +493,7 @@ impl Default for Config {
             workload_issuers: vec![],
             trust_domains: ClassTrustDomains::default(),
             proxy: ProxyListenConfig::default(),
+            leases: LeasesConfig::default(),
             federation: vec![],
         }
     }

@@ -23,6 +23,7 @@ pub mod authz;
 pub mod bundles;
 pub mod caller;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod init;
 pub mod listen;
@@ -102,6 +103,12 @@ pub async fn serve_on(
                 Ok(n) => tracing::info!(pruned = n, "pruned retired secret versions"),
                 Err(e) => tracing::warn!(error = %e, "pruning retired secret versions failed"),
             }
+            // Revoked leases past their retention: their rows go (their history is audited).
+            let keep = i64::try_from(cp_app.cfg.leases.retention.as_millis()).unwrap_or(i64::MAX);
+            let before = remit_core::time::UnixMillis(cp_app.clock.now().0.saturating_sub(keep));
+            if let Err(e) = cp_app.store.leases().prune_leases(before).await {
+                tracing::warn!(error = %e, "pruning revoked leases failed");
+            }
             // Presentations of bound tokens not seen for 30 days (the first stays audited).
             let before = remit_core::time::UnixMillis(cp_app.clock.now().0 - 30 * 86_400_000);
             if let Err(e) = cp_app.store.tools().prune_presentations(before).await {
@@ -175,6 +182,9 @@ pub async fn serve_on(
     }
     let tls_reloader = listeners.tls.clone().map(|t| tokio::spawn(tls::follow(app.clone(), t)));
     let bundle_follower = tokio::spawn(bundles::follow(app.bundles.clone()));
+    // Dynamic credentials die with their tasks: revocation runs until shutdown and resumes
+    // (from the store) after a restart.
+    let revoker = tokio::spawn(service::leases::revoker(app.clone(), conn_stop.clone()));
     let public = tokio::spawn(listen::accept_loop(
         "public",
         listeners.public,
@@ -226,6 +236,7 @@ pub async fn serve_on(
     }
     bundle_follower.abort();
     reconciler.abort();
+    let _ = revoker.await;
     Ok(())
 }
 

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub kills: Family<ResultLabel, Counter>,
     pub exchanges: Family<ResultLabel, Counter>,
     pub attestations: Family<ResultLabel, Counter>,
+    pub leases: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -48,6 +49,7 @@ impl Metrics {
         let kills = Family::<ResultLabel, Counter>::default();
         let exchanges = Family::<ResultLabel, Counter>::default();
         let attestations = Family::<ResultLabel, Counter>::default();
+        let leases = Family::<ResultLabel, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", http_seconds.clone());
         registry.register(
@@ -60,6 +62,11 @@ impl Metrics {
         registry.register("kills", "Kill switches pulled, by target kind", kills.clone());
         registry.register("token_exchanges", "RFC 8693 token exchanges: issued, refused or error", exchanges.clone());
         registry.register("workload_attestations", "Workload API callers: attested or refused", attestations.clone());
+        registry.register(
+            "leases",
+            "Dynamic credentials: issued, refused, revoked, and failed revocation attempts",
+            leases.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -70,6 +77,7 @@ impl Metrics {
             kills,
             exchanges,
             attestations,
+            leases,
         }
     }
 

@@ -616,6 +616,14 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("POST", "/v1/leak-scan", "/v1/leak-scan", a, Some(scan)).await.0, 200);
     assert_eq!(x.call("DELETE", sp, "/v1/tools/tickets/secrets/api-key?reason=test", a, None).await.0, 200);
     assert_eq!(x.call("DELETE", sp, "/v1/tools/tickets/secrets/api-key?reason=test", a, None).await.0, 404);
+    // Leases (made on the proxy listener; none here): the listing, and unknown or bad ids.
+    assert_eq!(x.call("GET", "/v1/leases", "/v1/leases?state=revoking&stuck=true", a, None).await.0, 200);
+    assert_eq!(x.call("GET", "/v1/leases", "/v1/leases?state=gone", a, None).await.0, 400);
+    let lp = "/v1/leases/l-00000000000000000000000000000000";
+    assert_eq!(x.call("GET", "/v1/leases/{id}", lp, a, None).await.0, 404);
+    assert_eq!(x.call("GET", "/v1/leases/{id}", "/v1/leases/nope", a, None).await.0, 400);
+    let rp = format!("{lp}/revoke");
+    assert_eq!(x.call("POST", "/v1/leases/{id}/revoke", &rp, a, Some(json!({"reason": "x"}))).await.0, 404);
     assert_eq!(
         x.call("GET", "/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server", None, None)
             .await

@@ -307,6 +307,9 @@ impl Store for CachingStore {
     fn secrets(&self) -> &dyn crate::secrets::SecretStore {
         self.inner.secrets()
     }
+    fn leases(&self) -> &dyn crate::leases::LeaseStore {
+        self.inner.leases()
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self.inner.grants()
     }

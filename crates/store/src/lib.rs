@@ -9,6 +9,9 @@
 //! - [`scim`]: the SCIM resources an identity provider provisions (Users are humans).
 //! - [`grants`]: humans' grants of authority to agents (revoked with every task under them).
 //! - [`tools`]: registered tools and the per-tool credentials issued by token exchange.
+//! - [`secrets`]: tools' upstream secrets, sealed and versioned.
+//! - [`leases`]: logins dynamic engines made for tasks, kept until confirmed gone (they die
+//!   with their task in the kill's own transaction).
 //! - [`workload`]: registration entries (attested selectors → agent) and attested instances.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
@@ -45,6 +48,7 @@ pub(crate) mod hex;
 pub mod humans;
 pub mod identity;
 pub mod keys;
+pub mod leases;
 pub mod policy;
 pub mod postgres;
 pub mod scim;
@@ -60,6 +64,7 @@ pub use grants::{GrantStore, Revocation};
 pub use humans::{Deactivation, HumanStore};
 pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskFilter, TaskSnapshot};
 pub use keys::{Installation, KeyPurpose, KeyStore, Reseal, RetiringKey, StoredKey};
+pub use leases::{LeaseCounts, LeaseFilter, LeaseStore};
 pub use policy::{PolicyStore, StoredEntity, StoredPolicySet};
 pub use scim::{HumanWrite, Membership, ScimKind, ScimResource, ScimStore};
 pub use secrets::SecretStore;
@@ -105,6 +110,7 @@ pub trait Store: Send + Sync + 'static {
     fn grants(&self) -> &dyn GrantStore;
     fn workload(&self) -> &dyn WorkloadStore;
     fn secrets(&self) -> &dyn SecretStore;
+    fn leases(&self) -> &dyn LeaseStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

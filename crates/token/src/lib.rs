@@ -5,6 +5,7 @@
 //! - [`jwt`]: minting and strict verification of compact JWS tokens (only `ES256`, only the
 //!   `alg`/`kid`/`typ` header, known `kid`, `exp`/`iat`/`aud` checked).
 //! - [`keyring`]: the set of keys a server signs and verifies with, JWKS and SPIFFE bundles.
+//! - [`scram`]: SCRAM-SHA-256 verifiers for the PostgreSQL logins Remit makes.
 //! - [`x509`]: the trust domain's X.509 CA and the X.509-SVIDs it signs.
 //!
 //! No IO and no clock: callers pass `now` and key material in.
@@ -16,6 +17,7 @@ pub mod keyring;
 pub mod keys;
 pub mod leak;
 pub mod oidc;
+pub mod scram;
 pub mod totp;
 pub mod x509;
 

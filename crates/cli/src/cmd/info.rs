@@ -65,6 +65,15 @@ pub async fn status(g: &Global) -> Result<(), CliError> {
             output::s(bg, "last_used_at")
         ),
     }
+    let l = &v["leases"];
+    match l["stuck"].as_u64().unwrap_or(0) {
+        0 => println!("leases:      {} active, {} being revoked", n(&l["active"]), n(&l["revoking"])),
+        s => println!(
+            "leases:      {} active, {} being revoked, {s} STUCK (`remit lease list --stuck`; retried with backoff)",
+            n(&l["active"]),
+            n(&l["revoking"])
+        ),
+    }
     println!("time:        {}", output::s(&v, "time"));
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod human;
 pub mod info;
 pub mod init;
 pub mod keys;
+pub mod lease;
 pub mod login;
 pub mod policy;
 pub mod reseal;
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Grant(c) => grant::run(&g, c).await,
         Command::Entry(c) => entry::run(&g, c).await,
         Command::Secret(c) => secret::run(&g, c).await,
+        Command::Lease(c) => lease::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

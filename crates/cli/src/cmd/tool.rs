@@ -34,6 +34,11 @@ pub enum Cmd {
         /// "secret"}…}` (see docs/DEPLOYMENT.md).
         #[arg(long)]
         proxy: Option<std::path::PathBuf>,
+        /// A JSON file giving it a dynamic engine (a database login per task, removed when
+        /// the task ends): `{"engine": "postgres", "admin_secret": NAME, "scope": SCOPE,
+        /// "grants": ["GRANT … TO {{role}}"…]}` (see docs/DEPLOYMENT.md).
+        #[arg(long)]
+        database: Option<std::path::PathBuf>,
         /// Email of the human who answers for it.
         #[arg(long)]
         owner: String,
@@ -76,17 +81,17 @@ fn show(v: &Value) {
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::Create { name, audience, scopes, max_ttl, classification, class, proxy, owner } => {
-            let proxy: Option<Value> = match proxy {
-                Some(p) => {
-                    let text =
-                        std::fs::read_to_string(&p).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
-                    Some(serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?)
-                }
-                None => None,
+        Cmd::Create { name, audience, scopes, max_ttl, classification, class, proxy, database, owner } => {
+            let json_file = |p: Option<std::path::PathBuf>| -> Result<Option<Value>, CliError> {
+                let Some(p) = p else { return Ok(None) };
+                let text =
+                    std::fs::read_to_string(&p).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?;
+                Ok(Some(serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{}: {e}", p.display())))?))
             };
+            let (proxy, database) = (json_file(proxy)?, json_file(database)?);
             let body = json!({"name": name, "audience": audience, "scopes": scopes, "max_ttl_seconds": max_ttl,
-                              "classification": classification, "class": class, "proxy": proxy, "owner": owner});
+                              "classification": classification, "class": class, "proxy": proxy,
+                              "database": database, "owner": owner});
             let v = c.post("/v1/tools", &body).await?;
             if !g.json {
                 println!("Registered tool {}", output::s(&v["tool"], "name"));

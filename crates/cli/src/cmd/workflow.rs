@@ -49,6 +49,10 @@ pub enum Cmd {
         /// Every task token must be DPoP-bound (RFC 9449).
         #[arg(long)]
         require_dpop: bool,
+        /// A tool whose per-task database logins `remit exec --db TOOL` may put into a child's
+        /// environment (repeatable; none by default; each such login is audited).
+        #[arg(long = "env-credentials", value_name = "TOOL")]
+        env_credentials: Vec<String>,
     },
     /// Replace a workflow's trust rules (who may start child tasks for whom).
     SetTrust {
@@ -63,6 +67,10 @@ pub enum Cmd {
         /// Every task token must be DPoP-bound (RFC 9449).
         #[arg(long)]
         require_dpop: bool,
+        /// A tool whose per-task database logins `remit exec --db TOOL` may put into a child's
+        /// environment (repeatable; none by default; each such login is audited).
+        #[arg(long = "env-credentials", value_name = "TOOL")]
+        env_credentials: Vec<String>,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
@@ -125,7 +133,12 @@ fn show(v: &Value) {
 }
 
 /// Trust rules from `FROM=TO,TO` arguments.
-fn trust(delegate: &[String], workers_may_delegate: bool, require_dpop: bool) -> Result<Value, CliError> {
+fn trust(
+    delegate: &[String],
+    workers_may_delegate: bool,
+    require_dpop: bool,
+    env_credentials: &[String],
+) -> Result<Value, CliError> {
     let rules = delegate
         .iter()
         .map(|d| {
@@ -136,14 +149,16 @@ fn trust(delegate: &[String], workers_may_delegate: bool, require_dpop: bool) ->
             Ok(json!({"from": from, "to": to.split(',').collect::<Vec<_>>()}))
         })
         .collect::<Result<Vec<_>, CliError>>()?;
-    Ok(json!({"delegations": rules, "workers_may_delegate": workers_may_delegate, "require_dpop": require_dpop}))
+    Ok(json!({"delegations": rules, "workers_may_delegate": workers_may_delegate, "require_dpop": require_dpop,
+              "env_credentials": env_credentials}))
 }
 
 pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = match cmd {
-        Cmd::SetTrust { name, delegate, workers_may_delegate, require_dpop, reason } => {
-            let body = json!({"trust": trust(&delegate, workers_may_delegate, require_dpop)?, "reason": reason});
+        Cmd::SetTrust { name, delegate, workers_may_delegate, require_dpop, env_credentials, reason } => {
+            let trust = trust(&delegate, workers_may_delegate, require_dpop, &env_credentials)?;
+            let body = json!({"trust": trust, "reason": reason});
             let v = c.put(&format!("/v1/workflows/{name}/trust"), &body).await?;
             if !g.json {
                 println!("workflow {name}: trust rules replaced");
@@ -161,11 +176,12 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             delegate,
             workers_may_delegate,
             require_dpop,
+            env_credentials,
         } => {
             let body = json!({
                 "name": name, "purpose": purpose, "owner": owner, "ceiling": ceiling,
                 "allowed_tools": tools, "max_task_ttl_seconds": max_ttl, "max_delegation_depth": max_depth,
-                "trust": trust(&delegate, workers_may_delegate, require_dpop)?,
+                "trust": trust(&delegate, workers_may_delegate, require_dpop, &env_credentials)?,
             });
             let v = c.post("/v1/workflows", &body).await?;
             if !g.json {

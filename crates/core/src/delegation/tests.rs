@@ -64,6 +64,7 @@ fn everyone() -> TrustRules {
         delegations: vec![DelegationRule { from: "*".into(), to: vec!["*".into()] }],
         workers_may_delegate: true,
         require_dpop: false,
+        env_credentials: Default::default(),
     }
 }
 
@@ -115,6 +116,7 @@ fn a_child_narrows_and_names_its_chain() {
         delegations: vec![DelegationRule { from: "sup".into(), to: vec!["worker".into()] }],
         workers_may_delegate: true,
         require_dpop: false,
+        env_credentials: Default::default(),
     };
     assert!(matches!(
         child(&root, &wf(3), &sup_only, &agent("helper"), &ChildRequest::default(), UnixMillis(0)),
@@ -257,6 +259,7 @@ proptest! {
             classification: Sensitivity::Public,
             class: crate::tool::ToolClass::Tool,
             proxy: None,
+        database: None,
             owner: "a@b".into(),
             secret_hash: String::new(),
         }, &crate::rules::Limits::default(), UnixMillis(0)).unwrap();

@@ -200,6 +200,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "OAuth", description = "RFC 8693 token exchange for per-tool credentials, RFC 7662 token introspection and RFC 7009 token revocation."),
         (name = "tools", description = "Registered tools: the APIs tasks obtain per-tool credentials for."),
         (name = "secrets", description = "Tools' upstream secrets, write-only (set, rotate, list metadata, delete), and the leak guard. Admin."),
+        (name = "leases", description = "Database logins made per task by a tool's engine (obtained on the proxy listener), revoked with their task. Admin."),
         (name = "grants", description = "Human → agent grants: proposed, confirmed in a second step, revoked with every task under them."),
         (name = "workflows and agents", description = "Workflows, agents and their join tokens, with their kill switches. Admin."),
         (name = "instances", description = "Agent instances: joining with a join token, renewing, revoking."),
@@ -237,6 +238,7 @@ impl utoipa::Modify for BearerAuth {
         super::tools::disable, super::tools::set_owner, super::grants::propose, super::grants::confirm, super::grants::revoke,
         super::grants::list, super::grants::get, super::entries::create, super::entries::list, super::entries::delete,
         super::secrets::set, super::secrets::list, super::secrets::delete, super::secrets::scan,
+        super::leases::list, super::leases::get, super::leases::revoke,
     )
 )]
 pub struct ApiDoc;

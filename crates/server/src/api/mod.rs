@@ -11,6 +11,7 @@ pub mod entries;
 pub mod error;
 pub mod grants;
 pub mod humans;
+pub mod leases;
 pub mod oauth;
 pub mod policy;
 pub mod schema;
@@ -289,6 +290,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tools/{tool}/secrets", get(secrets::list))
         .route("/v1/tools/{tool}/secrets/{name}", put(secrets::set).delete(secrets::delete))
         .route("/v1/leak-scan", post(secrets::scan))
+        .route("/v1/leases", get(leases::list))
+        .route("/v1/leases/{id}", get(leases::get))
+        .route("/v1/leases/{id}/revoke", post(leases::revoke))
         .route("/v1/grants", get(grants::list).post(grants::propose))
         .route("/v1/grants/{id}", get(grants::get))
         .route("/v1/grants/{id}/confirm", post(grants::confirm))

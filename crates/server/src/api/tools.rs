@@ -41,6 +41,14 @@ pub struct CreateTool {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub proxy: Option<remit_core::proxy::ProxyConfig>,
+    /// Its dynamic engine: Remit makes a database login per task (`POST /credentials/<name>`
+    /// on the proxy listener), removed when the task ends: `engine` (`postgres`),
+    /// `admin_secret` (the name of this tool's secret holding the admin URL), `scope`,
+    /// `grants` (statements with `{{role}}`), `max_ttl_secs`, `connection_limit`,
+    /// `connect_host`, `env`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub database: Option<remit_core::lease::DatabaseConfig>,
     /// The email of the human who answers for it.
     pub owner: String,
 }
@@ -60,6 +68,10 @@ pub struct ToolView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub proxy: Option<remit_core::proxy::ProxyConfig>,
+    /// Its dynamic engine (the admin secret's name, never a value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub database: Option<remit_core::lease::DatabaseConfig>,
     pub owner: String,
     pub owner_id: Option<String>,
     /// RFC 3339: when its owner was deactivated, if nobody has taken it over since.
@@ -90,6 +102,7 @@ impl ToolView {
             class: t.class.to_string(),
             trust_domain: trust_domain.to_owned(),
             proxy: t.proxy,
+            database: t.database,
             owner: t.owner,
             owner_id: t.owner_id.map(|h| h.to_string()),
             orphaned_at: t.orphaned_at.map(rfc3339),
@@ -139,6 +152,7 @@ pub async fn create(
                 .ok_or_else(|| ApiError::BadRequest(format!("class: `{c}` is not `model`, `tool` or `data`")))?,
         },
         proxy: req.proxy,
+        database: req.database,
         owner: req.owner,
         secret_hash: String::new(),
     };

@@ -52,6 +52,10 @@ pub struct TrustRulesBody {
     /// Every task token must be DPoP-bound (started with a `DPoP` proof header).
     #[serde(default)]
     pub require_dpop: bool,
+    /// Tools whose per-task database logins `remit exec` may put into a child's environment
+    /// (none by default; each such login is audited).
+    #[serde(default)]
+    pub env_credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -73,6 +77,7 @@ impl From<TrustRulesBody> for remit_core::delegation::TrustRules {
                 .collect(),
             workers_may_delegate: b.workers_may_delegate,
             require_dpop: b.require_dpop,
+            env_credentials: b.env_credentials.into_iter().collect(),
         }
     }
 }
@@ -83,6 +88,7 @@ impl From<remit_core::delegation::TrustRules> for TrustRulesBody {
             delegations: t.delegations.into_iter().map(|r| DelegationRuleBody { from: r.from, to: r.to }).collect(),
             workers_may_delegate: t.workers_may_delegate,
             require_dpop: t.require_dpop,
+            env_credentials: t.env_credentials.into_iter().collect(),
         }
     }
 }
@@ -215,6 +221,10 @@ pub struct KillReportView {
     pub tasks_revoked: Vec<String>,
     /// Ids of the agent instances revoked now.
     pub instances_revoked: Vec<String>,
+    /// Database logins (leases) of the ended tasks now being removed in the background
+    /// (`remit lease list --state revoking`).
+    #[serde(default)]
+    pub leases_pending: u64,
 }
 
 impl From<KillReport> for KillReportView {
@@ -222,6 +232,7 @@ impl From<KillReport> for KillReportView {
         KillReportView {
             tasks_revoked: r.tasks_revoked.iter().map(ToString::to_string).collect(),
             instances_revoked: r.instances_revoked.iter().map(ToString::to_string).collect(),
+            leases_pending: r.leases_pending,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod federation;
 pub mod grants;
 pub mod humans;
+pub mod leases;
 pub mod local;
 pub mod scim;
 pub mod secrets;

@@ -21,6 +21,9 @@ pub struct Status {
     pub audit: AuditStatus,
     pub policy: PolicyStatus,
     pub break_glass: BreakGlassStatus,
+    /// Database logins made for tasks: live, being removed, and stuck (removal failed six
+    /// times or more; still retried — look at `remit lease list --stuck`).
+    pub leases: LeasesStatus,
 }
 
 /// Uses of the break-glass credential (the admin credential from `remit init`) by this server.
@@ -63,6 +66,13 @@ pub struct AuditStatus {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LeasesStatus {
+    pub active: u64,
+    pub revoking: u64,
+    pub stuck: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolicyStatus {
     /// The active policy version (0: none pushed; every decision is deny).
     pub version: u64,
@@ -82,6 +92,7 @@ impl App {
         let cp = self.store.audit().latest_checkpoint().await?;
         let keyring = self.keyring();
         let engine = self.pdp.engine();
+        let leases = self.store.leases().lease_counts().await?;
         // The store was opened from this very setting, so it parses.
         let kind = match self.cfg.store_kind() {
             Ok(crate::config::StoreKind::Postgres(_)) => "postgres",
@@ -106,6 +117,7 @@ impl App {
                 unsigned_records: head_seq.saturating_sub(cp.as_ref().map(|c| c.seq).unwrap_or(0)),
             },
             policy: PolicyStatus { version: engine.version(), policies: engine.len() },
+            leases: LeasesStatus { active: leases.active, revoking: leases.revoking, stuck: leases.stuck },
             break_glass: BreakGlassStatus {
                 uses_since_start: self.authz.break_glass_uses.load(std::sync::atomic::Ordering::Relaxed),
                 last_used_at: match self.authz.break_glass_last.load(std::sync::atomic::Ordering::Relaxed) {

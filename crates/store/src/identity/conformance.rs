@@ -569,6 +569,7 @@ pub async fn delegation_round_trips_and_kills_end_exactly_the_subtree(store: Arc
         delegations: vec![DelegationRule { from: "bot".into(), to: vec!["*".into()] }],
         workers_may_delegate: true,
         require_dpop: false,
+        env_credentials: Default::default(),
     };
     s.identity().set_workflow_trust(&wf_name("deploy"), trust.clone(), ev(AuditAction::WorkflowUpdate)).await.unwrap();
     assert_eq!(s.identity().workflow(&wf_name("deploy")).await.unwrap().unwrap().trust, trust);

@@ -56,8 +56,10 @@ async fn walk(c: &mut PgConnection, roots: Vec<TaskNode>) -> Result<Found> {
 }
 
 /// Applies a cascade: revokes its tasks, records the plan's audit records and announces it.
-async fn apply(ctx: &mut WriteCtx, k: &Kill, plan: cascade::Plan) -> Result<KillReport> {
+async fn apply(ctx: &mut WriteCtx, k: &Kill, mut plan: cascade::Plan) -> Result<KillReport> {
     if !plan.report.tasks_revoked.is_empty() {
+        plan.report.leases_pending =
+            crate::leases::postgres::mark_revoking(ctx.conn(), &plan.report.tasks_revoked, k.at, &k.reason).await?;
         let ids: Vec<&str> = plan.report.tasks_revoked.iter().map(TaskId::as_str).collect();
         sqlx::query(
             "UPDATE tasks SET state = 'revoked', ended_at = $2, end_reason = $3 WHERE id = ANY($1) AND state = 'active'",
@@ -112,7 +114,11 @@ pub(super) async fn end_task(
     let children = nodes_where(ctx.conn(), "parent", &[id.to_string()], "").await?;
     let found = walk(ctx.conn(), children).await?;
     let plan = cascade::plan(&kill, &found).map_err(refused)?;
-    apply(ctx, &kill, plan).await
+    let own = crate::leases::postgres::mark_revoking(ctx.conn(), std::slice::from_ref(&id), at, &format!("task {to}"))
+        .await?;
+    let mut report = apply(ctx, &kill, plan).await?;
+    report.leases_pending += own;
+    Ok(report)
 }
 
 pub(crate) async fn kill_switch(ctx: &mut WriteCtx, k: Kill) -> Result<KillReport> {

@@ -680,7 +680,9 @@ fn walk(c: &Connection, roots: Vec<TaskNode>) -> Result<Found> {
 }
 
 /// Applies a cascade: revokes its tasks, records the plan's audit records and announces it.
-fn apply(ctx: &mut WriteCtx<'_>, k: &Kill, plan: cascade::Plan) -> Result<KillReport> {
+fn apply(ctx: &mut WriteCtx<'_>, k: &Kill, mut plan: cascade::Plan) -> Result<KillReport> {
+    plan.report.leases_pending =
+        crate::leases::sqlite::mark_revoking(ctx.conn, &plan.report.tasks_revoked, k.at, &k.reason)?;
     for id in &plan.report.tasks_revoked {
         ctx.conn
             .prepare_cached(
@@ -730,7 +732,10 @@ fn end_task(
     let children = nodes_where(ctx.conn, "parent", &[id.to_string()], "")?;
     let found = walk(ctx.conn, children)?;
     let plan = cascade::plan(&kill, &found).map_err(refused)?;
-    apply(ctx, &kill, plan)
+    let own = crate::leases::sqlite::mark_revoking(ctx.conn, std::slice::from_ref(id), at, &format!("task {to}"))?;
+    let mut report = apply(ctx, &kill, plan)?;
+    report.leases_pending += own;
+    Ok(report)
 }
 
 pub(crate) fn kill_switch(ctx: &mut WriteCtx<'_>, k: Kill) -> Result<KillReport> {

@@ -481,6 +481,9 @@ impl Store for PgStore {
     fn secrets(&self) -> &dyn crate::secrets::SecretStore {
         self
     }
+    fn leases(&self) -> &dyn crate::leases::LeaseStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

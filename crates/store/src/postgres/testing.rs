@@ -105,8 +105,18 @@ fn find_pg_bin() -> Result<std::path::PathBuf> {
 }
 
 impl PgCluster {
-    /// Creates and starts a new cluster.
+    /// Creates and starts a new cluster that trusts every local login.
     pub fn start() -> Result<PgCluster> {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a new cluster with password authentication (`scram-sha-256` for
+    /// every connection), the `postgres` superuser's password being `password`.
+    pub fn start_with_password(password: &str) -> Result<PgCluster> {
+        Self::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Result<PgCluster> {
         let bin = find_pg_bin()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -125,7 +135,17 @@ impl PgCluster {
             c.run("chown", &["postgres", &c.dir.to_string_lossy()], false)?;
         }
         let data = c.dir.join("data").to_string_lossy().into_owned();
-        c.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"], true)?;
+        match password {
+            None => c.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"], true)?,
+            Some(pw) => {
+                let file = c.dir.join("pwfile");
+                std::fs::write(&file, pw).map_err(|e| StoreError::Internal(e.to_string()))?;
+                let pwfile = format!("--pwfile={}", file.to_string_lossy());
+                let args = ["-D", &data, "-A", "scram-sha-256", "-U", "postgres", &pwfile, "--no-sync"];
+                c.run("initdb", &args, true)?;
+                let _ = std::fs::remove_file(&file);
+            }
+        }
         c.pg_ctl_start()?;
         Ok(c)
     }
@@ -159,6 +179,11 @@ impl PgCluster {
             self.dir.to_string_lossy()
         );
         self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"], true)
+    }
+
+    /// The admin URL of this cluster (with `password`, for a cluster started with one).
+    pub fn admin_url_with(&self, password: &str) -> String {
+        format!("postgres://postgres:{password}@127.0.0.1:{}/postgres", self.port)
     }
 
     /// The admin URL of this cluster.

@@ -284,6 +284,9 @@ impl Store for SqliteStore {
     fn secrets(&self) -> &dyn crate::secrets::SecretStore {
         self
     }
+    fn leases(&self) -> &dyn crate::leases::LeaseStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

@@ -6,8 +6,8 @@
 use std::str::FromStr;
 
 use remit_core::ids::{
-    AgentName, CredentialId, EntryId, GrantId, HumanId, InstanceId, JoinTokenId, SecretName, SessionId, TaskId,
-    ToolName, WorkflowName,
+    AgentName, CredentialId, EntryId, GrantId, HumanId, InstanceId, JoinTokenId, LeaseId, SecretName, SessionId,
+    TaskId, ToolName, WorkflowName,
 };
 use remit_core::model::{Agent, Instance, JoinToken, Task, Workflow};
 use remit_core::time::UnixMillis;
@@ -65,7 +65,8 @@ from_str_via_parse!(
     ToolName,
     CredentialId,
     EntryId,
-    SecretName
+    SecretName,
+    LeaseId
 );
 
 pub(crate) fn id<T: FromStrTyped>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {

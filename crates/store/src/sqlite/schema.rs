@@ -431,6 +431,33 @@ CREATE UNIQUE INDEX tool_secrets_one_current ON tool_secrets(tool, name) WHERE r
 -- 16: the injecting tool proxy: a tool's upstream, routes and credential injection (JSON).
 ALTER TABLE tools ADD COLUMN proxy TEXT;
 "#,
+    r#"
+-- 17: dynamic credentials: a tool's engine (JSON), and one lease per login an engine made for
+-- a task, kept until the engine confirms the login is gone.
+ALTER TABLE tools ADD COLUMN database TEXT;
+CREATE TABLE leases (
+    id                  TEXT PRIMARY KEY,
+    tool                TEXT NOT NULL REFERENCES tools(name),
+    task                TEXT NOT NULL REFERENCES tasks(id),
+    workflow            TEXT NOT NULL,
+    agent               TEXT NOT NULL,
+    engine              TEXT NOT NULL CHECK (engine IN ('postgres')),
+    handle              TEXT NOT NULL UNIQUE,
+    state               TEXT NOT NULL CHECK (state IN ('active', 'revoking', 'revoked')),
+    created_at          INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    revoke_requested_at INTEGER,
+    revoke_reason       TEXT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at     INTEGER,
+    last_error          TEXT,
+    revoked_at          INTEGER
+) STRICT;
+CREATE INDEX leases_task ON leases(task);
+CREATE INDEX leases_workflow ON leases(workflow, state);
+CREATE INDEX leases_due ON leases(next_attempt_at) WHERE state = 'revoking';
+CREATE INDEX leases_expiry ON leases(expires_at) WHERE state = 'active';
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

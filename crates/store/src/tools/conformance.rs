@@ -20,6 +20,7 @@ pub(crate) fn tool(name: &str, audience: &str) -> Tool {
         classification: Sensitivity::Internal,
         class: ToolClass::Data,
         proxy: None,
+        database: None,
         owner: "carol@example.com".into(),
         owner_id: Some(HumanId::from_random(rnd())),
         orphaned_at: None,

@@ -19,7 +19,7 @@ use remit_core::tool::{Credential, Tool, ToolState};
 
 use crate::Result;
 
-pub(crate) const TOOL_COLS: &str = "name, audience, scopes, max_ttl_secs, classification, owner, owner_id, state, created_at, updated_at, secret_hash, orphaned_at, class, proxy";
+pub(crate) const TOOL_COLS: &str = "name, audience, scopes, max_ttl_secs, classification, owner, owner_id, state, created_at, updated_at, secret_hash, orphaned_at, class, proxy, database";
 pub(crate) const CREDENTIAL_COLS: &str = "id, task, tool, scopes, jkt, issued_at, expires_at, revoked_at";
 
 /// Registered tools and the credentials issued for them.

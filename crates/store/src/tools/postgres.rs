@@ -25,7 +25,7 @@ impl ToolStore for PgStore {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO tools (name, audience, scopes, max_ttl_secs, classification, owner, state, \
-                     created_at, updated_at, secret_hash, class, proxy) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                     created_at, updated_at, secret_hash, class, proxy, database) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                 )
                 .bind(t.name.as_str())
                 .bind(&t.audience)
@@ -39,6 +39,7 @@ impl ToolStore for PgStore {
                 .bind(&t.secret_hash)
                 .bind(t.class.as_str())
                 .bind(t.proxy.as_ref().map(to_json))
+                .bind(t.database.as_ref().map(to_json))
                 .execute(c.conn())
                 .await
                 .map_err(|e| match map_err(e) {
@@ -265,6 +266,7 @@ fn tool_row(r: &PgRow) -> Result<Tool> {
             ToolClass::parse(&c).ok_or_else(|| corrupt(12, format!("unknown tool class `{c}`")))?
         },
         proxy: so(r, 13)?.map(|p| serde_json::from_str(&p).map_err(|e| corrupt(13, e))).transpose()?,
+        database: so(r, 14)?.map(|p| serde_json::from_str(&p).map_err(|e| corrupt(14, e))).transpose()?,
     })
 }
 

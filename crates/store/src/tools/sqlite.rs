@@ -24,7 +24,7 @@ impl ToolStore for SqliteStore {
             c.conn
                 .execute(
                     "INSERT INTO tools (name, audience, scopes, max_ttl_secs, classification, owner, state, \
-                     created_at, updated_at, secret_hash, class, proxy) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                     created_at, updated_at, secret_hash, class, proxy, database) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
                     params![
                         t.name.as_str(),
                         t.audience,
@@ -37,7 +37,8 @@ impl ToolStore for SqliteStore {
                         t.updated_at.0,
                         t.secret_hash,
                         t.class.as_str(),
-                        t.proxy.as_ref().map(to_json)
+                        t.proxy.as_ref().map(to_json),
+                        t.database.as_ref().map(to_json)
                     ],
                 )
                 .map_err(|e| match map_err(e) {
@@ -238,6 +239,10 @@ fn tool_row(r: &Row<'_>) -> rusqlite::Result<Tool> {
         proxy: {
             let p: Option<String> = r.get(13)?;
             p.map(|p| serde_json::from_str(&p).map_err(|e| bad(13, e))).transpose()?
+        },
+        database: {
+            let p: Option<String> = r.get(14)?;
+            p.map(|p| serde_json::from_str(&p).map_err(|e| bad(14, e))).transpose()?
         },
     })
 }

@@ -9,7 +9,9 @@
 //! 3. Start a task; write its token to a 0600 file in a private temp dir (owned by the
 //!    child's user).
 //! 4. Run the command with `REMIT_TASK_TOKEN`, `REMIT_TASK_TOKEN_FILE`, `REMIT_TASK_ID`,
-//!    `REMIT_SPIFFE_ID` and `REMIT_URL` set, and every other `REMIT_*` variable removed.
+//!    `REMIT_SPIFFE_ID` and `REMIT_URL` set, and every other `REMIT_*` variable removed; with
+//!    `--db TOOL` (and only when the workflow allows it for that tool), a database login made
+//!    for this task in the tool's `env` variable — removed by the server when the task ends.
 //! 5. Watch the task ([`watch`]): when it is revoked, killed or expires, stop the command
 //!    (SIGTERM, then SIGKILL after `--grace`) and exit with [`EXIT_TASK_ENDED`].
 //! 6. When the command exits (or on SIGTERM/SIGINT/SIGHUP, forwarded to it), complete the
@@ -82,6 +84,15 @@ pub struct Args {
     /// demo on one's own machine; never in production).
     #[arg(long)]
     pub local_demo: bool,
+    /// A tool whose per-task database login goes into the command's environment: its
+    /// connection URL, as the tool's `env` variable (default `DATABASE_URL`). The workflow
+    /// must allow it (`remit workflow set-trust --env-credentials TOOL`); the login is audited
+    /// and removed when the task ends. Repeatable.
+    #[arg(long = "db", value_name = "TOOL")]
+    pub db: Vec<String>,
+    /// The proxy listener's URL (`[proxy] listen`), where `--db` logins come from.
+    #[arg(long, env = "REMIT_PROXY_URL", hide_env_values = true)]
+    pub proxy_url: Option<String>,
     /// How long the command has to exit after SIGTERM when its task ends, before SIGKILL.
     #[arg(long, value_parser = parse_secs, allow_hyphen_values = true, default_value = "10")]
     pub grace: u64,
@@ -237,6 +248,26 @@ async fn run_task(
         }
         let mut cmd = tokio::process::Command::new(&a.command[0]);
         cmd.args(&a.command[1..]).stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        // Database logins for the command's environment, made for this task only.
+        if !a.db.is_empty() {
+            let proxy = a.proxy_url.as_deref().ok_or_else(|| {
+                CliError::Failed("--db needs the proxy's URL (--proxy-url or REMIT_PROXY_URL)".into())
+            })?;
+            let px = Client::new(proxy, None, None)?.with_bearer(&token);
+            for tool in &a.db {
+                let v = px.post(&format!("/credentials/{tool}"), &json!({"for_env": true})).await?;
+                let (Some(var), Some(url)) = (v["env"].as_str(), v["url"].as_str()) else {
+                    return Err(CliError::Failed(format!("the login for `{tool}` came without a URL")));
+                };
+                cmd.env(var, zeroize::Zeroizing::new(url.to_owned()).as_str());
+                let lease = v["lease"].as_str().unwrap_or("-");
+                say(
+                    g,
+                    json!({"event": "database_login", "tool": tool, "lease": lease, "env": var}),
+                    &format!("{var}: a login on `{tool}` for this task (lease {lease})"),
+                );
+            }
+        }
         // The only `REMIT_*` variables the command sees are the five set below.
         for (k, _) in std::env::vars_os() {
             if k.to_str().is_some_and(|k| k.starts_with("REMIT_")) {

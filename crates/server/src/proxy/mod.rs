@@ -40,6 +40,8 @@ use crate::app::App;
 use crate::pdp::{ActionRef, Party, TaskCall, Verdict};
 use crate::service::Caller;
 
+mod credentials;
+
 /// The proxy's shared state: the app and one HTTP client for every upstream.
 #[derive(Clone)]
 pub struct Proxy {
@@ -60,10 +62,13 @@ pub fn router(app: Arc<App>) -> Result<axum::Router, String> {
         b = b.tls_certs_only(certs);
     }
     let client = b.build().map_err(|e| e.to_string())?;
-    Ok(axum::Router::new().fallback(handle).with_state(Proxy { app, client }))
+    Ok(axum::Router::new()
+        .route("/credentials/{tool}", axum::routing::post(credentials::issue))
+        .fallback(handle)
+        .with_state(Proxy { app, client }))
 }
 
-fn refuse(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
+pub(crate) fn refuse(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": error, "error_description": description.into()}))).into_response()
 }
 
@@ -106,22 +111,7 @@ async fn check(
         tracing::error!(error = %e, "tool proxy");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
     };
-    // The bearer: a live task token, or a live credential for this tool with the route's scope.
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
-    let seen = app.introspect(token, None).await.map_err(internal)?;
-    let claims =
-        seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
-    if claims.cnf.is_some() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
-        ));
-    }
+    let claims = bearer(app, headers).await?;
     let tool = app
         .store
         .tools()
@@ -140,33 +130,74 @@ async fn check(
     let route = cfg.route(method.as_str(), &segments).cloned().ok_or_else(|| {
         refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
     })?;
+    let task = task_for(app, &claims, &tool, &route.scope)?;
+    Ok(Checked { tool, cfg, route, segments, task, actor: claims.sub })
+}
+
+/// The bearer's claims, once its token is found live (introspected against the store: a
+/// kill, an expiry or a disabled tool shows at once). DPoP-bound tokens are refused: the
+/// proxy does not check proofs yet.
+pub(crate) async fn bearer(app: &App, headers: &HeaderMap) -> Result<remit_token::Claims, Response> {
+    let internal = |e: crate::error::Error| {
+        tracing::error!(error = %e, "tool proxy");
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
+    let seen = app.introspect(token, None).await.map_err(internal)?;
+    let claims =
+        seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
+    if claims.cnf.is_some() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
+        ));
+    }
+    Ok(claims)
+}
+
+/// The task the bearer acts for at `tool` needing `scope`: a task token meant for Remit (not
+/// one handed to another party for its audience), or a credential for this very tool holding
+/// `scope`.
+// The refusal is the handler's answer as is; boxing it would only move the allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn task_for(app: &App, claims: &remit_token::Claims, tool: &Tool, scope: &str) -> Result<TaskId, Response> {
     match claims.remit.kind {
-        // A task token meant for Remit, not one handed to some other party for its audience.
         SvidKind::Task if claims.aud.contains(&app.cfg.audience) => {}
         SvidKind::Tool
             if claims.aud.contains(&tool.audience)
-                && claims.remit.tool.as_deref() == Some(name.as_str())
-                && claims.scope.as_deref().is_some_and(|s| s.split(' ').any(|x| x == route.scope)) => {}
+                && claims.remit.tool.as_deref() == Some(tool.name.as_str())
+                && claims.scope.as_deref().is_some_and(|s| s.split(' ').any(|x| x == scope)) => {}
         SvidKind::Tool => {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
-                format!("the credential is not for tool `{name}` with scope `{}`", route.scope),
+                format!("the credential is not for tool `{}` with scope `{scope}`", tool.name),
             ));
         }
         _ => return Err(refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a task token or a per-tool credential")),
     }
-    let task = claims
+    claims
         .remit
         .task
         .as_deref()
         .and_then(|t| TaskId::parse(t).ok())
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token names no task"))?;
-    Ok(Checked { tool, cfg, route, segments, task, actor: claims.sub })
+        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token names no task"))
 }
 
 /// Asks the decision point about the call for the task.
-async fn decide(app: &App, c: &Checked, approval: Option<String>) -> Result<(), Response> {
+pub(crate) async fn decide(
+    app: &App,
+    task: &TaskId,
+    tool: &Tool,
+    scope: &str,
+    target: String,
+    approval: Option<String>,
+) -> Result<remit_store::TaskSnapshot, Response> {
     let internal = |e: crate::error::Error| {
         tracing::error!(error = %e, "tool proxy decision");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
@@ -174,33 +205,28 @@ async fn decide(app: &App, c: &Checked, approval: Option<String>) -> Result<(), 
     let snap = app
         .store
         .identity()
-        .task_snapshot(&c.task)
+        .task_snapshot(task)
         .await
         .map_err(|e| internal(e.into()))?
         .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "unknown task"))?;
     let spiffe_id = SpiffeId::task(&app.trust_domain, &snap.task.workflow, &snap.task.id).to_string();
     let caller = Caller::Task {
-        id: c.task.clone(),
+        id: task.clone(),
         spiffe_id: spiffe_id.clone(),
         snapshot: Box::new(snap.clone()),
         binding: None,
     };
-    let target = format!("/{}", c.segments.join("/"));
     let call = TaskCall {
-        action: ActionRef { name: Some(c.route.scope.clone()), properties: None },
-        resource: Party {
-            etype: Some("Tool".into()),
-            id: Some(c.tool.name.to_string()),
-            properties: Default::default(),
-        },
+        action: ActionRef { name: Some(scope.to_owned()), properties: None },
+        resource: Party { etype: Some("Tool".into()), id: Some(tool.name.to_string()), properties: Default::default() },
         context: json!({ "target": target }),
         approval,
         no_approval_request: false,
-        issuing: Some((c.tool.class, app.class_trust_domain(c.tool.class).to_string())),
+        issuing: Some((tool.class, app.class_trust_domain(tool.class).to_string())),
     };
-    let answer = app.pdp.decide_task(&caller, call, Some((snap, spiffe_id))).await.map_err(internal)?;
+    let answer = app.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id))).await.map_err(internal)?;
     match answer.verdict() {
-        Verdict::Allow => Ok(()),
+        Verdict::Allow => Ok(snap),
         Verdict::ApprovalRequired | Verdict::Pending => {
             let id = answer.approval.map(|a| a.id).unwrap_or_default();
             Err((
@@ -220,7 +246,8 @@ async fn decide(app: &App, c: &Checked, approval: Option<String>) -> Result<(), 
 async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body: Body, started: Instant) -> Response {
     let app = &p.app;
     let approval = parts.headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Err(r) = decide(app, &c, approval).await {
+    let target = format!("/{}", c.segments.join("/"));
+    if let Err(r) = decide(app, &c.task, &c.tool, &c.route.scope, target, approval).await {
         return r;
     }
     if let Some(len) = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())

@@ -1,0 +1,98 @@
+//! The proxy's credential endpoint: `POST /credentials/<tool>` makes a database login for the
+//! bearer's task on the tool's engine and hands it over once (`Cache-Control: no-store`).
+//!
+//! The same checks as a proxied call: a live task token meant for Remit (or this tool's
+//! per-tool credential holding the engine's scope), an active tool with an engine, and the
+//! decision point's yes for action = the engine's scope on `Tool::"<tool>"` with context
+//! `target` = `credential` (an approval-gated scope answers with the approval id; retry with
+//! `Remit-Approval`). The login lives until the task ends (or the engine's `max_ttl_secs`),
+//! and is removed then — see `service::leases`. `{"for_env": true}` asks for a login for a
+//! child's environment (`remit exec`), which the workflow must allow for this tool.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use remit_core::ids::ToolName;
+use remit_core::tool::ToolState;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Proxy, bearer, decide, refuse, task_for};
+use crate::api::error::ApiError;
+
+/// Largest request body (a small JSON object).
+const MAX_BODY: usize = 4096;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialRequest {
+    /// The login goes into a child's environment (`remit exec`).
+    #[serde(default)]
+    for_env: bool,
+}
+
+pub(super) async fn issue(
+    State(p): State<Proxy>,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let app = &p.app;
+    let claims = match bearer(app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(name) = ToolName::parse(&tool) else {
+        return refuse(StatusCode::NOT_FOUND, "not_found", "no such tool");
+    };
+    let tool = match app.store.tools().tool(&name).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, "not_found", format!("no tool `{name}`")),
+        Err(e) => return ApiError::from(crate::error::Error::from(e)).into_response(),
+    };
+    let Some(cfg) = tool.database.clone() else {
+        return refuse(StatusCode::NOT_FOUND, "not_found", format!("tool `{name}` makes no database logins"));
+    };
+    if tool.state != ToolState::Active {
+        return refuse(StatusCode::FORBIDDEN, "access_denied", format!("tool `{name}` is disabled"));
+    }
+    let task = match task_for(app, &claims, &tool, &cfg.scope) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if body.len() > MAX_BODY {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is over 4 KiB");
+    }
+    let req: CredentialRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CredentialRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid_request", format!("body: {e}")),
+        }
+    };
+    let approval = headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let snap = match decide(app, &task, &tool, &cfg.scope, "credential".into(), approval).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match app.issue_login(&snap, &tool, &claims.sub, req.for_env).await {
+        Ok(l) => {
+            let body = json!({
+                "lease": l.lease.id.as_str(),
+                "tool": tool.name.as_str(),
+                "engine": l.lease.engine.as_str(),
+                "username": l.username,
+                "password": l.password.as_str(),
+                "url": l.url.as_str(),
+                "env": l.env,
+                "expires_at": crate::api::wire::rfc3339(l.lease.expires_at),
+            });
+            let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+            r.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
