@@ -52,7 +52,6 @@ async fn database() -> PgCluster {
     let mut c = sqlx::PgConnection::connect(&cluster.admin_url_with(SUPER_PW)).await.unwrap();
     for sql in [
         format!("CREATE ROLE remit_admin LOGIN CREATEROLE PASSWORD '{ADMIN_PW}'"),
-        "GRANT pg_signal_backend TO remit_admin".into(),
         "CREATE DATABASE app OWNER remit_admin".into(),
     ] {
         sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
@@ -253,6 +252,15 @@ fn a_task_gets_a_real_postgres_login_that_stops_working_when_the_task_ends() {
     }
     let status = run(&s.url, &data, &["status"], None);
     assert_eq!(status["leases"], json!({"active": 0, "revoking": 0, "stuck": 0}));
+
+    // Disabling the tool cuts its logins like a kill.
+    let (_, token) = rt.block_on(agent.task());
+    let db_url = rt.block_on(agent.login(&proxy, &token))["url"].as_str().unwrap().to_owned();
+    rt.block_on(async { sqlx::PgConnection::connect(&db_url).await.expect("the login connects") });
+    run(&s.url, &data, &["tool", "disable", "db", "--reason", "breach at the vendor"], None);
+    wait_until("the tool's logins to be removed", 20, || rt.block_on(roles(&cluster)).is_empty());
+    rt.block_on(async { assert!(sqlx::PgConnection::connect(&db_url).await.is_err()) });
+    assert_eq!(leases(&s.url, &data, &["--state", "revoked"]).len(), 2);
 }
 
 #[test]

@@ -97,6 +97,9 @@ pub struct Lease {
     pub engine: EngineKind,
     /// What the engine calls the login (the role name).
     pub handle: String,
+    /// Where the login was made (`host:port/database`): revocation refuses to report a
+    /// login gone from a different database than the one it was made on.
+    pub target: String,
     pub state: LeaseState,
     pub created_at: UnixMillis,
     pub expires_at: UnixMillis,
@@ -105,7 +108,8 @@ pub struct Lease {
     pub revoke_reason: Option<String>,
     /// Failed revocation attempts so far.
     pub attempts: u32,
-    /// When the next revocation attempt is due (or the current claim ends).
+    /// When the next revocation attempt is due, or the current claim ends; on a new lease,
+    /// the end of the time its login has to be made (revocation waits for it).
     pub next_attempt_at: Option<UnixMillis>,
     /// The last attempt's error (no secret: engine errors are cut and scrubbed).
     pub last_error: Option<String>,
@@ -267,11 +271,11 @@ pub fn role_name(task: &TaskId, random: [u8; 8]) -> String {
     format!("remit_{}_{r}", &t[..8.min(t.len())])
 }
 
-/// Whether `s` is a role name Remit makes (so it is safe in any SQL text, quoted or not).
+/// Whether `s` is exactly a role name [`role_name`] makes (`remit_` + 8 + `_` + 16 lower-case
+/// hex digits): safe in any SQL text, and never an operator's role such as `remit_admin`.
 pub fn is_role_name(s: &str) -> bool {
-    s.starts_with("remit_")
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    s.strip_prefix("remit_").and_then(|r| r.split_once('_')).is_some_and(|(t, r)| hex(t, 8) && hex(r, 16))
 }
 
 /// A PostgreSQL identifier, quoted.
@@ -368,6 +372,9 @@ mod tests {
         assert!(is_role_name(&r));
         assert!(!is_role_name("remit_x\"; DROP"));
         assert!(!is_role_name("postgres"));
+        assert!(!is_role_name("remit_admin"));
+        assert!(!is_role_name("remit_abababab_010203040506070"));
+        assert!(!is_role_name("remit_abababab_0102030405060708_x"));
         assert_eq!(render_grant("GRANT SELECT ON t TO {{role}};", &r), format!("GRANT SELECT ON t TO \"{r}\""));
         assert_eq!(quote_literal("a'b"), "'a''b'");
         let sql = create_role(&r, "SCRAM-SHA-256$4096:x$y:z", "2026-11-26T10:00:00Z", 4);

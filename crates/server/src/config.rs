@@ -396,7 +396,8 @@ pub struct LeasesConfig {
     #[serde(deserialize_with = "dur")]
     pub batch_pause: Duration,
     /// How long a claimed batch is hidden from other replicas (and, after a crash, from this
-    /// one) before it is due again.
+    /// one) before it is due again; also how long a login being made is held from revocation
+    /// (making it is cut off at half of this).
     #[serde(deserialize_with = "dur")]
     pub claim: Duration,
     /// The wait after a lease's first failed revocation; it doubles with each failure, up to
@@ -410,6 +411,27 @@ pub struct LeasesConfig {
     /// their history).
     #[serde(deserialize_with = "dur")]
     pub retention: Duration,
+}
+
+impl LeasesConfig {
+    /// Refuses settings that would busy-loop, fail every attempt or let a claim lapse while
+    /// its batch is still being worked on.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |message: &str| Err(ConfigError::Value { key: "leases", message: message.into() });
+        if !(1..=1000).contains(&self.batch) {
+            return bad("`batch` is 1-1000");
+        }
+        if self.interval < Duration::from_millis(100) {
+            return bad("`interval` is at least 100ms");
+        }
+        if self.connect_timeout.is_zero() || self.backoff.is_zero() {
+            return bad("`connect_timeout` and `backoff` must be above zero");
+        }
+        if self.claim < Duration::from_secs(5) || self.claim < self.connect_timeout * 4 {
+            return bad("`claim` is at least 5s and four times `connect_timeout`");
+        }
+        Ok(())
+    }
 }
 
 impl Default for LeasesConfig {
@@ -570,6 +592,7 @@ impl Config {
         if let Some(v) = env("REMIT_LOG_FORMAT") {
             cfg.log_format = v;
         }
+        cfg.leases.check()?;
         Ok(cfg)
     }
 

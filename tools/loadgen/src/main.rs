@@ -12,6 +12,7 @@
 //! `decide-task` starts `--tasks` live tasks first, then asks `POST /v1/decisions` with their
 //! tokens (tools rotate, so `tools_used` grows and "read before write" rules bite).
 
+mod leases;
 mod proxy;
 
 use std::sync::Arc;
@@ -41,7 +42,8 @@ struct Args {
     /// generated 52-policy set and 1,000 entities), `evaluations` (batches of `--batch`),
     /// `decide-task` (task-token decisions over `--tasks` live tasks), `exchange` (RFC 8693 token
     /// exchange of one task token for a registered tool), `proxy` (the same GETs straight to an
-    /// upstream this process serves and through Remit's tool proxy), or `propagation`
+    /// upstream this process serves and through Remit's tool proxy), `leases` (a workflow
+    /// holding `--leases` database logins killed: revocation time, API latency), or `propagation`
     /// (needs two or more URLs).
     #[arg(long, default_value = "start-task")]
     scenario: String,
@@ -54,6 +56,12 @@ struct Args {
     /// `proxy`: the tool proxy's URL (`[proxy] listen`).
     #[arg(long)]
     proxy_url: Option<String>,
+    /// `leases`: how many database logins the killed workflow holds.
+    #[arg(long, default_value_t = 1000)]
+    leases: u64,
+    /// `leases`: the admin URL of the PostgreSQL the logins are made on.
+    #[arg(long)]
+    db_admin_url: Option<String>,
 }
 
 /// Rules for agents' tasks, pushed with the generated set (the `decide-task` scenario).
@@ -189,6 +197,11 @@ async fn main() -> Result<(), String> {
     if a.scenario == "proxy" {
         let at = a.proxy_url.as_deref().ok_or("the proxy scenario needs --proxy-url")?;
         return proxy::run(&http, &base, at, &a.admin_token, &inst_token, &run, a.concurrency, a.requests).await;
+    }
+    if a.scenario == "leases" {
+        let at = a.proxy_url.as_deref().ok_or("the leases scenario needs --proxy-url")?;
+        let db = a.db_admin_url.as_deref().ok_or("the leases scenario needs --db-admin-url")?;
+        return leases::run(&http, &base, at, &a.admin_token, db, &run, a.concurrency, a.leases).await;
     }
     if a.scenario == "propagation" {
         return propagation(&http, &bases, &a.admin_token, &inst_token, &body, a.requests).await;

@@ -15,8 +15,18 @@ use remit_core::time::UnixMillis;
 
 /// Why an engine call failed. The text never holds a password or the admin URL.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct EngineError(pub String);
+#[error("{message}")]
+pub struct EngineError {
+    pub message: String,
+    /// A login of that name exists already (not one this lease made: never remove it).
+    pub exists: bool,
+}
+
+impl EngineError {
+    pub fn new(message: impl Into<String>) -> Self {
+        EngineError { message: message.into(), exists: false }
+    }
+}
 
 /// A login to make.
 pub struct NewLogin<'a> {
@@ -41,6 +51,9 @@ pub struct Admin<'a> {
 #[async_trait]
 pub trait Engine: Send + Sync {
     fn kind(&self) -> EngineKind;
+    /// Where `admin_url` points (`host:port/database`, no credentials): recorded on each
+    /// lease, so a login is never reported gone from a database it was not made on.
+    fn target(&self, admin_url: &str) -> Result<String, EngineError>;
     /// Makes the login, with its grants, in one transaction.
     async fn create(&self, login: NewLogin<'_>) -> Result<(), EngineError>;
     /// Removes each login (ending its sessions first); one result per role, in order. A role

@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Proxy, bearer, decide, refuse, task_for};
-use crate::api::error::ApiError;
 
 /// Largest request body (a small JSON object).
 const MAX_BODY: usize = 4096;
@@ -49,7 +48,7 @@ pub(super) async fn issue(
     let tool = match app.store.tools().tool(&name).await {
         Ok(Some(t)) => t,
         Ok(None) => return refuse(StatusCode::NOT_FOUND, "not_found", format!("no tool `{name}`")),
-        Err(e) => return ApiError::from(crate::error::Error::from(e)).into_response(),
+        Err(e) => return refused(e.into()),
     };
     let Some(cfg) = tool.database.clone() else {
         return refuse(StatusCode::NOT_FOUND, "not_found", format!("tool `{name}` makes no database logins"));
@@ -93,6 +92,23 @@ pub(super) async fn issue(
             r.headers_mut().insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// A service error in the proxy listener's error shape (`error`, `error_description`).
+fn refused(e: crate::error::Error) -> Response {
+    use crate::error::Error as E;
+    match e {
+        E::Invalid(m) => refuse(StatusCode::BAD_REQUEST, "invalid_request", m),
+        E::Unauthenticated(m) => refuse(StatusCode::UNAUTHORIZED, "invalid_token", m),
+        E::Denied(m) => refuse(StatusCode::FORBIDDEN, "access_denied", m),
+        E::NotFound(m) => refuse(StatusCode::NOT_FOUND, "not_found", m),
+        E::Conflict(m) => refuse(StatusCode::CONFLICT, "conflict", m),
+        E::Unavailable(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", m),
+        E::Internal(m) => {
+            tracing::error!(error = %m, "credential endpoint");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        }
     }
 }

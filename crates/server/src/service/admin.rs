@@ -236,6 +236,9 @@ impl App {
             .kill(Kill { target, actor: caller.actor(), reason: reason.to_owned(), at: self.clock.now() })
             .await?;
         self.metrics.kills.get_or_create(&crate::metrics::Metrics::label(kind)).inc();
+        if report.leases_pending > 0 {
+            self.lease_wake.notify_one();
+        }
         Ok(report)
     }
 

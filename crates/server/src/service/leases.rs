@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use remit_core::audit::{AuditAction, AuditEvent};
 use remit_core::ids::{LeaseId, SecretName};
@@ -132,12 +131,17 @@ impl App {
             return Err(Error::Conflict(format!("task `{}` ends too soon for a login", task.id)));
         }
         let (fingerprint, admin_url) = self.engine_admin(tool, cfg).await?;
+        let engine = self.engines.get(cfg.engine);
+        let target = engine.target(&admin_url).map_err(|e| Error::Unavailable(e.message))?;
         let mut r8 = [0u8; 8];
         self.random.fill(&mut r8);
         let role = lease::role_name(&task.id, r8);
         let password = Zeroizing::new(hex::encode(self.random.bytes32()));
         let verifier = remit_token::scram::verifier(&password, &self.random.bytes16());
         let url = Zeroizing::new(connection_url(&admin_url, cfg, &role, &password)?);
+        // The login has half the claim to be made; revocation waits the whole claim for it.
+        let claim = self.cfg.leases.claim;
+        let hold = UnixMillis(now.0 + i64::try_from(claim.as_millis()).unwrap_or(i64::MAX));
         let l = Lease {
             id: LeaseId::from_random(self.random.bytes16()),
             tool: tool.name.clone(),
@@ -146,59 +150,75 @@ impl App {
             agent: task.agent.clone(),
             engine: cfg.engine,
             handle: role.clone(),
+            target,
             state: LeaseState::Active,
             created_at: now,
             expires_at,
             revoke_requested_at: None,
             revoke_reason: None,
             attempts: 0,
-            next_attempt_at: None,
+            next_attempt_at: Some(hold),
             last_error: None,
             revoked_at: None,
         };
-        let mut audit = AuditEvent::new(now, actor, AuditAction::LeaseCreate)
-            .task(&task.id)
-            .workflow(&task.workflow)
-            .agent(&task.agent)
-            .detail([
+        let on = |action| {
+            AuditEvent::new(now, actor, action).task(&task.id).workflow(&task.workflow).agent(&task.agent).detail([
                 ("lease", l.id.as_str().into()),
                 ("tool", tool.name.as_str().into()),
                 ("engine", cfg.engine.as_str().into()),
                 ("role", role.clone().into()),
+                ("target", l.target.clone().into()),
                 ("expires_at", expires_at.0.into()),
                 ("admin_secret", fingerprint.clone().into()),
-            ]);
+            ])
+        };
+        let mut audits = vec![on(AuditAction::LeaseCreate)];
         if for_env {
-            audit = audit.with_detail_field("env", cfg.env_var().into());
+            audits.push(on(AuditAction::LeaseEnv).with_detail_field("env", cfg.env_var().into()));
         }
         // Written before the login exists: a crash from here on leaves a row to clean up.
-        self.store.leases().create_lease(l.clone(), audit).await?;
-        let made = self
-            .engines
-            .get(cfg.engine)
-            .create(NewLogin {
-                tool: &tool.name,
-                admin_fingerprint: &fingerprint,
-                admin_url: &admin_url,
-                cfg,
-                role: &role,
-                verifier: &verifier,
-                until: expires_at,
-            })
-            .await;
+        self.store.leases().create_lease(l.clone(), audits).await?;
+        let login = NewLogin {
+            tool: &tool.name,
+            admin_fingerprint: &fingerprint,
+            admin_url: &admin_url,
+            cfg,
+            role: &role,
+            verifier: &verifier,
+            until: expires_at,
+        };
+        let made = match tokio::time::timeout(claim / 2, engine.create(login)).await {
+            Ok(r) => r,
+            Err(_) => Err(EngineError::new("making the login timed out")),
+        };
         if let Err(e) = made {
             tracing::warn!(lease = %l.id, tool = %tool.name, error = %e, "making a database login failed");
-            let _ = self.store.leases().revoke_lease(&l.id, now, "the login could not be made", None).await;
-            self.lease_wake.notify_one();
-            return Err(Error::Unavailable(format!("the database did not make the login: {e}")));
+            let leases = self.store.leases();
+            let marked = leases.revoke_lease(&l.id, now, "the login could not be made", None).await;
+            if e.exists {
+                // Someone else's role of that name: the lease ends without touching it.
+                let _ = leases.revoked(vec![l.id.clone()], self.clock.now(), vec![]).await;
+            } else {
+                self.lease_wake.notify_one();
+            }
+            if let Err(m) = marked {
+                tracing::error!(lease = %l.id, error = %m, "could not mark a failed login for revocation; it expires with its task");
+            }
+            return Err(Error::Unavailable(format!(
+                "the database did not make the login (lease {}; the server log says why)",
+                l.id
+            )));
         }
-        if for_env {
-            let audit = AuditEvent::new(self.clock.now(), actor, AuditAction::LeaseEnv)
-                .task(&task.id)
-                .workflow(&task.workflow)
-                .agent(&task.agent)
-                .detail([("lease", l.id.as_str().into()), ("env", cfg.env_var().into())]);
-            self.store.audit().append(vec![audit]).await?;
+        // A kill, an expiry or a revoke may have come while it was made: then it goes now.
+        if !self.store.leases().lease_made(&l.id).await? {
+            let admin = Admin { tool: &tool.name, admin_fingerprint: &fingerprint, admin_url: &admin_url };
+            if let Some(Ok(())) = engine.revoke(admin, std::slice::from_ref(&role)).await.into_iter().next() {
+                let audit = record(self.clock.now(), &l, AuditAction::LeaseRevoke).reason("revoked while being made");
+                self.store.leases().revoked(vec![l.id.clone()], self.clock.now(), vec![audit]).await?;
+            } else {
+                self.lease_wake.notify_one();
+            }
+            return Err(Error::Conflict(format!("task `{}` ended while its login was being made", task.id)));
         }
         Ok(IssuedLogin { lease: l, username: role, password, url, env: cfg.env_var().to_owned() })
     }
@@ -236,60 +256,92 @@ impl App {
         Ok(moved)
     }
 
-    /// One batch of due revocations; returns how many leases it claimed.
+    /// One batch of due revocations; returns how many leases it claimed. Each tool's logins
+    /// are removed concurrently with the others', so a database that is down delays only its
+    /// own.
     pub async fn revoke_due(&self) -> Result<usize, Error> {
         let cfg = &self.cfg.leases;
         let now = self.clock.now();
-        let claim = i64::try_from(cfg.claim.max(Duration::from_secs(5)).as_millis()).unwrap_or(i64::MAX);
-        let due =
-            self.store.leases().claim_revocations(now, cfg.batch.clamp(1, 1000), UnixMillis(now.0 + claim)).await?;
+        // A cheap read first: the claim is a write through the store's writer.
+        if !self.store.leases().revocation_due(now).await? {
+            return Ok(0);
+        }
+        let claim = i64::try_from(cfg.claim.as_millis()).unwrap_or(i64::MAX);
+        let due = self.store.leases().claim_revocations(now, cfg.batch, UnixMillis(now.0 + claim)).await?;
         let claimed = due.len();
         let mut by_tool: BTreeMap<String, Vec<Lease>> = BTreeMap::new();
         for l in due {
             by_tool.entry(l.tool.to_string()).or_default().push(l);
         }
-        for leases in by_tool.into_values() {
-            let roles: Vec<String> = leases.iter().map(|l| l.handle.clone()).collect();
-            let results = match self.engine_for(&leases[0]).await {
-                Ok((tool, cfg, fingerprint, url)) => {
-                    let admin = Admin { tool: &tool.name, admin_fingerprint: &fingerprint, admin_url: &url };
-                    self.engines.get(cfg.engine).revoke(admin, &roles).await
+        let results = futures_util::future::join_all(by_tool.into_values().map(|ls| self.revoke_tool(ls))).await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        Ok(claimed)
+    }
+
+    /// Removes one tool's claimed logins and records each outcome.
+    async fn revoke_tool(&self, leases: Vec<Lease>) -> Result<(), Error> {
+        let roles: Vec<String> = leases.iter().map(|l| l.handle.clone()).collect();
+        let results = match self.engine_for(&leases[0]).await {
+            Ok((tool, cfg, fingerprint, url)) => {
+                let engine = self.engines.get(cfg.engine);
+                let target = engine.target(&url).unwrap_or_default();
+                // Only logins made on the database the admin secret names now: a login made
+                // elsewhere is not "gone" because this database does not know it.
+                let here: Vec<String> =
+                    leases.iter().filter(|l| l.target == target).map(|l| l.handle.clone()).collect();
+                let admin = Admin { tool: &tool.name, admin_fingerprint: &fingerprint, admin_url: &url };
+                let mut done = engine.revoke(admin, &here).await.into_iter();
+                let mut out: Vec<Result<(), EngineError>> = Vec::with_capacity(leases.len());
+                for l in &leases {
+                    out.push(if l.target == target {
+                        done.next().unwrap_or_else(|| Err(EngineError::new("no answer from the engine")))
+                    } else {
+                        Err(EngineError::new(format!(
+                            "the tool's admin secret now names {target}; this login was made on {}",
+                            l.target
+                        )))
+                    });
                 }
-                Err(e) => roles.iter().map(|_| Err(EngineError(e.to_string()))).collect(),
-            };
-            let at = self.clock.now();
-            let (mut done, mut audits) = (Vec::new(), Vec::new());
-            for (l, r) in leases.iter().zip(results) {
-                match r {
-                    Ok(()) => {
-                        done.push(l.id.clone());
-                        audits.push(
-                            record(at, l, AuditAction::LeaseRevoke)
-                                .reason(l.revoke_reason.clone().unwrap_or_else(|| "revoked".into())),
-                        );
-                    }
-                    Err(e) => {
-                        let attempts = l.attempts.saturating_add(1);
-                        let base = i64::try_from(self.cfg.leases.backoff.as_millis()).unwrap_or(1000);
-                        let next = UnixMillis(at.0 + lease::backoff(attempts, base));
-                        let audit = (attempts == STUCK_AFTER_ATTEMPTS)
-                            .then(|| record(at, l, AuditAction::LeaseStuck).reason(lease::error_text(&e.0)));
-                        if attempts >= STUCK_AFTER_ATTEMPTS {
-                            tracing::error!(lease = %l.id, attempts, error = %e, "a lease is stuck: its login could not be removed");
-                        } else {
-                            tracing::warn!(lease = %l.id, attempts, error = %e, "revoking a lease failed; will retry");
-                        }
-                        self.store.leases().revocation_failed(&l.id, &e.0, next, audit).await?;
-                        self.metrics.leases.get_or_create(&Metrics::label("failed")).inc();
-                    }
-                }
+                out
             }
-            if !done.is_empty() {
-                let n = self.store.leases().revoked(done, at, audits).await?;
-                self.metrics.leases.get_or_create(&Metrics::label("revoked")).inc_by(n);
+            Err(e) => roles.iter().map(|_| Err(EngineError::new(e.to_string()))).collect(),
+        };
+        let at = self.clock.now();
+        let (mut done, mut audits) = (Vec::new(), Vec::new());
+        for (l, r) in leases.iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    done.push(l.id.clone());
+                    audits.push(
+                        record(at, l, AuditAction::LeaseRevoke)
+                            .reason(l.revoke_reason.clone().unwrap_or_else(|| "revoked".into())),
+                    );
+                }
+                Err(e) => {
+                    let attempts = l.attempts.saturating_add(1);
+                    let base = i64::try_from(self.cfg.leases.backoff.as_millis()).unwrap_or(1000);
+                    let next = UnixMillis(at.0 + lease::backoff(attempts, base));
+                    let audit = (attempts == STUCK_AFTER_ATTEMPTS)
+                        .then(|| record(at, l, AuditAction::LeaseStuck).reason(lease::error_text(&e.message)));
+                    if attempts >= STUCK_AFTER_ATTEMPTS {
+                        tracing::error!(lease = %l.id, attempts, error = %e, "a lease is stuck: its login could not be removed");
+                    } else {
+                        tracing::warn!(lease = %l.id, attempts, error = %e, "revoking a lease failed; will retry");
+                    }
+                    match self.store.leases().revocation_failed(&l.id, &e.message, next, audit).await {
+                        // Another replica finished it after this claim lapsed.
+                        Ok(_) | Err(remit_store::StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.metrics.leases.get_or_create(&Metrics::label("failed")).inc();
+                }
             }
         }
-        Ok(claimed)
+        if !done.is_empty() {
+            let n = self.store.leases().revoked(done, at, audits).await?;
+            self.metrics.leases.get_or_create(&Metrics::label("revoked")).inc_by(n);
+        }
+        Ok(())
     }
 
     /// A lease's tool, its engine configuration and the engine's admin URL.
@@ -326,13 +378,23 @@ fn may_mark_leases(c: &remit_store::Change) -> bool {
 }
 
 /// Runs revocation until `stop`: batch after batch while they come back full (with
-/// `batch_pause` between), then waits for a kill, a change or `interval`.
+/// `batch_pause` between), then waits for a kill, a change on the feed (coalesced) or
+/// `interval`. A stop is seen between batches and during one (a batch cut short is due again
+/// once its claim lapses).
 pub async fn revoker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut changes = app.store.subscribe();
-    let batch = app.cfg.leases.batch.clamp(1, 1000) as usize;
+    let batch = app.cfg.leases.batch as usize;
     loop {
         loop {
-            match app.revoke_due().await {
+            if *stop.borrow() {
+                return;
+            }
+            let result = tokio::select! {
+                r = app.revoke_due() => r,
+                _ = stop.changed() => return,
+            };
+            match result {
                 Ok(n) if n >= batch => {
                     let pause = app.cfg.leases.batch_pause;
                     if !pause.is_zero() {
@@ -359,11 +421,20 @@ pub async fn revoker(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>
                 c = changes.recv() => match c {
                     Ok(c) if may_mark_leases(&c) => break,
                     Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        changes = app.store.subscribe();
-                    }
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => changes = app.store.subscribe(),
                 },
+            }
+        }
+        // A burst of task ends wakes one pass, not one per change.
+        loop {
+            match changes.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    changes = app.store.subscribe();
+                    break;
+                }
             }
         }
     }

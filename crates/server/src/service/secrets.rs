@@ -109,6 +109,30 @@ impl App {
     ) -> Result<u32, Error> {
         self.allow(caller, AdminAction::SecretWrite, AdminTarget::Installation).await?;
         check_reason(reason)?;
+        // An engine's admin secret stays while logins made with it may still need removing.
+        let engine_secret = self
+            .store
+            .tools()
+            .tool(tool)
+            .await?
+            .and_then(|t| t.database)
+            .is_some_and(|d| d.admin_secret == name.as_str());
+        if engine_secret {
+            for state in [remit_core::lease::LeaseState::Active, remit_core::lease::LeaseState::Revoking] {
+                let f = remit_store::LeaseFilter {
+                    tool: Some(tool.clone()),
+                    state: Some(state),
+                    limit: 1,
+                    ..Default::default()
+                };
+                if !self.store.leases().list_leases(f).await?.is_empty() {
+                    return Err(Error::Conflict(format!(
+                        "`{name}` is tool `{tool}`'s engine admin secret and some of its logins are not removed yet \
+                         (`remit lease list --tool {tool}`); revoke them first"
+                    )));
+                }
+            }
+        }
         let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::SecretDelete)
             .reason(reason)
             .detail([("tool", tool.as_str().into()), ("secret", name.as_str().into())]);

@@ -465,7 +465,11 @@ impl App {
         let t = self.task(caller, id).await?;
         let now = self.clock.now();
         rules::end_task(&t, TaskState::Completed, now)?;
-        Ok(self.store.identity().end_task(id, TaskState::Completed, now, &caller.actor(), None).await?)
+        let report = self.store.identity().end_task(id, TaskState::Completed, now, &caller.actor(), None).await?;
+        if report.leases_pending > 0 {
+            self.lease_wake.notify_one();
+        }
+        Ok(report)
     }
 
     /// Kill switch: revokes a task and everything issued under it.

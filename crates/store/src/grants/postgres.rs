@@ -150,6 +150,7 @@ pub(crate) async fn revoke_where(
             let k = Kill { target: KillTarget::Task(id), actor: r.actor.clone(), reason: r.reason.clone(), at: r.at };
             let rep = kill_switch(c, k).await?;
             report.tasks_revoked.extend(rep.tasks_revoked);
+            report.leases_pending += rep.leases_pending;
         }
         if cond != "id = $1" {
             let e = AuditEvent::new(r.at, r.actor.clone(), AuditAction::GrantRevoke)

@@ -146,6 +146,7 @@ pub(crate) fn revoke_where(
             let k = Kill { target: KillTarget::Task(id), actor: r.actor.clone(), reason: r.reason.clone(), at: r.at };
             let rep = kill_switch(c, k)?;
             report.tasks_revoked.extend(rep.tasks_revoked);
+            report.leases_pending += rep.leases_pending;
         }
         let e = AuditEvent::new(r.at, r.actor.clone(), AuditAction::GrantRevoke)
             .reason(r.reason.clone())

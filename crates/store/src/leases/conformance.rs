@@ -24,6 +24,7 @@ fn lease(t: &Task, n: u32) -> Lease {
         agent: t.agent.clone(),
         engine: EngineKind::Postgres,
         handle: format!("remit_{}_{n:016x}", &t.id.as_str()[2..10]),
+        target: "127.0.0.1:5432/app".into(),
         state: LeaseState::Active,
         created_at: at,
         expires_at: UnixMillis(at.0 + 60_000),
@@ -54,7 +55,7 @@ pub async fn leases_die_with_their_task_and_are_never_dropped(store: Arc<dyn Sto
     let l = s.leases();
     let (a, b, c) = (lease(&parent, 1), lease(&parent, 2), lease(&child, 3));
     for x in [&a, &b, &c] {
-        l.create_lease(x.clone(), ev(AuditAction::LeaseCreate)).await.unwrap();
+        l.create_lease(x.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
     }
     assert_eq!(l.lease(&a.id).await.unwrap().unwrap(), a);
     assert_eq!(l.list_leases(LeaseFilter { task: Some(parent.id.clone()), ..all() }).await.unwrap().len(), 2);
@@ -70,7 +71,7 @@ pub async fn leases_die_with_their_task_and_are_never_dropped(store: Arc<dyn Sto
     assert!(got.revoke_reason.is_some() && got.next_attempt_at.is_some());
     // A task that ended gets no new lease.
     assert!(matches!(
-        l.create_lease(lease(&parent, 4), ev(AuditAction::LeaseCreate)).await,
+        l.create_lease(lease(&parent, 4), vec![ev(AuditAction::LeaseCreate)]).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -113,14 +114,14 @@ pub async fn leases_die_with_their_task_and_are_never_dropped(store: Arc<dyn Sto
     s.identity().create_task(t2.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     let mut short = lease(&t2, 5);
     short.expires_at = UnixMillis(now().0 + 10);
-    l.create_lease(short.clone(), ev(AuditAction::LeaseCreate)).await.unwrap();
+    l.create_lease(short.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
     let later = UnixMillis(now().0 + 1000);
     let due = l.claim_revocations(later, 10, UnixMillis(later.0 + 30_000)).await.unwrap();
     assert!(due.iter().any(|x| x.id == short.id && x.revoke_reason.as_deref() == Some("expired")), "{due:?}");
 
     // A manual revoke asks once; an unknown lease is NotFound.
     let other = lease(&t2, 6);
-    l.create_lease(other.clone(), ev(AuditAction::LeaseCreate)).await.unwrap();
+    l.create_lease(other.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
     assert!(l.revoke_lease(&other.id, now(), "by admin", Some(ev(AuditAction::LeaseRevokeRequest))).await.unwrap());
     assert!(!l.revoke_lease(&other.id, now(), "by admin", None).await.unwrap());
     assert!(matches!(
@@ -131,7 +132,7 @@ pub async fn leases_die_with_their_task_and_are_never_dropped(store: Arc<dyn Sto
     // A workflow kill reaches the leases of every live task in it.
     let t3 = task("deploy", "bot", Some(&inst.id), None);
     s.identity().create_task(t3.clone(), ev(AuditAction::TaskStart)).await.unwrap();
-    l.create_lease(lease(&t3, 7), ev(AuditAction::LeaseCreate)).await.unwrap();
+    l.create_lease(lease(&t3, 7), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
     let kill = Kill {
         target: KillTarget::Workflow(t3.workflow.clone()),
         actor: "admin".into(),
@@ -154,10 +155,68 @@ pub async fn leases_per_task_are_bounded(store: Arc<dyn Store>) {
     let t = task("deploy", "bot", Some(&inst.id), None);
     s.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
     for i in 0..MAX_LEASES_PER_TASK {
-        s.leases().create_lease(lease(&t, i), ev(AuditAction::LeaseCreate)).await.unwrap();
+        s.leases().create_lease(lease(&t, i), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
     }
     assert!(matches!(
-        s.leases().create_lease(lease(&t, 999), ev(AuditAction::LeaseCreate)).await,
+        s.leases().create_lease(lease(&t, 999), vec![ev(AuditAction::LeaseCreate)]).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// A lease whose login is still being made is not handed to revocation before its creation
+/// hold ends, whoever asks; fresh revocations come before retries; disabling the tool cuts its
+/// logins; `revocation_due` says when there is work.
+pub async fn holds_order_and_tool_disable(store: Arc<dyn Store>) {
+    let s = &*store;
+    let inst = fixture(s).await;
+    s.tools().create_tool(tool("db", "https://db.example"), ev(AuditAction::ToolCreate)).await.unwrap();
+    let t = task("deploy", "bot", Some(&inst.id), None);
+    s.identity().create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    let l = s.leases();
+    let t0 = now();
+    let hold = UnixMillis(t0.0 + 60_000);
+    let mut making = lease(&t, 1);
+    making.next_attempt_at = Some(hold);
+    l.create_lease(making.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
+    // Made: the hold ends, and a revocation then is due at once.
+    let mut quick = lease(&t, 9);
+    quick.next_attempt_at = Some(hold);
+    l.create_lease(quick.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
+    assert!(l.lease_made(&quick.id).await.unwrap());
+    assert!(l.revoke_lease(&quick.id, t0, "x", None).await.unwrap());
+    assert!(!l.lease_made(&quick.id).await.unwrap(), "revoked meanwhile");
+    assert_eq!(l.claim_revocations(t0, 10, UnixMillis(hold.0 + 30_000)).await.unwrap()[0].id, quick.id);
+    let (old, fresh) = (lease(&t, 2), lease(&t, 3));
+    for x in [&old, &fresh] {
+        l.create_lease(x.clone(), vec![ev(AuditAction::LeaseCreate)]).await.unwrap();
+    }
+    assert!(!l.revocation_due(t0).await.unwrap());
+    // `old` failed twice already (it was revoked earlier and retried).
+    assert!(l.revoke_lease(&old.id, t0, "x", None).await.unwrap());
+    let claimed = l.claim_revocations(t0, 10, UnixMillis(t0.0 + 1)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    for _ in 0..2 {
+        l.revocation_failed(&old.id, "down", t0, None).await.unwrap();
+    }
+    // Disabling the tool marks the other two; the one being made keeps its hold.
+    s.tools()
+        .set_tool_state(
+            &remit_core::ids::ToolName::parse("db").unwrap(),
+            remit_core::tool::ToolState::Active,
+            remit_core::tool::ToolState::Disabled,
+            ev(AuditAction::ToolDisable),
+        )
+        .await
+        .unwrap();
+    assert_eq!(l.lease(&making.id).await.unwrap().unwrap().state, LeaseState::Revoking);
+    assert!(l.revocation_due(t0).await.unwrap());
+    let later = UnixMillis(now().0 + 10);
+    let first = l.claim_revocations(later, 1, UnixMillis(hold.0 + 30_000)).await.unwrap();
+    assert_eq!(first[0].id, fresh.id, "a fresh revocation comes before a retry");
+    let rest = l.claim_revocations(later, 10, UnixMillis(hold.0 + 30_000)).await.unwrap();
+    assert_eq!(rest.len(), 1, "not the one being made");
+    assert_eq!(rest[0].id, old.id);
+    let after = l.claim_revocations(UnixMillis(hold.0 + 1), 10, UnixMillis(hold.0 + 30_000)).await.unwrap();
+    assert_eq!(after.iter().map(|x| x.id.clone()).collect::<Vec<_>>(), [making.id.clone()]);
+    assert_eq!(after[0].target, "127.0.0.1:5432/app");
 }

@@ -24,7 +24,7 @@ use crate::Result;
 
 pub(crate) const LEASE_COLS: &str = "id, tool, task, workflow, agent, engine, handle, state, created_at, expires_at, \
                                       revoke_requested_at, revoke_reason, attempts, next_attempt_at, last_error, \
-                                      revoked_at";
+                                      revoked_at, target";
 
 /// Which leases a listing returns (newest first).
 #[derive(Debug, Clone, Default)]
@@ -53,8 +53,13 @@ pub trait LeaseStore: Send + Sync {
     /// Records a lease before its login is made. `Conflict` unless its task is active and
     /// unexpired at `l.created_at` (re-checked inside the transaction, so a concurrent kill
     /// wins), its tool is active, and the task holds fewer than
-    /// [`remit_core::lease::MAX_LEASES_PER_TASK`] unrevoked leases.
-    async fn create_lease(&self, l: Lease, audit: AuditEvent) -> Result<()>;
+    /// [`remit_core::lease::MAX_LEASES_PER_TASK`] unrevoked leases. `l.next_attempt_at` is
+    /// the creation hold: a revocation asked for before it passes waits for it (the login may
+    /// still be in the making), since every move to `revoking` keeps a later due time.
+    async fn create_lease(&self, l: Lease, audits: Vec<AuditEvent>) -> Result<()>;
+    /// The login exists: ends the creation hold of a lease still `active` and says so;
+    /// `Ok(false)` when a revocation came meanwhile (the caller removes the login itself).
+    async fn lease_made(&self, id: &LeaseId) -> Result<bool>;
     async fn lease(&self, id: &LeaseId) -> Result<Option<Lease>>;
     async fn list_leases(&self, f: LeaseFilter) -> Result<Vec<Lease>>;
     /// Asks for one lease's revocation, due at once: `active` → `revoking`. `Ok(false)` if it
@@ -63,7 +68,8 @@ pub trait LeaseStore: Send + Sync {
     -> Result<bool>;
     /// The revocation work due at `now`, at most `limit` leases. First moves active leases
     /// past their deadline to `revoking` (reason `expired`); then claims revoking leases whose
-    /// next attempt is due, oldest first, by moving that attempt to `hold_until` (so no other
+    /// next attempt is due — fresh ones (fewest attempts) first, so a database that keeps
+    /// failing never delays a kill's logins elsewhere — by moving that attempt to `hold_until` (so no other
     /// replica takes them meanwhile, and a crash only delays them until then).
     async fn claim_revocations(&self, now: UnixMillis, limit: u32, hold_until: UnixMillis) -> Result<Vec<Lease>>;
     /// The engine confirmed these logins are gone: `revoking` → `revoked`, with their audit
@@ -79,6 +85,8 @@ pub trait LeaseStore: Send + Sync {
         audit: Option<AuditEvent>,
     ) -> Result<u32>;
     async fn lease_counts(&self) -> Result<LeaseCounts>;
+    /// Whether any revocation work is due at `now` (read-only, cheap: the partial indexes).
+    async fn revocation_due(&self, now: UnixMillis) -> Result<bool>;
     /// Deletes leases revoked before `before` (their history stays in the audit log).
     async fn prune_leases(&self, before: UnixMillis) -> Result<u64>;
 }

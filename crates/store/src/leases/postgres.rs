@@ -21,8 +21,8 @@ pub(crate) async fn mark_revoking(c: &mut PgConnection, tasks: &[TaskId], at: Un
     }
     let ids: Vec<&str> = tasks.iter().map(TaskId::as_str).collect();
     let n = sqlx::query(
-        "UPDATE leases SET state = 'revoking', revoke_requested_at = $2, revoke_reason = $3, next_attempt_at = $2 \
-         WHERE state = 'active' AND task = ANY($1)",
+        "UPDATE leases SET state = 'revoking', revoke_requested_at = $2, revoke_reason = $3, \
+         next_attempt_at = GREATEST($2, COALESCE(next_attempt_at, $2)) WHERE state = 'active' AND task = ANY($1)",
     )
     .bind(&ids)
     .bind(at.0)
@@ -36,7 +36,7 @@ pub(crate) async fn mark_revoking(c: &mut PgConnection, tasks: &[TaskId], at: Un
 
 #[async_trait]
 impl LeaseStore for PgStore {
-    async fn create_lease(&self, l: Lease, audit: AuditEvent) -> Result<()> {
+    async fn create_lease(&self, l: Lease, audits: Vec<AuditEvent>) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {
                 // Locks the task's row: a concurrent kill either ran first (the task is no
@@ -73,7 +73,7 @@ impl LeaseStore for PgStore {
                 }
                 sqlx::query(&format!(
                     "INSERT INTO leases ({LEASE_COLS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,'active',$8,$9,NULL,NULL,0,NULL,NULL,NULL)"
+                     ($1,$2,$3,$4,$5,$6,$7,'active',$8,$9,NULL,NULL,0,$10,NULL,NULL,$11)"
                 ))
                 .bind(l.id.as_str())
                 .bind(l.tool.as_str())
@@ -84,11 +84,31 @@ impl LeaseStore for PgStore {
                 .bind(&l.handle)
                 .bind(l.created_at.0)
                 .bind(l.expires_at.0)
+                .bind(l.next_attempt_at.map(|t| t.0))
+                .bind(&l.target)
                 .execute(c.conn())
                 .await
                 .map_err(map_err)?;
-                c.audit(audit)?;
+                for a in audits {
+                    c.audit(a)?;
+                }
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn lease_made(&self, lid: &LeaseId) -> Result<bool> {
+        let lid = lid.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE leases SET next_attempt_at = NULL WHERE id = $1 AND state = 'active'")
+                    .bind(lid.as_str())
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                Ok(n == 1)
             })
         })
         .await
@@ -137,7 +157,7 @@ impl LeaseStore for PgStore {
             Box::pin(async move {
                 let n = sqlx::query(
                     "UPDATE leases SET state = 'revoking', revoke_requested_at = $1, revoke_reason = $2, \
-                     next_attempt_at = $1 WHERE id = $3 AND state = 'active'",
+                     next_attempt_at = GREATEST($1, COALESCE(next_attempt_at, $1)) WHERE id = $3 AND state = 'active'",
                 )
                 .bind(at.0)
                 .bind(&reason)
@@ -168,7 +188,7 @@ impl LeaseStore for PgStore {
             Box::pin(async move {
                 sqlx::query(
                     "UPDATE leases SET state = 'revoking', revoke_requested_at = $1, revoke_reason = 'expired', \
-                     next_attempt_at = $1 WHERE id IN (SELECT id FROM leases WHERE state = 'active' \
+                     next_attempt_at = GREATEST($1, COALESCE(next_attempt_at, $1)) WHERE id IN (SELECT id FROM leases WHERE state = 'active' \
                      AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
                 )
                 .bind(now.0)
@@ -178,7 +198,7 @@ impl LeaseStore for PgStore {
                 .map_err(map_err)?;
                 let rs = sqlx::query(&format!(
                     "UPDATE leases SET next_attempt_at = $2 WHERE id IN (SELECT id FROM leases \
-                     WHERE state = 'revoking' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $3 \
+                     WHERE state = 'revoking' AND next_attempt_at <= $1 ORDER BY attempts, next_attempt_at, id LIMIT $3 \
                      FOR UPDATE SKIP LOCKED) RETURNING {LEASE_COLS}"
                 ))
                 .bind(now.0)
@@ -239,7 +259,7 @@ impl LeaseStore for PgStore {
                 let Some(attempts) = attempts else { return Err(StoreError::not_found("revoking lease", &lid)) };
                 let attempts = u32::try_from(attempts).map_err(|e| corrupt(12, e))?;
                 if let Some(a) = audit {
-                    c.audit(a.detail([("attempts", attempts.into())]))?;
+                    c.audit(a.with_detail_field("attempts", attempts.into()))?;
                 }
                 Ok(attempts)
             })
@@ -258,6 +278,19 @@ impl LeaseStore for PgStore {
             .await
             .map_err(map_err)?;
             Ok(LeaseCounts { active: a.max(0) as u64, revoking: r.max(0) as u64, stuck: s.max(0) as u64 })
+        })
+    }
+
+    async fn revocation_due(&self, now: UnixMillis) -> Result<bool> {
+        pg_read!(self, |c| async {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE state = 'revoking' AND next_attempt_at <= $1) \
+                 OR EXISTS (SELECT 1 FROM leases WHERE state = 'active' AND expires_at <= $1)",
+            )
+            .bind(now.0)
+            .fetch_one(c)
+            .await
+            .map_err(map_err)
         })
     }
 
@@ -297,5 +330,6 @@ fn row(r: &PgRow) -> Result<Lease> {
         next_attempt_at: ms_opt(r, 13)?,
         last_error: so(r, 14)?,
         revoked_at: ms_opt(r, 15)?,
+        target: s(r, 16)?,
     })
 }

@@ -22,7 +22,7 @@ pub(crate) fn mark_revoking(c: &Connection, tasks: &[TaskId], at: UnixMillis, re
         let marks = (0..chunk.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",");
         let sql = format!(
             "UPDATE leases SET state = 'revoking', revoke_requested_at = ?1, revoke_reason = ?2, \
-             next_attempt_at = ?1 WHERE state = 'active' AND task IN ({marks})"
+             next_attempt_at = MAX(?1, COALESCE(next_attempt_at, ?1)) WHERE state = 'active' AND task IN ({marks})"
         );
         let mut s = c.prepare_cached(&sql).map_err(map_err)?;
         let ids: Vec<&str> = chunk.iter().map(|t| t.as_str()).collect();
@@ -35,7 +35,7 @@ pub(crate) fn mark_revoking(c: &Connection, tasks: &[TaskId], at: UnixMillis, re
 
 #[async_trait]
 impl LeaseStore for SqliteStore {
-    async fn create_lease(&self, l: Lease, audit: AuditEvent) -> Result<()> {
+    async fn create_lease(&self, l: Lease, audits: Vec<AuditEvent>) -> Result<()> {
         self.write(move |c| {
             let live: Option<(String, i64)> = c
                 .conn
@@ -74,7 +74,7 @@ impl LeaseStore for SqliteStore {
                 .execute(
                     &format!(
                         "INSERT INTO leases ({LEASE_COLS}) VALUES \
-                         (?1,?2,?3,?4,?5,?6,?7,'active',?8,?9,NULL,NULL,0,NULL,NULL,NULL)"
+                         (?1,?2,?3,?4,?5,?6,?7,'active',?8,?9,NULL,NULL,0,?10,NULL,NULL,?11)"
                     ),
                     params![
                         l.id.as_str(),
@@ -85,12 +85,28 @@ impl LeaseStore for SqliteStore {
                         l.engine.as_str(),
                         l.handle,
                         l.created_at.0,
-                        l.expires_at.0
+                        l.expires_at.0,
+                        l.next_attempt_at.map(|t| t.0),
+                        l.target
                     ],
                 )
                 .map_err(map_err)?;
-            c.audit(audit)?;
+            for a in audits {
+                c.audit(a)?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    async fn lease_made(&self, lid: &LeaseId) -> Result<bool> {
+        let lid = lid.clone();
+        self.write(move |c| {
+            let n = c
+                .conn
+                .execute("UPDATE leases SET next_attempt_at = NULL WHERE id = ?1 AND state = 'active'", [lid.as_str()])
+                .map_err(map_err)?;
+            Ok(n == 1)
         })
         .await
     }
@@ -146,7 +162,7 @@ impl LeaseStore for SqliteStore {
                 .conn
                 .execute(
                     "UPDATE leases SET state = 'revoking', revoke_requested_at = ?1, revoke_reason = ?2, \
-                     next_attempt_at = ?1 WHERE id = ?3 AND state = 'active'",
+                     next_attempt_at = MAX(?1, COALESCE(next_attempt_at, ?1)) WHERE id = ?3 AND state = 'active'",
                     params![at.0, reason, lid.as_str()],
                 )
                 .map_err(map_err)?;
@@ -170,14 +186,14 @@ impl LeaseStore for SqliteStore {
             c.conn
                 .execute(
                     "UPDATE leases SET state = 'revoking', revoke_requested_at = ?1, revoke_reason = 'expired', \
-                     next_attempt_at = ?1 WHERE id IN (SELECT id FROM leases WHERE state = 'active' \
+                     next_attempt_at = MAX(?1, COALESCE(next_attempt_at, ?1)) WHERE id IN (SELECT id FROM leases WHERE state = 'active' \
                      AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
                     params![now.0, limit],
                 )
                 .map_err(map_err)?;
             let sql = format!(
                 "UPDATE leases SET next_attempt_at = ?2 WHERE id IN (SELECT id FROM leases \
-                 WHERE state = 'revoking' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT ?3) \
+                 WHERE state = 'revoking' AND next_attempt_at <= ?1 ORDER BY attempts, next_attempt_at, id LIMIT ?3) \
                  RETURNING {LEASE_COLS}"
             );
             let mut s = c.conn.prepare_cached(&sql).map_err(map_err)?;
@@ -230,7 +246,7 @@ impl LeaseStore for SqliteStore {
                 .map_err(map_err)?;
             let Some(attempts) = attempts else { return Err(StoreError::not_found("revoking lease", &lid)) };
             if let Some(a) = audit {
-                c.audit(a.detail([("attempts", attempts.into())]))?;
+                c.audit(a.with_detail_field("attempts", attempts.into()))?;
             }
             Ok(attempts)
         })
@@ -250,6 +266,19 @@ impl LeaseStore for SqliteStore {
                         stuck: r.get::<_, i64>(2)?.max(0) as u64,
                     })
                 },
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn revocation_due(&self, now: UnixMillis) -> Result<bool> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE state = 'revoking' AND next_attempt_at <= ?1) \
+                 OR EXISTS (SELECT 1 FROM leases WHERE state = 'active' AND expires_at <= ?1)",
+                [now.0],
+                |r| r.get(0),
             )
             .map_err(map_err)
         })
@@ -288,5 +317,6 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Lease> {
         next_attempt_at: ms_opt(r, 13)?,
         last_error: r.get(14)?,
         revoked_at: ms_opt(r, 15)?,
+        target: r.get(16)?,
     })
 }

@@ -443,6 +443,7 @@ CREATE TABLE leases (
     agent               TEXT NOT NULL,
     engine              TEXT NOT NULL CHECK (engine IN ('postgres')),
     handle              TEXT NOT NULL UNIQUE,
+    target              TEXT NOT NULL,
     state               TEXT NOT NULL CHECK (state IN ('active', 'revoking', 'revoked')),
     created_at          INTEGER NOT NULL,
     expires_at          INTEGER NOT NULL,

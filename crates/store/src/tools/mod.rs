@@ -33,6 +33,7 @@ pub trait ToolStore: Send + Sync {
     async fn tool_by_audience(&self, audience: &str) -> Result<Option<Tool>>;
     async fn list_tools(&self) -> Result<Vec<Tool>>;
     /// Moves a tool `from` → `to`; `Conflict` if it is not in `from`, `NotFound` if unknown.
+    /// Disabling it also moves its active leases (database logins) to `revoking`.
     async fn set_tool_state(&self, name: &ToolName, from: ToolState, to: ToolState, audit: AuditEvent) -> Result<()>;
     /// Records an issued credential with its audit record. `Conflict` unless its task is
     /// still active (re-checked inside the transaction) and its tool active.

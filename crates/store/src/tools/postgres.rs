@@ -91,6 +91,18 @@ impl ToolStore for PgStore {
                         Some(t) => StoreError::Conflict(format!("tool `{name}` is {}", t.state.as_str())),
                     });
                 }
+                if to == ToolState::Disabled {
+                    // Its database logins are cut with it, removed in the background.
+                    sqlx::query(
+                        "UPDATE leases SET state = 'revoking', revoke_requested_at = $1, revoke_reason = 'tool disabled', \
+                         next_attempt_at = GREATEST($1, COALESCE(next_attempt_at, $1)) WHERE tool = $2 AND state = 'active'",
+                    )
+                    .bind(audit.time.0)
+                    .bind(name.as_str())
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?;
+                }
                 c.audit(audit)?;
                 Ok(())
             })

@@ -90,6 +90,16 @@ impl ToolStore for SqliteStore {
                     Some(t) => StoreError::Conflict(format!("tool `{name}` is {}", t.state.as_str())),
                 });
             }
+            if to == ToolState::Disabled {
+                // Its database logins are cut with it, removed in the background.
+                c.conn
+                    .execute(
+                        "UPDATE leases SET state = 'revoking', revoke_requested_at = ?1, revoke_reason = 'tool disabled', \
+                         next_attempt_at = MAX(?1, COALESCE(next_attempt_at, ?1)) WHERE tool = ?2 AND state = 'active'",
+                        params![audit.time.0, name.as_str()],
+                    )
+                    .map_err(map_err)?;
+            }
             c.audit(audit)?;
             Ok(())
         })

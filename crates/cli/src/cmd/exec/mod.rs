@@ -301,7 +301,19 @@ async fn run_task(
     }
     .await;
 
-    match outcome? {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            // The task started but the command did not run (a refused `--db`, a spawn error):
+            // end the task now, so whatever was made for it (database logins) dies with it.
+            if let Err(c) = inst.post(&format!("/v1/tasks/{task_id}/complete"), &json!({})).await {
+                let m = format!("could not complete task {task_id}: {c}");
+                say(g, json!({"event": "warning", "message": m}), &format!("warning: {m}"));
+            }
+            return Err(e);
+        }
+    };
+    match outcome {
         child::Ended::TaskEnded(why) => {
             say(
                 g,
