@@ -26,7 +26,7 @@ cleanup() {
   rm -rf "$pgdir"
 }
 trap cleanup EXIT
-psql -q "postgres://postgres@127.0.0.1:$pgport/postgres" -c "CREATE DATABASE app"
+psql -q "postgres://postgres@127.0.0.1:$pgport/postgres" -c "CREATE DATABASE app" -c "CREATE ROLE app_reader NOLOGIN"
 proxy_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 export REMIT_PROXY_LISTEN="127.0.0.1:$proxy_port"
 start_remit "$store"

@@ -285,3 +285,99 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     assert_eq!(status("GET", "/tools/tickets/issues/7", Some(&cred), None).0, 401);
     assert_eq!(seen(&log).len(), n);
 }
+
+/// An approval-gated route: the call answers with an approval id bound to the request's
+/// method, query and body digest; after a human approves, the retry with that body goes
+/// through exactly once, and a retry with another body does not.
+#[test]
+fn an_approved_call_goes_through_once_and_only_with_the_body_the_human_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("upstream.log");
+    let up = upstream(&log);
+    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let s = common::serve(&data, &[], &[]);
+    let proxy = s.proxy_url.clone().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new(BIN);
+        c.arg("--json").args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data);
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(t) = stdin {
+            input.write_all(t.as_bytes()).unwrap();
+        }
+        drop(input);
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
+    };
+    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
+                     "routes": [{"method": "POST", "path": "/issues", "scope": "write"}],
+                     "inject": {"type": "bearer", "secret": "api-key"}});
+    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
+    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
+    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
+    #[rustfmt::skip]
+    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "write",
+          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
+    run(&["secret", "set", "tickets", "api-key"], Some(KEY));
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::new();
+    let jt = run(&["agent", "join-token", "bot"], None);
+    let task = rt.block_on(async {
+        let policies = json!({"schema": "action write appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
+            "policies": [{"name": "p.cedar", "source": "@approval(\"filing an issue needs a human\")\npermit (principal, action == Action::\"write\", resource == Tool::\"tickets\");"}]});
+        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
+        let inst: Value = r.json().await.unwrap();
+        let b = json!({"workflow": "w", "intent": "file one issue", "audience": ["remit"], "ttl_seconds": 300});
+        let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(inst["token"].as_str().unwrap()).json(&b).send();
+        let t: Value = r.await.unwrap().json().await.unwrap();
+        t["token"].as_str().unwrap().to_owned()
+    });
+    let call = |body: &str, approval: Option<&str>| {
+        let mut r =
+            http.post(format!("{proxy}/tools/tickets/issues?project=ops")).bearer_auth(&task).body(body.to_owned());
+        if let Some(a) = approval {
+            r = r.header("Remit-Approval", a);
+        }
+        rt.block_on(async move {
+            let resp = r.send().await.unwrap();
+            let st = resp.status().as_u16();
+            (st, resp.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let shown = r#"{"title": "rotate the keys"}"#;
+    let (st, v) = call(shown, None);
+    assert_eq!((st, v["error"].as_str()), (403, Some("approval_required")), "{v}");
+    let id = v["approval"].as_str().unwrap().to_owned();
+    assert!(seen(&log).is_empty(), "nothing reached the upstream before the approval");
+    rt.block_on(async {
+        let r = http
+            .post(format!("{}/v1/approvals/{id}/approve", s.url))
+            .bearer_auth(&admin)
+            .header("x-remit-operator", "alice@example.com")
+            .json(&json!({"reason": "looks right"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    });
+    // Another body under the same approval: refused, and the approval is not spent.
+    let (st, v) = call(r#"{"title": "delete every key"}"#, Some(&id));
+    assert_eq!(st, 403, "{v}");
+    assert!(seen(&log).is_empty());
+    // The body the human saw: through, once.
+    let (st, v) = call(shown, Some(&id));
+    assert_eq!(st, 200, "{v}");
+    let got = seen(&log);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["body_bytes"], shown.len(), "{:?}", got[0]);
+    let (st, v) = call(shown, Some(&id));
+    assert_eq!(st, 403, "a used approval does not go through twice: {v}");
+    assert_eq!(seen(&log).len(), 1);
+}

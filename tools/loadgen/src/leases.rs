@@ -4,8 +4,8 @@
 //! from four probes) before and during that revocation.
 //!
 //! The logins are real: a tool with a PostgreSQL engine pointed at `--db-admin-url` (a
-//! throw-away cluster the script starts), each made through the proxy's credential endpoint,
-//! at most 64 per task.
+//! throw-away cluster the script starts, with a group role `app_reader`), each made through the
+//! proxy's credential endpoint and granted the group role, at most 64 per task.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +59,7 @@ pub async fn run(
     let tool = json!({"name": run, "audience": format!("https://load.example/{run}"), "scopes": ["connect"],
         "class": "data", "owner": "load@example.com",
         "database": {"engine": "postgres", "admin_secret": "admin-url", "scope": "connect",
-                     "grants": ["GRANT USAGE ON SCHEMA public TO {{role}}"]}});
+                     "grants": ["GRANT app_reader TO {{role}}"]}});
     post(http, &format!("{base}/v1/tools"), admin, tool).await?;
     let r = http
         .put(format!("{base}/v1/tools/{run}/secrets/admin-url"))

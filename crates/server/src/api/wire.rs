@@ -506,6 +506,7 @@ impl TaskDecisionRequest {
             approval: self.approval,
             no_approval_request: false,
             issuing: None,
+            bind: None,
         };
         (self.token, call)
     }

@@ -32,6 +32,10 @@ pub struct TaskCall {
     /// In a token exchange, what Remit vouches for about the credential asked for: the tool's
     /// class and the trust domain it would come from (`tool_class`, `trust_domain`).
     pub issuing: Option<(remit_core::tool::ToolClass, String)>,
+    /// What else an approval for this call is bound to, beyond the call itself (not a policy
+    /// fact): the proxy's request method, query and body digest, so an approval is spent only
+    /// on the very request a human saw.
+    pub bind: Option<Value>,
 }
 
 impl TaskCall {
@@ -145,6 +149,7 @@ impl Pdp {
                                 "resource": {"type": call.resource.etype, "id": call.resource.id,
                                              "properties": call.resource.properties},
                                 "context": Value::Object(pep_ctx.clone()),
+                                "request": call.bind.clone().unwrap_or(Value::Null),
                             }));
                             let bound = BoundCall {
                                 digest: hex_sha256(&bound_call),

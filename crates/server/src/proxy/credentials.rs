@@ -72,8 +72,11 @@ pub(super) async fn issue(
         }
     };
     let approval = headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let snap = match decide(app, &task, &tool, &cfg.scope, "credential".into(), approval).await {
-        Ok(s) => s,
+    let snap = match decide(app, &task, &tool, &cfg.scope, "credential".into(), approval, None, false).await {
+        Ok(super::Decided::Allow(s)) => s,
+        Ok(super::Decided::NeedsApproval) => {
+            return refuse(StatusCode::FORBIDDEN, "approval_required", "a human must approve this login");
+        }
         Err(r) => return r,
     };
     match app.issue_login(&snap, &tool, &claims.sub, req.for_env).await {

@@ -189,7 +189,17 @@ pub(crate) fn task_for(app: &App, claims: &remit_token::Claims, tool: &Tool, sco
         .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token names no task"))
 }
 
-/// Asks the decision point about the call for the task.
+/// What the decision point said about a call that may go on.
+pub(crate) enum Decided {
+    Allow(remit_store::TaskSnapshot),
+    /// A human must approve it, and no request was opened yet (`probe`).
+    NeedsApproval,
+}
+
+/// Asks the decision point about the call for the task. `bind`: what else an approval is
+/// bound to (the request's method, query and body digest). `probe`: an approval-gated call
+/// answers [`Decided::NeedsApproval`] without opening a request (the proxy first reads the
+/// body the request will be bound to).
 pub(crate) async fn decide(
     app: &App,
     task: &TaskId,
@@ -197,7 +207,9 @@ pub(crate) async fn decide(
     scope: &str,
     target: String,
     approval: Option<String>,
-) -> Result<remit_store::TaskSnapshot, Response> {
+    bind: Option<serde_json::Value>,
+    probe: bool,
+) -> Result<Decided, Response> {
     let internal = |e: crate::error::Error| {
         tracing::error!(error = %e, "tool proxy decision");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
@@ -221,12 +233,16 @@ pub(crate) async fn decide(
         resource: Party { etype: Some("Tool".into()), id: Some(tool.name.to_string()), properties: Default::default() },
         context: json!({ "target": target }),
         approval,
-        no_approval_request: false,
+        no_approval_request: probe,
         issuing: Some((tool.class, app.class_trust_domain(tool.class).to_string())),
+        bind,
     };
     let answer = app.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id))).await.map_err(internal)?;
     match answer.verdict() {
-        Verdict::Allow => Ok(snap),
+        Verdict::Allow => Ok(Decided::Allow(snap)),
+        Verdict::ApprovalRequired | Verdict::Pending if answer.approval.is_none() && probe => {
+            Ok(Decided::NeedsApproval)
+        }
         Verdict::ApprovalRequired | Verdict::Pending => {
             let id = answer.approval.map(|a| a.id).unwrap_or_default();
             Err((
@@ -243,18 +259,72 @@ pub(crate) async fn decide(
     }
 }
 
+/// A request body read whole, up to `limit` bytes (an approval-gated call's, which its
+/// approval is bound to).
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|_| {
+        refuse(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is over the tool's limit")
+    })
+}
+
+/// What an approval of a proxied call is bound to besides the call: the method, the query
+/// and the body's SHA-256.
+fn request_binding(parts: &axum::http::request::Parts, body: &[u8]) -> serde_json::Value {
+    use sha2::Digest;
+    json!({"method": parts.method.as_str(), "query": parts.uri.query().unwrap_or(""),
+           "body_sha256": hex::encode(sha2::Sha256::digest(body))})
+}
+
 async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body: Body, started: Instant) -> Response {
     let app = &p.app;
     let approval = parts.headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let target = format!("/{}", c.segments.join("/"));
-    if let Err(r) = decide(app, &c.task, &c.tool, &c.route.scope, target, approval).await {
-        return r;
-    }
     if let Some(len) = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok())
         && len.parse::<u64>().map_or(true, |n| n > c.cfg.max_request_bytes)
     {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is over the tool's limit");
     }
+    let (scope, limit) = (&c.route.scope, c.cfg.max_request_bytes);
+    // An ordinary call streams its body. An approval-gated one is read whole first: its
+    // approval is bound to that very body (and method and query), so the retry carrying the
+    // approval goes through once, and only with the request the human saw.
+    let mut body = Some(body);
+    let buffered: Option<Bytes> = if approval.is_some() {
+        let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let bind = Some(request_binding(&parts, &bytes));
+        match decide(app, &c.task, &c.tool, scope, target, approval, bind, false).await {
+            Ok(Decided::Allow(_)) => Some(bytes),
+            Ok(Decided::NeedsApproval) => return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved"),
+            Err(r) => return r,
+        }
+    } else {
+        match decide(app, &c.task, &c.tool, scope, target.clone(), None, None, true).await {
+            Ok(Decided::Allow(_)) => None,
+            Ok(Decided::NeedsApproval) => {
+                let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let bind = Some(request_binding(&parts, &bytes));
+                // Opens the approval request, bound to this body (the answer carries its id).
+                match decide(app, &c.task, &c.tool, scope, target, None, bind, false).await {
+                    Ok(Decided::Allow(_)) => Some(bytes), // the policy changed meanwhile
+                    Ok(Decided::NeedsApproval) => {
+                        return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved");
+                    }
+                    Err(r) => return r,
+                }
+            }
+            Err(r) => return r,
+        }
+    };
+    let body = match buffered {
+        Some(b) => Err(b),
+        None => Ok(body.take().unwrap_or_default()),
+    };
     // The secret's current version, opened here and nowhere else.
     let secret_name = match SecretName::parse(c.cfg.inject.secret()) {
         Ok(n) => n,
@@ -349,7 +419,12 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let limit = c.cfg.max_request_bytes;
     let counter = sent.clone();
-    let upload = body.into_data_stream().map(move |chunk| {
+    let streamed = match body {
+        Ok(b) => b,
+        // Read whole already (an approved call): sent as read.
+        Err(bytes) => Body::from(bytes),
+    };
+    let upload = streamed.into_data_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
         let total = counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed) + chunk.len() as u64;
         if total > limit {

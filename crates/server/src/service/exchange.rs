@@ -284,6 +284,7 @@ impl App {
                 // for (the default of every scope): it is left out without paging anyone.
                 no_approval_request: !explicit,
                 issuing: Some((tool.class, self.class_trust_domain(tool.class).to_string())),
+                bind: None,
             };
             let answer = self.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id.to_owned()))).await?;
             match answer.verdict() {
