@@ -79,7 +79,7 @@ pub(super) async fn issue(
         }
         Err(r) => return r,
     };
-    match app.issue_login(&snap, &tool, &claims.sub, req.for_env).await {
+    match app.issue_login(snap.as_ref(), &tool, &claims.sub, req.for_env).await {
         Ok(l) => {
             let body = json!({
                 "lease": l.lease.id.as_str(),

@@ -191,7 +191,7 @@ pub(crate) fn task_for(app: &App, claims: &remit_token::Claims, tool: &Tool, sco
 
 /// What the decision point said about a call that may go on.
 pub(crate) enum Decided {
-    Allow(remit_store::TaskSnapshot),
+    Allow(Box<remit_store::TaskSnapshot>),
     /// A human must approve it, and no request was opened yet (`probe`).
     NeedsApproval,
 }
@@ -239,7 +239,7 @@ pub(crate) async fn decide(
     };
     let answer = app.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id))).await.map_err(internal)?;
     match answer.verdict() {
-        Verdict::Allow => Ok(Decided::Allow(snap)),
+        Verdict::Allow => Ok(Decided::Allow(Box::new(snap))),
         Verdict::ApprovalRequired | Verdict::Pending if answer.approval.is_none() && probe => {
             Ok(Decided::NeedsApproval)
         }
