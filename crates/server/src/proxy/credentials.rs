@@ -18,7 +18,7 @@ use remit_core::tool::ToolState;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Proxy, bearer, decide, refuse, task_for};
+use super::{Call, Proxy, bearer, decide, refuse, task_for};
 
 /// Largest request body (a small JSON object).
 const MAX_BODY: usize = 4096;
@@ -72,7 +72,15 @@ pub(super) async fn issue(
         }
     };
     let approval = headers.get("remit-approval").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let snap = match decide(app, &task, &tool, &cfg.scope, "credential".into(), approval, None, false).await {
+    let snap = match decide(
+        app,
+        Call { task: &task, tool: &tool, scope: &cfg.scope, target: "credential".into() },
+        approval,
+        None,
+        false,
+    )
+    .await
+    {
         Ok(super::Decided::Allow(s)) => s,
         Ok(super::Decided::NeedsApproval) => {
             return refuse(StatusCode::FORBIDDEN, "approval_required", "a human must approve this login");

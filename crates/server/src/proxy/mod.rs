@@ -200,12 +200,17 @@ pub(crate) enum Decided {
 /// bound to (the request's method, query and body digest). `probe`: an approval-gated call
 /// answers [`Decided::NeedsApproval`] without opening a request (the proxy first reads the
 /// body the request will be bound to).
+/// One call to decide: the task, the tool, the scope (the action) and the target.
+pub(crate) struct Call<'a> {
+    pub task: &'a TaskId,
+    pub tool: &'a Tool,
+    pub scope: &'a str,
+    pub target: String,
+}
+
 pub(crate) async fn decide(
     app: &App,
-    task: &TaskId,
-    tool: &Tool,
-    scope: &str,
-    target: String,
+    c: Call<'_>,
     approval: Option<String>,
     bind: Option<serde_json::Value>,
     probe: bool,
@@ -217,24 +222,28 @@ pub(crate) async fn decide(
     let snap = app
         .store
         .identity()
-        .task_snapshot(task)
+        .task_snapshot(c.task)
         .await
         .map_err(|e| internal(e.into()))?
         .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "unknown task"))?;
     let spiffe_id = SpiffeId::task(&app.trust_domain, &snap.task.workflow, &snap.task.id).to_string();
     let caller = Caller::Task {
-        id: task.clone(),
+        id: c.task.clone(),
         spiffe_id: spiffe_id.clone(),
         snapshot: Box::new(snap.clone()),
         binding: None,
     };
     let call = TaskCall {
-        action: ActionRef { name: Some(scope.to_owned()), properties: None },
-        resource: Party { etype: Some("Tool".into()), id: Some(tool.name.to_string()), properties: Default::default() },
-        context: json!({ "target": target }),
+        action: ActionRef { name: Some(c.scope.to_owned()), properties: None },
+        resource: Party {
+            etype: Some("Tool".into()),
+            id: Some(c.tool.name.to_string()),
+            properties: Default::default(),
+        },
+        context: json!({ "target": c.target }),
         approval,
         no_approval_request: probe,
-        issuing: Some((tool.class, app.class_trust_domain(tool.class).to_string())),
+        issuing: Some((c.tool.class, app.class_trust_domain(c.tool.class).to_string())),
         bind,
     };
     let answer = app.pdp.decide_task(&caller, call, Some((snap.clone(), spiffe_id))).await.map_err(internal)?;
@@ -295,13 +304,14 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
             Err(r) => return r,
         };
         let bind = Some(request_binding(&parts, &bytes));
-        match decide(app, &c.task, &c.tool, scope, target, approval, bind, false).await {
+        match decide(app, Call { task: &c.task, tool: &c.tool, scope, target }, approval, bind, false).await {
             Ok(Decided::Allow(_)) => Some(bytes),
             Ok(Decided::NeedsApproval) => return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved"),
             Err(r) => return r,
         }
     } else {
-        match decide(app, &c.task, &c.tool, scope, target.clone(), None, None, true).await {
+        match decide(app, Call { task: &c.task, tool: &c.tool, scope, target: target.clone() }, None, None, true).await
+        {
             Ok(Decided::Allow(_)) => None,
             Ok(Decided::NeedsApproval) => {
                 let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
@@ -310,7 +320,7 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
                 };
                 let bind = Some(request_binding(&parts, &bytes));
                 // Opens the approval request, bound to this body (the answer carries its id).
-                match decide(app, &c.task, &c.tool, scope, target, None, bind, false).await {
+                match decide(app, Call { task: &c.task, tool: &c.tool, scope, target }, None, bind, false).await {
                     Ok(Decided::Allow(_)) => Some(bytes), // the policy changed meanwhile
                     Ok(Decided::NeedsApproval) => {
                         return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved");
