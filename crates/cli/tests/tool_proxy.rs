@@ -287,10 +287,11 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
 }
 
 /// An approval-gated route: the call answers with an approval id bound to the request's
-/// method, query and body digest; after a human approves, the retry with that body goes
-/// through exactly once, and a retry with another body does not.
+/// method, query, content type and body digest; after a human approves, the retry with that
+/// body goes through exactly once, and a retry with another body (or another content type)
+/// does not.
 #[test]
-fn an_approved_call_goes_through_once_and_only_with_the_body_the_human_saw() {
+fn an_approved_call_goes_through_once_and_only_with_the_body_it_was_approved_for() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -369,6 +370,20 @@ fn an_approved_call_goes_through_once_and_only_with_the_body_the_human_saw() {
     });
     // Another body under the same approval: refused, and the approval is not spent.
     let (st, v) = call(r#"{"title": "delete every key"}"#, Some(&id));
+    assert_eq!(st, 403, "{v}");
+    // The same bytes read as another content type: refused too.
+    let (st, v) = rt.block_on(async {
+        let r = http
+            .post(format!("{proxy}/tools/tickets/issues?project=ops"))
+            .bearer_auth(&task)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Remit-Approval", &id)
+            .body(shown)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
     assert_eq!(st, 403, "{v}");
     assert!(seen(&log).is_empty());
     // The body the human saw: through, once.

@@ -169,7 +169,7 @@ impl App {
             class_keys: RwLock::new(Arc::new(class_keys)),
             class_domains,
             leak_index: Default::default(),
-            engines: crate::engines::Engines::new(cfg.leases.connect_timeout),
+            engines: crate::engines::Engines::new(cfg.leases.connect_timeout, cfg.leases.claim),
             lease_wake: tokio::sync::Notify::new(),
             audit_key: Arc::new(audit_key),
             audit_public: RwLock::new(audit_public),

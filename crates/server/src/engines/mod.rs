@@ -67,9 +67,10 @@ pub struct Engines {
 }
 
 impl Engines {
-    /// The engines, each waiting at most `connect_timeout` for a connection.
-    pub fn new(connect_timeout: std::time::Duration) -> Self {
-        Engines { postgres: postgres::PostgresEngine::new(connect_timeout) }
+    /// The engines, each waiting at most `connect_timeout` for a connection, with statement
+    /// timeouts well inside `claim`.
+    pub fn new(connect_timeout: std::time::Duration, claim: std::time::Duration) -> Self {
+        Engines { postgres: postgres::PostgresEngine::new(connect_timeout, claim) }
     }
 
     pub fn get(&self, kind: EngineKind) -> &dyn Engine {

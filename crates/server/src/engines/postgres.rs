@@ -33,11 +33,16 @@ pub struct PostgresEngine {
     /// By tool: the admin secret's fingerprint and its pool.
     pools: Mutex<HashMap<String, (String, PgPool)>>,
     connect_timeout: Duration,
+    /// `statement_timeout` and `lock_timeout` of admin sessions: well inside a claim.
+    statement_timeout: Duration,
 }
 
 impl PostgresEngine {
-    pub fn new(connect_timeout: Duration) -> Self {
-        PostgresEngine { pools: Mutex::new(HashMap::new()), connect_timeout }
+    /// `claim`: how long a batch or a login being made is held; statements (and waits for
+    /// the tool's lock) are cut at a quarter of it, at most 10 s.
+    pub fn new(connect_timeout: Duration, claim: Duration) -> Self {
+        let statement_timeout = (claim / 4).clamp(Duration::from_millis(500), Duration::from_secs(10));
+        PostgresEngine { pools: Mutex::new(HashMap::new()), connect_timeout, statement_timeout }
     }
 
     fn pool(&self, tool: &str, fingerprint: &str, admin_url: &str) -> Result<PgPool, EngineError> {
@@ -47,9 +52,10 @@ impl PostgresEngine {
         {
             return Ok(p.clone());
         }
+        let ms = format!("{}ms", self.statement_timeout.as_millis());
         let opts = options(admin_url)?
             .application_name("remit")
-            .options([("statement_timeout", "10s"), ("lock_timeout", "5s")]);
+            .options([("statement_timeout", ms.as_str()), ("lock_timeout", ms.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(0)
@@ -103,18 +109,23 @@ async fn revoke_one(pool: &PgPool, tool: &str, role: &str) -> Result<(), EngineE
         return Err(EngineError::new(format!("`{role}` is not a role Remit made; refusing to touch it")));
     }
     let mut c = pool.acquire().await.map_err(db_err)?;
+    let q = quote_ident(role);
+    // Under the tool's lock, which a login being made holds until it commits: a role not
+    // found here is really not there (not merely uncommitted). No new session from then on.
+    let mut tx = sqlx::Connection::begin(&mut *c).await.map_err(db_err)?;
+    lock_tool(&mut tx, tool).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
         .bind(role)
-        .fetch_optional(&mut *c)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;
     if exists.is_none() {
-        return Ok(());
+        return tx.commit().await.map_err(db_err);
     }
-    let q = quote_ident(role);
-    // No new session from here on, then end the ones it has (waiting up to 5 s for each to
-    // go, so `DROP OWNED` does not queue behind a dying session's locks).
-    exec(&mut c, &format!("ALTER ROLE {q} NOLOGIN")).await?;
+    exec(&mut tx, &format!("ALTER ROLE {q} NOLOGIN")).await?;
+    tx.commit().await.map_err(db_err)?;
+    // End the sessions it has (waiting up to 5 s for each to go, so `DROP OWNED` does not
+    // queue behind a dying session's locks).
     sqlx::query(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
     )

@@ -143,14 +143,17 @@ impl Pdp {
                         if answer.decision.outcome == Outcome::ApprovalRequired
                             && !(call.no_approval_request && call.approval.is_none())
                         {
-                            let bound_call = canonical(&json!({
+                            let mut bound = json!({
                                 "task": t.id.as_str(),
                                 "action": {"name": call.action.name, "properties": call.action.properties},
                                 "resource": {"type": call.resource.etype, "id": call.resource.id,
                                              "properties": call.resource.properties},
                                 "context": Value::Object(pep_ctx.clone()),
-                                "request": call.bind.clone().unwrap_or(Value::Null),
-                            }));
+                            });
+                            if let (Some(b), Value::Object(m)) = (&call.bind, &mut bound) {
+                                m.insert("request".into(), b.clone());
+                            }
+                            let bound_call = canonical(&bound);
                             let bound = BoundCall {
                                 digest: hex_sha256(&bound_call),
                                 call: bound_call,

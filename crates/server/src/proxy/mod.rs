@@ -268,6 +268,9 @@ pub(crate) async fn decide(
     }
 }
 
+/// Largest body an approval-gated call may carry (it is read whole before the decision).
+const MAX_APPROVAL_BODY: u64 = 1024 * 1024;
+
 /// A request body read whole, up to `limit` bytes (an approval-gated call's, which its
 /// approval is bound to).
 async fn read_body(body: Body, limit: u64) -> Result<Bytes, Response> {
@@ -276,12 +279,15 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, Response> {
     })
 }
 
-/// What an approval of a proxied call is bound to besides the call: the method, the query
-/// and the body's SHA-256.
+/// What an approval of a proxied call is bound to besides the call: the method, the query,
+/// the body's content type, encoding, length and SHA-256.
 fn request_binding(parts: &axum::http::request::Parts, body: &[u8]) -> serde_json::Value {
     use sha2::Digest;
+    let header = |h: axum::http::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
     json!({"method": parts.method.as_str(), "query": parts.uri.query().unwrap_or(""),
-           "body_sha256": hex::encode(sha2::Sha256::digest(body))})
+           "content_type": header(axum::http::header::CONTENT_TYPE),
+           "content_encoding": header(axum::http::header::CONTENT_ENCODING),
+           "body_bytes": body.len(), "body_sha256": hex::encode(sha2::Sha256::digest(body))})
 }
 
 async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body: Body, started: Instant) -> Response {
@@ -293,48 +299,6 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is over the tool's limit");
     }
-    let (scope, limit) = (&c.route.scope, c.cfg.max_request_bytes);
-    // An ordinary call streams its body. An approval-gated one is read whole first: its
-    // approval is bound to that very body (and method and query), so the retry carrying the
-    // approval goes through once, and only with the request the human saw.
-    let mut body = Some(body);
-    let buffered: Option<Bytes> = if approval.is_some() {
-        let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let bind = Some(request_binding(&parts, &bytes));
-        match decide(app, Call { task: &c.task, tool: &c.tool, scope, target }, approval, bind, false).await {
-            Ok(Decided::Allow(_)) => Some(bytes),
-            Ok(Decided::NeedsApproval) => return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved"),
-            Err(r) => return r,
-        }
-    } else {
-        match decide(app, Call { task: &c.task, tool: &c.tool, scope, target: target.clone() }, None, None, true).await
-        {
-            Ok(Decided::Allow(_)) => None,
-            Ok(Decided::NeedsApproval) => {
-                let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
-                    Ok(b) => b,
-                    Err(r) => return r,
-                };
-                let bind = Some(request_binding(&parts, &bytes));
-                // Opens the approval request, bound to this body (the answer carries its id).
-                match decide(app, Call { task: &c.task, tool: &c.tool, scope, target }, None, bind, false).await {
-                    Ok(Decided::Allow(_)) => Some(bytes), // the policy changed meanwhile
-                    Ok(Decided::NeedsApproval) => {
-                        return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved");
-                    }
-                    Err(r) => return r,
-                }
-            }
-            Err(r) => return r,
-        }
-    };
-    let body = match buffered {
-        Some(b) => Err(b),
-        None => Ok(body.take().unwrap_or_default()),
-    };
     // The secret's current version, opened here and nowhere else.
     let secret_name = match SecretName::parse(c.cfg.inject.secret()) {
         Ok(n) => n,
@@ -361,6 +325,39 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     };
     let Ok(secret) = std::str::from_utf8(&value) else {
         return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the tool's secret is not text");
+    };
+    // Decided only now, with the secret in hand: an approval is spent only on a call that
+    // can go out. An ordinary call streams its body. An approval-gated one (found by a probe
+    // that opens no request) has its body read whole — at most `MAX_APPROVAL_BODY` — and its
+    // approval is bound to that body, its method, query, content type and encoding: the retry
+    // carrying the approval goes through once, and only with that request.
+    let scope = &c.route.scope;
+    let mut body = Some(body);
+    let buffered: Option<Bytes> =
+        match decide(app, Call { task: &c.task, tool: &c.tool, scope, target: target.clone() }, None, None, true).await
+        {
+            Ok(Decided::Allow(_)) => None,
+            Ok(Decided::NeedsApproval) => {
+                let limit = c.cfg.max_request_bytes.min(MAX_APPROVAL_BODY);
+                let bytes = match read_body(body.take().unwrap_or_default(), limit).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let bind = Some(request_binding(&parts, &bytes));
+                // With `Remit-Approval`: consumes it if it matches; without: opens the request.
+                match decide(app, Call { task: &c.task, tool: &c.tool, scope, target }, approval, bind, false).await {
+                    Ok(Decided::Allow(_)) => Some(bytes),
+                    Ok(Decided::NeedsApproval) => {
+                        return refuse(StatusCode::FORBIDDEN, "approval_required", "not approved");
+                    }
+                    Err(r) => return r,
+                }
+            }
+            Err(r) => return r,
+        };
+    let body = match buffered {
+        Some(b) => Err(b),
+        None => Ok(body.take().unwrap_or_default()),
     };
     // The URL: the tool's upstream, the normalised path, the agent's query (minus an injected
     // parameter of the same name).

@@ -197,7 +197,9 @@ impl App {
             let marked = leases.revoke_lease(&l.id, now, "the login could not be made", None).await;
             if e.exists {
                 // Someone else's role of that name: the lease ends without touching it.
-                let _ = leases.revoked(vec![l.id.clone()], self.clock.now(), vec![]).await;
+                let audit = record(self.clock.now(), &l, AuditAction::LeaseRevoke)
+                    .reason("a role of that name existed already; left untouched");
+                let _ = leases.revoked(vec![l.id.clone()], self.clock.now(), vec![audit]).await;
             } else {
                 self.lease_wake.notify_one();
             }
@@ -210,7 +212,16 @@ impl App {
             )));
         }
         // A kill, an expiry or a revoke may have come while it was made: then it goes now.
-        if !self.store.leases().lease_made(&l.id).await? {
+        let made = match self.store.leases().lease_made(&l.id).await {
+            Ok(m) => m,
+            Err(e) => {
+                // The password is never handed out: the login goes.
+                let _ =
+                    self.store.leases().revoke_lease(&l.id, self.clock.now(), "the login's record failed", None).await;
+                return Err(e.into());
+            }
+        };
+        if !made {
             let admin = Admin { tool: &tool.name, admin_fingerprint: &fingerprint, admin_url: &admin_url };
             if let Some(Ok(())) = engine.revoke(admin, std::slice::from_ref(&role)).await.into_iter().next() {
                 let audit = record(self.clock.now(), &l, AuditAction::LeaseRevoke).reason("revoked while being made");

@@ -58,8 +58,8 @@ impl App {
         Ok(self.store.tools().list_tools().await?)
     }
 
-    /// Disables a tool: no new credential is issued for it, and every credential issued for
-    /// it introspects as inactive at once.
+    /// Disables a tool: no new credential is issued for it, every credential issued for it
+    /// introspects as inactive at once, and its database logins are removed.
     pub async fn disable_tool(&self, caller: &Caller, name: &ToolName, reason: &str) -> Result<Tool, Error> {
         self.allow(caller, AdminAction::ToolDisable, AdminTarget::Installation).await?;
         check_reason(reason)?;
@@ -67,6 +67,8 @@ impl App {
             .reason(reason)
             .detail([("tool", name.as_str().into())]);
         self.store.tools().set_tool_state(name, ToolState::Active, ToolState::Disabled, audit).await?;
+        // Its database logins were marked for removal in the same transaction.
+        self.lease_wake.notify_one();
         self.tool(caller, name).await
     }
 
