@@ -15,7 +15,6 @@
 //!   stuck, and removes it once the database is back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,25 +25,10 @@ use sqlx::Connection;
 
 mod common;
 
-use common::BIN;
+use common::{BIN, remit_json as run};
 
 const SUPER_PW: &str = "super-7c2f9e";
 const ADMIN_PW: &str = "admin-pw-4b8d1a6e";
-
-fn run(url: &str, data: &Path, args: &[&str], stdin: Option<&str>) -> Value {
-    let mut c = Command::new(BIN);
-    c.arg("--json").args(args).env("REMIT_URL", url).env("REMIT_DATA_DIR", data);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(t) = stdin {
-        input.write_all(t.as_bytes()).unwrap();
-    }
-    drop(input);
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
-}
 
 /// A cluster with a `CREATEROLE` admin owning the database `app` and its table `items`.
 async fn database() -> PgCluster {

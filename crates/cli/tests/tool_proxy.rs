@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{BIN, python, repo};
+use common::{python, repo};
 
 const KEY: &str = "upstream-key-7d1c0b9a8f6e5d4c";
 
@@ -67,20 +67,7 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let s = common::serve(&data, &[], &[]);
     let proxy = s.proxy_url.clone().expect("the serving line names the proxy");
-    let run = |args: &[&str], stdin: Option<&str>| {
-        let mut c = Command::new(BIN);
-        c.arg("--json").args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(t) = stdin {
-            input.write_all(t.as_bytes()).unwrap();
-        }
-        drop(input);
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
-    };
+    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
     let cfg = json!({
         "upstream": format!("http://127.0.0.1:{}/v2", up.1),
         "routes": [
@@ -300,20 +287,7 @@ fn an_approved_call_goes_through_once_and_only_with_the_body_it_was_approved_for
     std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let s = common::serve(&data, &[], &[]);
     let proxy = s.proxy_url.clone().unwrap();
-    let run = |args: &[&str], stdin: Option<&str>| {
-        let mut c = Command::new(BIN);
-        c.arg("--json").args(args).env("REMIT_URL", &s.url).env("REMIT_DATA_DIR", &data);
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(t) = stdin {
-            input.write_all(t.as_bytes()).unwrap();
-        }
-        drop(input);
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null)
-    };
+    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
     let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
                      "routes": [{"method": "POST", "path": "/issues", "scope": "write"}],
                      "inject": {"type": "bearer", "secret": "api-key"}});

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::post;
+use super::{post, put};
 
 /// Most leases one task holds (the server's limit).
 const PER_TASK: u64 = 64;
@@ -61,28 +61,11 @@ pub async fn run(
         "database": {"engine": "postgres", "admin_secret": "admin-url", "scope": "connect",
                      "grants": ["GRANT app_reader TO {{role}}"]}});
     post(http, &format!("{base}/v1/tools"), admin, tool).await?;
-    let r = http
-        .put(format!("{base}/v1/tools/{run}/secrets/admin-url"))
-        .bearer_auth(admin)
-        .json(&json!({"value": db_admin_url}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("setting the admin secret: {}", r.status()));
-    }
+    let secret_url = format!("{base}/v1/tools/{run}/secrets/admin-url");
+    put(http, &secret_url, admin, json!({"value": db_admin_url}), "setting the admin secret").await?;
     let bundle = json!({"schema": "action connect appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
         "policies": [{"name": "p.cedar", "source": format!("permit (principal, action == Action::\"connect\", resource == Tool::\"{run}\");")}]});
-    let r = http
-        .put(format!("{base}/v1/policies"))
-        .bearer_auth(admin)
-        .json(&bundle)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("pushing the policy: {}", r.status()));
-    }
+    put(http, &format!("{base}/v1/policies"), admin, bundle, "pushing the policy").await?;
     // The agent works in the loaded workflow and in a probe workflow nobody kills.
     let wf = format!("{run}-leases");
     let probe_wf = format!("{run}-probe");

@@ -125,6 +125,12 @@ fn decision_item(n: u64) -> (Value, Value, Value) {
     )
 }
 
+/// `PUT url` with `body` as the admin; `what` names it in the error.
+async fn put(c: &reqwest::Client, url: &str, bearer: &str, body: Value, what: &str) -> Result<(), String> {
+    let r = c.put(url).bearer_auth(bearer).json(&body).send().await.map_err(|e| e.to_string())?;
+    if r.status().is_success() { Ok(()) } else { Err(format!("{what}: {}", r.status())) }
+}
+
 async fn post(c: &reqwest::Client, url: &str, bearer: &str, body: Value) -> Result<Value, String> {
     let r = c.post(url).bearer_auth(bearer).json(&body).send().await.map_err(|e| e.to_string())?;
     let st = r.status();

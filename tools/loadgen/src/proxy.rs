@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::post;
+use super::{post, put};
 
 const KEY: &str = "load-upstream-key-0123456789";
 
@@ -138,28 +138,11 @@ pub async fn run(
                   "routes": [{"method": "GET", "path": "/items/{id}", "scope": "read"}],
                   "inject": {"type": "header", "name": "X-Api-Key", "secret": "api-key"}}});
     post(http, &format!("{base}/v1/tools"), admin, tool).await?;
-    let r = http
-        .put(format!("{base}/v1/tools/{run}/secrets/api-key"))
-        .bearer_auth(admin)
-        .json(&json!({"value": KEY}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("setting the secret: {}", r.status()));
-    }
+    let secret_url = format!("{base}/v1/tools/{run}/secrets/api-key");
+    put(http, &secret_url, admin, json!({"value": KEY}), "setting the secret").await?;
     let bundle = json!({"schema": "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
         "policies": [{"name": "p.cedar", "source": format!("permit (principal, action == Action::\"read\", resource == Tool::\"{run}\");")}]});
-    let r = http
-        .put(format!("{base}/v1/policies"))
-        .bearer_auth(admin)
-        .json(&bundle)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("pushing the policy: {}", r.status()));
-    }
+    put(http, &format!("{base}/v1/policies"), admin, bundle, "pushing the policy").await?;
     let b = json!({"workflow": run, "intent": "load test proxy", "audience": ["remit"], "ttl_seconds": 900});
     let t: Value = post(http, &format!("{base}/v1/tasks"), inst_token, b).await?;
     let task = t["token"].as_str().ok_or("no task token")?.to_owned();

@@ -76,6 +76,25 @@ pub fn serve_under(shell: Option<&str>, data: &Path, args: &[&str], env: &[(&str
     Server { child, url, admin_url, banner, proxy_url }
 }
 
+/// Runs `remit --json ARGS` against the server at `url` with data directory `data` (the admin
+/// credential from its `admin-token`), `stdin` piped in; panics unless it succeeds; returns
+/// its JSON output (`Null` if none).
+pub fn remit_json(url: &str, data: &Path, args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    use std::io::Write;
+    let mut c = Command::new(BIN);
+    c.arg("--json").args(args).env("REMIT_URL", url).env("REMIT_DATA_DIR", data);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(t) = stdin {
+        input.write_all(t.as_bytes()).unwrap();
+    }
+    drop(input);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
