@@ -370,3 +370,59 @@ fn an_approved_call_goes_through_once_and_only_with_the_body_it_was_approved_for
     assert_eq!(st, 403, "a used approval does not go through twice: {v}");
     assert_eq!(seen(&log).len(), 1);
 }
+
+/// A DPoP-bound task token (RFC 9449) reaches the upstream through the proxy only as
+/// `Authorization: DPoP …` with a fresh proof from its key for that very request; a replayed
+/// proof, another key, another URL or method, or the Bearer scheme are refused, and the other
+/// key is a security event in the audit log. Proofs come from PyJWT (`tests/proxy/dpop_proxy.py`).
+#[test]
+fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("upstream.log");
+    let up = upstream(&log);
+    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let s = common::serve(&data, &[], &[]);
+    let proxy = s.proxy_url.clone().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
+    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
+                     "routes": [{"method": "GET", "path": "/issues/{id}", "scope": "read"}],
+                     "inject": {"type": "header", "name": "X-Api-Key", "secret": "api-key"}});
+    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
+    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
+    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
+    #[rustfmt::skip]
+    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read",
+          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
+    run(&["secret", "set", "tickets", "api-key"], Some(KEY));
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::new();
+    let jt = run(&["agent", "join-token", "bot"], None);
+    let inst = rt.block_on(async {
+        let policies = json!({"schema": "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
+            "policies": [{"name": "p.cedar", "source": "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");"}]});
+        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
+        let inst: Value = r.json().await.unwrap();
+        inst["token"].as_str().unwrap().to_owned()
+    });
+    let out = Command::new(python())
+        .arg(repo().join("tests/proxy/dpop_proxy.py"))
+        .args([&s.url, &proxy, &inst])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["start"].as_u64(), r["bound"].as_bool()), (Some(201), Some(true)), "{r}");
+    assert_eq!(r["with_proof"], 200, "{r}");
+    assert_eq!(r["first"], 200, "{r}");
+    for refused in ["bearer_scheme", "no_proof", "replay", "other_key", "wrong_htu", "wrong_method"] {
+        assert_eq!(r[refused], 401, "{refused}: {r}");
+    }
+    assert_eq!(seen(&log).len(), 2, "only the two proper calls reached the upstream");
+    let misuse = run(&["audit", "list", "--action", "security.token_misuse"], None);
+    assert_eq!(misuse.as_array().map(Vec::len), Some(1), "{misuse}");
+}

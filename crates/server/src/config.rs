@@ -459,11 +459,14 @@ pub struct ProxyListenConfig {
     pub upstream_timeout: Duration,
     /// A PEM CA file to verify upstreams' TLS certificates with instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// The URL agents reach the proxy at (`http://10.0.0.5:7880`): the `htu` their DPoP proofs
+    /// name. Unset: `http://` and the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ProxyListenConfig {
     fn default() -> Self {
-        ProxyListenConfig { listen: None, upstream_timeout: Duration::from_secs(30), ca_file: None }
+        ProxyListenConfig { listen: None, upstream_timeout: Duration::from_secs(30), ca_file: None, public_url: None }
     }
 }
 

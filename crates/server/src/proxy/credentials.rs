@@ -34,11 +34,13 @@ struct CredentialRequest {
 pub(super) async fn issue(
     State(p): State<Proxy>,
     Path(tool): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let app = &p.app;
-    let claims = match bearer(app, &headers).await {
+    let claims = match bearer(app, &method, &uri, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };

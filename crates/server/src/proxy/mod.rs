@@ -8,7 +8,7 @@
 //! encoded separators) and must match a declared route (method + template); the bearer must be
 //! a live task token or a live per-tool credential for this tool holding the route's scope
 //! (introspected against the store on every call, so a kill or a disabled tool stops the
-//! next call); the decision point is asked (action = the route's scope, resource =
+//! next call; a DPoP-bound one only with a fresh proof from its key for this request); the decision point is asked (action = the route's scope, resource =
 //! `Tool::"<tool>"`, context `target` = the normalised path, plus every fact Remit vouches
 //! for); the secret's current version is opened and injected (bearer, header, query
 //! parameter or basic auth). The agent's `Authorization`, `DPoP`, cookies, forwarding and
@@ -111,7 +111,7 @@ async fn check(
         tracing::error!(error = %e, "tool proxy");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
     };
-    let claims = bearer(app, headers).await?;
+    let claims = bearer(app, method, uri, headers).await?;
     let tool = app
         .store
         .tools()
@@ -134,28 +134,58 @@ async fn check(
     Ok(Checked { tool, cfg, route, segments, task, actor: claims.sub })
 }
 
-/// The bearer's claims, once its token is found live (introspected against the store: a
-/// kill, an expiry or a disabled tool shows at once). DPoP-bound tokens are refused: the
-/// proxy does not check proofs yet.
-pub(crate) async fn bearer(app: &App, headers: &HeaderMap) -> Result<remit_token::Claims, Response> {
+/// The caller's claims, once its token is found live (introspected against the store: a
+/// kill, an expiry or a disabled tool shows at once). A DPoP-bound token (RFC 9449) must come
+/// as `Authorization: DPoP …` with a fresh proof from its key for this request (`htu` = the
+/// proxy's public URL and the path; replays refused on every replica; another key is a
+/// security event); a bearer token as `Authorization: Bearer …`.
+pub(crate) async fn bearer(
+    app: &App,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<remit_token::Claims, Response> {
     let internal = |e: crate::error::Error| {
         tracing::error!(error = %e, "tool proxy");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again")
     };
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let (dpop, token) = crate::api::credential_of(headers)
         .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "a bearer token is required"))?;
     let seen = app.introspect(token, None).await.map_err(internal)?;
     let claims =
         seen.claims.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "invalid_token", "the token is not active"))?;
-    if claims.cnf.is_some() {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "DPoP-bound tokens are not accepted by the proxy yet; use a bearer credential",
-        ));
+    let bad = |m: String| refuse(StatusCode::UNAUTHORIZED, "invalid_dpop_proof", m);
+    match (&claims.cnf, dpop) {
+        (None, false) => {}
+        (None, true) => return Err(bad("this token is not DPoP-bound: send it as `Authorization: Bearer …`".into())),
+        (Some(_), false) => {
+            return Err(bad("this token is DPoP-bound: send it as `Authorization: DPoP …` with a proof".into()));
+        }
+        (Some(cnf), true) => {
+            let proof = crate::api::dpop_header(headers)
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad("this token is DPoP-bound: a `DPoP` proof header is required".into()))?;
+            let base = match &app.cfg.proxy.public_url {
+                Some(u) => u.trim_end_matches('/').to_owned(),
+                None => {
+                    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+                    format!("http://{host}")
+                }
+            };
+            let url = format!("{base}{}", uri.path());
+            let p =
+                app.dpop_proof_at(proof, method.as_str(), &url, Some(token)).await.map_err(|e| bad(e.to_string()))?;
+            let bound = crate::service::dpop::Bound {
+                jti: &claims.jti,
+                jkt: &cnf.jkt,
+                audience: "proxy",
+                subject: &claims.sub,
+            };
+            app.check_binding(&bound, &p).await.map_err(|e| match e {
+                crate::error::Error::Unauthenticated(m) => bad(m),
+                other => internal(other),
+            })?;
+        }
     }
     Ok(claims)
 }

@@ -23,7 +23,7 @@ const REPLAY_MARGIN_SECS: u64 = 60;
 pub struct Bound<'a> {
     pub jti: &'a str,
     pub jkt: &'a str,
-    /// Where the token was presented (`remit` for Remit's API, `token-endpoint`).
+    /// Where the token was presented (`remit` for Remit's API, `token-endpoint`, `proxy`).
     pub audience: &'a str,
     /// Who the token names, for the records.
     pub subject: &'a str,
@@ -40,9 +40,20 @@ impl App {
         access_token: Option<&str>,
     ) -> Result<Proof, DpopError> {
         let url = format!("{}{path}", self.issuer.trim_end_matches('/'));
+        self.dpop_proof_at(proof, method, &url, access_token).await
+    }
+
+    /// [`App::dpop_proof`] for a request to `url` (scheme, host and path: the proxy's own).
+    pub async fn dpop_proof_at(
+        &self,
+        proof: &str,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<Proof, DpopError> {
         let window = i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30).max(5);
         let now = self.clock.now();
-        let p = dpop::verify(proof, Expect { method, url: &url, now: now.secs(), window, access_token })?;
+        let p = dpop::verify(proof, Expect { method, url, now: now.secs(), window, access_token })?;
         let key = hex::encode(remit_token::sha256(format!("{}.{}", p.jkt, p.jti).as_bytes()));
         let until = now.plus_secs(u64::try_from(window).unwrap_or(30) * 2 + REPLAY_MARGIN_SECS);
         match self.store.tools().use_proof(&key, now, until).await {
