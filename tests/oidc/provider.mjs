@@ -477,6 +477,9 @@ try {
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
+      // Machine clients (grant_types ["client_credentials"]): Remit's tool proxy obtains
+      // upstream access tokens this way.
+      clientCredentials: { enabled: true },
       revocation: {
         enabled: true,
         allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,

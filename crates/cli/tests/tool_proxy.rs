@@ -426,3 +426,92 @@ fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
     let misuse = run(&["audit", "list", "--action", "security.token_misuse"], None);
     assert_eq!(misuse.as_array().map(Vec::len), Some(1), "{misuse}");
 }
+
+#[path = "../../server/tests/common/oidc.rs"]
+#[allow(dead_code)]
+mod oidc;
+
+/// An OAuth tool: the proxy obtains an access token from the upstream's authorization server
+/// (the shared test OpenID provider) with the client-credentials grant and the tool's client
+/// secret, caches it, and sends it as the bearer; the agent holds neither the secret nor the
+/// token.
+#[test]
+fn an_oauth_tool_gets_a_client_credentials_token_the_agent_never_sees() {
+    const CLIENT_SECRET: &str = "cc-secret-5e0a9c3f1b7d4e2a";
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut config = oidc::default_config();
+    config["clients"].as_array_mut().unwrap().push(json!({
+        "client_id": "tickets-proxy", "client_secret": CLIENT_SECRET, "grant_types": ["client_credentials"],
+        "response_types": [], "redirect_uris": [], "token_endpoint_auth_method": "client_secret_basic"}));
+    let op = rt.block_on(oidc::OidcProvider::start_with(config));
+    let meta: Value = rt.block_on(async {
+        let r = op.http.get(format!("{}/.well-known/openid-configuration", op.issuer)).send().await.unwrap();
+        r.json().await.unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("upstream.log");
+    let up = upstream(&log);
+    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let s = common::serve(&data, &[], &[]);
+    let proxy = s.proxy_url.clone().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
+    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
+                     "routes": [{"method": "GET", "path": "/issues/{id}", "scope": "read"}],
+                     "inject": {"type": "oauth", "token_url": meta["token_endpoint"], "client_id": "tickets-proxy",
+                                "secret": "client-secret"}});
+    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
+    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
+    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
+    #[rustfmt::skip]
+    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read",
+          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
+    run(&["secret", "set", "tickets", "client-secret"], Some(CLIENT_SECRET));
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let http = reqwest::Client::new();
+    let jt = run(&["agent", "join-token", "bot"], None);
+    let mut received = String::new();
+    rt.block_on(async {
+        let policies = json!({"schema": "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
+            "policies": [{"name": "p.cedar", "source": "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");"}]});
+        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
+        let inst: Value = r.json().await.unwrap();
+        let b = json!({"workflow": "w", "intent": "read issues", "audience": ["remit"], "ttl_seconds": 300});
+        let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(inst["token"].as_str().unwrap()).json(&b).send();
+        let t: Value = r.await.unwrap().json().await.unwrap();
+        let task = t["token"].as_str().unwrap().to_owned();
+        for id in [1, 2] {
+            let r = http.get(format!("{proxy}/tools/tickets/issues/{id}")).bearer_auth(&task).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            received.push_str(&format!("{:?}", r.headers()));
+            received.push_str(&r.text().await.unwrap());
+        }
+    });
+    // The upstream got the same access token twice (cached), a live one of that client.
+    let got = seen(&log);
+    assert_eq!(got.len(), 2);
+    let bearer =
+        |v: &Value| v["headers"]["authorization"].as_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned();
+    let token = bearer(&got[0]);
+    assert_eq!(bearer(&got[1]), token, "the token is cached between calls");
+    let info: Value = rt.block_on(async {
+        let r = op
+            .http
+            .post(meta["introspection_endpoint"].as_str().unwrap())
+            .basic_auth("tickets-proxy", Some(CLIENT_SECRET))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    });
+    assert_eq!((info["active"].as_bool(), info["client_id"].as_str()), (Some(true), Some("tickets-proxy")), "{info}");
+    // Neither the client secret nor the token reached the agent or the audit log.
+    let audit = run(&["audit", "list", "--limit", "1000"], None).to_string();
+    for secret in [CLIENT_SECRET, token.as_str()] {
+        assert!(!received.contains(secret) && !audit.contains(secret));
+    }
+}

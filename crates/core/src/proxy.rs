@@ -69,6 +69,18 @@ pub enum Injection {
     Query { name: String, secret: String },
     /// `Authorization: Basic base64(<username>:<secret>)`.
     Basic { username: String, secret: String },
+    /// `Authorization: Bearer <access token>`, the token obtained by the proxy from the
+    /// upstream's authorization server with the OAuth 2.0 client-credentials grant (RFC 6749
+    /// §4.4; `client_secret_basic` with the tool's secret) and cached per tool until shortly
+    /// before it expires.
+    #[serde(rename = "oauth")]
+    OAuth {
+        token_url: String,
+        client_id: String,
+        secret: String,
+        #[serde(default)]
+        scope: Option<String>,
+    },
 }
 
 impl Injection {
@@ -78,7 +90,8 @@ impl Injection {
             Injection::Bearer { secret }
             | Injection::Header { secret, .. }
             | Injection::Query { secret, .. }
-            | Injection::Basic { secret, .. } => secret,
+            | Injection::Basic { secret, .. }
+            | Injection::OAuth { secret, .. } => secret,
         }
     }
 }
@@ -216,6 +229,20 @@ impl ProxyConfig {
             }
             Injection::Basic { username, .. } if username.contains(':') || username.chars().any(|c| c.is_control()) => {
                 return Err(invalid("inject", "a basic-auth username without `:` or control characters"));
+            }
+            Injection::OAuth { token_url, client_id, scope, .. } => {
+                let url_ok = split_upstream(token_url).is_ok();
+                if !url_ok {
+                    return Err(invalid("inject", "token_url must be an absolute http(s) URL"));
+                }
+                if client_id.is_empty() || client_id.len() > 256 || client_id.chars().any(|c| c.is_control()) {
+                    return Err(invalid("inject", "client_id must be 1-256 printable characters"));
+                }
+                if let Some(s) = scope
+                    && (s.is_empty() || s.split(' ').any(|x| crate::tool::check_scope(x).is_err()))
+                {
+                    return Err(invalid("inject", "scope must be space-separated scope tokens"));
+                }
             }
             _ => {}
         }

@@ -47,6 +47,95 @@ mod credentials;
 pub struct Proxy {
     app: Arc<App>,
     client: reqwest::Client,
+    /// OAuth access tokens obtained for tools (client credentials), by tool: the client
+    /// secret's fingerprint they were obtained with, the token, and when to stop using it.
+    tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, CachedToken>>>,
+}
+
+/// An access token the proxy obtained for a tool.
+struct CachedToken {
+    fingerprint: String,
+    token: zeroize::Zeroizing<String>,
+    until: Instant,
+}
+
+/// Longest a token is cached, whatever its `expires_in`; and how long before its expiry it is
+/// replaced.
+const MAX_TOKEN_CACHE: std::time::Duration = std::time::Duration::from_secs(3600);
+const TOKEN_EXPIRY_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Proxy {
+    /// An access token for `tool` from its authorization server (client credentials,
+    /// `client_secret_basic`), from the cache while it is fresh and was obtained with the
+    /// current client secret. The token's text never reaches a log or an error.
+    async fn access_token(
+        &self,
+        tool: &str,
+        fingerprint: &str,
+        inject: &Injection,
+        secret: &str,
+    ) -> Result<zeroize::Zeroizing<String>, Response> {
+        let Injection::OAuth { token_url, client_id, scope, .. } = inject else {
+            return Err(refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "not an OAuth tool"));
+        };
+        if let Ok(cache) = self.tokens.lock()
+            && let Some(t) = cache.get(tool)
+            && t.fingerprint == fingerprint
+            && Instant::now() < t.until
+        {
+            return Ok(t.token.clone());
+        }
+        let failed = |why: &str| {
+            tracing::warn!(tool, why, "tool proxy: obtaining an access token failed");
+            refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the tool's authorization server refused the proxy")
+        };
+        // RFC 6749 §2.3.1: the client id and secret form-urlencoded, then basic auth.
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(s) = scope {
+            form.push(("scope", s.clone()));
+        }
+        let sent = self
+            .client
+            .post(token_url)
+            .basic_auth(enc(client_id), Some(zeroize::Zeroizing::new(enc(secret)).as_str()))
+            .header(axum::http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|_| failed("unreachable"))?;
+        if !sent.status().is_success() {
+            return Err(failed(&format!("status {}", sent.status().as_u16())));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            access_token: String,
+            token_type: String,
+            expires_in: Option<u64>,
+        }
+        let body = zeroize::Zeroizing::new(sent.bytes().await.map_err(|_| failed("no body"))?.to_vec());
+        let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| failed("not a token response"))?;
+        let access = zeroize::Zeroizing::new(t.access_token);
+        if !t.token_type.eq_ignore_ascii_case("bearer") || access.is_empty() {
+            return Err(failed("not a bearer token"));
+        }
+        let life = std::time::Duration::from_secs(t.expires_in.unwrap_or(60)).min(MAX_TOKEN_CACHE);
+        let until = Instant::now() + life.saturating_sub(TOKEN_EXPIRY_MARGIN);
+        if let Ok(mut cache) = self.tokens.lock() {
+            cache.insert(
+                tool.to_owned(),
+                CachedToken { fingerprint: fingerprint.to_owned(), token: access.clone(), until },
+            );
+        }
+        Ok(access)
+    }
+
+    /// Forgets `tool`'s token (the upstream refused it).
+    fn forget_token(&self, tool: &str) {
+        if let Ok(mut cache) = self.tokens.lock() {
+            cache.remove(tool);
+        }
+    }
 }
 
 /// The proxy's router: everything goes to [`handle`].
@@ -65,7 +154,7 @@ pub fn router(app: Arc<App>) -> Result<axum::Router, String> {
     Ok(axum::Router::new()
         .route("/credentials/{tool}", axum::routing::post(credentials::issue))
         .fallback(handle)
-        .with_state(Proxy { app, client }))
+        .with_state(Proxy { app, client, tokens: Default::default() }))
 }
 
 pub(crate) fn refuse(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
@@ -356,6 +445,16 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     let Ok(secret) = std::str::from_utf8(&value) else {
         return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the tool's secret is not text");
     };
+    // An OAuth tool's access token, obtained (or taken from the cache) with the secret.
+    let access = match &c.cfg.inject {
+        Injection::OAuth { .. } => {
+            match p.access_token(c.tool.name.as_str(), &version.fingerprint, &c.cfg.inject, secret).await {
+                Ok(t) => Some(t),
+                Err(r) => return r,
+            }
+        }
+        _ => None,
+    };
     // Decided only now, with the secret in hand: an approval is spent only on a call that
     // can go out. An ordinary call streams its body. An approval-gated one (found by a probe
     // that opens no request) has its body read whole — at most `MAX_APPROVAL_BODY` — and its
@@ -443,6 +542,9 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
             query.push((name.clone(), secret.to_owned()));
             Ok(())
         }
+        Injection::OAuth { .. } => {
+            set(&mut headers, "authorization", format!("Bearer {}", access.as_deref().map_or("", |t| t.as_str())))
+        }
     };
     if let Err(why) = injected {
         return refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", why);
@@ -503,7 +605,14 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
     let mut out = Response::builder().status(status.as_u16());
     // The forms the secret could come back in: as sent, percent-encoded, base64 (alone and as
     // basic auth). An upstream reflecting one, in a header or the body, does not hand it over.
-    let forms = reflected_forms(&c.cfg.inject, secret);
+    let mut forms = reflected_forms(&c.cfg.inject, secret);
+    if let Some(t) = &access {
+        forms.extend(reflected_forms(&Injection::Bearer { secret: String::new() }, t));
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The upstream no longer takes the token: the next call gets a fresh one.
+            p.forget_token(c.tool.name.as_str());
+        }
+    }
     for (k, v) in upstream.headers() {
         let n = k.as_str();
         let reflects = forms.iter().any(|f| contains(v.as_bytes(), f));
