@@ -382,7 +382,10 @@ fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
     std::fs::create_dir_all(&data).unwrap();
     let log = dir.path().join("upstream.log");
     let up = upstream(&log);
-    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    // DPoP proofs name the proxy's public URL: a fixed port, so the configuration can say it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n");
+    std::fs::write(data.join("remit.toml"), conf).unwrap();
     let s = common::serve(&data, &[], &[]);
     let proxy = s.proxy_url.clone().unwrap();
     let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);

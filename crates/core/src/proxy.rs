@@ -231,9 +231,18 @@ impl ProxyConfig {
                 return Err(invalid("inject", "a basic-auth username without `:` or control characters"));
             }
             Injection::OAuth { token_url, client_id, scope, .. } => {
-                let url_ok = split_upstream(token_url).is_ok();
+                // The client secret goes in the request: TLS, unless on this host.
+                let url_ok = split_upstream(token_url).is_ok_and(|(scheme, authority, _)| {
+                    scheme == "https"
+                        || ["127.0.0.1", "localhost", "[::1]"]
+                            .iter()
+                            .any(|h| authority == *h || authority.strip_prefix(h).is_some_and(|r| r.starts_with(':')))
+                });
                 if !url_ok {
-                    return Err(invalid("inject", "token_url must be an absolute http(s) URL"));
+                    return Err(invalid(
+                        "inject",
+                        "token_url must be an absolute https:// URL (http:// only on loopback)",
+                    ));
                 }
                 if client_id.is_empty() || client_id.len() > 256 || client_id.chars().any(|c| c.is_control()) {
                     return Err(invalid("inject", "client_id must be 1-256 printable characters"));

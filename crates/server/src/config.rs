@@ -460,7 +460,7 @@ pub struct ProxyListenConfig {
     /// A PEM CA file to verify upstreams' TLS certificates with instead of the system's roots.
     pub ca_file: Option<PathBuf>,
     /// The URL agents reach the proxy at (`http://10.0.0.5:7880`): the `htu` their DPoP proofs
-    /// name. Unset: `http://` and the request's `Host`.
+    /// name. Unset: DPoP-bound tokens are refused at the proxy.
     pub public_url: Option<String>,
 }
 
@@ -596,6 +596,14 @@ impl Config {
             cfg.log_format = v;
         }
         cfg.leases.check()?;
+        if let Some(u) = &cfg.proxy.public_url
+            && remit_core::proxy::split_upstream(u).is_err()
+        {
+            return Err(ConfigError::Value {
+                key: "proxy.public_url",
+                message: "an absolute http(s) URL without query or fragment".into(),
+            });
+        }
         Ok(cfg)
     }
 

@@ -63,6 +63,9 @@ struct CachedToken {
 /// replaced.
 const MAX_TOKEN_CACHE: std::time::Duration = std::time::Duration::from_secs(3600);
 const TOKEN_EXPIRY_MARGIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// A token request's whole time, and the largest answer read.
+const TOKEN_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 impl Proxy {
     /// An access token for `tool` from its authorization server (client credentials,
@@ -95,9 +98,10 @@ impl Proxy {
         if let Some(s) = scope {
             form.push(("scope", s.clone()));
         }
-        let sent = self
+        let mut sent = self
             .client
             .post(token_url)
+            .timeout(TOKEN_REQUEST_TIMEOUT)
             .basic_auth(enc(client_id), Some(zeroize::Zeroizing::new(enc(secret)).as_str()))
             .header(axum::http::header::ACCEPT, "application/json")
             .form(&form)
@@ -111,16 +115,32 @@ impl Proxy {
         struct TokenResponse {
             access_token: String,
             token_type: String,
-            expires_in: Option<u64>,
+            /// A number, or (some providers) a numeric string.
+            #[serde(default)]
+            expires_in: Option<serde_json::Value>,
         }
-        let body = zeroize::Zeroizing::new(sent.bytes().await.map_err(|_| failed("no body"))?.to_vec());
+        let mut body = zeroize::Zeroizing::new(Vec::new());
+        while let Some(chunk) = sent.chunk().await.map_err(|_| failed("the answer broke off"))? {
+            if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                return Err(failed("the answer is too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| failed("not a token response"))?;
         let access = zeroize::Zeroizing::new(t.access_token);
-        if !t.token_type.eq_ignore_ascii_case("bearer") || access.is_empty() {
-            return Err(failed("not a bearer token"));
+        // RFC 6750 §2.1 b64token: what can go in an `Authorization` header.
+        let b64token = !access.is_empty()
+            && access.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+        if !t.token_type.eq_ignore_ascii_case("bearer") || !b64token {
+            return Err(failed("not a usable bearer token"));
         }
-        let life = std::time::Duration::from_secs(t.expires_in.unwrap_or(60)).min(MAX_TOKEN_CACHE);
-        let until = Instant::now() + life.saturating_sub(TOKEN_EXPIRY_MARGIN);
+        let secs = match &t.expires_in {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let life = std::time::Duration::from_secs(secs.unwrap_or(60)).min(MAX_TOKEN_CACHE);
+        let until = Instant::now() + life.saturating_sub(TOKEN_EXPIRY_MARGIN).max(life / 2);
         if let Ok(mut cache) = self.tokens.lock() {
             cache.insert(
                 tool.to_owned(),
@@ -130,9 +150,12 @@ impl Proxy {
         Ok(access)
     }
 
-    /// Forgets `tool`'s token (the upstream refused it).
-    fn forget_token(&self, tool: &str) {
-        if let Ok(mut cache) = self.tokens.lock() {
+    /// Forgets `tool`'s token `sent` (the upstream refused it) — not a newer one another call
+    /// has fetched meanwhile.
+    fn forget_token(&self, tool: &str, sent: &str) {
+        if let Ok(mut cache) = self.tokens.lock()
+            && cache.get(tool).is_some_and(|t| t.token.as_str() == sent)
+        {
             cache.remove(tool);
         }
     }
@@ -225,8 +248,8 @@ async fn check(
 
 /// The caller's claims, once its token is found live (introspected against the store: a
 /// kill, an expiry or a disabled tool shows at once). A DPoP-bound token (RFC 9449) must come
-/// as `Authorization: DPoP …` with a fresh proof from its key for this request (`htu` = the
-/// proxy's public URL and the path; replays refused on every replica; another key is a
+/// as `Authorization: DPoP …` with a fresh proof from its key for this request (`htu` =
+/// `[proxy] public_url` and the path, never the client's `Host`; replays refused on every replica; another key is a
 /// security event); a bearer token as `Authorization: Bearer …`.
 pub(crate) async fn bearer(
     app: &App,
@@ -254,12 +277,13 @@ pub(crate) async fn bearer(
             let proof = crate::api::dpop_header(headers)
                 .map_err(|e| bad(e.to_string()))?
                 .ok_or_else(|| bad("this token is DPoP-bound: a `DPoP` proof header is required".into()))?;
-            let base = match &app.cfg.proxy.public_url {
-                Some(u) => u.trim_end_matches('/').to_owned(),
-                None => {
-                    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-                    format!("http://{host}")
-                }
+            // The URL the proof must name is the proxy's own, from the configuration: never the
+            // client's `Host` (a proof made for another server must not replay here).
+            let Some(base) = app.cfg.proxy.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()) else {
+                return Err(bad(
+                    "this proxy takes DPoP-bound tokens only once `[proxy] public_url` says where agents reach it"
+                        .into(),
+                ));
             };
             let url = format!("{base}{}", uri.path());
             let p =
@@ -610,7 +634,7 @@ async fn forward(p: &Proxy, c: Checked, parts: axum::http::request::Parts, body:
         forms.extend(reflected_forms(&Injection::Bearer { secret: String::new() }, t));
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // The upstream no longer takes the token: the next call gets a fresh one.
-            p.forget_token(c.tool.name.as_str());
+            p.forget_token(c.tool.name.as_str(), t);
         }
     }
     for (k, v) in upstream.headers() {
