@@ -56,6 +56,8 @@ def call(auth, proof=None):
 
 out["with_proof"] = call(f"DPoP {tok}", key.proof("GET", url, tok))
 out["bearer_scheme"] = call(f"Bearer {tok}")
+r = requests.get(url, headers={"Authorization": f"DPoP {tok}"})
+out["challenge"] = r.headers.get("WWW-Authenticate", "")
 out["no_proof"] = call(f"DPoP {tok}")
 p = key.proof("GET", url, tok)
 out["first"] = call(f"DPoP {tok}", p)

@@ -426,6 +426,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
         assert_eq!(r[refused], 401, "{refused}: {r}");
     }
     assert_eq!(seen(&log).len(), 2, "only the two proper calls reached the upstream");
+    assert!(r["challenge"].as_str().unwrap().starts_with("DPoP error=\"invalid_dpop_proof\""), "{r}");
     let misuse = run(&["audit", "list", "--action", "security.token_misuse"], None);
     assert_eq!(misuse.as_array().map(Vec::len), Some(1), "{misuse}");
 }

@@ -180,8 +180,21 @@ pub fn router(app: Arc<App>) -> Result<axum::Router, String> {
         .with_state(Proxy { app, client, tokens: Default::default() }))
 }
 
+/// A refusal in the proxy's error shape; a 401 says which schemes it takes (RFC 6750 §3,
+/// RFC 9449 §7.1).
 pub(crate) fn refuse(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": error, "error_description": description.into()}))).into_response()
+    let mut r = (status, axum::Json(json!({"error": error, "error_description": description.into()}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = if error == "invalid_dpop_proof" {
+            format!("DPoP error=\"{error}\", algs=\"ES256\"")
+        } else {
+            format!("Bearer error=\"{error}\", DPoP algs=\"ES256\"")
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
 }
 
 /// A request to the proxy, checked up to the point of forwarding.
