@@ -487,20 +487,31 @@ fn an_oauth_tool_gets_a_client_credentials_token_the_agent_never_sees() {
         let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(inst["token"].as_str().unwrap()).json(&b).send();
         let t: Value = r.await.unwrap().json().await.unwrap();
         let task = t["token"].as_str().unwrap().to_owned();
-        for id in [1, 2] {
-            let r = http.get(format!("{proxy}/tools/tickets/issues/{id}")).bearer_auth(&task).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            received.push_str(&format!("{:?}", r.headers()));
-            received.push_str(&r.text().await.unwrap());
+        // Four first calls at once: one token request (single flight), then the cache.
+        let mut calls = tokio::task::JoinSet::new();
+        for id in 1..=4 {
+            let (http, url, task) = (http.clone(), format!("{proxy}/tools/tickets/issues/{id}"), task.clone());
+            calls.spawn(async move {
+                let r = http.get(url).bearer_auth(&task).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let headers = format!("{:?}", r.headers());
+                headers + &r.text().await.unwrap()
+            });
         }
+        while let Some(got) = calls.join_next().await {
+            received.push_str(&got.unwrap());
+        }
+        let r = http.get(format!("{proxy}/tools/tickets/issues/5")).bearer_auth(&task).send().await.unwrap();
+        assert_eq!(r.status(), 200);
     });
-    // The upstream got the same access token twice (cached), a live one of that client.
+    // The upstream got one access token every time (fetched once, then cached), a live one of
+    // that client.
     let got = seen(&log);
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 5);
     let bearer =
         |v: &Value| v["headers"]["authorization"].as_str().unwrap().strip_prefix("Bearer ").unwrap().to_owned();
     let token = bearer(&got[0]);
-    assert_eq!(bearer(&got[1]), token, "the token is cached between calls");
+    assert!(got.iter().all(|g| bearer(g) == token), "one token for every call: {got:?}");
     let info: Value = rt.block_on(async {
         let r = op
             .http

@@ -50,6 +50,8 @@ pub struct Proxy {
     /// OAuth access tokens obtained for tools (client credentials), by tool: the client
     /// secret's fingerprint they were obtained with, the token, and when to stop using it.
     tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, CachedToken>>>,
+    /// One token request per tool at a time: concurrent first calls wait for it.
+    fetching: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// An access token the proxy obtained for a tool.
@@ -81,12 +83,22 @@ impl Proxy {
         let Injection::OAuth { token_url, client_id, scope, .. } = inject else {
             return Err(refuse(StatusCode::BAD_GATEWAY, "upstream_unavailable", "not an OAuth tool"));
         };
-        if let Ok(cache) = self.tokens.lock()
-            && let Some(t) = cache.get(tool)
-            && t.fingerprint == fingerprint
-            && Instant::now() < t.until
-        {
-            return Ok(t.token.clone());
+        let cached = || {
+            let cache = self.tokens.lock().ok()?;
+            let t = cache.get(tool)?;
+            (t.fingerprint == fingerprint && Instant::now() < t.until).then(|| t.token.clone())
+        };
+        if let Some(t) = cached() {
+            return Ok(t);
+        }
+        // Single flight: whoever waited here takes the token the first one fetched.
+        let gate = match self.fetching.lock() {
+            Ok(mut m) => m.entry(tool.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let _turn = gate.lock().await;
+        if let Some(t) = cached() {
+            return Ok(t);
         }
         let failed = |why: &str| {
             tracing::warn!(tool, why, "tool proxy: obtaining an access token failed");
@@ -177,7 +189,7 @@ pub fn router(app: Arc<App>) -> Result<axum::Router, String> {
     Ok(axum::Router::new()
         .route("/credentials/{tool}", axum::routing::post(credentials::issue))
         .fallback(handle)
-        .with_state(Proxy { app, client, tokens: Default::default() }))
+        .with_state(Proxy { app, client, tokens: Default::default(), fetching: Default::default() }))
 }
 
 /// A refusal in the proxy's error shape; a 401 says which schemes it takes (RFC 6750 §3,
