@@ -273,47 +273,95 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     assert_eq!(seen(&log).len(), n);
 }
 
+/// A fresh server (with `conf` as its `remit.toml`) and upstream, a workflow `w`, an agent
+/// `bot` joined once (`inst`), and the tool `tickets` (scope `scope`) proxied to the upstream
+/// with `routes` and `inject`, its secret `secret` set, and the policy `policy` pushed.
+struct Proxied {
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    _up: Upstream,
+    s: common::Server,
+    data: std::path::PathBuf,
+    proxy: String,
+    admin: String,
+    inst: String,
+    http: reqwest::Client,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn proxied(
+    rt: &tokio::runtime::Runtime,
+    conf: &str,
+    routes: Value,
+    inject: Value,
+    scope: &str,
+    secret: (&str, &str),
+    policy: &str,
+) -> Proxied {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("upstream.log");
+    let up = upstream(&log);
+    std::fs::write(data.join("remit.toml"), conf).unwrap();
+    let s = common::serve(&data, &[], &[]);
+    let proxy = s.proxy_url.clone().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
+    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1), "routes": routes, "inject": inject});
+    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
+    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
+    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
+    #[rustfmt::skip]
+    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", scope,
+          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
+    run(&["secret", "set", "tickets", secret.0], Some(secret.1));
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let http = reqwest::Client::new();
+    let jt = run(&["agent", "join-token", "bot"], None);
+    let inst = rt.block_on(async {
+        let schema =
+            format!("action {scope} appliesTo {{ principal: [Task], resource: [Tool], context: TaskContext }};");
+        let policies = json!({"schema": schema, "policies": [{"name": "p.cedar", "source": policy}]});
+        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
+        let inst: Value = r.json().await.unwrap();
+        inst["token"].as_str().unwrap().to_owned()
+    });
+    Proxied { _dir: dir, log, _up: up, s, data, proxy, admin, inst, http }
+}
+
+impl Proxied {
+    /// Starts a task of `w` for `intent`; its token.
+    fn task(&self, rt: &tokio::runtime::Runtime, intent: &str) -> String {
+        rt.block_on(async {
+            let b = json!({"workflow": "w", "intent": intent, "audience": ["remit"], "ttl_seconds": 300});
+            let r = self.http.post(format!("{}/v1/tasks", self.s.url)).bearer_auth(&self.inst).json(&b).send();
+            let t: Value = r.await.unwrap().json().await.unwrap();
+            t["token"].as_str().unwrap().to_owned()
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Value {
+        common::remit_json(&self.s.url, &self.data, args, None)
+    }
+}
+
+const PLAIN: &str = "[proxy]\nlisten = \"127.0.0.1:0\"\n";
+
 /// An approval-gated route: the call answers with an approval id bound to the request's
 /// method, query, content type and body digest; after a human approves, the retry with that
 /// body goes through exactly once, and a retry with another body (or another content type)
 /// does not.
 #[test]
 fn an_approved_call_goes_through_once_and_only_with_the_body_it_was_approved_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let log = dir.path().join("upstream.log");
-    let up = upstream(&log);
-    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let s = common::serve(&data, &[], &[]);
-    let proxy = s.proxy_url.clone().unwrap();
-    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
-    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
-                     "routes": [{"method": "POST", "path": "/issues", "scope": "write"}],
-                     "inject": {"type": "bearer", "secret": "api-key"}});
-    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
-    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
-    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
-    #[rustfmt::skip]
-    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "write",
-          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
-    run(&["secret", "set", "tickets", "api-key"], Some(KEY));
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let http = reqwest::Client::new();
-    let jt = run(&["agent", "join-token", "bot"], None);
-    let task = rt.block_on(async {
-        let policies = json!({"schema": "action write appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
-            "policies": [{"name": "p.cedar", "source": "@approval(\"filing an issue needs a human\")\npermit (principal, action == Action::\"write\", resource == Tool::\"tickets\");"}]});
-        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
-        let inst: Value = r.json().await.unwrap();
-        let b = json!({"workflow": "w", "intent": "file one issue", "audience": ["remit"], "ttl_seconds": 300});
-        let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(inst["token"].as_str().unwrap()).json(&b).send();
-        let t: Value = r.await.unwrap().json().await.unwrap();
-        t["token"].as_str().unwrap().to_owned()
-    });
+    #[rustfmt::skip]
+    let p = proxied(&rt, PLAIN, json!([{"method": "POST", "path": "/issues", "scope": "write"}]),
+        json!({"type": "bearer", "secret": "api-key"}), "write", ("api-key", KEY),
+        "@approval(\"filing an issue needs a human\")\npermit (principal, action == Action::\"write\", resource == Tool::\"tickets\");");
+    let (proxy, admin, http, log, s) = (p.proxy.clone(), p.admin.clone(), p.http.clone(), p.log.clone(), &p.s);
+    let task = p.task(&rt, "file one issue");
     let call = |body: &str, approval: Option<&str>| {
         let mut r =
             http.post(format!("{proxy}/tools/tickets/issues?project=ops")).bearer_auth(&task).body(body.to_owned());
@@ -377,41 +425,15 @@ fn an_approved_call_goes_through_once_and_only_with_the_body_it_was_approved_for
 /// key is a security event in the audit log. Proofs come from PyJWT (`tests/proxy/dpop_proxy.py`).
 #[test]
 fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let log = dir.path().join("upstream.log");
-    let up = upstream(&log);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // DPoP proofs name the proxy's public URL: a fixed port, so the configuration can say it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n");
-    std::fs::write(data.join("remit.toml"), conf).unwrap();
-    let s = common::serve(&data, &[], &[]);
-    let proxy = s.proxy_url.clone().unwrap();
-    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
-    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
-                     "routes": [{"method": "GET", "path": "/issues/{id}", "scope": "read"}],
-                     "inject": {"type": "header", "name": "X-Api-Key", "secret": "api-key"}});
-    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
-    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
-    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
     #[rustfmt::skip]
-    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read",
-          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
-    run(&["secret", "set", "tickets", "api-key"], Some(KEY));
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let http = reqwest::Client::new();
-    let jt = run(&["agent", "join-token", "bot"], None);
-    let inst = rt.block_on(async {
-        let policies = json!({"schema": "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
-            "policies": [{"name": "p.cedar", "source": "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");"}]});
-        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
-        let inst: Value = r.json().await.unwrap();
-        inst["token"].as_str().unwrap().to_owned()
-    });
+    let p = proxied(&rt, &conf, json!([{"method": "GET", "path": "/issues/{id}", "scope": "read"}]),
+        json!({"type": "header", "name": "X-Api-Key", "secret": "api-key"}), "read", ("api-key", KEY),
+        "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");");
+    let (s, proxy, inst, log) = (&p.s, p.proxy.clone(), p.inst.clone(), p.log.clone());
     let out = Command::new(python())
         .arg(repo().join("tests/proxy/dpop_proxy.py"))
         .args([&s.url, &proxy, &inst])
@@ -427,7 +449,7 @@ fn dpop_bound_tokens_need_a_fresh_proof_at_the_proxy() {
     }
     assert_eq!(seen(&log).len(), 2, "only the two proper calls reached the upstream");
     assert!(r["challenge"].as_str().unwrap().starts_with("DPoP error=\"invalid_dpop_proof\""), "{r}");
-    let misuse = run(&["audit", "list", "--action", "security.token_misuse"], None);
+    let misuse = p.run(&["audit", "list", "--action", "security.token_misuse"]);
     assert_eq!(misuse.as_array().map(Vec::len), Some(1), "{misuse}");
 }
 
@@ -452,41 +474,15 @@ fn an_oauth_tool_gets_a_client_credentials_token_the_agent_never_sees() {
         let r = op.http.get(format!("{}/.well-known/openid-configuration", op.issuer)).send().await.unwrap();
         r.json().await.unwrap()
     });
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let log = dir.path().join("upstream.log");
-    let up = upstream(&log);
-    std::fs::write(data.join("remit.toml"), "[proxy]\nlisten = \"127.0.0.1:0\"\n").unwrap();
-    let s = common::serve(&data, &[], &[]);
-    let proxy = s.proxy_url.clone().unwrap();
-    let run = |args: &[&str], stdin: Option<&str>| common::remit_json(&s.url, &data, args, stdin);
-    let cfg = json!({"upstream": format!("http://127.0.0.1:{}/v2", up.1),
-                     "routes": [{"method": "GET", "path": "/issues/{id}", "scope": "read"}],
-                     "inject": {"type": "oauth", "token_url": meta["token_endpoint"], "client_id": "tickets-proxy",
-                                "secret": "client-secret"}});
-    std::fs::write(dir.path().join("proxy.json"), cfg.to_string()).unwrap();
-    run(&["workflow", "create", "w", "--purpose", "p", "--owner", "alice@example.com"], None);
-    run(&["agent", "create", "bot", "--workflow", "w", "--owner", "alice@example.com"], None);
     #[rustfmt::skip]
-    run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read",
-          "--owner", "o@example.com", "--proxy", dir.path().join("proxy.json").to_str().unwrap()], None);
-    run(&["secret", "set", "tickets", "client-secret"], Some(CLIENT_SECRET));
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    let http = reqwest::Client::new();
-    let jt = run(&["agent", "join-token", "bot"], None);
+    let p = proxied(&rt, PLAIN, json!([{"method": "GET", "path": "/issues/{id}", "scope": "read"}]),
+        json!({"type": "oauth", "token_url": meta["token_endpoint"], "client_id": "tickets-proxy", "secret": "client-secret"}),
+        "read", ("client-secret", CLIENT_SECRET),
+        "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");");
+    let (proxy, http, log) = (p.proxy.clone(), p.http.clone(), p.log.clone());
+    let task = p.task(&rt, "read issues");
     let mut received = String::new();
     rt.block_on(async {
-        let policies = json!({"schema": "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };",
-            "policies": [{"name": "p.cedar", "source": "permit (principal, action == Action::\"read\", resource == Tool::\"tickets\");"}]});
-        let r = http.put(format!("{}/v1/policies", s.url)).bearer_auth(&admin).json(&policies).send().await.unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let r = http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
-        let inst: Value = r.json().await.unwrap();
-        let b = json!({"workflow": "w", "intent": "read issues", "audience": ["remit"], "ttl_seconds": 300});
-        let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(inst["token"].as_str().unwrap()).json(&b).send();
-        let t: Value = r.await.unwrap().json().await.unwrap();
-        let task = t["token"].as_str().unwrap().to_owned();
         // Four first calls at once: one token request (single flight), then the cache.
         let mut calls = tokio::task::JoinSet::new();
         for id in 1..=4 {
@@ -525,7 +521,7 @@ fn an_oauth_tool_gets_a_client_credentials_token_the_agent_never_sees() {
     });
     assert_eq!((info["active"].as_bool(), info["client_id"].as_str()), (Some(true), Some("tickets-proxy")), "{info}");
     // Neither the client secret nor the token reached the agent or the audit log.
-    let audit = run(&["audit", "list", "--limit", "1000"], None).to_string();
+    let audit = p.run(&["audit", "list", "--limit", "1000"]).to_string();
     for secret in [CLIENT_SECRET, token.as_str()] {
         assert!(!received.contains(secret) && !audit.contains(secret));
     }
