@@ -81,6 +81,20 @@ pub enum AuditAction {
     LeaseRevoke,
     LeaseStuck,
     LeaseEnv,
+    SsfStreamCreate,
+    SsfStreamUpdate,
+    SsfStreamDelete,
+    SignalReceive,
+    GovernanceUpdate,
+    Recertify,
+    RecertDue,
+    TokenSharing,
+    RiskSignal,
+    ContainmentTrip,
+    ReuseAccept,
+    GrantNarrow,
+    TaskRenew,
+    WorkflowTools,
 }
 
 impl AuditAction {
@@ -145,6 +159,20 @@ impl AuditAction {
             AuditAction::LeaseRevoke => "lease.revoke",
             AuditAction::LeaseStuck => "lease.stuck",
             AuditAction::LeaseEnv => "lease.env",
+            AuditAction::SsfStreamCreate => "ssf.stream_create",
+            AuditAction::SsfStreamUpdate => "ssf.stream_update",
+            AuditAction::SsfStreamDelete => "ssf.stream_delete",
+            AuditAction::SignalReceive => "ssf.receive",
+            AuditAction::GovernanceUpdate => "governance.update",
+            AuditAction::Recertify => "recert.certify",
+            AuditAction::RecertDue => "recert.due",
+            AuditAction::TokenSharing => "security.token_sharing",
+            AuditAction::RiskSignal => "security.risk_signal",
+            AuditAction::ContainmentTrip => "containment.trip",
+            AuditAction::ReuseAccept => "reuse.accept",
+            AuditAction::GrantNarrow => "grant.narrow",
+            AuditAction::TaskRenew => "task.renew",
+            AuditAction::WorkflowTools => "workflow.narrow",
         }
     }
 }

@@ -31,14 +31,16 @@ namespace Remit {
 
   action read, kill_switch, manage;
   action "workflow.read", "agent.read", "task.read", "audit.read", "approval.read", "policy.read",
-         "human.read", "status.read", "decision.explain", "tool.read", "grant.read", "secret.read", "lease.read" in [read]
+         "human.read", "status.read", "decision.explain", "tool.read", "grant.read", "secret.read", "lease.read",
+         "governance.read" in [read]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.suspend", "workflow.resume", "agent.disable", "agent.enable", "task.revoke",
          "instance.revoke", "tool.disable", "grant.revoke", "lease.revoke" in [kill_switch]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "workflow.create", "workflow.update", "agent.create", "agent.update", "agent.join_token", "policy.push",
          "entities.push", "human.manage", "keys.rotate", "audit.checkpoint", "task.start",
-         "tool.create", "grant.create", "secret.write", "leak.scan" in [manage]
+         "tool.create", "grant.create", "secret.write", "leak.scan", "governance.manage", "signals.manage",
+         "recertify" in [manage]
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
   action "approval.decide"
     appliesTo { principal: Human, resource: [Installation, Workflow, Agent, Approval] };
@@ -65,14 +67,16 @@ when { principal.roles.contains("approver") };
 permit (
   principal,
   action in [Remit::Action::"workflow.read", Remit::Action::"workflow.suspend", Remit::Action::"workflow.resume",
-             Remit::Action::"grant.create", Remit::Action::"grant.read", Remit::Action::"grant.revoke"],
+             Remit::Action::"grant.create", Remit::Action::"grant.read", Remit::Action::"grant.revoke",
+             Remit::Action::"governance.read", Remit::Action::"recertify"],
   resource is Remit::Workflow
 ) when { resource.owners.contains(principal) };
 
 @id("owner:agent")
 permit (
   principal,
-  action in [Remit::Action::"agent.read", Remit::Action::"agent.disable", Remit::Action::"agent.enable"],
+  action in [Remit::Action::"agent.read", Remit::Action::"agent.disable", Remit::Action::"agent.enable",
+             Remit::Action::"governance.read", Remit::Action::"recertify"],
   resource is Remit::Agent
 ) when { resource.owners.contains(principal) };
 
@@ -122,6 +126,10 @@ pub enum AdminAction {
     LeakScan,
     LeaseRead,
     LeaseRevoke,
+    GovernanceRead,
+    GovernanceManage,
+    SignalsManage,
+    Recertify,
 }
 
 impl AdminAction {
@@ -166,6 +174,10 @@ impl AdminAction {
             LeakScan => "leak.scan",
             LeaseRead => "lease.read",
             LeaseRevoke => "lease.revoke",
+            GovernanceRead => "governance.read",
+            GovernanceManage => "governance.manage",
+            SignalsManage => "signals.manage",
+            Recertify => "recertify",
         }
     }
 }

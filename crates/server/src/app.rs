@@ -94,6 +94,8 @@ pub struct App {
     pub random: Arc<dyn Random>,
     /// Flips to true when the server begins shutting down: long-lived streams end.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Governance's process state (its name as a job holder, rate limits).
+    pub governance: crate::governance::State,
 }
 
 /// Entries in the verified-token cache before it is cleared.
@@ -131,6 +133,7 @@ impl App {
         // A class no longer configured keeps its key rows, but nothing signs or verifies with them.
         class_keys.retain(|c, _| class_domains.contains_key(c));
         let limits = cfg.core_limits();
+        let backend = store.backend();
         let providers = crate::signin::Providers::from_config(&cfg.oidc, |k| std::env::var(k).ok())?;
         let workload_issuers = crate::service::federation::issuers(&cfg.workload_issuers)?;
         let bundles = Arc::new(crate::bundles::Bundles::from_config(&cfg.federation, &trust_domain)?);
@@ -181,6 +184,7 @@ impl App {
             workload_issuers,
             bundles,
             authz,
+            governance: crate::governance::State::new(&*random, backend),
             random,
             stopping: tokio::sync::watch::Sender::new(false),
             cfg,

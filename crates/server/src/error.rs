@@ -21,6 +21,9 @@ pub enum Error {
     /// The state moved meanwhile, or the transition is not legal now.
     #[error("{0}")]
     Conflict(String),
+    /// Too many requests of this kind for now (a stated rate limit); retry later.
+    #[error("{0}")]
+    TooMany(String),
     /// A dependency (the store) is down; retry.
     #[error("{0}")]
     Unavailable(String),

@@ -25,6 +25,7 @@ pub mod caller;
 pub mod config;
 pub mod engines;
 pub mod error;
+pub mod governance;
 pub mod init;
 pub mod listen;
 pub mod metrics;
@@ -185,6 +186,10 @@ pub async fn serve_on(
     // Dynamic credentials die with their tasks: revocation runs until shutdown and resumes
     // (from the store) after a restart.
     let revoker = tokio::spawn(service::leases::revoker(app.clone(), conn_stop.clone()));
+    // Governance: one replica at a time reads the audit log into the Shared Signals outbox
+    // (and containment); one pushes SETs to receivers. Both resume from the store.
+    let tail = tokio::spawn(governance::tail::run(app.clone(), conn_stop.clone()));
+    let pusher = tokio::spawn(governance::push::run(app.clone(), conn_stop.clone()));
     let public = tokio::spawn(listen::accept_loop(
         "public",
         listeners.public,
@@ -237,6 +242,8 @@ pub async fn serve_on(
     bundle_follower.abort();
     reconciler.abort();
     let _ = revoker.await;
+    let _ = tail.await;
+    let _ = pusher.await;
     Ok(())
 }
 

@@ -73,6 +73,9 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn apply(&self, c: &Change) {
+        if matches!(c, Change::Outbox) {
+            return;
+        }
         let Ok(mut m) = self.maps.lock() else { return };
         self.generation.fetch_add(1, Ordering::SeqCst);
         match c {
@@ -95,7 +98,12 @@ impl State {
                 m.entities.clear();
                 m.entity_bytes = 0;
             }
-            Change::Keys | Change::Policy | Change::Approval(_) | Change::Human(_) | Change::Session(_) => {}
+            Change::Keys
+            | Change::Policy
+            | Change::Approval(_)
+            | Change::Human(_)
+            | Change::Session(_)
+            | Change::Outbox => {}
             Change::FeedLost => {
                 self.enabled.store(false, Ordering::SeqCst);
                 *m = Maps::default();
@@ -309,6 +317,9 @@ impl Store for CachingStore {
     }
     fn leases(&self) -> &dyn crate::leases::LeaseStore {
         self.inner.leases()
+    }
+    fn governance(&self) -> &dyn crate::governance::GovernanceStore {
+        self.inner.governance()
     }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self.inner.grants()

@@ -37,6 +37,9 @@ pub enum Change {
     Human(HumanId),
     /// A session began, was refreshed or was revoked.
     Session(SessionId),
+    /// Security Event Tokens were queued for a stream, or a stream changed (whoever pushes or
+    /// long-polls wakes up; nothing caches them).
+    Outbox,
     /// The change feed was interrupted: cached state may be stale until [`Change::Resync`].
     FeedLost,
     /// The feed is back (or too much changed to list): drop every cached entry.
@@ -82,6 +85,7 @@ impl Change {
             Change::Keys => "k".into(),
             Change::Policy => "p".into(),
             Change::Entities => "e".into(),
+            Change::Outbox => "o".into(),
             Change::FeedLost | Change::Resync => "r".into(),
         };
         changes.iter().map(line).collect::<Vec<_>>().join("\n")
@@ -102,6 +106,7 @@ impl Change {
                 None if l == "k" => Change::Keys,
                 None if l == "p" => Change::Policy,
                 None if l == "e" => Change::Entities,
+                None if l == "o" => Change::Outbox,
                 _ => return None,
             })
         };
@@ -179,6 +184,7 @@ mod tests {
             Change::Keys,
             Change::Policy,
             Change::Entities,
+            Change::Outbox,
         ];
         assert_eq!(Change::decode_all(&Change::encode_all(&all)), all);
         // Anything unreadable is a resync, which is always safe.

@@ -12,6 +12,8 @@
 //! - [`secrets`]: tools' upstream secrets, sealed and versioned.
 //! - [`leases`]: logins dynamic engines made for tasks, kept until confirmed gone (they die
 //!   with their task in the kill's own transaction).
+//! - [`governance`]: Shared Signals streams and their outbox, cluster-wide jobs, bearers'
+//!   first presenters, per-workflow governance settings, recertifications.
 //! - [`workload`]: registration entries (attested selectors → agent) and attested instances.
 //!
 //! Each area folder holds its trait, its SQL for both backends (`sqlite.rs`, `postgres.rs`,
@@ -43,6 +45,7 @@ pub mod cache_property;
 mod change;
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod governance;
 pub mod grants;
 pub(crate) mod hex;
 pub mod humans;
@@ -60,6 +63,7 @@ pub mod workload;
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
 pub use change::{CHANGE_FEED_CAPACITY, Change, CommitHook, Feed};
+pub use governance::{GovernanceStore, OutboxRow, Recertification, Stream};
 pub use grants::{GrantStore, Revocation};
 pub use humans::{Deactivation, HumanStore};
 pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskFilter, TaskSnapshot};
@@ -111,6 +115,7 @@ pub trait Store: Send + Sync + 'static {
     fn workload(&self) -> &dyn WorkloadStore;
     fn secrets(&self) -> &dyn SecretStore;
     fn leases(&self) -> &dyn LeaseStore;
+    fn governance(&self) -> &dyn GovernanceStore;
     /// Committed [`Change`]s, from this process and (where the backend is shared) every
     /// other process using the same database.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;

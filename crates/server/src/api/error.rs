@@ -33,6 +33,8 @@ pub enum ApiError {
     #[error("{0}")]
     HeadersTooLarge(String),
     #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
@@ -95,6 +97,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::DpopRequired(_) => StatusCode::UNAUTHORIZED,
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UriTooLong(_) => "uri_too_long",
             ApiError::HeadersTooLarge(_) => "headers_too_large",
+            ApiError::TooMany(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
             ApiError::DpopRequired(_) => "invalid_dpop_proof",
@@ -169,6 +173,7 @@ impl From<crate::error::Error> for ApiError {
             E::Denied(m) => ApiError::Denied(m),
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
+            E::TooMany(m) => ApiError::TooMany(m),
             E::Unavailable(m) => ApiError::Unavailable(m),
             E::Internal(m) => ApiError::Internal(m),
         }

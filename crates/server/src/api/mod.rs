@@ -17,6 +17,7 @@ pub mod policy;
 pub mod schema;
 pub mod scim;
 pub mod secrets;
+pub mod ssf;
 pub mod tasks;
 pub mod tools;
 pub mod wire;
@@ -353,6 +354,12 @@ pub fn router(app: AppState) -> Router {
         .route("/access/v1/search/resource", post(authzen::search_resource))
         .route("/access/v1/search/action", post(authzen::search_action))
         .route("/.well-known/authzen-configuration", get(authzen::configuration))
+        .route("/.well-known/ssf-configuration", get(ssf::configuration))
+        .route("/ssf/streams", get(ssf::read).post(ssf::create).patch(ssf::update))
+        .route("/ssf/streams", put(ssf::replace).delete(ssf::delete))
+        .route("/ssf/status", get(ssf::status).post(ssf::set_status))
+        .route("/ssf/verify", post(ssf::verify))
+        .route("/ssf/poll/{stream_id}", post(ssf::poll))
         .nest("/scim/v2", scim::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

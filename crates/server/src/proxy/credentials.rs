@@ -118,6 +118,7 @@ fn refused(e: crate::error::Error) -> Response {
         E::Denied(m) => refuse(StatusCode::FORBIDDEN, "access_denied", m),
         E::NotFound(m) => refuse(StatusCode::NOT_FOUND, "not_found", m),
         E::Conflict(m) => refuse(StatusCode::CONFLICT, "conflict", m),
+        E::TooMany(m) => refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
         E::Unavailable(m) => refuse(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", m),
         E::Internal(m) => {
             tracing::error!(error = %m, "credential endpoint");

@@ -484,6 +484,9 @@ impl Store for PgStore {
     fn leases(&self) -> &dyn crate::leases::LeaseStore {
         self
     }
+    fn governance(&self) -> &dyn crate::governance::GovernanceStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

@@ -456,6 +456,60 @@ CREATE INDEX leases_workflow ON leases(workflow, state);
 CREATE INDEX leases_due ON leases(next_attempt_at) WHERE state = 'revoking';
 CREATE INDEX leases_expiry ON leases(expires_at) WHERE state = 'active';
 "#,
+    r#"
+-- 18: governance: cluster-wide jobs (holder, lease, cursor), Shared Signals streams and the
+-- outbox of signed SETs waiting for their receivers, the first presenter of each bearer
+-- token, per-workflow governance settings (JSON) and recertifications.
+CREATE TABLE jobs (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    held_until BIGINT NOT NULL,
+    cursor     BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE ssf_streams (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    config     TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('enabled', 'paused', 'disabled')),
+    reason     TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX ssf_streams_owner ON ssf_streams(owner);
+CREATE TABLE ssf_outbox (
+    stream     TEXT NOT NULL REFERENCES ssf_streams(id),
+    jti        TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    set_jwt    TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    attempts   BIGINT NOT NULL DEFAULT 0,
+    next_at    BIGINT NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (stream, jti)
+);
+CREATE INDEX ssf_outbox_order ON ssf_outbox(stream, seq);
+CREATE TABLE bearers (
+    jti        TEXT PRIMARY KEY,
+    task       TEXT NOT NULL,
+    presenter  TEXT NOT NULL,
+    first_at   BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX bearers_expiry ON bearers(expires_at);
+CREATE TABLE governance_settings (
+    workflow   TEXT PRIMARY KEY REFERENCES workflows(name),
+    settings   TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE recertifications (
+    kind   TEXT NOT NULL CHECK (kind IN ('agent', 'workflow', 'grant')),
+    id     TEXT NOT NULL,
+    at     BIGINT NOT NULL,
+    by     TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

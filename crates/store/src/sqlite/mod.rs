@@ -287,6 +287,9 @@ impl Store for SqliteStore {
     fn leases(&self) -> &dyn crate::leases::LeaseStore {
         self
     }
+    fn governance(&self) -> &dyn crate::governance::GovernanceStore {
+        self
+    }
     fn grants(&self) -> &dyn crate::grants::GrantStore {
         self
     }

@@ -459,6 +459,60 @@ CREATE INDEX leases_workflow ON leases(workflow, state);
 CREATE INDEX leases_due ON leases(next_attempt_at) WHERE state = 'revoking';
 CREATE INDEX leases_expiry ON leases(expires_at) WHERE state = 'active';
 "#,
+    r#"
+-- 18: governance: cluster-wide jobs (holder, lease, cursor), Shared Signals streams and the
+-- outbox of signed SETs waiting for their receivers, the first presenter of each bearer
+-- token, per-workflow governance settings (JSON) and recertifications.
+CREATE TABLE jobs (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    held_until INTEGER NOT NULL,
+    cursor     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE ssf_streams (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    config     TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('enabled', 'paused', 'disabled')),
+    reason     TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX ssf_streams_owner ON ssf_streams(owner);
+CREATE TABLE ssf_outbox (
+    stream     TEXT NOT NULL REFERENCES ssf_streams(id),
+    jti        TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    set_jwt    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (stream, jti)
+) STRICT;
+CREATE INDEX ssf_outbox_order ON ssf_outbox(stream, seq);
+CREATE TABLE bearers (
+    jti        TEXT PRIMARY KEY,
+    task       TEXT NOT NULL,
+    presenter  TEXT NOT NULL,
+    first_at   INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX bearers_expiry ON bearers(expires_at);
+CREATE TABLE governance_settings (
+    workflow   TEXT PRIMARY KEY REFERENCES workflows(name),
+    settings   TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE recertifications (
+    kind   TEXT NOT NULL CHECK (kind IN ('agent', 'workflow', 'grant')),
+    id     TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    by     TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) STRICT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

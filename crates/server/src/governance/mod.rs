@@ -1,0 +1,92 @@
+//! Governance and continuous control: what Remit does by itself once identities are issued.
+//!
+//! - [`tail`]: one job per cluster (a lease on a store row, see
+//!   [`remit_store::GovernanceStore::take_job`]) reads the audit log in `seq` order from its
+//!   cursor and turns records into Security Event Tokens for every stream that should hear of
+//!   them, moving the cursor and queuing the SETs in one transaction — so a restart (or another
+//!   replica taking over) neither loses nor repeats a SET. The audit log is the change feed
+//!   here: every replica writes to it, so the tail sees the whole cluster's activity.
+//! - [`push`]: delivers queued SETs to push streams (RFC 8935), in order, retrying with
+//!   backoff; poll streams (RFC 8936) are served by [`ssf`].
+//! - [`ssf`]: the Shared Signals transmitter's API and the SETs themselves.
+
+pub mod push;
+pub mod ssf;
+pub mod tail;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use remit_core::time::UnixMillis;
+
+/// How long a replica holds a job before it must renew it; another replica takes over after.
+pub const JOB_HOLD: Duration = Duration::from_secs(10);
+/// How often the tail looks for records no change announced (decisions).
+pub const TAIL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The process's governance state.
+pub struct State {
+    /// This process's name as a job holder.
+    pub holder: String,
+    /// When each stream last asked for verification (the rate limit), per process.
+    pub(crate) verifications: Mutex<HashMap<String, UnixMillis>>,
+}
+
+impl State {
+    /// On SQLite one process serves the file (it holds the store's lock), so it is always the
+    /// same holder and a restart resumes its jobs at once; on PostgreSQL each process is its
+    /// own, and a crashed replica's jobs pass to another once their hold lapses.
+    pub fn new(random: &dyn remit_core::random::Random, backend: &str) -> Self {
+        let holder = if backend == "sqlite" { "local".to_owned() } else { hex::encode(random.bytes16()) };
+        State { holder, verifications: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// A held job: renewed once half its hold has passed.
+pub(crate) struct Held {
+    name: &'static str,
+    until: Option<UnixMillis>,
+}
+
+impl Held {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Held { name, until: None }
+    }
+
+    /// Whether this process holds the job now (taking or renewing it when due); the cursor
+    /// when it was (re)taken.
+    pub(crate) async fn hold(&mut self, app: &crate::app::App) -> Result<Option<Option<u64>>, crate::error::Error> {
+        let now = app.clock.now();
+        let hold_ms = i64::try_from(JOB_HOLD.as_millis()).unwrap_or(10_000);
+        if let Some(u) = self.until
+            && u.0 - now.0 > hold_ms / 2
+        {
+            return Ok(Some(None));
+        }
+        let until = UnixMillis(now.0 + hold_ms);
+        match app.store.governance().take_job(self.name, &app.governance.holder, now, until).await? {
+            Some(cursor) => {
+                self.until = Some(until);
+                Ok(Some(Some(cursor)))
+            }
+            None => {
+                self.until = None;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets the hold (a conflict said another replica has it).
+    pub(crate) fn lost(&mut self) {
+        self.until = None;
+    }
+
+    pub(crate) async fn release(&self, app: &crate::app::App) {
+        if self.until.is_some()
+            && let Err(e) = app.store.governance().release_job(self.name, &app.governance.holder).await
+        {
+            tracing::debug!(job = self.name, error = %e, "releasing a job at shutdown");
+        }
+    }
+}

@@ -1,0 +1,777 @@
+//! The Shared Signals Framework transmitter (OpenID SSF 1.0): discovery, the stream management
+//! API, the Security Event Tokens Remit sends, and poll delivery (RFC 8936).
+//!
+//! Receivers are tools (by their own `remit_tool.…` secret; the stream's `aud` is the tool's
+//! audience and it hears only of tasks, agents and credentials of workflows that list it) or
+//! Remit's administrators (`signals.manage`; such streams hear of everything). A receiver sees
+//! and changes only its own streams: another's id is a 404.
+//!
+//! What a stream carries is derived from the audit log (see [`super::tail`]): a revoked or
+//! completed task, a revoked instance or grant → CAEP `session-revoked`; a per-tool credential
+//! revoked → CAEP `credential-change` (`change_type: revoke`); a disabled agent or deactivated
+//! human → RISC `account-disabled` (and `account-enabled` back). Subjects are RFC 9493 / SSF
+//! subject identifiers: SPIFFE IDs as `uri`, credentials as `jwt_id`, humans as `email`,
+//! grants as `opaque`. Every SET is signed with the installation's JWT key (`typ:
+//! secevent+jwt`, no `sub`, no `exp`), so receivers verify it by the JWKS and no verifier of
+//! Remit's accepts it as a token.
+//!
+//! A push stream's `authorization_header` is sealed at rest under a key derived from the KEK
+//! and never shown again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use remit_core::audit::{AuditAction, AuditEvent, AuditRecord};
+use remit_core::ids::{AgentName, InstanceId, SpiffeId, TaskId, WorkflowName};
+use remit_store::{OutboxRow, Stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::caller::Caller;
+use crate::error::Error;
+
+pub const PUSH: &str = "urn:ietf:rfc:8935";
+pub const POLL: &str = "urn:ietf:rfc:8936";
+pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+pub const ACCOUNT_ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
+pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+pub const STREAM_UPDATED: &str = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated";
+/// The event types a stream may ask for.
+pub const SUPPORTED: [&str; 4] = [SESSION_REVOKED, CREDENTIAL_CHANGE, ACCOUNT_DISABLED, ACCOUNT_ENABLED];
+
+/// Streams one receiver may hold.
+pub const MAX_STREAMS_PER_RECEIVER: usize = 8;
+/// Seconds between verification requests a receiver may make per stream.
+pub const MIN_VERIFICATION_INTERVAL: u64 = 5;
+/// Longest a long poll waits for a SET.
+pub const LONG_POLL: Duration = Duration::from_secs(20);
+/// Most SETs one poll answers with.
+pub const MAX_POLL_EVENTS: u32 = 1_000;
+const MAX_DESCRIPTION: usize = 256;
+const MAX_URL: usize = 2_048;
+const MAX_AUTH_HEADER: usize = 4_096;
+const SEAL_PURPOSE: &str = "ssf-push-authorization";
+
+/// Who manages a stream: a tool, or Remit's administrators.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// `tool:<name>` or `admin`.
+    pub owner: String,
+    /// The tool whose audience the stream's SETs name.
+    pub tool: Option<remit_core::tool::Tool>,
+    /// How the caller appears in audit records.
+    pub actor: String,
+}
+
+impl Receiver {
+    pub fn of_tool(t: remit_core::tool::Tool) -> Self {
+        Receiver { owner: format!("tool:{}", t.name), actor: format!("tool:{}", t.name), tool: Some(t) }
+    }
+}
+
+/// A stream's delivery (SSF §6.1). The push `authorization_header` is accepted, sealed, and
+/// never returned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Delivery {
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub authorization_header: Option<String>,
+}
+
+/// The stream configuration (SSF §8.1.1) as served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct StreamConfig {
+    pub stream_id: String,
+    pub iss: String,
+    pub aud: String,
+    pub events_supported: Vec<String>,
+    #[serde(default)]
+    pub events_requested: Vec<String>,
+    pub events_delivered: Vec<String>,
+    pub delivery: Delivery,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub min_verification_interval: u64,
+}
+
+/// What is stored: the configuration and the sealed push authorization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    config: StreamConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authorization_sealed: Option<String>,
+}
+
+/// A create, update or replace request: the receiver's properties, and the transmitter's,
+/// which must match when present.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+pub struct StreamRequest {
+    #[serde(default)]
+    pub stream_id: Option<String>,
+    #[serde(default)]
+    pub iss: Option<String>,
+    /// Transmitter-supplied; on create only an administrator may name it.
+    #[serde(default)]
+    pub aud: Option<Value>,
+    #[serde(default)]
+    pub events_requested: Option<Vec<String>>,
+    #[serde(default)]
+    pub events_delivered: Option<Vec<String>>,
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A stream's status (SSF §8.1.2).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StreamStatus {
+    pub stream_id: String,
+    /// `enabled`, `paused` or `disabled`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An RFC 8936 poll.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollRequest {
+    #[serde(default)]
+    pub max_events: Option<u32>,
+    #[serde(default)]
+    pub return_immediately: Option<bool>,
+    #[serde(default)]
+    pub ack: Vec<String>,
+    #[serde(default)]
+    pub set_errs: BTreeMap<String, Value>,
+}
+
+/// An RFC 8936 poll response.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollResponse {
+    pub sets: BTreeMap<String, String>,
+    pub more_available: bool,
+}
+
+/// One event derived from an audit record, and who may hear of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub event: &'static str,
+    pub sub_id: Value,
+    pub payload: Value,
+    pub workflow: Option<WorkflowName>,
+    pub agent: Option<AgentName>,
+    pub tool: Option<String>,
+    /// Only administrators' streams hear of it (humans).
+    pub admin_only: bool,
+}
+
+fn detail(rec: &AuditRecord) -> Value {
+    serde_json::from_str(&rec.event.detail).unwrap_or(Value::Null)
+}
+
+/// Who started an event, in CAEP's terms.
+fn initiating_entity(actor: &str) -> &'static str {
+    if actor.starts_with("governance:") {
+        "policy"
+    } else if actor.starts_with("break-glass") || actor.starts_with("human:") || actor == "admin" {
+        "admin"
+    } else if actor.starts_with("spiffe://") {
+        "user"
+    } else {
+        "system"
+    }
+}
+
+/// The events an audit record gives receivers (none for most records). `human_email` names a
+/// deactivated human (looked up by the caller).
+pub fn signals_of(
+    rec: &AuditRecord,
+    td: &remit_core::ids::TrustDomain,
+    issuer: &str,
+    human_email: Option<&str>,
+) -> Vec<Signal> {
+    let e = &rec.event;
+    if e.outcome != remit_core::audit::Outcome::Success {
+        return vec![];
+    }
+    let d = detail(rec);
+    let mut payload = json!({
+        "event_timestamp": e.time.0 / 1000,
+        "initiating_entity": initiating_entity(&e.actor),
+    });
+    let reason = e.reason.clone().unwrap_or_else(|| e.action.clone());
+    payload["reason_admin"] = json!({ "en": reason });
+    let wf = e.workflow.as_deref().and_then(|w| WorkflowName::parse(w).ok());
+    let agent = e.agent.as_deref().and_then(|a| AgentName::parse(a).ok());
+    let base = |event, sub_id| Signal {
+        event,
+        sub_id,
+        payload: payload.clone(),
+        workflow: wf.clone(),
+        agent: agent.clone(),
+        tool: None,
+        admin_only: false,
+    };
+    match e.action.as_str() {
+        "task.revoke" | "task.complete" => {
+            let (Some(w), Some(t)) = (&wf, e.task.as_deref().and_then(|t| TaskId::parse(t).ok())) else {
+                return vec![];
+            };
+            let uri = SpiffeId::task(td, w, &t).to_string();
+            vec![base(SESSION_REVOKED, json!({"format": "uri", "uri": uri}))]
+        }
+        "instance.revoke" => {
+            let (Some(a), Some(i)) = (&agent, d["instance"].as_str().and_then(|i| InstanceId::parse(i).ok())) else {
+                return vec![];
+            };
+            let uri = SpiffeId::instance(td, a, &i).to_string();
+            vec![base(SESSION_REVOKED, json!({"format": "uri", "uri": uri}))]
+        }
+        "grant.revoke" => {
+            let Some(g) = d["grant"].as_str() else { return vec![] };
+            vec![base(SESSION_REVOKED, json!({"format": "opaque", "id": g}))]
+        }
+        "token.revoke" => {
+            let Some(jti) = d["jti"].as_str() else { return vec![] };
+            let mut s = base(CREDENTIAL_CHANGE, json!({"format": "jwt_id", "iss": issuer, "jti": jti}));
+            s.payload["credential_type"] = json!("app");
+            s.payload["change_type"] = json!("revoke");
+            s.tool = d["tool"].as_str().map(str::to_owned);
+            vec![s]
+        }
+        "agent.disable" | "agent.enable" => {
+            let Some(a) = &agent else { return vec![] };
+            let uri = format!("spiffe://{td}/agent/{a}");
+            let event = if e.action == "agent.disable" { ACCOUNT_DISABLED } else { ACCOUNT_ENABLED };
+            vec![base(event, json!({"format": "uri", "uri": uri}))]
+        }
+        "human.deactivate" => {
+            let Some(email) = human_email else { return vec![] };
+            let mut s = base(ACCOUNT_DISABLED, json!({"format": "email", "email": email}));
+            s.admin_only = true;
+            vec![s]
+        }
+        _ => vec![],
+    }
+}
+
+/// Builds and signs a SET for one stream.
+pub fn set_for(
+    app: &App,
+    cfg: &StreamConfig,
+    event: &str,
+    sub_id: &Value,
+    payload: &Value,
+    txn: &str,
+) -> (String, String) {
+    let jti = hex::encode(app.random.bytes16());
+    let claims = json!({
+        "iss": app.issuer,
+        "iat": app.clock.now().secs(),
+        "jti": jti,
+        "aud": cfg.aud,
+        "txn": txn,
+        "sub_id": sub_id,
+        "events": { event: payload },
+    });
+    (jti.clone(), remit_token::jwt::mint_set(app.keyring().signer(), &claims))
+}
+
+/// Whether a stream hears of `s` at all (its owner's scope), given the workflows' tool lists.
+pub fn in_scope(
+    owner: &str,
+    s: &Signal,
+    tools_of: &dyn Fn(&WorkflowName) -> Vec<String>,
+    agent_workflows: &[WorkflowName],
+) -> bool {
+    let Some(tool) = owner.strip_prefix("tool:") else { return owner == "admin" };
+    if s.admin_only {
+        return false;
+    }
+    if let Some(t) = &s.tool {
+        return t == tool;
+    }
+    if let Some(w) = &s.workflow {
+        return tools_of(w).iter().any(|t| t == tool);
+    }
+    s.agent.is_some() && agent_workflows.iter().any(|w| tools_of(w).iter().any(|t| t == tool))
+}
+
+pub(crate) fn parse_stored(s: &Stream) -> Result<StreamConfig, Error> {
+    serde_json::from_str::<Stored>(&s.config)
+        .map(|st| st.config)
+        .map_err(|e| Error::Internal(format!("stream `{}` configuration is corrupt: {e}", s.id)))
+}
+
+/// The push authorization of a stored stream, opened.
+pub(crate) fn push_authorization(app: &App, s: &Stream) -> Result<Option<String>, Error> {
+    let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(format!("stream config: {e}")))?;
+    let Some(sealed) = st.authorization_sealed else { return Ok(None) };
+    let bytes = remit_token::b64d(&sealed).ok_or_else(|| Error::Internal("sealed authorization".into()))?;
+    let kek = app.kek().derive(SEAL_PURPOSE).map_err(|e| Error::Internal(e.to_string()))?;
+    let open = kek.open(&s.id, &bytes).map_err(|e| Error::Internal(format!("push authorization: {e}")))?;
+    String::from_utf8(open).map(Some).map_err(|_| Error::Internal("push authorization".into()))
+}
+
+fn check_url(u: &str, field: &str) -> Result<(), Error> {
+    if u.len() > MAX_URL {
+        return Err(Error::Invalid(format!("`{field}` is longer than {MAX_URL} bytes")));
+    }
+    let url = reqwest::Url::parse(u).map_err(|e| Error::Invalid(format!("`{field}`: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(Error::Invalid(format!("`{field}` must be an https:// URL (http:// only on loopback)"))),
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(Error::Invalid(format!("`{field}` may not carry credentials or a fragment")));
+    }
+    Ok(())
+}
+
+impl App {
+    fn base_url(&self) -> String {
+        self.cfg.public_url.clone().unwrap_or_else(|| self.issuer.clone()).trim_end_matches('/').to_owned()
+    }
+
+    /// The transmitter configuration metadata (SSF §7.1).
+    pub fn ssf_configuration(&self) -> Value {
+        let b = self.base_url();
+        json!({
+            "spec_version": "1_0",
+            "issuer": self.issuer,
+            "jwks_uri": format!("{b}/.well-known/jwks.json"),
+            "delivery_methods_supported": [PUSH, POLL],
+            "configuration_endpoint": format!("{b}/ssf/streams"),
+            "status_endpoint": format!("{b}/ssf/status"),
+            "verification_endpoint": format!("{b}/ssf/verify"),
+            "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6750"}],
+            "default_subjects": "ALL",
+        })
+    }
+
+    /// The receiver a management caller is: an administrator with `signals.manage`.
+    pub async fn ssf_admin_receiver(&self, caller: &Caller) -> Result<Receiver, Error> {
+        caller.require_human_or_admin()?;
+        self.allow(
+            caller,
+            remit_policy::admin::AdminAction::SignalsManage,
+            remit_policy::admin::AdminTarget::Installation,
+        )
+        .await?;
+        Ok(Receiver { owner: "admin".into(), tool: None, actor: caller.actor() })
+    }
+
+    async fn own_stream(&self, r: &Receiver, id: &str) -> Result<(Stream, StreamConfig), Error> {
+        let s = self.store.governance().stream(id).await?;
+        match s {
+            Some(s) if s.owner == r.owner => {
+                let c = parse_stored(&s)?;
+                Ok((s, c))
+            }
+            _ => Err(Error::NotFound(format!(
+                "no stream `{}` for this receiver",
+                remit_core::ids::truncate_for_error(id)
+            ))),
+        }
+    }
+
+    fn seal_authorization(&self, id: &str, v: &str) -> Result<String, Error> {
+        if v.is_empty() || v.len() > MAX_AUTH_HEADER || v.chars().any(|c| c.is_control()) {
+            return Err(Error::Invalid(format!(
+                "`delivery.authorization_header` must be 1..{MAX_AUTH_HEADER} printable characters"
+            )));
+        }
+        let kek = self.kek().derive(SEAL_PURPOSE).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(remit_token::b64e(&kek.seal(id, v.as_bytes())))
+    }
+
+    /// Applies a request's receiver-supplied properties (`replace`: absent ones are cleared).
+    fn apply(
+        &self,
+        id: &str,
+        cfg: &mut StreamConfig,
+        sealed: &mut Option<String>,
+        req: StreamRequest,
+        replace: bool,
+    ) -> Result<(), Error> {
+        let mismatch = |f: &str| Error::Invalid(format!("`{f}` is the transmitter's and does not match"));
+        if req.iss.as_ref().is_some_and(|i| *i != cfg.iss) {
+            return Err(mismatch("iss"));
+        }
+        if req.aud.as_ref().is_some_and(|a| a.as_str() != Some(cfg.aud.as_str()) && *a != json!([cfg.aud])) {
+            return Err(mismatch("aud"));
+        }
+        if req.events_delivered.as_ref().is_some_and(|e| *e != cfg.events_delivered) {
+            return Err(mismatch("events_delivered"));
+        }
+        match req.events_requested {
+            Some(ev) => {
+                if ev.len() > 64 || ev.iter().any(|e| e.len() > 256) {
+                    return Err(Error::Invalid("`events_requested` lists at most 64 URIs".into()));
+                }
+                cfg.events_requested = ev;
+            }
+            None if replace => cfg.events_requested = vec![],
+            None => {}
+        }
+        cfg.events_delivered = SUPPORTED
+            .iter()
+            .filter(|e| cfg.events_requested.iter().any(|r| r == *e))
+            .map(|e| (*e).to_owned())
+            .collect();
+        match req.description {
+            Some(d) if d.len() > MAX_DESCRIPTION => {
+                return Err(Error::Invalid(format!("`description` is longer than {MAX_DESCRIPTION} bytes")));
+            }
+            Some(d) => cfg.description = Some(d),
+            None if replace => cfg.description = None,
+            None => {}
+        }
+        let delivery = match req.delivery {
+            Some(d) => Some(d),
+            None if replace => Some(Delivery { method: POLL.into(), endpoint_url: None, authorization_header: None }),
+            None => None,
+        };
+        if let Some(d) = delivery {
+            match d.method.as_str() {
+                PUSH => {
+                    let url =
+                        d.endpoint_url.ok_or_else(|| Error::Invalid("push delivery needs `endpoint_url`".into()))?;
+                    check_url(&url, "delivery.endpoint_url")?;
+                    *sealed = d.authorization_header.map(|h| self.seal_authorization(id, &h)).transpose()?;
+                    cfg.delivery =
+                        Delivery { method: PUSH.into(), endpoint_url: Some(url), authorization_header: None };
+                }
+                POLL => {
+                    *sealed = None;
+                    let url = format!("{}/ssf/poll/{id}", self.base_url());
+                    cfg.delivery =
+                        Delivery { method: POLL.into(), endpoint_url: Some(url), authorization_header: None };
+                }
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "delivery method `{}` is not supported ({PUSH}, {POLL})",
+                        remit_core::ids::truncate_for_error(other)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn store_stream(
+        &self,
+        r: &Receiver,
+        cfg: &StreamConfig,
+        sealed: Option<String>,
+        status: (&str, Option<String>),
+        created: remit_core::time::UnixMillis,
+        action: AuditAction,
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        let config = serde_json::to_string(&Stored { config: cfg.clone(), authorization_sealed: sealed })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let audit = AuditEvent::new(now, &r.actor, action).detail([
+            ("stream", cfg.stream_id.clone().into()),
+            ("owner", r.owner.clone().into()),
+            ("method", cfg.delivery.method.clone().into()),
+            ("events", cfg.events_delivered.clone().into()),
+            ("status", status.0.into()),
+        ]);
+        let s = Stream {
+            id: cfg.stream_id.clone(),
+            owner: r.owner.clone(),
+            config,
+            status: status.0.into(),
+            reason: status.1,
+            created_at: created,
+            updated_at: now,
+        };
+        self.store.governance().put_stream(s, Some(audit)).await?;
+        Ok(())
+    }
+
+    /// Creates a stream (SSF §8.1.1.1); no `delivery` means poll.
+    pub async fn create_stream(&self, r: &Receiver, req: StreamRequest) -> Result<StreamConfig, Error> {
+        if self.store.governance().streams(Some(&r.owner)).await?.len() >= MAX_STREAMS_PER_RECEIVER {
+            return Err(Error::Conflict(format!("a receiver holds at most {MAX_STREAMS_PER_RECEIVER} streams")));
+        }
+        if req.stream_id.is_some() || req.events_delivered.is_some() {
+            return Err(Error::Invalid("`stream_id` and `events_delivered` are the transmitter's".into()));
+        }
+        let id = hex::encode(self.random.bytes16());
+        let aud = match (&r.tool, &req.aud) {
+            (Some(t), None) => t.audience.clone(),
+            (Some(_), Some(_)) => return Err(Error::Invalid("`aud` is the transmitter's: the tool's audience".into())),
+            (None, Some(Value::String(a))) if !a.is_empty() && a.len() <= 256 => a.clone(),
+            (None, Some(_)) => return Err(Error::Invalid("`aud` must be a string of at most 256 bytes".into())),
+            (None, None) => format!("{}/ssf/receivers/{id}", self.base_url()),
+        };
+        let mut cfg = StreamConfig {
+            stream_id: id.clone(),
+            iss: self.issuer.clone(),
+            aud,
+            events_supported: SUPPORTED.iter().map(|s| (*s).to_owned()).collect(),
+            events_requested: vec![],
+            events_delivered: vec![],
+            delivery: Delivery { method: POLL.into(), endpoint_url: None, authorization_header: None },
+            description: None,
+            min_verification_interval: MIN_VERIFICATION_INTERVAL,
+        };
+        let mut sealed = None;
+        let req = StreamRequest {
+            aud: None,
+            delivery: req.delivery.clone().or(Some(Delivery {
+                method: POLL.into(),
+                endpoint_url: None,
+                authorization_header: None,
+            })),
+            ..req
+        };
+        self.apply(&id, &mut cfg, &mut sealed, req, false)?;
+        self.store_stream(r, &cfg, sealed, ("enabled", None), self.clock.now(), AuditAction::SsfStreamCreate).await?;
+        Ok(cfg)
+    }
+
+    /// One stream, or all of the receiver's.
+    pub async fn read_streams(&self, r: &Receiver, id: Option<&str>) -> Result<Vec<StreamConfig>, Error> {
+        match id {
+            Some(id) => Ok(vec![self.own_stream(r, id).await?.1]),
+            None => {
+                let all = self.store.governance().streams(Some(&r.owner)).await?;
+                all.iter().map(parse_stored).collect()
+            }
+        }
+    }
+
+    /// PATCH (`replace` false) or PUT (`replace` true) a stream.
+    pub async fn update_stream(&self, r: &Receiver, req: StreamRequest, replace: bool) -> Result<StreamConfig, Error> {
+        let id = req.stream_id.clone().ok_or_else(|| Error::Invalid("`stream_id` is required".into()))?;
+        let (s, mut cfg) = self.own_stream(r, &id).await?;
+        let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut sealed = st.authorization_sealed;
+        self.apply(&id, &mut cfg, &mut sealed, req, replace)?;
+        self.store_stream(r, &cfg, sealed, (&s.status, s.reason.clone()), s.created_at, AuditAction::SsfStreamUpdate)
+            .await?;
+        Ok(cfg)
+    }
+
+    pub async fn delete_stream(&self, r: &Receiver, id: &str) -> Result<(), Error> {
+        let (s, _) = self.own_stream(r, id).await?;
+        let audit = AuditEvent::new(self.clock.now(), &r.actor, AuditAction::SsfStreamDelete)
+            .detail([("stream", s.id.clone().into()), ("owner", s.owner.clone().into())]);
+        self.store.governance().delete_stream(&s.id, audit).await?;
+        Ok(())
+    }
+
+    pub async fn stream_status(&self, r: &Receiver, id: &str) -> Result<StreamStatus, Error> {
+        let (s, _) = self.own_stream(r, id).await?;
+        Ok(StreamStatus { stream_id: s.id, status: s.status, reason: s.reason })
+    }
+
+    /// Sets a stream's status at its receiver's request; `disabled` drops what was queued.
+    pub async fn set_stream_status(&self, r: &Receiver, want: StreamStatus) -> Result<StreamStatus, Error> {
+        let (s, cfg) = self.own_stream(r, &want.stream_id).await?;
+        if !remit_store::governance::STREAM_STATUSES.contains(&want.status.as_str()) {
+            return Err(Error::Invalid("`status` must be `enabled`, `paused` or `disabled`".into()));
+        }
+        if want.reason.as_ref().is_some_and(|x| x.len() > MAX_DESCRIPTION) {
+            return Err(Error::Invalid(format!("`reason` is longer than {MAX_DESCRIPTION} bytes")));
+        }
+        let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store_stream(
+            r,
+            &cfg,
+            st.authorization_sealed,
+            (&want.status, want.reason.clone()),
+            s.created_at,
+            AuditAction::SsfStreamUpdate,
+        )
+        .await?;
+        if want.status == "disabled" {
+            let g = self.store.governance();
+            loop {
+                let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), 1_000).await?;
+                if rows.is_empty() {
+                    break;
+                }
+                g.acknowledge(&s.id, rows.into_iter().map(|r| r.jti).collect()).await?;
+            }
+        }
+        Ok(StreamStatus { stream_id: s.id, status: want.status, reason: want.reason })
+    }
+
+    /// Queues a verification event (SSF §8.1.4) echoing `state`; at most one per
+    /// [`MIN_VERIFICATION_INTERVAL`] per stream.
+    pub async fn verify_stream(&self, r: &Receiver, id: &str, state: Option<String>) -> Result<(), Error> {
+        let (s, cfg) = self.own_stream(r, id).await?;
+        if state.as_ref().is_some_and(|x| x.len() > 1_024) {
+            return Err(Error::Invalid("`state` is longer than 1024 bytes".into()));
+        }
+        let now = self.clock.now();
+        {
+            let mut last = self.governance.verifications.lock().map_err(|_| Error::Internal("lock".into()))?;
+            if let Some(t) = last.get(&s.id)
+                && now.0 - t.0 < i64::try_from(MIN_VERIFICATION_INTERVAL * 1000).unwrap_or(i64::MAX)
+            {
+                return Err(Error::TooMany(format!(
+                    "one verification per {MIN_VERIFICATION_INTERVAL} s per stream (min_verification_interval)"
+                )));
+            }
+            if last.len() > 10_000 {
+                last.clear();
+            }
+            last.insert(s.id.clone(), now);
+        }
+        let payload = match state {
+            Some(st) => json!({ "state": st }),
+            None => json!({}),
+        };
+        let sub = json!({"format": "opaque", "id": s.id});
+        let (jti, set) = set_for(self, &cfg, VERIFICATION, &sub, &payload, &format!("verify:{}", s.id));
+        let (seq, _) = self.store.audit().head().await?;
+        let row =
+            OutboxRow { stream: s.id, jti, seq, set, created_at: now, attempts: 0, next_at: now, last_error: None };
+        self.store.governance().enqueue(vec![row]).await?;
+        Ok(())
+    }
+
+    /// RFC 8936 poll: acknowledgements first, then the queued SETs (waiting up to
+    /// [`LONG_POLL`] for one unless `returnImmediately`).
+    pub async fn poll_stream(&self, r: &Receiver, id: &str, req: PollRequest) -> Result<PollResponse, Error> {
+        let (s, cfg) = self.own_stream(r, id).await?;
+        if cfg.delivery.method != POLL {
+            return Err(Error::Invalid("this stream is delivered by push, not poll".into()));
+        }
+        if req.ack.len() > MAX_POLL_EVENTS as usize || req.set_errs.len() > MAX_POLL_EVENTS as usize {
+            return Err(Error::Invalid(format!("at most {MAX_POLL_EVENTS} acknowledgements per poll")));
+        }
+        let g = self.store.governance();
+        let mut done: Vec<String> = req.ack;
+        for (jti, err) in &req.set_errs {
+            // A receiver that could not take a SET will not take it again: dropped, logged
+            // with the receiver's error code only.
+            tracing::warn!(stream = %s.id, jti = %remit_core::ids::truncate_for_error(jti),
+                err = %remit_core::ids::truncate_for_error(err["err"].as_str().unwrap_or("")), "a receiver refused a SET");
+            done.push(jti.clone());
+        }
+        if !done.is_empty() {
+            g.acknowledge(&s.id, done).await?;
+        }
+        let max = req.max_events.unwrap_or(100).min(MAX_POLL_EVENTS);
+        if max == 0 || s.status != "enabled" {
+            return Ok(PollResponse { sets: BTreeMap::new(), more_available: false });
+        }
+        let mut changes = self.store.subscribe();
+        let mut stopping = self.stopping.subscribe();
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        loop {
+            let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max + 1).await?;
+            if !rows.is_empty() || req.return_immediately.unwrap_or(false) {
+                let more = rows.len() > max as usize;
+                let sets = rows.into_iter().take(max as usize).map(|r| (r.jti, r.set)).collect();
+                return Ok(PollResponse { sets, more_available: more });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(PollResponse { sets: BTreeMap::new(), more_available: false });
+                }
+                _ = stopping.changed() => return Ok(PollResponse { sets: BTreeMap::new(), more_available: false }),
+                c = changes.recv() => {
+                    if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return Err(Error::Unavailable("shutting down".into()));
+                    }
+                }
+                // A missed notification (the feed down) costs at most a second.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remit_core::audit::{AuditEvent, Outcome};
+    use remit_core::ids::TrustDomain;
+    use remit_core::time::UnixMillis;
+
+    fn rec(e: AuditEvent) -> AuditRecord {
+        AuditRecord { seq: 1, event: e, prev_hash: String::new(), hash: String::new() }
+    }
+
+    #[test]
+    fn revocations_become_caep_and_risc_events_with_rfc9493_subjects() {
+        let td = TrustDomain::parse("remit.test").unwrap();
+        let t = TaskId::from_random([7; 16]);
+        let r = rec(AuditEvent::new(UnixMillis(5_000), "break-glass", AuditAction::TaskRevoke)
+            .task(&t)
+            .workflow("triage")
+            .agent("bot")
+            .reason("killed"));
+        let s = signals_of(&r, &td, "https://remit.test", None);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].event, SESSION_REVOKED);
+        assert_eq!(
+            s[0].sub_id,
+            json!({"format": "uri", "uri": format!("spiffe://remit.test/workflow/triage/task/{t}")})
+        );
+        assert_eq!(
+            s[0].payload,
+            json!({"event_timestamp": 5, "initiating_entity": "admin", "reason_admin": {"en": "killed"}})
+        );
+
+        let tok = rec(AuditEvent::new(UnixMillis(5_000), "spiffe://remit.test/x", AuditAction::TokenRevoke)
+            .detail([("jti", "c-1".into()), ("tool", "jira".into())]));
+        let s = signals_of(&tok, &td, "https://remit.test", None);
+        assert_eq!(s[0].event, CREDENTIAL_CHANGE);
+        assert_eq!(s[0].sub_id, json!({"format": "jwt_id", "iss": "https://remit.test", "jti": "c-1"}));
+        assert_eq!((s[0].payload["change_type"].as_str(), s[0].tool.as_deref()), (Some("revoke"), Some("jira")));
+
+        let dis =
+            rec(AuditEvent::new(UnixMillis(1), "governance:recertification", AuditAction::AgentDisable).agent("bot"));
+        let s = signals_of(&dis, &td, "https://remit.test", None);
+        assert_eq!((s[0].event, s[0].payload["initiating_entity"].as_str()), (ACCOUNT_DISABLED, Some("policy")));
+
+        // Refused attempts and other records say nothing.
+        let denied = rec(AuditEvent::new(UnixMillis(1), "x", AuditAction::TaskRevoke).outcome(Outcome::Denied));
+        assert!(signals_of(&denied, &td, "i", None).is_empty());
+        assert!(
+            signals_of(&rec(AuditEvent::new(UnixMillis(1), "x", AuditAction::TaskStart)), &td, "i", None).is_empty()
+        );
+    }
+
+    #[test]
+    fn tool_streams_hear_only_of_their_workflows() {
+        let s = Signal {
+            event: SESSION_REVOKED,
+            sub_id: json!({}),
+            payload: json!({}),
+            workflow: Some(WorkflowName::parse("triage").unwrap()),
+            agent: None,
+            tool: None,
+            admin_only: false,
+        };
+        let tools = |w: &WorkflowName| if w.as_str() == "triage" { vec!["jira".to_owned()] } else { vec![] };
+        assert!(in_scope("tool:jira", &s, &tools, &[]));
+        assert!(!in_scope("tool:github", &s, &tools, &[]));
+        assert!(in_scope("admin", &s, &tools, &[]));
+        let human = Signal { admin_only: true, workflow: None, ..s };
+        assert!(!in_scope("tool:jira", &human, &tools, &[]));
+    }
+}

@@ -1,0 +1,182 @@
+//! The governance tail: reads the audit log from its cursor, once per cluster, and turns
+//! records into what governance acts on — today the Shared Signals outbox.
+//!
+//! It wakes on every committed change (a kill on any replica reaches it through the change
+//! feed) and otherwise every [`super::TAIL_INTERVAL`]. Each step reads at most [`PAGE`]
+//! records, builds the SETs every stream should get, and moves the cursor with them in one
+//! transaction (a compare-and-set on the cursor it read): a replica that lost the job between
+//! reading and writing writes nothing, and the next holder starts where the last one stopped.
+//! A new job starts at the log's head (history before the first start is not replayed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use remit_core::audit::AuditRecord;
+use remit_core::ids::{AgentName, HumanId, WorkflowName};
+use remit_store::{AuditFilter, Change, OutboxRow, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::ssf::{self, StreamConfig};
+use super::{Held, TAIL_INTERVAL};
+use crate::app::App;
+use crate::error::Error;
+
+pub const JOB: &str = "governance.tail";
+/// Records read per step.
+pub const PAGE: u32 = 500;
+
+/// Runs until `stop` flips.
+pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut held = Held::new(JOB);
+    let mut changes = app.store.subscribe();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let more = match held.hold(&app).await {
+            Ok(Some(taken)) => match step(&app, taken).await {
+                Ok(more) => more,
+                Err(Error::Conflict(_)) => {
+                    held.lost();
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "governance tail step failed; retrying");
+                    false
+                }
+            },
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "governance tail: the job could not be taken");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        tokio::select! {
+            c = changes.recv() => match c {
+                Err(RecvError::Closed) => break,
+                // Queued SETs are the tail's own doing: nothing new to read.
+                Ok(Change::Outbox) => {}
+                _ => {}
+            },
+            _ = tokio::time::sleep(TAIL_INTERVAL) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    held.release(&app).await;
+}
+
+/// One step from the job's cursor (`taken`: the cursor just read when the job was (re)taken;
+/// otherwise it is read again). Returns whether a full page was read (more may be waiting).
+async fn step(app: &App, taken: Option<u64>) -> Result<bool, Error> {
+    let g = app.store.governance();
+    let holder = &app.governance.holder;
+    let now = app.clock.now();
+    let cursor = match taken {
+        Some(c) => c,
+        None => g
+            .take_job(JOB, holder, now, remit_core::time::UnixMillis(now.0 + 1))
+            .await?
+            .ok_or_else(|| Error::Conflict("the governance tail moved to another replica".into()))?,
+    };
+    if cursor == 0 {
+        let (head, _) = app.store.audit().head().await?;
+        g.advance_job(JOB, holder, 0, head.max(1), vec![], vec![]).await.map_err(conflict)?;
+        return Ok(true);
+    }
+    let recs = app.store.audit().list(AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
+    let Some(last) = recs.last().map(|r| r.seq) else { return Ok(false) };
+    let rows = outbox_rows(app, &recs).await?;
+    g.advance_job(JOB, holder, cursor, last, rows, vec![]).await.map_err(conflict)?;
+    Ok(recs.len() == PAGE as usize)
+}
+
+fn conflict(e: StoreError) -> Error {
+    match e {
+        StoreError::Conflict(m) => Error::Conflict(m),
+        other => other.into(),
+    }
+}
+
+/// The SETs `recs` give every stream that hears of them.
+async fn outbox_rows(app: &App, recs: &[AuditRecord]) -> Result<Vec<OutboxRow>, Error> {
+    let streams: Vec<(String, String, StreamConfig)> = app
+        .store
+        .governance()
+        .streams(None)
+        .await?
+        .into_iter()
+        .filter(|s| s.status != "disabled")
+        .filter_map(|s| match ssf::parse_stored(&s) {
+            Ok(c) => Some((s.id, s.owner, c)),
+            Err(e) => {
+                tracing::error!(error = %e, "a stream's configuration is unreadable; it gets nothing");
+                None
+            }
+        })
+        .collect();
+    if streams.is_empty() {
+        return Ok(vec![]);
+    }
+    let now = app.clock.now();
+    let mut tools: HashMap<WorkflowName, Vec<String>> = HashMap::new();
+    let mut agents: HashMap<AgentName, Vec<WorkflowName>> = HashMap::new();
+    let mut rows = Vec::new();
+    for rec in recs {
+        let email = match rec.event.action.as_str() {
+            "human.deactivate" => human_email(app, rec).await,
+            _ => None,
+        };
+        for sig in ssf::signals_of(rec, &app.trust_domain, &app.issuer, email.as_deref()) {
+            // What the scope check needs, read once per step.
+            if let Some(w) = &sig.workflow
+                && !tools.contains_key(w)
+            {
+                let t = app.store.identity().workflow(w).await?.map(|w| w.allowed_tools).unwrap_or_default();
+                tools.insert(w.clone(), t);
+            }
+            if let Some(a) = &sig.agent
+                && !agents.contains_key(a)
+            {
+                let ws = app.store.identity().agent(a).await?.map(|a| a.workflows).unwrap_or_default();
+                for w in &ws {
+                    if !tools.contains_key(w) {
+                        let t = app.store.identity().workflow(w).await?.map(|w| w.allowed_tools).unwrap_or_default();
+                        tools.insert(w.clone(), t);
+                    }
+                }
+                agents.insert(a.clone(), ws);
+            }
+            let tools_of = |w: &WorkflowName| tools.get(w).cloned().unwrap_or_default();
+            let agent_wfs = sig.agent.as_ref().and_then(|a| agents.get(a)).cloned().unwrap_or_default();
+            for (id, owner, cfg) in &streams {
+                if !cfg.events_delivered.iter().any(|e| e == sig.event)
+                    || !ssf::in_scope(owner, &sig, &tools_of, &agent_wfs)
+                {
+                    continue;
+                }
+                let txn = format!("remit-audit:{}", rec.seq);
+                let (jti, set) = ssf::set_for(app, cfg, sig.event, &sig.sub_id, &sig.payload, &txn);
+                rows.push(OutboxRow {
+                    stream: id.clone(),
+                    jti,
+                    seq: rec.seq,
+                    set,
+                    created_at: now,
+                    attempts: 0,
+                    next_at: now,
+                    last_error: None,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn human_email(app: &App, rec: &AuditRecord) -> Option<String> {
+    let d: serde_json::Value = serde_json::from_str(&rec.event.detail).ok()?;
+    let id = HumanId::parse(d["human"].as_str()?).ok()?;
+    app.store.humans().get(&id).await.ok().flatten().map(|h| h.email)
+}

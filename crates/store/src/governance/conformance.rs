@@ -1,0 +1,137 @@
+//! The governance area's conformance cases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use remit_core::audit::AuditAction;
+use remit_core::time::UnixMillis;
+
+use super::{OutboxRow, Recertification, Stream};
+use crate::conformance::{ev, fixture, now};
+use crate::{Change, Store, StoreError};
+
+fn stream(id: &str, owner: &str) -> Stream {
+    Stream {
+        id: id.into(),
+        owner: owner.into(),
+        config: "{}".into(),
+        status: "enabled".into(),
+        reason: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn row(stream: &str, jti: &str, seq: u64, at: UnixMillis) -> OutboxRow {
+    OutboxRow {
+        stream: stream.into(),
+        jti: jti.into(),
+        seq,
+        set: format!("set-{jti}"),
+        created_at: at,
+        attempts: 0,
+        next_at: at,
+        last_error: None,
+    }
+}
+
+/// One holder at a time; a lapsed job is taken over; the cursor moves only from where its
+/// holder read it, together with the SETs it produced.
+pub async fn jobs_have_one_holder_and_a_compare_and_set_cursor(s: Arc<dyn Store>) {
+    fixture(&*s).await;
+    let g = s.governance();
+    let t = now();
+    assert_eq!(g.take_job("tail", "a", t, UnixMillis(t.0 + 10_000)).await.unwrap(), Some(0));
+    assert_eq!(g.take_job("tail", "b", t, UnixMillis(t.0 + 10_000)).await.unwrap(), None);
+    g.put_stream(stream("s1", "admin"), Some(ev(AuditAction::SsfStreamCreate))).await.unwrap();
+    let mut feed = s.subscribe();
+    g.advance_job("tail", "a", 0, 7, vec![row("s1", "j1", 5, t), row("gone", "j2", 6, t)], vec![]).await.unwrap();
+    let mut saw = false;
+    while let Ok(c) = feed.try_recv() {
+        saw |= c == Change::Outbox;
+    }
+    assert!(saw, "queued SETs are announced");
+    // A stale cursor or another holder is refused and queues nothing.
+    let stale = g.advance_job("tail", "a", 0, 9, vec![row("s1", "j3", 8, t)], vec![]).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let other = g.advance_job("tail", "b", 7, 9, vec![], vec![]).await;
+    assert!(matches!(other, Err(StoreError::Conflict(_))), "{other:?}");
+    // Only the existing stream's row was queued.
+    assert_eq!(g.outbox_depth("s1").await.unwrap(), 1);
+    // The lease lapses: another replica takes the job over at its cursor.
+    let later = UnixMillis(t.0 + 10_001);
+    assert_eq!(g.take_job("tail", "b", later, UnixMillis(later.0 + 10_000)).await.unwrap(), Some(7));
+    assert_eq!(g.take_job("tail", "a", later, UnixMillis(later.0 + 10_000)).await.unwrap(), None);
+    // Released at shutdown: taken at once.
+    g.release_job("tail", "b").await.unwrap();
+    assert_eq!(g.take_job("tail", "a", later, UnixMillis(later.0 + 10_000)).await.unwrap(), Some(7));
+}
+
+/// SETs leave the outbox only when acknowledged; failures reschedule them; a deleted stream
+/// takes its outbox with it; an update never changes a stream's owner.
+pub async fn outbox_keeps_sets_until_acknowledged(s: Arc<dyn Store>) {
+    fixture(&*s).await;
+    let g = s.governance();
+    let t = now();
+    g.put_stream(stream("s1", "tool:ticketing"), None).await.unwrap();
+    g.put_stream(stream("s2", "admin"), None).await.unwrap();
+    g.enqueue(vec![row("s1", "b", 2, t), row("s1", "a", 1, t), row("s1", "c", 3, t), row("s2", "x", 1, t)])
+        .await
+        .unwrap();
+    // Queuing the same SET twice keeps one.
+    g.enqueue(vec![row("s1", "a", 1, t)]).await.unwrap();
+    let due = g.outbox("s1", t, 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(due[0].set, "set-a");
+    g.outbox_failed("s1", "a", UnixMillis(t.0 + 5_000), "503").await.unwrap();
+    let due = g.outbox("s1", t, 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    let retry = g.outbox("s1", UnixMillis(t.0 + 5_000), 1).await.unwrap();
+    assert_eq!((retry[0].jti.as_str(), retry[0].attempts, retry[0].last_error.as_deref()), ("a", 1, Some("503")));
+    assert_eq!(g.acknowledge("s1", vec!["b".into(), "zz".into()]).await.unwrap(), 1);
+    assert_eq!(g.outbox_depth("s1").await.unwrap(), 2);
+    // Another owner cannot take a stream over by id.
+    let mut hijack = stream("s1", "tool:other");
+    hijack.status = "disabled".into();
+    g.put_stream(hijack, None).await.unwrap();
+    let kept = g.stream("s1").await.unwrap().unwrap();
+    assert_eq!((kept.owner.as_str(), kept.status.as_str()), ("tool:ticketing", "enabled"));
+    assert_eq!(g.streams(Some("tool:ticketing")).await.unwrap().len(), 1);
+    assert_eq!(g.streams(None).await.unwrap().len(), 2);
+    assert!(g.delete_stream("s1", ev(AuditAction::SsfStreamDelete)).await.unwrap());
+    assert!(!g.delete_stream("s1", ev(AuditAction::SsfStreamDelete)).await.unwrap());
+    assert_eq!(g.outbox_depth("s1").await.unwrap(), 0);
+    assert_eq!(g.outbox_depth("s2").await.unwrap(), 1);
+}
+
+/// The first presenter of a token wins on every backend; settings need a workflow; the
+/// newest recertification is kept.
+pub async fn bearers_settings_and_recertifications(s: Arc<dyn Store>) {
+    fixture(&*s).await;
+    let g = s.governance();
+    let t = now();
+    let exp = UnixMillis(t.0 + 60_000);
+    assert_eq!(g.bearer("j1", "t-1", "addr:10.0.0.1", t, exp).await.unwrap(), "addr:10.0.0.1");
+    assert_eq!(g.bearer("j1", "t-1", "addr:10.0.0.2", t, exp).await.unwrap(), "addr:10.0.0.1");
+    assert_eq!(g.prune_bearers(UnixMillis(exp.0 + 1)).await.unwrap(), 1);
+    assert_eq!(g.bearer("j1", "t-1", "addr:10.0.0.2", t, exp).await.unwrap(), "addr:10.0.0.2");
+
+    let missing = g.set_settings("nope", "{}".into(), t, ev(AuditAction::GovernanceUpdate)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    g.set_settings("deploy", r#"{"a":1}"#.into(), t, ev(AuditAction::GovernanceUpdate)).await.unwrap();
+    g.set_settings("deploy", r#"{"a":2}"#.into(), t, ev(AuditAction::GovernanceUpdate)).await.unwrap();
+    assert_eq!(g.settings().await.unwrap(), vec![("deploy".to_owned(), r#"{"a":2}"#.to_owned())]);
+
+    let r = |at: i64, by: &str| Recertification {
+        kind: "agent".into(),
+        id: "bot".into(),
+        at: UnixMillis(at),
+        by: by.into(),
+        reason: "still needed".into(),
+    };
+    g.recertify(r(t.0, "h-new"), ev(AuditAction::Recertify)).await.unwrap();
+    g.recertify(r(t.0 - 1_000, "h-old"), ev(AuditAction::Recertify)).await.unwrap();
+    let all = g.recertifications().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].by.as_str(), all[0].at), ("h-new", t));
+}
