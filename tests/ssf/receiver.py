@@ -5,12 +5,13 @@ header `typ` `secevent+jwt`, `iss`, `aud`, `iat` and `jti` present, exactly one 
 top-level `sub_id`, and no `sub` or `exp` (SSF 1.0 §4, RFC 8417).
 
 usage:
-  receiver.py push OUT JWKS_FILE ISSUER AUDIENCE AUTHORIZATION
+  receiver.py push OUT CONFIG_FILE ISSUER AUTHORIZATION
       An RFC 8935 push endpoint on 127.0.0.1 (its port printed on the first line of stdout).
       Each verified SET becomes a JSON line in OUT ({received, jti, event, sub_id, payload,
       txn}); a refused one a line {"error": …} and a 400 with an RFC 8935 error. While the file
-      OUT.down exists it answers 503 (the receiver is down). JWKS_FILE holds the JWKS URL (read
-      on every SET, so a restarted transmitter can move).
+      OUT.down exists it answers 503 (the receiver is down). CONFIG_FILE is JSON {"jwks": URL,
+      "aud": the stream's audience}, read on every SET (a restarted transmitter can move); while
+      it is missing or the JWKS cannot be fetched, it answers 503 (try again later).
   receiver.py poll POLL_URL TOKEN JWKS_URL ISSUER AUDIENCE
       One RFC 8936 poll (returnImmediately), every SET verified, then acknowledged in a second
       poll; prints the verified SETs as a JSON array.
@@ -58,7 +59,7 @@ def verify(token, jwks_url, issuer, audience):
     }
 
 
-def push(out, jwks_file, issuer, audience, authorization):
+def push(out, config_file, issuer, authorization):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -82,9 +83,13 @@ def push(out, jwks_file, issuer, audience, authorization):
             if self.headers.get("Content-Type") != "application/secevent+jwt":
                 return self.answer(400, {"err": "invalid_request", "description": "content type"})
             try:
-                with open(jwks_file) as f:
-                    jwks_url = f.read().strip()
-                got = verify(body, jwks_url, issuer, audience)
+                with open(config_file) as f:
+                    config = json.load(f)
+                jwt.PyJWKClient(config["jwks"], cache_keys=False).get_jwk_set()
+            except Exception:  # not ready, or the transmitter moved: not the SET's fault
+                return self.answer(503)
+            try:
+                got = verify(body, config["jwks"], issuer, config["aud"])
             except Exception as err:  # the refusal is the record
                 with open(out, "a") as f:
                     f.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")

@@ -88,6 +88,9 @@ pub enum Command {
     /// Database logins made per task by tools' engines, removed with their task.
     #[command(subcommand)]
     Lease(cmd::lease::Cmd),
+    /// Governance: containment rules and recertification per workflow.
+    #[command(subcommand)]
+    Governance(cmd::governance::Cmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(cmd::audit::Cmd),

@@ -32,12 +32,12 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    fn start(dir: &Path, jwks_file: &Path, issuer: &str, aud: &str, auth: &str) -> Receiver {
+    fn start(dir: &Path, config: &Path, issuer: &str, auth: &str) -> Receiver {
         let out = dir.join("received.jsonl");
         let script = common::repo().join("tests/ssf/receiver.py");
         let mut child = Command::new(common::python())
             .arg(script)
-            .args(["push", out.to_str().unwrap(), jwks_file.to_str().unwrap(), issuer, aud, auth])
+            .args(["push", out.to_str().unwrap(), config.to_str().unwrap(), issuer, auth])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -79,6 +79,8 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
+    // Tools may push only to allowed hosts; this receiver is on loopback.
+    std::fs::write(data.join("remit.toml"), "[governance]\npush_allow = [\"127.0.0.1\"]\n").unwrap();
     let mut s = common::serve(&data, &[], &[]);
     let run = |url: &str, args: &[&str]| common::remit_json(url, &data, args, None);
     #[rustfmt::skip]
@@ -99,9 +101,8 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
     assert_eq!(meta["delivery_methods_supported"], json!([PUSH, "urn:ietf:rfc:8936"]));
     let td = run(&s.url, &["status"])["trust_domain"].as_str().unwrap().to_owned();
 
-    let jwks_file = dir.path().join("jwks-url");
-    std::fs::write(&jwks_file, format!("{}/.well-known/jwks.json", s.url)).unwrap();
-    let rcv = Receiver::start(dir.path(), &jwks_file, &issuer, "https://tickets.example", "Bearer rcv-secret");
+    let config = dir.path().join("receiver.json");
+    let rcv = Receiver::start(dir.path(), &config, &issuer, "Bearer rcv-secret");
 
     // The tool registers a push stream; unknown event types are ignored, the audience is its own.
     let stream: Value = rt.block_on(async {
@@ -116,10 +117,23 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
         r.json().await.unwrap()
     });
     let sid = stream["stream_id"].as_str().unwrap().to_owned();
-    assert_eq!(stream["aud"], "https://tickets.example");
+    // The stream's own audience: never the tool's access-token audience.
+    let aud = stream["aud"].as_str().unwrap().to_owned();
+    assert!(aud.ends_with(&format!("/ssf/receivers/{sid}")), "{aud}");
+    let configure = |url: &str| {
+        let c = json!({"jwks": format!("{url}/.well-known/jwks.json"), "aud": aud});
+        std::fs::write(&config, c.to_string()).unwrap();
+    };
+    configure(&s.url);
     assert_eq!(stream["iss"], issuer.as_str());
     assert_eq!(stream["events_delivered"], json!([SESSION_REVOKED, CREDENTIAL_CHANGE]));
     assert!(!stream.to_string().contains("rcv-secret"), "the push authorization is never shown again");
+    rt.block_on(async {
+        // A push endpoint on a host not in `push_allow` is refused for a tool.
+        let body = json!({"delivery": {"method": PUSH, "endpoint_url": "https://169.254.169.254/latest"}});
+        let r = http.post(format!("{}/ssf/streams", s.url)).bearer_auth(&tool_secret).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    });
     rt.block_on(async {
         // Its own streams as an array; an administrator's receiver does not see it; another
         // receiver's id is a 404; a task token is no receiver.
@@ -151,12 +165,24 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
 
     // An administrator's poll stream, to see the same revocations by RFC 8936.
     let poll_stream: Value = rt.block_on(async {
-        let body = json!({"events_requested": [SESSION_REVOKED], "aud": "https://siem.example"});
+        let body = json!({"events_requested": [SESSION_REVOKED]});
         let r = http.post(format!("{}/ssf/streams", s.url)).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 201);
         r.json().await.unwrap()
     });
     assert_eq!(poll_stream["delivery"]["method"], "urn:ietf:rfc:8936");
+    // A tool no workflow of these tasks lists: its stream must hear nothing of them.
+    #[rustfmt::skip]
+    let other = run(&s.url, &["tool", "create", "other", "--audience", "https://other.example", "--scope", "read",
+                               "--owner", "o@example.com"]);
+    let other_secret = other["introspection_secret"].as_str().unwrap().to_owned();
+    let other_stream: Value = rt.block_on(async {
+        let body = json!({"events_requested": [SESSION_REVOKED]});
+        let r =
+            http.post(format!("{}/ssf/streams", s.url)).bearer_auth(&other_secret).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        r.json().await.unwrap()
+    });
 
     let join = |url: &str| -> String {
         rt.block_on(async {
@@ -231,7 +257,7 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
         .arg(common::repo().join("tests/ssf/receiver.py"))
         .args(["poll", poll_stream["delivery"]["endpoint_url"].as_str().unwrap(), &admin])
         .arg(format!("{}/.well-known/jwks.json", s.url))
-        .args([&issuer, "https://siem.example"])
+        .args([&issuer, poll_stream["aud"].as_str().unwrap()])
         .output()
         .unwrap();
     assert!(polled.status.success(), "{}", String::from_utf8_lossy(&polled.stderr));
@@ -241,7 +267,7 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
     // 2. Restarted: the stream and its receiver carry on.
     drop(s);
     s = common::serve(&data, &[], &[]);
-    std::fs::write(&jwks_file, format!("{}/.well-known/jwks.json", s.url)).unwrap();
+    configure(&s.url);
     let (t2, _) = start(&s.url);
     let at = kill(&s.url, &t2);
     rcv.wait_for("t2's session-revoked", |l| l["sub_id"]["uri"] == task_uri(&td, &t2).as_str());
@@ -257,14 +283,29 @@ fn a_receiver_gets_a_signed_session_revoked_for_every_kill_across_restarts() {
     drop(s);
     std::fs::remove_file(rcv.out.with_extension("jsonl.down")).unwrap();
     let s = common::serve(&data, &[], &[]);
-    std::fs::write(&jwks_file, format!("{}/.well-known/jwks.json", s.url)).unwrap();
+    configure(&s.url);
     rcv.wait_for("t3's session-revoked after the restart", |l| l["sub_id"]["uri"] == task_uri(&td, &t3).as_str());
-    // Each SET once.
-    let jtis: Vec<String> = rcv.lines().iter().map(|l| l["jti"].as_str().unwrap().to_owned()).collect();
-    let mut unique = jtis.clone();
+    // Each event once: a SET re-made from the same audit record would carry the same `txn`.
+    let events: Vec<String> = rcv.lines().iter().map(|l| format!("{} {}", l["event"], l["txn"])).collect();
+    let mut unique = events.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(jtis.len(), unique.len(), "a SET was delivered twice");
+    assert_eq!(events.len(), unique.len(), "an event was delivered twice: {events:?}");
+
+    rt.block_on(async {
+        let url = format!("{}/ssf/poll/{}", s.url, other_stream["stream_id"].as_str().unwrap());
+        let r: Value = http
+            .post(url)
+            .bearer_auth(&other_secret)
+            .json(&json!({"returnImmediately": true}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["sets"], json!({}), "another tool heard of these tasks");
+    });
 
     // The audit log says who made and changed streams, never the push authorization.
     let audit = std::process::Command::new(common::BIN)

@@ -13,6 +13,7 @@
 //! - [`audit`]: audit events, the canonical encoding and the hash chain verifier.
 //! - [`approval`]: the approval lifecycle and the proof a used approval yields.
 //! - [`cascade`]: what a kill switch revokes, and the records that say so.
+//! - [`containment`]: rules that pull a kill switch by themselves, and their incremental evaluator.
 //! - [`delegation`]: supervisor → worker delegation that only narrows, and the workflow's trust rules.
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
 //! - [`grant`]: human → agent grants, confirmed in a second step, ended with their human.
@@ -24,6 +25,7 @@
 pub mod approval;
 pub mod audit;
 pub mod cascade;
+pub mod containment;
 pub mod delegation;
 pub mod error;
 pub mod grant;

@@ -379,6 +379,68 @@ pub struct Config {
     pub proxy: ProxyListenConfig,
     /// Background revocation of dynamic credentials (`[leases]`).
     pub leases: LeasesConfig,
+    /// Governance: recertification defaults, notifications, external risk signals
+    /// (`[governance]`).
+    pub governance: GovernanceConfig,
+}
+
+/// Governance defaults and channels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// Days between recertifications of agents, workflows and standing grants, unless a
+    /// workflow sets its own (1-730).
+    pub recert_period_days: u32,
+    /// Days past due before a past-due object is suspended (0-90).
+    pub recert_grace_days: u32,
+    /// Where notifications for humans are POSTed (JSON, signed with `Remit-Signature`); unset:
+    /// none are sent.
+    pub webhook_url: Option<String>,
+    /// File holding the notifications' signing secret (required with `webhook_url`);
+    /// `REMIT_WEBHOOK_SECRET` overrides it.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File holding the secret external risk detectors sign their signals with
+    /// (`POST /v1/signals/risk`, `Remit-Signature`); `REMIT_RISK_SECRET` overrides it. Unset: only
+    /// administrators may send risk signals.
+    pub risk_secret_file: Option<PathBuf>,
+    /// Hosts a tool's Shared Signals push stream may deliver to (`receiver.example.com`,
+    /// `*.example.com`, an IP address). Empty (the default): tools receive by poll only, so a
+    /// tool's credential cannot make Remit POST to arbitrary hosts. Administrators' streams
+    /// may push anywhere (https, or http on loopback).
+    pub push_allow: Vec<String>,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            recert_period_days: 90,
+            recert_grace_days: 7,
+            webhook_url: None,
+            webhook_secret_file: None,
+            risk_secret_file: None,
+            push_allow: vec![],
+        }
+    }
+}
+
+impl GovernanceConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |message: &str| Err(ConfigError::Value { key: "governance", message: message.into() });
+        if !(1..=730).contains(&self.recert_period_days) || self.recert_grace_days > 90 {
+            return bad("`recert_period_days` is 1-730 and `recert_grace_days` 0-90");
+        }
+        if let Some(u) = &self.webhook_url {
+            let ok = url::Url::parse(u).is_ok_and(|x| {
+                x.scheme() == "https"
+                    || (x.scheme() == "http"
+                        && matches!(x.host_str(), Some("127.0.0.1") | Some("localhost") | Some("[::1]")))
+            });
+            if !ok {
+                return bad("`webhook_url` must be an https:// URL (http:// only on loopback)");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How dynamic credentials (leases) are revoked in the background: bounded batches, a claim
@@ -519,6 +581,7 @@ impl Default for Config {
             trust_domains: ClassTrustDomains::default(),
             proxy: ProxyListenConfig::default(),
             leases: LeasesConfig::default(),
+            governance: GovernanceConfig::default(),
             federation: vec![],
         }
     }
@@ -596,6 +659,7 @@ impl Config {
             cfg.log_format = v;
         }
         cfg.leases.check()?;
+        cfg.governance.check()?;
         if let Some(u) = &cfg.proxy.public_url
             && remit_core::proxy::split_upstream(u).is_err()
         {

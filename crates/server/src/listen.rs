@@ -260,6 +260,9 @@ pub(crate) async fn accept_loop<L: Acceptor>(
                 if let Some(s) = &svid {
                     r.extensions_mut().insert(s.clone());
                 }
+                if let Some(ip) = peer {
+                    r.extensions_mut().insert(PeerAddr(ip));
+                }
                 r
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -279,6 +282,10 @@ pub(crate) async fn accept_loop<L: Acceptor>(
         tracing::warn!(listener = name, "connections still open after the drain timeout; closing them");
     }
 }
+
+/// The TCP peer's address, on every request of the connection (none on a Unix socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub IpAddr);
 
 /// A connection's byte stream, plain or TLS.
 trait IoStream: AsyncRead + AsyncWrite + Send {}

@@ -765,9 +765,28 @@ async fn real_responses_match_their_declared_schemas() {
     let path = "/v1/sessions/s-00000000000000000000000000000000/revoke";
     assert_eq!(x.call("POST", "/v1/sessions/{id}/revoke", path, a, why).await.0, 404);
 
+    // Governance settings and risk signals.
+    let gp = "/v1/workflows/deploy/governance";
+    assert_eq!(x.call("GET", "/v1/workflows/{name}/governance", gp, a, None).await.0, 200);
+    let rules = json!({"settings": {"containment": [{"signal": "sharing", "action": "alert"}],
+                                    "recertification": {"period_days": 30, "grace_days": 3}}, "reason": "tighter"});
+    assert_eq!(x.call("PUT", "/v1/workflows/{name}/governance", gp, a, Some(rules)).await.0, 200);
+    let bad = json!({"settings": {"containment": [{"signal": "deny_rate", "window_secs": 0, "min_calls": 1,
+                                                   "ratio": 2.0, "action": "alert"}]}, "reason": "x"});
+    assert_eq!(x.call("PUT", "/v1/workflows/{name}/governance", gp, a, Some(bad)).await.0, 400);
+    let nope = "/v1/workflows/nope/governance";
+    assert_eq!(x.call("GET", "/v1/workflows/{name}/governance", nope, a, None).await.0, 404);
+    let risk = json!({"task": "t-00000000000000000000000000000000", "score": 0.9, "source": "d", "reason": "r"});
+    assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", a, Some(risk.clone())).await.0, 404);
+    assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", None, Some(risk)).await.0, 401);
+
     // Shared Signals: an administrator's poll stream through its whole life.
-    assert_eq!(x.call("GET", "/.well-known/ssf-configuration", "/.well-known/ssf-configuration", None, None).await.0, 200);
-    let body = Some(json!({"events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]}));
+    assert_eq!(
+        x.call("GET", "/.well-known/ssf-configuration", "/.well-known/ssf-configuration", None, None).await.0,
+        200
+    );
+    let body =
+        Some(json!({"events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]}));
     let (st, stream) = x.call("POST", "/ssf/streams", "/ssf/streams", a, body).await;
     assert_eq!(st, 201, "{stream}");
     let sid = stream["stream_id"].as_str().unwrap().to_owned();
@@ -788,7 +807,8 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("POST", "/ssf/status", "/ssf/status", a, enabled).await.0, 200);
     assert_eq!(x.call("POST", "/ssf/verify", "/ssf/verify", a, Some(json!({"stream_id": sid}))).await.0, 204);
     let poll = format!("/ssf/poll/{sid}");
-    let (st, polled) = x.call("POST", "/ssf/poll/{stream_id}", &poll, a, Some(json!({"returnImmediately": true}))).await;
+    let (st, polled) =
+        x.call("POST", "/ssf/poll/{stream_id}", &poll, a, Some(json!({"returnImmediately": true}))).await;
     // The verification event (and any revocation the tail had not read before the stream began).
     assert_eq!(st, 200);
     assert!(!polled["sets"].as_object().unwrap().is_empty(), "{polled}");

@@ -19,6 +19,7 @@ pub mod leak;
 pub mod oidc;
 pub mod scram;
 pub mod totp;
+pub mod webhook;
 pub mod x509;
 
 pub use jwt::{Actor, Claims, Confirmation, RemitClaims, SvidKind, TokenError};

@@ -7,6 +7,7 @@ pub mod decide;
 pub mod entities;
 pub mod entry;
 pub mod exec;
+pub mod governance;
 pub mod grant;
 pub mod human;
 pub mod info;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Entry(c) => entry::run(&g, c).await,
         Command::Secret(c) => secret::run(&g, c).await,
         Command::Lease(c) => lease::run(&g, c).await,
+        Command::Governance(c) => governance::run(&g, c).await,
         Command::Audit(c) => audit::run(&g, c).await,
         Command::Keys(c) => keys::run(&g, c).await,
         Command::Policy(c) => policy::run(&g, c).await,

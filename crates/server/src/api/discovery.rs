@@ -211,6 +211,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "decisions", description = "Decisions on an agent task's actions, and explained decisions."),
         (name = "approvals", description = "Approval requests opened by `@approval` policies, decided by a named human."),
         (name = "humans", description = "Humans: signing in through an OpenID provider, Remit's own sessions, and managing humans and sessions."),
+        (name = "governance", description = "Governance: per-workflow containment rules and recertification period, external risk signals."),
         (name = "shared signals", description = "OpenID Shared Signals Framework 1.0 transmitter: streams, verification, RFC 8936 poll; SETs (CAEP, RISC) on revocations."),
         (name = "AuthZEN", description = "OpenID AuthZEN Authorization API 1.0: evaluations, search and PDP metadata."),
     ),
@@ -241,6 +242,7 @@ impl utoipa::Modify for BearerAuth {
         super::secrets::set, super::secrets::list, super::secrets::delete, super::secrets::scan,
         super::leases::list, super::leases::get, super::leases::revoke,
         super::ssf::configuration, super::ssf::create, super::ssf::read, super::ssf::update, super::ssf::replace,
+        super::governance::get, super::governance::set, super::governance::risk,
         super::ssf::delete, super::ssf::status, super::ssf::set_status, super::ssf::verify, super::ssf::poll,
     )
 )]

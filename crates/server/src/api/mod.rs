@@ -9,6 +9,7 @@ pub mod authzen;
 pub mod discovery;
 pub mod entries;
 pub mod error;
+pub mod governance;
 pub mod grants;
 pub mod humans;
 pub mod leases;
@@ -117,6 +118,34 @@ impl FromRequestParts<AppState> for Auth {
         if let Caller::Admin { .. } = caller {
             let route = parts.extensions.get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
             app.break_glass_used(&caller, method_label(&parts.method), route).await;
+        }
+        // A task token as the bearer: who presents it is noted (a second presenter is a
+        // sharing event). Its claims were verified by `authenticate`.
+        if let Caller::Task { id, spiffe_id, snapshot, binding } = &caller
+            && let Some(c) = remit_token::jwt::unverified_claims(token)
+            && let (Some(jti), Some(exp)) = (c["jti"].as_str(), c["exp"].as_i64())
+        {
+            let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
+            let presenter = crate::governance::sharing::Presenter {
+                addr: crate::governance::sharing::Presenter::client_addr(
+                    peer,
+                    &parts.headers,
+                    &app.cfg.limits.trusted_proxies,
+                ),
+                svid: parts.extensions.get::<crate::tls::PeerSvid>().map(|s| s.0.clone()),
+                jkt: binding.as_ref().map(|b| b.jkt.clone()),
+            };
+            let t = &snapshot.task;
+            let presented = crate::governance::sharing::Presented {
+                jti,
+                task: id,
+                workflow: &t.workflow,
+                agent: &t.agent,
+                subject: spiffe_id,
+                expires: remit_core::time::UnixMillis::from_secs(exp),
+                via: "api",
+            };
+            app.note_bearer(presented, &presenter).await;
         }
         Ok(Auth(caller))
     }
@@ -308,6 +337,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/workflows/{name}/tools", put(admin::set_workflow_tools))
         .route("/v1/workflows/{name}/trust", put(admin::set_workflow_trust))
         .route("/v1/workflows/{name}/owner", put(admin::set_workflow_owner))
+        .route("/v1/workflows/{name}/governance", get(governance::get).put(governance::set))
+        .route("/v1/signals/risk", post(governance::risk))
         .route("/v1/agents/{name}/owner", put(admin::set_agent_owner))
         .route("/v1/orphans", get(admin::orphans))
         .route("/v1/agents", get(admin::list_agents).post(admin::create_agent))

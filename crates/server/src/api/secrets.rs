@@ -170,6 +170,10 @@ pub async fn delete(
 pub struct ScanRequest {
     /// The text (a prompt, a tool's output, a log line); up to the body limit per request.
     pub text: String,
+    /// The task whose text this is (its prompt, its tool's output): a hit is then recorded
+    /// against the task, and the containment rules act on it.
+    #[serde(default)]
+    pub task: Option<String>,
 }
 
 impl std::fmt::Debug for ScanRequest {
@@ -219,7 +223,8 @@ pub async fn scan(
 ) -> Result<Json<ScanResult>, ApiError> {
     caller.require_human_or_admin()?;
     let text = Zeroizing::new(req.text);
-    let findings = app.leak_scan(&caller, text.as_bytes()).await?;
+    let task = req.task.as_deref().map(|t| parse_id(t, remit_core::ids::TaskId::parse)).transpose()?;
+    let findings = app.leak_scan(&caller, text.as_bytes(), task.as_ref()).await?;
     let findings = findings
         .into_iter()
         .map(|f| FindingView {

@@ -56,7 +56,7 @@ pub struct VerifyRequest {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum StreamRead {
-    One(StreamConfig),
+    One(Box<StreamConfig>),
     All(Vec<StreamConfig>),
 }
 
@@ -105,7 +105,7 @@ pub async fn read(
 ) -> Result<axum::response::Response, ApiError> {
     let mut all = app.read_streams(&r, q.stream_id.as_deref()).await?;
     Ok(match q.stream_id {
-        Some(_) => no_store(StatusCode::OK, Json(StreamRead::One(all.remove(0)))),
+        Some(_) => no_store(StatusCode::OK, Json(StreamRead::One(Box::new(all.remove(0))))),
         None => no_store(StatusCode::OK, Json(StreamRead::All(all))),
     })
 }

@@ -10,7 +10,10 @@
 //!   backoff; poll streams (RFC 8936) are served by [`ssf`].
 //! - [`ssf`]: the Shared Signals transmitter's API and the SETs themselves.
 
+pub mod containment;
+pub mod notify;
 pub mod push;
+pub mod sharing;
 pub mod ssf;
 pub mod tail;
 
@@ -31,6 +34,14 @@ pub struct State {
     pub holder: String,
     /// When each stream last asked for verification (the rate limit), per process.
     pub(crate) verifications: Mutex<HashMap<String, UnixMillis>>,
+    /// Long polls waiting per stream (bounded).
+    pub(crate) polls: Mutex<HashMap<String, usize>>,
+    /// Tokens' first presenters this process has seen.
+    pub(crate) bearers: sharing::Bearers,
+    /// The containment rules' counters (used by the tail's holder).
+    pub(crate) containment: Mutex<remit_core::containment::Evaluator>,
+    /// The notification channel, resolved on first use.
+    pub(crate) channel: std::sync::OnceLock<Option<notify::Channel>>,
 }
 
 impl State {
@@ -39,7 +50,14 @@ impl State {
     /// own, and a crashed replica's jobs pass to another once their hold lapses.
     pub fn new(random: &dyn remit_core::random::Random, backend: &str) -> Self {
         let holder = if backend == "sqlite" { "local".to_owned() } else { hex::encode(random.bytes16()) };
-        State { holder, verifications: Mutex::new(HashMap::new()) }
+        State {
+            holder,
+            verifications: Mutex::new(HashMap::new()),
+            polls: Mutex::new(HashMap::new()),
+            bearers: sharing::Bearers::default(),
+            containment: Mutex::new(remit_core::containment::Evaluator::default()),
+            channel: std::sync::OnceLock::new(),
+        }
     }
 }
 
@@ -47,34 +65,43 @@ impl State {
 pub(crate) struct Held {
     name: &'static str,
     until: Option<UnixMillis>,
+    /// The job's cursor as this holder last read or moved it.
+    pub(crate) cursor: u64,
 }
 
 impl Held {
     pub(crate) fn new(name: &'static str) -> Self {
-        Held { name, until: None }
+        Held { name, until: None, cursor: 0 }
     }
 
-    /// Whether this process holds the job now (taking or renewing it when due); the cursor
-    /// when it was (re)taken.
-    pub(crate) async fn hold(&mut self, app: &crate::app::App) -> Result<Option<Option<u64>>, crate::error::Error> {
+    /// Whether this process holds the job now, taking or renewing it once half its hold has
+    /// passed (a renewal reads the stored cursor back into [`Held::cursor`]).
+    pub(crate) async fn hold(&mut self, app: &crate::app::App) -> Result<bool, crate::error::Error> {
         let now = app.clock.now();
         let hold_ms = i64::try_from(JOB_HOLD.as_millis()).unwrap_or(10_000);
         if let Some(u) = self.until
             && u.0 - now.0 > hold_ms / 2
         {
-            return Ok(Some(None));
+            return Ok(true);
         }
         let until = UnixMillis(now.0 + hold_ms);
         match app.store.governance().take_job(self.name, &app.governance.holder, now, until).await? {
             Some(cursor) => {
                 self.until = Some(until);
-                Ok(Some(Some(cursor)))
+                self.cursor = cursor;
+                Ok(true)
             }
             None => {
                 self.until = None;
-                Ok(None)
+                Ok(false)
             }
         }
+    }
+
+    /// Whether the hold still has `margin` left (work that must not outlive it stops sooner).
+    pub(crate) fn has(&self, app: &crate::app::App, margin: std::time::Duration) -> bool {
+        let m = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+        self.until.is_some_and(|u| u.0 - app.clock.now().0 > m)
     }
 
     /// Forgets the hold (a conflict said another replica has it).

@@ -5,8 +5,9 @@
 //! and the stream waits with exponential backoff (1 s doubling to 5 min), so a later SET never
 //! overtakes an earlier one.
 //!
-//! The client has timeouts (5 s to connect, 10 s in all), follows no redirects and reads at most
-//! 4 KiB of an answer. The stream's `authorization_header`, when it has one, is sent as
+//! The client has timeouts (3 s to connect, 4 s in all), follows no redirects and reads at most
+//! 4 KiB of an answer; a push starts only while the job's hold has more than that left, so two
+//! replicas never push the same stream at once. A disabled tool's streams get nothing. The stream's `authorization_header`, when it has one, is sent as
 //! `Authorization` and appears nowhere else.
 
 use std::sync::Arc;
@@ -26,12 +27,14 @@ pub const JOB: &str = "ssf.push";
 const BATCH: u32 = 50;
 const MAX_BACKOFF_SECS: u64 = 300;
 const MAX_ANSWER: usize = 4_096;
+/// Longest one push may take (connect, send, answer).
+const SEND_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Runs until `stop` flips.
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
     {
@@ -49,11 +52,11 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
         }
         let mut next_due: Option<UnixMillis> = None;
         match held.hold(&app).await {
-            Ok(Some(_)) => match round(&app, &client).await {
+            Ok(true) => match round(&app, &client, &held).await {
                 Ok(due) => next_due = due,
                 Err(e) => tracing::warn!(error = %e, "SET push round failed"),
             },
-            Ok(None) => {}
+            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "SET push: the job could not be taken"),
         }
         let wait = next_due
@@ -70,9 +73,9 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Sends what is due on every enabled push stream; returns the earliest retry time, if any.
-async fn round(app: &App, client: &reqwest::Client) -> Result<Option<UnixMillis>, Error> {
+async fn round(app: &App, client: &reqwest::Client, held: &Held) -> Result<Option<UnixMillis>, Error> {
     let streams = app.store.governance().streams(None).await?;
-    let work = streams.into_iter().filter(|s| s.status == "enabled").map(|s| stream_round(app, client, s));
+    let work = streams.into_iter().filter(|s| s.status == "enabled").map(|s| stream_round(app, client, held, s));
     let dues = futures_util::future::join_all(work).await;
     let mut earliest = None;
     for d in dues {
@@ -85,7 +88,12 @@ async fn round(app: &App, client: &reqwest::Client) -> Result<Option<UnixMillis>
     Ok(earliest)
 }
 
-async fn stream_round(app: &App, client: &reqwest::Client, s: Stream) -> Result<Option<UnixMillis>, Error> {
+async fn stream_round(
+    app: &App,
+    client: &reqwest::Client,
+    held: &Held,
+    s: Stream,
+) -> Result<Option<UnixMillis>, Error> {
     let cfg = ssf::parse_stored(&s)?;
     if cfg.delivery.method != PUSH {
         return Ok(None);
@@ -101,8 +109,15 @@ async fn stream_round(app: &App, client: &reqwest::Client, s: Stream) -> Result<
         Some(_) => {}
     }
     let auth = ssf::push_authorization(app, &s)?;
+    if !super::ssf::receiver_active(app, &s.owner).await? {
+        return Ok(None);
+    }
     let rows = g.outbox(&s.id, now, BATCH).await?;
     for row in rows {
+        // Never send on a hold that might lapse mid-request: another replica could be sending.
+        if !held.has(app, super::JOB_HOLD / 2 + SEND_TIMEOUT) {
+            return Ok(Some(app.clock.now()));
+        }
         let mut req = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/secevent+jwt")
@@ -119,8 +134,15 @@ async fn stream_round(app: &App, client: &reqwest::Client, s: Stream) -> Result<
                     .ok()
                     .and_then(|v| v["err"].as_str().map(remit_core::ids::truncate_for_error));
                 match err {
-                    // The receiver took the SET and refused it: it will not take it again.
-                    Some(code) if code != "authentication_failed" && code != "access_denied" => {
+                    // The receiver parsed the SET and refused its content: it will not take it
+                    // again. Key and authorization problems may pass (a JWKS refresh, new
+                    // credentials): those are retried.
+                    Some(code)
+                        if matches!(
+                            code.as_str(),
+                            "invalid_request" | "invalid_issuer" | "invalid_audience" | "invalid_state"
+                        ) =>
+                    {
                         tracing::warn!(stream = %s.id, jti = %row.jti, err = %code, "a receiver refused a SET; dropped");
                         Ok(())
                     }

@@ -321,6 +321,25 @@ pub(crate) fn push_authorization(app: &App, s: &Stream) -> Result<Option<String>
     String::from_utf8(open).map(Some).map_err(|_| Error::Internal("push authorization".into()))
 }
 
+/// Whether a stream's receiver may get SETs now (a tool must exist and be active).
+pub(crate) async fn receiver_active(app: &App, owner: &str) -> Result<bool, Error> {
+    let Some(tool) = owner.strip_prefix("tool:") else { return Ok(owner == "admin") };
+    let Ok(name) = remit_core::ids::ToolName::parse(tool) else { return Ok(false) };
+    Ok(app.store.tools().tool(&name).await?.is_some_and(|t| t.state == remit_core::tool::ToolState::Active))
+}
+
+/// Whether `host` is in `[governance] push_allow`.
+fn push_allowed(allow: &[String], host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    allow.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => host == a.trim_start_matches('[').trim_end_matches(']'),
+        }
+    })
+}
+
 fn check_url(u: &str, field: &str) -> Result<(), Error> {
     if u.len() > MAX_URL {
         return Err(Error::Invalid(format!("`{field}` is longer than {MAX_URL} bytes")));
@@ -403,6 +422,7 @@ impl App {
     /// Applies a request's receiver-supplied properties (`replace`: absent ones are cleared).
     fn apply(
         &self,
+        r: &Receiver,
         id: &str,
         cfg: &mut StreamConfig,
         sealed: &mut Option<String>,
@@ -453,7 +473,24 @@ impl App {
                     let url =
                         d.endpoint_url.ok_or_else(|| Error::Invalid("push delivery needs `endpoint_url`".into()))?;
                     check_url(&url, "delivery.endpoint_url")?;
-                    *sealed = d.authorization_header.map(|h| self.seal_authorization(id, &h)).transpose()?;
+                    if r.tool.is_some() {
+                        let host = reqwest::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned));
+                        if !host.is_some_and(|h| push_allowed(&self.cfg.governance.push_allow, &h)) {
+                            return Err(Error::Denied(
+                                "a tool's push endpoint must be on a host in [governance] push_allow (or use poll)"
+                                    .into(),
+                            ));
+                        }
+                    }
+                    // The same endpoint without a new authorization keeps the one it had (the
+                    // header is never shown, so a read-modify-write cannot repeat it).
+                    let same =
+                        cfg.delivery.method == PUSH && cfg.delivery.endpoint_url.as_deref() == Some(url.as_str());
+                    *sealed = match d.authorization_header {
+                        Some(h) => Some(self.seal_authorization(id, &h)?),
+                        None if same => sealed.take(),
+                        None => None,
+                    };
                     cfg.delivery =
                         Delivery { method: PUSH.into(), endpoint_url: Some(url), authorization_header: None };
                 }
@@ -514,14 +551,13 @@ impl App {
         if req.stream_id.is_some() || req.events_delivered.is_some() {
             return Err(Error::Invalid("`stream_id` and `events_delivered` are the transmitter's".into()));
         }
+        if req.aud.is_some() {
+            return Err(Error::Invalid("`aud` is the transmitter's".into()));
+        }
         let id = hex::encode(self.random.bytes16());
-        let aud = match (&r.tool, &req.aud) {
-            (Some(t), None) => t.audience.clone(),
-            (Some(_), Some(_)) => return Err(Error::Invalid("`aud` is the transmitter's: the tool's audience".into())),
-            (None, Some(Value::String(a))) if !a.is_empty() && a.len() <= 256 => a.clone(),
-            (None, Some(_)) => return Err(Error::Invalid("`aud` must be a string of at most 256 bytes".into())),
-            (None, None) => format!("{}/ssf/receivers/{id}", self.base_url()),
-        };
+        // Each stream's own audience, never a tool's access-token audience: a verifier that
+        // forgets to check `typ` still cannot take a SET for an access token (RFC 8417 §4).
+        let aud = format!("{}/ssf/receivers/{id}", self.base_url());
         let mut cfg = StreamConfig {
             stream_id: id.clone(),
             iss: self.issuer.clone(),
@@ -543,7 +579,7 @@ impl App {
             })),
             ..req
         };
-        self.apply(&id, &mut cfg, &mut sealed, req, false)?;
+        self.apply(r, &id, &mut cfg, &mut sealed, req, false)?;
         self.store_stream(r, &cfg, sealed, ("enabled", None), self.clock.now(), AuditAction::SsfStreamCreate).await?;
         Ok(cfg)
     }
@@ -565,7 +601,7 @@ impl App {
         let (s, mut cfg) = self.own_stream(r, &id).await?;
         let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(e.to_string()))?;
         let mut sealed = st.authorization_sealed;
-        self.apply(&id, &mut cfg, &mut sealed, req, replace)?;
+        self.apply(r, &id, &mut cfg, &mut sealed, req, replace)?;
         self.store_stream(r, &cfg, sealed, (&s.status, s.reason.clone()), s.created_at, AuditAction::SsfStreamUpdate)
             .await?;
         Ok(cfg)
@@ -677,6 +713,7 @@ impl App {
         if max == 0 || s.status != "enabled" {
             return Ok(PollResponse { sets: BTreeMap::new(), more_available: false });
         }
+        let _slot = PollSlot::take(self, &s.id)?;
         let mut changes = self.store.subscribe();
         let mut stopping = self.stopping.subscribe();
         let deadline = tokio::time::Instant::now() + LONG_POLL;
@@ -692,13 +729,56 @@ impl App {
                     return Ok(PollResponse { sets: BTreeMap::new(), more_available: false });
                 }
                 _ = stopping.changed() => return Ok(PollResponse { sets: BTreeMap::new(), more_available: false }),
-                c = changes.recv() => {
-                    if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                        return Err(Error::Unavailable("shutting down".into()));
-                    }
-                }
+                closed = queued(&mut changes) => if closed {
+                    return Err(Error::Unavailable("shutting down".into()));
+                },
                 // A missed notification (the feed down) costs at most a second.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// Waits until SETs may have been queued (or the feed resynced); `true` if the feed closed.
+async fn queued(changes: &mut tokio::sync::broadcast::Receiver<remit_store::Change>) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match changes.recv().await {
+            Ok(remit_store::Change::Outbox | remit_store::Change::Resync) | Err(RecvError::Lagged(_)) => return false,
+            Ok(_) => {}
+            Err(RecvError::Closed) => return true,
+        }
+    }
+}
+
+/// Long polls waiting on one stream, per process.
+const MAX_POLLS_PER_STREAM: usize = 2;
+
+struct PollSlot<'a> {
+    app: &'a App,
+    id: String,
+}
+
+impl<'a> PollSlot<'a> {
+    fn take(app: &'a App, id: &str) -> Result<Self, Error> {
+        let mut m = app.governance.polls.lock().map_err(|_| Error::Internal("lock".into()))?;
+        let n = m.entry(id.to_owned()).or_insert(0);
+        if *n >= MAX_POLLS_PER_STREAM {
+            return Err(Error::TooMany(format!("at most {MAX_POLLS_PER_STREAM} polls at once per stream")));
+        }
+        *n += 1;
+        Ok(PollSlot { app, id: id.to_owned() })
+    }
+}
+
+impl Drop for PollSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.app.governance.polls.lock()
+            && let Some(n) = m.get_mut(&self.id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.id);
             }
         }
     }
@@ -754,6 +834,18 @@ mod tests {
         assert!(
             signals_of(&rec(AuditEvent::new(UnixMillis(1), "x", AuditAction::TaskStart)), &td, "i", None).is_empty()
         );
+    }
+
+    #[test]
+    fn push_hosts_must_be_allowed() {
+        let allow = vec!["receiver.example.com".to_owned(), "*.corp.example".to_owned(), "127.0.0.1".to_owned()];
+        assert!(push_allowed(&allow, "receiver.example.com"));
+        assert!(push_allowed(&allow, "a.b.corp.example"));
+        assert!(!push_allowed(&allow, "corp.example"));
+        assert!(!push_allowed(&allow, "evil-receiver.example.com"));
+        assert!(push_allowed(&allow, "127.0.0.1"));
+        assert!(!push_allowed(&allow, "169.254.169.254"));
+        assert!(!push_allowed(&[], "receiver.example.com"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             break;
         }
         let more = match held.hold(&app).await {
-            Ok(Some(taken)) => match step(&app, taken).await {
+            Ok(true) => match step(&app, &mut held).await {
                 Ok(more) => more,
                 Err(Error::Conflict(_)) => {
                     held.lost();
@@ -45,7 +45,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                     false
                 }
             },
-            Ok(None) => false,
+            Ok(false) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "governance tail: the job could not be taken");
                 false
@@ -68,28 +68,29 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     held.release(&app).await;
 }
 
-/// One step from the job's cursor (`taken`: the cursor just read when the job was (re)taken;
-/// otherwise it is read again). Returns whether a full page was read (more may be waiting).
-async fn step(app: &App, taken: Option<u64>) -> Result<bool, Error> {
+/// One step from the job's cursor. Returns whether a full page was read (more may be waiting).
+async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
     let g = app.store.governance();
     let holder = &app.governance.holder;
-    let now = app.clock.now();
-    let cursor = match taken {
-        Some(c) => c,
-        None => g
-            .take_job(JOB, holder, now, remit_core::time::UnixMillis(now.0 + 1))
-            .await?
-            .ok_or_else(|| Error::Conflict("the governance tail moved to another replica".into()))?,
-    };
+    let cursor = held.cursor;
     if cursor == 0 {
         let (head, _) = app.store.audit().head().await?;
-        g.advance_job(JOB, holder, 0, head.max(1), vec![], vec![]).await.map_err(conflict)?;
+        if head == 0 {
+            return Ok(false);
+        }
+        g.advance_job(JOB, holder, 0, head, vec![], vec![]).await.map_err(conflict)?;
+        held.cursor = head;
         return Ok(true);
     }
     let recs = app.store.audit().list(AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
     let Some(last) = recs.last().map(|r| r.seq) else { return Ok(false) };
     let rows = outbox_rows(app, &recs).await?;
-    g.advance_job(JOB, holder, cursor, last, rows, vec![]).await.map_err(conflict)?;
+    // Containment acts before the cursor moves: a crash in between re-reads these records
+    // (a second kill of what is already stopped is a no-op), never skips them.
+    let trips = super::containment::evaluate(app, &recs).await?;
+    let records = super::containment::act(app, trips).await;
+    g.advance_job(JOB, holder, cursor, last, rows, records).await.map_err(conflict)?;
+    held.cursor = last;
     Ok(recs.len() == PAGE as usize)
 }
 
@@ -117,6 +118,14 @@ async fn outbox_rows(app: &App, recs: &[AuditRecord]) -> Result<Vec<OutboxRow>, 
             }
         })
         .collect();
+    let mut live = Vec::with_capacity(streams.len());
+    for s in streams {
+        // A disabled tool's streams hear nothing more.
+        if ssf::receiver_active(app, &s.1).await? {
+            live.push(s);
+        }
+    }
+    let streams = live;
     if streams.is_empty() {
         return Ok(vec![]);
     }

@@ -222,7 +222,8 @@ struct Checked {
 async fn handle(State(p): State<Proxy>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let checked = match check(&p.app, &parts.method, &parts.uri, &parts.headers).await {
+    let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|a| a.0);
+    let checked = match check(&p.app, &parts.method, &parts.uri, &parts.headers, peer).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -234,6 +235,7 @@ async fn check(
     method: &axum::http::Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Checked, Response> {
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(refuse(StatusCode::BAD_REQUEST, "invalid_request", "absolute-form request targets are refused"));
@@ -268,6 +270,26 @@ async fn check(
         refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
     })?;
     let task = task_for(app, &claims, &tool, &route.scope)?;
+    // Who presents the token (a second presenter is a sharing event).
+    let wf = claims.remit.workflow.as_deref().and_then(|w| remit_core::ids::WorkflowName::parse(w).ok());
+    if let (Some(w), Ok(a)) = (wf, remit_core::ids::AgentName::parse(&claims.remit.agent)) {
+        use crate::governance::sharing::{Presented, Presenter};
+        let presenter = Presenter {
+            addr: Presenter::client_addr(peer, headers, &app.cfg.limits.trusted_proxies),
+            svid: None,
+            jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
+        };
+        let presented = Presented {
+            jti: &claims.jti,
+            task: &task,
+            workflow: &w,
+            agent: &a,
+            subject: &claims.sub,
+            expires: remit_core::time::UnixMillis::from_secs(claims.exp),
+            via: "proxy",
+        };
+        app.note_bearer(presented, &presenter).await;
+    }
     Ok(Checked { tool, cfg, route, segments, task, actor: claims.sub })
 }
 

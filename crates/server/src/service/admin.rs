@@ -224,17 +224,20 @@ impl App {
             }
         }
         check_reason(reason)?;
+        self.kill_as(caller.actor(), target, reason).await
+    }
+
+    /// Pulls a kill switch as `actor`, with no caller check (the callers check, or are Remit's
+    /// own governance).
+    pub(crate) async fn kill_as(&self, actor: String, target: KillTarget, reason: &str) -> Result<KillReport, Error> {
         let kind = match &target {
             KillTarget::Task(_) => "task",
             KillTarget::Instance(_) => "instance",
             KillTarget::Agent(_) => "agent",
             KillTarget::Workflow(_) => "workflow",
         };
-        let report = self
-            .store
-            .identity()
-            .kill(Kill { target, actor: caller.actor(), reason: reason.to_owned(), at: self.clock.now() })
-            .await?;
+        let report =
+            self.store.identity().kill(Kill { target, actor, reason: reason.to_owned(), at: self.clock.now() }).await?;
         self.metrics.kills.get_or_create(&crate::metrics::Metrics::label(kind)).inc();
         if report.leases_pending > 0 {
             self.lease_wake.notify_one();

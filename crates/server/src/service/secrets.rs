@@ -179,8 +179,23 @@ impl App {
 
     /// Scans a text for stored secrets and credential formats; audited with what was found
     /// (kinds, references, fingerprints — never the text).
-    pub async fn leak_scan(&self, caller: &Caller, text: &[u8]) -> Result<Vec<Finding>, Error> {
+    pub async fn leak_scan(
+        &self,
+        caller: &Caller,
+        text: &[u8],
+        task: Option<&remit_core::ids::TaskId>,
+    ) -> Result<Vec<Finding>, Error> {
         self.allow(caller, AdminAction::LeakScan, AdminTarget::Installation).await?;
+        let of = match task {
+            Some(t) => Some(
+                self.store
+                    .identity()
+                    .task_snapshot(t)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("no task `{t}`")))?,
+            ),
+            None => None,
+        };
         if text.len() > MAX_SCAN_BYTES {
             return Err(Error::Invalid(format!("text: at most {MAX_SCAN_BYTES} bytes per scan")));
         }
@@ -203,9 +218,12 @@ impl App {
             } else {
                 remit_core::audit::Outcome::Denied
             };
-            let audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::LeakFound)
+            let mut audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::LeakFound)
                 .outcome(outcome)
                 .detail([("findings", found.into()), ("bytes", text.len().into())]);
+            if let Some(s) = &of {
+                audit = audit.task(&s.task.id).workflow(&s.task.workflow).agent(&s.task.agent);
+            }
             self.store.audit().append(vec![audit]).await?;
         }
         Ok(findings)

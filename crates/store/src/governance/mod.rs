@@ -81,7 +81,7 @@ pub trait GovernanceStore: Send + Sync {
     /// Lets the job go (shutdown), so another replica takes it at once.
     async fn release_job(&self, name: &str, holder: &str) -> Result<()>;
     /// Moves the job's cursor `from` → `to` and queues `outbox` (rows of streams that no longer
-    /// exist are dropped) with `audits`, in one transaction. `Conflict` unless `holder` holds
+    /// exist or are disabled are dropped) with `audits`, in one transaction. `Conflict` unless `holder` holds
     /// the job and its cursor is still `from`.
     async fn advance_job(
         &self,

@@ -60,7 +60,7 @@ async fn insert_outbox(c: &mut PgConnection, rows: &[OutboxRow]) -> Result<u64> 
         "INSERT INTO ssf_outbox ({OUTBOX_COLS}) \
          SELECT u.stream, u.jti, u.seq, u.set_jwt, $6, 0, u.next_at, NULL \
          FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(stream, jti, seq, set_jwt, next_at) \
-         WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = u.stream) ON CONFLICT DO NOTHING"
+         WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = u.stream AND status <> 'disabled') ON CONFLICT DO NOTHING"
     ))
     .bind(&streams)
     .bind(&jtis)

@@ -48,7 +48,7 @@ fn insert_outbox(c: &rusqlite::Connection, rows: &[OutboxRow]) -> Result<usize> 
     let mut s = c
         .prepare_cached(&format!(
             "INSERT INTO ssf_outbox ({OUTBOX_COLS}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8 \
-             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = ?1) ON CONFLICT DO NOTHING"
+             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = ?1 AND status <> 'disabled') ON CONFLICT DO NOTHING"
         ))
         .map_err(map_err)?;
     let mut n = 0;

@@ -1,0 +1,66 @@
+//! `remit governance …`: a workflow's governance settings (containment rules, recertification
+//! period).
+
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::{CliError, Global, output};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Cmd {
+    /// Show a workflow's governance settings in effect (its own or the defaults).
+    Show {
+        /// The workflow's name.
+        workflow: String,
+    },
+    /// Replace a workflow's governance settings from a JSON file (`-`: stdin):
+    /// `{"containment": [{"signal": "deny_rate", "scope": "workflow", "window_secs": 60,
+    /// "min_calls": 20, "ratio": 0.5, "action": "suspend_workflow"}], "recertification":
+    /// {"period_days": 90, "grace_days": 7}}`.
+    Set {
+        /// The workflow's name.
+        workflow: String,
+        /// The settings (JSON); `-` reads stdin.
+        #[arg(long)]
+        file: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn read_json(file: &str) -> Result<Value, CliError> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::Failed(format!("stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| CliError::Failed(format!("{file}: {e}")))?
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{file}: not JSON: {e}")))
+}
+
+fn show(v: &Value) {
+    output::fields(v, &["workflow", "declared"]);
+    println!("containment:");
+    for r in v["containment"].as_array().into_iter().flatten() {
+        println!("  {r}");
+    }
+    println!("recertification: {}", v["recertification"]);
+}
+
+pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
+    let c = Client::admin(g).await?;
+    let v = match cmd {
+        Cmd::Show { workflow } => c.get(&format!("/v1/workflows/{workflow}/governance")).await?,
+        Cmd::Set { workflow, file, reason } => {
+            let settings = read_json(&file)?;
+            c.put(&format!("/v1/workflows/{workflow}/governance"), &json!({"settings": settings, "reason": reason}))
+                .await?
+        }
+    };
+    if g.json {
+        output::json(&v);
+    } else {
+        show(&v);
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Governance: a workflow's governance settings (containment rules, recertification period)
+//! and external risk signals.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use remit_core::ids::WorkflowName;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{AppState, Auth, Body, OPERATOR_HEADER, Path, bearer_of, parse_id};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::governance::containment::{Effective, RiskSignal, Settings};
+
+/// New settings and why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSettings {
+    pub settings: Settings,
+    pub reason: String,
+}
+
+/// A risk signal was recorded.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RiskRecorded {
+    pub task: String,
+    pub recorded: bool,
+}
+
+/// A workflow's governance settings in effect (its own, or the defaults). Needs
+/// `governance.read` (owners have it).
+#[utoipa::path(get, path = "/v1/workflows/{name}/governance", tag = "governance", operation_id = "get_governance",
+    params(("name" = String, Path, description = "the workflow")),
+    responses((status = 200, body = Effective, description = "the settings in effect"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Effective>, ApiError> {
+    let w = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.governance_settings(&caller, &w).await?))
+}
+
+/// Replaces a workflow's governance settings: containment rules (checked) and the
+/// recertification period. Needs `governance.manage`.
+#[utoipa::path(put, path = "/v1/workflows/{name}/governance", tag = "governance", operation_id = "set_governance",
+    params(("name" = String, Path, description = "the workflow")), request_body = SetSettings,
+    responses((status = 200, body = Effective, description = "the settings now in effect"),
+              (status = 400, body = ErrorBody, description = "an invalid rule (the message names it)"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
+pub async fn set(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<SetSettings>,
+) -> Result<Json<Effective>, ApiError> {
+    let w = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.set_governance_settings(&caller, &w, b.settings, &b.reason).await?))
+}
+
+/// An external risk signal naming a task (a prompt-injection detector, a DLP system). Signed by
+/// the detector with `Remit-Signature: t=…,v1=…` (HMAC-SHA256 of `t.body` with
+/// `[governance] risk_secret_file`, within 5 minutes), or sent by an administrator with
+/// `governance.manage`. Recorded as `security.risk_signal`; containment rules act on it.
+#[utoipa::path(post, path = "/v1/signals/risk", tag = "governance", operation_id = "risk_signal",
+    request_body = RiskSignal,
+    responses((status = 202, body = RiskRecorded, description = "recorded"),
+              (status = 400, body = ErrorBody, description = "invalid signal"),
+              (status = 401, body = ErrorBody, description = "no valid signature or credential"),
+              (status = 404, body = ErrorBody, description = "no such task")))]
+pub async fn risk(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<RiskRecorded>), ApiError> {
+    let by = match headers.get(remit_token::webhook::HEADER).and_then(|v| v.to_str().ok()) {
+        Some(sig) => {
+            let secret = crate::governance::notify::read_secret(
+                "REMIT_RISK_SECRET",
+                app.cfg.governance.risk_secret_file.as_deref(),
+            )
+            .map_err(ApiError::Internal)?
+            .ok_or_else(|| ApiError::Unauthenticated("no risk secret is configured".into()))?;
+            remit_token::webhook::verify(&secret, sig, &body, app.clock.now().secs(), 300)
+                .map_err(|e| ApiError::Unauthenticated(format!("Remit-Signature: {e}")))?;
+            "risk-webhook".to_owned()
+        }
+        None => {
+            let token = bearer_of(&headers).ok_or_else(ApiError::unauthenticated)?;
+            let operator = headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
+            let caller = app.authenticate(token, operator).await?;
+            caller.require_human_or_admin()?;
+            app.allow(
+                &caller,
+                remit_policy::admin::AdminAction::GovernanceManage,
+                remit_policy::admin::AdminTarget::Installation,
+            )
+            .await?;
+            caller.actor()
+        }
+    };
+    let s: RiskSignal =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid risk signal: {e}")))?;
+    let task = s.task.clone();
+    app.risk_signal(&by, s).await?;
+    Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: true })))
+}
