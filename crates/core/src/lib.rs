@@ -17,6 +17,7 @@
 //! - [`delegation`]: supervisor → worker delegation that only narrows, and the workflow's trust rules.
 //! - [`human`]: humans, their roles and sessions, and the sign-in and refresh rules.
 //! - [`grant`]: human → agent grants, confirmed in a second step, ended with their human.
+//! - [`recert`]: when agents, workflows and standing grants are due for recertification.
 //! - [`lease`]: logins a dynamic engine makes for one task, and the rules of their revocation.
 //! - [`tool`]: registered tools and the per-tool credentials tasks obtain by token exchange.
 //! - [`workload`]: workload attestation selectors and registration entries (which agent a
@@ -35,6 +36,7 @@ pub mod lease;
 pub mod model;
 pub mod proxy;
 pub mod random;
+pub mod recert;
 pub mod rules;
 pub mod secret;
 pub mod time;

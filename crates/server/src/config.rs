@@ -393,6 +393,9 @@ pub struct GovernanceConfig {
     pub recert_period_days: u32,
     /// Days past due before a past-due object is suspended (0-90).
     pub recert_grace_days: u32,
+    /// How often overdue objects are looked for (at least 100ms).
+    #[serde(deserialize_with = "dur")]
+    pub recert_check: Duration,
     /// Where notifications for humans are POSTed (JSON, signed with `Remit-Signature`); unset:
     /// none are sent.
     pub webhook_url: Option<String>,
@@ -415,6 +418,7 @@ impl Default for GovernanceConfig {
         GovernanceConfig {
             recert_period_days: 90,
             recert_grace_days: 7,
+            recert_check: Duration::from_secs(60),
             webhook_url: None,
             webhook_secret_file: None,
             risk_secret_file: None,
@@ -428,6 +432,9 @@ impl GovernanceConfig {
         let bad = |message: &str| Err(ConfigError::Value { key: "governance", message: message.into() });
         if !(1..=730).contains(&self.recert_period_days) || self.recert_grace_days > 90 {
             return bad("`recert_period_days` is 1-730 and `recert_grace_days` 0-90");
+        }
+        if self.recert_check < Duration::from_millis(100) {
+            return bad("`recert_check` is at least 100ms");
         }
         if let Some(u) = &self.webhook_url {
             let ok = url::Url::parse(u).is_ok_and(|x| {

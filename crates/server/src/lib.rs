@@ -190,6 +190,7 @@ pub async fn serve_on(
     // (and containment); one pushes SETs to receivers. Both resume from the store.
     let tail = tokio::spawn(governance::tail::run(app.clone(), conn_stop.clone()));
     let pusher = tokio::spawn(governance::push::run(app.clone(), conn_stop.clone()));
+    let recert = tokio::spawn(governance::recert::run(app.clone(), conn_stop.clone()));
     let public = tokio::spawn(listen::accept_loop(
         "public",
         listeners.public,
@@ -244,6 +245,7 @@ pub async fn serve_on(
     let _ = revoker.await;
     let _ = tail.await;
     let _ = pusher.await;
+    let _ = recert.await;
     Ok(())
 }
 

@@ -780,6 +780,12 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", a, Some(risk.clone())).await.0, 404);
     assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", None, Some(risk)).await.0, 401);
 
+    let (st, due) = x.call("GET", "/v1/recertifications", "/v1/recertifications", a, None).await;
+    assert_eq!(st, 200, "{due}");
+    let r = json!({"kind": "workflow", "id": "deploy", "reason": "still needed"});
+    assert_eq!(x.call("POST", "/v1/recertifications", "/v1/recertifications", a, Some(r.clone())).await.0, 403);
+    assert_eq!(x.call("POST", "/v1/recertifications", "/v1/recertifications", e, Some(r)).await.0, 200);
+
     // Shared Signals: an administrator's poll stream through its whole life.
     assert_eq!(
         x.call("GET", "/.well-known/ssf-configuration", "/.well-known/ssf-configuration", None, None).await.0,

@@ -27,6 +27,18 @@ pub enum Cmd {
         #[arg(long)]
         reason: String,
     },
+    /// What is due for recertification (agents, workflows, standing grants).
+    Due,
+    /// Recertify an agent, workflow or grant (as a signed-in human, `remit login`).
+    Recertify {
+        /// `agent`, `workflow` or `grant`.
+        kind: String,
+        /// Its name or id.
+        id: String,
+        /// Why it is still needed (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn read_json(file: &str) -> Result<Value, CliError> {
@@ -56,9 +68,35 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             c.put(&format!("/v1/workflows/{workflow}/governance"), &json!({"settings": settings, "reason": reason}))
                 .await?
         }
+        Cmd::Due => {
+            let v = c.get("/v1/recertifications").await?;
+            if !g.json {
+                let rows = v.as_array().into_iter().flatten().map(|d| {
+                    vec![
+                        output::s(d, "kind").into(),
+                        output::s(d, "id").into(),
+                        output::s(d, "owner").into(),
+                        output::s(d, "standing").into(),
+                        output::s(d, "due_at").into(),
+                        output::s(d, "suspend_at").into(),
+                        if d["orphaned"] == true { "orphaned".into() } else { String::new() },
+                    ]
+                });
+                output::table(&["kind", "id", "owner", "standing", "due", "suspended at", ""], rows.collect());
+            }
+            if g.json {
+                output::json(&v);
+            }
+            return Ok(());
+        }
+        Cmd::Recertify { kind, id, reason } => {
+            c.post("/v1/recertifications", &json!({"kind": kind, "id": id, "reason": reason})).await?
+        }
     };
     if g.json {
         output::json(&v);
+    } else if v.get("standing").is_some() {
+        output::fields(&v, &["kind", "id", "standing", "last_certified_at", "last_certified_by", "due_at", "suspend_at"]);
     } else {
         show(&v);
     }

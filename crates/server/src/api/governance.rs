@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::{AppState, Auth, Body, OPERATOR_HEADER, Path, bearer_of, parse_id};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::governance::containment::{Effective, RiskSignal, Settings};
+use crate::governance::recert::{Due, Recertify};
 
 /// New settings and why.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -112,4 +113,33 @@ pub async fn risk(
     let task = s.task.clone();
     app.risk_signal(&by, s).await?;
     Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: true })))
+}
+
+/// What is due for recertification: everything (with `governance.read`), or what the signed-in
+/// human owns.
+#[utoipa::path(get, path = "/v1/recertifications", tag = "governance", operation_id = "list_recertifications",
+    responses((status = 200, body = [Due], description = "every agent, workflow and standing grant with its standing"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not a human or an administrator")),
+    security(("bearer" = [])))]
+pub async fn due(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<Due>>, ApiError> {
+    Ok(Json(app.recertifications(&caller).await?))
+}
+
+/// Recertifies an agent, workflow or grant: a signed-in human (its owner, or with
+/// `recertify`) says why it is still needed. Audited as `recert.certify`.
+#[utoipa::path(post, path = "/v1/recertifications", tag = "governance", operation_id = "recertify",
+    request_body = Recertify,
+    responses((status = 200, body = Due, description = "its standing now"),
+              (status = 400, body = ErrorBody, description = "invalid request"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not a signed-in human allowed to"),
+              (status = 404, body = ErrorBody, description = "no such object")),
+    security(("bearer" = [])))]
+pub async fn recertify(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Body(r): Body<Recertify>,
+) -> Result<Json<Due>, ApiError> {
+    Ok(Json(app.recertify(&caller, r).await?))
 }

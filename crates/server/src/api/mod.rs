@@ -339,6 +339,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/workflows/{name}/owner", put(admin::set_workflow_owner))
         .route("/v1/workflows/{name}/governance", get(governance::get).put(governance::set))
         .route("/v1/signals/risk", post(governance::risk))
+        .route("/v1/recertifications", get(governance::due).post(governance::recertify))
         .route("/v1/agents/{name}/owner", put(admin::set_agent_owner))
         .route("/v1/orphans", get(admin::orphans))
         .route("/v1/agents", get(admin::list_agents).post(admin::create_agent))

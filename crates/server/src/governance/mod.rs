@@ -13,6 +13,7 @@
 pub mod containment;
 pub mod notify;
 pub mod push;
+pub mod recert;
 pub mod sharing;
 pub mod ssf;
 pub mod tail;
