@@ -316,6 +316,10 @@ impl Samples<'_> {
         }
         let media = resp.headers()["content-type"].to_str().unwrap().to_owned();
         let text = resp.text().await.unwrap();
+        if let Some(m) = media.strip_suffix("; charset=utf-8").filter(|m| m.starts_with("text/")) {
+            self.push(method, template, status, m, Value::String(text.clone()));
+            return (status, Value::String(text));
+        }
         let v: Value = if media == "application/jsonl" { Value::Null } else { serde_json::from_str(&text).unwrap() };
         if media == "application/jsonl" {
             for line in text.lines() {
@@ -780,6 +784,19 @@ async fn real_responses_match_their_declared_schemas() {
     assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", a, Some(risk.clone())).await.0, 404);
     assert_eq!(x.call("POST", "/v1/signals/risk", "/v1/signals/risk", None, Some(risk)).await.0, 401);
 
+    let (st, rep) = x.call("GET", "/v1/governance/report", "/v1/governance/report", a, None).await;
+    assert_eq!(st, 200, "{rep}");
+    let (st, md) = x.call("GET", "/v1/governance/report", "/v1/governance/report?format=markdown", a, None).await;
+    assert!(st == 200 && md.as_str().unwrap().starts_with("# Remit"), "{md}");
+    let (st, _) = x.call("GET", "/v1/governance/report", "/v1/governance/report?format=html", a, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(x.call("GET", "/v1/governance/report", "/v1/governance/report?format=pdf", a, None).await.0, 400);
+    let up = "/v1/workflows/deploy/usage?window_days=7";
+    assert_eq!(x.call("GET", "/v1/workflows/{name}/usage", up, a, None).await.0, 200);
+    let acc = Some(json!({"reason": "review"}));
+    let ap = "/v1/workflows/deploy/usage/accept";
+    let (st, acc) = x.call("POST", "/v1/workflows/{name}/usage/accept", ap, a, acc).await;
+    assert!(st == 200 || st == 409, "{st} {acc}");
     let (st, due) = x.call("GET", "/v1/recertifications", "/v1/recertifications", a, None).await;
     assert_eq!(st, 200, "{due}");
     let r = json!({"kind": "workflow", "id": "deploy", "reason": "still needed"});

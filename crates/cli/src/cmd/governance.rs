@@ -29,6 +29,35 @@ pub enum Cmd {
     },
     /// What is due for recertification (agents, workflows, standing grants).
     Due,
+    /// The governance report mapped to OWASP NHI 2025, OWASP Agentic 2026, CSA MAESTRO and NIST
+    /// AI RMF 1.0, from live state.
+    Report {
+        /// `markdown` (default on a terminal), `html` or `json`.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        /// The window usage is measured over, in days.
+        #[arg(long, default_value_t = 30)]
+        window_days: u32,
+    },
+    /// A workflow's granted versus used tools, and the narrower list suggested.
+    Usage {
+        /// The workflow's name.
+        workflow: String,
+        /// The window, in days.
+        #[arg(long, default_value_t = 30)]
+        window_days: u32,
+    },
+    /// Accept the suggested narrower tool list of a workflow in one step.
+    Accept {
+        /// The workflow's name.
+        workflow: String,
+        /// The window, in days.
+        #[arg(long, default_value_t = 30)]
+        window_days: u32,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// Recertify an agent, workflow or grant (as a signed-in human, `remit login`).
     Recertify {
         /// `agent`, `workflow` or `grant`.
@@ -89,6 +118,40 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             }
             return Ok(());
         }
+        Cmd::Report { format, window_days } => {
+            let format = if g.json { "json".to_owned() } else { format };
+            let q = [("format", format.clone()), ("window_days", window_days.to_string())];
+            let resp = c.get_query("/v1/governance/report", &q).await?;
+            let body = resp.text().await.map_err(|e| CliError::Unavailable(e.to_string()))?;
+            print!("{body}");
+            if !body.ends_with('\n') {
+                println!();
+            }
+            return Ok(());
+        }
+        Cmd::Usage { workflow, window_days } => {
+            let v = c.get(&format!("/v1/workflows/{workflow}/usage?window_days={window_days}")).await?;
+            if !g.json {
+                output::fields(&v, &["workflow", "window_days", "unrestricted", "decisions", "denied", "narrows"]);
+                for k in ["granted", "used", "unused", "suggested"] {
+                    let list: Vec<&str> = v[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    println!("{k}: {}", list.join(", "));
+                }
+                return Ok(());
+            }
+            v
+        }
+        Cmd::Accept { workflow, window_days, reason } => {
+            let body = json!({"reason": reason, "window_days": window_days});
+            let v = c.post(&format!("/v1/workflows/{workflow}/usage/accept"), &body).await?;
+            if !g.json {
+                let list: Vec<&str> =
+                    v["allowed_tools"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                println!("{workflow} may now use: {}", list.join(", "));
+                return Ok(());
+            }
+            v
+        }
         Cmd::Recertify { kind, id, reason } => {
             c.post("/v1/recertifications", &json!({"kind": kind, "id": id, "reason": reason})).await?
         }
@@ -96,7 +159,10 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
     if g.json {
         output::json(&v);
     } else if v.get("standing").is_some() {
-        output::fields(&v, &["kind", "id", "standing", "last_certified_at", "last_certified_by", "due_at", "suspend_at"]);
+        output::fields(
+            &v,
+            &["kind", "id", "standing", "last_certified_at", "last_certified_by", "due_at", "suspend_at"],
+        );
     } else {
         show(&v);
     }

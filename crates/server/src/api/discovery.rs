@@ -243,7 +243,8 @@ impl utoipa::Modify for BearerAuth {
         super::leases::list, super::leases::get, super::leases::revoke,
         super::ssf::configuration, super::ssf::create, super::ssf::read, super::ssf::update, super::ssf::replace,
         super::governance::get, super::governance::set, super::governance::risk,
-        super::governance::due, super::governance::recertify,
+        super::governance::due, super::governance::recertify, super::governance::report,
+        super::governance::usage, super::governance::accept,
         super::ssf::delete, super::ssf::status, super::ssf::set_status, super::ssf::verify, super::ssf::poll,
     )
 )]

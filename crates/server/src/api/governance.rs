@@ -13,6 +13,7 @@ use super::{AppState, Auth, Body, OPERATOR_HEADER, Path, bearer_of, parse_id};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::governance::containment::{Effective, RiskSignal, Settings};
 use crate::governance::recert::{Due, Recertify};
+use crate::governance::report::{Report, Usage};
 
 /// New settings and why.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -142,4 +143,103 @@ pub async fn recertify(
     Body(r): Body<Recertify>,
 ) -> Result<Json<Due>, ApiError> {
     Ok(Json(app.recertify(&caller, r).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// `json` (default), `markdown` or `html`.
+    pub format: Option<String>,
+    /// The window usage is measured over (default 30, 1..=365).
+    pub window_days: Option<u32>,
+}
+
+/// The governance report: each control with its status, evidence and gaps, mapped to OWASP NHI
+/// Top 10 (2025), OWASP Top 10 for Agentic Applications (2026), CSA MAESTRO layers and NIST AI
+/// RMF 1.0 subcategories. Needs `governance.read`.
+#[utoipa::path(get, path = "/v1/governance/report", tag = "governance", operation_id = "governance_report",
+    params(ReportQuery),
+    responses((status = 200, description = "the report",
+               content((Report = "application/json"), (String = "text/markdown"), (String = "text/html"))),
+              (status = 400, body = ErrorBody, description = "an unknown format or window"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed")),
+    security(("bearer" = [])))]
+pub async fn report(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    super::Query(q): super::Query<ReportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let r = app.governance_report(&caller, q.window_days.unwrap_or(30)).await?;
+    let text = |ct: &'static str, body: String| ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response();
+    Ok(match q.format.as_deref().unwrap_or("json") {
+        "json" => Json(r).into_response(),
+        "markdown" | "md" => text("text/markdown; charset=utf-8", crate::governance::report::markdown(&r)),
+        "html" => text("text/html; charset=utf-8", crate::governance::report::html(&r)),
+        _ => return Err(ApiError::BadRequest("format: `json`, `markdown` or `html`".into())),
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    /// The window (default 30, 1..=365).
+    pub window_days: Option<u32>,
+}
+
+/// A workflow's granted versus used tools over a window, and the narrower list suggested.
+/// Needs `governance.read` on it.
+#[utoipa::path(get, path = "/v1/workflows/{name}/usage", tag = "governance", operation_id = "workflow_usage",
+    params(("name" = String, Path, description = "the workflow"), WindowQuery),
+    responses((status = 200, body = Usage, description = "granted, used, unused, suggested"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow")),
+    security(("bearer" = [])))]
+pub async fn usage(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    super::Query(q): super::Query<WindowQuery>,
+) -> Result<Json<Usage>, ApiError> {
+    let w = parse_id(&name, WorkflowName::parse)?;
+    Ok(Json(app.usage(&caller, &w, q.window_days.unwrap_or(30)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptUsage {
+    pub reason: String,
+    /// The window the suggestion is computed over (default 30).
+    #[serde(default)]
+    pub window_days: Option<u32>,
+}
+
+/// The accepted narrowing: what observed use said, and the workflow now.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Accepted {
+    pub usage: Usage,
+    pub allowed_tools: Vec<String>,
+}
+
+/// Accepts the suggested narrower tool list in one step (recomputed now; audited as the
+/// workflow's update). Needs `workflow.update`.
+#[utoipa::path(post, path = "/v1/workflows/{name}/usage/accept", tag = "governance", operation_id = "accept_usage",
+    params(("name" = String, Path, description = "the workflow")), request_body = AcceptUsage,
+    responses((status = 200, body = Accepted, description = "the workflow's tools now"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed"),
+              (status = 404, body = ErrorBody, description = "no such workflow"),
+              (status = 409, body = ErrorBody, description = "nothing to narrow")),
+    security(("bearer" = [])))]
+pub async fn accept(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<AcceptUsage>,
+) -> Result<Json<Accepted>, ApiError> {
+    let w = parse_id(&name, WorkflowName::parse)?;
+    let (usage, wf) = app.accept_usage(&caller, &w, b.window_days.unwrap_or(30), &b.reason).await?;
+    Ok(Json(Accepted { usage, allowed_tools: wf.allowed_tools }))
 }

@@ -9,11 +9,16 @@
 //! - [`push`]: delivers queued SETs to push streams (RFC 8935), in order, retrying with
 //!   backoff; poll streams (RFC 8936) are served by [`ssf`].
 //! - [`ssf`]: the Shared Signals transmitter's API and the SETs themselves.
+//! - [`containment`], [`sharing`]: automatic containment and credential-sharing detection.
+//! - [`recert`]: recertification and the job that suspends what is overdue.
+//! - [`report`]: least privilege from observed use, and the framework-mapped report.
+//! - [`notify`]: signed webhook notices for humans.
 
 pub mod containment;
 pub mod notify;
 pub mod push;
 pub mod recert;
+pub mod report;
 pub mod sharing;
 pub mod ssf;
 pub mod tail;
