@@ -132,7 +132,9 @@ impl FromRequestParts<AppState> for Auth {
                     &parts.headers,
                     &app.cfg.limits.trusted_proxies,
                 ),
-                svid: parts.extensions.get::<crate::tls::PeerSvid>().map(|s| s.0.clone()),
+                // The mTLS identity is not part of it: the proxy listener has none, and one agent
+                // using both must not look like two presenters.
+                svid: None,
                 jkt: binding.as_ref().map(|b| b.jkt.clone()),
             };
             let t = &snapshot.task;

@@ -36,14 +36,17 @@ pub(crate) struct Channel {
 
 /// Reads a secret from `env` or `file` (trimmed); `None` when neither is set.
 pub(crate) fn read_secret(env: &str, file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
-    if let Some(v) = std::env::var_os(env).filter(|v| !v.is_empty()) {
-        return Ok(Some(v.to_string_lossy().trim().as_bytes().to_vec()));
-    }
-    let Some(f) = file else { return Ok(None) };
-    let s = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    let (s, from) = match std::env::var_os(env) {
+        Some(v) => (v.to_string_lossy().into_owned(), env.to_owned()),
+        None => {
+            let Some(f) = file else { return Ok(None) };
+            (std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?, f.display().to_string())
+        }
+    };
     let s = s.trim();
+    // A short or empty key would let anyone sign: refused, never used.
     if s.len() < 16 {
-        return Err(format!("{}: a secret of at least 16 characters is required", f.display()));
+        return Err(format!("{from}: a secret of at least 16 characters is required"));
     }
     Ok(Some(s.as_bytes().to_vec()))
 }
@@ -98,7 +101,8 @@ impl App {
                 match r {
                     Ok(resp) if resp.status().is_success() => return,
                     Ok(resp) => tracing::warn!(status = resp.status().as_u16(), attempt, "a notice was refused"),
-                    Err(e) => tracing::warn!(error = %e, attempt, "a notice could not be sent"),
+                    // Without the URL: a webhook URL may carry its own secret.
+                    Err(e) => tracing::warn!(error = %e.without_url(), attempt, "a notice could not be sent"),
                 }
                 tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
             }

@@ -238,6 +238,8 @@ impl App {
         let mut suspended = 0;
         for d in self.standings().await? {
             if !d.live || d.standing == Standing::Current {
+                // Recertified (or stopped): remind again when it next falls due.
+                reminded.remove(&(d.kind.clone(), d.id.clone()));
                 continue;
             }
             if reminded.insert((d.kind.clone(), d.id.clone())) {

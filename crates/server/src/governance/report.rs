@@ -126,6 +126,11 @@ impl App {
         reason: &str,
     ) -> Result<(Usage, remit_core::model::Workflow), Error> {
         let u = self.usage(caller, name, window_days).await?;
+        if u.decisions >= u64::from(USAGE_RECORDS) {
+            return Err(Error::Conflict(format!(
+                "more than {USAGE_RECORDS} decisions in the window: use cannot be known in full; choose a shorter window"
+            )));
+        }
         if !u.narrows {
             return Err(Error::Conflict(
                 "nothing to narrow: every granted tool was used in the window (or none was used at all)".into(),

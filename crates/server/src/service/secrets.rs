@@ -221,7 +221,9 @@ impl App {
             let mut audit = AuditEvent::new(self.clock.now(), caller.actor(), AuditAction::LeakFound)
                 .outcome(outcome)
                 .detail([("findings", found.into()), ("bytes", text.len().into())]);
-            if let Some(s) = &of {
+            // Only a stored secret found in a task's text is held against the task (a credential
+            // format alone may be the task's own).
+            if let Some(s) = of.as_ref().filter(|_| findings.iter().any(|f| f.secret.is_some())) {
                 audit = audit.task(&s.task.id).workflow(&s.task.workflow).agent(&s.task.agent);
             }
             self.store.audit().append(vec![audit]).await?;
