@@ -35,6 +35,9 @@ pub struct LimitsConfig {
     /// No workflow may allow longer tasks than this.
     #[serde(deserialize_with = "dur")]
     pub hard_max_task_ttl: Duration,
+    /// Longest a task may live from its start, renewals included.
+    #[serde(deserialize_with = "dur")]
+    pub max_task_lifetime: Duration,
     /// TTL of a task whose request names none.
     #[serde(deserialize_with = "dur")]
     pub default_task_ttl: Duration,
@@ -82,6 +85,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 64 * 1024,
             max_in_flight: 4096,
             hard_max_task_ttl: Duration::from_secs(24 * 3600),
+            max_task_lifetime: Duration::from_secs(24 * 3600),
             default_task_ttl: Duration::from_secs(300),
             instance_ttl: Duration::from_secs(3600),
             max_join_token_ttl: Duration::from_secs(24 * 3600),

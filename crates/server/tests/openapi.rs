@@ -769,6 +769,10 @@ async fn real_responses_match_their_declared_schemas() {
     let path = "/v1/sessions/s-00000000000000000000000000000000/revoke";
     assert_eq!(x.call("POST", "/v1/sessions/{id}/revoke", path, a, why).await.0, 404);
 
+    let rp = "/v1/tasks/t-00000000000000000000000000000000/renew";
+    assert_eq!(x.call("POST", "/v1/tasks/{id}/renew", rp, a, Some(json!({}))).await.0, 404);
+    assert_eq!(x.call("POST", "/v1/tasks/{id}/renew", "/v1/tasks/nope/renew", a, Some(json!({}))).await.0, 400);
+
     // Governance settings and risk signals.
     let gp = "/v1/workflows/deploy/governance";
     assert_eq!(x.call("GET", "/v1/workflows/{name}/governance", gp, a, None).await.0, 200);

@@ -101,6 +101,15 @@ pub enum Cmd {
         /// The task id.
         id: String,
     },
+    /// Renew a live task (long-running agents): its expiry is extended within its limits and
+    /// a new token is printed (`--json`: the whole answer).
+    Renew {
+        /// The task id.
+        id: String,
+        /// Seconds from now (default: the workflow's task TTL).
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+    },
     /// Kill switch: revoke a task and everything issued under it.
     Revoke {
         /// The task id.
@@ -191,6 +200,14 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             let v = c.post(&format!("/v1/tasks/{id}/complete"), &json!({})).await?;
             if !g.json {
                 println!("Completed task {id}");
+            }
+            v
+        }
+        Cmd::Renew { id, ttl_seconds } => {
+            let v = c.post(&format!("/v1/tasks/{id}/renew"), &json!({ "ttl_seconds": ttl_seconds })).await?;
+            if !g.json {
+                println!("Renewed task {id} until {}", v["expires_at"].as_str().unwrap_or(""));
+                println!("{}", v["token"].as_str().unwrap_or(""));
             }
             v
         }

@@ -219,7 +219,7 @@ impl utoipa::Modify for BearerAuth {
         healthz, readyz, jwks, spiffe_bundle, trust_domain_jwks, trust_domain_bundle, openid_configuration, openapi, metrics,
         super::oauth::introspect, super::oauth::revoke,
         super::tasks::join, super::tasks::renew_instance, super::tasks::start_task, super::tasks::list_tasks,
-        super::tasks::get_task, super::tasks::complete_task, super::tasks::revoke_task, super::tasks::watch_task,
+        super::tasks::get_task, super::tasks::complete_task, super::tasks::renew_task, super::tasks::revoke_task, super::tasks::watch_task,
         super::admin::create_workflow, super::admin::list_workflows, super::admin::get_workflow,
         super::admin::suspend_workflow, super::admin::resume_workflow, super::admin::set_workflow_tools, super::admin::set_workflow_trust,
         super::admin::create_agent, super::admin::list_agents, super::admin::get_agent,

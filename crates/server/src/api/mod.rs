@@ -355,6 +355,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks", get(tasks::list_tasks).post(tasks::start_task))
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/complete", post(tasks::complete_task))
+        .route("/v1/tasks/{id}/renew", post(tasks::renew_task))
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke_task))
         .route("/v1/tasks/{id}/events", get(tasks::watch_task))
         .route("/v1/audit", get(audit::list))

@@ -248,3 +248,43 @@ pub async fn watch_task(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
 }
+
+/// How long to extend a task.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewTask {
+    /// Seconds from now (default: the workflow's task TTL); capped by the task's lifetime, its
+    /// instance, parent and grant.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Renews a live task (long-running agents): re-evaluates what it was started under and the
+/// policy's `renew` action if declared, extends its expiry and issues a fresh token (the old
+/// one stays valid until its own expiry). The task itself, the instance that started it, or
+/// the admin.
+#[utoipa::path(post, path = "/v1/tasks/{id}/renew", tag = "tasks", params(("id" = String, Path, description = "task id")),
+    request_body = RenewTask,
+    responses((status = 200, body = StartedTask, description = "the task, renewed, and its new token"),
+              (status = 400, body = ErrorBody, description = "not a task id, or a TTL out of bounds"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "no longer allowed (the message says why)"),
+              (status = 404, body = ErrorBody, description = "no such task (or not the caller's)"),
+              (status = 409, body = ErrorBody, description = "not live, or cannot be extended")),
+    security(("bearer" = [])))]
+pub async fn renew_task(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<RenewTask>,
+) -> Result<Json<StartedTask>, ApiError> {
+    let id = parse_id(&id, TaskId::parse)?;
+    let issued = app.renew_task(&caller, &id, b.ttl_seconds).await?;
+    let expires_at = rfc3339(issued.subject.expires_at);
+    Ok(Json(StartedTask {
+        task: TaskView::new(issued.subject, &app.trust_domain, app.clock.now()),
+        spiffe_id: issued.spiffe_id,
+        token: issued.token,
+        expires_at,
+    }))
+}

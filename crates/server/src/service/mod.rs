@@ -14,6 +14,7 @@ pub mod grants;
 pub mod humans;
 pub mod leases;
 pub mod local;
+pub mod renewal;
 pub mod scim;
 pub mod secrets;
 pub mod signin;

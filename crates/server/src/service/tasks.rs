@@ -366,30 +366,7 @@ impl App {
                 }
             };
         let spiffe = SpiffeId::task(&self.trust_domain, &task.workflow, &task.id);
-        let claims = Claims {
-            iss: self.issuer.clone(),
-            sub: spiffe.to_string(),
-            aud: task.audience.clone(),
-            exp: task.expires_at.secs(),
-            iat: now.secs(),
-            jti: self.new_jti(),
-            remit: RemitClaims {
-                kind: SvidKind::Task,
-                agent: task.agent.to_string(),
-                instance: task.instance.as_ref().map(ToString::to_string),
-                workflow: Some(task.workflow.to_string()),
-                task: Some(task.id.to_string()),
-                intent_hash: Some(task.intent_hash.clone()),
-                sensitivity: Some(task.sensitivity.as_str().to_owned()),
-                tool: None,
-                on_behalf_of: task.delegation.on_behalf_of.as_ref().map(ToString::to_string),
-                resource_prefix: None,
-                trust_domain: None,
-            },
-            scope: None,
-            act: None,
-            cnf: bind.clone().map(|jkt| remit_token::Confirmation { jkt }),
-        };
+        let claims = self.task_claims(&task, &spiffe, now);
         let token = jwt::mint(self.keyring().signer(), &claims);
         let audit = AuditEvent::new(now, caller.actor(), AuditAction::TaskStart)
             .workflow(&task.workflow)
@@ -426,6 +403,35 @@ impl App {
         })?;
         self.metrics.tokens_issued.get_or_create(&Metrics::label("task")).inc();
         Ok(Issued { subject: task, spiffe_id: spiffe.to_string(), token })
+    }
+
+    /// A task's JWT-SVID claims, valid until the task's current expiry (bound to its DPoP key,
+    /// if it has one).
+    pub(crate) fn task_claims(&self, task: &Task, spiffe: &SpiffeId, now: remit_core::time::UnixMillis) -> Claims {
+        Claims {
+            iss: self.issuer.clone(),
+            sub: spiffe.to_string(),
+            aud: task.audience.clone(),
+            exp: task.expires_at.secs(),
+            iat: now.secs(),
+            jti: self.new_jti(),
+            remit: RemitClaims {
+                kind: SvidKind::Task,
+                agent: task.agent.to_string(),
+                instance: task.instance.as_ref().map(ToString::to_string),
+                workflow: Some(task.workflow.to_string()),
+                task: Some(task.id.to_string()),
+                intent_hash: Some(task.intent_hash.clone()),
+                sensitivity: Some(task.sensitivity.as_str().to_owned()),
+                tool: None,
+                on_behalf_of: task.delegation.on_behalf_of.as_ref().map(ToString::to_string),
+                resource_prefix: None,
+                trust_domain: None,
+            },
+            scope: None,
+            act: None,
+            cnf: task.delegation.jkt.clone().map(|jkt| remit_token::Confirmation { jkt }),
+        }
     }
 
     /// Loads a task the caller may see: any for an admin, its own for an instance, itself for

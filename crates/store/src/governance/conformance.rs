@@ -135,3 +135,30 @@ pub async fn bearers_settings_and_recertifications(s: Arc<dyn Store>) {
     assert_eq!(all.len(), 1);
     assert_eq!((all[0].by.as_str(), all[0].at), ("h-new", t));
 }
+
+/// A live task is extended (never shortened); an ended task, or one of a suspended workflow,
+/// is not; the cached snapshot shows the new expiry at once.
+pub async fn tasks_renew_only_while_live(s: Arc<dyn Store>) {
+    use remit_core::model::{Kill, KillTarget, TaskState};
+    let inst = fixture(&*s).await;
+    let id = s.identity();
+    let t = crate::conformance::task("deploy", "bot", Some(&inst.id), None);
+    id.create_task(t.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    let later = UnixMillis(t.expires_at.0 + 60_000);
+    id.renew_task(&t.id, later, ev(AuditAction::TaskRenew)).await.unwrap();
+    assert_eq!(id.task_snapshot(&t.id).await.unwrap().unwrap().task.expires_at, later);
+    let shorter = id.renew_task(&t.id, t.expires_at, ev(AuditAction::TaskRenew)).await;
+    assert!(matches!(shorter, Err(StoreError::Conflict(_))), "{shorter:?}");
+    id.end_task(&t.id, TaskState::Completed, now(), "admin", None).await.unwrap();
+    let ended = id.renew_task(&t.id, UnixMillis(later.0 + 1), ev(AuditAction::TaskRenew)).await;
+    assert!(matches!(ended, Err(StoreError::Conflict(_))), "{ended:?}");
+    // A suspended workflow's tasks cannot be renewed (the kill ended them anyway).
+    let u = crate::conformance::task("deploy", "bot", Some(&inst.id), None);
+    id.create_task(u.clone(), ev(AuditAction::TaskStart)).await.unwrap();
+    let wf = remit_core::ids::WorkflowName::parse("deploy").unwrap();
+    id.kill(Kill { target: KillTarget::Workflow(wf), actor: "admin".into(), reason: "x".into(), at: now() })
+        .await
+        .unwrap();
+    let r = id.renew_task(&u.id, UnixMillis(u.expires_at.0 + 1), ev(AuditAction::TaskRenew)).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+}

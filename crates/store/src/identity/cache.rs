@@ -118,6 +118,9 @@ impl IdentityStore for CachingIdentity {
     async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
         self.backend().renew_instance(id, expires_at, audit).await
     }
+    async fn renew_task(&self, id: &TaskId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        self.backend().renew_task(id, expires_at, audit).await
+    }
     async fn start_context(
         &self,
         workflow: &WorkflowName,

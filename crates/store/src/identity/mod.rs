@@ -159,6 +159,10 @@ pub trait IdentityStore: Send + Sync {
     async fn instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
     /// Extends an active instance's identity; `Conflict` if it is no longer active.
     async fn renew_instance(&self, id: &InstanceId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()>;
+    /// Extends a live task to `expires_at`: `Conflict` unless it is active, unexpired at the
+    /// audit record's time, its workflow active and its agent enabled (re-checked in the
+    /// transaction), and `expires_at` later than its current expiry.
+    async fn renew_task(&self, id: &TaskId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()>;
 
     /// Reads the workflow, agent and instance a new task is checked against.
     async fn start_context(

@@ -113,6 +113,33 @@ impl IdentityStore for PgStore {
         let i = id.clone();
         self.write(move |c| Box::pin(renew_instance(c, i, expires_at, audit))).await
     }
+    async fn renew_task(&self, id: &TaskId, expires_at: UnixMillis, audit: AuditEvent) -> Result<()> {
+        let id = id.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE tasks SET expires_at = $1 WHERE id = $2 AND state = 'active' AND expires_at > $3 \
+                     AND expires_at < $1 \
+                     AND EXISTS (SELECT 1 FROM workflows WHERE name = tasks.workflow AND state = 'active') \
+                     AND EXISTS (SELECT 1 FROM agents WHERE name = tasks.agent AND state = 'enabled')",
+                )
+                .bind(expires_at.0)
+                .bind(id.as_str())
+                .bind(audit.time.0)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(conflict(format!("task `{id}` is not live, or is not extended by this")));
+                }
+                c.audit(audit)?;
+                c.changed([Change::Task(id)]);
+                Ok(())
+            })
+        })
+        .await
+    }
     async fn start_context(
         &self,
         workflow: &WorkflowName,
