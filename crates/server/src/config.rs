@@ -157,6 +157,21 @@ impl Default for CacheConfig {
     }
 }
 
+/// A Shared Signals transmitter whose SETs Remit accepts at `POST /ssf/receive`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransmitterConfig {
+    /// Its `iss`, exactly.
+    pub issuer: String,
+    /// Its JWK Set; unset: the `jwks_uri` of its `/.well-known/ssf-configuration`.
+    pub jwks_uri: Option<String>,
+    /// The `aud` its SETs must name; default: Remit's issuer.
+    pub audience: Option<String>,
+    /// Signature algorithms accepted (default RS256, PS256, ES256).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+}
+
 /// An organisation's OpenID provider that humans sign in through (`[[oidc]]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -377,6 +392,10 @@ pub struct Config {
     pub workload_issuers: Vec<WorkloadIssuerConfig>,
     /// Federated trust domains (`[[federation]]`).
     pub federation: Vec<FederationConfig>,
+    /// Shared Signals transmitters Remit receives CAEP/RISC events from
+    /// (`[[ssf_transmitters]]`): an identity provider saying a human's sessions were revoked or
+    /// credentials compromised.
+    pub ssf_transmitters: Vec<TransmitterConfig>,
     /// Separate trust domains for per-tool credentials, by tool class (`[trust_domains]`).
     pub trust_domains: ClassTrustDomains,
     /// The injecting tool proxy (`[proxy]`).
@@ -594,6 +613,7 @@ impl Default for Config {
             leases: LeasesConfig::default(),
             governance: GovernanceConfig::default(),
             federation: vec![],
+            ssf_transmitters: vec![],
         }
     }
 }

@@ -148,7 +148,9 @@ async fn the_document_is_valid_typed_and_complete() {
                 problems.push(format!("{here} {status}: no description"));
             }
             let content = r["content"].as_object();
-            if status.starts_with('2') && status != "204" {
+            // RFC 8935: a SET receiver's 202 has no body.
+            let empty = status == "204" || (path == "/ssf/receive" && status == "202");
+            if status.starts_with('2') && !empty {
                 let Some(content) = content.filter(|c| !c.is_empty()) else {
                     problems.push(format!("{here} {status}: no content"));
                     continue;
@@ -166,7 +168,9 @@ async fn the_document_is_valid_typed_and_complete() {
                 let schema = &r["content"]["application/json"]["schema"]["$ref"];
                 // The token endpoint answers errors in OAuth's own shape (RFC 6749 §5.2).
                 let oauth = path == "/oauth2/token" && schema == "#/components/schemas/OAuthErrorBody";
-                if schema != "#/components/schemas/ErrorBody" && !oauth {
+                // A SET receiver answers errors in RFC 8935's shape.
+                let set = path == "/ssf/receive" && schema == "#/components/schemas/SetError";
+                if schema != "#/components/schemas/ErrorBody" && !oauth && !set {
                     problems.push(format!("{here} {status}: not an ErrorBody ({r})"));
                 }
             }
@@ -806,6 +810,18 @@ async fn real_responses_match_their_declared_schemas() {
     let r = json!({"kind": "workflow", "id": "deploy", "reason": "still needed"});
     assert_eq!(x.call("POST", "/v1/recertifications", "/v1/recertifications", a, Some(r.clone())).await.0, 403);
     assert_eq!(x.call("POST", "/v1/recertifications", "/v1/recertifications", e, Some(r)).await.0, 200);
+
+    // A SET pushed to Remit from no configured transmitter: RFC 8935's refusal.
+    let r =
+        x.s.http
+            .post(format!("{}/ssf/receive", x.s.url))
+            .header("content-type", "application/secevent+jwt")
+            .body("a.b.c");
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((st, body["err"].as_str()), (400, Some("invalid_request")), "{body}");
+    x.push("POST", "/ssf/receive", st, "application/json", body);
 
     // Shared Signals: an administrator's poll stream through its whole life.
     assert_eq!(

@@ -156,6 +156,58 @@ fn signed_claims(token: &str, jwks: &JwkSet, alg: Algorithm, kid: String) -> Res
     Ok(data.claims)
 }
 
+/// Verifies a Security Event Token a configured transmitter sent (RFC 8417, SSF 1.0): `typ`
+/// `secevent+jwt`, an allowed asymmetric algorithm, a key of the transmitter's JWKS, `iss`
+/// exactly, `aud` naming `audience`, `iat` not in the future (with `leeway`), a `jti`, no `exp`
+/// in the past, and `events` holding exactly one event. Returns the claims.
+pub fn verify_set(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    audience: &str,
+    algorithms: &[Algorithm],
+    now: i64,
+    leeway: i64,
+) -> Result<serde_json::Map<String, serde_json::Value>, IdTokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| IdTokenError::Malformed(e.to_string()))?;
+    let alg = header.alg;
+    if !asymmetric(alg) || !algorithms.contains(&alg) {
+        return Err(IdTokenError::AlgorithmNotAllowed(format!("{alg:?}")));
+    }
+    if header.typ.as_deref() != Some("secevent+jwt") {
+        return Err(IdTokenError::Malformed("`typ` must be secevent+jwt".into()));
+    }
+    let kid = header.kid.ok_or(IdTokenError::NoKeyId)?;
+    let serde_json::Value::Object(claims) = signed_claims(token, jwks, alg, kid)? else {
+        return Err(IdTokenError::Malformed("the claims are not an object".into()));
+    };
+    if claims.get("iss").and_then(|v| v.as_str()) != Some(issuer) {
+        return Err(IdTokenError::WrongIssuer);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => a == audience,
+        Some(serde_json::Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(audience)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(IdTokenError::WrongAudience);
+    }
+    let iat = claims.get("iat").and_then(|v| v.as_i64()).ok_or_else(|| IdTokenError::Malformed("no `iat`".into()))?;
+    if iat > now.saturating_add(leeway) {
+        return Err(IdTokenError::IssuedInFuture);
+    }
+    if claims.get("exp").and_then(|v| v.as_i64()).is_some_and(|e| e.saturating_add(leeway) <= now) {
+        return Err(IdTokenError::Expired);
+    }
+    if claims.get("jti").and_then(|v| v.as_str()).is_none_or(|j| j.is_empty() || j.len() > 256) {
+        return Err(IdTokenError::Malformed("no usable `jti`".into()));
+    }
+    if claims.get("events").and_then(|v| v.as_object()).is_none_or(|e| e.len() != 1) {
+        return Err(IdTokenError::Malformed("`events` must hold exactly one event".into()));
+    }
+    Ok(claims)
+}
+
 #[derive(PartialEq, Eq)]
 enum Kind {
     IdToken,

@@ -245,7 +245,7 @@ impl utoipa::Modify for BearerAuth {
         super::governance::get, super::governance::set, super::governance::risk,
         super::governance::due, super::governance::recertify, super::governance::report,
         super::governance::usage, super::governance::accept,
-        super::ssf::delete, super::ssf::status, super::ssf::set_status, super::ssf::verify, super::ssf::poll,
+        super::ssf::delete, super::ssf::status, super::ssf::set_status, super::ssf::verify, super::ssf::poll, super::ssf::receive,
     )
 )]
 pub struct ApiDoc;

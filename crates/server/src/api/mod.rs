@@ -398,6 +398,7 @@ pub fn router(app: AppState) -> Router {
         .route("/ssf/status", get(ssf::status).post(ssf::set_status))
         .route("/ssf/verify", post(ssf::verify))
         .route("/ssf/poll/{stream_id}", post(ssf::poll))
+        .route("/ssf/receive", post(ssf::receive))
         .nest("/scim/v2", scim::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -220,3 +220,50 @@ pub async fn poll(
 ) -> Result<axum::response::Response, ApiError> {
     Ok(no_store(StatusCode::OK, Json(app.poll_stream(&r, &id, req).await?)))
 }
+
+/// RFC 8935 push delivery *to* Remit: a Security Event Token from a configured transmitter
+/// (`[[ssf_transmitters]]`), verified by its JWKS and acted on (CAEP `session-revoked`: the
+/// human's sessions end; RISC `account-disabled`, `credential-compromise`…: the human is
+/// deactivated). The SET is its own authentication. `202` when accepted; `400` with `{err,
+/// description}` when refused.
+#[utoipa::path(post, path = "/ssf/receive", tag = "shared signals", operation_id = "ssf_receive",
+    request_body(content = String, content_type = "application/secevent+jwt"),
+    responses((status = 202, description = "accepted"),
+              (status = 400, body = SetError, description = "refused (RFC 8935 error)")))]
+pub async fn receive(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let answer = if !ct.starts_with("application/secevent+jwt") {
+        Err(crate::governance::receive::Refusal {
+            err: "invalid_request",
+            description: "Content-Type must be application/secevent+jwt".into(),
+        })
+    } else {
+        match std::str::from_utf8(&body) {
+            Ok(t) => app.receive_set(t.trim()).await,
+            Err(_) => {
+                Err(crate::governance::receive::Refusal { err: "invalid_request", description: "not UTF-8".into() })
+            }
+        }
+    };
+    match answer {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(r) => {
+            let mut resp =
+                (StatusCode::BAD_REQUEST, Json(SetError { err: r.err, description: r.description })).into_response();
+            resp.headers_mut().insert(axum::http::header::CONTENT_LANGUAGE, axum::http::HeaderValue::from_static("en"));
+            resp
+        }
+    }
+}
+
+/// RFC 8935 §2.3 error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SetError {
+    /// `invalid_request`, `invalid_key`, `invalid_issuer`, `invalid_audience`.
+    pub err: &'static str,
+    pub description: String,
+}

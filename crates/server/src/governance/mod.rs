@@ -17,6 +17,7 @@
 pub mod containment;
 pub mod notify;
 pub mod push;
+pub mod receive;
 pub mod recert;
 pub mod report;
 pub mod sharing;
@@ -48,6 +49,8 @@ pub struct State {
     pub(crate) containment: Mutex<remit_core::containment::Evaluator>,
     /// The notification channel, resolved on first use.
     pub(crate) channel: std::sync::OnceLock<Option<notify::Channel>>,
+    /// Keys of the transmitters Remit receives signals from.
+    pub(crate) transmitters: receive::Transmitters,
 }
 
 impl State {
@@ -63,6 +66,7 @@ impl State {
             bearers: sharing::Bearers::default(),
             containment: Mutex::new(remit_core::containment::Evaluator::default()),
             channel: std::sync::OnceLock::new(),
+            transmitters: receive::Transmitters::default(),
         }
     }
 }
