@@ -17,6 +17,19 @@ fn a_seeded_installation_reports_its_findings_and_the_suggestion_matches_observe
     std::fs::create_dir_all(&data).unwrap();
     let s = common::serve(&data, &[], &[]);
     let run = |args: &[&str]| common::remit_json(&s.url, &data, args, None);
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    let http = reqwest::Client::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Alice can sign in (she owns workflows and agents below).
+    let alice = rt.block_on(async {
+        let body = json!({"email": "alice@example.com", "roles": [], "password": "correct horse battery staple"});
+        let r = http.post(format!("{}/v1/humans", s.url)).bearer_auth(&admin).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let creds = json!({"email": "alice@example.com", "password": "correct horse battery staple"});
+        let t: Value =
+            http.post(format!("{}/v1/auth/local", s.url)).json(&creds).send().await.unwrap().json().await.unwrap();
+        t["access_token"].as_str().unwrap().to_owned()
+    });
     for t in ["tickets", "wiki", "deploy"] {
         #[rustfmt::skip]
         run(&["tool", "create", t, "--audience", &format!("https://{t}.example"), "--scope", "read", "--owner", "o@example.com"]);
@@ -28,9 +41,7 @@ fn a_seeded_installation_reports_its_findings_and_the_suggestion_matches_observe
     run(&["workflow", "create", "legacy", "--purpose", "p", "--owner", "bob@example.com", "--tool", "wiki"]);
     run(&["agent", "create", "bot", "--workflow", "triage", "--workflow", "open", "--owner", "alice@example.com"]);
     run(&["agent", "create", "old-bot", "--workflow", "legacy", "--owner", "bob@example.com"]);
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    let http = reqwest::Client::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    run(&["agent", "create", "mixed", "--workflow", "triage", "--workflow", "legacy", "--owner", "alice@example.com"]);
     let jt = run(&["agent", "join-token", "bot"]);
     rt.block_on(async {
         let schema = "action read appliesTo { principal: [Task], resource: [Tool], context: TaskContext };";
@@ -67,7 +78,7 @@ fn a_seeded_installation_reports_its_findings_and_the_suggestion_matches_observe
     let findings: Vec<String> =
         report["findings"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect();
     let has = |needle: &str| findings.iter().any(|f| f.contains(needle));
-    assert!(has("1 agents reused across workflows: bot (triage, open)"), "{findings:#?}");
+    assert!(has("2 agents reused across workflows: bot (open, triage), mixed (legacy, triage)"), "{findings:#?}");
     assert!(has("orphaned agents still enabled: old-bot"), "{findings:#?}");
     assert!(has("orphaned workflows still active: legacy"), "{findings:#?}");
     assert!(has("workflows with no tool list (any tool): open"), "{findings:#?}");
@@ -100,6 +111,32 @@ fn a_seeded_installation_reports_its_findings_and_the_suggestion_matches_observe
         r.text().await.unwrap()
     });
     assert!(html.contains("<td>NHI9:2025</td>") && !html.contains("<script"), "{html}");
+
+    // Alice accepts bot's reuse (equivalent workflows: same owner and ceiling, hers); mixed's
+    // cannot be accepted (its workflows have different owners); the report then flags mixed only.
+    rt.block_on(async {
+        let body = json!({"reason": "one team, one purpose", "days": 90});
+        let r =
+            http.post(format!("{}/v1/agents/bot/reuse", s.url)).bearer_auth(&alice).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let r =
+            http.post(format!("{}/v1/agents/mixed/reuse", s.url)).bearer_auth(&alice).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("different owners"));
+        let r =
+            http.post(format!("{}/v1/agents/bot/reuse", s.url)).bearer_auth(&admin).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "a signed-in human's action");
+    });
+    let report = run(&["governance", "report", "--format", "json"]);
+    let findings: Vec<String> =
+        report["findings"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect();
+    assert!(
+        findings.iter().any(|f| f.contains("1 agents reused across workflows: mixed (legacy, triage)")),
+        "{findings:#?}"
+    );
+    let reuse = run(&["governance", "reuse"]);
+    let bot = reuse.as_array().unwrap().iter().find(|r| r["agent"] == "bot").unwrap();
+    assert_eq!((bot["flagged"].as_bool(), bot["accepted_by"].as_str()), (Some(false), Some("alice@example.com")));
 
     // Accepting the suggestion narrows the workflow; the audit log says why.
     let a = run(&["governance", "accept", "triage", "--reason", "quarterly review"]);

@@ -805,6 +805,11 @@ async fn real_responses_match_their_declared_schemas() {
     let ap = "/v1/workflows/deploy/usage/accept";
     let (st, acc) = x.call("POST", "/v1/workflows/{name}/usage/accept", ap, a, acc).await;
     assert!(st == 200 || st == 409, "{st} {acc}");
+    assert_eq!(x.call("GET", "/v1/reuse", "/v1/reuse", a, None).await.0, 200);
+    let ru = Some(json!({"reason": "same team", "days": 30}));
+    assert_eq!(x.call("POST", "/v1/agents/{name}/reuse", "/v1/agents/deploy-bot/reuse", a, ru.clone()).await.0, 403);
+    let (st, b) = x.call("POST", "/v1/agents/{name}/reuse", "/v1/agents/deploy-bot/reuse", e, ru).await;
+    assert!(st == 409 || st == 403 || st == 200, "{st} {b}");
     let (st, due) = x.call("GET", "/v1/recertifications", "/v1/recertifications", a, None).await;
     assert_eq!(st, 200, "{due}");
     let r = json!({"kind": "workflow", "id": "deploy", "reason": "still needed"});

@@ -29,6 +29,8 @@ pub enum Cmd {
     },
     /// What is due for recertification (agents, workflows, standing grants).
     Due,
+    /// Agents serving several workflows: equivalent or not, accepted or flagged.
+    Reuse,
     /// The governance report mapped to OWASP NHI 2025, OWASP Agentic 2026, CSA MAESTRO and NIST
     /// AI RMF 1.0, from live state.
     Report {
@@ -126,6 +128,29 @@ pub async fn run(g: &Global, cmd: Cmd) -> Result<(), CliError> {
             print!("{body}");
             if !body.ends_with('\n') {
                 println!();
+            }
+            return Ok(());
+        }
+        Cmd::Reuse => {
+            let v = c.get("/v1/reuse").await?;
+            if g.json {
+                output::json(&v);
+            } else {
+                let rows = v.as_array().into_iter().flatten().map(|r| {
+                    vec![
+                        output::s(r, "agent").into(),
+                        r["workflows"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if r["flagged"] == true { "FLAGGED".into() } else { "accepted".into() },
+                        r["differs"].as_str().or(r["accepted_until"].as_str()).unwrap_or("").into(),
+                    ]
+                });
+                output::table(&["agent", "workflows", "", "why / until"], rows.collect());
             }
             return Ok(());
         }

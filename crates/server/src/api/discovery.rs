@@ -244,7 +244,7 @@ impl utoipa::Modify for BearerAuth {
         super::ssf::configuration, super::ssf::create, super::ssf::read, super::ssf::update, super::ssf::replace,
         super::governance::get, super::governance::set, super::governance::risk,
         super::governance::due, super::governance::recertify, super::governance::report,
-        super::governance::usage, super::governance::accept,
+        super::governance::usage, super::governance::accept, super::governance::reuse, super::governance::accept_reuse,
         super::ssf::delete, super::ssf::status, super::ssf::set_status, super::ssf::verify, super::ssf::poll, super::ssf::receive,
     )
 )]

@@ -14,6 +14,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::governance::containment::{Effective, RiskSignal, Settings};
 use crate::governance::recert::{Due, Recertify};
 use crate::governance::report::{Report, Usage};
+use crate::governance::reuse::{AcceptReuse, Reuse};
 
 /// New settings and why.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -242,4 +243,36 @@ pub async fn accept(
     let w = parse_id(&name, WorkflowName::parse)?;
     let (usage, wf) = app.accept_usage(&caller, &w, b.window_days.unwrap_or(30), &b.reason).await?;
     Ok(Json(Accepted { usage, allowed_tools: wf.allowed_tools }))
+}
+
+/// Agents serving more than one workflow, with whether the workflows are equivalent (same
+/// ceiling and owner, the agent's owner theirs) and accepted. Needs `governance.read`.
+#[utoipa::path(get, path = "/v1/reuse", tag = "governance", operation_id = "list_reuse",
+    responses((status = 200, body = [Reuse], description = "reused agents"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed")),
+    security(("bearer" = [])))]
+pub async fn reuse(State(app): State<AppState>, Auth(caller): Auth) -> Result<Json<Vec<Reuse>>, ApiError> {
+    Ok(Json(app.list_reuse(&caller).await?))
+}
+
+/// Accepts an agent's reuse across its equivalent workflows for a number of days (a signed-in
+/// owner, or one with `recertify` on the agent); refused, naming the difference, when the
+/// workflows are not equivalent.
+#[utoipa::path(post, path = "/v1/agents/{name}/reuse", tag = "governance", operation_id = "accept_reuse",
+    params(("name" = String, Path, description = "the agent")), request_body = AcceptReuse,
+    responses((status = 200, body = Reuse, description = "the reuse, accepted"),
+              (status = 400, body = ErrorBody, description = "invalid request"),
+              (status = 401, body = ErrorBody, description = "no valid bearer credential"),
+              (status = 403, body = ErrorBody, description = "not allowed, or not equivalent"),
+              (status = 409, body = ErrorBody, description = "no reuse to accept")),
+    security(("bearer" = [])))]
+pub async fn accept_reuse(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    Body(b): Body<AcceptReuse>,
+) -> Result<Json<Reuse>, ApiError> {
+    let a = parse_id(&name, remit_core::ids::AgentName::parse)?;
+    Ok(Json(app.accept_reuse(&caller, &a, b).await?))
 }

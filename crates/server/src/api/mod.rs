@@ -343,6 +343,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/signals/risk", post(governance::risk))
         .route("/v1/recertifications", get(governance::due).post(governance::recertify))
         .route("/v1/governance/report", get(governance::report))
+        .route("/v1/reuse", get(governance::reuse))
+        .route("/v1/agents/{name}/reuse", post(governance::accept_reuse))
         .route("/v1/workflows/{name}/usage", get(governance::usage))
         .route("/v1/workflows/{name}/usage/accept", post(governance::accept))
         .route("/v1/agents/{name}/owner", put(admin::set_agent_owner))

@@ -20,6 +20,7 @@ pub mod push;
 pub mod receive;
 pub mod recert;
 pub mod report;
+pub mod reuse;
 pub mod sharing;
 pub mod ssf;
 pub mod tail;

@@ -331,14 +331,22 @@ impl App {
             false,
         )?;
 
-        // Reuse: one identity per purpose.
-        let reused: Vec<String> = agents
+        // Reuse: one identity per purpose (unless equivalent workflows and accepted).
+        let reuses = self.reuses().await?;
+        let accepted: Vec<String> = reuses
             .iter()
-            .filter(|a| a.workflows.len() > 1 && a.state == remit_core::model::AgentState::Enabled)
-            .map(|a| {
-                format!("{} ({})", a.name, a.workflows.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            .filter(|r| !r.flagged)
+            .map(|r| {
+                format!(
+                    "{} ({}) until {}",
+                    r.agent,
+                    r.workflows.join(", "),
+                    r.accepted_until.clone().unwrap_or_default()
+                )
             })
             .collect();
+        let reused: Vec<String> =
+            reuses.iter().filter(|r| r.flagged).map(|r| format!("{} ({})", r.agent, r.workflows.join(", "))).collect();
         let gaps = if reused.is_empty() {
             vec![]
         } else {
@@ -351,7 +359,7 @@ impl App {
             &["ASI03"],
             vec![maestro(7, "Agent Impersonation")?],
             &["GOVERN 1.6"],
-            json!({"agents": agents.len(), "reused": reused,
+            json!({"agents": agents.len(), "reused": reused, "accepted_reuse": accepted,
                    "enforced_by": "every task gets its own SPIFFE ID under its workflow; an agent lists its workflows"}),
             gaps,
             false,

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             leases::holds_order_and_tool_disable,
             governance::jobs_have_one_holder_and_a_compare_and_set_cursor, governance::outbox_keeps_sets_until_acknowledged,
             governance::bearers_settings_and_recertifications, governance::tasks_renew_only_while_live,
+            governance::reuse_acceptances_round_trip,
             tools::tools_are_unique_and_disable_once, tools::dpop_proofs_are_single_use_and_presentations_recorded, tools::credentials_need_a_live_task_and_revoke_once,
             conformance::failed_writes_leave_no_trace, conformance::concurrent_writes_keep_one_chain,
             conformance::changes_are_published);

@@ -162,3 +162,26 @@ pub async fn tasks_renew_only_while_live(s: Arc<dyn Store>) {
     let r = id.renew_task(&u.id, UnixMillis(u.expires_at.0 + 1), ev(AuditAction::TaskRenew)).await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
 }
+
+/// An accepted reuse is kept per agent (a later acceptance replaces it); an unknown agent is
+/// refused.
+pub async fn reuse_acceptances_round_trip(s: Arc<dyn Store>) {
+    fixture(&*s).await;
+    let g = s.governance();
+    let t = now();
+    let a = |by: &str| super::ReuseAcceptance {
+        agent: "bot".into(),
+        workflows: vec!["deploy".into(), "ops".into()],
+        by: by.into(),
+        reason: "same team".into(),
+        at: t,
+        expires_at: UnixMillis(t.0 + 1_000),
+    };
+    g.accept_reuse(a("h-1"), ev(AuditAction::ReuseAccept)).await.unwrap();
+    g.accept_reuse(a("h-2"), ev(AuditAction::ReuseAccept)).await.unwrap();
+    assert_eq!(g.reuse_acceptances().await.unwrap(), vec![a("h-2")]);
+    let mut nobody = a("h-1");
+    nobody.agent = "nobody".into();
+    let r = g.accept_reuse(nobody, ev(AuditAction::ReuseAccept)).await;
+    assert!(matches!(r, Err(StoreError::NotFound { .. })), "{r:?}");
+}

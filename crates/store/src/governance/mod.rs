@@ -73,6 +73,18 @@ pub struct Recertification {
     pub reason: String,
 }
 
+/// An owner's acceptance that an agent serves several (equivalent) workflows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReuseAcceptance {
+    pub agent: String,
+    /// The workflows accepted, sorted.
+    pub workflows: Vec<String>,
+    pub by: String,
+    pub reason: String,
+    pub at: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
 #[async_trait]
 pub trait GovernanceStore: Send + Sync {
     /// Takes or renews the job `name` for `holder` until `until`, if it is free, lapsed
@@ -133,4 +145,10 @@ pub trait GovernanceStore: Send + Sync {
     async fn recertify(&self, r: Recertification, audit: AuditEvent) -> Result<()>;
     /// The newest recertification of every object that has one.
     async fn recertifications(&self) -> Result<Vec<Recertification>>;
+
+    /// Records (or replaces) an agent's accepted reuse, with its audit record. `NotFound`
+    /// without the agent.
+    async fn accept_reuse(&self, a: ReuseAcceptance, audit: AuditEvent) -> Result<()>;
+    /// Every accepted reuse, expired ones included.
+    async fn reuse_acceptances(&self) -> Result<Vec<ReuseAcceptance>>;
 }

@@ -6,7 +6,7 @@ use remit_core::time::UnixMillis;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
-use super::{GovernanceStore, OutboxRow, Recertification, STREAM_STATUSES, Stream};
+use super::{GovernanceStore, OutboxRow, Recertification, ReuseAcceptance, STREAM_STATUSES, Stream};
 use crate::postgres::rows::{corrupt, ms, s, so, unsigned};
 use crate::postgres::{PgStore, i64_of, map_err, pg_read};
 use crate::{Change, MAX_PAGE, Result};
@@ -428,6 +428,61 @@ impl GovernanceStore for PgStore {
             rows.iter()
                 .map(|r| {
                     Ok(Recertification { kind: s(r, 0)?, id: s(r, 1)?, at: ms(r, 2)?, by: s(r, 3)?, reason: s(r, 4)? })
+                })
+                .collect()
+        })
+    }
+
+    async fn accept_reuse(&self, a: ReuseAcceptance, audit: AuditEvent) -> Result<()> {
+        let workflows = serde_json::to_string(&a.workflows).map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+        self.write(move |c| {
+            Box::pin(async move {
+                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM agents WHERE name = $1")
+                    .bind(&a.agent)
+                    .fetch_optional(c.conn())
+                    .await
+                    .map_err(map_err)?;
+                if exists.is_none() {
+                    return Err(crate::StoreError::not_found("agent", &a.agent));
+                }
+                sqlx::query(
+                    "INSERT INTO reuse_acceptances (agent, workflows, by, reason, at, expires_at) VALUES ($1,$2,$3,$4,$5,$6) \
+                     ON CONFLICT (agent) DO UPDATE SET workflows = $2, by = $3, reason = $4, at = $5, expires_at = $6",
+                )
+                .bind(&a.agent)
+                .bind(&workflows)
+                .bind(&a.by)
+                .bind(&a.reason)
+                .bind(a.at.0)
+                .bind(a.expires_at.0)
+                .execute(c.conn())
+                .await
+                .map_err(map_err)?;
+                c.audit(audit)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn reuse_acceptances(&self) -> Result<Vec<ReuseAcceptance>> {
+        pg_read!(self, |c| async {
+            let rows = sqlx::query(
+                "SELECT agent, workflows, by, reason, at, expires_at FROM reuse_acceptances ORDER BY agent",
+            )
+            .fetch_all(c)
+            .await
+            .map_err(map_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ReuseAcceptance {
+                        agent: s(r, 0)?,
+                        workflows: serde_json::from_str(&s(r, 1)?).map_err(|e| corrupt(1, e))?,
+                        by: s(r, 2)?,
+                        reason: s(r, 3)?,
+                        at: ms(r, 4)?,
+                        expires_at: ms(r, 5)?,
+                    })
                 })
                 .collect()
         })

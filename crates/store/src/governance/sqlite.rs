@@ -5,7 +5,7 @@ use remit_core::audit::AuditEvent;
 use remit_core::time::UnixMillis;
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{GovernanceStore, OutboxRow, Recertification, STREAM_STATUSES, Stream};
+use super::{GovernanceStore, OutboxRow, Recertification, ReuseAcceptance, STREAM_STATUSES, Stream};
 use crate::sqlite::rows::{bad, ms};
 use crate::sqlite::{SqliteStore, map_err};
 use crate::{Change, MAX_PAGE, Result, StoreError};
@@ -360,6 +360,55 @@ impl GovernanceStore for SqliteStore {
                         at: ms(r, 2)?,
                         by: r.get(3)?,
                         reason: r.get(4)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn accept_reuse(&self, a: ReuseAcceptance, audit: AuditEvent) -> Result<()> {
+        let workflows = serde_json::to_string(&a.workflows).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.write(move |c| {
+            let exists: Option<i64> = c
+                .conn
+                .query_row("SELECT 1 FROM agents WHERE name = ?1", [&a.agent], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            if exists.is_none() {
+                return Err(StoreError::not_found("agent", &a.agent));
+            }
+            c.conn
+                .execute(
+                    "INSERT INTO reuse_acceptances (agent, workflows, by, reason, at, expires_at) VALUES (?1,?2,?3,?4,?5,?6) \
+                     ON CONFLICT (agent) DO UPDATE SET workflows = ?2, by = ?3, reason = ?4, at = ?5, expires_at = ?6",
+                    params![a.agent, workflows, a.by, a.reason, a.at.0, a.expires_at.0],
+                )
+                .map_err(map_err)?;
+            c.audit(audit)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reuse_acceptances(&self) -> Result<Vec<ReuseAcceptance>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT agent, workflows, by, reason, at, expires_at FROM reuse_acceptances ORDER BY agent",
+                )
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    let w: String = r.get(1)?;
+                    Ok(ReuseAcceptance {
+                        agent: r.get(0)?,
+                        workflows: serde_json::from_str(&w).map_err(|e| bad(1, e))?,
+                        by: r.get(2)?,
+                        reason: r.get(3)?,
+                        at: ms(r, 4)?,
+                        expires_at: ms(r, 5)?,
                     })
                 })
                 .map_err(map_err)?;

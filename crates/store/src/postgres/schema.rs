@@ -510,6 +510,18 @@ CREATE TABLE recertifications (
     PRIMARY KEY (kind, id)
 );
 "#,
+    r#"
+-- 19: accepted identity reuse: an agent serving several equivalent workflows, accepted by an
+-- owner until a time.
+CREATE TABLE reuse_acceptances (
+    agent      TEXT PRIMARY KEY REFERENCES agents(name),
+    workflows  TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    at         BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

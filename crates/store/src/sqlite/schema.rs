@@ -513,6 +513,18 @@ CREATE TABLE recertifications (
     PRIMARY KEY (kind, id)
 ) STRICT;
 "#,
+    r#"
+-- 19: accepted identity reuse: an agent serving several equivalent workflows, accepted by an
+-- owner until a time.
+CREATE TABLE reuse_acceptances (
+    agent      TEXT PRIMARY KEY REFERENCES agents(name),
+    workflows  TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.
