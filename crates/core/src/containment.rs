@@ -263,6 +263,9 @@ pub struct Evaluator {
     /// Tasks that have made a read (for write-before-read), and those already reported.
     read: BTreeSet<TaskId>,
     reported: BTreeSet<(usize, TaskId)>,
+    /// The highest record `seq` observed: a record read again (after a failed step) is not
+    /// counted twice.
+    seen: u64,
 }
 
 impl Evaluator {
@@ -273,6 +276,23 @@ impl Evaluator {
 
     pub fn seed_tools(&mut self, w: &WorkflowName, tools: impl IntoIterator<Item = String>) {
         self.tools.entry(w.clone()).or_default().extend(tools);
+    }
+
+    /// Feeds the observation of record `seq` (records come in `seq` order; one already seen is
+    /// skipped); returns what tripped.
+    pub fn observe_record(
+        &mut self,
+        seq: u64,
+        rules: &[Rule],
+        at: UnixMillis,
+        who: &Subject,
+        o: &Observation,
+    ) -> Vec<Trip> {
+        if seq <= self.seen {
+            return vec![];
+        }
+        self.seen = seq;
+        self.observe(rules, at, who, o)
     }
 
     /// Feeds one observation under `rules` (the workflow's); returns what tripped.
@@ -493,6 +513,18 @@ mod tests {
         let high = Observation::Risk { score: 0.9, evidence: serde_json::json!({"source": "detector"}) };
         let t = e.observe(&rules, UnixMillis(0), &who(3), &high);
         assert_eq!(t[0].target, Some(Target::Agent(AgentName::parse("bot").unwrap())));
+    }
+
+    #[test]
+    fn a_record_read_again_is_not_counted_twice() {
+        let rules = vec![Rule {
+            signal: Signal::CallSpike { scope: Scope::Task, window_secs: 60, max_calls: 1 },
+            action: Action::SuspendTask,
+        }];
+        let mut e = Evaluator::default();
+        assert!(e.observe_record(7, &rules, UnixMillis(0), &who(1), &Observation::Call).is_empty());
+        assert!(e.observe_record(7, &rules, UnixMillis(0), &who(1), &Observation::Call).is_empty(), "seen");
+        assert_eq!(e.observe_record(8, &rules, UnixMillis(0), &who(1), &Observation::Call).len(), 1);
     }
 
     #[test]

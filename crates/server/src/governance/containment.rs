@@ -198,6 +198,16 @@ pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64
         obs.push((rec.seq, rec.event.time, Subject { task, workflow, agent }, o));
     }
     if obs.is_empty() {
+        let ended: Vec<TaskId> = recs
+            .iter()
+            .filter(|r| matches!(r.event.action.as_str(), "task.revoke" | "task.complete"))
+            .filter_map(|r| r.event.task.as_deref().and_then(|t| TaskId::parse(t).ok()))
+            .collect();
+        if !ended.is_empty()
+            && let Ok(mut e) = app.governance.containment.lock()
+        {
+            e.prune(app.clock.now(), &ended);
+        }
         return Ok(vec![]);
     }
     let settings = app.all_settings().await?;
@@ -240,11 +250,17 @@ pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64
     let mut e = app.governance.containment.lock().map_err(|_| Error::Internal("containment state poisoned".into()))?;
     let mut out = Vec::new();
     for (seq, at, who, o) in &obs {
-        for t in e.observe(&rules_of(&who.workflow), *at, who, o) {
+        for t in e.observe_record(*seq, &rules_of(&who.workflow), *at, who, o) {
             out.push((*seq, t));
         }
     }
-    e.prune(app.clock.now(), &[]);
+    // Tasks that ended in these records need no more per-task state.
+    let ended: Vec<TaskId> = recs
+        .iter()
+        .filter(|r| matches!(r.event.action.as_str(), "task.revoke" | "task.complete"))
+        .filter_map(|r| r.event.task.as_deref().and_then(|t| TaskId::parse(t).ok()))
+        .collect();
+    e.prune(app.clock.now(), &ended);
     Ok(out)
 }
 

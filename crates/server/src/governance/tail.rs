@@ -88,6 +88,17 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
     // Containment acts before the cursor moves: a crash in between re-reads these records
     // (a second kill of what is already stopped is a no-op), never skips them.
     let trips = super::containment::evaluate(app, &recs).await?;
+    // Humans hear of approvals waiting for them (from whichever replica opened them).
+    for r in recs.iter().filter(|r| r.event.action == "approval.request") {
+        let d: serde_json::Value = serde_json::from_str(&r.event.detail).unwrap_or_default();
+        let approval = d["approval_id"].as_str().or(d["id"].as_str()).unwrap_or_default().to_owned();
+        app.notify(super::notify::Notice::ApprovalWaiting {
+            approval,
+            workflow: r.event.workflow.clone(),
+            task: r.event.task.clone(),
+            reason: r.event.reason.clone().unwrap_or_default(),
+        });
+    }
     let records = super::containment::act(app, trips).await;
     g.advance_job(JOB, holder, cursor, last, rows, records).await.map_err(conflict)?;
     held.cursor = last;
