@@ -149,6 +149,17 @@ fn a_token_from_a_second_place_is_shared_and_the_task_is_suspended() {
     assert!(!sharing.iter().any(|r| r["task"] == t0.as_str()), "a gateway's question is no sharing: {sharing:?}");
     assert_eq!(e.task_state(&t0), "active");
 
+    // One instance identity used from a second place: its token from 127.0.0.2 is a sharing
+    // event naming the agent (recorded; no task to suspend).
+    e.rt.block_on(async {
+        let other = reqwest::Client::builder().local_address("127.0.0.2".parse::<IpAddr>().unwrap()).build().unwrap();
+        let r = other.get(format!("{}/v1/tasks", e.s.url)).bearer_auth(&e.inst).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    e.until("the instance's sharing event", || {
+        e.audit("security.token_sharing").iter().any(|r| r["task"].is_null() && r["agent"] == "bot")
+    });
+
     // Behind the trusted proxy, the forwarded address is the client's.
     let (t2, tok2) = e.start("w");
     e.rt.block_on(async {

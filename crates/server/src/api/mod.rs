@@ -140,9 +140,35 @@ impl FromRequestParts<AppState> for Auth {
             let t = &snapshot.task;
             let presented = crate::governance::sharing::Presented {
                 jti,
-                task: id,
-                workflow: &t.workflow,
+                task: Some(id),
+                workflow: Some(&t.workflow),
                 agent: &t.agent,
+                subject: spiffe_id,
+                expires: remit_core::time::UnixMillis::from_secs(exp),
+                via: "api",
+            };
+            app.note_bearer(presented, &presenter).await;
+        }
+        // An instance token as the bearer: the same (the instance is the subject).
+        if let Caller::Instance { agent, spiffe_id, .. } = &caller
+            && let Some(c) = remit_token::jwt::unverified_claims(token)
+            && let (Some(jti), Some(exp)) = (c["jti"].as_str(), c["exp"].as_i64())
+        {
+            let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
+            let presenter = crate::governance::sharing::Presenter {
+                addr: crate::governance::sharing::Presenter::client_addr(
+                    peer,
+                    &parts.headers,
+                    &app.cfg.limits.trusted_proxies,
+                ),
+                svid: None,
+                jkt: None,
+            };
+            let presented = crate::governance::sharing::Presented {
+                jti,
+                task: None,
+                workflow: None,
+                agent,
                 subject: spiffe_id,
                 expires: remit_core::time::UnixMillis::from_secs(exp),
                 via: "api",

@@ -113,9 +113,11 @@ async fn stream_round(
         return Ok(None);
     }
     let rows = g.outbox(&s.id, now, BATCH).await?;
+    // A full batch: more may be waiting, so the next round comes at once.
+    let full = rows.len() == BATCH as usize;
     for row in rows {
         // Never send on a hold that might lapse mid-request: another replica could be sending.
-        if !held.has(app, super::JOB_HOLD / 2 + SEND_TIMEOUT) {
+        if !held.has(app, SEND_TIMEOUT) {
             return Ok(Some(app.clock.now()));
         }
         let mut req = client
@@ -168,7 +170,7 @@ async fn stream_round(
             }
         }
     }
-    Ok(None)
+    Ok(full.then(|| app.clock.now()))
 }
 
 async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {

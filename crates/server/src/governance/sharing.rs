@@ -1,5 +1,6 @@
-//! Credential sharing at runtime: the same task or per-tool token presented *as the bearer*
-//! from somewhere else than where it was first presented.
+//! Credential sharing at runtime: the same task, per-tool or instance token presented *as the
+//! bearer* from somewhere else than where it was first presented (for an instance: one
+//! instance identity used from two places at once).
 //!
 //! A presenter is the client address (behind `[limits] trusted_proxies`, the forwarded address
 //! of `X-Forwarded-For`: the rightmost entry that is not itself a trusted proxy), the X.509-SVID
@@ -92,8 +93,9 @@ pub struct Bearers {
 /// The token whose bearer is being noted.
 pub struct Presented<'a> {
     pub jti: &'a str,
-    pub task: &'a remit_core::ids::TaskId,
-    pub workflow: &'a remit_core::ids::WorkflowName,
+    /// The task, for a task's token (`None`: an instance's token).
+    pub task: Option<&'a remit_core::ids::TaskId>,
+    pub workflow: Option<&'a remit_core::ids::WorkflowName>,
     pub agent: &'a remit_core::ids::AgentName,
     pub subject: &'a str,
     pub expires: UnixMillis,
@@ -110,7 +112,8 @@ impl App {
         let first = match known {
             Some(f) => f,
             None => {
-                let r = self.store.governance().bearer(t.jti, t.task.as_str(), &key, self.clock.now(), t.expires).await;
+                let owner = t.task.map_or_else(|| t.subject.to_owned(), |x| x.to_string());
+                let r = self.store.governance().bearer(t.jti, &owner, &key, self.clock.now(), t.expires).await;
                 match r {
                     Ok(f) => {
                         if let Ok(mut m) = self.governance.bearers.first.lock() {
@@ -141,8 +144,8 @@ impl App {
             }
         }
         let audit = AuditEvent::new(self.clock.now(), t.subject, AuditAction::TokenSharing)
-            .task(t.task)
-            .workflow(t.workflow)
+            .task_opt(t.task.map(|x| x.as_str()))
+            .workflow_opt(t.workflow.map(|w| w.as_str()))
             .agent(t.agent)
             .reason("a token was presented by another presenter than its first")
             .detail([
@@ -151,7 +154,7 @@ impl App {
                 ("now", Presenter::evidence(&key)),
                 ("via", t.via.into()),
             ]);
-        tracing::warn!(task = %t.task, via = t.via, "a task's token was presented from a second place");
+        tracing::warn!(subject = %t.subject, via = t.via, "a token was presented from a second place");
         if let Err(e) = self.store.audit().append(vec![audit]).await {
             tracing::error!(error = %e, "recording a sharing event failed");
         }

@@ -281,8 +281,8 @@ async fn check(
         };
         let presented = Presented {
             jti: &claims.jti,
-            task: &task,
-            workflow: &w,
+            task: Some(&task),
+            workflow: Some(&w),
             agent: &a,
             subject: &claims.sub,
             expires: remit_core::time::UnixMillis::from_secs(claims.exp),
