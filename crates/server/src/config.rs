@@ -434,6 +434,9 @@ pub struct GovernanceConfig {
     /// tool's credential cannot make Remit POST to arbitrary hosts. Administrators' streams
     /// may push anywhere (https, or http on loopback).
     pub push_allow: Vec<String>,
+    /// Most SETs a stream may have waiting; past it the stream is disabled (audited) and its
+    /// queue dropped, rather than growing without bound (at least 10).
+    pub max_outbox: u64,
 }
 
 impl Default for GovernanceConfig {
@@ -446,6 +449,7 @@ impl Default for GovernanceConfig {
             webhook_secret_file: None,
             risk_secret_file: None,
             push_allow: vec![],
+            max_outbox: 100_000,
         }
     }
 }
@@ -455,6 +459,9 @@ impl GovernanceConfig {
         let bad = |message: &str| Err(ConfigError::Value { key: "governance", message: message.into() });
         if !(1..=730).contains(&self.recert_period_days) || self.recert_grace_days > 90 {
             return bad("`recert_period_days` is 1-730 and `recert_grace_days` 0-90");
+        }
+        if self.max_outbox < 10 {
+            return bad("`max_outbox` is at least 10");
         }
         if self.recert_check < Duration::from_millis(100) {
             return bad("`recert_check` is at least 100ms");

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use remit_core::audit::AuditRecord;
+use remit_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use remit_core::ids::{AgentName, HumanId, WorkflowName};
 use remit_store::{AuditFilter, Change, OutboxRow, StoreError};
 use tokio::sync::broadcast::error::RecvError;
@@ -192,7 +192,48 @@ async fn outbox_rows(app: &App, recs: &[AuditRecord]) -> Result<Vec<OutboxRow>, 
             }
         }
     }
-    Ok(rows)
+    cap_outboxes(app, rows).await
+}
+
+/// Keeps every stream's outbox within `[governance] max_outbox`: a stream whose receiver is not
+/// taking its SETs (a dead push endpoint, a poll nobody makes) is disabled — audited, its queue
+/// dropped — rather than growing without bound; the receiver re-enables it when it is back.
+async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>, Error> {
+    let max = app.cfg.governance.max_outbox;
+    let mut per: HashMap<String, u64> = HashMap::new();
+    for r in &rows {
+        *per.entry(r.stream.clone()).or_default() += 1;
+    }
+    let g = app.store.governance();
+    let mut full = Vec::new();
+    for (stream, new) in per {
+        let depth = g.outbox_depth(&stream).await?;
+        if depth + new <= max {
+            continue;
+        }
+        let Some(s) = g.stream(&stream).await? else { continue };
+        let reason = format!("outbox full: {depth} SETs not taken by the receiver; re-enable once it is back");
+        tracing::warn!(stream = %stream, depth, "a stream's receiver is not taking its SETs; the stream is disabled");
+        let audit = AuditEvent::new(app.clock.now(), "governance:signals", AuditAction::SsfStreamUpdate)
+            .reason(&reason)
+            .detail([
+                ("stream", stream.clone().into()),
+                ("owner", s.owner.clone().into()),
+                ("status", "disabled".into()),
+            ]);
+        let disabled =
+            remit_store::Stream { status: "disabled".into(), reason: Some(reason), updated_at: app.clock.now(), ..s };
+        g.put_stream(disabled, Some(audit)).await?;
+        loop {
+            let queued = g.outbox(&stream, remit_core::time::UnixMillis(i64::MAX), 1_000).await?;
+            if queued.is_empty() {
+                break;
+            }
+            g.acknowledge(&stream, queued.into_iter().map(|r| r.jti).collect()).await?;
+        }
+        full.push(stream);
+    }
+    Ok(rows.into_iter().filter(|r| !full.contains(&r.stream)).collect())
 }
 
 async fn human_email(app: &App, rec: &AuditRecord) -> Option<String> {
