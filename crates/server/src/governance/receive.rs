@@ -98,7 +98,14 @@ impl App {
                 if meta["issuer"].as_str() != Some(t.issuer.as_str()) {
                     return Err("its SSF configuration names another issuer".into());
                 }
-                meta["jwks_uri"].as_str().ok_or("its SSF configuration has no jwks_uri")?.to_owned()
+                let uri = meta["jwks_uri"].as_str().ok_or("its SSF configuration has no jwks_uri")?.to_owned();
+                // A discovered key set must be on the issuer's own origin (no fetches elsewhere
+                // on an unauthenticated request's say-so).
+                let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin().ascii_serialization());
+                if origin(&uri).is_none() || origin(&uri) != origin(&t.issuer) {
+                    return Err("its jwks_uri is not on its issuer's origin".into());
+                }
+                uri
             }
         };
         let jwks: JwkSet = serde_json::from_value(get_json(&jwks_uri).await?).map_err(|e| format!("JWKS: {e}"))?;
@@ -190,17 +197,25 @@ impl App {
         Ok(())
     }
 
-    async fn subject_human(&self, sub_id: &Value) -> Option<remit_core::human::Human> {
+    /// The human a subject names, within what this transmitter speaks for: an `iss_sub` of its
+    /// own issuer, or an email of a human who is not linked to another identity provider.
+    async fn subject_human(&self, transmitter: &str, sub_id: &Value) -> Option<remit_core::human::Human> {
         let s = match sub_id["format"].as_str()? {
             "complex" => &sub_id["user"],
             _ => sub_id,
         };
-        match s["format"].as_str()? {
+        let h = match s["format"].as_str()? {
             "email" => {
-                self.store.humans().by_email(&remit_core::rules::human_identity(s["email"].as_str()?)).await.ok()?
+                self.store.humans().by_email(&remit_core::rules::human_identity(s["email"].as_str()?)).await.ok()??
             }
-            "iss_sub" => self.store.humans().by_external(s["iss"].as_str()?, s["sub"].as_str()?).await.ok()?,
-            _ => None,
+            "iss_sub" if s["iss"].as_str() == Some(transmitter) => {
+                self.store.humans().by_external(s["iss"].as_str()?, s["sub"].as_str()?).await.ok()??
+            }
+            _ => return None,
+        };
+        match &h.external {
+            Some(ext) if ext.issuer != transmitter => None,
+            _ => Some(h),
         }
     }
 
@@ -228,7 +243,9 @@ impl App {
         if kind.is_empty() {
             return "ignored: not an event Remit acts on".into();
         }
-        let Some(h) = self.subject_human(sub_id).await else { return "ignored: no such human".into() };
+        let Some(h) = self.subject_human(issuer, sub_id).await else {
+            return "ignored: no such human for this transmitter".into();
+        };
         let now = self.clock.now();
         let who = actor(issuer);
         let why = format!("{} from {issuer}", event.rsplit('/').next().unwrap_or(event));

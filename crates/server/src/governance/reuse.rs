@@ -55,7 +55,9 @@ impl App {
             let mut names: Vec<String> = a.workflows.iter().map(ToString::to_string).collect();
             names.sort();
             let ws: Vec<_> = workflows.iter().filter(|w| a.workflows.contains(&w.name)).collect();
-            let differs = if ws.windows(2).any(|p| p[0].ceiling != p[1].ceiling) {
+            let differs = if ws.len() != a.workflows.len() {
+                Some("some of its workflows no longer exist".to_owned())
+            } else if ws.windows(2).any(|p| p[0].ceiling != p[1].ceiling) {
                 Some("their data-sensitivity ceilings differ".to_owned())
             } else if ws.iter().any(|w| w.owner_id.is_none()) || ws.windows(2).any(|p| p[0].owner_id != p[1].owner_id) {
                 Some("they have different owners".to_owned())

@@ -34,9 +34,7 @@ impl App {
             Caller::Task { id: me, .. } if me == id => {}
             Caller::Instance { id: me, .. } if t.instance.as_ref() == Some(me) => {}
             Caller::Admin { .. } => {}
-            Caller::Human { .. } => {
-                self.allow_on_workflow(caller, remit_policy::admin::AdminAction::TaskStart, &t.workflow).await?;
-            }
+            // A human never holds a task's token (humans start tasks through an agent).
             _ => return Err(Error::NotFound(format!("task `{id}` not found"))),
         }
         let now = self.clock.now();
@@ -49,6 +47,9 @@ impl App {
         let refuse = |why: String| Error::Denied(format!("task `{id}` cannot be renewed: {why}"));
         if !snap.agent.workflows.contains(&t.workflow) {
             return Err(refuse(format!("agent `{}` is no longer allowed in workflow `{}`", t.agent, t.workflow)));
+        }
+        if snap.workflow.trust.require_dpop && t.delegation.jkt.is_none() {
+            return Err(refuse(format!("workflow `{}` now requires DPoP-bound tasks", t.workflow)));
         }
         if t.sensitivity > snap.workflow.ceiling {
             return Err(refuse(format!("its sensitivity is above workflow `{}`'s ceiling now", t.workflow)));
