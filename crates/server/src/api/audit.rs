@@ -56,6 +56,7 @@ fn filter(q: AuditQuery, default_limit: u32) -> Result<AuditFilter, ApiError> {
         action: q.action,
         after_seq: q.after.unwrap_or(0),
         limit: q.limit.unwrap_or(default_limit),
+        newest_first: false,
     })
 }
 

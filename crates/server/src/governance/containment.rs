@@ -232,6 +232,7 @@ pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64
             workflow: Some(w.clone()),
             action: Some("access.evaluate".into()),
             limit: TOOL_HISTORY,
+            newest_first: true,
             ..AuditFilter::default()
         };
         let tools: Vec<String> = app

@@ -61,6 +61,8 @@ impl App {
             action: Some("access.evaluate".into()),
             since: Some(since),
             limit: USAGE_RECORDS,
+            // The most recent use counts when there is more than one page of it.
+            newest_first: true,
             ..AuditFilter::default()
         };
         let recs = self.store.audit().list(f).await?;

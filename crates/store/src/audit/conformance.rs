@@ -45,6 +45,10 @@ pub async fn checkpoints_and_filters(store: Arc<dyn Store>) {
     let page = s.audit().list(AuditFilter { after_seq: seq, limit: 1, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].seq, seq + 1);
+    // The newest two, still in seq order.
+    let (head, _) = s.audit().head().await.unwrap();
+    let newest = s.audit().list(AuditFilter { limit: 2, newest_first: true, ..Default::default() }).await.unwrap();
+    assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![head - 1, head]);
     let future = s
         .audit()
         .list(AuditFilter { since: Some(now().plus_secs(60)), limit: 100, ..Default::default() })

@@ -35,6 +35,8 @@ pub struct AuditFilter {
     /// Only records with `seq` greater than this (paging).
     pub after_seq: u64,
     pub limit: u32,
+    /// The newest matching records (still returned in `seq` order) rather than the oldest.
+    pub newest_first: bool,
 }
 
 /// The log and its checkpoints.

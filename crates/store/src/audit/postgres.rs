@@ -115,9 +115,14 @@ async fn list_audit(c: &mut PgConnection, f: &AuditFilter) -> Result<Vec<AuditRe
         let n = arg(&mut args, t.0)?;
         sql.push_str(&format!(" AND time < ${n}"));
     }
-    sql.push_str(&format!(" ORDER BY seq LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY seq {order} LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
     let rs = sqlx::query_with(&sql, args).fetch_all(c).await.map_err(map_err)?;
-    rs.iter().map(audit_row).collect()
+    let mut out = rs.iter().map(audit_row).collect::<Result<Vec<_>>>()?;
+    if f.newest_first {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 async fn put_checkpoint(c: &mut PgConnection, cp: Checkpoint) -> Result<()> {

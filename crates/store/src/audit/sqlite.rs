@@ -110,11 +110,19 @@ fn list_audit(c: &Connection, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
     if let Some(t) = f.until {
         add("time <", Box::new(t.0));
     }
-    sql.push_str(&format!(" ORDER BY seq LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY seq {order} LIMIT {}", f.limit.clamp(1, crate::MAX_PAGE)));
     let mut s = c.prepare(&sql).map_err(map_err)?;
     let refs: Vec<&dyn ToSql> = args.iter().map(|b| &**b).collect();
-    let out = s.query_map(refs.as_slice(), audit_row).map_err(map_err)?.collect::<rusqlite::Result<Vec<_>>>();
-    out.map_err(map_err)
+    let mut out = s
+        .query_map(refs.as_slice(), audit_row)
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)?;
+    if f.newest_first {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 fn put_checkpoint(c: &Connection, cp: &Checkpoint) -> Result<()> {
