@@ -152,3 +152,30 @@ async fn deactivating_the_human_ends_everything_derived_from_their_grants() {
     assert_eq!((st, t["owner"].as_str()), (200, Some("carol@example.com")), "{t}");
     assert!(s.admin_get("/v1/orphans").await.1["tools"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_lists_grants_never_exercised() {
+    let s = TestServer::start().await;
+    let (_, ann, _, inst) = world(&s).await;
+    let body = json!({"agent": "bot", "workflow": "ops", "tools": ["tickets"], "ttl_seconds": 7200});
+    let (_, v) = s.call("POST", "/v1/grants", Some(&ann), Some(body)).await;
+    let (used, code) =
+        (v["grant"]["id"].as_str().unwrap().to_owned(), v["confirmation_code"].as_str().unwrap().to_owned());
+    let path = format!("/v1/grants/{used}/confirm");
+    assert_eq!(s.call("POST", &path, Some(&ann), Some(json!({"code": code}))).await.0, 200);
+    let body = json!({"agent": "bot", "workflow": "ops", "tools": ["tickets"], "ttl_seconds": 7200});
+    let (_, v) = s.call("POST", "/v1/grants", Some(&ann), Some(body)).await;
+    let (idle, code) =
+        (v["grant"]["id"].as_str().unwrap().to_owned(), v["confirmation_code"].as_str().unwrap().to_owned());
+    let path = format!("/v1/grants/{idle}/confirm");
+    assert_eq!(s.call("POST", &path, Some(&ann), Some(json!({"code": code}))).await.0, 200);
+    assert_eq!(task_under(&s, &inst, &used).await.0, 201);
+    // Fresh grants are not reported; past an hour, the one nothing ran under is.
+    let (_, r) = s.admin_get("/v1/governance/report").await;
+    assert!(!r["findings"].to_string().contains("never exercised"), "{}", r["findings"]);
+    s.clock.advance_secs(3_700);
+    let (_, r) = s.admin_get("/v1/governance/report").await;
+    let f = r["findings"].to_string();
+    assert!(f.contains("1 grants never exercised") && f.contains(&idle) && !f.contains(&used), "{f}");
+    s.stop().await;
+}

@@ -412,6 +412,42 @@ impl App {
         if !idle.is_empty() {
             gaps.push(format!("{} agents with no task in {window_days} days: {}", idle.len(), examples(&idle)));
         }
+        // Grants never exercised: active, confirmed over an hour ago, and no task started under
+        // them since (task starts under a grant name it in their record).
+        let mut unexercised = Vec::new();
+        let hour_ago = UnixMillis(now.0 - 3_600_000);
+        for g in self.store.grants().list(None, remit_store::MAX_PAGE).await? {
+            let confirmed = g.confirmed_at.unwrap_or(g.created_at);
+            if g.state != remit_core::grant::GrantState::Active || confirmed > hour_ago || g.expires_at <= now {
+                continue;
+            }
+            let f = AuditFilter {
+                workflow: Some(g.workflow.clone()),
+                agent: Some(g.agent.clone()),
+                action: Some("task.start".into()),
+                since: Some(confirmed),
+                limit: remit_store::MAX_PAGE,
+                newest_first: true,
+                ..Default::default()
+            };
+            let used = self
+                .store
+                .audit()
+                .list(f)
+                .await?
+                .iter()
+                .any(|r| serde_json::from_str::<Value>(&r.event.detail).is_ok_and(|d| d["grant"] == g.id.as_str()));
+            if !used {
+                unexercised.push(format!("{} ({} → {} in {})", g.id, g.human_email, g.agent, g.workflow));
+            }
+        }
+        if !unexercised.is_empty() {
+            gaps.push(format!(
+                "{} grants never exercised (confirmed over an hour ago, no task under them): {}",
+                unexercised.len(),
+                examples(&unexercised)
+            ));
+        }
         control(
             "least_privilege",
             "Granted tools match observed use; no standing privilege",
@@ -419,7 +455,7 @@ impl App {
             &["ASI02", "ASI03"],
             vec![maestro(7, "Agent Tool Misuse")?],
             &["MANAGE 1.3"],
-            json!({"usage": usage, "idle_agents": idle,
+            json!({"usage": usage, "idle_agents": idle, "unexercised_grants": unexercised,
                    "enforced_by": "workflow tool lists; `remit governance usage` suggests and accepts the narrower list"}),
             gaps,
             false,
