@@ -119,64 +119,40 @@ impl FromRequestParts<AppState> for Auth {
             let route = parts.extensions.get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
             app.break_glass_used(&caller, method_label(&parts.method), route).await;
         }
-        // A task token as the bearer: who presents it is noted (a second presenter is a
-        // sharing event). Its claims were verified by `authenticate`.
-        if let Caller::Task { id, spiffe_id, snapshot, binding } = &caller
-            && let Some(c) = remit_token::jwt::unverified_claims(token)
-            && let (Some(jti), Some(exp)) = (c["jti"].as_str(), c["exp"].as_i64())
-        {
-            let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
-            let presenter = crate::governance::sharing::Presenter {
-                addr: crate::governance::sharing::Presenter::client_addr(
-                    peer,
-                    &parts.headers,
-                    &app.cfg.limits.trusted_proxies,
-                ),
-                // The mTLS identity is not part of it: the proxy listener has none, and one agent
-                // using both must not look like two presenters.
-                svid: None,
-                jkt: binding.as_ref().map(|b| b.jkt.clone()),
-            };
-            let t = &snapshot.task;
-            let presented = crate::governance::sharing::Presented {
-                jti,
-                task: Some(id),
-                workflow: Some(&t.workflow),
-                agent: &t.agent,
-                subject: spiffe_id,
-                expires: remit_core::time::UnixMillis::from_secs(exp),
-                via: "api",
-            };
-            app.note_bearer(presented, &presenter).await;
-        }
-        // An instance token as the bearer: the same (the instance is the subject).
-        if let Caller::Instance { agent, spiffe_id, .. } = &caller
-            && let Some(c) = remit_token::jwt::unverified_claims(token)
-            && let (Some(jti), Some(exp)) = (c["jti"].as_str(), c["exp"].as_i64())
-        {
-            let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
-            let presenter = crate::governance::sharing::Presenter {
-                addr: crate::governance::sharing::Presenter::client_addr(
-                    peer,
-                    &parts.headers,
-                    &app.cfg.limits.trusted_proxies,
-                ),
-                svid: None,
-                jkt: None,
-            };
-            let presented = crate::governance::sharing::Presented {
-                jti,
-                task: None,
-                workflow: None,
-                agent,
-                subject: spiffe_id,
-                expires: remit_core::time::UnixMillis::from_secs(exp),
-                via: "api",
-            };
-            app.note_bearer(presented, &presenter).await;
-        }
+        // A task or instance token as the bearer: who presents it is noted (a second presenter
+        // is a sharing event). Its claims were verified by `authenticate`.
+        note_bearer(app, parts, token, &caller).await;
         Ok(Auth(caller))
     }
+}
+
+/// Notes the presenter of a task or instance token (`governance::sharing`).
+async fn note_bearer(app: &AppState, parts: &Parts, token: &str, caller: &Caller) {
+    use crate::governance::sharing::{Presented, Presenter};
+    let Some(c) = remit_token::jwt::unverified_claims(token) else { return };
+    let (Some(jti), Some(exp)) = (c["jti"].as_str(), c["exp"].as_i64()) else { return };
+    let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
+    let expires = remit_core::time::UnixMillis::from_secs(exp);
+    let (presented, jkt) = match caller {
+        Caller::Task { id, spiffe_id, snapshot, binding } => (
+            Presented {
+                jti,
+                task: Some(id),
+                workflow: Some(&snapshot.task.workflow),
+                agent: &snapshot.task.agent,
+                subject: spiffe_id,
+                expires,
+                via: "api",
+            },
+            binding.as_ref().map(|b| b.jkt.clone()),
+        ),
+        Caller::Instance { agent, spiffe_id, .. } => {
+            (Presented { jti, task: None, workflow: None, agent, subject: spiffe_id, expires, via: "api" }, None)
+        }
+        _ => return,
+    };
+    let presenter = Presenter::of(peer, &parts.headers, &app.cfg.limits.trusted_proxies, jkt);
+    app.note_bearer(presented, &presenter).await;
 }
 
 /// A JSON body whose rejections become [`ApiError`]s with a clear message.

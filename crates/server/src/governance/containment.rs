@@ -18,6 +18,7 @@ use remit_core::model::KillTarget;
 use remit_store::AuditFilter;
 use serde::{Deserialize, Serialize};
 
+use super::detail;
 use crate::app::App;
 use crate::caller::Caller;
 use crate::error::Error;
@@ -141,10 +142,6 @@ impl App {
     ) -> Result<remit_core::model::KillReport, Error> {
         self.kill_as(actor.to_owned(), target, reason).await
     }
-}
-
-fn detail(rec: &AuditRecord) -> serde_json::Value {
-    serde_json::from_str(&rec.event.detail).unwrap_or(serde_json::Value::Null)
 }
 
 /// What a record says to containment, if anything: the signal and the task it is about (the

@@ -31,6 +31,11 @@ use std::time::Duration;
 
 use remit_core::time::UnixMillis;
 
+/// An audit record's `detail` as JSON (`Null` when it has none).
+pub(crate) fn detail(rec: &remit_core::audit::AuditRecord) -> serde_json::Value {
+    serde_json::from_str(&rec.event.detail).unwrap_or(serde_json::Value::Null)
+}
+
 /// How long a replica holds a job before it must renew it; another replica takes over after.
 pub const JOB_HOLD: Duration = Duration::from_secs(10);
 /// How often the tail looks for records no change announced (decisions).

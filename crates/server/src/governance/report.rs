@@ -73,8 +73,7 @@ impl App {
                 denied += 1;
                 continue;
             }
-            let d: Value = serde_json::from_str(&r.event.detail).unwrap_or(Value::Null);
-            if let Some(t) = d["tool"].as_str() {
+            if let Some(t) = super::detail(r)["tool"].as_str() {
                 used.insert(t.to_owned());
             }
         }
@@ -430,13 +429,7 @@ impl App {
                 newest_first: true,
                 ..Default::default()
             };
-            let used = self
-                .store
-                .audit()
-                .list(f)
-                .await?
-                .iter()
-                .any(|r| serde_json::from_str::<Value>(&r.event.detail).is_ok_and(|d| d["grant"] == g.id.as_str()));
+            let used = self.store.audit().list(f).await?.iter().any(|r| super::detail(r)["grant"] == g.id.as_str());
             if !used {
                 unexercised.push(format!("{} ({} → {} in {})", g.id, g.human_email, g.agent, g.workflow));
             }

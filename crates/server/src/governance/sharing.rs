@@ -36,6 +36,13 @@ pub struct Presenter {
 }
 
 impl Presenter {
+    /// A presenter from its connection: the client address (see [`Presenter::client_addr`]) and
+    /// the DPoP key it proved, if any. The mTLS identity is not part of it: the proxy listener
+    /// has none, and one agent using both must not look like two presenters.
+    pub fn of(peer: Option<IpAddr>, headers: &axum::http::HeaderMap, trusted: &[IpAddr], jkt: Option<String>) -> Self {
+        Presenter { addr: Self::client_addr(peer, headers, trusted), svid: None, jkt }
+    }
+
     /// The client's address: the peer's, or — when the peer is a trusted proxy — the rightmost
     /// `X-Forwarded-For` entry that is not a trusted proxy itself.
     pub fn client_addr(peer: Option<IpAddr>, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {

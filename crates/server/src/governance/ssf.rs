@@ -27,6 +27,7 @@ use remit_store::{OutboxRow, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::detail;
 use crate::app::App;
 use crate::caller::Caller;
 use crate::error::Error;
@@ -171,10 +172,6 @@ pub struct Signal {
     pub tool: Option<String>,
     /// Only administrators' streams hear of it (humans).
     pub admin_only: bool,
-}
-
-fn detail(rec: &AuditRecord) -> Value {
-    serde_json::from_str(&rec.event.detail).unwrap_or(Value::Null)
 }
 
 /// Who started an event, in CAEP's terms.

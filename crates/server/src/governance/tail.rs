@@ -90,7 +90,7 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
     let trips = super::containment::evaluate(app, &recs).await?;
     // Humans hear of approvals waiting for them (from whichever replica opened them).
     for r in recs.iter().filter(|r| r.event.action == "approval.request") {
-        let d: serde_json::Value = serde_json::from_str(&r.event.detail).unwrap_or_default();
+        let d = super::detail(r);
         let approval = d["approval_id"].as_str().or(d["id"].as_str()).unwrap_or_default().to_owned();
         app.notify(super::notify::Notice::ApprovalWaiting {
             approval,
@@ -237,7 +237,7 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
 }
 
 async fn human_email(app: &App, rec: &AuditRecord) -> Option<String> {
-    let d: serde_json::Value = serde_json::from_str(&rec.event.detail).ok()?;
+    let d = super::detail(rec);
     let id = HumanId::parse(d["human"].as_str()?).ok()?;
     app.store.humans().get(&id).await.ok().flatten().map(|h| h.email)
 }

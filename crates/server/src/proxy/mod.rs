@@ -274,11 +274,8 @@ async fn check(
     let wf = claims.remit.workflow.as_deref().and_then(|w| remit_core::ids::WorkflowName::parse(w).ok());
     if let (Some(w), Ok(a)) = (wf, remit_core::ids::AgentName::parse(&claims.remit.agent)) {
         use crate::governance::sharing::{Presented, Presenter};
-        let presenter = Presenter {
-            addr: Presenter::client_addr(peer, headers, &app.cfg.limits.trusted_proxies),
-            svid: None,
-            jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
-        };
+        let jkt = claims.cnf.as_ref().map(|c| c.jkt.clone());
+        let presenter = Presenter::of(peer, headers, &app.cfg.limits.trusted_proxies, jkt);
         let presented = Presented {
             jti: &claims.jti,
             task: Some(&task),
