@@ -1,9 +1,9 @@
 """An independent Shared Signals transmitter (an identity provider's), signing SETs with PyJWT.
 
 usage:
-  transmitter.py serve KEYDIR
+  transmitter.py serve KEYDIR [PORT]
       Makes an RSA key in KEYDIR (once) and serves its JWK Set at http://127.0.0.1:PORT/jwks
-      (the port printed on the first line of stdout).
+      (PORT chosen by the system when not given; printed on the first line of stdout).
   transmitter.py send KEYDIR URL ISSUER AUDIENCE EVENT SUBJECT [PAYLOAD] [JTI]
       Signs one SET (RS256, typ secevent+jwt, kid of the key) and pushes it to URL as RFC 8935
       asks; prints {"status": …, "body": …}. SUBJECT and PAYLOAD are JSON.
@@ -39,7 +39,7 @@ def jwk(k):
     return j
 
 
-def serve(keydir):
+def serve(keydir, port="0"):
     body = json.dumps({"keys": [jwk(key(keydir))]}).encode()
 
     class Handler(BaseHTTPRequestHandler):
@@ -53,7 +53,7 @@ def serve(keydir):
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

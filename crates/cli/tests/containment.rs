@@ -244,22 +244,36 @@ fn a_deny_rate_spike_suspends_the_workflow_and_a_signed_risk_signal_its_task() {
 
     // A detector's signed risk signal about a task of w: the default rule suspends it.
     let (t, _) = e.start("w");
-    let send = |secret: &str, score: f64| -> u16 {
+    let sign = |secret: &str, score: f64| -> (String, String) {
         let body = json!({"task": t, "score": score, "source": "injection-detector", "reason": "prompt injection"})
             .to_string();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let sig = remit_token_sign(secret.as_bytes(), now, body.as_bytes());
+        (body, sig)
+    };
+    let post = |(body, sig): &(String, String)| -> (u16, Value) {
         e.rt.block_on(async {
-            let r = e.http.post(format!("{}/v1/signals/risk", e.s.url)).header("remit-signature", sig).body(body);
-            r.send().await.unwrap().status().as_u16()
+            let r =
+                e.http.post(format!("{}/v1/signals/risk", e.s.url)).header("remit-signature", sig).body(body.clone());
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
         })
     };
+    let send = |secret: &str, score: f64| -> u16 { post(&sign(secret, score)).0 };
     assert_eq!(send("not-the-secret-at-all-0123456789", 0.95), 401);
     assert_eq!(send(RISK_SECRET, 0.3), 202);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(e.task_state(&t), "active", "below the rule's score");
-    assert_eq!(send(RISK_SECRET, 0.95), 202);
+    let risky = sign(RISK_SECRET, 0.95);
+    let (status, body) = post(&risky);
+    assert_eq!((status, body["recorded"].as_bool()), (202, Some(true)), "{body}");
     e.until("the risky task's suspension", || e.task_state(&t) == "revoked");
+    // The same signed message again (a replay within its five minutes, or a detector's retry)
+    // acts once: answered, not recorded a second time.
+    let signals = e.audit("security.risk_signal").len();
+    let (status, body) = post(&risky);
+    assert_eq!((status, body["recorded"].as_bool()), (202, Some(false)), "{body}");
+    assert_eq!(e.audit("security.risk_signal").len(), signals, "a replay is not a second signal");
     let trip = e.audit("containment.trip");
     let trip = trip.iter().find(|r| r["task"] == t.as_str()).unwrap();
     assert_eq!(

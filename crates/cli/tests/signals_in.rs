@@ -3,7 +3,8 @@
 //! server's `POST /ssf/receive`: CAEP `session-revoked` ends a human's sessions, RISC
 //! `credential-compromise` deactivates a human (and the grant-less agent they own becomes an
 //! orphan); a replay, a wrong audience, an unknown issuer or a forged key are refused with
-//! RFC 8935 errors; an unknown subject is accepted and changes nothing.
+//! RFC 8935 errors; an unknown subject is accepted and changes nothing; a SET Remit cannot act on
+//! for now (its transmitter's keys unreachable) is a 503 and acted on when sent again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
 const COMPROMISE: &str = "https://schemas.openid.net/secevent/risc/event-type/credential-compromise";
 const ISSUER: &str = "https://idp.example.com";
+const ISSUER2: &str = "https://idp2.example.com";
 
 struct Jwks(Child);
 
@@ -43,8 +45,13 @@ fn an_identity_providers_signals_end_sessions_and_deactivate_humans() {
     let _jwks = Jwks(child);
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
+    // A second transmitter whose key set is not served yet (a port nothing listens on).
+    let keys2 = dir.path().join("idp2");
+    std::fs::create_dir_all(&keys2).unwrap();
+    let port2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = format!(
-        "[[ssf_transmitters]]\nissuer = \"{ISSUER}\"\njwks_uri = \"http://127.0.0.1:{}/jwks\"\naudience = \"https://remit.example\"\n",
+        "[[ssf_transmitters]]\nissuer = \"{ISSUER}\"\njwks_uri = \"http://127.0.0.1:{}/jwks\"\naudience = \"https://remit.example\"\n\
+         [[ssf_transmitters]]\nissuer = \"{ISSUER2}\"\njwks_uri = \"http://127.0.0.1:{port2}/jwks\"\naudience = \"https://remit.example\"\n",
         port.trim()
     );
     std::fs::write(data.join("remit.toml"), conf).unwrap();
@@ -167,10 +174,46 @@ fn an_identity_providers_signals_end_sessions_and_deactivate_humans() {
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["body"]["err"], "invalid_key", "{r}");
 
+    // The second transmitter's keys cannot be fetched: Remit's trouble, not the SET's — a 503
+    // with Retry-After, nothing done, the SET not spent. Once its keys are served, the same SET
+    // (same jti) is acted on.
+    let (_, erin) = sign_in("erin@example.com");
+    let send2 = || -> Value {
+        let o = Command::new(common::python())
+            .arg(&script)
+            .args(["send", keys2.to_str().unwrap(), &url, ISSUER2, aud, SESSION_REVOKED])
+            .args([email("erin@example.com").to_string(), "{}".into(), "idp2-set-1".into()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let r = send2();
+    assert_eq!((r["status"].as_u64(), r["body"]["err"].as_str()), (Some(503), Some("temporarily_unavailable")), "{r}");
+    assert_eq!(session_ok(&erin), 200, "nothing done");
+    let mut child2 = Command::new(common::python())
+        .arg(&script)
+        .args(["serve", keys2.to_str().unwrap(), &port2.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child2.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _jwks2 = Jwks(child2);
+    let r = send2();
+    assert_eq!(r["status"], 202, "the retried SET is acted on: {r}");
+    assert_eq!(session_ok(&erin), 401);
+    let r = send2();
+    assert_eq!(
+        (r["status"].as_u64(), r["body"]["err"].as_str()),
+        (Some(400), Some("invalid_request")),
+        "now spent: {r}"
+    );
+
     // Every SET received is in the audit log, the token never.
     let audit = common::remit_json(&s.url, &data, &["audit", "list", "--action", "ssf.receive"], None);
     let recs = audit.as_array().unwrap();
-    assert_eq!(recs.len(), 3, "the accepted ones: {audit}");
+    assert_eq!(recs.len(), 4, "the accepted ones: {audit}");
     assert!(recs.iter().all(|r| !r.to_string().contains("eyJ")), "no SET in a record");
     assert!(recs.iter().any(|r| r["actor"] == format!("ssf:{ISSUER}")));
 }

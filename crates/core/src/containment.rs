@@ -184,11 +184,24 @@ pub struct Subject {
 /// A signal as it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
-    Decision { denied: bool, action: String, tool: Option<String> },
+    /// The task started (write-before-read judges only tasks whose start it saw).
+    Start,
+    Decision {
+        denied: bool,
+        action: String,
+        tool: Option<String>,
+    },
     Call,
-    Sharing { evidence: serde_json::Value },
-    Leak { evidence: serde_json::Value },
-    Risk { score: f64, evidence: serde_json::Value },
+    Sharing {
+        evidence: serde_json::Value,
+    },
+    Leak {
+        evidence: serde_json::Value,
+    },
+    Risk {
+        score: f64,
+        evidence: serde_json::Value,
+    },
 }
 
 /// What to act on.
@@ -260,12 +273,16 @@ pub struct Evaluator {
     windows: HashMap<(usize, String, String), Window>,
     /// Tools each workflow has used (seeded by the caller from history).
     tools: HashMap<WorkflowName, BTreeSet<String>>,
-    /// Tasks that have made a read (for write-before-read), and those already reported.
+    /// Tasks whose start was observed, those that have made a read (for write-before-read),
+    /// and those already reported.
+    started: BTreeSet<TaskId>,
     read: BTreeSet<TaskId>,
     reported: BTreeSet<(usize, TaskId)>,
     /// The highest record `seq` observed: a record read again (after a failed step) is not
     /// counted twice.
     seen: u64,
+    /// The record `seq` everything up to which has been fed (see [`Evaluator::fed_to`]).
+    fed: u64,
 }
 
 impl Evaluator {
@@ -276,6 +293,31 @@ impl Evaluator {
 
     pub fn seed_tools(&mut self, w: &WorkflowName, tools: impl IntoIterator<Item = String>) {
         self.tools.entry(w.clone()).or_default().extend(tools);
+    }
+
+    /// Whether every record up to `seq` (a reader's cursor) and none after has been fed: if
+    /// not (a process taking the reading over from another), the state must be rebuilt with
+    /// [`Evaluator::restart`] and [`Evaluator::replay_record`].
+    pub fn fed_to(&self, seq: u64) -> bool {
+        self.fed == seq
+    }
+
+    /// Says every record up to `seq` has been fed.
+    pub fn set_fed(&mut self, seq: u64) {
+        self.fed = seq;
+    }
+
+    /// Forgets everything (before a rebuild).
+    pub fn restart(&mut self) {
+        *self = Evaluator::default();
+    }
+
+    /// Feeds a record already acted on (by whoever read it first) to rebuild the counters:
+    /// what it trips is not returned, and new-tool rules skip it (their baseline is seeded
+    /// from history separately).
+    pub fn replay_record(&mut self, seq: u64, rules: &[Rule], at: UnixMillis, who: &Subject, o: &Observation) {
+        let counting: Vec<Rule> = rules.iter().filter(|r| r.signal != Signal::NewTool).cloned().collect();
+        let _ = self.observe_record(seq, &counting, at, who, o);
     }
 
     /// Feeds the observation of record `seq` (records come in `seq` order; one already seen is
@@ -299,6 +341,10 @@ impl Evaluator {
     pub fn observe(&mut self, rules: &[Rule], at: UnixMillis, who: &Subject, o: &Observation) -> Vec<Trip> {
         let sec = at.secs();
         let mut out = Vec::new();
+        if *o == Observation::Start {
+            self.started.insert(who.task.clone());
+            return out;
+        }
         let on = |a: Action, who: &Subject| match a {
             Action::SuspendTask => Some(Target::Task(who.task.clone())),
             Action::SuspendWorkflow => Some(Target::Workflow(who.workflow.clone())),
@@ -363,6 +409,7 @@ impl Evaluator {
                     if reads.contains(action) {
                         self.read.insert(who.task.clone());
                     } else if writes.contains(action)
+                        && self.started.contains(&who.task)
                         && !self.read.contains(&who.task)
                         && self.reported.insert((i, who.task.clone()))
                     {
@@ -410,10 +457,14 @@ impl Evaluator {
             self.windows.clear();
         }
         for t in ended {
+            self.started.remove(t);
             self.read.remove(t);
             self.reported.retain(|(_, x)| x != t);
         }
-        if self.read.len() > MAX_KEYS {
+        // Past the bound, task state is dropped: write-before-read then judges only tasks
+        // started from here on (never a task whose reads were forgotten).
+        if self.read.len() > MAX_KEYS || self.started.len() > MAX_KEYS {
+            self.started.clear();
             self.read.clear();
             self.reported.clear();
         }
@@ -502,8 +553,11 @@ mod tests {
         assert_eq!((t.len(), t[0].signal, t[0].target.clone()), (1, "new_tool", None));
         let t = e.observe(&rules, UnixMillis(0), &who(1), &Observation::Call);
         assert_eq!((t[0].signal, t[0].target.clone()), ("call_spike", Some(Target::Task(who(1).task))));
-        // Task 2 writes before reading: reported once; task 1 had read first.
+        // Task 2 writes before reading: reported once; task 1 had read first; task 5's start
+        // was never seen (its reads may predate what was observed): not judged.
         let write = Observation::Decision { denied: false, action: "write".into(), tool: None };
+        assert!(e.observe(&rules, UnixMillis(0), &who(5), &write).is_empty());
+        assert!(e.observe(&rules, UnixMillis(0), &who(2), &Observation::Start).is_empty());
         assert_eq!(e.observe(&rules, UnixMillis(0), &who(2), &write)[0].signal, "write_before_read");
         assert!(e.observe(&rules, UnixMillis(0), &who(2), &write).is_empty());
         let t = e.observe(&rules, UnixMillis(0), &who(1), &write);
@@ -525,6 +579,51 @@ mod tests {
         assert!(e.observe_record(7, &rules, UnixMillis(0), &who(1), &Observation::Call).is_empty());
         assert!(e.observe_record(7, &rules, UnixMillis(0), &who(1), &Observation::Call).is_empty(), "seen");
         assert_eq!(e.observe_record(8, &rules, UnixMillis(0), &who(1), &Observation::Call).len(), 1);
+    }
+
+    /// A process taking the reading over rebuilds the counts from records already acted on:
+    /// nothing trips during the replay, and the next record trips where the previous reader's
+    /// would have.
+    #[test]
+    fn a_replay_rebuilds_counts_without_tripping() {
+        let rules = vec![
+            Rule {
+                signal: Signal::DenyRate { scope: Scope::Workflow, window_secs: 60, min_calls: 4, ratio: 0.5 },
+                action: Action::SuspendWorkflow,
+            },
+            Rule { signal: Signal::NewTool, action: Action::Alert },
+            Rule {
+                signal: Signal::WriteBeforeRead { reads: vec!["read".into()], writes: vec!["write".into()] },
+                action: Action::SuspendTask,
+            },
+        ];
+        let mut e = Evaluator::default();
+        e.observe_record(1, &rules, UnixMillis(0), &who(1), &Observation::Start);
+        e.observe_record(2, &rules, UnixMillis(0), &who(1), &decision(false));
+        e.observe_record(3, &rules, UnixMillis(0), &who(1), &decision(true));
+        e.observe_record(4, &rules, UnixMillis(0), &who(1), &decision(true));
+        e.set_fed(4);
+        assert!(e.fed_to(4));
+        // Another process, from scratch.
+        let mut b = Evaluator::default();
+        assert!(!b.fed_to(4));
+        b.restart();
+        let tool = Observation::Decision { denied: false, action: "read".into(), tool: Some("jira".into()) };
+        b.replay_record(1, &rules, UnixMillis(0), &who(1), &Observation::Start);
+        b.replay_record(2, &rules, UnixMillis(0), &who(1), &tool);
+        b.replay_record(3, &rules, UnixMillis(0), &who(1), &decision(true));
+        b.replay_record(4, &rules, UnixMillis(0), &who(1), &decision(true));
+        b.set_fed(4);
+        assert!(!b.knows_tools(&WorkflowName::parse("w").unwrap()), "the baseline is seeded, not replayed");
+        // The fourth call: 3 of 4 denied trips the workflow on both.
+        let t = b.observe_record(5, &rules, UnixMillis(1_000), &who(1), &decision(true));
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0].evidence["calls"], 4);
+        let t = e.observe_record(5, &rules, UnixMillis(1_000), &who(1), &decision(true));
+        assert_eq!(t.len(), 1);
+        // The replayed read counts: no write-before-read for task 1.
+        let write = Observation::Decision { denied: false, action: "write".into(), tool: None };
+        assert!(b.observe_record(6, &rules, UnixMillis(1_000), &who(1), &write).is_empty());
     }
 
     #[test]

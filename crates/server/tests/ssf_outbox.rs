@@ -50,3 +50,44 @@ async fn an_unpolled_stream_is_disabled_at_its_outbox_limit() {
     assert_eq!(p["sets"].as_object().unwrap().len(), 1, "{p}");
     s.stop().await;
 }
+
+/// The header of a compact JWS.
+fn header(jws: &str) -> serde_json::Value {
+    use base64::Engine;
+    let h = jws.split('.').next().unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
+}
+
+/// A SET is signed when it is delivered, not when it is queued: one waiting for its receiver
+/// across a key rotation arrives under the key the JWKS publishes now (the old one may have
+/// been retired meanwhile), with the same `jti` and claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_waiting_across_a_key_rotation_arrives_under_the_current_key() {
+    let s = TestServer::start().await;
+    s.setup().await;
+    let body = json!({"events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]});
+    let (st, stream) = s.call("POST", "/ssf/streams", Some(&s.admin.clone()), Some(body)).await;
+    assert_eq!(st, 201, "{stream}");
+    let poll = format!("/ssf/poll/{}", stream["stream_id"].as_str().unwrap());
+    let inst = s.join().await;
+    let (task, _) = s.start_task(&inst).await;
+    assert_eq!(s.admin_post(&format!("/v1/tasks/{task}/revoke"), json!({"reason": "done"})).await.0, 200);
+    let first = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({}))).await.1;
+    let (jti, set) = first["sets"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let old_kid = header(set.as_str().unwrap())["kid"].as_str().unwrap().to_owned();
+
+    let (st, rotated) = s.admin_post("/v1/keys/rotate", json!({})).await;
+    assert_eq!(st, 200, "{rotated}");
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old_kid);
+    // Not acknowledged: delivered again, now under the new key.
+    let again = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({"returnImmediately": true}))).await.1;
+    let set2 = again["sets"][&jti].as_str().unwrap_or_else(|| panic!("the same SET again: {again}"));
+    let h = header(set2);
+    assert_eq!((h["kid"].as_str(), h["typ"].as_str()), (Some(new_kid.as_str()), Some("secevent+jwt")));
+    let claims = |jws: &str| remit_token::jwt::unverified_claims(jws).unwrap();
+    assert_eq!(claims(set2), claims(set.as_str().unwrap()), "the same event");
+    let (_, jwks) = s.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()), "{jwks}");
+    s.stop().await;
+}

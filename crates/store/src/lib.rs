@@ -63,7 +63,7 @@ pub mod workload;
 pub use approvals::{ApprovalStore, Presentation};
 pub use audit::{AuditFilter, AuditStore};
 pub use change::{CHANGE_FEED_CAPACITY, Change, CommitHook, Feed};
-pub use governance::{GovernanceStore, OutboxRow, Recertification, ReuseAcceptance, Stream};
+pub use governance::{GovernanceStore, Job, OutboxRow, Recertification, ReuseAcceptance, Stream};
 pub use grants::{GrantStore, Revocation};
 pub use humans::{Deactivation, HumanStore};
 pub use identity::{IdentityStore, MAX_TOOLS_PER_TASK, Owned, StartContext, TaskFilter, TaskSnapshot};

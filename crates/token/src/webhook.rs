@@ -31,8 +31,9 @@ pub enum WebhookError {
 }
 
 /// Checks `header` for `body` at `now` (Unix seconds), accepting timestamps within
-/// `tolerance` seconds either way.
-pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance: i64) -> Result<(), WebhookError> {
+/// `tolerance` seconds either way; returns the signed timestamp (with the body, what a
+/// receiver remembers to accept each message once).
+pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance: i64) -> Result<i64, WebhookError> {
     let mut t = None;
     let mut sigs = Vec::new();
     for part in header.split(',') {
@@ -54,7 +55,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance: i64
     msg.push(b'.');
     msg.extend_from_slice(body);
     // `hmac::verify` compares in constant time.
-    if sigs.iter().any(|s| hmac::verify(&key, &msg, s).is_ok()) { Ok(()) } else { Err(WebhookError::Mismatch) }
+    if sigs.iter().any(|s| hmac::verify(&key, &msg, s).is_ok()) { Ok(t) } else { Err(WebhookError::Mismatch) }
 }
 
 #[cfg(test)]
@@ -65,7 +66,7 @@ mod tests {
     fn signatures_verify_only_for_their_body_secret_and_time() {
         let h = sign(b"s3cret", 1_000, b"{\"a\":1}");
         assert!(h.starts_with("t=1000,v1="));
-        assert_eq!(verify(b"s3cret", &h, b"{\"a\":1}", 1_010, 300), Ok(()));
+        assert_eq!(verify(b"s3cret", &h, b"{\"a\":1}", 1_010, 300), Ok(1_000));
         assert_eq!(verify(b"s3cret", &h, b"{\"a\":2}", 1_010, 300), Err(WebhookError::Mismatch));
         assert_eq!(verify(b"other", &h, b"{\"a\":1}", 1_010, 300), Err(WebhookError::Mismatch));
         assert_eq!(verify(b"s3cret", &h, b"{\"a\":1}", 2_000, 300), Err(WebhookError::Stale));

@@ -69,10 +69,15 @@ pub async fn set(
     Ok(Json(app.set_governance_settings(&caller, &w, b.settings, &b.reason).await?))
 }
 
+/// How far a signed risk signal's timestamp may be from now, either way (seconds).
+const RISK_TOLERANCE_SECS: i64 = 300;
+
 /// An external risk signal naming a task (a prompt-injection detector, a DLP system). Signed by
 /// the detector with `Remit-Signature: t=…,v1=…` (HMAC-SHA256 of `t.body` with
 /// `[governance] risk_secret_file`, within 5 minutes), or sent by an administrator with
-/// `governance.manage`. Recorded as `security.risk_signal`; containment rules act on it.
+/// `governance.manage`. Recorded as `security.risk_signal`; containment rules act on it. A
+/// signed message acts once: sent again (a retry, a replay) it is answered `202` with
+/// `recorded: false`.
 #[utoipa::path(post, path = "/v1/signals/risk", tag = "governance", operation_id = "risk_signal",
     request_body = RiskSignal,
     responses((status = 202, body = RiskRecorded, description = "recorded"),
@@ -92,8 +97,19 @@ pub async fn risk(
             )
             .map_err(ApiError::Internal)?
             .ok_or_else(|| ApiError::Unauthenticated("no risk secret is configured".into()))?;
-            remit_token::webhook::verify(&secret, sig, &body, app.clock.now().secs(), 300)
+            let now = app.clock.now();
+            let t = remit_token::webhook::verify(&secret, sig, &body, now.secs(), RISK_TOLERANCE_SECS)
                 .map_err(|e| ApiError::Unauthenticated(format!("Remit-Signature: {e}")))?;
+            // Each signed message acts once (on any replica): a captured request replayed
+            // within the tolerance, or a detector's retry, is answered without a second action.
+            let mut m = format!("risk-signal\0{t}\0").into_bytes();
+            m.extend_from_slice(&body);
+            let key = hex::encode(remit_token::sha256(&m));
+            let until = remit_core::time::UnixMillis::from_secs(t + RISK_TOLERANCE_SECS + 1);
+            if !app.store.tools().use_proof(&key, now, until).await.map_err(crate::error::Error::from)? {
+                let task = serde_json::from_slice::<RiskSignal>(&body).map(|s| s.task).unwrap_or_default();
+                return Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: false })));
+            }
             "risk-webhook".to_owned()
         }
         None => {

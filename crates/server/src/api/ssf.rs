@@ -229,7 +229,8 @@ pub async fn poll(
 #[utoipa::path(post, path = "/ssf/receive", tag = "shared signals", operation_id = "ssf_receive",
     request_body(content = String, content_type = "application/secevent+jwt"),
     responses((status = 202, description = "accepted"),
-              (status = 400, body = SetError, description = "refused (RFC 8935 error)")))]
+              (status = 400, body = SetError, description = "refused (RFC 8935 error)"),
+              (status = 503, body = SetError, description = "not acted on for now (`temporarily_unavailable`: the transmitter's keys unreachable, the store failing); the SET was not spent: send it again after `Retry-After`")))]
 pub async fn receive(
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -237,24 +238,23 @@ pub async fn receive(
 ) -> axum::response::Response {
     let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let answer = if !ct.starts_with("application/secevent+jwt") {
-        Err(crate::governance::receive::Refusal {
-            err: "invalid_request",
-            description: "Content-Type must be application/secevent+jwt".into(),
-        })
+        Err(crate::governance::receive::refuse("invalid_request", "Content-Type must be application/secevent+jwt"))
     } else {
         match std::str::from_utf8(&body) {
             Ok(t) => app.receive_set(t.trim()).await,
-            Err(_) => {
-                Err(crate::governance::receive::Refusal { err: "invalid_request", description: "not UTF-8".into() })
-            }
+            Err(_) => Err(crate::governance::receive::refuse("invalid_request", "not UTF-8")),
         }
     };
     match answer {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(r) => {
-            let mut resp =
-                (StatusCode::BAD_REQUEST, Json(SetError { err: r.err, description: r.description })).into_response();
-            resp.headers_mut().insert(axum::http::header::CONTENT_LANGUAGE, axum::http::HeaderValue::from_static("en"));
+            let status = if r.retry { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_REQUEST };
+            let mut resp = (status, Json(SetError { err: r.err, description: r.description })).into_response();
+            let h = resp.headers_mut();
+            h.insert(axum::http::header::CONTENT_LANGUAGE, axum::http::HeaderValue::from_static("en"));
+            if r.retry {
+                h.insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            }
             resp
         }
     }
@@ -263,7 +263,8 @@ pub async fn receive(
 /// RFC 8935 §2.3 error.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SetError {
-    /// `invalid_request`, `invalid_key`, `invalid_issuer`, `invalid_audience`.
+    /// `invalid_request`, `invalid_key`, `invalid_issuer`, `invalid_audience` (400);
+    /// `temporarily_unavailable` (503, with `Retry-After`: send the SET again).
     pub err: &'static str,
     pub description: String,
 }

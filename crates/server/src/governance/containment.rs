@@ -27,6 +27,8 @@ use crate::error::Error;
 pub const ACTOR: &str = "governance:containment";
 /// Decisions read to learn which tools a workflow has used, when a new-tool rule first needs it.
 const TOOL_HISTORY: u32 = 10_000;
+/// Most records fed again when the counters are rebuilt (see [`warm`]).
+const WARM_RECORDS: u64 = 50_000;
 
 /// When objects must be recertified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -165,6 +167,7 @@ fn observation(rec: &AuditRecord) -> Option<(TaskId, Named, Observation)> {
             tool: d["tool"].as_str().map(str::to_owned),
         },
         "tool.call" => Observation::Call,
+        "task.start" if !denied => Observation::Start,
         "security.token_sharing" => Observation::Sharing { evidence: d },
         "leak.found" if denied => Observation::Leak { evidence: d },
         "security.risk_signal" => Observation::Risk { score: d["score"].as_f64()?, evidence: d },
@@ -173,9 +176,12 @@ fn observation(rec: &AuditRecord) -> Option<(TaskId, Named, Observation)> {
     Some((task, named, o))
 }
 
-/// Feeds `recs` to the evaluator under each workflow's rules; returns what tripped, with the
-/// `seq` of the record that tripped it.
-pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64, Trip)>, Error> {
+/// What `recs` say to containment, with the `seq` and time of each record and who it is about
+/// (a task's workflow and agent read from the store when the record does not name them).
+async fn observations(
+    app: &App,
+    recs: &[AuditRecord],
+) -> Result<Vec<(u64, remit_core::time::UnixMillis, Subject, Observation)>, Error> {
     let mut obs = Vec::new();
     let mut subjects: HashMap<TaskId, Named> = HashMap::new();
     for rec in recs {
@@ -194,23 +200,76 @@ pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64
         let Some((workflow, agent)) = who else { continue };
         obs.push((rec.seq, rec.event.time, Subject { task, workflow, agent }, o));
     }
+    Ok(obs)
+}
+
+/// Tasks that ended in `recs` (their per-task state can go).
+fn ended(recs: &[AuditRecord]) -> Vec<TaskId> {
+    recs.iter()
+        .filter(|r| matches!(r.event.action.as_str(), "task.revoke" | "task.complete"))
+        .filter_map(|r| r.event.task.as_deref().and_then(|t| TaskId::parse(t).ok()))
+        .collect()
+}
+
+fn rules_in(settings: &HashMap<String, Settings>, w: &WorkflowName) -> Vec<Rule> {
+    settings.get(w.as_str()).and_then(|s| s.containment.clone()).unwrap_or_else(containment::default_rules)
+}
+
+/// Whether this process's counters were fed every record up to the tail's `cursor`.
+pub(crate) fn fed_to(app: &App, cursor: u64) -> bool {
+    app.governance.containment.lock().is_ok_and(|e| e.fed_to(cursor))
+}
+
+/// Rebuilds the counters when this process takes the tail over (a restart, another replica's
+/// lapsed hold): the records of the longest window before `cursor` — at most [`WARM_RECORDS`]
+/// — are fed again without acting (their trips were the previous reader's), so a count nearly
+/// due when the job changed hands is just as due here. Write-before-read judges only tasks
+/// whose start is among what was fed.
+pub(crate) async fn warm(app: &App, cursor: u64) -> Result<(), Error> {
+    let window_ms = i64::try_from(containment::MAX_WINDOW_SECS * 1_000).unwrap_or(i64::MAX);
+    let since = app.clock.now().0.saturating_sub(window_ms);
+    let mut after = cursor.saturating_sub(WARM_RECORDS);
+    let mut obs = Vec::new();
+    let mut gone = Vec::new();
+    while after < cursor {
+        let f = AuditFilter {
+            since: Some(remit_core::time::UnixMillis(since)),
+            after_seq: after,
+            limit: super::tail::PAGE,
+            ..AuditFilter::default()
+        };
+        let recs: Vec<AuditRecord> = app.store.audit().list(f).await?.into_iter().filter(|r| r.seq <= cursor).collect();
+        let Some(last) = recs.last().map(|r| r.seq) else { break };
+        obs.extend(observations(app, &recs).await?);
+        gone.extend(ended(&recs));
+        after = last;
+    }
+    let settings = app.all_settings().await?;
+    let mut e = app.governance.containment.lock().map_err(|_| Error::Internal("containment state poisoned".into()))?;
+    e.restart();
+    for (seq, at, who, o) in &obs {
+        e.replay_record(*seq, &rules_in(&settings, &who.workflow), *at, who, o);
+    }
+    e.prune(app.clock.now(), &gone);
+    e.set_fed(cursor);
+    tracing::info!(records = obs.len(), cursor, "containment counters rebuilt from the audit log");
+    Ok(())
+}
+
+/// Feeds `recs` to the evaluator under each workflow's rules; returns what tripped, with the
+/// `seq` of the record that tripped it.
+pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64, Trip)>, Error> {
+    let Some(last) = recs.last().map(|r| r.seq) else { return Ok(vec![]) };
+    let obs = observations(app, recs).await?;
     if obs.is_empty() {
-        let ended: Vec<TaskId> = recs
-            .iter()
-            .filter(|r| matches!(r.event.action.as_str(), "task.revoke" | "task.complete"))
-            .filter_map(|r| r.event.task.as_deref().and_then(|t| TaskId::parse(t).ok()))
-            .collect();
-        if !ended.is_empty()
-            && let Ok(mut e) = app.governance.containment.lock()
-        {
-            e.prune(app.clock.now(), &ended);
+        if let Ok(mut e) = app.governance.containment.lock() {
+            e.prune(app.clock.now(), &ended(recs));
+            e.set_fed(last);
         }
         return Ok(vec![]);
     }
     let settings = app.all_settings().await?;
-    let rules_of = |w: &WorkflowName| -> Vec<Rule> {
-        settings.get(w.as_str()).and_then(|s| s.containment.clone()).unwrap_or_else(containment::default_rules)
-    };
+    let rules_of = |w: &WorkflowName| rules_in(&settings, w);
     // A workflow's tool history, once, for its new-tool rules.
     let mut seed: Vec<WorkflowName> = obs
         .iter()
@@ -253,12 +312,8 @@ pub(crate) async fn evaluate(app: &App, recs: &[AuditRecord]) -> Result<Vec<(u64
         }
     }
     // Tasks that ended in these records need no more per-task state.
-    let ended: Vec<TaskId> = recs
-        .iter()
-        .filter(|r| matches!(r.event.action.as_str(), "task.revoke" | "task.complete"))
-        .filter_map(|r| r.event.task.as_deref().and_then(|t| TaskId::parse(t).ok()))
-        .collect();
-    e.prune(app.clock.now(), &ended);
+    e.prune(app.clock.now(), &ended(recs));
+    e.set_fed(last);
     Ok(out)
 }
 

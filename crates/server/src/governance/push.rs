@@ -124,7 +124,7 @@ async fn stream_round(
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/secevent+jwt")
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(row.set.clone());
+            .body(ssf::signed(app, &row.set)?);
         if let Some(a) = &auth {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }

@@ -37,15 +37,23 @@ pub fn actor(issuer: &str) -> String {
     format!("ssf:{issuer}")
 }
 
-/// A refusal in RFC 8935's terms.
+/// A refusal in RFC 8935's terms; `retry` when it is Remit's own trouble (the transmitter's
+/// keys unreachable, the store failing), answered `503` so the transmitter sends the SET again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub err: &'static str,
     pub description: String,
+    pub retry: bool,
 }
 
-fn refuse(err: &'static str, description: impl Into<String>) -> Refusal {
-    Refusal { err, description: description.into() }
+/// A final refusal (`400`).
+pub fn refuse(err: &'static str, description: impl Into<String>) -> Refusal {
+    Refusal { err, description: description.into(), retry: false }
+}
+
+/// Not acted on for now; the SET was not spent, so sending it again works (`503`).
+fn unavailable(description: impl Into<String>) -> Refusal {
+    Refusal { err: "temporarily_unavailable", description: description.into(), retry: true }
 }
 
 struct Keys {
@@ -140,14 +148,12 @@ impl App {
         let leeway = i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30);
         let verify =
             |k: &Keys| remit_token::oidc::verify_set(token, &k.jwks, &t.issuer, &audience, &algs, now.secs(), leeway);
-        let keys =
-            self.transmitter_keys(t, false).await.map_err(|e| refuse("invalid_key", format!("its keys: {e}")))?;
+        // Keys that cannot be fetched are Remit's trouble, not the SET's: the transmitter is
+        // asked to retry.
+        let keys = self.transmitter_keys(t, false).await.map_err(|e| unavailable(format!("its keys: {e}")))?;
         let claims = match verify(&keys) {
             Err(remit_token::oidc::IdTokenError::UnknownKey(_)) => {
-                let keys = self
-                    .transmitter_keys(t, true)
-                    .await
-                    .map_err(|e| refuse("invalid_key", format!("its keys: {e}")))?;
+                let keys = self.transmitter_keys(t, true).await.map_err(|e| unavailable(format!("its keys: {e}")))?;
                 verify(&keys)
             }
             r => r,
@@ -172,7 +178,7 @@ impl App {
             .tools()
             .use_proof(&key, now, UnixMillis::from_secs(iat + REPLAY_WINDOW_SECS + leeway))
             .await
-            .map_err(|_| refuse("invalid_request", "try again"))?;
+            .map_err(|_| unavailable("the store is unavailable; send it again"))?;
         if !first {
             return Err(refuse("invalid_request", "this SET was already received"));
         }
@@ -182,7 +188,18 @@ impl App {
             .map(|(k, v)| (k.clone(), v.clone()))
             .unwrap_or_default();
         let sub_id = claims.get("sub_id").cloned().unwrap_or(Value::Null);
-        let done = self.act_on_signal(&t.issuer, &event, &payload, &sub_id).await;
+        // Spent before acting (no two replicas act on one SET); given back when acting failed,
+        // so the transmitter's retry is acted on.
+        let acted = self.act_on_signal(&t.issuer, &event, &payload, &sub_id).await;
+        let done = match &acted {
+            Ok(d) => d.clone(),
+            Err(e) => {
+                if let Err(f) = self.store.tools().forget_proof(&key).await {
+                    tracing::error!(error = %f, "giving back a received SET's jti failed");
+                }
+                format!("failed, the transmitter asked to retry: {e}")
+            }
+        };
         let audit = AuditEvent::new(now, actor(&t.issuer), AuditAction::SignalReceive)
             .reason(format!("{} from {}", event.rsplit('/').next().unwrap_or(&event), t.issuer))
             .detail([
@@ -194,33 +211,48 @@ impl App {
         if let Err(e) = self.store.audit().append(vec![audit]).await {
             tracing::error!(error = %e, "recording a received signal failed");
         }
-        Ok(())
+        match acted {
+            Ok(_) => Ok(()),
+            Err(_) => Err(unavailable("acting on the SET failed; send it again")),
+        }
     }
 
     /// The human a subject names, within what this transmitter speaks for: an `iss_sub` of its
     /// own issuer, or an email of a human who is not linked to another identity provider.
-    async fn subject_human(&self, transmitter: &str, sub_id: &Value) -> Option<remit_core::human::Human> {
-        let s = match sub_id["format"].as_str()? {
-            "complex" => &sub_id["user"],
+    /// `Err` only when the store failed.
+    async fn subject_human(
+        &self,
+        transmitter: &str,
+        sub_id: &Value,
+    ) -> Result<Option<remit_core::human::Human>, String> {
+        let s = match sub_id["format"].as_str() {
+            Some("complex") => &sub_id["user"],
             _ => sub_id,
         };
-        let h = match s["format"].as_str()? {
-            "email" => {
-                self.store.humans().by_email(&remit_core::rules::human_identity(s["email"].as_str()?)).await.ok()??
+        let found = match (s["format"].as_str(), s["email"].as_str(), s["iss"].as_str(), s["sub"].as_str()) {
+            (Some("email"), Some(email), _, _) => {
+                self.store.humans().by_email(&remit_core::rules::human_identity(email)).await
             }
-            "iss_sub" if s["iss"].as_str() == Some(transmitter) => {
-                self.store.humans().by_external(s["iss"].as_str()?, s["sub"].as_str()?).await.ok()??
+            (Some("iss_sub"), _, Some(iss), Some(sub)) if iss == transmitter => {
+                self.store.humans().by_external(iss, sub).await
             }
-            _ => return None,
+            _ => return Ok(None),
         };
-        match &h.external {
-            Some(ext) if ext.issuer != transmitter => None,
-            _ => Some(h),
-        }
+        Ok(found.map_err(|e| e.to_string())?.filter(|h| match &h.external {
+            Some(ext) => ext.issuer == transmitter,
+            None => true,
+        }))
     }
 
-    /// Acts on one verified event; says what was done.
-    async fn act_on_signal(&self, issuer: &str, event: &str, payload: &Value, sub_id: &Value) -> String {
+    /// Acts on one verified event; says what was done (`Err`: the store failed, nothing or
+    /// part of it was done, and acting again is safe).
+    async fn act_on_signal(
+        &self,
+        issuer: &str,
+        event: &str,
+        payload: &Value,
+        sub_id: &Value,
+    ) -> Result<String, String> {
         const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
         const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
         let kind = if let Some(k) = event.strip_prefix(CAEP) {
@@ -241,45 +273,46 @@ impl App {
             ""
         };
         if kind.is_empty() {
-            return "ignored: not an event Remit acts on".into();
+            return Ok("ignored: not an event Remit acts on".into());
         }
-        let Some(h) = self.subject_human(issuer, sub_id).await else {
-            return "ignored: no such human for this transmitter".into();
+        let Some(h) = self.subject_human(issuer, sub_id).await? else {
+            return Ok("ignored: no such human for this transmitter".into());
         };
         let now = self.clock.now();
         let who = actor(issuer);
         let why = format!("{} from {issuer}", event.rsplit('/').next().unwrap_or(event));
         if kind == "sessions" {
-            let sessions = match self.store.humans().sessions_of(&h.id).await {
-                Ok(s) => s,
-                Err(e) => return format!("failed: {e}"),
-            };
+            let sessions = self.store.humans().sessions_of(&h.id).await.map_err(|e| e.to_string())?;
             let mut n = 0;
             for s in sessions.into_iter().filter(|s| s.revoked_at.is_none()) {
                 let audit = AuditEvent::new(now, &who, AuditAction::SessionRevoke)
                     .reason(&why)
                     .detail([("session", s.id.to_string().into()), ("human", h.id.to_string().into())]);
-                if self.store.humans().revoke_session(&s.id, now, &why, audit).await.is_ok() {
-                    n += 1;
+                match self.store.humans().revoke_session(&s.id, now, &why, audit).await {
+                    Ok(_) => n += 1,
+                    // Revoked meanwhile (by its human, another signal): what was asked is done.
+                    Err(remit_store::StoreError::Conflict(_) | remit_store::StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.to_string()),
                 }
             }
-            return format!("{n} sessions of {} revoked", h.id);
+            return Ok(format!("{n} sessions of {} revoked", h.id));
         }
         if h.state == remit_core::human::HumanState::Deactivated {
-            return format!("{} already deactivated", h.id);
+            return Ok(format!("{} already deactivated", h.id));
         }
         let audit = AuditEvent::new(now, &who, AuditAction::HumanDeactivate)
             .reason(&why)
             .detail([("human", h.id.to_string().into())]);
         match self.store.humans().deactivate(&h.id, now, &why, audit).await {
-            Ok(d) => format!(
+            Ok(d) => Ok(format!(
                 "{} deactivated ({} sessions, {} grants, {} tasks revoked)",
                 h.id,
                 d.sessions_revoked.len(),
                 d.grants_revoked.len(),
                 d.tasks_revoked.len()
-            ),
-            Err(e) => format!("failed: {e}"),
+            )),
+            Err(remit_store::StoreError::Conflict(_)) => Ok(format!("{} already deactivated", h.id)),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -12,7 +12,8 @@
 //! human → RISC `account-disabled` (and `account-enabled` back). Subjects are RFC 9493 / SSF
 //! subject identifiers: SPIFFE IDs as `uri`, credentials as `jwt_id`, humans as `email`,
 //! grants as `opaque`. Every SET is signed with the installation's JWT key (`typ:
-//! secevent+jwt`, no `sub`, no `exp`), so receivers verify it by the JWKS and no verifier of
+//! secevent+jwt`, no `sub`, no `exp`) when it is delivered — the outbox keeps its claims — so
+//! receivers verify it by the JWKS (a key rotated meanwhile included) and no verifier of
 //! Remit's accepts it as a token.
 //!
 //! A push stream's `authorization_header` is sealed at rest under a key derived from the KEK
@@ -260,7 +261,9 @@ pub fn signals_of(
     }
 }
 
-/// Builds and signs a SET for one stream.
+/// A SET's claims for one stream, as the outbox keeps them: signed when delivered
+/// ([`signed`]), so a key rotated while a receiver is away never leaves it a SET it cannot
+/// verify. Returns its `jti` and the claims.
 pub fn set_for(
     app: &App,
     cfg: &StreamConfig,
@@ -279,7 +282,18 @@ pub fn set_for(
         "sub_id": sub_id,
         "events": { event: payload },
     });
-    (jti.clone(), remit_token::jwt::mint_set(app.keyring().signer(), &claims))
+    (jti, claims.to_string())
+}
+
+/// The SET to deliver for a queued row: its claims signed now with the current JWT key (a
+/// row queued by an earlier version already holds a signed SET, delivered as it is).
+pub fn signed(app: &App, queued: &str) -> Result<String, Error> {
+    if !queued.starts_with('{') {
+        return Ok(queued.to_owned());
+    }
+    let claims: Value =
+        serde_json::from_str(queued).map_err(|e| Error::Internal(format!("a queued SET's claims: {e}")))?;
+    Ok(remit_token::jwt::mint_set(app.keyring().signer(), &claims))
 }
 
 /// Whether a stream hears of `s` at all (its owner's scope), given the workflows' tool lists.
@@ -514,7 +528,7 @@ impl App {
         cfg: &StreamConfig,
         sealed: Option<String>,
         status: (&str, Option<String>),
-        created: remit_core::time::UnixMillis,
+        prev: Option<&Stream>,
         action: AuditAction,
     ) -> Result<(), Error> {
         let now = self.clock.now();
@@ -533,10 +547,18 @@ impl App {
             config,
             status: status.0.into(),
             reason: status.1,
-            created_at: created,
+            created_at: prev.map_or(now, |p| p.created_at),
             updated_at: now,
+            version: prev.map_or(0, |p| p.version),
         };
-        self.store.governance().put_stream(s, Some(audit)).await?;
+        // Compare-and-set on the version read: a concurrent change (the receiver's, or the
+        // transmitter disabling a full stream) is a 409, never silently overwritten.
+        self.store.governance().put_stream(s, Some(audit)).await.map_err(|e| match e {
+            remit_store::StoreError::Conflict(_) => {
+                Error::Conflict("the stream changed meanwhile; read it and retry".into())
+            }
+            e => e.into(),
+        })?;
         Ok(())
     }
 
@@ -577,7 +599,7 @@ impl App {
             ..req
         };
         self.apply(r, &id, &mut cfg, &mut sealed, req, false)?;
-        self.store_stream(r, &cfg, sealed, ("enabled", None), self.clock.now(), AuditAction::SsfStreamCreate).await?;
+        self.store_stream(r, &cfg, sealed, ("enabled", None), None, AuditAction::SsfStreamCreate).await?;
         Ok(cfg)
     }
 
@@ -599,7 +621,7 @@ impl App {
         let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(e.to_string()))?;
         let mut sealed = st.authorization_sealed;
         self.apply(r, &id, &mut cfg, &mut sealed, req, replace)?;
-        self.store_stream(r, &cfg, sealed, (&s.status, s.reason.clone()), s.created_at, AuditAction::SsfStreamUpdate)
+        self.store_stream(r, &cfg, sealed, (&s.status, s.reason.clone()), Some(&s), AuditAction::SsfStreamUpdate)
             .await?;
         Ok(cfg)
     }
@@ -617,7 +639,8 @@ impl App {
         Ok(StreamStatus { stream_id: s.id, status: s.status, reason: s.reason })
     }
 
-    /// Sets a stream's status at its receiver's request; `disabled` drops what was queued.
+    /// Sets a stream's status at its receiver's request; `disabled` drops what was queued (in
+    /// the same transaction).
     pub async fn set_stream_status(&self, r: &Receiver, want: StreamStatus) -> Result<StreamStatus, Error> {
         let (s, cfg) = self.own_stream(r, &want.stream_id).await?;
         if !remit_store::governance::STREAM_STATUSES.contains(&want.status.as_str()) {
@@ -632,20 +655,10 @@ impl App {
             &cfg,
             st.authorization_sealed,
             (&want.status, want.reason.clone()),
-            s.created_at,
+            Some(&s),
             AuditAction::SsfStreamUpdate,
         )
         .await?;
-        if want.status == "disabled" {
-            let g = self.store.governance();
-            loop {
-                let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), 1_000).await?;
-                if rows.is_empty() {
-                    break;
-                }
-                g.acknowledge(&s.id, rows.into_iter().map(|r| r.jti).collect()).await?;
-            }
-        }
         Ok(StreamStatus { stream_id: s.id, status: want.status, reason: want.reason })
     }
 
@@ -718,7 +731,11 @@ impl App {
             let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max + 1).await?;
             if !rows.is_empty() || req.return_immediately.unwrap_or(false) {
                 let more = rows.len() > max as usize;
-                let sets = rows.into_iter().take(max as usize).map(|r| (r.jti, r.set)).collect();
+                let sets = rows
+                    .into_iter()
+                    .take(max as usize)
+                    .map(|r| Ok((r.jti, signed(self, &r.set)?)))
+                    .collect::<Result<_, Error>>()?;
                 return Ok(PollResponse { sets, more_available: more });
             }
             tokio::select! {

@@ -82,6 +82,10 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
         held.cursor = head;
         return Ok(true);
     }
+    // Taken over (or started): the containment counters are rebuilt up to the cursor first.
+    if !super::containment::fed_to(app, cursor) {
+        super::containment::warm(app, cursor).await?;
+    }
     let recs = app.store.audit().list(AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
     let Some(last) = recs.last().map(|r| r.seq) else { return Ok(false) };
     let rows = outbox_rows(app, &recs).await?;
@@ -211,25 +215,33 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
         if depth + new <= max {
             continue;
         }
-        let Some(s) = g.stream(&stream).await? else { continue };
         let reason = format!("outbox full: {depth} SETs not taken by the receiver; re-enable once it is back");
         tracing::warn!(stream = %stream, depth, "a stream's receiver is not taking its SETs; the stream is disabled");
-        let audit = AuditEvent::new(app.clock.now(), "governance:signals", AuditAction::SsfStreamUpdate)
-            .reason(&reason)
-            .detail([
-                ("stream", stream.clone().into()),
-                ("owner", s.owner.clone().into()),
-                ("status", "disabled".into()),
-            ]);
-        let disabled =
-            remit_store::Stream { status: "disabled".into(), reason: Some(reason), updated_at: app.clock.now(), ..s };
-        g.put_stream(disabled, Some(audit)).await?;
+        // Compare-and-set on the stream's version: a receiver's concurrent change is read again,
+        // never overwritten. Stored disabled, its queue goes in the same transaction.
+        let mut tries = 0;
         loop {
-            let queued = g.outbox(&stream, remit_core::time::UnixMillis(i64::MAX), 1_000).await?;
-            if queued.is_empty() {
+            let Some(s) = g.stream(&stream).await? else { break };
+            if s.status == "disabled" {
                 break;
             }
-            g.acknowledge(&stream, queued.into_iter().map(|r| r.jti).collect()).await?;
+            let audit = AuditEvent::new(app.clock.now(), "governance:signals", AuditAction::SsfStreamUpdate)
+                .reason(&reason)
+                .detail([
+                    ("stream", stream.clone().into()),
+                    ("owner", s.owner.clone().into()),
+                    ("status", "disabled".into()),
+                ]);
+            let disabled = remit_store::Stream {
+                status: "disabled".into(),
+                reason: Some(reason.clone()),
+                updated_at: app.clock.now(),
+                ..s
+            };
+            match g.put_stream(disabled, Some(audit)).await {
+                Err(remit_store::StoreError::Conflict(_)) if tries < 5 => tries += 1,
+                r => break r?,
+            }
         }
         full.push(stream);
     }

@@ -24,6 +24,27 @@ pub struct Status {
     /// Database logins made for tasks: live, being removed, and stuck (removal failed six
     /// times or more; still retried — look at `remit lease list --stuck`).
     pub leases: LeasesStatus,
+    /// Cluster jobs (governance's audit tail, Shared Signals push, recertification): who holds
+    /// each and, for the tail, how far behind the audit log it is.
+    pub jobs: Vec<JobStatus>,
+}
+
+/// One cluster job.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    pub name: String,
+    /// The process holding it (`local` on SQLite; a random name per PostgreSQL replica).
+    pub holder: String,
+    /// Whether that is this server.
+    pub held_here: bool,
+    /// Held until (RFC 3339); past it another replica takes the job.
+    pub held_until: String,
+    /// Whether the hold is current.
+    pub held: bool,
+    /// The audit `seq` the job has read up to (the tail's cursor; 0 for jobs without one).
+    pub cursor: u64,
+    /// For the audit tail: records written it has not read yet.
+    pub behind: Option<u64>,
 }
 
 /// Uses of the break-glass credential (the admin credential from `remit init`) by this server.
@@ -93,6 +114,22 @@ impl App {
         let keyring = self.keyring();
         let engine = self.pdp.engine();
         let leases = self.store.leases().lease_counts().await?;
+        let jobs = self
+            .store
+            .governance()
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|j| JobStatus {
+                held_here: j.holder == self.governance.holder,
+                held: j.held_until > now,
+                held_until: j.held_until.to_rfc3339(),
+                behind: (j.name == crate::governance::tail::JOB).then(|| head_seq.saturating_sub(j.cursor)),
+                name: j.name,
+                holder: j.holder,
+                cursor: j.cursor,
+            })
+            .collect();
         // The store was opened from this very setting, so it parses.
         let kind = match self.cfg.store_kind() {
             Ok(crate::config::StoreKind::Postgres(_)) => "postgres",
@@ -118,6 +155,7 @@ impl App {
             },
             policy: PolicyStatus { version: engine.version(), policies: engine.len() },
             leases: LeasesStatus { active: leases.active, revoking: leases.revoking, stuck: leases.stuck },
+            jobs,
             break_glass: BreakGlassStatus {
                 uses_since_start: self.authz.break_glass_uses.load(std::sync::atomic::Ordering::Relaxed),
                 last_used_at: match self.authz.break_glass_last.load(std::sync::atomic::Ordering::Relaxed) {

@@ -19,6 +19,7 @@ fn stream(id: &str, owner: &str) -> Stream {
         reason: None,
         created_at: now(),
         updated_at: now(),
+        version: 0,
     }
 }
 
@@ -70,6 +71,10 @@ pub async fn jobs_have_one_holder_and_a_compare_and_set_cursor(s: Arc<dyn Store>
     let later = UnixMillis(t.0 + 10_001);
     assert_eq!(g.take_job("tail", "b", later, UnixMillis(later.0 + 10_000)).await.unwrap(), Some(7));
     assert_eq!(g.take_job("tail", "a", later, UnixMillis(later.0 + 10_000)).await.unwrap(), None);
+    let jobs = g.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].name.as_str(), jobs[0].holder.as_str(), jobs[0].cursor), ("tail", "b", 7));
+    assert_eq!(jobs[0].held_until, UnixMillis(later.0 + 10_000));
     // Released at shutdown: taken at once.
     g.release_job("tail", "b").await.unwrap();
     assert_eq!(g.take_job("tail", "a", later, UnixMillis(later.0 + 10_000)).await.unwrap(), Some(7));
@@ -98,12 +103,25 @@ pub async fn outbox_keeps_sets_until_acknowledged(s: Arc<dyn Store>) {
     assert_eq!((retry[0].jti.as_str(), retry[0].attempts, retry[0].last_error.as_deref()), ("a", 1, Some("503")));
     assert_eq!(g.acknowledge("s1", vec!["b".into(), "zz".into()]).await.unwrap(), 1);
     assert_eq!(g.outbox_depth("s1").await.unwrap(), 2);
-    // Another owner cannot take a stream over by id.
-    let mut hijack = stream("s1", "tool:other");
-    hijack.status = "disabled".into();
-    g.put_stream(hijack, None).await.unwrap();
+    // Another owner cannot take a stream over by id, nor create one with a taken id.
+    let read = g.stream("s1").await.unwrap().unwrap();
+    assert_eq!(read.version, 1);
+    let hijack = Stream { owner: "tool:other".into(), status: "disabled".into(), ..read.clone() };
+    assert!(matches!(g.put_stream(hijack, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(g.put_stream(stream("s1", "tool:other"), None).await, Err(StoreError::Conflict(_))));
     let kept = g.stream("s1").await.unwrap().unwrap();
-    assert_eq!((kept.owner.as_str(), kept.status.as_str()), ("tool:ticketing", "enabled"));
+    assert_eq!((kept.owner.as_str(), kept.status.as_str(), kept.version), ("tool:ticketing", "enabled", 1));
+    // An update from a stale read is refused: the other writer's change is kept.
+    let paused = Stream { status: "paused".into(), reason: Some("maintenance".into()), ..read.clone() };
+    g.put_stream(paused, None).await.unwrap();
+    let stale = Stream { config: "{\"changed\":true}".into(), ..read };
+    assert!(matches!(g.put_stream(stale, None).await, Err(StoreError::Conflict(_))));
+    let kept = g.stream("s1").await.unwrap().unwrap();
+    assert_eq!((kept.status.as_str(), kept.config.as_str(), kept.version), ("paused", "{}", 2));
+    // Stored disabled, a stream's queue goes with it (in the same transaction).
+    assert_eq!(g.outbox_depth("s1").await.unwrap(), 2);
+    g.put_stream(Stream { status: "disabled".into(), ..kept }, None).await.unwrap();
+    assert_eq!(g.outbox_depth("s1").await.unwrap(), 0);
     assert_eq!(g.streams(Some("tool:ticketing")).await.unwrap().len(), 1);
     assert_eq!(g.streams(None).await.unwrap().len(), 2);
     assert!(g.delete_stream("s1", ev(AuditAction::SsfStreamDelete)).await.unwrap());

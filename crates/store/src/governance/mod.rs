@@ -42,6 +42,8 @@ pub struct Stream {
     pub reason: Option<String>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+    /// Bumped by every update; `0` for a stream not stored yet.
+    pub version: u64,
 }
 
 /// Stream statuses (SSF 1.0 §8.1.2).
@@ -54,7 +56,8 @@ pub struct OutboxRow {
     pub jti: String,
     /// Delivery order within the stream (the audit `seq` it came from, or a verification's).
     pub seq: u64,
-    /// The SET (a compact JWS): signed, never a credential.
+    /// The SET's claims (JSON), signed when delivered; from earlier versions, a signed SET
+    /// (a compact JWS). Never a credential.
     pub set: String,
     pub created_at: UnixMillis,
     pub attempts: u32,
@@ -85,8 +88,21 @@ pub struct ReuseAcceptance {
     pub expires_at: UnixMillis,
 }
 
+/// A cluster job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub name: String,
+    /// The process that holds (or last held) it.
+    pub holder: String,
+    /// Held until then; another process may take it after.
+    pub held_until: UnixMillis,
+    pub cursor: u64,
+}
+
 #[async_trait]
 pub trait GovernanceStore: Send + Sync {
+    /// Every job, by name (for the operator's status).
+    async fn jobs(&self) -> Result<Vec<Job>>;
     /// Takes or renews the job `name` for `holder` until `until`, if it is free, lapsed
     /// (`until <= now`) or already `holder`'s. Returns its cursor when held.
     async fn take_job(&self, name: &str, holder: &str, now: UnixMillis, until: UnixMillis) -> Result<Option<u64>>;
@@ -105,7 +121,10 @@ pub trait GovernanceStore: Send + Sync {
         audits: Vec<AuditEvent>,
     ) -> Result<()>;
 
-    /// Creates a stream, or replaces one with the same id (its outbox kept).
+    /// Creates a stream (`version` 0), or updates one as read at `version` (its owner never
+    /// changes); `Conflict` if the id is taken, the stream changed since it was read or it is
+    /// another owner's. A stream stored `disabled` loses its queued SETs in the same
+    /// transaction; otherwise its outbox is kept.
     async fn put_stream(&self, s: Stream, audit: Option<AuditEvent>) -> Result<()>;
     async fn stream(&self, id: &str) -> Result<Option<Stream>>;
     /// Streams, oldest first; only `owner`'s when given.

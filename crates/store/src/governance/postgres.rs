@@ -9,9 +9,9 @@ use sqlx::postgres::PgRow;
 use super::{GovernanceStore, OutboxRow, Recertification, ReuseAcceptance, STREAM_STATUSES, Stream};
 use crate::postgres::rows::{corrupt, ms, s, so, unsigned};
 use crate::postgres::{PgStore, i64_of, map_err, pg_read};
-use crate::{Change, MAX_PAGE, Result};
+use crate::{Change, MAX_PAGE, Result, StoreError};
 
-const STREAM_COLS: &str = "id, owner, config, status, reason, created_at, updated_at";
+const STREAM_COLS: &str = "id, owner, config, status, reason, created_at, updated_at, version";
 const OUTBOX_COLS: &str = "stream, jti, seq, set_jwt, created_at, attempts, next_at, last_error";
 
 fn stream_row(r: &PgRow) -> Result<Stream> {
@@ -27,6 +27,7 @@ fn stream_row(r: &PgRow) -> Result<Stream> {
         reason: so(r, 4)?,
         created_at: ms(r, 5)?,
         updated_at: ms(r, 6)?,
+        version: unsigned(r, 7)?,
     })
 }
 
@@ -104,6 +105,20 @@ impl GovernanceStore for PgStore {
         .await
     }
 
+    async fn jobs(&self) -> Result<Vec<super::Job>> {
+        pg_read!(self, |c| async {
+            let rows = sqlx::query("SELECT name, holder, held_until, cursor FROM jobs ORDER BY name")
+                .fetch_all(c)
+                .await
+                .map_err(map_err)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(super::Job { name: s(r, 0)?, holder: s(r, 1)?, held_until: ms(r, 2)?, cursor: unsigned(r, 3)? })
+                })
+                .collect()
+        })
+    }
+
     async fn release_job(&self, name: &str, holder: &str) -> Result<()> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.write(move |c| {
@@ -162,21 +177,49 @@ impl GovernanceStore for PgStore {
     async fn put_stream(&self, st: Stream, audit: Option<AuditEvent>) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {
-                sqlx::query(&format!(
-                    "INSERT INTO ssf_streams ({STREAM_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7) \
-                     ON CONFLICT (id) DO UPDATE SET config = $3, status = $4, reason = $5, updated_at = $7 \
-                     WHERE ssf_streams.owner = $2"
-                ))
-                .bind(&st.id)
-                .bind(&st.owner)
-                .bind(&st.config)
-                .bind(&st.status)
-                .bind(&st.reason)
-                .bind(st.created_at.0)
-                .bind(st.updated_at.0)
-                .execute(c.conn())
-                .await
-                .map_err(map_err)?;
+                let version = i64::try_from(st.version)
+                    .map_err(|_| StoreError::Internal("a stream version out of range".into()))?;
+                let n = if version == 0 {
+                    sqlx::query(&format!(
+                        "INSERT INTO ssf_streams ({STREAM_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,1) \
+                         ON CONFLICT (id) DO NOTHING"
+                    ))
+                    .bind(&st.id)
+                    .bind(&st.owner)
+                    .bind(&st.config)
+                    .bind(&st.status)
+                    .bind(&st.reason)
+                    .bind(st.created_at.0)
+                    .bind(st.updated_at.0)
+                    .execute(c.conn())
+                    .await
+                } else {
+                    sqlx::query(
+                        "UPDATE ssf_streams SET config = $3, status = $4, reason = $5, updated_at = $6, \
+                         version = version + 1 WHERE id = $1 AND owner = $2 AND version = $7",
+                    )
+                    .bind(&st.id)
+                    .bind(&st.owner)
+                    .bind(&st.config)
+                    .bind(&st.status)
+                    .bind(&st.reason)
+                    .bind(st.updated_at.0)
+                    .bind(version)
+                    .execute(c.conn())
+                    .await
+                }
+                .map_err(map_err)?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::Conflict(format!("stream {} changed meanwhile", st.id)));
+                }
+                if st.status == "disabled" {
+                    sqlx::query("DELETE FROM ssf_outbox WHERE stream = $1")
+                        .bind(&st.id)
+                        .execute(c.conn())
+                        .await
+                        .map_err(map_err)?;
+                }
                 if let Some(a) = audit {
                     c.audit(a)?;
                 }

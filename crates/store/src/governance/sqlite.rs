@@ -10,7 +10,7 @@ use crate::sqlite::rows::{bad, ms};
 use crate::sqlite::{SqliteStore, map_err};
 use crate::{Change, MAX_PAGE, Result, StoreError};
 
-const STREAM_COLS: &str = "id, owner, config, status, reason, created_at, updated_at";
+const STREAM_COLS: &str = "id, owner, config, status, reason, created_at, updated_at, version";
 const OUTBOX_COLS: &str = "stream, jti, seq, set_jwt, created_at, attempts, next_at, last_error";
 
 fn stream_row(r: &Row<'_>) -> rusqlite::Result<Stream> {
@@ -26,6 +26,7 @@ fn stream_row(r: &Row<'_>) -> rusqlite::Result<Stream> {
         reason: r.get(4)?,
         created_at: ms(r, 5)?,
         updated_at: ms(r, 6)?,
+        version: r.get::<_, i64>(7)?.try_into().map_err(|_| bad(7, "stream version"))?,
     })
 }
 
@@ -85,6 +86,25 @@ impl GovernanceStore for SqliteStore {
         .await
     }
 
+    async fn jobs(&self) -> Result<Vec<super::Job>> {
+        self.read(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT name, holder, held_until, cursor FROM jobs ORDER BY name").map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok(super::Job {
+                        name: r.get(0)?,
+                        holder: r.get(1)?,
+                        held_until: ms(r, 2)?,
+                        cursor: r.get::<_, i64>(3)?.try_into().map_err(|_| bad(3, "job cursor"))?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
     async fn release_job(&self, name: &str, holder: &str) -> Result<()> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.write(move |c| {
@@ -134,16 +154,33 @@ impl GovernanceStore for SqliteStore {
 
     async fn put_stream(&self, s: Stream, audit: Option<AuditEvent>) -> Result<()> {
         self.write(move |c| {
-            c.conn
-                .execute(
-                    &format!(
-                        "INSERT INTO ssf_streams ({STREAM_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7) \
-                         ON CONFLICT (id) DO UPDATE SET config = ?3, status = ?4, reason = ?5, updated_at = ?7 \
-                         WHERE ssf_streams.owner = ?2"
-                    ),
-                    params![s.id, s.owner, s.config, s.status, s.reason, s.created_at.0, s.updated_at.0],
-                )
-                .map_err(map_err)?;
+            let version =
+                i64::try_from(s.version).map_err(|_| StoreError::Internal("a stream version out of range".into()))?;
+            let n = if version == 0 {
+                c.conn
+                    .execute(
+                        &format!(
+                            "INSERT INTO ssf_streams ({STREAM_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,1) \
+                             ON CONFLICT (id) DO NOTHING"
+                        ),
+                        params![s.id, s.owner, s.config, s.status, s.reason, s.created_at.0, s.updated_at.0],
+                    )
+                    .map_err(map_err)?
+            } else {
+                c.conn
+                    .execute(
+                        "UPDATE ssf_streams SET config = ?3, status = ?4, reason = ?5, updated_at = ?6, \
+                         version = version + 1 WHERE id = ?1 AND owner = ?2 AND version = ?7",
+                        params![s.id, s.owner, s.config, s.status, s.reason, s.updated_at.0, version],
+                    )
+                    .map_err(map_err)?
+            };
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("stream {} changed meanwhile", s.id)));
+            }
+            if s.status == "disabled" {
+                c.conn.execute("DELETE FROM ssf_outbox WHERE stream = ?1", [&s.id]).map_err(map_err)?;
+            }
             if let Some(a) = audit {
                 c.audit(a)?;
             }

@@ -522,6 +522,11 @@ CREATE TABLE reuse_acceptances (
     expires_at BIGINT NOT NULL
 );
 "#,
+    r#"
+-- 20: a stream's version, so an update made from a stale read (a receiver's change racing
+-- the transmitter's own) is refused instead of overwriting the other.
+ALTER TABLE ssf_streams ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// Brings the database to `migrations.len()` (normally all of [`MIGRATIONS`]; tests pass a

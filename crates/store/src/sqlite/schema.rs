@@ -525,6 +525,11 @@ CREATE TABLE reuse_acceptances (
     expires_at INTEGER NOT NULL
 ) STRICT;
 "#,
+    r#"
+-- 20: a stream's version, so an update made from a stale read (a receiver's change racing
+-- the transmitter's own) is refused instead of overwriting the other.
+ALTER TABLE ssf_streams ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// Brings `conn` to the newest schema.

@@ -132,6 +132,11 @@ pub async fn dpop_proofs_are_single_use_and_presentations_recorded(store: Arc<dy
     assert!(s.tools().use_proof("k1", t0, t0.plus_secs(60)).await.unwrap());
     assert!(!s.tools().use_proof("k1", t0, t0.plus_secs(60)).await.unwrap(), "a replay");
     assert!(s.tools().use_proof("k2", t0, t0.plus_secs(60)).await.unwrap());
+    // A claimed proof its claimant could not act on is forgotten: accepted once more.
+    s.tools().forget_proof("k2").await.unwrap();
+    s.tools().forget_proof("never-seen").await.unwrap();
+    assert!(s.tools().use_proof("k2", t0, t0.plus_secs(60)).await.unwrap(), "forgotten");
+    assert!(!s.tools().use_proof("k2", t0, t0.plus_secs(60)).await.unwrap());
     // Past its expiry a proof is forgotten (its `iat` window has closed long before).
     let later = t0.plus_secs(120);
     assert!(s.tools().use_proof("k1", later, later.plus_secs(60)).await.unwrap());

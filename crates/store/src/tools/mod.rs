@@ -45,6 +45,10 @@ pub trait ToolStore: Send + Sync {
     /// `expires_at`, forgetting proofs past theirs; `Ok(false)` if it was seen before (a
     /// replay), on any replica. Not audited: a cache of proofs, not a change of state.
     async fn use_proof(&self, key: &str, at: UnixMillis, expires_at: UnixMillis) -> Result<bool>;
+    /// Forgets a remembered proof, so the same one is accepted once more: for a caller that
+    /// claimed a one-time message (`use_proof`) and then failed to act on it, and asks its
+    /// sender to retry. Forgetting an unknown key is not an error.
+    async fn forget_proof(&self, key: &str) -> Result<()>;
     /// Deletes credential rows that expired before `before` (introspection answers "unknown",
     /// i.e. inactive, for them as it did once they expired; their issuance stays in the audit
     /// log). Returns how many went. Not audited: nothing live changes.

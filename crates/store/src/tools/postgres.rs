@@ -181,6 +181,20 @@ impl ToolStore for PgStore {
         .await
     }
 
+    async fn forget_proof(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM dpop_proofs WHERE key = $1")
+                    .bind(&key)
+                    .execute(c.conn())
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            })
+        })
+        .await
+    }
     async fn record_presentation(&self, p: super::Presentation, audit: AuditEvent) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {

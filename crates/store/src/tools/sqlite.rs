@@ -172,6 +172,15 @@ impl ToolStore for SqliteStore {
         .await
     }
 
+    async fn forget_proof(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.conn.execute("DELETE FROM dpop_proofs WHERE key = ?1", [key]).map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_presentation(&self, p: super::Presentation, audit: AuditEvent) -> Result<()> {
         self.write(move |c| {
             let n = c
