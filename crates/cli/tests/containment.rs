@@ -22,6 +22,8 @@ struct Env {
     inst: String,
     http: reqwest::Client,
     rt: tokio::runtime::Runtime,
+    /// The `tickets` tool's own secret (it introspects its credentials with it).
+    tickets_secret: String,
 }
 
 impl Env {
@@ -39,7 +41,8 @@ impl Env {
         let s = common::serve(&data, &[], &[]);
         let run = |args: &[&str]| common::remit_json(&s.url, &data, args, None);
         #[rustfmt::skip]
-        run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read", "--owner", "o@example.com"]);
+        let tickets = run(&["tool", "create", "tickets", "--audience", "https://tickets.example", "--scope", "read", "--owner", "o@example.com"]);
+        let tickets_secret = tickets["introspection_secret"].as_str().unwrap().to_owned();
         for w in ["w", "w2"] {
             run(&["workflow", "create", w, "--purpose", "p", "--owner", "alice@example.com", "--tool", "tickets"]);
         }
@@ -59,7 +62,7 @@ impl Env {
                 http.post(format!("{}/v1/join", s.url)).json(&json!({"join_token": jt["token"]})).send().await.unwrap();
             r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
         });
-        Env { _dir: dir, data, s, admin, inst, http, rt }
+        Env { _dir: dir, data, s, admin, inst, http, rt, tickets_secret }
     }
 
     fn start(&self, workflow: &str) -> (String, String) {
@@ -182,6 +185,56 @@ fn a_token_from_a_second_place_is_shared_and_the_task_is_suspended() {
         (ev["detail"]["first"]["addr"].as_str(), ev["detail"]["now"]["addr"].as_str()),
         (Some("198.51.100.7"), Some("203.0.113.9"))
     );
+
+    // A token presented to a party it was not issued for: the `wiki` tool introspects a
+    // per-tool credential of `tickets` — the agent handed it on. It is inactive to `wiki`, a
+    // sharing event names the task, and the task is suspended. `tickets` introspecting its own
+    // credential is no such event.
+    #[rustfmt::skip]
+    let wiki = common::remit_json(&e.s.url, &e.data, &["tool", "create", "wiki", "--audience", "https://wiki.example", "--scope", "read", "--owner", "o@example.com"], None);
+    let wiki_secret = wiki["introspection_secret"].as_str().unwrap().to_owned();
+    let exchange = |task_token: &str| -> String {
+        e.rt.block_on(async {
+            let form = [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", task_token),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", "https://tickets.example"),
+                ("scope", "read"),
+            ];
+            let v: Value = e
+                .http
+                .post(format!("{}/oauth2/token", e.s.url))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["access_token"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned()
+        })
+    };
+    let introspect = |secret: &str, token: &str| -> Value {
+        e.rt.block_on(async {
+            let r = e.http.post(format!("{}/oauth2/introspect", e.s.url)).bearer_auth(secret).form(&[("token", token)]);
+            r.send().await.unwrap().json().await.unwrap()
+        })
+    };
+    let (t4, tok4) = e.start("w");
+    assert_eq!(introspect(&e.tickets_secret, &exchange(&tok4))["active"], true, "its own credential");
+    let (t3, tok3) = e.start("w");
+    assert_eq!(introspect(&wiki_secret, &exchange(&tok3))["active"], false);
+    e.until("t3's suspension", || e.task_state(&t3) == "revoked");
+    let ev = e.audit("security.token_sharing");
+    let ev = ev.iter().find(|r| r["task"] == t3.as_str()).expect("a sharing event for t3");
+    assert_eq!(
+        (ev["detail"]["presented_to"].as_str(), ev["detail"]["via"].as_str()),
+        (Some("tool:wiki"), Some("introspection"))
+    );
+    assert_eq!(ev["detail"]["audience"], json!(["https://tickets.example"]));
+    assert!(!e.audit("security.token_sharing").iter().any(|r| r["task"] == t4.as_str()));
+    assert_eq!(e.task_state(&t4), "active");
 }
 
 #[test]

@@ -184,8 +184,15 @@ pub struct Subject {
 /// A signal as it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
-    /// The task started (write-before-read judges only tasks whose start it saw).
-    Start,
+    /// The task started, to expire then (write-before-read judges only tasks whose start it
+    /// saw; their state is dropped when they end or expire).
+    Start {
+        expires: UnixMillis,
+    },
+    /// The task was renewed until `expires`.
+    Renew {
+        expires: UnixMillis,
+    },
     Decision {
         denied: bool,
         action: String,
@@ -275,7 +282,7 @@ pub struct Evaluator {
     tools: HashMap<WorkflowName, BTreeSet<String>>,
     /// Tasks whose start was observed, those that have made a read (for write-before-read),
     /// and those already reported.
-    started: BTreeSet<TaskId>,
+    started: HashMap<TaskId, UnixMillis>,
     read: BTreeSet<TaskId>,
     reported: BTreeSet<(usize, TaskId)>,
     /// The highest record `seq` observed: a record read again (after a failed step) is not
@@ -316,8 +323,12 @@ impl Evaluator {
     /// what it trips is not returned, and new-tool rules skip it (their baseline is seeded
     /// from history separately).
     pub fn replay_record(&mut self, seq: u64, rules: &[Rule], at: UnixMillis, who: &Subject, o: &Observation) {
-        let counting: Vec<Rule> = rules.iter().filter(|r| r.signal != Signal::NewTool).cloned().collect();
-        let _ = self.observe_record(seq, &counting, at, who, o);
+        if seq <= self.seen {
+            return;
+        }
+        self.seen = seq;
+        // The same rule list (counters are keyed by a rule's place in it), new-tool skipped.
+        let _ = self.feed(rules, at, who, o, true);
     }
 
     /// Feeds the observation of record `seq` (records come in `seq` order; one already seen is
@@ -339,11 +350,24 @@ impl Evaluator {
 
     /// Feeds one observation under `rules` (the workflow's); returns what tripped.
     pub fn observe(&mut self, rules: &[Rule], at: UnixMillis, who: &Subject, o: &Observation) -> Vec<Trip> {
+        self.feed(rules, at, who, o, false)
+    }
+
+    fn feed(&mut self, rules: &[Rule], at: UnixMillis, who: &Subject, o: &Observation, replay: bool) -> Vec<Trip> {
         let sec = at.secs();
         let mut out = Vec::new();
-        if *o == Observation::Start {
-            self.started.insert(who.task.clone());
-            return out;
+        match o {
+            Observation::Start { expires } => {
+                self.started.insert(who.task.clone(), *expires);
+                return out;
+            }
+            Observation::Renew { expires } => {
+                if let Some(e) = self.started.get_mut(&who.task) {
+                    *e = *expires;
+                }
+                return out;
+            }
+            _ => {}
         }
         let on = |a: Action, who: &Subject| match a {
             Action::SuspendTask => Some(Target::Task(who.task.clone())),
@@ -398,7 +422,7 @@ impl Evaluator {
                         out.push(trip(i, r, reason, ev));
                     }
                 }
-                (Signal::NewTool, Observation::Decision { tool: Some(t), .. }) => {
+                (Signal::NewTool, Observation::Decision { tool: Some(t), .. }) if !replay => {
                     let known = self.tools.entry(who.workflow.clone()).or_default();
                     if known.insert(t.clone()) {
                         let reason = format!("containment: tool `{t}` was never used by this workflow before");
@@ -409,7 +433,7 @@ impl Evaluator {
                     if reads.contains(action) {
                         self.read.insert(who.task.clone());
                     } else if writes.contains(action)
-                        && self.started.contains(&who.task)
+                        && self.started.contains_key(&who.task)
                         && !self.read.contains(&who.task)
                         && self.reported.insert((i, who.task.clone()))
                     {
@@ -456,7 +480,8 @@ impl Evaluator {
         if self.windows.len() > MAX_KEYS {
             self.windows.clear();
         }
-        for t in ended {
+        let expired: Vec<TaskId> = self.started.iter().filter(|(_, e)| **e <= now).map(|(t, _)| t.clone()).collect();
+        for t in ended.iter().chain(&expired) {
             self.started.remove(t);
             self.read.remove(t);
             self.reported.retain(|(_, x)| x != t);
@@ -495,6 +520,10 @@ mod tests {
             workflow: WorkflowName::parse("w").unwrap(),
             agent: AgentName::parse("bot").unwrap(),
         }
+    }
+
+    fn start() -> Observation {
+        Observation::Start { expires: UnixMillis(i64::MAX) }
     }
 
     fn decision(denied: bool) -> Observation {
@@ -557,7 +586,7 @@ mod tests {
         // was never seen (its reads may predate what was observed): not judged.
         let write = Observation::Decision { denied: false, action: "write".into(), tool: None };
         assert!(e.observe(&rules, UnixMillis(0), &who(5), &write).is_empty());
-        assert!(e.observe(&rules, UnixMillis(0), &who(2), &Observation::Start).is_empty());
+        assert!(e.observe(&rules, UnixMillis(0), &who(2), &start()).is_empty());
         assert_eq!(e.observe(&rules, UnixMillis(0), &who(2), &write)[0].signal, "write_before_read");
         assert!(e.observe(&rules, UnixMillis(0), &who(2), &write).is_empty());
         let t = e.observe(&rules, UnixMillis(0), &who(1), &write);
@@ -586,19 +615,20 @@ mod tests {
     /// would have.
     #[test]
     fn a_replay_rebuilds_counts_without_tripping() {
+        // New-tool first: the counting rules' places in the list must not shift in a replay.
         let rules = vec![
+            Rule { signal: Signal::NewTool, action: Action::Alert },
             Rule {
                 signal: Signal::DenyRate { scope: Scope::Workflow, window_secs: 60, min_calls: 4, ratio: 0.5 },
                 action: Action::SuspendWorkflow,
             },
-            Rule { signal: Signal::NewTool, action: Action::Alert },
             Rule {
                 signal: Signal::WriteBeforeRead { reads: vec!["read".into()], writes: vec!["write".into()] },
                 action: Action::SuspendTask,
             },
         ];
         let mut e = Evaluator::default();
-        e.observe_record(1, &rules, UnixMillis(0), &who(1), &Observation::Start);
+        e.observe_record(1, &rules, UnixMillis(0), &who(1), &start());
         e.observe_record(2, &rules, UnixMillis(0), &who(1), &decision(false));
         e.observe_record(3, &rules, UnixMillis(0), &who(1), &decision(true));
         e.observe_record(4, &rules, UnixMillis(0), &who(1), &decision(true));
@@ -609,7 +639,7 @@ mod tests {
         assert!(!b.fed_to(4));
         b.restart();
         let tool = Observation::Decision { denied: false, action: "read".into(), tool: Some("jira".into()) };
-        b.replay_record(1, &rules, UnixMillis(0), &who(1), &Observation::Start);
+        b.replay_record(1, &rules, UnixMillis(0), &who(1), &start());
         b.replay_record(2, &rules, UnixMillis(0), &who(1), &tool);
         b.replay_record(3, &rules, UnixMillis(0), &who(1), &decision(true));
         b.replay_record(4, &rules, UnixMillis(0), &who(1), &decision(true));
@@ -618,12 +648,30 @@ mod tests {
         // The fourth call: 3 of 4 denied trips the workflow on both.
         let t = b.observe_record(5, &rules, UnixMillis(1_000), &who(1), &decision(true));
         assert_eq!(t.len(), 1, "{t:?}");
-        assert_eq!(t[0].evidence["calls"], 4);
+        assert_eq!((t[0].rule, t[0].evidence["calls"].as_u64()), (1, Some(4)));
         let t = e.observe_record(5, &rules, UnixMillis(1_000), &who(1), &decision(true));
         assert_eq!(t.len(), 1);
         // The replayed read counts: no write-before-read for task 1.
         let write = Observation::Decision { denied: false, action: "write".into(), tool: None };
         assert!(b.observe_record(6, &rules, UnixMillis(1_000), &who(1), &write).is_empty());
+    }
+
+    /// Per-task state goes when a task expires (no record says so), unless it was renewed.
+    #[test]
+    fn task_state_goes_when_tasks_expire_unless_renewed() {
+        let rules = vec![Rule {
+            signal: Signal::WriteBeforeRead { reads: vec!["read".into()], writes: vec!["write".into()] },
+            action: Action::SuspendTask,
+        }];
+        let mut e = Evaluator::default();
+        e.observe(&rules, UnixMillis(0), &who(1), &Observation::Start { expires: UnixMillis(1_000) });
+        e.observe(&rules, UnixMillis(0), &who(2), &Observation::Start { expires: UnixMillis(1_000) });
+        e.observe(&rules, UnixMillis(500), &who(2), &Observation::Renew { expires: UnixMillis(9_000) });
+        e.prune(UnixMillis(2_000), &[]);
+        assert_eq!(e.started.len(), 1);
+        let write = Observation::Decision { denied: false, action: "write".into(), tool: None };
+        assert!(e.observe(&rules, UnixMillis(2_000), &who(1), &write).is_empty(), "expired: no longer judged");
+        assert_eq!(e.observe(&rules, UnixMillis(2_000), &who(2), &write).len(), 1, "renewed: still judged");
     }
 
     #[test]

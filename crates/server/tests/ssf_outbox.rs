@@ -60,7 +60,8 @@ fn header(jws: &str) -> serde_json::Value {
 
 /// A SET is signed when it is delivered, not when it is queued: one waiting for its receiver
 /// across a key rotation arrives under the key the JWKS publishes now (the old one may have
-/// been retired meanwhile), with the same `jti` and claims.
+/// been retired meanwhile), with the same `jti` and claims; a row Remit did not queue is never
+/// signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_waiting_across_a_key_rotation_arrives_under_the_current_key() {
     let s = TestServer::start().await;
@@ -89,5 +90,23 @@ async fn a_set_waiting_across_a_key_rotation_arrives_under_the_current_key() {
     assert_eq!(claims(set2), claims(set.as_str().unwrap()), "the same event");
     let (_, jwks) = s.call("GET", "/.well-known/jwks.json", None, None).await;
     assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()), "{jwks}");
+
+    // Rows written into the database by anyone but Remit are never signed: the queued row's
+    // claims and MAC under another jti, and claims with a made-up MAC, are dropped unsigned.
+    let sid = stream["stream_id"].as_str().unwrap().to_owned();
+    let g = s.app.store.governance();
+    let queued = g.outbox(&sid, remit_core::time::UnixMillis(i64::MAX), 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let (claims, _) = queued[0].set.rsplit_once('\n').expect("claims and their MAC");
+    let forged = |jti: &str, set: String| remit_store::OutboxRow { jti: jti.into(), set, ..queued[0].clone() };
+    g.enqueue(vec![
+        forged("moved", queued[0].set.clone()),
+        forged("made-up", format!("{claims}\n{}", "00".repeat(32))),
+    ])
+    .await
+    .unwrap();
+    let p = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({"returnImmediately": true}))).await.1;
+    assert_eq!(p["sets"].as_object().unwrap().keys().collect::<Vec<_>>(), [&jti], "{p}");
+    assert_eq!(g.outbox_depth(&sid).await.unwrap(), 1, "the forged rows are gone");
     s.stop().await;
 }

@@ -89,6 +89,8 @@ pub async fn risk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RiskRecorded>), ApiError> {
+    // The replay-table entry a signed message claimed (given back if recording it fails).
+    let mut claimed = None;
     let by = match headers.get(remit_token::webhook::HEADER).and_then(|v| v.to_str().ok()) {
         Some(sig) => {
             let secret = crate::governance::notify::read_secret(
@@ -105,11 +107,14 @@ pub async fn risk(
             let mut m = format!("risk-signal\0{t}\0").into_bytes();
             m.extend_from_slice(&body);
             let key = hex::encode(remit_token::sha256(&m));
-            let until = remit_core::time::UnixMillis::from_secs(t + RISK_TOLERANCE_SECS + 1);
+            // Remembered past the tolerance on either side, with the replicas' clock skew.
+            let skew = i64::try_from(app.cfg.limits.clock_skew.as_secs()).unwrap_or(30);
+            let until = remit_core::time::UnixMillis::from_secs(t + RISK_TOLERANCE_SECS + skew + 1);
             if !app.store.tools().use_proof(&key, now, until).await.map_err(crate::error::Error::from)? {
                 let task = serde_json::from_slice::<RiskSignal>(&body).map(|s| s.task).unwrap_or_default();
                 return Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: false })));
             }
+            claimed = Some(key);
             "risk-webhook".to_owned()
         }
         None => {
@@ -126,10 +131,20 @@ pub async fn risk(
             caller.actor()
         }
     };
-    let s: RiskSignal =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid risk signal: {e}")))?;
-    let task = s.task.clone();
-    app.risk_signal(&by, s).await?;
+    let recorded = match serde_json::from_slice::<RiskSignal>(&body) {
+        Ok(s) => {
+            let task = s.task.clone();
+            app.risk_signal(&by, s).await.map(|()| task)
+        }
+        Err(e) => Err(crate::error::Error::Invalid(format!("invalid risk signal: {e}"))),
+    };
+    // Not recorded: the message may be sent again (a 4xx stays one, a retry after a 5xx acts).
+    if let (Err(_), Some(key)) = (&recorded, &claimed)
+        && let Err(e) = app.store.tools().forget_proof(key).await
+    {
+        tracing::error!(error = %e, "giving back a risk signal's replay entry failed");
+    }
+    let task = recorded?;
     Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: true })))
 }
 

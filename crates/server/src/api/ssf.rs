@@ -115,7 +115,8 @@ pub async fn read(
     request_body = StreamRequest,
     responses((status = 200, body = StreamConfig, description = "the updated stream"),
               (status = 400, body = ErrorBody, description = "invalid, or a transmitter property differs"),
-              (status = 404, body = ErrorBody, description = "no such stream for this receiver")),
+              (status = 404, body = ErrorBody, description = "no such stream for this receiver"),
+              (status = 409, body = ErrorBody, description = "the stream changed meanwhile (read it and retry)")),
     security(("bearer" = [])))]
 pub async fn update(
     State(app): State<AppState>,
@@ -130,7 +131,8 @@ pub async fn update(
     request_body = StreamRequest,
     responses((status = 200, body = StreamConfig, description = "the replaced stream"),
               (status = 400, body = ErrorBody, description = "invalid, or a transmitter property differs"),
-              (status = 404, body = ErrorBody, description = "no such stream for this receiver")),
+              (status = 404, body = ErrorBody, description = "no such stream for this receiver"),
+              (status = 409, body = ErrorBody, description = "the stream changed meanwhile (read it and retry)")),
     security(("bearer" = [])))]
 pub async fn replace(
     State(app): State<AppState>,
@@ -177,7 +179,8 @@ pub async fn status(
     request_body = StreamStatus,
     responses((status = 200, body = StreamStatus, description = "the new status"),
               (status = 400, body = ErrorBody, description = "not a status"),
-              (status = 404, body = ErrorBody, description = "no such stream for this receiver")),
+              (status = 404, body = ErrorBody, description = "no such stream for this receiver"),
+              (status = 409, body = ErrorBody, description = "the stream changed meanwhile (read it and retry)")),
     security(("bearer" = [])))]
 pub async fn set_status(
     State(app): State<AppState>,

@@ -167,7 +167,12 @@ fn observation(rec: &AuditRecord) -> Option<(TaskId, Named, Observation)> {
             tool: d["tool"].as_str().map(str::to_owned),
         },
         "tool.call" => Observation::Call,
-        "task.start" if !denied => Observation::Start,
+        "task.start" if !denied => Observation::Start {
+            expires: remit_core::time::UnixMillis(d["expires_at_ms"].as_i64().unwrap_or(i64::MAX)),
+        },
+        "task.renew" => Observation::Renew {
+            expires: remit_core::time::UnixMillis(d["expires_at_ms"].as_i64().unwrap_or(i64::MAX)),
+        },
         "security.token_sharing" => Observation::Sharing { evidence: d },
         "leak.found" if denied => Observation::Leak { evidence: d },
         "security.risk_signal" => Observation::Risk { score: d["score"].as_f64()?, evidence: d },
@@ -225,7 +230,7 @@ pub(crate) fn fed_to(app: &App, cursor: u64) -> bool {
 /// — are fed again without acting (their trips were the previous reader's), so a count nearly
 /// due when the job changed hands is just as due here. Write-before-read judges only tasks
 /// whose start is among what was fed.
-pub(crate) async fn warm(app: &App, cursor: u64) -> Result<(), Error> {
+pub(crate) async fn warm(app: &App, cursor: u64, held: &mut super::Held) -> Result<(), Error> {
     let window_ms = i64::try_from(containment::MAX_WINDOW_SECS * 1_000).unwrap_or(i64::MAX);
     let since = app.clock.now().0.saturating_sub(window_ms);
     let mut after = cursor.saturating_sub(WARM_RECORDS);
@@ -243,6 +248,10 @@ pub(crate) async fn warm(app: &App, cursor: u64) -> Result<(), Error> {
         obs.extend(observations(app, &recs).await?);
         gone.extend(ended(&recs));
         after = last;
+        // A long rebuild keeps its hold (or stops: another replica has the job).
+        if !held.hold(app).await? {
+            return Err(Error::Conflict("the job was taken over".into()));
+        }
     }
     let settings = app.all_settings().await?;
     let mut e = app.governance.containment.lock().map_err(|_| Error::Internal("containment state poisoned".into()))?;

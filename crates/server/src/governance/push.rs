@@ -120,11 +120,19 @@ async fn stream_round(
         if !held.has(app, SEND_TIMEOUT) {
             return Ok(Some(app.clock.now()));
         }
+        let set = match ssf::signed(app, &row) {
+            Ok(set) => set,
+            Err(why) => {
+                tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");
+                g.acknowledge(&s.id, vec![row.jti]).await?;
+                continue;
+            }
+        };
         let mut req = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/secevent+jwt")
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(ssf::signed(app, &row.set)?);
+            .body(set);
         if let Some(a) = &auth {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }

@@ -12,6 +12,10 @@
 //! containment rules act on. A gateway that asks about a task on its behalf presents its own
 //! credential, with the task's token in the body: the task is the subject there, not the
 //! bearer, and nothing here sees it.
+//!
+//! A live token presented to a party it was not issued for (a tool introspecting another
+//! audience's credential; another tool's credential, or a task token handed to another party,
+//! at the tool proxy) is a sharing event too ([`App::note_misdirected`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -162,6 +166,40 @@ impl App {
                 ("via", t.via.into()),
             ]);
         tracing::warn!(subject = %t.subject, via = t.via, "a token was presented from a second place");
+        if let Err(e) = self.store.audit().append(vec![audit]).await {
+            tracing::error!(error = %e, "recording a sharing event failed");
+        }
+    }
+}
+
+impl App {
+    /// Notes a live token presented to a party it was not issued for — a tool introspecting a
+    /// credential of another audience, a credential for one tool (or a task token handed to
+    /// another party) at the tool proxy: whoever holds it got it from the agent. A
+    /// `security.token_sharing` record naming the task (containment acts on it), once per token
+    /// and party per replica. Never fails the request.
+    pub async fn note_misdirected(&self, c: &remit_token::Claims, presented_to: &str, via: &'static str) {
+        {
+            let Ok(mut seen) = self.governance.bearers.reported.lock() else { return };
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+            if !seen.insert((c.jti.clone(), format!("to={presented_to}"))) {
+                return;
+            }
+        }
+        let audit = AuditEvent::new(self.clock.now(), &c.sub, AuditAction::TokenSharing)
+            .task_opt(c.remit.task.as_deref())
+            .workflow_opt(c.remit.workflow.as_deref())
+            .agent(&c.remit.agent)
+            .reason("a token was presented to a party it was not issued for")
+            .detail([
+                ("jti", c.jti.clone().into()),
+                ("audience", c.aud.clone().into()),
+                ("presented_to", presented_to.into()),
+                ("via", via.into()),
+            ]);
+        tracing::warn!(subject = %c.sub, via, "a token was presented to a party it was not issued for");
         if let Err(e) = self.store.audit().append(vec![audit]).await {
             tracing::error!(error = %e, "recording a sharing event failed");
         }

@@ -261,9 +261,14 @@ pub fn signals_of(
     }
 }
 
-/// A SET's claims for one stream, as the outbox keeps them: signed when delivered
+/// The MAC domain of a queued SET's claims.
+const OUTBOX_MAC_DOMAIN: &str = "remit/ssf-outbox/v1";
+
+/// A SET for one stream as the outbox keeps it: its claims (JSON) and, after a newline, a MAC
+/// under the KEK binding them to the stream and `jti` — signed only when delivered
 /// ([`signed`]), so a key rotated while a receiver is away never leaves it a SET it cannot
-/// verify. Returns its `jti` and the claims.
+/// verify, and a row written into the database by anyone but Remit is never signed. Returns
+/// its `jti` and the stored form.
 pub fn set_for(
     app: &App,
     cfg: &StreamConfig,
@@ -281,18 +286,26 @@ pub fn set_for(
         "txn": txn,
         "sub_id": sub_id,
         "events": { event: payload },
-    });
-    (jti, claims.to_string())
+    })
+    .to_string();
+    let tag = app.kek().mac(OUTBOX_MAC_DOMAIN, &[cfg.stream_id.as_bytes(), jti.as_bytes(), claims.as_bytes()]);
+    (jti, format!("{claims}\n{}", hex::encode(tag)))
 }
 
-/// The SET to deliver for a queued row: its claims signed now with the current JWT key (a
-/// row queued by an earlier version already holds a signed SET, delivered as it is).
-pub fn signed(app: &App, queued: &str) -> Result<String, Error> {
-    if !queued.starts_with('{') {
-        return Ok(queued.to_owned());
+/// The SET to deliver for a queued row: its claims, checked against their MAC, signed now with
+/// the current JWT key (a row queued by an earlier version holds a signed SET, delivered as it
+/// is). `Err` says why a row is unusable (it is then dropped, never signed).
+pub fn signed(app: &App, row: &OutboxRow) -> Result<String, &'static str> {
+    if !row.set.starts_with('{') {
+        return Ok(row.set.clone());
     }
-    let claims: Value =
-        serde_json::from_str(queued).map_err(|e| Error::Internal(format!("a queued SET's claims: {e}")))?;
+    let (claims, tag) = row.set.rsplit_once('\n').ok_or("no MAC")?;
+    let tag = hex::decode(tag).map_err(|_| "a malformed MAC")?;
+    let fields = [row.stream.as_bytes(), row.jti.as_bytes(), claims.as_bytes()];
+    if !app.kek().verify_mac(OUTBOX_MAC_DOMAIN, &fields, &tag) {
+        return Err("its MAC does not match");
+    }
+    let claims: Value = serde_json::from_str(claims).map_err(|_| "unreadable claims")?;
     Ok(remit_token::jwt::mint_set(app.keyring().signer(), &claims))
 }
 
@@ -731,11 +744,22 @@ impl App {
             let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max + 1).await?;
             if !rows.is_empty() || req.return_immediately.unwrap_or(false) {
                 let more = rows.len() > max as usize;
-                let sets = rows
-                    .into_iter()
-                    .take(max as usize)
-                    .map(|r| Ok((r.jti, signed(self, &r.set)?)))
-                    .collect::<Result<_, Error>>()?;
+                let mut sets = BTreeMap::new();
+                let mut bad = Vec::new();
+                for r in rows.into_iter().take(max as usize) {
+                    match signed(self, &r) {
+                        Ok(set) => {
+                            sets.insert(r.jti, set);
+                        }
+                        Err(why) => {
+                            tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");
+                            bad.push(r.jti);
+                        }
+                    }
+                }
+                if !bad.is_empty() {
+                    g.acknowledge(&s.id, bad).await?;
+                }
                 return Ok(PollResponse { sets, more_available: more });
             }
             tokio::select! {

@@ -84,7 +84,7 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
     }
     // Taken over (or started): the containment counters are rebuilt up to the cursor first.
     if !super::containment::fed_to(app, cursor) {
-        super::containment::warm(app, cursor).await?;
+        super::containment::warm(app, cursor, held).await?;
     }
     let recs = app.store.audit().list(AuditFilter { after_seq: cursor, limit: PAGE, ..AuditFilter::default() }).await?;
     let Some(last) = recs.last().map(|r| r.seq) else { return Ok(false) };
@@ -102,6 +102,10 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
             task: r.event.task.clone(),
             reason: r.event.reason.clone().unwrap_or_default(),
         });
+    }
+    // Kills only on a current hold (a long rebuild or a slow store may have outlasted it).
+    if !held.hold(app).await? {
+        return Err(Error::Conflict("the job was taken over".into()));
     }
     let records = super::containment::act(app, trips).await;
     g.advance_job(JOB, holder, cursor, last, rows, records).await.map_err(conflict)?;
@@ -219,7 +223,7 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
         tracing::warn!(stream = %stream, depth, "a stream's receiver is not taking its SETs; the stream is disabled");
         // Compare-and-set on the stream's version: a receiver's concurrent change is read again,
         // never overwritten. Stored disabled, its queue goes in the same transaction.
-        let mut tries = 0;
+        let (mut tries, mut busy) = (0, false);
         loop {
             let Some(s) = g.stream(&stream).await? else { break };
             if s.status == "disabled" {
@@ -239,9 +243,19 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
                 ..s
             };
             match g.put_stream(disabled, Some(audit)).await {
+                Ok(()) => break,
                 Err(remit_store::StoreError::Conflict(_)) if tries < 5 => tries += 1,
-                r => break r?,
+                // Still changing under us: tried again at the next step.
+                Err(remit_store::StoreError::Conflict(_)) => {
+                    tracing::warn!(stream = %stream, "a full stream kept changing; disabling it again next round");
+                    busy = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
             }
+        }
+        if busy {
+            continue;
         }
         full.push(stream);
     }

@@ -58,7 +58,7 @@ pub(super) async fn issue(
     if tool.state != ToolState::Active {
         return refuse(StatusCode::FORBIDDEN, "access_denied", format!("tool `{name}` is disabled"));
     }
-    let task = match task_for(app, &claims, &tool, &cfg.scope) {
+    let task = match task_for(app, &claims, &tool, &cfg.scope).await {
         Ok(t) => t,
         Err(r) => return r,
     };

@@ -269,7 +269,7 @@ async fn check(
     let route = cfg.route(method.as_str(), &segments).cloned().ok_or_else(|| {
         refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
     })?;
-    let task = task_for(app, &claims, &tool, &route.scope)?;
+    let task = task_for(app, &claims, &tool, &route.scope).await?;
     // Who presents the token (a second presenter is a sharing event).
     let wf = claims.remit.workflow.as_deref().and_then(|w| remit_core::ids::WorkflowName::parse(w).ok());
     if let (Some(w), Ok(a)) = (wf, remit_core::ids::AgentName::parse(&claims.remit.agent)) {
@@ -349,10 +349,24 @@ pub(crate) async fn bearer(
 
 /// The task the bearer acts for at `tool` needing `scope`: a task token meant for Remit (not
 /// one handed to another party for its audience), or a credential for this very tool holding
-/// `scope`.
+/// `scope`. A live token issued for another party (another tool's credential, a task token
+/// for another audience) is refused and noted as a sharing event.
 // The refusal is the handler's answer as is; boxing it would only move the allocation.
 #[allow(clippy::result_large_err)]
-pub(crate) fn task_for(app: &App, claims: &remit_token::Claims, tool: &Tool, scope: &str) -> Result<TaskId, Response> {
+pub(crate) async fn task_for(
+    app: &App,
+    claims: &remit_token::Claims,
+    tool: &Tool,
+    scope: &str,
+) -> Result<TaskId, Response> {
+    let misdirected = match claims.remit.kind {
+        SvidKind::Task => !claims.aud.contains(&app.cfg.audience) && !claims.aud.contains(&tool.audience),
+        SvidKind::Tool => !claims.aud.contains(&tool.audience),
+        _ => false,
+    };
+    if misdirected {
+        app.note_misdirected(claims, &format!("tool:{}", tool.name), "proxy").await;
+    }
     match claims.remit.kind {
         SvidKind::Task if claims.aud.contains(&app.cfg.audience) => {}
         SvidKind::Tool

@@ -31,6 +31,10 @@ impl App {
             Ok(Introspection { claims: Some(c), .. })
                 if for_tool.is_some_and(|t| c.remit.kind != SvidKind::Tool || !c.aud.contains(&t.audience)) =>
             {
+                // A live token of another audience in this tool's hands: the agent handed it on.
+                if let Some(t) = for_tool.filter(|t| !c.aud.contains(&t.audience)) {
+                    self.note_misdirected(&c, &format!("tool:{}", t.name), "introspection").await;
+                }
                 Ok(Introspection { claims: None, inactive_reason: "not this tool's credential" })
             }
             r => r,

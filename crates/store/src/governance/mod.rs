@@ -56,8 +56,9 @@ pub struct OutboxRow {
     pub jti: String,
     /// Delivery order within the stream (the audit `seq` it came from, or a verification's).
     pub seq: u64,
-    /// The SET's claims (JSON), signed when delivered; from earlier versions, a signed SET
-    /// (a compact JWS). Never a credential.
+    /// The SET's claims (JSON) and, after a newline, their MAC under the KEK (bound to the
+    /// stream and `jti`), signed when delivered; from earlier versions, a signed SET (a compact
+    /// JWS). Never a credential.
     pub set: String,
     pub created_at: UnixMillis,
     pub attempts: u32,
