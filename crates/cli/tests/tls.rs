@@ -106,6 +106,16 @@ fn remit_speaks_tls_reloads_its_certificate_and_takes_an_svid_as_a_client_certif
         assert_eq!(st, 201, "{v}");
         assert_eq!(v["task"]["agent"], "deploy-bot");
         assert!(spiffe_id.ends_with(v["task"]["instance"].as_str().unwrap()), "{v} {spiffe_id}");
+        // The same certificate from a second place (127.0.0.2): one instance identity used by
+        // two processes — a sharing event naming the agent, the certificate by its serial.
+        let elsewhere = reqwest::Client::builder()
+            .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+            .identity(reqwest::Identity::from_pem(&identity).unwrap())
+            .build()
+            .unwrap();
+        let (st, v) = start_task(&elsewhere, &s.url).await.unwrap();
+        assert_eq!(st, 201, "{v}");
         // No certificate and no token: unauthenticated.
         let (st, _) = start_task(&client(&ca, None), &s.url).await.unwrap();
         assert_eq!(st, 401);
@@ -114,6 +124,13 @@ fn remit_speaks_tls_reloads_its_certificate_and_takes_an_svid_as_a_client_certif
         let foreign = client(&ca, Some(format!("{}{}", stranger.1, stranger.0).into_bytes()));
         assert!(start_task(&foreign, &s.url).await.is_err());
     });
+
+    let shared = cli(&s.url, &data, &["audit", "list", "--action", "security.token_sharing"], Some(&ca_path));
+    let shared: Value = serde_json::from_slice(&shared.stdout).unwrap();
+    let ev = shared.as_array().unwrap().iter().find(|r| r["agent"] == "deploy-bot").expect("a sharing event");
+    let d: Value = serde_json::from_str(ev["detail"].as_str().unwrap()).unwrap();
+    assert_eq!((d["via"].as_str(), d["now"]["addr"].as_str()), (Some("mtls"), Some("127.0.0.2")), "{d}");
+    assert!(d["jti"].as_str().unwrap().starts_with("x509:"), "{d}");
 
     // Disabling the agent revokes the instance: its certificate, still unexpired, is refused.
     ok(cli(&s.url, &data, &["agent", "disable", "deploy-bot", "--reason", "rotated out"], Some(&ca_path)));

@@ -238,14 +238,19 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     assert!(!headers.contains(KEY) && !body.contains(KEY), "{headers} {body}");
     received.push_str(&headers);
     received.push_str(&body);
-    // A task token minted for another audience is no key to the proxy.
-    let other = rt.block_on(async {
+    // A task token minted for another audience is no key to the proxy — and, presented here,
+    // it left the party it was for: a sharing event naming its task.
+    let (other_id, other) = rt.block_on(async {
         let b = json!({"workflow": "w", "intent": "for a partner", "audience": ["https://partner.example"], "ttl_seconds": 300});
         let r = http.post(format!("{}/v1/tasks", s.url)).bearer_auth(&inst).json(&b).send().await.unwrap();
         let t: Value = r.json().await.unwrap();
-        t["token"].as_str().unwrap().to_owned()
+        (t["task"]["id"].as_str().unwrap().to_owned(), t["token"].as_str().unwrap().to_owned())
     });
     assert_eq!(status("GET", "/tools/tickets/issues/7", Some(&other), None).0, 401);
+    let sharing = run(&["audit", "list", "--action", "security.token_sharing", "--task", &other_id], None);
+    let ev = sharing.as_array().unwrap().first().unwrap_or_else(|| panic!("no sharing event: {sharing}"));
+    let d: Value = serde_json::from_str(ev["detail"].as_str().unwrap()).unwrap();
+    assert_eq!((d["presented_to"].as_str(), d["via"].as_str()), (Some("tool:tickets"), Some("proxy")), "{d}");
 
     // The audit log records each call by route template, with the secret's fingerprint.
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -26,7 +26,13 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// The SPIFFE ID of the X.509-SVID a client authenticated the TLS connection with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSvid(pub String);
+pub struct PeerSvid {
+    /// Its SPIFFE ID.
+    pub id: String,
+    /// Its serial number (hex): what names this certificate.
+    pub serial: String,
+    pub not_after: remit_core::time::UnixMillis,
+}
 
 /// What identifies a version of a file.
 type Stamp = Option<(std::time::SystemTime, u64, u64)>;
@@ -169,9 +175,16 @@ where
         }
     };
     let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-    let svid = match leaf.map(|der| remit_token::x509::check_svid(&der)) {
+    let facts = |der: &[u8]| -> Result<PeerSvid, remit_token::x509::X509Error> {
+        Ok(PeerSvid {
+            id: remit_token::x509::check_svid(der)?,
+            serial: remit_token::x509::serial_hex(der)?,
+            not_after: remit_token::x509::not_after(der)?,
+        })
+    };
+    let svid = match leaf.map(|der| facts(&der)) {
         None => None,
-        Some(Ok(id)) => Some(PeerSvid(id)),
+        Some(Ok(svid)) => Some(svid),
         Some(Err(e)) => {
             tracing::debug!(error = %e, "a client certificate that is not an X.509-SVID");
             return None;

@@ -1,6 +1,6 @@
 //! A Shared Signals stream whose receiver never takes its SETs does not grow without bound: past
-//! `[governance] max_outbox` it is disabled (audited) and its queue dropped; re-enabled by its
-//! receiver, it gets new SETs again.
+//! `[governance] max_outbox` it is disabled (audited), its queue dropped and a stream-updated
+//! notice sent in its place; re-enabled by its receiver, it gets new SETs again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -37,9 +37,20 @@ async fn an_unpolled_stream_is_disabled_at_its_outbox_limit() {
     }
     let (_, audit) = s.admin_get("/v1/audit?action=ssf.stream_update").await;
     assert!(audit.as_array().unwrap().iter().any(|r| r["actor"] == "governance:signals"), "{audit}");
-    // Its queue is gone; re-enabled, it hears of the next kill.
+    // Its queue is gone but for the notice that Remit disabled it (SSF 1.0 §8.1.5: the
+    // receiver hears of it before the stream stops); acknowledged, nothing more.
     let poll = format!("/ssf/poll/{sid}");
     let (_, p) = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({"returnImmediately": true}))).await;
+    let sets = p["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1, "{p}");
+    let (jti, set) = sets.iter().next().unwrap();
+    let claims = remit_token::jwt::unverified_claims(set.as_str().unwrap()).unwrap();
+    let ev = &claims["events"]["https://schemas.openid.net/secevent/ssf/event-type/stream-updated"];
+    assert_eq!(ev["status"], "disabled", "{claims}");
+    assert!(ev["reason"].as_str().unwrap().starts_with("outbox full"), "{claims}");
+    assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": sid}));
+    let ack = json!({"ack": [jti], "returnImmediately": true});
+    let (_, p) = s.call("POST", &poll, Some(&s.admin.clone()), Some(ack)).await;
     assert_eq!(p["sets"], json!({}), "{p}");
     let enable = json!({"stream_id": sid, "status": "enabled"});
     assert_eq!(s.call("POST", "/ssf/status", Some(&s.admin.clone()), Some(enable)).await.0, 200);

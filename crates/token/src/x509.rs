@@ -345,6 +345,12 @@ pub fn not_after(der: &[u8]) -> Result<UnixMillis, X509Error> {
     Ok(validity(der)?.1)
 }
 
+/// A certificate's serial number (hex of its bytes, as issued): what names one certificate —
+/// its DER is not unique, since an ECDSA signature has two valid encodings.
+pub fn serial_hex(der: &[u8]) -> Result<String, X509Error> {
+    Ok(hex::encode(parse(der)?.raw_serial()))
+}
+
 /// A certificate's `notBefore` and `notAfter`.
 pub fn validity(der: &[u8]) -> Result<(UnixMillis, UnixMillis), X509Error> {
     let v = parse(der)?.validity().clone();
@@ -418,6 +424,7 @@ mod tests {
         assert_eq!(leaf.not_after, now.plus_secs(3600));
         // The CA itself is refused as an SVID.
         assert!(matches!(check_svid(&ca), Err(X509Error::NotSvid(_))));
+        assert_eq!(serial_hex(&leaf.chain[0]).unwrap(), leaf.serial_hex);
         // A leaf never outlives its CA.
         let short =
             issue_leaf(&Ca { key: &ca_key, chain: &chain }, "spiffe://example.org/x", now, 10 * 86_400, [1; 16])

@@ -92,7 +92,9 @@ impl FromRequestParts<AppState> for Auth {
         // with (mutual TLS) is the instance's credential.
         let Some(token) = token else {
             let svid = parts.extensions.get::<crate::tls::PeerSvid>().ok_or_else(ApiError::unauthenticated)?;
-            return Ok(Auth(app.authenticate_svid(&svid.0).await?));
+            let caller = app.authenticate_svid(&svid.id).await?;
+            note_svid(app, parts, svid, &caller).await;
+            return Ok(Auth(caller));
         };
         let operator = parts.headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
         let caller = app.authenticate(token, operator).await?;
@@ -124,6 +126,26 @@ impl FromRequestParts<AppState> for Auth {
         note_bearer(app, parts, token, &caller).await;
         Ok(Auth(caller))
     }
+}
+
+/// Notes the presenter of an instance's X.509-SVID (mutual TLS), by its serial number: the
+/// same certificate from a second place is one instance identity used by two processes.
+async fn note_svid(app: &AppState, parts: &Parts, svid: &crate::tls::PeerSvid, caller: &Caller) {
+    use crate::governance::sharing::{Presented, Presenter};
+    let Caller::Instance { agent, spiffe_id, .. } = caller else { return };
+    let peer = parts.extensions.get::<crate::listen::PeerAddr>().map(|p| p.0);
+    let jti = format!("x509:{}", svid.serial);
+    let presented = Presented {
+        jti: &jti,
+        task: None,
+        workflow: None,
+        agent,
+        subject: spiffe_id,
+        expires: svid.not_after,
+        via: "mtls",
+    };
+    let presenter = Presenter::of(peer, &parts.headers, &app.cfg.limits.trusted_proxies, None);
+    app.note_bearer(presented, &presenter).await;
 }
 
 /// Notes the presenter of a task or instance token (`governance::sharing`).

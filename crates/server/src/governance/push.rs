@@ -72,10 +72,11 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     held.release(&app).await;
 }
 
-/// Sends what is due on every enabled push stream; returns the earliest retry time, if any.
+/// Sends what is due on every enabled push stream (and a disabled one's notice saying so);
+/// returns the earliest retry time, if any.
 async fn round(app: &App, client: &reqwest::Client, held: &Held) -> Result<Option<UnixMillis>, Error> {
     let streams = app.store.governance().streams(None).await?;
-    let work = streams.into_iter().filter(|s| s.status == "enabled").map(|s| stream_round(app, client, held, s));
+    let work = streams.into_iter().filter(|s| s.status != "paused").map(|s| stream_round(app, client, held, s));
     let dues = futures_util::future::join_all(work).await;
     let mut earliest = None;
     for d in dues {
@@ -112,7 +113,14 @@ async fn stream_round(
     if !super::ssf::receiver_active(app, &s.owner).await? {
         return Ok(None);
     }
-    let rows = g.outbox(&s.id, now, BATCH).await?;
+    let mut rows = g.outbox(&s.id, now, BATCH).await?;
+    // A disabled stream delivers only the notice that Remit disabled it (SSF 1.0 §8.1.5).
+    if s.status != "enabled" {
+        rows.retain(ssf::is_stream_update);
+        if rows.is_empty() {
+            return Ok(None);
+        }
+    }
     // A full batch: more may be waiting, so the next round comes at once.
     let full = rows.len() == BATCH as usize;
     for row in rows {

@@ -1,6 +1,7 @@
-//! Credential sharing at runtime: the same task, per-tool or instance token presented *as the
-//! bearer* from somewhere else than where it was first presented (for an instance: one
-//! instance identity used from two places at once).
+//! Credential sharing at runtime: the same task, per-tool or instance token — or an instance's
+//! X.509-SVID over mutual TLS, by its serial number — presented *as the bearer* from somewhere
+//! else than where it was first presented (for an instance: one instance identity used from
+//! two places at once).
 //!
 //! A presenter is the client address (behind `[limits] trusted_proxies`, the forwarded address
 //! of `X-Forwarded-For`: the rightmost entry that is not itself a trusted proxy), the X.509-SVID

@@ -309,6 +309,27 @@ pub fn signed(app: &App, row: &OutboxRow) -> Result<String, &'static str> {
     Ok(remit_token::jwt::mint_set(app.keyring().signer(), &claims))
 }
 
+/// Whether a queued row is a stream-updated notice: the one thing a disabled stream still
+/// delivers (SSF 1.0 §8.1.5: sent before the transmitter stops the stream).
+pub fn is_stream_update(row: &OutboxRow) -> bool {
+    row.set
+        .split_once('\n')
+        .and_then(|(claims, _)| serde_json::from_str::<Value>(claims).ok())
+        .is_some_and(|c| c["events"].get(STREAM_UPDATED).is_some())
+}
+
+/// The stream-updated notice telling a stream's receiver that Remit changed its status itself
+/// (SSF 1.0 §8.1.5), to queue with the change.
+pub async fn status_notice(app: &App, s: &Stream, status: &str, reason: &str) -> Result<OutboxRow, Error> {
+    let cfg = parse_stored(s)?;
+    let sub = json!({"format": "opaque", "id": s.id});
+    let payload = json!({"status": status, "reason": reason});
+    let (jti, set) = set_for(app, &cfg, STREAM_UPDATED, &sub, &payload, &format!("stream-updated:{}", s.id));
+    let (seq, _) = app.store.audit().head().await?;
+    let now = app.clock.now();
+    Ok(OutboxRow { stream: s.id.clone(), jti, seq, set, created_at: now, attempts: 0, next_at: now, last_error: None })
+}
+
 /// Whether a stream hears of `s` at all (its owner's scope), given the workflows' tool lists.
 pub fn in_scope(
     owner: &str,
@@ -566,7 +587,7 @@ impl App {
         };
         // Compare-and-set on the version read: a concurrent change (the receiver's, or the
         // transmitter disabling a full stream) is a 409, never silently overwritten.
-        self.store.governance().put_stream(s, Some(audit)).await.map_err(|e| match e {
+        self.store.governance().put_stream(s, vec![], Some(audit)).await.map_err(|e| match e {
             remit_store::StoreError::Conflict(_) => {
                 Error::Conflict("the stream changed meanwhile; read it and retry".into())
             }
@@ -733,8 +754,19 @@ impl App {
             g.acknowledge(&s.id, done).await?;
         }
         let max = req.max_events.unwrap_or(100).min(MAX_POLL_EVENTS);
-        if max == 0 || s.status != "enabled" {
+        if max == 0 || s.status == "paused" {
             return Ok(PollResponse { sets: BTreeMap::new(), more_available: false });
+        }
+        // Disabled: only the notice saying so (Remit disabled it), at once.
+        if s.status != "enabled" {
+            let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max).await?;
+            let mut sets = BTreeMap::new();
+            for r in rows.into_iter().filter(is_stream_update) {
+                if let Ok(set) = signed(self, &r) {
+                    sets.insert(r.jti, set);
+                }
+            }
+            return Ok(PollResponse { sets, more_available: false });
         }
         let _slot = PollSlot::take(self, &s.id)?;
         let mut changes = self.store.subscribe();

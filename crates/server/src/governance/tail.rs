@@ -242,7 +242,9 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
                 updated_at: app.clock.now(),
                 ..s
             };
-            match g.put_stream(disabled, Some(audit)).await {
+            // Its receiver hears of it, in the same transaction (SSF 1.0 §8.1.5).
+            let notice = ssf::status_notice(app, &disabled, "disabled", &reason).await?;
+            match g.put_stream(disabled, vec![notice], Some(audit)).await {
                 Ok(()) => break,
                 Err(remit_store::StoreError::Conflict(_)) if tries < 5 => tries += 1,
                 // Still changing under us: tried again at the next step.

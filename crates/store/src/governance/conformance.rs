@@ -44,7 +44,7 @@ pub async fn jobs_have_one_holder_and_a_compare_and_set_cursor(s: Arc<dyn Store>
     let t = now();
     assert_eq!(g.take_job("tail", "a", t, UnixMillis(t.0 + 10_000)).await.unwrap(), Some(0));
     assert_eq!(g.take_job("tail", "b", t, UnixMillis(t.0 + 10_000)).await.unwrap(), None);
-    g.put_stream(stream("s1", "admin"), Some(ev(AuditAction::SsfStreamCreate))).await.unwrap();
+    g.put_stream(stream("s1", "admin"), vec![], Some(ev(AuditAction::SsfStreamCreate))).await.unwrap();
     let mut feed = s.subscribe();
     g.advance_job("tail", "a", 0, 7, vec![row("s1", "j1", 5, t), row("gone", "j2", 6, t)], vec![]).await.unwrap();
     // A cached store forwards its backend's feed from a task of its own: wait for it (the
@@ -86,8 +86,8 @@ pub async fn outbox_keeps_sets_until_acknowledged(s: Arc<dyn Store>) {
     fixture(&*s).await;
     let g = s.governance();
     let t = now();
-    g.put_stream(stream("s1", "tool:ticketing"), None).await.unwrap();
-    g.put_stream(stream("s2", "admin"), None).await.unwrap();
+    g.put_stream(stream("s1", "tool:ticketing"), vec![], None).await.unwrap();
+    g.put_stream(stream("s2", "admin"), vec![], None).await.unwrap();
     g.enqueue(vec![row("s1", "b", 2, t), row("s1", "a", 1, t), row("s1", "c", 3, t), row("s2", "x", 1, t)])
         .await
         .unwrap();
@@ -107,21 +107,23 @@ pub async fn outbox_keeps_sets_until_acknowledged(s: Arc<dyn Store>) {
     let read = g.stream("s1").await.unwrap().unwrap();
     assert_eq!(read.version, 1);
     let hijack = Stream { owner: "tool:other".into(), status: "disabled".into(), ..read.clone() };
-    assert!(matches!(g.put_stream(hijack, None).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(g.put_stream(stream("s1", "tool:other"), None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(g.put_stream(hijack, vec![], None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(g.put_stream(stream("s1", "tool:other"), vec![], None).await, Err(StoreError::Conflict(_))));
     let kept = g.stream("s1").await.unwrap().unwrap();
     assert_eq!((kept.owner.as_str(), kept.status.as_str(), kept.version), ("tool:ticketing", "enabled", 1));
     // An update from a stale read is refused: the other writer's change is kept.
     let paused = Stream { status: "paused".into(), reason: Some("maintenance".into()), ..read.clone() };
-    g.put_stream(paused, None).await.unwrap();
+    g.put_stream(paused, vec![], None).await.unwrap();
     let stale = Stream { config: "{\"changed\":true}".into(), ..read };
-    assert!(matches!(g.put_stream(stale, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(g.put_stream(stale, vec![], None).await, Err(StoreError::Conflict(_))));
     let kept = g.stream("s1").await.unwrap().unwrap();
     assert_eq!((kept.status.as_str(), kept.config.as_str(), kept.version), ("paused", "{}", 2));
-    // Stored disabled, a stream's queue goes with it (in the same transaction).
+    // Stored disabled, a stream's queue goes with it, and the notice saying so is queued (in
+    // the same transaction).
     assert_eq!(g.outbox_depth("s1").await.unwrap(), 2);
-    g.put_stream(Stream { status: "disabled".into(), ..kept }, None).await.unwrap();
-    assert_eq!(g.outbox_depth("s1").await.unwrap(), 0);
+    g.put_stream(Stream { status: "disabled".into(), ..kept }, vec![row("s1", "notice", 9, t)], None).await.unwrap();
+    let left = g.outbox("s1", UnixMillis(i64::MAX), 10).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["notice"]);
     assert_eq!(g.streams(Some("tool:ticketing")).await.unwrap().len(), 1);
     assert_eq!(g.streams(None).await.unwrap().len(), 2);
     assert!(g.delete_stream("s1", ev(AuditAction::SsfStreamDelete)).await.unwrap());

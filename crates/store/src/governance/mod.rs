@@ -125,8 +125,9 @@ pub trait GovernanceStore: Send + Sync {
     /// Creates a stream (`version` 0), or updates one as read at `version` (its owner never
     /// changes); `Conflict` if the id is taken, the stream changed since it was read or it is
     /// another owner's. A stream stored `disabled` loses its queued SETs in the same
-    /// transaction; otherwise its outbox is kept.
-    async fn put_stream(&self, s: Stream, audit: Option<AuditEvent>) -> Result<()>;
+    /// transaction; otherwise its outbox is kept. `queue` is queued after that, in the same
+    /// transaction (the notice of a status change).
+    async fn put_stream(&self, s: Stream, queue: Vec<OutboxRow>, audit: Option<AuditEvent>) -> Result<()>;
     async fn stream(&self, id: &str) -> Result<Option<Stream>>;
     /// Streams, oldest first; only `owner`'s when given.
     async fn streams(&self, owner: Option<&str>) -> Result<Vec<Stream>>;

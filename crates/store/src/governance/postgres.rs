@@ -44,7 +44,9 @@ fn outbox_row(r: &PgRow) -> Result<OutboxRow> {
     })
 }
 
-async fn insert_outbox(c: &mut PgConnection, rows: &[OutboxRow]) -> Result<u64> {
+/// Queues rows of existing streams; of enabled or paused ones only, unless `even_disabled`
+/// (a disabled stream's notice of it).
+async fn insert_outbox(c: &mut PgConnection, rows: &[OutboxRow], even_disabled: bool) -> Result<u64> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -61,7 +63,8 @@ async fn insert_outbox(c: &mut PgConnection, rows: &[OutboxRow]) -> Result<u64> 
         "INSERT INTO ssf_outbox ({OUTBOX_COLS}) \
          SELECT u.stream, u.jti, u.seq, u.set_jwt, $6, 0, u.next_at, NULL \
          FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(stream, jti, seq, set_jwt, next_at) \
-         WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = u.stream AND status <> 'disabled') ON CONFLICT DO NOTHING"
+         WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = u.stream AND ($7 OR status <> 'disabled')) \
+         ON CONFLICT DO NOTHING"
     ))
     .bind(&streams)
     .bind(&jtis)
@@ -69,6 +72,7 @@ async fn insert_outbox(c: &mut PgConnection, rows: &[OutboxRow]) -> Result<u64> 
     .bind(&sets)
     .bind(&due)
     .bind(now)
+    .bind(even_disabled)
     .execute(c)
     .await
     .map_err(map_err)?
@@ -162,7 +166,7 @@ impl GovernanceStore for PgStore {
                         "job `{name}` is no longer held at cursor {from}"
                     )));
                 }
-                if insert_outbox(c.conn(), &outbox).await? > 0 {
+                if insert_outbox(c.conn(), &outbox, false).await? > 0 {
                     c.changed([Change::Outbox]);
                 }
                 for a in audits {
@@ -174,7 +178,7 @@ impl GovernanceStore for PgStore {
         .await
     }
 
-    async fn put_stream(&self, st: Stream, audit: Option<AuditEvent>) -> Result<()> {
+    async fn put_stream(&self, st: Stream, queue: Vec<OutboxRow>, audit: Option<AuditEvent>) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {
                 let version = i64::try_from(st.version)
@@ -220,6 +224,7 @@ impl GovernanceStore for PgStore {
                         .await
                         .map_err(map_err)?;
                 }
+                insert_outbox(c.conn(), &queue, true).await?;
                 if let Some(a) = audit {
                     c.audit(a)?;
                 }
@@ -276,7 +281,7 @@ impl GovernanceStore for PgStore {
     async fn enqueue(&self, rows: Vec<OutboxRow>) -> Result<()> {
         self.write(move |c| {
             Box::pin(async move {
-                if insert_outbox(c.conn(), &rows).await? > 0 {
+                if insert_outbox(c.conn(), &rows, false).await? > 0 {
                     c.changed([Change::Outbox]);
                 }
                 Ok(())

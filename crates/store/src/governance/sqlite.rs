@@ -45,18 +45,31 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-fn insert_outbox(c: &rusqlite::Connection, rows: &[OutboxRow]) -> Result<usize> {
+/// Queues rows of existing streams; of enabled or paused ones only, unless `even_disabled`
+/// (a disabled stream's notice of it).
+fn insert_outbox(c: &rusqlite::Connection, rows: &[OutboxRow], even_disabled: bool) -> Result<usize> {
     let mut s = c
         .prepare_cached(&format!(
             "INSERT INTO ssf_outbox ({OUTBOX_COLS}) SELECT ?1,?2,?3,?4,?5,?6,?7,?8 \
-             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = ?1 AND status <> 'disabled') ON CONFLICT DO NOTHING"
+             WHERE EXISTS (SELECT 1 FROM ssf_streams WHERE id = ?1 AND (?9 OR status <> 'disabled')) \
+             ON CONFLICT DO NOTHING"
         ))
         .map_err(map_err)?;
     let mut n = 0;
     for o in rows {
         let seq = i64::try_from(o.seq).map_err(|_| StoreError::Internal("seq out of range".into()))?;
         n += s
-            .execute(params![o.stream, o.jti, seq, o.set, o.created_at.0, o.attempts, o.next_at.0, o.last_error])
+            .execute(params![
+                o.stream,
+                o.jti,
+                seq,
+                o.set,
+                o.created_at.0,
+                o.attempts,
+                o.next_at.0,
+                o.last_error,
+                even_disabled
+            ])
             .map_err(map_err)?;
     }
     Ok(n)
@@ -141,7 +154,7 @@ impl GovernanceStore for SqliteStore {
             if n != 1 {
                 return Err(StoreError::Conflict(format!("job `{name}` is no longer held at cursor {from}")));
             }
-            if insert_outbox(c.conn, &outbox)? > 0 {
+            if insert_outbox(c.conn, &outbox, false)? > 0 {
                 c.changed([Change::Outbox]);
             }
             for a in audits {
@@ -152,7 +165,7 @@ impl GovernanceStore for SqliteStore {
         .await
     }
 
-    async fn put_stream(&self, s: Stream, audit: Option<AuditEvent>) -> Result<()> {
+    async fn put_stream(&self, s: Stream, queue: Vec<OutboxRow>, audit: Option<AuditEvent>) -> Result<()> {
         self.write(move |c| {
             let version =
                 i64::try_from(s.version).map_err(|_| StoreError::Internal("a stream version out of range".into()))?;
@@ -181,6 +194,7 @@ impl GovernanceStore for SqliteStore {
             if s.status == "disabled" {
                 c.conn.execute("DELETE FROM ssf_outbox WHERE stream = ?1", [&s.id]).map_err(map_err)?;
             }
+            insert_outbox(c.conn, &queue, true)?;
             if let Some(a) = audit {
                 c.audit(a)?;
             }
@@ -230,7 +244,7 @@ impl GovernanceStore for SqliteStore {
 
     async fn enqueue(&self, rows: Vec<OutboxRow>) -> Result<()> {
         self.write(move |c| {
-            if insert_outbox(c.conn, &rows)? > 0 {
+            if insert_outbox(c.conn, &rows, false)? > 0 {
                 c.changed([Change::Outbox]);
             }
             Ok(())
