@@ -201,6 +201,14 @@ fn lists_times_status_exec_and_metrics_through_a_real_server() {
     assert!(st["keys"]["jwt_signing_kid"].as_str().is_some_and(|k| !k.is_empty()), "{st}");
     let o = cli(&["status"]);
     assert!(o.status.success() && text(&o).contains("policy:      none pushed"), "{}", text(&o));
+    // The one server holds governance's audit tail.
+    assert!(text(&o).contains("job:         governance.tail held here"), "{}", text(&o));
+    let tail = st["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "governance.tail").cloned();
+    assert_eq!(
+        tail.as_ref().map(|t| (t["holder"].clone(), t["held"].clone())),
+        Some((serde_json::json!("local"), serde_json::json!(true))),
+        "{st}"
+    );
 
     // The scrape credential reads /metrics and nothing else.
     let scrape = std::fs::read_to_string(data.join("metrics-token")).unwrap();

@@ -187,9 +187,10 @@ fn a_token_from_a_second_place_is_shared_and_the_task_is_suspended() {
     );
 
     // A token presented to a party it was not issued for: the `wiki` tool introspects a
-    // per-tool credential of `tickets` — the agent handed it on. It is inactive to `wiki`, a
-    // sharing event names the task, and the task is suspended. `tickets` introspecting its own
-    // credential is no such event.
+    // per-tool credential of `tickets` — the agent (or `tickets`) handed it on. It is inactive to
+    // `wiki`, a sharing event names the task and who presented it, and the default rule for this
+    // signal alerts (the presenter may be a tool that got the token legitimately: no suspension
+    // on its word). `tickets` introspecting its own credential is no such event.
     #[rustfmt::skip]
     let wiki = common::remit_json(&e.s.url, &e.data, &["tool", "create", "wiki", "--audience", "https://wiki.example", "--scope", "read", "--owner", "o@example.com"], None);
     let wiki_secret = wiki["introspection_secret"].as_str().unwrap().to_owned();
@@ -225,12 +226,18 @@ fn a_token_from_a_second_place_is_shared_and_the_task_is_suspended() {
     assert_eq!(introspect(&e.tickets_secret, &exchange(&tok4))["active"], true, "its own credential");
     let (t3, tok3) = e.start("w");
     assert_eq!(introspect(&wiki_secret, &exchange(&tok3))["active"], false);
-    e.until("t3's suspension", || e.task_state(&t3) == "revoked");
+    e.until("the misdirected token's alert", || {
+        e.audit("containment.trip").iter().any(|r| r["task"] == t3.as_str() && r["detail"]["signal"] == "misdirected")
+    });
+    let trip = e.audit("containment.trip");
+    let trip = trip.iter().find(|r| r["task"] == t3.as_str()).unwrap();
+    assert_eq!(trip["detail"]["action"], "alert");
+    assert_eq!(e.task_state(&t3), "active", "an alert, not a suspension");
     let ev = e.audit("security.token_sharing");
     let ev = ev.iter().find(|r| r["task"] == t3.as_str()).expect("a sharing event for t3");
     assert_eq!(
-        (ev["detail"]["presented_to"].as_str(), ev["detail"]["via"].as_str()),
-        (Some("tool:wiki"), Some("introspection"))
+        (ev["detail"]["presented_to"].as_str(), ev["detail"]["via"].as_str(), ev["detail"]["by"]["tool"].as_str()),
+        (Some("tool:wiki"), Some("introspection"), Some("wiki"))
     );
     assert_eq!(ev["detail"]["audience"], json!(["https://tickets.example"]));
     assert!(!e.audit("security.token_sharing").iter().any(|r| r["task"] == t4.as_str()));

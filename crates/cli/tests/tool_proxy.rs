@@ -251,6 +251,7 @@ fn an_agent_calls_an_upstream_through_the_proxy_without_ever_holding_its_key() {
     let ev = sharing.as_array().unwrap().first().unwrap_or_else(|| panic!("no sharing event: {sharing}"));
     let d: Value = serde_json::from_str(ev["detail"].as_str().unwrap()).unwrap();
     assert_eq!((d["presented_to"].as_str(), d["via"].as_str()), (Some("tool:tickets"), Some("proxy")), "{d}");
+    assert_eq!(d["by"]["addr"], "127.0.0.1", "who presented it: {d}");
 
     // The audit log records each call by route template, with the secret's fingerprint.
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -82,6 +82,10 @@ pub enum Signal {
     WriteBeforeRead { reads: Vec<String>, writes: Vec<String> },
     /// A task or per-tool token presented by a second presenter.
     Sharing,
+    /// A task's token presented to a party it was not issued for (a tool introspecting another
+    /// audience's credential, another tool's at the proxy). Whoever presented it may be a tool
+    /// that received it legitimately, so the default only alerts.
+    Misdirected,
     /// The leak guard found a stored secret in a task's output.
     Leak,
     /// An authenticated external risk signal naming a task, at or above `min_score`.
@@ -96,6 +100,7 @@ impl Signal {
             Signal::NewTool => "new_tool",
             Signal::WriteBeforeRead { .. } => "write_before_read",
             Signal::Sharing => "sharing",
+            Signal::Misdirected => "misdirected",
             Signal::Leak => "leak",
             Signal::Risk { .. } => "risk",
         }
@@ -111,11 +116,12 @@ pub struct Rule {
 }
 
 /// The rules every workflow has unless it declares its own: a shared token, a leaked secret
-/// or a high external risk ends the task; a workflow whose decisions are mostly denied is
-/// reported.
+/// or a high external risk ends the task; a token presented to a party it was not for, and a
+/// workflow whose decisions are mostly denied, are reported.
 pub fn default_rules() -> Vec<Rule> {
     vec![
         Rule { signal: Signal::Sharing, action: Action::SuspendTask },
+        Rule { signal: Signal::Misdirected, action: Action::Alert },
         Rule { signal: Signal::Leak, action: Action::SuspendTask },
         Rule { signal: Signal::Risk { min_score: 0.8 }, action: Action::SuspendTask },
         Rule {
@@ -200,6 +206,9 @@ pub enum Observation {
     },
     Call,
     Sharing {
+        evidence: serde_json::Value,
+    },
+    Misdirected {
         evidence: serde_json::Value,
     },
     Leak {
@@ -446,6 +455,14 @@ impl Evaluator {
                         i,
                         r,
                         "containment: the task's token was presented by another presenter".into(),
+                        evidence.clone(),
+                    ));
+                }
+                (Signal::Misdirected, Observation::Misdirected { evidence }) => {
+                    out.push(trip(
+                        i,
+                        r,
+                        "containment: the task's token was presented to a party it was not issued for".into(),
                         evidence.clone(),
                     ));
                 }

@@ -38,27 +38,32 @@ async fn an_unpolled_stream_is_disabled_at_its_outbox_limit() {
     let (_, audit) = s.admin_get("/v1/audit?action=ssf.stream_update").await;
     assert!(audit.as_array().unwrap().iter().any(|r| r["actor"] == "governance:signals"), "{audit}");
     // Its queue is gone but for the notice that Remit disabled it (SSF 1.0 §8.1.5: the
-    // receiver hears of it before the stream stops); acknowledged, nothing more.
+    // receiver hears of it before the stream stops).
     let poll = format!("/ssf/poll/{sid}");
     let (_, p) = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({"returnImmediately": true}))).await;
     let sets = p["sets"].as_object().unwrap();
     assert_eq!(sets.len(), 1, "{p}");
-    let (jti, set) = sets.iter().next().unwrap();
+    let set = sets.values().next().unwrap();
     let claims = remit_token::jwt::unverified_claims(set.as_str().unwrap()).unwrap();
     let ev = &claims["events"]["https://schemas.openid.net/secevent/ssf/event-type/stream-updated"];
     assert_eq!(ev["status"], "disabled", "{claims}");
     assert!(ev["reason"].as_str().unwrap().starts_with("outbox full"), "{claims}");
     assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": sid}));
-    let ack = json!({"ack": [jti], "returnImmediately": true});
-    let (_, p) = s.call("POST", &poll, Some(&s.admin.clone()), Some(ack)).await;
-    assert_eq!(p["sets"], json!({}), "{p}");
+    // Re-enabled by its receiver before it acknowledged the notice: the notice, stale now, is
+    // gone, and the stream hears of the next kill.
     let enable = json!({"stream_id": sid, "status": "enabled"});
     assert_eq!(s.call("POST", "/ssf/status", Some(&s.admin.clone()), Some(enable)).await.0, 200);
     let (task, _) = s.start_task(&inst).await;
     s.admin_post(&format!("/v1/tasks/{task}/revoke"), json!({"reason": "one more"})).await;
     let (st, p) = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({}))).await;
     assert_eq!(st, 200);
-    assert_eq!(p["sets"].as_object().unwrap().len(), 1, "{p}");
+    let sets = p["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1, "{p}");
+    let claims = remit_token::jwt::unverified_claims(sets.values().next().unwrap().as_str().unwrap()).unwrap();
+    assert!(
+        claims["events"]["https://schemas.openid.net/secevent/caep/event-type/session-revoked"].is_object(),
+        "{claims}"
+    );
     s.stop().await;
 }
 
@@ -119,5 +124,17 @@ async fn a_set_waiting_across_a_key_rotation_arrives_under_the_current_key() {
     let p = s.call("POST", &poll, Some(&s.admin.clone()), Some(json!({"returnImmediately": true}))).await.1;
     assert_eq!(p["sets"].as_object().unwrap().keys().collect::<Vec<_>>(), [&jti], "{p}");
     assert_eq!(g.outbox_depth(&sid).await.unwrap(), 1, "the forged rows are gone");
+    // Nor is a real row moved to another stream (the MAC names its stream).
+    let body = json!({"events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]});
+    let (_, other) = s.call("POST", "/ssf/streams", Some(&s.admin.clone()), Some(body)).await;
+    let other = other["stream_id"].as_str().unwrap().to_owned();
+    g.enqueue(vec![remit_store::OutboxRow { stream: other.clone(), ..queued[0].clone() }]).await.unwrap();
+    assert_eq!(g.outbox_depth(&other).await.unwrap(), 1);
+    let p = s
+        .call("POST", &format!("/ssf/poll/{other}"), Some(&s.admin.clone()), Some(json!({"returnImmediately": true})))
+        .await
+        .1;
+    assert_eq!(p["sets"], json!({}), "{p}");
+    assert_eq!(g.outbox_depth(&other).await.unwrap(), 0, "dropped unsigned");
     s.stop().await;
 }

@@ -18,7 +18,8 @@ pub async fn version(g: &Global) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The server's state: version, store, keys, audit head and checkpoint age, policy version.
+/// The server's state: version, store, keys, audit head and checkpoint age, policy version,
+/// cluster jobs.
 pub async fn status(g: &Global) -> Result<(), CliError> {
     let c = Client::admin(g).await?;
     let v = c.get("/v1/status").await?;
@@ -73,6 +74,15 @@ pub async fn status(g: &Global) -> Result<(), CliError> {
             n(&l["active"]),
             n(&l["revoking"])
         ),
+    }
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        let whose = match (j["held"].as_bool(), j["held_here"].as_bool()) {
+            (Some(true), Some(true)) => "held here".to_owned(),
+            (Some(true), _) => format!("held by {}", output::s(j, "holder")),
+            _ => "NOT HELD (taken over within its hold time)".to_owned(),
+        };
+        let behind = j["behind"].as_u64().map(|b| format!(", {b} audit records behind")).unwrap_or_default();
+        println!("job:         {} {whose}{behind}", output::s(j, "name"));
     }
     println!("time:        {}", output::s(&v, "time"));
     Ok(())

@@ -173,6 +173,7 @@ fn observation(rec: &AuditRecord) -> Option<(TaskId, Named, Observation)> {
         "task.renew" => Observation::Renew {
             expires: remit_core::time::UnixMillis(d["expires_at_ms"].as_i64().unwrap_or(i64::MAX)),
         },
+        "security.token_sharing" if d.get("presented_to").is_some() => Observation::Misdirected { evidence: d },
         "security.token_sharing" => Observation::Sharing { evidence: d },
         "leak.found" if denied => Observation::Leak { evidence: d },
         "security.risk_signal" => Observation::Risk { score: d["score"].as_f64()?, evidence: d },
@@ -231,6 +232,7 @@ pub(crate) fn fed_to(app: &App, cursor: u64) -> bool {
 /// due when the job changed hands is just as due here. Write-before-read judges only tasks
 /// whose start is among what was fed.
 pub(crate) async fn warm(app: &App, cursor: u64, held: &mut super::Held) -> Result<(), Error> {
+    let started = std::time::Instant::now();
     let window_ms = i64::try_from(containment::MAX_WINDOW_SECS * 1_000).unwrap_or(i64::MAX);
     let since = app.clock.now().0.saturating_sub(window_ms);
     let mut after = cursor.saturating_sub(WARM_RECORDS);
@@ -249,7 +251,7 @@ pub(crate) async fn warm(app: &App, cursor: u64, held: &mut super::Held) -> Resu
         gone.extend(ended(&recs));
         after = last;
         // A long rebuild keeps its hold (or stops: another replica has the job).
-        if !held.hold(app).await? {
+        if !held.hold(app).await? || held.cursor != cursor {
             return Err(Error::Conflict("the job was taken over".into()));
         }
     }
@@ -261,7 +263,8 @@ pub(crate) async fn warm(app: &App, cursor: u64, held: &mut super::Held) -> Resu
     }
     e.prune(app.clock.now(), &gone);
     e.set_fed(cursor);
-    tracing::info!(records = obs.len(), cursor, "containment counters rebuilt from the audit log");
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(observations = obs.len(), cursor, elapsed_ms, "containment counters rebuilt from the audit log");
     Ok(())
 }
 

@@ -84,6 +84,11 @@ impl Presenter {
         if parts.is_empty() { "unknown".into() } else { parts.join(";") }
     }
 
+    /// The presenter as audit evidence (`{"addr": …, "jkt": …}`).
+    pub fn as_evidence(&self) -> serde_json::Value {
+        Self::evidence(&self.key())
+    }
+
     fn evidence(key: &str) -> serde_json::Value {
         let mut o = serde_json::Map::new();
         for part in key.split(';') {
@@ -169,6 +174,10 @@ impl App {
         tracing::warn!(subject = %t.subject, via = t.via, "a token was presented from a second place");
         if let Err(e) = self.store.audit().append(vec![audit]).await {
             tracing::error!(error = %e, "recording a sharing event failed");
+            // Not recorded: the next presentation tries again.
+            if let Ok(mut seen) = self.governance.bearers.reported.lock() {
+                seen.remove(&(t.jti.to_owned(), key));
+            }
         }
     }
 }
@@ -177,15 +186,24 @@ impl App {
     /// Notes a live token presented to a party it was not issued for — a tool introspecting a
     /// credential of another audience, a credential for one tool (or a task token handed to
     /// another party) at the tool proxy: whoever holds it got it from the agent. A
-    /// `security.token_sharing` record naming the task (containment acts on it), once per token
-    /// and party per replica. Never fails the request.
-    pub async fn note_misdirected(&self, c: &remit_token::Claims, presented_to: &str, via: &'static str) {
+    /// `security.token_sharing` record naming the task, who presented it (`by`) and to whom; the
+    /// containment signal `misdirected` (whose default only alerts: the presenter may be a tool
+    /// that received the token legitimately). Once per token and party per replica. Never fails
+    /// the request.
+    pub async fn note_misdirected(
+        &self,
+        c: &remit_token::Claims,
+        presented_to: &str,
+        by: serde_json::Value,
+        via: &'static str,
+    ) {
+        let mark = (c.jti.clone(), format!("to={presented_to}"));
         {
             let Ok(mut seen) = self.governance.bearers.reported.lock() else { return };
             if seen.len() >= MAX_REMEMBERED {
                 seen.clear();
             }
-            if !seen.insert((c.jti.clone(), format!("to={presented_to}"))) {
+            if !seen.insert(mark.clone()) {
                 return;
             }
         }
@@ -198,11 +216,16 @@ impl App {
                 ("jti", c.jti.clone().into()),
                 ("audience", c.aud.clone().into()),
                 ("presented_to", presented_to.into()),
+                ("by", by),
                 ("via", via.into()),
             ]);
         tracing::warn!(subject = %c.sub, via, "a token was presented to a party it was not issued for");
         if let Err(e) = self.store.audit().append(vec![audit]).await {
             tracing::error!(error = %e, "recording a sharing event failed");
+            // Not recorded: the next presentation tries again.
+            if let Ok(mut seen) = self.governance.bearers.reported.lock() {
+                seen.remove(&mark);
+            }
         }
     }
 }

@@ -293,12 +293,8 @@ pub fn set_for(
 }
 
 /// The SET to deliver for a queued row: its claims, checked against their MAC, signed now with
-/// the current JWT key (a row queued by an earlier version holds a signed SET, delivered as it
-/// is). `Err` says why a row is unusable (it is then dropped, never signed).
+/// the current JWT key. `Err` says why a row is unusable (it is then dropped, never signed).
 pub fn signed(app: &App, row: &OutboxRow) -> Result<String, &'static str> {
-    if !row.set.starts_with('{') {
-        return Ok(row.set.clone());
-    }
     let (claims, tag) = row.set.rsplit_once('\n').ok_or("no MAC")?;
     let tag = hex::decode(tag).map_err(|_| "a malformed MAC")?;
     let fields = [row.stream.as_bytes(), row.jti.as_bytes(), claims.as_bytes()];
@@ -684,6 +680,16 @@ impl App {
             return Err(Error::Invalid(format!("`reason` is longer than {MAX_DESCRIPTION} bytes")));
         }
         let st: Stored = serde_json::from_str(&s.config).map_err(|e| Error::Internal(e.to_string()))?;
+        // Leaving `disabled`: the notice that Remit disabled it is stale now (nothing else is
+        // queued while disabled, so the queue is dropped before the status changes).
+        if s.status == "disabled" && want.status != "disabled" {
+            let g = self.store.governance();
+            let queued = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), MAX_POLL_EVENTS).await?;
+            let stale: Vec<String> = queued.into_iter().filter(is_stream_update).map(|r| r.jti).collect();
+            if !stale.is_empty() {
+                g.acknowledge(&s.id, stale).await?;
+            }
+        }
         self.store_stream(
             r,
             &cfg,
@@ -761,10 +767,20 @@ impl App {
         if s.status != "enabled" {
             let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max).await?;
             let mut sets = BTreeMap::new();
+            let mut bad = Vec::new();
             for r in rows.into_iter().filter(is_stream_update) {
-                if let Ok(set) = signed(self, &r) {
-                    sets.insert(r.jti, set);
+                match signed(self, &r) {
+                    Ok(set) => {
+                        sets.insert(r.jti, set);
+                    }
+                    Err(why) => {
+                        tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");
+                        bad.push(r.jti);
+                    }
                 }
+            }
+            if !bad.is_empty() {
+                g.acknowledge(&s.id, bad).await?;
             }
             return Ok(PollResponse { sets, more_available: false });
         }

@@ -103,8 +103,9 @@ async fn step(app: &App, held: &mut Held) -> Result<bool, Error> {
             reason: r.event.reason.clone().unwrap_or_default(),
         });
     }
-    // Kills only on a current hold (a long rebuild or a slow store may have outlasted it).
-    if !held.hold(app).await? {
+    // Kills only on a current hold (a long rebuild or a slow store may have outlasted it), and
+    // only if nobody moved the cursor meanwhile.
+    if !held.hold(app).await? || held.cursor != cursor {
         return Err(Error::Conflict("the job was taken over".into()));
     }
     let records = super::containment::act(app, trips).await;

@@ -37,9 +37,11 @@ pub(super) async fn issue(
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
+    peer: Option<axum::Extension<crate::listen::PeerAddr>>,
     body: Bytes,
 ) -> Response {
     let app = &p.app;
+    let peer = peer.map(|axum::Extension(a)| a.0);
     let claims = match bearer(app, &method, &uri, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -58,7 +60,13 @@ pub(super) async fn issue(
     if tool.state != ToolState::Active {
         return refuse(StatusCode::FORBIDDEN, "access_denied", format!("tool `{name}` is disabled"));
     }
-    let task = match task_for(app, &claims, &tool, &cfg.scope).await {
+    let presenter = crate::governance::sharing::Presenter::of(
+        peer,
+        &headers,
+        &app.cfg.limits.trusted_proxies,
+        claims.cnf.as_ref().map(|c| c.jkt.clone()),
+    );
+    let task = match task_for(app, &claims, &tool, &cfg.scope, &presenter).await {
         Ok(t) => t,
         Err(r) => return r,
     };

@@ -269,13 +269,13 @@ async fn check(
     let route = cfg.route(method.as_str(), &segments).cloned().ok_or_else(|| {
         refuse(StatusCode::FORBIDDEN, "access_denied", format!("no route of tool `{name}` matches this call"))
     })?;
-    let task = task_for(app, &claims, &tool, &route.scope).await?;
     // Who presents the token (a second presenter is a sharing event).
+    use crate::governance::sharing::{Presented, Presenter};
+    let jkt = claims.cnf.as_ref().map(|c| c.jkt.clone());
+    let presenter = Presenter::of(peer, headers, &app.cfg.limits.trusted_proxies, jkt);
+    let task = task_for(app, &claims, &tool, &route.scope, &presenter).await?;
     let wf = claims.remit.workflow.as_deref().and_then(|w| remit_core::ids::WorkflowName::parse(w).ok());
     if let (Some(w), Ok(a)) = (wf, remit_core::ids::AgentName::parse(&claims.remit.agent)) {
-        use crate::governance::sharing::{Presented, Presenter};
-        let jkt = claims.cnf.as_ref().map(|c| c.jkt.clone());
-        let presenter = Presenter::of(peer, headers, &app.cfg.limits.trusted_proxies, jkt);
         let presented = Presented {
             jti: &claims.jti,
             task: Some(&task),
@@ -358,6 +358,7 @@ pub(crate) async fn task_for(
     claims: &remit_token::Claims,
     tool: &Tool,
     scope: &str,
+    presenter: &crate::governance::sharing::Presenter,
 ) -> Result<TaskId, Response> {
     let misdirected = match claims.remit.kind {
         SvidKind::Task => !claims.aud.contains(&app.cfg.audience) && !claims.aud.contains(&tool.audience),
@@ -365,7 +366,7 @@ pub(crate) async fn task_for(
         _ => false,
     };
     if misdirected {
-        app.note_misdirected(claims, &format!("tool:{}", tool.name), "proxy").await;
+        app.note_misdirected(claims, &format!("tool:{}", tool.name), presenter.as_evidence(), "proxy").await;
     }
     match claims.remit.kind {
         SvidKind::Task if claims.aud.contains(&app.cfg.audience) => {}

@@ -33,7 +33,9 @@ impl App {
             {
                 // A live token of another audience in this tool's hands: the agent handed it on.
                 if let Some(t) = for_tool.filter(|t| !c.aud.contains(&t.audience)) {
-                    self.note_misdirected(&c, &format!("tool:{}", t.name), "introspection").await;
+                    let to = format!("tool:{}", t.name);
+                    self.note_misdirected(&c, &to, serde_json::json!({ "tool": t.name.as_str() }), "introspection")
+                        .await;
                 }
                 Ok(Introspection { claims: None, inactive_reason: "not this tool's credential" })
             }

@@ -57,8 +57,7 @@ pub struct OutboxRow {
     /// Delivery order within the stream (the audit `seq` it came from, or a verification's).
     pub seq: u64,
     /// The SET's claims (JSON) and, after a newline, their MAC under the KEK (bound to the
-    /// stream and `jti`), signed when delivered; from earlier versions, a signed SET (a compact
-    /// JWS). Never a credential.
+    /// stream and `jti`); signed when delivered. Never a credential.
     pub set: String,
     pub created_at: UnixMillis,
     pub attempts: u32,
