@@ -8,7 +8,8 @@
 //!   here: every replica writes to it, so the tail sees the whole cluster's activity.
 //! - [`push`]: delivers queued SETs to push streams (RFC 8935), in order, retrying with
 //!   backoff; poll streams (RFC 8936) are served by [`ssf`].
-//! - [`ssf`]: the Shared Signals transmitter's API and the SETs themselves.
+//! - [`ssf`]: the Shared Signals transmitter's API; [`sets`]: the SETs themselves (what an audit
+//!   record gives receivers, the MACed outbox form, signing at delivery).
 //! - [`containment`], [`sharing`]: automatic containment and credential-sharing detection.
 //! - [`recert`]: recertification and the job that suspends what is overdue.
 //! - [`report`]: least privilege from observed use, and the framework-mapped report.
@@ -21,6 +22,7 @@ pub mod receive;
 pub mod recert;
 pub mod report;
 pub mod reuse;
+pub mod sets;
 pub mod sharing;
 pub mod ssf;
 pub mod tail;
