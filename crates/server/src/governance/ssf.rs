@@ -552,6 +552,32 @@ impl App {
         Ok(())
     }
 
+    /// Queued rows signed for delivery, by `jti`; a row whose MAC does not hold is dropped
+    /// unsigned (logged without its content).
+    async fn deliverable(
+        &self,
+        stream: &str,
+        rows: impl Iterator<Item = OutboxRow>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let mut sets = BTreeMap::new();
+        let mut bad = Vec::new();
+        for r in rows {
+            match signed(self, &r) {
+                Ok(set) => {
+                    sets.insert(r.jti, set);
+                }
+                Err(why) => {
+                    tracing::error!(stream = %stream, why, "a queued SET is not Remit's; dropped unsigned");
+                    bad.push(r.jti);
+                }
+            }
+        }
+        if !bad.is_empty() {
+            self.store.governance().acknowledge(stream, bad).await?;
+        }
+        Ok(sets)
+    }
+
     /// RFC 8936 poll: acknowledgements first, then the queued SETs (waiting up to
     /// [`LONG_POLL`] for one unless `returnImmediately`).
     pub async fn poll_stream(&self, r: &Receiver, id: &str, req: PollRequest) -> Result<PollResponse, Error> {
@@ -581,22 +607,7 @@ impl App {
         // Disabled: only the notice saying so (Remit disabled it), at once.
         if s.status != "enabled" {
             let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max).await?;
-            let mut sets = BTreeMap::new();
-            let mut bad = Vec::new();
-            for r in rows.into_iter().filter(is_stream_update) {
-                match signed(self, &r) {
-                    Ok(set) => {
-                        sets.insert(r.jti, set);
-                    }
-                    Err(why) => {
-                        tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");
-                        bad.push(r.jti);
-                    }
-                }
-            }
-            if !bad.is_empty() {
-                g.acknowledge(&s.id, bad).await?;
-            }
+            let sets = self.deliverable(&s.id, rows.into_iter().filter(is_stream_update)).await?;
             return Ok(PollResponse { sets, more_available: false });
         }
         let _slot = PollSlot::take(self, &s.id)?;
@@ -607,22 +618,7 @@ impl App {
             let rows = g.outbox(&s.id, remit_core::time::UnixMillis(i64::MAX), max + 1).await?;
             if !rows.is_empty() || req.return_immediately.unwrap_or(false) {
                 let more = rows.len() > max as usize;
-                let mut sets = BTreeMap::new();
-                let mut bad = Vec::new();
-                for r in rows.into_iter().take(max as usize) {
-                    match signed(self, &r) {
-                        Ok(set) => {
-                            sets.insert(r.jti, set);
-                        }
-                        Err(why) => {
-                            tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");
-                            bad.push(r.jti);
-                        }
-                    }
-                }
-                if !bad.is_empty() {
-                    g.acknowledge(&s.id, bad).await?;
-                }
+                let sets = self.deliverable(&s.id, rows.into_iter().take(max as usize)).await?;
                 return Ok(PollResponse { sets, more_available: more });
             }
             tokio::select! {
