@@ -49,6 +49,9 @@ async fn an_unpolled_stream_is_disabled_at_its_outbox_limit() {
     assert_eq!(ev["status"], "disabled", "{claims}");
     assert!(ev["reason"].as_str().unwrap().starts_with("outbox full"), "{claims}");
     assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": sid}));
+    // A verification asked of the disabled stream is refused (it would never be delivered).
+    let (st, v) = s.call("POST", "/ssf/verify", Some(&s.admin.clone()), Some(json!({"stream_id": sid}))).await;
+    assert_eq!(st, 400, "{v}");
     // Re-enabled by its receiver before it acknowledged the notice: the notice, stale now, is
     // gone, and the stream hears of the next kill.
     let enable = json!({"stream_id": sid, "status": "enabled"});

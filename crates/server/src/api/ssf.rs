@@ -194,6 +194,7 @@ pub async fn set_status(
 #[utoipa::path(post, path = "/ssf/verify", tag = "shared signals", operation_id = "ssf_verify",
     request_body = VerifyRequest,
     responses((status = 204, description = "the verification event is queued"),
+              (status = 400, body = ErrorBody, description = "invalid, or the stream is disabled (nothing would be delivered)"),
               (status = 404, body = ErrorBody, description = "no such stream for this receiver"),
               (status = 429, body = ErrorBody, description = "sooner than min_verification_interval")),
     security(("bearer" = [])))]

@@ -524,6 +524,10 @@ impl App {
         if state.as_ref().is_some_and(|x| x.len() > 1_024) {
             return Err(Error::Invalid("`state` is longer than 1024 bytes".into()));
         }
+        // A disabled stream delivers nothing: a 204 would promise an event that never comes.
+        if s.status == "disabled" {
+            return Err(Error::Invalid("the stream is disabled: enable it first (POST /ssf/status)".into()));
+        }
         let now = self.clock.now();
         {
             let mut last = self.governance.verifications.lock().map_err(|_| Error::Internal("lock".into()))?;
