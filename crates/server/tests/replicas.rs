@@ -1,7 +1,8 @@
 //! Three replicas on loopback ports sharing one real PostgreSQL database: any replica serves
 //! the whole API, a kill through one is honoured by the others, keys rotated on one are used
 //! by all, concurrent writes through all three keep one audit chain, and a human's session
-//! revoked through one is refused by the others at once.
+//! revoked through one is refused by the others at once, and a Shared Signals verification limit
+//! holds across them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -309,4 +310,18 @@ async fn a_revoked_session_is_refused_by_every_replica_at_once() {
     for s in [&b, &c] {
         assert_eq!(s.call("GET", "/v1/audit?limit=1", Some(&t2), None).await.0, 401);
     }
+}
+
+/// A Shared Signals receiver's verification requests are limited per stream across the cluster
+/// (`min_verification_interval`), not per replica: asking A and then B at once is a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verification_rate_limit_holds_across_replicas() {
+    let db = TempDb::create().await.unwrap();
+    let (a, b, _c) = three(&db).await;
+    let body = json!({"events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]});
+    let (st, stream) = a.call("POST", "/ssf/streams", Some(&a.admin.clone()), Some(body)).await;
+    assert_eq!(st, 201, "{stream}");
+    let verify = json!({"stream_id": stream["stream_id"]});
+    assert_eq!(a.call("POST", "/ssf/verify", Some(&a.admin.clone()), Some(verify.clone())).await.0, 204);
+    assert_eq!(b.call("POST", "/ssf/verify", Some(&b.admin.clone()), Some(verify)).await.0, 429);
 }

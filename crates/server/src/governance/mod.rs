@@ -47,8 +47,6 @@ pub const TAIL_INTERVAL: Duration = Duration::from_millis(250);
 pub struct State {
     /// This process's name as a job holder.
     pub holder: String,
-    /// When each stream last asked for verification (the rate limit), per process.
-    pub(crate) verifications: Mutex<HashMap<String, UnixMillis>>,
     /// Long polls waiting per stream (bounded).
     pub(crate) polls: Mutex<HashMap<String, usize>>,
     /// Tokens' first presenters this process has seen.
@@ -69,7 +67,6 @@ impl State {
         let holder = if backend == "sqlite" { "local".to_owned() } else { hex::encode(random.bytes16()) };
         State {
             holder,
-            verifications: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
             bearers: sharing::Bearers::default(),
             containment: Mutex::new(remit_core::containment::Evaluator::default()),

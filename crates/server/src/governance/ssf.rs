@@ -529,19 +529,15 @@ impl App {
             return Err(Error::Invalid("the stream is disabled: enable it first (POST /ssf/status)".into()));
         }
         let now = self.clock.now();
-        {
-            let mut last = self.governance.verifications.lock().map_err(|_| Error::Internal("lock".into()))?;
-            if let Some(t) = last.get(&s.id)
-                && now.0 - t.0 < i64::try_from(MIN_VERIFICATION_INTERVAL * 1000).unwrap_or(i64::MAX)
-            {
-                return Err(Error::TooMany(format!(
-                    "one verification per {MIN_VERIFICATION_INTERVAL} s per stream (min_verification_interval)"
-                )));
-            }
-            if last.len() > 10_000 {
-                last.clear();
-            }
-            last.insert(s.id.clone(), now);
+        // One per interval per stream across every replica: an entry in the shared replay table
+        // that lives for the interval.
+        let key = hex::encode(remit_token::sha256(format!("ssf-verify\0{}", s.id).as_bytes()));
+        let until =
+            remit_core::time::UnixMillis(now.0 + i64::try_from(MIN_VERIFICATION_INTERVAL * 1000).unwrap_or(i64::MAX));
+        if !self.store.tools().use_proof(&key, now, until).await? {
+            return Err(Error::TooMany(format!(
+                "one verification per {MIN_VERIFICATION_INTERVAL} s per stream (min_verification_interval)"
+            )));
         }
         let payload = match state {
             Some(st) => json!({ "state": st }),
