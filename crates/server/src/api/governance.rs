@@ -69,9 +69,6 @@ pub async fn set(
     Ok(Json(app.set_governance_settings(&caller, &w, b.settings, &b.reason).await?))
 }
 
-/// How far a signed risk signal's timestamp may be from now, either way (seconds).
-const RISK_TOLERANCE_SECS: i64 = 300;
-
 /// An external risk signal naming a task (a prompt-injection detector, a DLP system). Signed by
 /// the detector with `Remit-Signature: t=…,v1=…` (HMAC-SHA256 of `t.body` with
 /// `[governance] risk_secret_file`, within 5 minutes), or sent by an administrator with
@@ -89,62 +86,27 @@ pub async fn risk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RiskRecorded>), ApiError> {
-    // The replay-table entry a signed message claimed (given back if recording it fails).
-    let mut claimed = None;
-    let by = match headers.get(remit_token::webhook::HEADER).and_then(|v| v.to_str().ok()) {
-        Some(sig) => {
-            let secret = crate::governance::notify::read_secret(
-                "REMIT_RISK_SECRET",
-                app.cfg.governance.risk_secret_file.as_deref(),
-            )
-            .map_err(ApiError::Internal)?
-            .ok_or_else(|| ApiError::Unauthenticated("no risk secret is configured".into()))?;
-            let now = app.clock.now();
-            let t = remit_token::webhook::verify(&secret, sig, &body, now.secs(), RISK_TOLERANCE_SECS)
-                .map_err(|e| ApiError::Unauthenticated(format!("Remit-Signature: {e}")))?;
-            // Each signed message acts once (on any replica): a captured request replayed
-            // within the tolerance, or a detector's retry, is answered without a second action.
-            let mut m = format!("risk-signal\0{t}\0").into_bytes();
-            m.extend_from_slice(&body);
-            let key = hex::encode(remit_token::sha256(&m));
-            // Remembered past the tolerance on either side, with the replicas' clock skew.
-            let skew = i64::try_from(app.cfg.limits.clock_skew.as_secs()).unwrap_or(30);
-            let until = remit_core::time::UnixMillis::from_secs(t + RISK_TOLERANCE_SECS + skew + 1);
-            if !app.store.tools().use_proof(&key, now, until).await.map_err(crate::error::Error::from)? {
-                let task = serde_json::from_slice::<RiskSignal>(&body).map(|s| s.task).unwrap_or_default();
-                return Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: false })));
-            }
-            claimed = Some(key);
-            "risk-webhook".to_owned()
-        }
-        None => {
-            let token = bearer_of(&headers).ok_or_else(ApiError::unauthenticated)?;
-            let operator = headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
-            let caller = app.authenticate(token, operator).await?;
-            caller.require_human_or_admin()?;
-            app.allow(
-                &caller,
-                remit_policy::admin::AdminAction::GovernanceManage,
-                remit_policy::admin::AdminTarget::Installation,
-            )
-            .await?;
-            caller.actor()
-        }
+    let parse = |body: &[u8]| {
+        serde_json::from_slice::<RiskSignal>(body)
+            .map_err(|e| crate::error::Error::Invalid(format!("invalid risk signal: {e}")))
     };
-    let recorded = match serde_json::from_slice::<RiskSignal>(&body) {
-        Ok(s) => {
-            let task = s.task.clone();
-            app.risk_signal(&by, s).await.map(|()| task)
-        }
-        Err(e) => Err(crate::error::Error::Invalid(format!("invalid risk signal: {e}"))),
-    };
-    // Not recorded: the message may be sent again (a 4xx stays one, a retry after a 5xx acts).
-    if let (Err(_), Some(key)) = (&recorded, &claimed)
-        && let Err(e) = app.store.tools().forget_proof(key).await
-    {
-        tracing::error!(error = %e, "giving back a risk signal's replay entry failed");
+    if let Some(sig) = headers.get(remit_token::webhook::HEADER).and_then(|v| v.to_str().ok()) {
+        let (task, recorded) = app.signed_risk_signal(sig, &body, parse).await?;
+        return Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded })));
     }
-    let task = recorded?;
+    let token = bearer_of(&headers).ok_or_else(ApiError::unauthenticated)?;
+    let operator = headers.get(OPERATOR_HEADER).and_then(|v| v.to_str().ok());
+    let caller = app.authenticate(token, operator).await?;
+    caller.require_human_or_admin()?;
+    app.allow(
+        &caller,
+        remit_policy::admin::AdminAction::GovernanceManage,
+        remit_policy::admin::AdminTarget::Installation,
+    )
+    .await?;
+    let s = parse(&body)?;
+    let task = s.task.clone();
+    app.risk_signal(&caller.actor(), s).await?;
     Ok((StatusCode::ACCEPTED, Json(RiskRecorded { task, recorded: true })))
 }
 

@@ -397,7 +397,52 @@ pub struct RiskSignal {
     pub reason: String,
 }
 
+/// How far a signed risk signal's timestamp may be from now, either way (seconds).
+const RISK_TOLERANCE_SECS: i64 = 300;
+
 impl App {
+    /// A detector's signed risk signal (`Remit-Signature` over the body, `[governance]
+    /// risk_secret_file`): verified, then recorded once across replicas — a captured request
+    /// replayed within the tolerance, or a detector's retry, is answered without a second
+    /// action (`false`). A signal that could not be recorded gives its replay entry back, so
+    /// the retry acts. Returns the task and whether this call recorded it.
+    pub async fn signed_risk_signal(
+        &self,
+        sig: &str,
+        body: &[u8],
+        parse: impl Fn(&[u8]) -> Result<RiskSignal, Error>,
+    ) -> Result<(String, bool), Error> {
+        let secret = super::notify::read_secret("REMIT_RISK_SECRET", self.cfg.governance.risk_secret_file.as_deref())
+            .map_err(Error::Internal)?
+            .ok_or_else(|| Error::Unauthenticated("no risk secret is configured".into()))?;
+        let now = self.clock.now();
+        let t = remit_token::webhook::verify(&secret, sig, body, now.secs(), RISK_TOLERANCE_SECS)
+            .map_err(|e| Error::Unauthenticated(format!("Remit-Signature: {e}")))?;
+        let mut m = format!("risk-signal\0{t}\0").into_bytes();
+        m.extend_from_slice(body);
+        let key = hex::encode(remit_token::sha256(&m));
+        // Remembered past the tolerance on either side, with the replicas' clock skew.
+        let skew = i64::try_from(self.cfg.limits.clock_skew.as_secs()).unwrap_or(30);
+        let until = remit_core::time::UnixMillis::from_secs(t + RISK_TOLERANCE_SECS + skew + 1);
+        if !self.store.tools().use_proof(&key, now, until).await? {
+            return Ok((parse(body).map(|s| s.task).unwrap_or_default(), false));
+        }
+        let recorded = match parse(body) {
+            Ok(s) => {
+                let task = s.task.clone();
+                self.risk_signal("risk-webhook", s).await.map(|()| task)
+            }
+            Err(e) => Err(e),
+        };
+        // Not recorded: the message may be sent again (a 4xx stays one, a retry after a 5xx acts).
+        if recorded.is_err()
+            && let Err(e) = self.store.tools().forget_proof(&key).await
+        {
+            tracing::error!(error = %e, "giving back a risk signal's replay entry failed");
+        }
+        Ok((recorded?, true))
+    }
+
     /// Records an external risk signal (`security.risk_signal`, naming the task, its workflow and
     /// agent); the containment rules act on it. `by` is who sent it.
     pub async fn risk_signal(&self, by: &str, s: RiskSignal) -> Result<(), Error> {

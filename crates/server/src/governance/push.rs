@@ -18,6 +18,7 @@ use remit_store::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Held;
+use super::sets;
 use super::ssf::{self, PUSH};
 use crate::app::App;
 use crate::error::Error;
@@ -116,7 +117,7 @@ async fn stream_round(
     let mut rows = g.outbox(&s.id, now, BATCH).await?;
     // A disabled stream delivers only the notice that Remit disabled it (SSF 1.0 §8.1.5).
     if s.status != "enabled" {
-        rows.retain(ssf::is_stream_update);
+        rows.retain(sets::is_stream_update);
         if rows.is_empty() {
             return Ok(None);
         }
@@ -128,7 +129,7 @@ async fn stream_round(
         if !held.has(app, SEND_TIMEOUT) {
             return Ok(Some(app.clock.now()));
         }
-        let set = match ssf::signed(app, &row) {
+        let set = match sets::signed(app, &row) {
             Ok(set) => set,
             Err(why) => {
                 tracing::error!(stream = %s.id, why, "a queued SET is not Remit's; dropped unsigned");

@@ -27,7 +27,7 @@ use remit_store::{OutboxRow, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub use super::sets::{Signal, in_scope, is_stream_update, set_for, signals_of, signed, status_notice};
+use super::sets::{is_stream_update, set_for, signed};
 use crate::app::App;
 use crate::caller::Caller;
 use crate::error::Error;

@@ -16,6 +16,7 @@ use remit_core::ids::{AgentName, HumanId, WorkflowName};
 use remit_store::{AuditFilter, Change, OutboxRow, StoreError};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::sets;
 use super::ssf::{self, StreamConfig};
 use super::{Held, TAIL_INTERVAL};
 use crate::app::App;
@@ -158,7 +159,7 @@ async fn outbox_rows(app: &App, recs: &[AuditRecord]) -> Result<Vec<OutboxRow>, 
             "human.deactivate" => human_email(app, rec).await,
             _ => None,
         };
-        for sig in ssf::signals_of(rec, &app.trust_domain, &app.issuer, email.as_deref()) {
+        for sig in sets::signals_of(rec, &app.trust_domain, &app.issuer, email.as_deref()) {
             // What the scope check needs, read once per step.
             if let Some(w) = &sig.workflow
                 && !tools.contains_key(w)
@@ -182,12 +183,12 @@ async fn outbox_rows(app: &App, recs: &[AuditRecord]) -> Result<Vec<OutboxRow>, 
             let agent_wfs = sig.agent.as_ref().and_then(|a| agents.get(a)).cloned().unwrap_or_default();
             for (id, owner, cfg) in &streams {
                 if !cfg.events_delivered.iter().any(|e| e == sig.event)
-                    || !ssf::in_scope(owner, &sig, &tools_of, &agent_wfs)
+                    || !sets::in_scope(owner, &sig, &tools_of, &agent_wfs)
                 {
                     continue;
                 }
                 let txn = format!("remit-audit:{}", rec.seq);
-                let (jti, set) = ssf::set_for(app, cfg, sig.event, &sig.sub_id, &sig.payload, &txn);
+                let (jti, set) = sets::set_for(app, cfg, sig.event, &sig.sub_id, &sig.payload, &txn);
                 rows.push(OutboxRow {
                     stream: id.clone(),
                     jti,
@@ -244,7 +245,7 @@ async fn cap_outboxes(app: &App, rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>,
                 ..s
             };
             // Its receiver hears of it, in the same transaction (SSF 1.0 §8.1.5).
-            let notice = ssf::status_notice(app, &disabled, "disabled", &reason).await?;
+            let notice = sets::status_notice(app, &disabled, "disabled", &reason).await?;
             match g.put_stream(disabled, vec![notice], Some(audit)).await {
                 Ok(()) => break,
                 Err(remit_store::StoreError::Conflict(_)) if tries < 5 => tries += 1,
